@@ -1,0 +1,380 @@
+"""Commands. Each is a thin call into the modules that do the work; heavy imports stay inside."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .output import print_json, print_table
+
+app = typer.Typer(
+    help="raymlp: one YAML job from raw files to a served model, on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_app = typer.Typer(help="Datasets: collect, convert, list, show, verify.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models (MLflow registry).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+JobArg = Annotated[Path, typer.Argument(help="Job file (YAML).", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: --set train.epochs=5 (repeatable).")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local Ray).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _load(job: Path, overrides: list[str] | None):
+    from raymlp.config import load_job
+
+    return load_job(job, overrides or [])
+
+
+def _storage_for(job: Path | None):
+    from raymlp.storage import resolve_storage
+
+    return resolve_storage(_load(job, []).config.storage if job else None)
+
+
+@app.command()
+def validate(job: JobArg, overrides: SetOpt = None) -> None:
+    """Check a job file; print every problem as FILE:LINE: key: message (exit 2 when any)."""
+    loaded = _load(job, overrides)
+    typer.echo(f"{job}: ok ({', '.join(loaded.config.stages())})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the job file."""
+    from raymlp.config import job_json_schema
+
+    print_json(job_json_schema())
+
+
+@app.command()
+def run(
+    job: JobArg,
+    overrides: SetOpt = None,
+    only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated stages to run, e.g. data,train.")] = None,
+    address: AddressOpt = None,
+    as_json: JsonOpt = False,
+    keep_serving: Annotated[bool, typer.Option("--keep-serving", help="After the serve stage, keep the endpoint up until Ctrl-C.")] = False,
+) -> None:
+    """Run a job's stages end to end and print what was made."""
+    from raymlp.pipeline import run_job
+
+    loaded = _load(job, overrides)
+    stages = _expand_only(only)
+    summary = run_job(loaded, only=stages, address=address, on_serving=_wait_for_interrupt if keep_serving else None)
+    _print_summary(summary, as_json)
+
+
+def _expand_only(only: str | None) -> list[str] | None:
+    if not only:
+        return None
+    names: list[str] = []
+    for name in (part.strip() for part in only.split(",") if part.strip()):
+        names += ["collect", "convert"] if name == "data" else [name]
+    return names
+
+
+def _print_summary(summary, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from .output import print_summary
+
+    if as_json:
+        print_json(asdict(summary))
+    else:
+        print_summary(summary)
+
+
+def _wait_for_interrupt(summary) -> None:
+    import time
+
+    print(f"serving {summary.endpoint}; press Ctrl-C to stop", file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def train(job: JobArg, overrides: SetOpt = None, address: AddressOpt = None, as_json: JsonOpt = False) -> None:
+    """Train (and register, when the job says so) on the dataset's latest version."""
+    from raymlp.pipeline import run_job
+
+    loaded = _load(job, overrides)
+    stages = [name for name in ("train", "register") if name in loaded.config.stages()]
+    if "train" not in stages:
+        from raymlp.errors import UsageError
+
+        raise UsageError(f"{job}: the job has no train section")
+    _print_summary(run_job(loaded, only=stages, address=address), as_json)
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option("--model", help="NAME, NAME@ALIAS or NAME:VERSION in the registry.")],
+    input: Annotated[str, typer.Option("--input", help="csv/parquet/jsonl file, folder or glob.")],
+    output: Annotated[Path, typer.Option("--output", help="Output .csv or .parquet file, or a folder.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per model call.")] = 4096,
+    job: Annotated[Optional[Path], typer.Option("--job", help="Take storage locations from this job file.")] = None,
+    address: AddressOpt = None,
+) -> None:
+    """Batch predictions with a registered model, on Ray Data."""
+    from raymlp.runtime import ray_runtime
+    from raymlp.serve.batch import predict_batch
+    from raymlp.tracking import Tracker, parse_model_ref
+
+    ref = parse_model_ref(model)
+    storage = _storage_for(job)
+    package, version = Tracker(storage.tracking_uri, Path(storage.root)).package_for(ref, storage.folder("cache", "models"))
+    with ray_runtime(address):
+        result = predict_batch(str(package), input, str(output), batch_size)
+    typer.echo(f"{result.rows} rows scored by {ref.name} version {version} -> {result.output} ({result.seconds:.1f}s)")
+
+
+@app.command()
+def serve(
+    job: Annotated[Optional[Path], typer.Argument(help="Job file whose serve section (and model) to use.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="NAME@ALIAS, NAME:VERSION or NAME to serve.")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="HTTP port (default 8000).")] = None,
+    route: Annotated[Optional[str], typer.Option("--route", help="Route prefix (default /).")] = None,
+    overrides: SetOpt = None,
+    address: AddressOpt = None,
+    block: Annotated[Optional[bool], typer.Option("--block/--no-block", help="Stay in the foreground until Ctrl-C (default: yes on an embedded Ray, no on a cluster).")] = None,
+) -> None:
+    """Put a registered model behind an HTTP endpoint on Ray Serve."""
+    from raymlp.config.schema import ServeConfig
+    from raymlp.errors import UsageError
+    from raymlp.runtime import ray_runtime
+    from raymlp.serve.deploy import deploy, smoke_request
+    from raymlp.tracking import ModelRef, Tracker, parse_model_ref
+
+    loaded = _load(job, overrides) if job else None
+    if model:
+        ref = parse_model_ref(model)
+    elif loaded and loaded.config.register:
+        ref = ModelRef(loaded.config.register.model, alias=loaded.config.register.alias)
+    else:
+        raise UsageError("name the model: raymlp serve --model NAME@ALIAS, or a job file with a register section")
+    base = loaded.config.serve if loaded and loaded.config.serve else ServeConfig()
+    settings = base.model_dump(exclude_none=True)
+    settings.update({key: value for key, value in {"host": host, "port": port, "route": route}.items() if value is not None})
+    config = ServeConfig.model_validate(settings)
+    storage = _storage_for(job)
+    package, version = Tracker(storage.tracking_uri, Path(storage.root)).package_for(ref, storage.folder("cache", "models"))
+    with ray_runtime(address) as runtime:
+        endpoint = deploy(str(package), {"model": ref.name, "version": version}, config, app_name=ref.name)
+        from raymlp.train.package import load_package
+
+        names = load_package(package).feature_names
+        smoke_request(endpoint, [{name: 0 for name in names}])
+        typer.echo(f"serving {ref.name} version {version} at {endpoint.url}", err=False)
+        sys.stdout.flush()
+        if block if block is not None else runtime.embedded:
+            _wait_for_interrupt(type("S", (), {"endpoint": endpoint.url})())
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def _catalog(job: Path | None):
+    from raymlp.catalog import Catalog
+
+    return Catalog(_storage_for(job).catalog_url)
+
+
+JobOpt = Annotated[Optional[Path], typer.Option("--job", help="Take storage locations from this job file.")]
+
+
+@data_app.command("collect")
+def data_collect(job: JobArg, overrides: SetOpt = None) -> None:
+    """Load the job's source into its data.collect table (atomically)."""
+    from raymlp.errors import UsageError
+    from raymlp.pipeline import run_job
+
+    loaded = _load(job, overrides)
+    if loaded.config.data.collect is None:
+        raise UsageError(f"{job}: data.collect is not set; nothing to collect into")
+    run_job(loaded, only=["collect"])
+
+
+@data_app.command("convert")
+def data_convert(job: JobArg, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Make a new immutable dataset version from the job's table or source."""
+    from raymlp.pipeline import run_job
+
+    summary = run_job(_load(job, overrides), only=["convert"])
+    if as_json:
+        print_json({"dataset": summary.dataset, "rows": summary.dataset_rows, "content_digest": summary.content_digest})
+    else:
+        typer.echo(f"{summary.dataset}: {summary.dataset_rows} rows, {summary.content_digest}")
+
+
+@data_app.command("list")
+def data_list(as_json: JsonOpt = False, job: JobOpt = None) -> None:
+    """Registered dataset versions."""
+    with _catalog(job) as catalog:
+        versions = catalog.list_dataset_versions()
+    rows = [
+        {"name": item.name, "version": item.version, "rows": item.row_count, "content_digest": item.content_digest,
+         "path": item.path, "created_at": item.created_at}
+        for item in versions
+    ]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table("datasets", ["name", "version", "rows", "digest", "created"],
+                    [[r["name"], r["version"], r["rows"], r["content_digest"][:19], r["created_at"]] for r in rows])
+
+
+def _dataset_ref(ref: str) -> tuple[str, int | None]:
+    from raymlp.errors import UsageError
+
+    name, _, version = ref.partition("@")
+    if version and not version.isdigit():
+        raise UsageError(f"'{ref}' is not NAME or NAME@VERSION (a version is a number)")
+    return name, int(version) if version else None
+
+
+@data_app.command("show")
+def data_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], as_json: JsonOpt = False, job: JobOpt = None) -> None:
+    """A dataset version: schema, counts, source and the models trained on it."""
+    name, version = _dataset_ref(ref)
+    with _catalog(job) as catalog:
+        record = catalog.get_dataset_version(name, version)
+        models = catalog.models_using_dataset(record.name, record.version)
+    manifest = record.manifest
+    shown = {
+        "name": record.name, "version": record.version, "path": record.path, "rows": record.row_count,
+        "content_digest": record.content_digest, "schema": manifest["schema"], "source": record.source,
+        "quarantine": manifest.get("quarantine"), "validation": manifest.get("validation"),
+        "files": manifest["files"],
+        "models": [{"model": m.model_name, "version": m.model_version, "run_id": m.run_id} for m in models],
+    }
+    if as_json:
+        print_json(shown)
+        return
+    print_table(f"{record.name}@{record.version}", ["field", "value"], [
+        ["rows", record.row_count], ["digest", record.content_digest], ["path", record.path],
+        ["source", shown["source"]], ["quarantined", (shown["quarantine"] or {}).get("rows", 0)],
+        ["models", ", ".join(f"{m['model']}:{m['version']}" for m in shown["models"]) or "none"],
+    ])
+    print_table("schema", ["column", "type", "nullable"], [[c["name"], c["type"], c["nullable"]] for c in manifest["schema"]])
+
+
+@data_app.command("verify")
+def data_verify(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], job: JobOpt = None) -> None:
+    """Re-hash a version's files and content against its manifest (exit 1 when they differ)."""
+    from raymlp.data.versions import verify_version
+    from raymlp.errors import WorkFailed
+
+    name, version = _dataset_ref(ref)
+    with _catalog(job) as catalog:
+        record = catalog.get_dataset_version(name, version)
+    problems = verify_version(record.path, record.manifest)
+    if problems:
+        raise WorkFailed(f"{record.name}@{record.version} is damaged:\n  " + "\n  ".join(problems))
+    typer.echo(f"{record.name}@{record.version}: {len(record.manifest['files'])} files and {record.row_count} rows match the manifest ({record.content_digest})")
+
+
+@data_app.command("sample")
+def data_sample(
+    name: Annotated[str, typer.Argument(help="iris, wine, breast_cancer, digits or diabetes")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")],
+) -> None:
+    """Write a dataset that ships with scikit-learn as a CSV file (class names as labels)."""
+    import os
+
+    from raymlp.config.schema import SklearnSource
+    from raymlp.data.sources import sklearn_frame
+    from raymlp.errors import UsageError
+
+    allowed = SklearnSource.model_fields["name"].annotation.__args__
+    if name not in allowed:
+        raise UsageError(f"unknown sample '{name}'; available: {', '.join(allowed)}")
+    frame = sklearn_frame(name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(f".{output.name}.partial")
+    frame.to_csv(temporary, index=False)
+    os.replace(temporary, output)
+    typer.echo(f"{output}: {len(frame)} rows of scikit-learn's {name}")
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+def _tracker(job: Path | None):
+    from raymlp.tracking import Tracker
+
+    storage = _storage_for(job)
+    return Tracker(storage.tracking_uri, Path(storage.root))
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False, job: JobOpt = None) -> None:
+    """Registered models and their versions."""
+    tracker = _tracker(job)
+    rows = []
+    for model in tracker.client.search_registered_models():
+        aliases = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for version in sorted(tracker.client.search_model_versions(f"name = '{model.name}'"), key=lambda v: int(v.version)):
+            run = tracker.client.get_run(version.run_id) if version.run_id else None
+            rows.append({
+                "name": model.name, "version": int(version.version), "aliases": aliases.get(str(version.version), []),
+                "run_id": version.run_id, "dataset": run.data.tags.get("raymlp.dataset") if run else None,
+                "metrics": dict(run.data.metrics) if run else {}, "created_at": version.creation_timestamp,
+            })
+    if as_json:
+        print_json(rows)
+    else:
+        print_table("models", ["name", "version", "aliases", "dataset", "run"],
+                    [[r["name"], r["version"], ",".join(r["aliases"]), r["dataset"], r["run_id"]] for r in rows])
+
+
+@models_app.command("show")
+def models_show(model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION")], as_json: JsonOpt = False, job: JobOpt = None) -> None:
+    """One model version: metrics, lineage and features."""
+    import json
+
+    from raymlp.tracking import parse_model_ref
+
+    ref = parse_model_ref(model)
+    storage = _storage_for(job)
+    tracker = _tracker(job)
+    package, version = tracker.package_for(ref, storage.folder("cache", "models"))
+    description = json.loads((package / "raymlp-package.json").read_text())
+    shown = {"name": ref.name, "version": version, **{k: description[k] for k in ("framework", "task", "label", "classes", "features", "metrics", "lineage")}}
+    if as_json:
+        print_json(shown)
+    else:
+        print_table(f"{ref.name} version {version}", ["field", "value"], [[key, value] for key, value in shown.items()])
+
+
+@models_app.command("promote")
+def models_promote(
+    model: Annotated[str, typer.Argument(help="NAME:VERSION to point the alias at")],
+    alias: Annotated[str, typer.Option("--alias", help="Alias to move, e.g. champion.")],
+    job: JobOpt = None,
+) -> None:
+    """Point an alias at a version."""
+    from raymlp.errors import UsageError
+    from raymlp.tracking import parse_model_ref
+
+    ref = parse_model_ref(model)
+    if ref.version is None:
+        raise UsageError(f"promote needs NAME:VERSION, got '{model}'")
+    tracker = _tracker(job)
+    tracker.resolve(ref)
+    tracker.set_alias(ref.name, alias, ref.version)
+    typer.echo(f"{ref.name}@{alias} -> version {ref.version}")

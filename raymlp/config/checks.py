@@ -1,0 +1,189 @@
+"""Cross-field rules, each a small registered function run on the fully defaulted job."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from .schema import EstimatorModel, JobConfig, MLPModel
+
+Finding = tuple[tuple[str | int, ...], str]
+Check = Callable[[JobConfig], Iterator[Finding]]
+CHECKS: list[Check] = []
+
+#: Frameworks with a training backend in this version (import paths live in raymlp.train.backends).
+AVAILABLE_FRAMEWORKS = ("torch",)
+
+
+def check(function: Check) -> Check:
+    """Register a cross-field rule."""
+    CHECKS.append(function)
+    return function
+
+
+def run_checks(config: JobConfig) -> list[Finding]:
+    """Every finding of every rule."""
+    return [finding for rule in CHECKS for finding in rule(config)]
+
+
+def reported_metrics(task: str) -> set[str]:
+    """Metric names the train stage reports for a task ('auto' means either)."""
+    per_task = {
+        "classification": ("loss", "accuracy", "f1"),
+        "regression": ("loss", "rmse", "mae", "r2"),
+    }
+    names = {"train_loss"}
+    for kind, metrics in per_task.items():
+        if task in (kind, "auto"):
+            names |= {f"{split}_{metric}" for split in ("val", "test") for metric in metrics}
+    return names
+
+
+# --- walking the job's type tree by dotted path -----------------------------------------------------
+
+
+def _options(annotation: Any) -> list[Any]:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _options(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [option for argument in get_args(annotation) for option in _options(argument)]
+    return [annotation]
+
+
+def annotations_at(path: tuple[str | int, ...]) -> list[Any]:
+    """Types a value at `path` of a job may have; empty when no such path exists."""
+    current: list[Any] = [JobConfig]
+    for part in path:
+        following: list[Any] = []
+        for annotation in current:
+            for option in _options(annotation):
+                origin = get_origin(option)
+                if isinstance(option, type) and issubclass(option, BaseModel) and isinstance(part, str):
+                    following += [
+                        info.annotation
+                        for name, info in option.model_fields.items()
+                        if part in (name, info.alias)
+                    ]
+                elif origin is list and isinstance(part, int):
+                    following.append(get_args(option)[0])
+                elif origin is dict and isinstance(part, str):
+                    following.append(get_args(option)[1])
+        current = following
+    return current
+
+
+def model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The one section model that validates the mapping at `path`, if exactly one does."""
+    models = {
+        option
+        for annotation in annotations_at(path)
+        for option in _options(annotation)
+        if isinstance(option, type) and issubclass(option, BaseModel)
+    }
+    return models.pop() if len(models) == 1 else None
+
+
+def _parse_path(text: str) -> tuple[str | int, ...]:
+    return tuple(int(part) if part.isdigit() else part for part in text.split("."))
+
+
+# --- the rules ------------------------------------------------------------------------------------
+
+
+@check
+def _label_and_features_are_columns(job: JobConfig) -> Iterator[Finding]:
+    data = job.data
+    columns = list(data.schema_.columns) if data.schema_ else None
+    if data.label and columns is not None and data.label not in columns:
+        yield ("data", "label"), f"'{data.label}' is not a column of data.schema (columns: {', '.join(columns)})"
+    for index, feature in enumerate(data.features or []):
+        if feature == data.label:
+            yield ("data", "features", index), f"'{feature}' is the label; it cannot also be a feature"
+        elif columns is not None and feature not in columns:
+            yield ("data", "features", index), f"'{feature}' is not a column of data.schema (columns: {', '.join(columns)})"
+    if data.split.stratify and not data.label:
+        yield ("data", "split", "stratify"), "stratify needs data.label"
+
+
+@check
+def _preprocess_columns_exist(job: JobConfig) -> Iterator[Finding]:
+    known = list(job.data.features or (job.data.schema_.columns if job.data.schema_ else []))
+    for step_index, step in enumerate(job.preprocess):
+        for column_index, column in enumerate(getattr(step, "columns", None) or []):
+            where = ("preprocess", step_index, "columns", column_index)
+            if column == job.data.label:
+                yield where, f"'{column}' is the label; preprocessing transforms features only"
+            elif known and column not in known:
+                yield where, f"'{column}' is not a feature column (features: {', '.join(known)})"
+
+
+@check
+def _train_is_possible(job: JobConfig) -> Iterator[Finding]:
+    train = job.train
+    if train is None:
+        return
+    if not job.data.label:
+        yield ("data", "label"), "training needs a label column"
+    if train.framework not in AVAILABLE_FRAMEWORKS:
+        yield (
+            ("train", "framework"),
+            f"'{train.framework}' has no training backend in this version of raymlp; available: "
+            + ", ".join(AVAILABLE_FRAMEWORKS),
+        )
+    if isinstance(train.model, MLPModel) and train.framework not in ("torch", "tensorflow"):
+        yield ("train", "model", "type"), f"'mlp' is built for torch and tensorflow, not {train.framework}"
+    if isinstance(train.model, EstimatorModel) and train.framework in ("torch", "tensorflow"):
+        yield (
+            ("train", "model", "type"),
+            f"'{train.model.type}' is not a {train.framework} model; use type: mlp",
+        )
+    if job.data.split.validation == 0:
+        yield ("data", "split", "validation"), "training needs a validation split (checkpoints are ranked on it); give a fraction > 0"
+    metrics = reported_metrics(train.task)
+    if train.checkpoint.metric not in metrics:
+        yield ("train", "checkpoint", "metric"), _unknown_metric(train.checkpoint.metric, metrics)
+
+
+@check
+def _tune_is_well_formed(job: JobConfig) -> Iterator[Finding]:
+    tune = job.tune
+    if tune is None:
+        return
+    if job.train is None:
+        yield ("tune",), "a sweep runs the train stage; add a train section"
+        return
+    metrics = reported_metrics(job.train.task)
+    if tune.metric not in metrics:
+        yield ("tune", "metric"), _unknown_metric(tune.metric, metrics)
+    for key in tune.space:
+        path = _parse_path(key)
+        if path[0] in ("tune", "version", "name", "storage") or not annotations_at(path):
+            yield ("tune", "space", key), f"'{key}' is not a setting of the job file"
+
+
+@check
+def _register_needs_a_model(job: JobConfig) -> Iterator[Finding]:
+    if job.register is None:
+        return
+    if job.train is None:
+        yield ("register",), "registering needs a model; add a train section"
+        return
+    metrics = reported_metrics(job.train.task)
+    for metric in job.register.require:
+        if metric not in metrics:
+            yield ("register", "require", metric), _unknown_metric(metric, metrics)
+
+
+@check
+def _predict_and_serve_need_a_model(job: JobConfig) -> Iterator[Finding]:
+    for stage in ("predict", "serve"):
+        if getattr(job, stage) is not None and job.train is None:
+            yield (stage,), f"{stage} uses the model this job trains; add a train section (or use `raymlp {stage} --model`)"
+
+
+def _unknown_metric(name: str, metrics: set[str]) -> str:
+    return f"'{name}' is not a metric the trainer reports; reported: {', '.join(sorted(metrics))}"

@@ -1,0 +1,435 @@
+"""The job file, version 1: pydantic models for every section (unknown keys rejected)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+CURRENT_VERSION = 1
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+REQUIREMENT_PATTERN = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?\d+(\.\d+)?([eE][-+]?\d+)?)\s*$")
+
+
+class Section(BaseModel):
+    """A job-file section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- storage and environment -------------------------------------------------------------
+
+
+class StorageConfig(Section):
+    root: str | None = Field(
+        default=None,
+        description="Artifact root: a local folder, or s3:// / gs:// on clusters. Default: RAYMLP_HOME.",
+        min_length=1,
+    )
+    catalog: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the catalog. Default: sqlite:///<RAYMLP_HOME>/catalog.db.",
+        min_length=1,
+    )
+    tracking: str | None = Field(
+        default=None,
+        description="MLflow tracking URI. Default: sqlite:///<RAYMLP_HOME>/mlflow.db.",
+        min_length=1,
+    )
+
+
+class InlineEnv(Section):
+    pip: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="pip requirements installed for this job's Ray workers."
+    )
+    env_vars: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables set in this job's Ray workers."
+    )
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+class SqlSource(Section):
+    url: str = Field(description="SQLAlchemy URL; put secrets in ${ENV} variables.", min_length=1)
+    query: str | None = Field(default=None, description="A SELECT whose rows are the source.", min_length=1)
+    table: str | None = Field(default=None, description="A table whose rows are the source.", min_length=1)
+
+    @model_validator(mode="after")
+    def _one_of_query_or_table(self) -> "SqlSource":
+        if (self.query is None) == (self.table is None):
+            raise ValueError("give exactly one of 'query' or 'table'")
+        return self
+
+
+class SklearnSource(Section):
+    name: Literal["iris", "wine", "breast_cancer", "digits", "diabetes"] = Field(
+        description="A dataset shipped with scikit-learn."
+    )
+
+
+class SourceConfig(Section):
+    format: Literal["csv", "parquet", "json", "sql", "sklearn"] = Field(
+        description="Kind of source. json means JSON lines."
+    )
+    path: str | list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, description="Files, globs or folders (csv, parquet, json). Relative to the working directory."
+    )
+    sql: SqlSource | None = Field(default=None, description="Database source (format: sql).")
+    sklearn: SklearnSource | None = Field(default=None, description="Shipped dataset (format: sklearn).")
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="CSV field delimiter.")
+
+    @model_validator(mode="after")
+    def _format_needs_its_fields(self) -> "SourceConfig":
+        needs = {"sql": "sql", "sklearn": "sklearn"}.get(self.format, "path")
+        if getattr(self, needs) in (None, [], ""):
+            raise ValueError(f"format '{self.format}' needs '{needs}'")
+        for other in {"path", "sql", "sklearn"} - {needs}:
+            if getattr(self, other) is not None:
+                raise ValueError(f"format '{self.format}' does not use '{other}' (it reads '{needs}')")
+        return self
+
+
+class CollectConfig(Section):
+    url: str = Field(description="SQLAlchemy URL of the database that receives the table.", min_length=1)
+    table: str = Field(description="Target table name.", pattern=IDENTIFIER_PATTERN)
+    mode: Literal["append", "replace", "fail"] = Field(
+        default="fail", description="What to do when the table exists: append rows, replace it, or fail."
+    )
+
+
+class DatasetConfig(Section):
+    name: str = Field(description="Registered dataset name; each convert makes a new version.", pattern=NAME_PATTERN)
+    description: str | None = Field(default=None, description="Free text shown by `raymlp data show`.")
+
+
+class ColumnSpec(Section):
+    type: Literal["int", "float", "string", "bool", "date", "datetime"] = Field(description="Column type.")
+    nullable: bool = Field(default=True, description="Whether nulls are allowed.")
+    min: float | None = Field(default=None, description="Smallest allowed value (numbers).")
+    max: float | None = Field(default=None, description="Largest allowed value (numbers).")
+    allowed: list[Any] | None = Field(default=None, min_length=1, description="The only values allowed.")
+    unique: bool = Field(default=False, description="Whether every value must be distinct.")
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> "ColumnSpec":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if (self.min is not None or self.max is not None) and self.type not in {"int", "float"}:
+            raise ValueError(f"min/max apply to int and float columns, not {self.type}")
+        return self
+
+
+class SchemaConfig(Section):
+    columns: dict[Annotated[str, Field(min_length=1)], ColumnSpec] = Field(
+        min_length=1, description="Expected columns and their rules."
+    )
+    on_error: Literal["fail", "quarantine"] = Field(
+        default="fail", description="fail: stop with the reasons; quarantine: set bad rows aside and go on."
+    )
+
+
+class SplitConfig(Section):
+    validation: float = Field(default=0.2, ge=0.0, lt=1.0, description="Fraction of rows for validation.")
+    test: float = Field(default=0.1, ge=0.0, lt=1.0, description="Fraction of rows held out for the test.")
+    seed: int = Field(default=42, ge=0, le=2**32 - 1, description="Seed of the shuffle.")
+    stratify: bool = Field(default=False, description="Keep label proportions in every split.")
+
+    @model_validator(mode="after")
+    def _leave_rows_for_training(self) -> "SplitConfig":
+        if self.validation + self.test >= 1.0:
+            raise ValueError(
+                f"validation + test is {self.validation + self.test:g}; it must be below 1 to leave rows for training"
+            )
+        return self
+
+
+class DataConfig(Section):
+    source: SourceConfig = Field(description="Where the raw data comes from.")
+    collect: CollectConfig | None = Field(default=None, description="Load the source into a database table first.")
+    dataset: DatasetConfig = Field(description="The registered dataset this job converts into and trains on.")
+    schema_: SchemaConfig | None = Field(
+        default=None, alias="schema", description="Validation rules applied when the dataset version is made."
+    )
+    label: str | None = Field(default=None, min_length=1, description="The column to predict.")
+    features: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1, description="Feature columns. Default: every column but the label."
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig, description="How rows are split for training.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+
+# --- preprocess ---------------------------------------------------------------------------
+
+ColumnList = list[Annotated[str, Field(min_length=1)]]
+
+
+class _ColumnsStep(Section):
+    columns: ColumnList | None = Field(
+        default=None, min_length=1, description="Columns to transform. Default: every numeric feature."
+    )
+
+
+class StandardScalerStep(_ColumnsStep):
+    type: Literal["standard_scaler"] = Field(description="Scale to zero mean and unit variance.")
+
+
+class MinMaxScalerStep(_ColumnsStep):
+    type: Literal["min_max_scaler"] = Field(description="Scale into [0, 1].")
+
+
+class MaxAbsScalerStep(_ColumnsStep):
+    type: Literal["max_abs_scaler"] = Field(description="Scale by the largest absolute value.")
+
+
+class RobustScalerStep(_ColumnsStep):
+    type: Literal["robust_scaler"] = Field(description="Scale by median and interquartile range.")
+
+
+class OneHotEncoderStep(Section):
+    type: Literal["one_hot_encoder"] = Field(description="One column per category.")
+    columns: ColumnList = Field(min_length=1, description="Categorical columns to encode.")
+    max_categories: int | None = Field(default=None, ge=1, le=100_000, description="Keep only the most frequent.")
+
+
+class OrdinalEncoderStep(Section):
+    type: Literal["ordinal_encoder"] = Field(description="Categories to integers.")
+    columns: ColumnList = Field(min_length=1, description="Categorical columns to encode.")
+
+
+class SimpleImputerStep(_ColumnsStep):
+    type: Literal["simple_imputer"] = Field(description="Fill missing values.")
+    strategy: Literal["mean", "most_frequent", "constant"] = Field(default="mean", description="How to fill.")
+    fill_value: float | str | None = Field(default=None, description="The value for strategy 'constant'.")
+
+    @model_validator(mode="after")
+    def _constant_needs_value(self) -> "SimpleImputerStep":
+        if self.strategy == "constant" and self.fill_value is None:
+            raise ValueError("strategy 'constant' needs fill_value")
+        return self
+
+
+PreprocessStep = Annotated[
+    Union[
+        StandardScalerStep,
+        MinMaxScalerStep,
+        MaxAbsScalerStep,
+        RobustScalerStep,
+        OneHotEncoderStep,
+        OrdinalEncoderStep,
+        SimpleImputerStep,
+    ],
+    Field(discriminator="type"),
+]
+
+
+# --- train ----------------------------------------------------------------------------------
+
+
+class MLPModel(Section):
+    type: Literal["mlp"] = Field(description="Fully connected network for tabular data.")
+    hidden_layers: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(
+        default_factory=lambda: [64, 64], max_length=64, description="Width of each hidden layer."
+    )
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+    activation: Literal["relu", "gelu", "tanh", "silu"] = Field(default="relu", description="Hidden activation.")
+
+
+class EstimatorModel(Section):
+    type: str = Field(
+        description="Import path of a scikit-learn style estimator, e.g. sklearn.ensemble.RandomForestClassifier.",
+        pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the estimator.")
+
+
+def _model_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "mlp" if kind == "mlp" else "estimator"
+
+
+ModelConfig = Annotated[
+    Union[Annotated[MLPModel, Tag("mlp")], Annotated[EstimatorModel, Tag("estimator")]],
+    Discriminator(_model_kind),
+]
+
+
+class OptimizerConfig(Section):
+    name: Literal["adam", "adamw", "sgd"] = Field(default="adam", description="Optimizer.")
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0, description="Learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="L2 penalty.")
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0, description="Momentum (sgd).")
+
+
+class ScalingConfig(Section):
+    num_workers: int = Field(default=1, ge=1, le=4096, description="Ray Train workers.")
+    use_gpu: bool = Field(default=False, description="One GPU per worker.")
+    resources_per_worker: dict[str, Annotated[float, Field(gt=0)]] | None = Field(
+        default=None, description="Ray resources of each worker, e.g. {CPU: 2, GPU: 1}."
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        default="PACK", description="How workers are placed on nodes."
+    )
+
+
+class CheckpointConfig(Section):
+    num_to_keep: int = Field(default=2, ge=1, le=1000, description="Best checkpoints kept.")
+    metric: str = Field(default="val_loss", min_length=1, description="Metric that ranks checkpoints.")
+    mode: Literal["min", "max"] = Field(default="min", description="Whether lower or higher is better.")
+
+
+class TrainConfig(Section):
+    framework: Literal["torch", "tensorflow", "sklearn", "xgboost"] = Field(description="Training backend.")
+    task: Literal["auto", "classification", "regression"] = Field(
+        default="auto", description="auto: classification for text, bool or few-valued integer labels."
+    )
+    model: ModelConfig = Field(description="The model: {type: mlp, ...} or an estimator class path.")
+    epochs: int = Field(default=10, ge=1, le=100_000, description="Passes over the training split.")
+    batch_size: int = Field(default=64, ge=1, le=2**24, description="Rows per batch per worker.")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimizer settings.")
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig, description="Workers and resources.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoint retention.")
+    max_failures: int = Field(default=0, ge=-1, le=1000, description="Worker-group restarts allowed (-1: no limit).")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of weights and data order.")
+
+
+# --- tune -----------------------------------------------------------------------------------
+
+
+class SearchDimension(Section):
+    uniform: list[float] | None = Field(default=None, description="[low, high]")
+    loguniform: list[float] | None = Field(default=None, description="[low, high], both > 0")
+    quniform: list[float] | None = Field(default=None, description="[low, high, q]")
+    randint: list[int] | None = Field(default=None, description="[low, high) integers")
+    choice: list[Any] | None = Field(default=None, description="Values sampled at random.")
+    grid: list[Any] | None = Field(default=None, description="Values tried exhaustively.")
+
+    @model_validator(mode="after")
+    def _exactly_one_well_formed(self) -> "SearchDimension":
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of uniform, loguniform, quniform, randint, choice, grid"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        kind, values = given[0], getattr(self, given[0])
+        arity = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2}.get(kind)
+        if arity is not None:
+            if len(values) != arity:
+                raise ValueError(f"{kind} takes {arity} numbers, got {len(values)}")
+            if not values[0] < values[1]:
+                raise ValueError(f"{kind} needs low < high, got [{values[0]}, {values[1]}]")
+            if kind == "loguniform" and values[0] <= 0:
+                raise ValueError(f"loguniform bounds must be > 0, got {values[0]}")
+            if kind == "quniform" and values[2] <= 0:
+                raise ValueError(f"quniform step q must be > 0, got {values[2]}")
+        elif not values:
+            raise ValueError(f"{kind} needs at least one value")
+        return self
+
+
+class SchedulerConfig(Section):
+    type: Literal["fifo", "asha", "median", "pbt"] = Field(default="fifo", description="Trial scheduler.")
+    grace_period: int = Field(default=1, ge=1, le=100_000, description="Epochs before a trial may be stopped.")
+
+
+class TuneConfig(Section):
+    metric: str = Field(min_length=1, description="Metric the sweep optimises; one the trainer reports.")
+    mode: Literal["min", "max"] = Field(description="Whether lower or higher is better.")
+    num_samples: int = Field(default=8, ge=1, le=1_000_000, description="Trials (per grid point).")
+    max_concurrent: int | None = Field(default=None, ge=1, le=100_000, description="Trials running at once.")
+    search: Literal["random", "grid", "optuna", "hyperopt"] = Field(default="random", description="Searcher.")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Early stopping of trials.")
+    space: dict[str, SearchDimension] = Field(min_length=1, description="Dotted job paths and their ranges.")
+
+
+# --- register, serve, predict -----------------------------------------------------------------
+
+
+class RegisterConfig(Section):
+    model: str = Field(description="Registered model name in MLflow.", pattern=NAME_PATTERN)
+    alias: str | None = Field(
+        default=None, description="Alias moved to the new version when `require` holds.", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,254}$"
+    )
+    require: dict[str, str] = Field(
+        default_factory=dict, description='Gate: metric -> comparison, e.g. {test_accuracy: ">= 0.9"}.'
+    )
+
+    @field_validator("require")
+    @classmethod
+    def _comparisons_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        for metric, rule in value.items():
+            if not REQUIREMENT_PATTERN.match(str(rule)):
+                raise ValueError(f"require.{metric}: '{rule}' is not a comparison like '>= 0.9' (>=, <=, >, <, ==)")
+        return value
+
+
+class AutoscalingConfig(Section):
+    min_replicas: int = Field(default=1, ge=0, le=10_000, description="Fewest replicas.")
+    max_replicas: int = Field(default=1, ge=1, le=10_000, description="Most replicas.")
+    target_ongoing_requests: float = Field(default=2.0, gt=0, le=10_000, description="Requests per replica to aim for.")
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> "AutoscalingConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+
+class BatchingConfig(Section):
+    max_batch_size: int = Field(default=32, ge=1, le=100_000, description="Largest batch of requests.")
+    wait_timeout_ms: float = Field(default=5.0, ge=0, le=60_000, description="Longest wait to fill a batch.")
+
+
+class ServeConfig(Section):
+    route: str = Field(default="/", description="Route prefix of the endpoint; starts with '/'.", pattern=r"^/[\w\-./]*$")
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address the HTTP proxy listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
+    num_replicas: int | None = Field(default=None, ge=1, le=10_000, description="Fixed replica count.")
+    autoscaling: AutoscalingConfig | None = Field(default=None, description="Replica autoscaling.")
+    batching: BatchingConfig | None = Field(default=None, description="Request batching.")
+
+    @model_validator(mode="after")
+    def _fixed_or_autoscaled(self) -> "ServeConfig":
+        if self.num_replicas is not None and self.autoscaling is not None:
+            raise ValueError("give num_replicas or autoscaling, not both")
+        return self
+
+
+class PredictConfig(Section):
+    input: str = Field(min_length=1, description="csv/parquet/json file, folder or glob to score.")
+    output: str = Field(min_length=1, description="Output file (.csv, .parquet) or folder.")
+    batch_size: int = Field(default=4096, ge=1, le=2**24, description="Rows per model call.")
+
+
+# --- the job ----------------------------------------------------------------------------------
+
+
+# `register` is also ABCMeta.register on the class; the field wins on instances, which is all we use.
+warnings.filterwarnings("ignore", message='Field name "register" in "JobConfig" shadows', category=UserWarning)
+
+
+class JobConfig(Section):
+    version: Literal[1] = Field(description="Job file format version.")
+    name: str = Field(description="Job name; also the MLflow experiment name.", pattern=NAME_PATTERN)
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Where state and artifacts go.")
+    env: Literal["default"] | InlineEnv = Field(default="default", description="Runtime environment of Ray workers.")
+    data: DataConfig = Field(description="Collect, convert, validate and split.")
+    preprocess: list[PreprocessStep] = Field(default_factory=list, description="Fitted on the train split only.")
+    train: TrainConfig | None = Field(default=None, description="Training stage.")
+    tune: TuneConfig | None = Field(default=None, description="Hyperparameter sweep over the train stage.")
+    register: RegisterConfig | None = Field(default=None, description="Model registry entry and alias gate.")
+    predict: PredictConfig | None = Field(default=None, description="Batch predictions with the trained model.")
+    serve: ServeConfig | None = Field(default=None, description="Online endpoint on Ray Serve.")
+
+    def stages(self) -> list[str]:
+        """The stages this job runs, in order."""
+        names = ["collect"] if self.data.collect else []
+        names.append("convert")
+        names += [name for name in ("train", "tune", "register", "predict", "serve") if getattr(self, name)]
+        return names

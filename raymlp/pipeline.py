@@ -1,0 +1,254 @@
+"""Run a job: order its stages, get Ray only when a stage needs it, record the run in the catalog."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raymlp.config import LoadedJob, load_job
+from raymlp.context import Reporter, StageContext
+from raymlp.errors import UsageError
+from raymlp.storage import resolve_storage
+
+STAGES = ("collect", "convert", "train", "tune", "register", "predict", "serve")
+_NEEDS_RAY = {"train", "tune", "predict", "serve"}
+
+
+@dataclass
+class RunSummary:
+    """What a run made, for the closing table and for `--json`."""
+
+    run_id: str
+    job: str
+    stages: dict[str, float] = field(default_factory=dict)
+    ray_startup_seconds: float | None = None
+    ray_address: str | None = None
+    dataset: str | None = None
+    dataset_rows: int | None = None
+    quarantined_rows: int | None = None
+    content_digest: str | None = None
+    mlflow_run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    model: str | None = None
+    model_version: int | None = None
+    alias: str | None = None
+    alias_moved: bool | None = None
+    predictions: str | None = None
+    predicted_rows: int | None = None
+    endpoint: str | None = None
+    sample_prediction: Any = None
+    total_seconds: float = 0.0
+
+
+def _selected_stages(loaded: LoadedJob, only: list[str] | None) -> list[str]:
+    stages = loaded.config.stages()
+    if only:
+        unknown = [name for name in only if name not in STAGES]
+        if unknown:
+            raise UsageError(f"--only: unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        absent = [name for name in only if name not in stages]
+        if absent:
+            raise UsageError(f"--only: the job has no {', '.join(absent)} stage (its stages: {', '.join(stages)})")
+        stages = [name for name in stages if name in only]
+    if "tune" in stages:
+        raise UsageError("tune: sweeps are not available in this version of raymlp; remove the tune section or run with --only")
+    return stages
+
+
+def _runtime_env(loaded: LoadedJob) -> dict[str, Any] | None:
+    env = loaded.config.env
+    if env == "default":
+        return None
+    runtime_env: dict[str, Any] = {}
+    if env.pip:
+        runtime_env["pip"] = list(env.pip)
+    if env.env_vars:
+        runtime_env["env_vars"] = dict(env.env_vars)
+    return runtime_env or None
+
+
+def run_job(
+    job: LoadedJob | str | os.PathLike[str],
+    *,
+    overrides: list[str] | None = None,
+    only: list[str] | None = None,
+    address: str | None = None,
+    reporter: Reporter | None = None,
+    on_serving: Any = None,
+) -> RunSummary:
+    """Run every stage of a job (or those in `only`) and return what was made.
+
+    `on_serving(summary)` is called while the endpoint is still up, before an embedded Ray stops.
+    """
+    from raymlp.catalog import Catalog
+    from raymlp.runtime import ray_runtime
+
+    loaded = job if isinstance(job, LoadedJob) else load_job(job, overrides)
+    stages = _selected_stages(loaded, only)
+    reporter = reporter or Reporter()
+    storage = resolve_storage(loaded.config.storage)
+    started = time.perf_counter()
+    with Catalog(storage.catalog_url) as catalog:
+        run = catalog.start_run(
+            job_name=loaded.config.name, job_path=str(loaded.path), job_sha256=loaded.sha256,
+            config=loaded.public_dict(), stages=stages,
+        )
+        summary = RunSummary(run_id=run.id, job=loaded.config.name)
+        context = StageContext(job=loaded, storage=storage, catalog=catalog, run_id=run.id, reporter=reporter)
+        try:
+            with contextlib.ExitStack() as stack:
+                for stage in stages:
+                    if stage in _NEEDS_RAY and summary.ray_startup_seconds is None:
+                        runtime = stack.enter_context(ray_runtime(address, runtime_env=_runtime_env(loaded)))
+                        summary.ray_startup_seconds = runtime.startup_seconds
+                        summary.ray_address = runtime.address or "embedded local Ray"
+                        _quiet_ray_data()
+                        where = f"joined {runtime.address}" if runtime.address else "started an embedded local Ray"
+                        reporter.stage("ray", f"{where} in {runtime.startup_seconds:.1f}s"
+                                       + (f"; dashboard {runtime.dashboard_url}" if runtime.dashboard_url else ""))
+                    stage_started = time.perf_counter()
+                    _STAGE_FUNCTIONS[stage](context, summary)
+                    summary.stages[stage] = round(time.perf_counter() - stage_started, 3)
+                if summary.endpoint and on_serving is not None:
+                    on_serving(summary)
+        except BaseException as error:
+            catalog.finish_run(run.id, "failed", summary=_as_dict(summary), error=f"{type(error).__name__}: {error}"[:4000])
+            raise
+        summary.total_seconds = round(time.perf_counter() - started, 3)
+        catalog.finish_run(run.id, "succeeded", summary=_as_dict(summary))
+    return summary
+
+
+def _as_dict(summary: RunSummary) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {key: value for key, value in asdict(summary).items() if value not in (None, {}, [])}
+
+
+def _quiet_ray_data() -> None:
+    import sys
+
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = sys.stderr.isatty()
+    context.print_on_execution_start = False
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+
+def _collect(context: StageContext, summary: RunSummary) -> None:
+    from raymlp.data.stage import collect_stage
+
+    context.results["collect"] = collect_stage(context)
+
+
+def _convert(context: StageContext, summary: RunSummary) -> None:
+    from raymlp.data.stage import convert_stage
+
+    version = convert_stage(context)
+    context.results["dataset"] = version
+    summary.dataset = version.ref
+    summary.dataset_rows = version.manifest["row_count"]
+    summary.quarantined_rows = (version.manifest.get("quarantine") or {}).get("rows", 0)
+    summary.content_digest = version.manifest["content_digest"]
+
+
+def _dataset_for_training(context: StageContext) -> Any:
+    if "dataset" in context.results:
+        return context.results["dataset"]
+    record = context.catalog.get_dataset_version(context.config.data.dataset.name)
+    context.reporter.stage("dataset", f"using {record.name}@{record.version} from the catalog")
+    return record
+
+
+def _train(context: StageContext, summary: RunSummary) -> None:
+    from raymlp.train.stage import train_stage
+
+    trained = train_stage(context, _dataset_for_training(context))
+    context.results["trained"] = trained
+    summary.dataset = summary.dataset or trained.dataset_ref
+    summary.mlflow_run_id = trained.mlflow_run_id
+    summary.metrics = trained.metrics
+
+
+def _register(context: StageContext, summary: RunSummary) -> None:
+    from raymlp.train.stage import register_stage
+
+    if "trained" not in context.results:
+        raise UsageError("register: run it together with train (--only train,register)")
+    registered = register_stage(context, context.results["trained"])
+    context.results["registered"] = registered
+    summary.model, summary.model_version = registered.name, registered.version
+    summary.alias, summary.alias_moved = registered.alias, registered.alias_moved
+
+
+def _model_package(context: StageContext) -> tuple[str, dict[str, Any]]:
+    """The package this run trained, else the registered model the job names."""
+    if "trained" in context.results:
+        registered = context.results.get("registered")
+        metadata = {"model": registered.name if registered else context.config.name,
+                    "version": registered.version if registered else None,
+                    "run_id": context.run_id}
+        return str(context.results["trained"].package_dir), metadata
+    register = context.config.register
+    if register is None:
+        raise UsageError("predict/serve without train in this run needs a register section naming the model")
+    from raymlp.tracking import ModelRef, Tracker
+
+    tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
+    ref = ModelRef(register.model, alias=register.alias)
+    package, version = tracker.package_for(ref, context.storage.folder("cache", "models"))
+    return str(package), {"model": register.model, "version": version}
+
+
+def _predict(context: StageContext, summary: RunSummary) -> None:
+    from raymlp.serve.batch import predict_batch
+
+    config = context.config.predict
+    package, _ = _model_package(context)
+    result = predict_batch(package, config.input, config.output, config.batch_size)
+    summary.predictions, summary.predicted_rows = str(result.output), result.rows
+    context.reporter.stage("predict", f"{result.rows} rows -> {result.output} in {result.seconds:.1f}s")
+
+
+def _serve(context: StageContext, summary: RunSummary) -> None:
+    from raymlp.serve.deploy import deploy, smoke_request
+
+    package, metadata = _model_package(context)
+    endpoint = deploy(package, metadata, context.config.serve, app_name=context.config.name)
+    records = _example_records(context, package)
+    answer = smoke_request(endpoint, records[:1] if records else [{}])
+    summary.endpoint = endpoint.url
+    summary.sample_prediction = answer.get("predictions", [answer])[0].get("prediction") if answer else None
+    context.reporter.stage("serve", f"{endpoint.url} answered a POST with prediction {summary.sample_prediction!r}")
+
+
+def _example_records(context: StageContext, package: str) -> list[dict[str, Any]]:
+    """A real row of the dataset (features only), used to prove the endpoint answers."""
+    import json
+
+    from raymlp.data.versions import read_version_table
+
+    description = json.loads((Path(package) / "raymlp-package.json").read_text())
+    names = [feature["name"] for feature in description["features"]]
+    dataset = context.results.get("dataset")
+    if dataset is None:
+        dataset = context.catalog.get_dataset_version(context.config.data.dataset.name)
+    frame = read_version_table(dataset.path, dataset.manifest).slice(0, 1).to_pandas()
+    return json.loads(frame[names].to_json(orient="records"))
+
+
+_STAGE_FUNCTIONS = {
+    "collect": _collect,
+    "convert": _convert,
+    "train": _train,
+    "register": _register,
+    "predict": _predict,
+    "serve": _serve,
+}

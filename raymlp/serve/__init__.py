@@ -1,0 +1,1 @@
+"""Online endpoints on Ray Serve and batch prediction on Ray Data, from a model package."""

@@ -1,0 +1,49 @@
+"""Every RAYMLP_* setting, read from the environment in one place, with its default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Where the catalog, the MLflow store and local artifacts live (project-local, like ``mlruns/``).
+HOME_ENV = "RAYMLP_HOME"
+DEFAULT_HOME = ".raymlp"
+
+#: Set to 1 to print full tracebacks instead of one-line errors.
+DEBUG_ENV = "RAYMLP_DEBUG"
+
+#: Address of a Ray cluster to join; Ray's own variable, honoured as Ray does.
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+
+#: CPUs for an embedded local Ray (default: every core of this machine).
+LOCAL_CPUS_ENV = "RAYMLP_LOCAL_CPUS"
+
+#: Object store size in bytes for an embedded local Ray (default: Ray's own choice).
+LOCAL_OBJECT_STORE_ENV = "RAYMLP_LOCAL_OBJECT_STORE_BYTES"
+
+
+def home() -> Path:
+    """The RAYMLP_HOME folder (not created here)."""
+    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME)
+
+
+def debug() -> bool:
+    """True when tracebacks should be shown."""
+    return os.environ.get(DEBUG_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def ray_address() -> str | None:
+    """The cluster address from the environment, if any."""
+    return os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+def local_cpus() -> int:
+    """CPUs to give an embedded local Ray."""
+    value = os.environ.get(LOCAL_CPUS_ENV)
+    return int(value) if value else (os.cpu_count() or 1)
+
+
+def local_object_store_bytes() -> int | None:
+    """Object store size for an embedded local Ray, or None for Ray's default."""
+    value = os.environ.get(LOCAL_OBJECT_STORE_ENV)
+    return int(value) if value else None

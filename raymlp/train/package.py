@@ -1,0 +1,122 @@
+"""The model package: one folder with everything needed to predict, and the one loader for it.
+
+Layout::
+
+    raymlp-package.json   format, framework, task, label, classes, features, model, metrics, lineage
+    preprocessor.pkl      the fitted Ray Data preprocessor (None when the job has no preprocess steps)
+    model/                weights in the framework's own format
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raymlp.errors import UsageError, WorkFailed
+
+from .backend import backend
+from .features import feature_matrix
+
+PACKAGE_FORMAT = "raymlp.package/1"
+DESCRIPTION_FILE = "raymlp-package.json"
+PREPROCESSOR_FILE = "preprocessor.pkl"
+PREDICTION_COLUMN = "prediction"
+
+
+def write_package(
+    destination: Path,
+    *,
+    description: dict[str, Any],
+    preprocessor: Any,
+    weights: Path,
+) -> Path:
+    """Write a package folder atomically (built beside `destination`, then renamed into place)."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = destination.parent / f".staging-{uuid.uuid4().hex}"
+    (staging / "model").mkdir(parents=True)
+    try:
+        shutil.copy2(weights, staging / "model" / weights.name)
+        with open(staging / PREPROCESSOR_FILE, "wb") as handle:
+            pickle.dump(preprocessor, handle)
+        (staging / DESCRIPTION_FILE).write_text(
+            json.dumps({"format": PACKAGE_FORMAT, **description}, indent=2, sort_keys=True, default=str)
+        )
+        os.rename(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return destination
+
+
+@dataclass
+class ModelPackage:
+    """A loaded package: `predict` takes raw feature rows and returns predictions."""
+
+    path: Path
+    description: dict[str, Any]
+    preprocessor: Any
+    network: Any
+
+    @property
+    def features(self) -> list[dict[str, Any]]:
+        return self.description["features"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature["name"] for feature in self.features]
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.description.get("classes")
+
+    def missing_features(self, frame: pd.DataFrame) -> list[str]:
+        return [name for name in self.feature_names if name not in frame.columns]
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predictions for raw rows: a `prediction` column, plus `probability_<class>` for classifiers."""
+        missing = self.missing_features(frame)
+        if missing:
+            raise UsageError(f"input lacks feature columns: {', '.join(missing)} (the model needs: {', '.join(self.feature_names)})")
+        features = frame[self.feature_names].copy()
+        for feature in self.features:
+            if feature["type"] in ("int", "float"):
+                features[feature["name"]] = pd.to_numeric(features[feature["name"]], errors="coerce").astype("float64")
+        transformed = self.preprocessor.transform_batch(features) if self.preprocessor is not None else features
+        matrix = feature_matrix(transformed, self.description["model"]["feature_columns"])
+        scores = backend(self.description["framework"]).predict_scores(self.network, matrix)
+        result = pd.DataFrame(index=frame.index)
+        if self.description["task"] == "classification":
+            shifted = scores - scores.max(axis=1, keepdims=True)
+            probabilities = np.exp(shifted)
+            probabilities /= probabilities.sum(axis=1, keepdims=True)
+            classes = np.asarray(self.classes, dtype=object)
+            result[PREDICTION_COLUMN] = classes[probabilities.argmax(axis=1)]
+            for index, name in enumerate(self.classes):
+                result[f"probability_{name}"] = probabilities[:, index]
+        else:
+            result[PREDICTION_COLUMN] = scores.reshape(-1)
+        return result
+
+
+def load_package(path: str | os.PathLike[str]) -> ModelPackage:
+    """Load a package folder written by `write_package`."""
+    folder = Path(path)
+    description_file = folder / DESCRIPTION_FILE
+    if not description_file.exists():
+        raise WorkFailed(f"{folder} is not a raymlp model package (no {DESCRIPTION_FILE})")
+    description = json.loads(description_file.read_text())
+    if description.get("format") != PACKAGE_FORMAT:
+        raise WorkFailed(f"{folder}: package format {description.get('format')!r} is not {PACKAGE_FORMAT!r}")
+    with open(folder / PREPROCESSOR_FILE, "rb") as handle:
+        preprocessor = pickle.load(handle)
+    network = backend(description["framework"]).load_for_inference(folder, description["model"])
+    return ModelPackage(path=folder, description=description, preprocessor=preprocessor, network=network)

@@ -1,0 +1,231 @@
+"""The train stage: split, fit preprocessing on the train split, train on Ray Train, evaluate, track."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raymlp.context import StageContext
+from raymlp.errors import UsageError, WorkFailed
+
+from .backend import TrainRequest, fit
+from .features import FEATURES_COLUMN, LABEL_COLUMN, feature_matrix, infer_task, label_classes
+from .package import DESCRIPTION_FILE, load_package, write_package
+
+
+@dataclass
+class TrainedModel:
+    """A trained, evaluated and tracked model."""
+
+    package_dir: Path
+    mlflow_run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    dataset_ref: str
+    dataset_digest: str
+    framework: str
+
+
+def _to_model_input(batch: pd.DataFrame, features: list[str], preprocessor: Any, encode: Any) -> dict[str, np.ndarray]:
+    transformed = preprocessor.transform_batch(batch[features]) if preprocessor is not None else batch[features]
+    return {FEATURES_COLUMN: feature_matrix(transformed, list(transformed.columns)), LABEL_COLUMN: encode(batch)}
+
+
+def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, classes: list[Any] | None, prefix: str) -> dict[str, float]:
+    """Metrics of predictions against the truth, named `<prefix>_<metric>`."""
+    from sklearn import metrics
+
+    if len(truth) == 0:
+        return {}
+    if task == "classification":
+        probabilities = predicted[[f"probability_{name}" for name in classes]].to_numpy()
+        return {
+            f"{prefix}_accuracy": float(metrics.accuracy_score(truth, predicted["prediction"])),
+            f"{prefix}_f1": float(metrics.f1_score(truth.astype(str), predicted["prediction"].astype(str), average="macro")),
+            f"{prefix}_loss": float(metrics.log_loss(truth.astype(str), probabilities, labels=[str(name) for name in classes])),
+        }
+    values = predicted["prediction"].to_numpy(dtype=float)
+    mse = float(metrics.mean_squared_error(truth, values))
+    return {
+        f"{prefix}_loss": mse,
+        f"{prefix}_rmse": mse**0.5,
+        f"{prefix}_mae": float(metrics.mean_absolute_error(truth, values)),
+        f"{prefix}_r2": float(metrics.r2_score(truth, values)),
+    }
+
+
+def _pip_requirements(framework: str) -> list[str]:
+    from importlib.metadata import version
+
+    pinned = ["raymlp", f"ray[data]=={version('ray')}", f"pandas=={version('pandas')}", f"pyarrow=={version('pyarrow')}"]
+    if framework == "torch":
+        pinned.append(f"torch=={version('torch').split('+')[0]}")
+    return pinned
+
+
+def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
+    """Train the job's model on a published dataset version (`PublishedVersion` or catalog record)."""
+    import ray.data
+
+    from raymlp.data.preprocess import build_preprocessor, column_kind
+    from raymlp.data.split import split_frame
+    from raymlp.data.versions import read_version_table
+    from raymlp.tracking import Tracker
+
+    job = context.config
+    train, data = job.train, job.data
+    label = data.label
+    table = read_version_table(dataset.path, dataset.manifest)
+    kinds = {field.name: column_kind(field.type) for field in table.schema}
+    if label not in kinds:
+        raise UsageError(f"data.label: '{label}' is not a column of {dataset.name}@{dataset.version} (columns: {', '.join(kinds)})")
+    features = data.features or [name for name in kinds if name != label]
+    unknown = [name for name in features if name not in kinds]
+    if unknown:
+        raise UsageError(f"data.features: not columns of {dataset.name}@{dataset.version}: {', '.join(unknown)}")
+    frame = table.to_pandas()
+    unlabeled = int(frame[label].isna().sum())
+    if unlabeled:
+        context.reporter.info(f"    train  {unlabeled} rows without a label are left out")
+        frame = frame[frame[label].notna()]
+    task = infer_task(frame[label], train.task)
+    classes = label_classes(frame[label]) if task == "classification" else None
+    if task == "classification":
+        if len(classes) < 2:
+            raise WorkFailed(f"label '{label}' has {len(classes)} distinct value(s); classification needs at least 2")
+        codes = {value: index for index, value in enumerate(classes)}
+        encode = lambda batch: batch[label].map(codes).to_numpy(dtype=np.int64)  # noqa: E731
+    else:
+        encode = lambda batch: batch[label].to_numpy(dtype=np.float32)  # noqa: E731
+    train_frame, validation_frame, test_frame = split_frame(
+        frame, data.split, frame[label] if task == "classification" else None
+    )
+    feature_types = {name: kinds[name] for name in features}
+    preprocessor = build_preprocessor(job.preprocess, feature_types)
+    columns = features + [label]
+    raw = {name: ray.data.from_pandas(part[columns]) for name, part in
+           (("train", train_frame), ("validation", validation_frame))}
+    if preprocessor is not None:
+        preprocessor = preprocessor.fit(raw["train"])  # fitted on the train split only
+    sample = _to_model_input(train_frame.head(2), features, preprocessor, encode)
+    datasets = {
+        name: part.map_batches(
+            _to_model_input, batch_format="pandas", fn_kwargs={"features": features, "preprocessor": preprocessor, "encode": encode}
+        ).materialize()
+        for name, part in raw.items()
+    }
+    run_folder = context.storage.folder("runs", context.run_id)
+    tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
+    dataset_ref = f"{dataset.name}@{dataset.version}"
+    digest = dataset.manifest["content_digest"]
+    mlflow_run = tracker.start_run(
+        job.name, run_name=f"{job.name}-{context.run_id[:8]}",
+        tags={"raymlp.run_id": context.run_id, "raymlp.dataset": dataset_ref, "raymlp.dataset_digest": digest,
+              "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path)},
+    )
+    try:
+        tracker.log_params(mlflow_run, context.job.public_dict())
+        input_dim = int(sample[FEATURES_COLUMN].shape[1])
+        output_dim = len(classes) if classes else 1
+        context.reporter.stage(
+            "train", f"{train.framework} {train.model.type} on {dataset_ref}: {len(train_frame)} train / "
+            f"{len(validation_frame)} validation / {len(test_frame)} test rows, {train.scaling.num_workers} worker(s), "
+            f"{train.epochs} epochs"
+        )
+        outcome = fit(TrainRequest(
+            train=train, task=task, input_dim=input_dim, output_dim=output_dim, datasets=datasets,
+            storage_path=str(context.storage.folder("ray_results")), run_name=f"{job.name}-{context.run_id[:8]}",
+            output_dir=run_folder,
+        ))
+        tracker.log_metrics(mlflow_run, outcome.history)
+        description = {
+            "framework": train.framework,
+            "task": task,
+            "label": label,
+            "classes": classes,
+            "features": [{"name": name, "type": feature_types[name]} for name in features],
+            "model": {**train.model.model_dump(), "input_dim": input_dim, "output_dim": output_dim,
+                      "feature_columns": features},
+            "metrics": {},
+            "lineage": {
+                "dataset": {"name": dataset.name, "version": dataset.version, "digest": digest},
+                "job": {"name": job.name, "path": str(context.job.path), "sha256": context.job.sha256},
+                "run_id": context.run_id, "mlflow_run_id": mlflow_run, "best_epoch": outcome.best_epoch,
+                "trained_at": datetime.now(timezone.utc).isoformat(),
+            },
+        }
+        package_dir = write_package(run_folder / "package", description=description, preprocessor=preprocessor,
+                                    weights=outcome.weights)
+        package = load_package(package_dir)
+        metrics = {key: value for key, value in outcome.best_metrics.items() if key != "epoch"}
+        metrics.update(evaluation_metrics(task, test_frame[label], package.predict(test_frame), classes, "test"))
+        description["metrics"] = metrics
+        _rewrite_description(package_dir, description)
+        tracker.log_metrics(mlflow_run, [{**{key: value for key, value in metrics.items() if key.startswith("test_")},
+                                          "epoch": outcome.best_epoch}])
+        model_uri = tracker.log_package(mlflow_run, package_dir, _pip_requirements(train.framework))
+        tracker.finish(mlflow_run)
+    except BaseException:
+        tracker.finish(mlflow_run, status="FAILED")
+        raise
+    shown = ", ".join(f"{key} {value:.4f}" for key, value in sorted(metrics.items()))
+    context.reporter.stage("evaluate", f"{shown} (best epoch {outcome.best_epoch}); MLflow run {mlflow_run}")
+    return TrainedModel(
+        package_dir=package_dir, mlflow_run_id=mlflow_run, model_uri=model_uri, metrics=metrics,
+        history=outcome.history, dataset_ref=dataset_ref, dataset_digest=digest, framework=train.framework,
+    )
+
+
+def _rewrite_description(package_dir: Path, description: dict[str, Any]) -> None:
+    path = package_dir / DESCRIPTION_FILE
+    current = json.loads(path.read_text())
+    current.update(description)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(current, indent=2, sort_keys=True, default=str))
+    os.replace(temporary, path)
+
+
+@dataclass
+class Registered:
+    """A registry version, and whether the alias moved to it."""
+
+    name: str
+    version: int
+    alias: str | None
+    alias_moved: bool
+    gate_failures: list[str]
+
+
+def register_stage(context: StageContext, trained: TrainedModel) -> Registered:
+    """Register the model version; move the alias only when `register.require` holds."""
+    from raymlp.tracking import Tracker, check_requirements
+
+    register = context.config.register
+    tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
+    version = tracker.register(trained.model_uri, register.model, trained.mlflow_run_id)
+    failures = check_requirements(register.require, trained.metrics)
+    moved = bool(register.alias) and not failures
+    if moved:
+        tracker.set_alias(register.model, register.alias, version)
+    name, _, number = trained.dataset_ref.partition("@")
+    context.catalog.record_model_version(
+        model_name=register.model, model_version=version, run_id=context.run_id, mlflow_run_id=trained.mlflow_run_id,
+        dataset_name=name, dataset_version=int(number), dataset_digest=trained.dataset_digest,
+        package_uri=str(trained.package_dir), framework=trained.framework, metrics=trained.metrics,
+    )
+    if register.alias and failures:
+        note = f"alias '{register.alias}' not moved: " + "; ".join(failures)
+    elif moved:
+        note = f"alias '{register.alias}' -> version {version}"
+    else:
+        note = "no alias"
+    context.reporter.stage("register", f"{register.model} version {version}; {note}")
+    return Registered(register.model, version, register.alias, moved, failures)
