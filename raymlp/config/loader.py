@@ -43,7 +43,7 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.key or '(top level)'}: {self.message}"
+        return f"{self.where}: {self.key}: {self.message}" if self.key else f"{self.where}: {self.message}"
 
 
 class ConfigError(UsageError):
@@ -393,11 +393,11 @@ def _report_schema_too(raw: dict[str, Any], source: _Source) -> None:
     try:
         JobConfig.model_validate(raw)
     except ValidationError as error:
-        known = {issue.key for issue in source.issues}
+        known = {(issue.where, issue.key) for issue in source.issues}
         extra = _Source(source.label)
         extra.lines, extra.origin = source.lines, source.origin
         _validation_issues(error, extra)
-        source.issues += [issue for issue in extra.issues if issue.key not in known]
+        source.issues += [issue for issue in extra.issues if (issue.where, issue.key) not in known]
 
 
 def job_json_schema() -> dict[str, Any]:

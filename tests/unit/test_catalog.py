@@ -28,6 +28,7 @@ from raymlp.catalog import (
     DatasetVersionExists,
     migrate,
     redact_url,
+    with_installed_driver,
 )
 from raymlp.catalog.models import VERSION_TABLE, Base
 
@@ -39,11 +40,7 @@ MIGRATIONS = Path(raymlp.catalog.__file__).parent / "migrations"
 
 
 def _driver(url: str | URL) -> URL:
-    """``url`` with an installed PostgreSQL driver when it names none (SQLAlchemy 2.1 defaults to psycopg 3)."""
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
-        parsed = parsed.set(drivername="postgresql+psycopg2")
-    return parsed
+    return with_installed_driver(make_url(url))
 
 
 @contextmanager

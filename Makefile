@@ -1,0 +1,31 @@
+# make demo : create .venv, install, run jobs/quickstart.yaml end to end on a local Ray
+# make test : same install, then the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS := torch,tensorflow,xgboost,test
+
+.PHONY: install demo test unit clean
+
+# The install runs again only when pyproject.toml changed (the package is installed editable).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' 'torch==2.13.0'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/raymlp data sample wine -o data/wine.csv
+	$(BIN)/raymlp run jobs/quickstart.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+clean:
+	rm -rf $(VENV) .raymlp data .pytest_cache

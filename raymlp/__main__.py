@@ -1,0 +1,5 @@
+"""`python -m raymlp` is the `raymlp` command."""
+
+from raymlp.cli import entry
+
+entry()
