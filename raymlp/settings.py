@@ -21,6 +21,11 @@ LOCAL_CPUS_ENV = "RAYMLP_LOCAL_CPUS"
 #: Object store size in bytes for an embedded local Ray (default: Ray's own choice).
 LOCAL_OBJECT_STORE_ENV = "RAYMLP_LOCAL_OBJECT_STORE_BYTES"
 
+#: How often Ray Train's controller polls workers (Ray's default is 2 s). A report waits for
+#: that poll, so with Ray's default every epoch shorter than 2 s costs 2 s.
+TRAIN_POLL_INTERVAL_ENV = "RAYMLP_TRAIN_POLL_INTERVAL_S"
+DEFAULT_TRAIN_POLL_INTERVAL_S = 0.2
+
 
 def home() -> Path:
     """The RAYMLP_HOME folder (not created here)."""
@@ -47,3 +52,8 @@ def local_object_store_bytes() -> int | None:
     """Object store size for an embedded local Ray, or None for Ray's default."""
     value = os.environ.get(LOCAL_OBJECT_STORE_ENV)
     return int(value) if value else None
+
+
+def train_poll_interval_s() -> float:
+    """Seconds between Ray Train controller polls."""
+    return float(os.environ.get(TRAIN_POLL_INTERVAL_ENV) or DEFAULT_TRAIN_POLL_INTERVAL_S)

@@ -8,7 +8,7 @@ from typing import Any
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

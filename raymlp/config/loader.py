@@ -207,9 +207,8 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[str], source: _Source)
             continue
         try:
             value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as error:
-            source.issues.append(ConfigIssue(label, key, f"the value is not valid YAML: {error}"))
-            continue
+        except yaml.YAMLError:
+            value = text  # not YAML (e.g. ">= 0.9"): the text itself
         path = _split_set_key(key, raw)
         try:
             _assign(raw, path, value, create=True)

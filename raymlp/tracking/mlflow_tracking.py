@@ -7,6 +7,8 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,17 +68,29 @@ def check_requirements(require: dict[str, str], metrics: dict[str, float]) -> li
     return failures
 
 
+@contextmanager
+def _global_uris(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs set to `uri` for the block, then restored."""
+    import mlflow
+
+    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
 class Tracker:
     """An MLflow tracking store and model registry at one URI."""
 
     def __init__(self, tracking_uri: str, artifact_root: Path):
-        import mlflow
         from mlflow import MlflowClient
 
         self.uri = tracking_uri
         self.artifact_root = Path(artifact_root)
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def experiment_id(self, name: str) -> str:
@@ -126,7 +140,7 @@ class Tracker:
 
         from .pyfunc import RaymlpPackageModel
 
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        with _global_uris(self.uri), mlflow.start_run(run_id=run_id), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -140,11 +154,12 @@ class Tracker:
         """A new registry version of `name` for `model_uri`."""
         from mlflow.exceptions import MlflowException
 
-        try:
-            self.client.get_registered_model(name)
-        except MlflowException:
-            self.client.create_registered_model(name)
-        version = self.client.create_model_version(name, model_uri, run_id=run_id)
+        with _global_uris(self.uri):  # MLflow resolves a models:/ source through the global URI
+            try:
+                self.client.get_registered_model(name)
+            except MlflowException:
+                self.client.create_registered_model(name)
+            version = self.client.create_model_version(name, model_uri, run_id=run_id)
         return int(version.version)
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
@@ -186,7 +201,8 @@ class Tracker:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
             try:
-                mlflow.artifacts.download_artifacts(artifact_uri=found.source, dst_path=str(staging), tracking_uri=self.uri)
+                with _global_uris(self.uri):
+                    mlflow.artifacts.download_artifacts(artifact_uri=found.source, dst_path=str(staging), tracking_uri=self.uri)
                 if target.exists():
                     shutil.rmtree(target)
                 staging.rename(target)

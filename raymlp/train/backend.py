@@ -26,6 +26,7 @@ class TrainRequest:
     storage_path: str
     run_name: str
     output_dir: Path
+    target_scale: dict[str, float] | None = None
 
 
 @dataclass

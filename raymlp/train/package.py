@@ -103,7 +103,8 @@ class ModelPackage:
             for index, name in enumerate(self.classes):
                 result[f"probability_{name}"] = probabilities[:, index]
         else:
-            result[PREDICTION_COLUMN] = scores.reshape(-1)
+            scale = self.description["model"].get("target_scale") or {"mean": 0.0, "std": 1.0}
+            result[PREDICTION_COLUMN] = scores.reshape(-1).astype(np.float64) * scale["std"] + scale["mean"]
         return result
 
 

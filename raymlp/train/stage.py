@@ -103,11 +103,16 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
             raise WorkFailed(f"label '{label}' has {len(classes)} distinct value(s); classification needs at least 2")
         codes = {value: index for index, value in enumerate(classes)}
         encode = lambda batch: batch[label].map(codes).to_numpy(dtype=np.int64)  # noqa: E731
-    else:
-        encode = lambda batch: batch[label].to_numpy(dtype=np.float32)  # noqa: E731
     train_frame, validation_frame, test_frame = split_frame(
         frame, data.split, frame[label] if task == "classification" else None
     )
+    target_scale = None
+    if task == "regression":
+        # Trained on a standardised target (train-split statistics); metrics and predictions in original units.
+        values = pd.to_numeric(train_frame[label]).to_numpy(dtype=np.float64)
+        target_scale = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
+        encode = lambda batch: ((pd.to_numeric(batch[label]).to_numpy(dtype=np.float64) - target_scale["mean"])  # noqa: E731
+                                / target_scale["std"]).astype(np.float32)
     feature_types = {name: kinds[name] for name in features}
     preprocessor = build_preprocessor(job.preprocess, feature_types)
     columns = features + [label]
@@ -142,6 +147,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         )
         outcome = fit(TrainRequest(
             train=train, task=task, input_dim=input_dim, output_dim=output_dim, datasets=datasets,
+            target_scale=target_scale,
             storage_path=str(context.storage.folder("ray_results")), run_name=f"{job.name}-{context.run_id[:8]}",
             output_dir=run_folder,
         ))
@@ -153,7 +159,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
             "classes": classes,
             "features": [{"name": name, "type": feature_types[name]} for name in features],
             "model": {**train.model.model_dump(), "input_dim": input_dim, "output_dim": output_dim,
-                      "feature_columns": features},
+                      "feature_columns": features, "target_scale": target_scale},
             "metrics": {},
             "lineage": {
                 "dataset": {"name": dataset.name, "version": dataset.version, "digest": digest},

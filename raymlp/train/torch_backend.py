@@ -72,10 +72,11 @@ def _validation_metrics(model: Any, shard: Any, config: dict[str, Any], device: 
         }
     mean_y = float(sums[2]) / count
     total = float(sums[3]) - count * mean_y**2
+    unit = config["target_std"]  # errors back in the label's own units
     return {
         "val_loss": float(sums[1]) / count,
-        "val_rmse": (float(sums[4]) / count) ** 0.5,
-        "val_mae": float(sums[5]) / count,
+        "val_rmse": unit * (float(sums[4]) / count) ** 0.5,
+        "val_mae": unit * float(sums[5]) / count,
         "val_r2": 1.0 - float(sums[4]) / total if total > 0 else 0.0,
     }
 
@@ -162,6 +163,10 @@ def fit(request: TrainRequest) -> FitOutcome:
     import torch
     from ray.train.torch import TorchTrainer
 
+    from raymlp import settings
+
+    # Read by the Train controller, which Ray starts with the driver's copy of this variable.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(settings.train_poll_interval_s()))
     train = request.train
     classification = request.task == "classification"
     loop_config = {
@@ -174,6 +179,7 @@ def fit(request: TrainRequest) -> FitOutcome:
         "epochs": train.epochs,
         "batch_size": train.batch_size,
         "seed": train.seed,
+        "target_std": (request.target_scale or {}).get("std", 1.0),
     }
     scaling = train.scaling
     trainer = TorchTrainer(

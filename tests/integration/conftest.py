@@ -1,0 +1,60 @@
+"""One local Ray for every integration test, and helpers to drive the CLI against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_4_cpus():
+    """A local Ray with 4 logical CPUs, shared by the whole session; CLI subprocesses join it."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", object_store_memory=1_500_000_000)
+    yield ray.get_runtime_context().gcs_address
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_4_cpus) -> int:
+    """The one HTTP port Serve listens on in this session (Serve fixes it when it first starts)."""
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run `raymlp ARGS` as a user would, in `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", "raymlp", *args], cwd=cwd, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def json_output(result: subprocess.CompletedProcess) -> object:
+    """The JSON document a `--json` command printed (Ray may add lines of its own around it)."""
+    text = result.stdout
+    start = min(index for index in (text.find("{\n"), text.find("[\n"), text.find("[]")) if index >= 0)
+    return json.JSONDecoder().raw_decode(text[start:])[0]
