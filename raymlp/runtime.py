@@ -6,7 +6,6 @@ This is the one place that decides; every command goes through `ray_runtime`.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,7 +80,3 @@ def _shutdown_serve_quietly() -> None:
     except Exception:  # Serve never started in this cluster, or is already gone
         pass
 
-
-def in_ray_job() -> bool:
-    """True inside a `ray job submit` entrypoint."""
-    return bool(os.environ.get("RAY_JOB_SUBMISSION_ID") or os.environ.get("RAY_ADDRESS"))

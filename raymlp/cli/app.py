@@ -69,7 +69,8 @@ def run(
 
     loaded = _load(job, overrides)
     stages = _expand_only(only)
-    summary = run_job(loaded, only=stages, address=address, on_serving=_wait_for_interrupt if keep_serving else None)
+    keep = (lambda summary: _wait_for_interrupt(summary.endpoint)) if keep_serving else None
+    summary = run_job(loaded, only=stages, address=address, on_serving=keep)
     _print_summary(summary, as_json)
 
 
@@ -93,10 +94,10 @@ def _print_summary(summary, as_json: bool) -> None:
         print_summary(summary)
 
 
-def _wait_for_interrupt(summary) -> None:
+def _wait_for_interrupt(endpoint: str) -> None:
     import time
 
-    print(f"serving {summary.endpoint}; press Ctrl-C to stop", file=sys.stderr, flush=True)
+    print(f"serving {endpoint}; press Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -155,7 +156,7 @@ def serve(
     from raymlp.config.schema import ServeConfig
     from raymlp.errors import UsageError
     from raymlp.runtime import ray_runtime
-    from raymlp.serve.deploy import deploy, smoke_request
+    from raymlp.serve.deploy import deploy, wait_until_healthy
     from raymlp.tracking import ModelRef, Tracker, parse_model_ref
 
     loaded = _load(job, overrides) if job else None
@@ -173,14 +174,11 @@ def serve(
     package, version = Tracker(storage.tracking_uri, Path(storage.root)).package_for(ref, storage.folder("cache", "models"))
     with ray_runtime(address) as runtime:
         endpoint = deploy(str(package), {"model": ref.name, "version": version}, config, app_name=ref.name)
-        from raymlp.train.package import load_package
-
-        names = load_package(package).feature_names
-        smoke_request(endpoint, [{name: 0 for name in names}])
-        typer.echo(f"serving {ref.name} version {version} at {endpoint.url}", err=False)
+        wait_until_healthy(endpoint)
+        typer.echo(f"serving {ref.name} version {version} at {endpoint.url}")
         sys.stdout.flush()
         if block if block is not None else runtime.embedded:
-            _wait_for_interrupt(type("S", (), {"endpoint": endpoint.url})())
+            _wait_for_interrupt(endpoint.url)
 
 
 # --- data -----------------------------------------------------------------------------------------

@@ -38,6 +38,24 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::") else host
 
 
+def wait_until_healthy(endpoint: Endpoint, timeout_s: float = 60.0) -> None:
+    """Wait until the endpoint's /health answers 200."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(endpoint.health_url, timeout=10)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as error:
+            last = str(error)
+        time.sleep(0.5)
+    raise WorkFailed(f"the endpoint {endpoint.health_url} did not become healthy: {last}")
+
+
 def smoke_request(endpoint: Endpoint, records: list[dict[str, Any]], timeout_s: float = 60.0) -> dict[str, Any]:
     """POST records to the endpoint (waiting for it to come up) and return the JSON answer."""
     import requests

@@ -16,7 +16,13 @@ from raymlp.context import StageContext
 from raymlp.errors import UsageError, WorkFailed
 
 from .backend import TrainRequest, fit
-from .features import FEATURES_COLUMN, LABEL_COLUMN, feature_matrix, infer_task, label_classes
+from .features import (
+    FEATURES_COLUMN,
+    LABEL_COLUMN,
+    feature_matrix,
+    infer_task,
+    label_classes,
+)
 from .package import DESCRIPTION_FILE, load_package, write_package
 
 

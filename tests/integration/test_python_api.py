@@ -21,8 +21,8 @@ def test_regression_job_trains_evaluates_and_gates_the_alias(ray_4_cpus, raymlp_
     # Version 1 is registered, but the gate is out of reach: the alias must not move.
     assert (summary.model_version, summary.alias_moved) == (1, False)
 
-    from raymlp.tracking import ModelRef, Tracker
     from raymlp.storage import resolve_storage
+    from raymlp.tracking import ModelRef, Tracker
 
     storage = resolve_storage()
     tracker = Tracker(storage.tracking_uri, raymlp_home)
