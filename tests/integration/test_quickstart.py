@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -152,14 +153,16 @@ def test_predict_cli_matches_the_run_and_serve_cli_matches_predict(quickstart):
 
 def test_predict_without_an_address_starts_and_stops_its_own_ray(quickstart, tmp_path):
     import subprocess
+    import tempfile
 
-    def raylets() -> int:
-        return len(subprocess.run(["pgrep", "-f", "raylet"], capture_output=True, text=True).stdout.split())
-
-    before = raylets()
-    env = {**quickstart["env"], "RAY_ADDRESS": ""}
+    # Its own short temp root (Unix socket paths are limited), so its processes can be told apart.
+    ray_root = tempfile.mkdtemp(prefix="rq", dir="/tmp")
+    env = {**quickstart["env"], "RAY_ADDRESS": "", "RAY_TMPDIR": ray_root}
     result = run_cli("predict", "--model", "wine-classifier", "--input", "data/wine.csv",
                      "--output", str(tmp_path / "local.csv"), cwd=quickstart["project"], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "local.csv")) == 178
-    assert raylets() == before, "the embedded Ray must be shut down when the command ends"
+    assert any(Path(ray_root).iterdir()), "the command should have started a Ray of its own under RAY_TMPDIR"
+    left = subprocess.run(["pgrep", "-f", ray_root], capture_output=True, text=True).stdout.split()
+    assert left == [], "the embedded Ray must be shut down when the command ends"
+    shutil.rmtree(ray_root, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Data stage: sources, collect, convert, validate, verify, preprocessing."""

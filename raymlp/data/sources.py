@@ -1,0 +1,114 @@
+"""Read a configured source (files, SQL, scikit-learn) into an Arrow table."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from raymlp.config.schema import SourceConfig
+from raymlp.errors import UsageError, WorkFailed
+
+from .integrity import files_sha256
+
+_SUFFIXES = {"csv": (".csv", ".csv.gz", ".tsv"), "parquet": (".parquet", ".pq"), "json": (".json", ".jsonl", ".ndjson")}
+
+
+@dataclass
+class SourceData:
+    """Rows read from a source, and what they came from."""
+
+    table: pa.Table
+    description: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+    file_hashes: dict[str, str] = field(default_factory=dict)
+
+
+def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
+    """Files named by paths, globs or folders, sorted; a clear error when none match."""
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    found: list[Path] = []
+    for item in patterns:
+        expanded = os.path.expanduser(item)
+        if os.path.isdir(expanded):
+            matches = [
+                str(path) for path in sorted(Path(expanded).rglob("*"))
+                if path.is_file() and path.name.lower().endswith(_SUFFIXES.get(file_format, ("",)))
+            ]
+        else:
+            matches = sorted(glob.glob(expanded, recursive=True))
+        if not matches:
+            raise UsageError(f"data.source.path: '{item}' matches no {file_format} files (working directory: {os.getcwd()})")
+        found += [Path(match) for match in matches if os.path.isfile(match)]
+    return list(dict.fromkeys(found))
+
+
+def read_source(source: SourceConfig) -> SourceData:
+    """Read every row of a source."""
+    if source.format == "sklearn":
+        return _read_sklearn(source.sklearn.name)  # type: ignore[union-attr]
+    if source.format == "sql":
+        from .sql import read_sql
+
+        table = read_sql(source.sql.url, query=source.sql.query, table=source.sql.table)  # type: ignore[union-attr]
+        from raymlp.catalog import redact_url
+
+        what = {"kind": "sql", "url": redact_url(source.sql.url), "query": source.sql.query, "table": source.sql.table}  # type: ignore[union-attr]
+        return SourceData(table=table, description=what)
+    files = expand_paths(source.path, source.format)  # type: ignore[arg-type]
+    before = files_sha256(files)
+    table = _read_files(files, source)
+    after = files_sha256(files)
+    changed = [name for name in before if before[name] != after[name]]
+    if changed:
+        raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
+    description = {"kind": "files", "format": source.format, "files": [{"path": str(p), "sha256": before[str(p)]} for p in files]}
+    return SourceData(table=table, description=description, files=files, file_hashes=before)
+
+
+def _read_files(files: list[Path], source: SourceConfig) -> pa.Table:
+    tables = []
+    for path in files:
+        try:
+            if source.format == "csv":
+                from pyarrow import csv
+
+                tables.append(csv.read_csv(path, parse_options=csv.ParseOptions(delimiter=source.delimiter)))
+            elif source.format == "parquet":
+                import pyarrow.parquet as pq
+
+                tables.append(pq.read_table(path))
+            else:
+                from pyarrow import json
+
+                tables.append(json.read_json(path))
+        except (pa.ArrowInvalid, OSError) as error:
+            raise WorkFailed(f"{path}: cannot read as {source.format}: {error}") from None
+    if not tables:
+        raise UsageError("data.source.path: no files to read")
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowInvalid as error:
+        raise WorkFailed(f"source files have incompatible columns: {error}") from None
+
+
+def _read_sklearn(name: str) -> SourceData:
+    import sklearn.datasets
+
+    loader = getattr(sklearn.datasets, f"load_{name}")
+    bunch = loader(as_frame=True)
+    frame = bunch.frame.copy()
+    target_names = getattr(bunch, "target_names", None)
+    if target_names is not None and len(target_names) and "target" in frame:
+        frame["target"] = [str(target_names[index]) for index in frame["target"].astype(int)]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return SourceData(table=table, description={"kind": "sklearn", "name": name})
+
+
+def sklearn_frame(name: str):
+    """A shipped scikit-learn dataset as a DataFrame, with class names as labels."""
+    return _read_sklearn(name).table.to_pandas()

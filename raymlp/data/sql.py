@@ -1,0 +1,163 @@
+"""Tables in SQL databases: read them into Arrow, write Arrow into them atomically."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+import pyarrow as pa
+
+from raymlp.errors import UsageError, WorkFailed
+
+
+def engine_for(url: str):
+    """A SQLAlchemy engine; a clear error (without the password) for a bad URL or missing driver."""
+    import sqlalchemy as sa
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from raymlp.catalog import redact_url, with_installed_driver
+
+    try:
+        engine = sa.create_engine(with_installed_driver(sa.engine.make_url(url)))
+    except (ArgumentError, NoSuchModuleError, ImportError) as error:
+        raise UsageError(f"database URL {redact_url(url)} is not usable: {error}") from None
+    if engine.dialect.name == "sqlite":
+        _make_sqlite_ddl_transactional(engine)
+    return engine
+
+
+def _make_sqlite_ddl_transactional(engine) -> None:
+    """pysqlite commits before DDL on its own; begin transactions ourselves (SQLAlchemy's documented recipe)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def read_sql(url: str, *, query: str | None = None, table: str | None = None) -> pa.Table:
+    """Every row of a query or table."""
+    import sqlalchemy as sa
+
+    from raymlp.catalog import redact_url
+
+    engine = engine_for(url)
+    try:
+        with engine.connect() as connection:
+            if table is not None:
+                if not sa.inspect(connection).has_table(table):
+                    raise sa.exc.NoSuchTableError(table)
+                # Plain SQL, not a reflected Table: the driver's own values (floats stay floats).
+                selectable = sa.text(f"SELECT * FROM {engine.dialect.identifier_preparer.quote(table)}")
+            else:
+                selectable = sa.text(query)
+            result = connection.execute(selectable)
+            names = list(result.keys())
+            rows = result.fetchall()
+    except sa.exc.NoSuchTableError:
+        raise WorkFailed(f"table '{table}' does not exist in {redact_url(url)}") from None
+    except sa.exc.SQLAlchemyError as error:
+        raise WorkFailed(f"reading from {redact_url(url)} failed: {error.__class__.__name__}: {error.orig or error}") from None
+    finally:
+        engine.dispose()
+    columns = {name: [row[index] for row in rows] for index, name in enumerate(names)}
+    return pa.table(columns) if rows else pa.table({name: pa.array([], pa.null()) for name in names})
+
+
+@dataclass(frozen=True)
+class WrittenTable:
+    """A table written by `write_table`."""
+
+    table: str
+    rows: int
+    column_types: dict[str, str]
+
+
+def _sql_type(arrow_type: pa.DataType):
+    import sqlalchemy as sa
+
+    if pa.types.is_boolean(arrow_type):
+        return sa.Boolean()
+    if pa.types.is_integer(arrow_type):
+        return sa.BigInteger()
+    if pa.types.is_floating(arrow_type):
+        return sa.Double()
+    if pa.types.is_date(arrow_type):
+        return sa.Date()
+    if pa.types.is_timestamp(arrow_type):
+        return sa.DateTime(timezone=arrow_type.tz is not None)
+    if pa.types.is_decimal(arrow_type):
+        return sa.Numeric(arrow_type.precision, arrow_type.scale)
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_null(arrow_type):
+        return sa.Text()
+    raise UsageError(f"cannot store Arrow type {arrow_type} in a database column; supported: bool, int, float, date, timestamp, decimal, string")
+
+
+def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int = 50_000) -> WrittenTable:
+    """Write `table` into database table `name` so that it appears complete or not at all.
+
+    Rows go into a staging table; in one transaction the staging table then replaces the
+    target (replace), is appended to it (append), or becomes it (fail, when it does not exist).
+    """
+    import sqlalchemy as sa
+
+    from raymlp.catalog import redact_url
+
+    engine = engine_for(url)
+    staging_name = f"_raymlp_stage_{uuid.uuid4().hex[:12]}"
+    metadata = sa.MetaData()
+    columns = [sa.Column(field.name, _sql_type(field.type), nullable=True) for field in table.schema]
+    staging = sa.Table(staging_name, metadata, *columns)
+    column_types = {column.name: str(column.type.compile(dialect=engine.dialect)) for column in columns}
+    preparer = engine.dialect.identifier_preparer
+    target_sql, staging_sql = preparer.quote(name), preparer.quote(staging_name)
+    try:
+        with engine.connect() as connection:
+            exists = sa.inspect(connection).has_table(name)
+            existing = [column["name"] for column in sa.inspect(connection).get_columns(name)] if exists else []
+        if exists and mode == "fail":
+            raise WorkFailed(f"table '{name}' already exists in {redact_url(url)}; set data.collect.mode to append or replace")
+        if exists and mode == "append" and existing != table.schema.names:
+            raise WorkFailed(f"cannot append to '{name}': its columns are {existing}, the source has {table.schema.names}")
+        # MariaDB/MySQL commit DDL implicitly: the staging table is dropped by hand if anything fails.
+        with engine.begin() as connection:
+            staging.create(connection)
+            for batch in table.to_batches(max_chunksize=batch_rows):
+                records = batch.to_pylist()
+                if records:
+                    connection.execute(staging.insert(), records)
+            if exists and mode == "append":
+                connection.execute(sa.text(f"INSERT INTO {target_sql} SELECT * FROM {staging_sql}"))
+                connection.execute(sa.text(f"DROP TABLE {staging_sql}"))
+            elif exists and engine.dialect.name in ("mysql", "mariadb"):
+                retired = preparer.quote(f"_raymlp_old_{uuid.uuid4().hex[:12]}")
+                connection.execute(sa.text(f"RENAME TABLE {target_sql} TO {retired}, {staging_sql} TO {target_sql}"))
+                connection.execute(sa.text(f"DROP TABLE {retired}"))
+            else:
+                if exists:
+                    connection.execute(sa.text(f"DROP TABLE {target_sql}"))
+                connection.execute(sa.text(f"ALTER TABLE {staging_sql} RENAME TO {target_sql}"))
+    except sa.exc.SQLAlchemyError as error:
+        _drop_quietly(engine, staging_sql)
+        raise WorkFailed(f"writing table '{name}' to {redact_url(url)} failed: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}") from None
+    except BaseException:
+        _drop_quietly(engine, staging_sql)
+        raise
+    finally:
+        engine.dispose()
+    return WrittenTable(table=name, rows=table.num_rows, column_types=column_types)
+
+
+
+
+def _drop_quietly(engine, quoted_table: str) -> None:
+    import sqlalchemy as sa
+
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {quoted_table}"))
+    except sa.exc.SQLAlchemyError:
+        pass

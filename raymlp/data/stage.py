@@ -1,0 +1,111 @@
+"""The collect and convert stages of a job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from raymlp.context import StageContext
+from raymlp.errors import WorkFailed
+
+from .integrity import files_sha256
+from .sources import SourceData, read_source
+from .versions import PublishedVersion, publish_version
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A source loaded into a database table."""
+
+    url: str
+    table: str
+    rows: int
+    column_types: dict[str, str]
+
+
+def _check_sources_unchanged(source: SourceData) -> None:
+    if not source.files:
+        return
+    after = files_sha256(source.files)
+    changed = [name for name, digest in source.file_hashes.items() if after.get(name) != digest]
+    if changed:
+        raise WorkFailed(f"source files changed during the stage (they are only ever read): {', '.join(changed)}")
+
+
+def collect_stage(context: StageContext) -> Collected:
+    """Load the job's source into its `data.collect` table, atomically."""
+    from raymlp.catalog import redact_url
+
+    from .sql import write_table
+
+    data = context.config.data
+    target = data.collect
+    source = read_source(data.source)
+    written = write_table(target.url, target.table, source.table, target.mode)
+    _check_sources_unchanged(source)
+    origin = source.description.get("files", [{}])
+    context.catalog.record_collection(
+        source_uri=", ".join(item.get("path", "") for item in origin) or str(source.description),
+        source_sha256=", ".join(item.get("sha256", "") for item in origin) or "",
+        target_url=target.url,
+        target_table=target.table,
+        mode=target.mode,
+        row_count=written.rows,
+        column_types=written.column_types,
+    )
+    types = ", ".join(f"{name} {kind}" for name, kind in written.column_types.items())
+    context.reporter.stage(
+        "collect", f"{written.rows} rows -> {redact_url(target.url)} table {target.table} ({target.mode}); columns: {types}"
+    )
+    return Collected(url=redact_url(target.url), table=target.table, rows=written.rows, column_types=written.column_types)
+
+
+def convert_stage(context: StageContext) -> PublishedVersion:
+    """Make a new dataset version from the collected table (or straight from the source)."""
+    from .validate import check_rows
+
+    data = context.config.data
+    if data.collect is not None:
+        from raymlp.catalog import redact_url
+
+        from .sql import read_sql
+
+        table = read_sql(data.collect.url, table=data.collect.table)
+        source_info: dict[str, Any] = {"kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
+                                       "rows": table.num_rows}
+        source = None
+    else:
+        source = read_source(data.source)
+        table, source_info = source.table, {**source.description, "rows": source.table.num_rows}
+    quarantined = None
+    validation: dict[str, Any] = {"rules": "none"}
+    if data.schema_ is not None:
+        checked = check_rows(table, data.schema_)
+        table, quarantined = checked.good, checked.quarantined
+        validation = {"on_error": data.schema_.on_error, "rows_in": source_info["rows"],
+                      "rows_kept": table.num_rows, "rows_quarantined": checked.quarantined_rows}
+    if table.num_rows == 0:
+        raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({source_info['rows']} read, none kept)")
+    if source is not None:
+        _check_sources_unchanged(source)
+    version = publish_version(
+        context.catalog, context.storage.root, data.dataset.name, _plain_types(table), source_info, quarantined, validation
+    )
+    aside = f", {validation['rows_quarantined']} quarantined" if validation.get("rows_quarantined") else ""
+    context.reporter.stage(
+        "convert", f"{version.ref}: {version.manifest['row_count']} rows{aside}, {version.manifest['content_digest'][:19]}"
+    )
+    return version
+
+
+def _plain_types(table: pa.Table) -> pa.Table:
+    """Large string and dictionary columns stored as plain strings, so versions compare by content."""
+    fields = []
+    for field in table.schema:
+        if pa.types.is_large_string(field.type) or pa.types.is_dictionary(field.type):
+            fields.append(field.with_type(pa.string()))
+        else:
+            fields.append(field)
+    return table.cast(pa.schema(fields))

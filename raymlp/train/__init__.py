@@ -1,0 +1,1 @@
+"""Train stage: backends behind one interface, built-in models, the model package."""
