@@ -6,6 +6,11 @@ import os
 
 import pytest
 
+# Nothing may rely on MLflow's default store (sqlite:///mlflow.db in the working directory):
+# every raymlp call names its store. A default used by mistake fails loudly here.
+os.environ["MLFLOW_TRACKING_URI"] = "sqlite:////nonexistent/raymlp-tests-must-not-use-the-default-mlflow-store.db"
+os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
 POSTGRES_URL = os.environ.get("RAYMLP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_URL = os.environ.get("RAYMLP_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 
