@@ -22,7 +22,8 @@ def require_service(url: str, what: str) -> None:
     from raymlp.catalog import with_installed_driver
 
     try:
-        engine = sa.create_engine(with_installed_driver(sa.engine.make_url(url)))
+        parsed = with_installed_driver(sa.engine.make_url(url))
+        engine = sa.create_engine(parsed, connect_args={"connect_timeout": 3})
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
         engine.dispose()

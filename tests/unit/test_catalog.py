@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import threading
 import uuid
@@ -31,7 +30,8 @@ from raymlp.catalog import (
 )
 from raymlp.catalog.models import VERSION_TABLE, Base
 
-POSTGRES_URL = os.environ.get("RAYMLP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from ..conftest import POSTGRES_URL, require_service
+
 MIGRATIONS = Path(raymlp.catalog.__file__).parent / "migrations"
 
 
@@ -56,26 +56,15 @@ def raw_engine(url: str) -> Iterator[Engine]:
 
 
 @cache
-def _postgres_admin() -> tuple[Engine | None, str]:
-    """An AUTOCOMMIT engine on the test server's admin database, or None and why not."""
-    engine = sa.create_engine(_driver(POSTGRES_URL), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except Exception as exc:  # any failure to connect means: no server to test against
-        engine.dispose()
-        return None, f"PostgreSQL at {redact_url(POSTGRES_URL)} is unreachable: {str(exc).splitlines()[0]}"
-    return engine, ""
+def _postgres_admin() -> Engine:
+    """An AUTOCOMMIT engine on the test server's admin database."""
+    return sa.create_engine(_driver(POSTGRES_URL), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
 
 
 def require_postgres() -> Engine:
     """The admin engine; skips the test without a server, but fails it under CI=true."""
-    engine, reason = _postgres_admin()
-    if engine is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return engine
+    require_service(POSTGRES_URL, "PostgreSQL")
+    return _postgres_admin()
 
 
 @contextmanager
