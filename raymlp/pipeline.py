@@ -221,7 +221,7 @@ def _serve(context: StageContext, summary: RunSummary) -> None:
     from raymlp.serve.deploy import deploy, smoke_request
 
     package, metadata = _model_package(context)
-    endpoint = deploy(package, metadata, context.config.serve, app_name=context.config.name)
+    endpoint = deploy(package, metadata, context.config.serve, app_name=context.config.name, quiet=True)
     records = _example_records(context, package)
     answer = smoke_request(endpoint, records[:1] if records else [{}])
     summary.endpoint = endpoint.url

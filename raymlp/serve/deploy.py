@@ -19,15 +19,22 @@ class Endpoint:
     health_url: str
 
 
-def deploy(package_path: str, metadata: dict[str, Any], config: ServeConfig, app_name: str) -> Endpoint:
-    """Start Serve's HTTP proxy where the job says and run the application on its route."""
+def deploy(
+    package_path: str, metadata: dict[str, Any], config: ServeConfig, app_name: str, *, quiet: bool = False
+) -> Endpoint:
+    """Start Serve's HTTP proxy where the job says and run the application on its route.
+
+    `quiet` keeps Serve's INFO lines (access logs, controller steps) off the console.
+    """
     from ray import serve
 
     from .app import build_app
 
-    serve.start(http_options={"host": config.host, "port": config.port})
+    logging_config = {"log_level": "WARNING"} if quiet else None
+    serve.start(http_options={"host": config.host, "port": config.port}, logging_config=logging_config)
     try:
-        serve.run(build_app(package_path, metadata, config), name=app_name, route_prefix=config.route, blocking=False)
+        serve.run(build_app(package_path, metadata, config), name=app_name, route_prefix=config.route,
+                  blocking=False, logging_config=logging_config)
     except Exception as error:
         raise WorkFailed(f"Serve could not start application '{app_name}': {error}") from None
     base = f"http://{_display_host(config.host)}:{config.port}{config.route.rstrip('/')}"

@@ -81,6 +81,18 @@ def _validation_metrics(model: Any, shard: Any, config: dict[str, Any], device: 
     }
 
 
+def _quiet_per_report_logs() -> None:
+    """Ray Train logs two INFO lines per report through a logger named by its file path, which
+    its own LoggingConfig level does not reach; raise that logger to WARNING."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # a Ray without that module has no such logger
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     """Runs on every Ray Train worker; returns the per-epoch metric history (rank 0's is kept)."""
     import ray.train
@@ -88,6 +100,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     import torch
 
     from .models import build_torch_mlp
+
+    _quiet_per_report_logs()
 
     context = ray.train.get_context()
     rank = context.get_world_rank()
