@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 import pyarrow as pa
 
 from raymlp.errors import UsageError, WorkFailed
@@ -47,9 +48,11 @@ def read_sql(url: str, *, query: str | None = None, table: str | None = None) ->
     engine = engine_for(url)
     try:
         with engine.connect() as connection:
+            declared: dict[str, Any] = {}
             if table is not None:
                 if not sa.inspect(connection).has_table(table):
                     raise sa.exc.NoSuchTableError(table)
+                declared = {column["name"]: column["type"] for column in sa.inspect(connection).get_columns(table)}
                 # Plain SQL, not a reflected Table: the driver's own values (floats stay floats).
                 selectable = sa.text(f"SELECT * FROM {engine.dialect.identifier_preparer.quote(table)}")
             else:
@@ -64,7 +67,37 @@ def read_sql(url: str, *, query: str | None = None, table: str | None = None) ->
     finally:
         engine.dispose()
     columns = {name: [row[index] for row in rows] for index, name in enumerate(names)}
-    return pa.table(columns) if rows else pa.table({name: pa.array([], pa.null()) for name in names})
+    result = pa.table(columns) if rows else pa.table({name: pa.array([], pa.null()) for name in names})
+    return _restore_declared_types(result, declared)
+
+
+def _is_boolean(kind: Any) -> bool:
+    """A boolean column, including MySQL/MariaDB's BOOLEAN, which is TINYINT(1)."""
+    import sqlalchemy as sa
+
+    return isinstance(kind, sa.Boolean) or (
+        type(kind).__name__ == "TINYINT" and getattr(kind, "display_width", None) == 1
+    )
+
+
+def _restore_declared_types(table: pa.Table, declared: dict[str, Any]) -> pa.Table:
+    """Cast columns back to the type the database declares where the driver returned text or 0/1
+    (SQLite keeps dates as text; MySQL has no boolean)."""
+    import sqlalchemy as sa
+
+    for index, name in enumerate(table.column_names):
+        kind = declared.get(name)
+        column = table.column(index)
+        target = None
+        if isinstance(kind, sa.DateTime) and not pa.types.is_timestamp(column.type):
+            target = pa.timestamp("us")
+        elif isinstance(kind, sa.Date) and not isinstance(kind, sa.DateTime) and not pa.types.is_date(column.type):
+            target = pa.date32()
+        elif _is_boolean(kind) and not pa.types.is_boolean(column.type):
+            target = pa.bool_()
+        if target is not None and not pa.types.is_null(column.type):
+            table = table.set_column(index, name, column.cast(target))
+    return table
 
 
 @dataclass(frozen=True)
@@ -88,7 +121,10 @@ def _sql_type(arrow_type: pa.DataType):
     if pa.types.is_date(arrow_type):
         return sa.Date()
     if pa.types.is_timestamp(arrow_type):
-        return sa.DateTime(timezone=arrow_type.tz is not None)
+        from sqlalchemy.dialects import mysql
+
+        # MySQL/MariaDB DATETIME keeps whole seconds unless asked for microseconds.
+        return sa.DateTime(timezone=arrow_type.tz is not None).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
     if pa.types.is_decimal(arrow_type):
         return sa.Numeric(arrow_type.precision, arrow_type.scale)
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_null(arrow_type):
@@ -125,10 +161,7 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
         # MariaDB/MySQL commit DDL implicitly: the staging table is dropped by hand if anything fails.
         with engine.begin() as connection:
             staging.create(connection)
-            for batch in table.to_batches(max_chunksize=batch_rows):
-                records = batch.to_pylist()
-                if records:
-                    connection.execute(staging.insert(), records)
+            _bulk_load(connection, staging, staging_sql, table, batch_rows)
             if exists and mode == "append":
                 connection.execute(sa.text(f"INSERT INTO {target_sql} SELECT * FROM {staging_sql}"))
                 connection.execute(sa.text(f"DROP TABLE {staging_sql}"))
@@ -161,3 +194,36 @@ def _drop_quietly(engine, quoted_table: str) -> None:
             connection.execute(sa.text(f"DROP TABLE IF EXISTS {quoted_table}"))
     except sa.exc.SQLAlchemyError:
         pass
+
+
+def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> None:
+    """Rows into the staging table by the database's fast path, inside the caller's transaction.
+
+    PostgreSQL: COPY ... FROM STDIN in CSV (pyarrow writes null as an empty field and an empty
+    string as ""; exactly COPY's CSV rules). Others: executemany of parameterised INSERTs.
+    """
+    if connection.dialect.name == "postgresql":
+        import io
+
+        import pyarrow.csv as pacsv
+
+        columns = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in table.column_names)
+        statement = f"COPY {staging_sql} ({columns}) FROM STDIN WITH (FORMAT csv)"
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            for batch in table.to_batches(max_chunksize=batch_rows):
+                buffer = io.BytesIO()
+                pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
+                buffer.seek(0)
+                if hasattr(cursor, "copy_expert"):  # psycopg2
+                    cursor.copy_expert(statement, buffer)
+                else:  # psycopg 3
+                    with cursor.copy(statement) as copy:
+                        copy.write(buffer.getvalue())
+        finally:
+            cursor.close()
+        return
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        records = batch.to_pylist()
+        if records:
+            connection.execute(staging.insert(), records)

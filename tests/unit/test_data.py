@@ -171,6 +171,42 @@ def database_url(request, tmp_path):
     return url
 
 
+def awkward_table() -> pa.Table:
+    """Values that bulk paths get wrong: nulls, empty strings, quotes, newlines, bools, dates."""
+    import datetime
+
+    return pa.table({
+        "text": ["plain", "", None, 'comma, "quote"\nnewline', "ünïcode ✓"],
+        "flag": [True, False, None, True, False],
+        "count": pa.array([1, None, -3, 2**40, 0], pa.int64()),
+        "amount": [1.5, None, -0.25, 1e300, 3.0],
+        "day": [datetime.date(2024, 2, 29), None, datetime.date(1970, 1, 1), datetime.date(2000, 12, 31), None],
+        "at": [datetime.datetime(2024, 2, 29, 23, 59, 59, 123456), None, datetime.datetime(1999, 1, 1), None,
+               datetime.datetime(2030, 6, 1, 12)],
+    })
+
+
+def test_awkward_values_round_trip_exactly(database_url):
+    import sqlalchemy as sa
+
+    from raymlp.data.sql import engine_for
+
+    name = f"raymlp_t_{uuid.uuid4().hex[:10]}"
+    table = awkward_table()
+    try:
+        write_table(database_url, name, table, "fail")
+        back = read_sql(database_url, table=name)
+        by_text = lambda t: sorted(t.to_pylist(), key=lambda row: str(row["text"]))  # noqa: E731
+        expected, got = by_text(table), by_text(back.select(table.column_names))
+        assert got == expected
+        assert content_digest(back.select(table.column_names)) == content_digest(table)
+    finally:
+        engine = engine_for(database_url)
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+        engine.dispose()
+
+
 def test_tables_are_written_completely_or_not_at_all(database_url):
     import sqlalchemy as sa
 
