@@ -7,6 +7,7 @@ import warnings
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -21,6 +22,19 @@ CURRENT_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 REQUIREMENT_PATTERN = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?\d+(\.\d+)?([eE][-+]?\d+)?)\s*$")
+
+
+def _check_name(value: str) -> str:
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(
+            f"'{value}' is not a usable name: use 1-100 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit (no '/' or spaces)"
+        )
+    return value
+
+
+#: Names that become folders, experiment names and registry names: never a path.
+Name = Annotated[str, AfterValidator(_check_name), Field(json_schema_extra={"pattern": NAME_PATTERN})]
 
 
 class Section(BaseModel):
@@ -111,7 +125,7 @@ class CollectConfig(Section):
 
 
 class DatasetConfig(Section):
-    name: str = Field(description="Registered dataset name; each convert makes a new version.", pattern=NAME_PATTERN)
+    name: Name = Field(description="Registered dataset name; each convert makes a new version.")
     description: str | None = Field(default=None, description="Free text shown by `raymlp data show`.")
 
 
@@ -360,7 +374,7 @@ class TuneConfig(Section):
 
 
 class RegisterConfig(Section):
-    model: str = Field(description="Registered model name in MLflow.", pattern=NAME_PATTERN)
+    model: Name = Field(description="Registered model name in MLflow.")
     alias: str | None = Field(
         default=None, description="Alias moved to the new version when `require` holds.", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,254}$"
     )
@@ -424,7 +438,7 @@ warnings.filterwarnings("ignore", message='Field name "register" in "JobConfig" 
 
 class JobConfig(Section):
     version: Literal[1] = Field(description="Job file format version.")
-    name: str = Field(description="Job name; also the MLflow experiment name.", pattern=NAME_PATTERN)
+    name: Name = Field(description="Job name; also the MLflow experiment name.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where state and artifacts go.")
     env: Literal["default"] | InlineEnv = Field(default="default", description="Runtime environment of Ray workers.")
     data: DataConfig = Field(description="Collect, convert, validate and split.")

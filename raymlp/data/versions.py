@@ -61,8 +61,13 @@ def publish_version(
     validation: dict[str, Any] | None = None,
 ) -> PublishedVersion:
     """Write `table` as the next version of dataset `name`, visible only once complete."""
-    from raymlp.catalog import DatasetVersionExists
+    import re
 
+    from raymlp.catalog import DatasetVersionExists
+    from raymlp.config.schema import NAME_PATTERN
+
+    if not re.match(NAME_PATTERN, name):
+        raise UsageError(f"'{name}' is not a usable dataset name (letters, digits, '_', '.', '-'; no '/')")
     datasets = _local_root(root) / "datasets" / name
     datasets.mkdir(parents=True, exist_ok=True)
     staging = datasets / f".staging-{uuid.uuid4().hex}"

@@ -241,3 +241,37 @@ def test_tables_are_written_completely_or_not_at_all(database_url):
         with engine.begin() as connection:
             connection.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
         engine.dispose()
+
+
+def test_hostile_table_and_column_names_are_quoted_not_pasted(database_url):
+    import sqlalchemy as sa
+
+    from raymlp.data.sql import engine_for
+
+    name = f"raymlp_t_{uuid.uuid4().hex[:10]}"
+    victim = f"raymlp_victim_{uuid.uuid4().hex[:8]}"
+    engine = engine_for(database_url)
+    table = pa.table({'weird "name"': [1, 2], "drop table x; --": ["a", "b"], "select": [0.5, 1.5]})
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"CREATE TABLE {victim} (id INTEGER)"))
+        write_table(database_url, name, table, "fail")
+        assert read_sql(database_url, table=name).to_pylist() == table.to_pylist()
+        with pytest.raises(WorkFailed, match="does not exist"):
+            read_sql(database_url, table=f"{name}; DROP TABLE {victim}")
+        with engine.connect() as connection:
+            assert sa.inspect(connection).has_table(victim)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {victim}"))
+        engine.dispose()
+
+
+def test_dataset_names_that_are_paths_are_refused(tmp_path, catalog):
+    from raymlp.errors import UsageError
+
+    for bad in ("../outside", "a/b", ".hidden", ""):
+        with pytest.raises(UsageError, match="is not a usable dataset name"):
+            publish_version(catalog, str(tmp_path), bad, wine_table(), {"kind": "test"})
+    assert not (tmp_path / "outside").exists()

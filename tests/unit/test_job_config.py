@@ -125,6 +125,11 @@ BROKEN = {
         ["{f}:11: data.split.validation: training needs a validation split (checkpoints are ranked on it); "
          "give a fraction > 0"],
     ),
+    "dataset name that is a path": (
+        VALID.replace("dataset: {name: wine}", "dataset: {name: ../../etc}"),
+        ["{f}:5: data.dataset.name: '../../etc' is not a usable name: use 1-100 letters, digits, '_', '.' or '-', "
+         "starting with a letter or digit (no '/' or spaces)"],
+    ),
     "top level is not a mapping": ("- version: 1\n", ["{f}:1: the top level must be a mapping of sections, got list"]),
 }
 
