@@ -196,32 +196,83 @@ def _drop_quietly(engine, quoted_table: str) -> None:
         pass
 
 
-def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> None:
-    """Rows into the staging table by the database's fast path, inside the caller's transaction.
+class _CsvStream:
+    """A read-only file of CSV bytes for COPY ... FROM STDIN, serialised from Arrow batches on a
+    producer thread (pyarrow releases the GIL) while the database consumes the previous chunk.
+    The queue is bounded, so memory stays at a few chunks whatever the table's size."""
 
-    PostgreSQL: COPY ... FROM STDIN in CSV (pyarrow writes null as an empty field and an empty
-    string as ""; exactly COPY's CSV rules). Others: executemany of parameterised INSERTs.
-    """
-    if connection.dialect.name == "postgresql":
+    def __init__(self, table: pa.Table, batch_rows: int, depth: int = 4):
+        import queue
+        import threading
+
+        self._chunks: queue.Queue = queue.Queue(maxsize=depth)
+        self._buffer = memoryview(b"")
+        self._error: BaseException | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(table, batch_rows), daemon=True)
+        self._thread.start()
+
+    def _produce(self, table: pa.Table, batch_rows: int) -> None:
         import io
 
         import pyarrow.csv as pacsv
 
-        columns = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in table.column_names)
-        statement = f"COPY {staging_sql} ({columns}) FROM STDIN WITH (FORMAT csv)"
-        cursor = connection.connection.dbapi_connection.cursor()
         try:
             for batch in table.to_batches(max_chunksize=batch_rows):
-                buffer = io.BytesIO()
-                pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
-                buffer.seek(0)
-                if hasattr(cursor, "copy_expert"):  # psycopg2
-                    cursor.copy_expert(statement, buffer)
-                else:  # psycopg 3
-                    with cursor.copy(statement) as copy:
-                        copy.write(buffer.getvalue())
+                if self._stopped.is_set():
+                    return
+                sink = io.BytesIO()
+                pacsv.write_csv(batch, sink, pacsv.WriteOptions(include_header=False))
+                self._chunks.put(sink.getvalue())
+        except BaseException as error:  # handed to the reading side
+            self._error = error
+        finally:
+            self._chunks.put(None)
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._buffer:
+            chunk = self._chunks.get()
+            if chunk is None:
+                self._chunks.put(None)
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._buffer = memoryview(chunk)
+        size = len(self._buffer) if size is None or size < 0 else size
+        piece, self._buffer = self._buffer[:size], self._buffer[size:]
+        return bytes(piece)
+
+    def close(self) -> None:
+        self._stopped.set()
+        while self._thread.is_alive():
+            try:
+                self._chunks.get_nowait()
+            except Exception:  # empty: the producer is between chunks
+                self._thread.join(timeout=0.05)
+
+
+def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> None:
+    """Rows into the staging table by the database's fast path, inside the caller's transaction.
+
+    PostgreSQL: one COPY ... FROM STDIN in CSV, streamed (pyarrow writes null as an empty field
+    and an empty string as ""; exactly COPY's CSV rules). Others: executemany of parameterised
+    INSERTs.
+    """
+    if connection.dialect.name == "postgresql":
+        columns = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in table.column_names)
+        statement = f"COPY {staging_sql} ({columns}) FROM STDIN WITH (FORMAT csv)"
+        stream = _CsvStream(table, batch_rows)
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            if hasattr(cursor, "copy_expert"):  # psycopg2
+                cursor.copy_expert(statement, stream, size=1 << 20)
+            else:  # psycopg 3
+                with cursor.copy(statement) as copy:
+                    while chunk := stream.read(1 << 20):
+                        copy.write(chunk)
         finally:
             cursor.close()
+            stream.close()
         return
     for batch in table.to_batches(max_chunksize=batch_rows):
         records = batch.to_pylist()

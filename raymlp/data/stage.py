@@ -10,8 +10,7 @@ import pyarrow as pa
 from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
 
-from .integrity import files_sha256
-from .sources import SourceData, read_source
+from .sources import read_source
 from .versions import PublishedVersion, publish_version
 
 
@@ -25,15 +24,6 @@ class Collected:
     column_types: dict[str, str]
 
 
-def _check_sources_unchanged(source: SourceData) -> None:
-    if not source.files:
-        return
-    after = files_sha256(source.files)
-    changed = [name for name, digest in source.file_hashes.items() if after.get(name) != digest]
-    if changed:
-        raise WorkFailed(f"source files changed during the stage (they are only ever read): {', '.join(changed)}")
-
-
 def collect_stage(context: StageContext) -> Collected:
     """Load the job's source into its `data.collect` table, atomically."""
     from raymlp.catalog import redact_url
@@ -44,7 +34,6 @@ def collect_stage(context: StageContext) -> Collected:
     target = data.collect
     source = read_source(data.source)
     written = write_table(target.url, target.table, source.table, target.mode)
-    _check_sources_unchanged(source)
     origin = source.description.get("files", [{}])
     context.catalog.record_collection(
         source_uri=", ".join(item.get("path", "") for item in origin) or str(source.description),
@@ -75,7 +64,6 @@ def convert_stage(context: StageContext) -> PublishedVersion:
         table = read_sql(data.collect.url, table=data.collect.table)
         source_info: dict[str, Any] = {"kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
                                        "rows": table.num_rows}
-        source = None
     else:
         source = read_source(data.source)
         table, source_info = source.table, {**source.description, "rows": source.table.num_rows}
@@ -88,8 +76,6 @@ def convert_stage(context: StageContext) -> PublishedVersion:
                       "rows_kept": table.num_rows, "rows_quarantined": checked.quarantined_rows}
     if table.num_rows == 0:
         raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({source_info['rows']} read, none kept)")
-    if source is not None:
-        _check_sources_unchanged(source)
     version = publish_version(
         context.catalog, context.storage.root, data.dataset.name, _plain_types(table), source_info, quarantined, validation
     )
