@@ -57,28 +57,51 @@ def canonical(table: pa.Table) -> pa.Table:
     return table if schema.equals(table.schema) else table.cast(schema)
 
 
+def _row_hash_sum(table: pa.Table) -> int:
+    """Sum, mod 2**128, of each row's 128-bit hash (two keyed 64-bit pandas hashes of its values)."""
+    import pandas as pd
+
+    if not table.num_columns or not table.num_rows:
+        return 0
+    frame = table.to_pandas(integer_object_nulls=True, date_as_object=True)
+    frame.columns = [str(index) for index in range(len(frame.columns))]
+    total = 0
+    for position, key in enumerate(_ROW_HASH_KEYS):
+        hashes = pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy(dtype=np.uint64)
+        low, high = hashes & np.uint64(0xFFFFFFFF), hashes >> np.uint64(32)
+        # 32-bit limbs summed in 64 bits cannot overflow below 2**32 rows; Python ints do the carries.
+        total += (int(low.sum(dtype=np.uint64)) + (int(high.sum(dtype=np.uint64)) << 32)) << (64 * position)
+    return total % (1 << 128)
+
+
+class ContentDigest:
+    """An order-independent digest built chunk by chunk: `add` tables in any order and split."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = pa.schema([field.with_type(_canonical_type(field.type)) for field in schema])
+        self.rows = 0
+        self._sum = 0
+
+    def add(self, table: pa.Table) -> None:
+        table = canonical(table)
+        self.rows += table.num_rows
+        self._sum = (self._sum + _row_hash_sum(table)) % (1 << 128)
+
+    def hexdigest(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(schema_fingerprint(self.schema).encode())
+        digest.update(self.rows.to_bytes(8, "little"))
+        digest.update(self._sum.to_bytes(16, "little"))
+        return "sha256:" + digest.hexdigest()
+
+
 def content_digest(table: pa.Table) -> str:
     """Digest of the rows of `table` that ignores row order, file boundaries and type spelling.
 
-    Each row gets a 128-bit hash (two keyed 64-bit hashes of its values); the sorted row hashes,
-    the row count and the canonical schema are hashed with sha256.
+    sha256 over the canonical schema, the row count and the sum (mod 2**128) of 128-bit row
+    hashes: a multiset digest (a duplicated row changes it) that `ContentDigest` can build from
+    chunks or shards in any order.
     """
-    import pandas as pd
-
-    table = canonical(table)
-    frame = table.to_pandas(types_mapper=None, integer_object_nulls=True, date_as_object=True)
-    if len(frame.columns):
-        frame.columns = [str(index) for index in range(len(frame.columns))]
-        halves = [
-            pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy(dtype=np.uint64)
-            for key in _ROW_HASH_KEYS
-        ]
-        order = np.lexsort((halves[1], halves[0]))
-        rows = np.stack([halves[0][order], halves[1][order]], axis=1)
-    else:
-        rows = np.zeros((table.num_rows, 2), dtype=np.uint64)
-    digest = hashlib.sha256()
-    digest.update(schema_fingerprint(table.schema).encode())
-    digest.update(table.num_rows.to_bytes(8, "little"))
-    digest.update(np.ascontiguousarray(rows).tobytes())
-    return "sha256:" + digest.hexdigest()
+    digest = ContentDigest(table.schema)
+    digest.add(table)
+    return digest.hexdigest()

@@ -57,6 +57,10 @@ def read_sql(url: str, *, query: str | None = None, table: str | None = None) ->
                 selectable = sa.text(f"SELECT * FROM {engine.dialect.identifier_preparer.quote(table)}")
             else:
                 selectable = sa.text(query)
+            if engine.dialect.name == "postgresql":
+                fast = _read_postgres_copy(connection, str(selectable))
+                if fast is not None:
+                    return fast
             result = connection.execute(selectable)
             names = list(result.keys())
             rows = result.fetchall()
@@ -69,6 +73,50 @@ def read_sql(url: str, *, query: str | None = None, table: str | None = None) ->
     columns = {name: [row[index] for row in rows] for index, name in enumerate(names)}
     result = pa.table(columns) if rows else pa.table({name: pa.array([], pa.null()) for name in names})
     return _restore_declared_types(result, declared)
+
+
+#: PostgreSQL type OIDs that COPY's CSV text turns back into the same values through pyarrow.
+_POSTGRES_ARROW_TYPES = {
+    16: pa.bool_(), 20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 700: pa.float64(), 701: pa.float64(),
+    25: pa.string(), 1042: pa.string(), 1043: pa.string(), 1082: pa.date32(), 1114: pa.timestamp("us"),
+}
+
+
+def _read_postgres_copy(connection, select: str) -> pa.Table | None:
+    """Rows of `select` through one `COPY (...) TO STDOUT` in CSV, typed by the result's column
+    types; None when a column has a type this path does not carry exactly (the caller then
+    fetches rows through the driver)."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    select = select.strip().rstrip(";")
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(f"SELECT * FROM ({select}) AS raymlp_source LIMIT 0")
+        columns = [(column[0], _POSTGRES_ARROW_TYPES.get(column[1])) for column in cursor.description]
+        names = [name for name, _ in columns]
+        if any(kind is None for _, kind in columns) or len(set(names)) != len(names):
+            return None
+        buffer = io.BytesIO()
+        statement = f"COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER)"
+        if hasattr(cursor, "copy_expert"):  # psycopg2
+            cursor.copy_expert(statement, buffer, size=1 << 20)
+        else:  # psycopg 3
+            with cursor.copy(statement) as copy:
+                for chunk in copy:
+                    buffer.write(chunk)
+    finally:
+        cursor.close()
+    buffer.seek(0)
+    return pacsv.read_csv(
+        buffer,
+        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict(columns), strings_can_be_null=True, quoted_strings_can_be_null=False,
+            true_values=["t"], false_values=["f"],
+        ),
+    )
 
 
 def _is_boolean(kind: Any) -> bool:

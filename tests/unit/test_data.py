@@ -39,6 +39,12 @@ def test_digest_ignores_row_order_and_batching_but_not_content():
     assert content_digest(pa.Table.from_pandas(changed, preserve_index=False)) != content_digest(table)
     duplicated = pa.concat_tables([table, table.slice(0, 1)])
     assert content_digest(duplicated) != content_digest(table)
+    from raymlp.data.integrity import ContentDigest
+
+    chunked = ContentDigest(table.schema)
+    for start in (100, 0, 50):  # chunks in any order give the same digest
+        chunked.add(table.slice(start, 50 if start < 100 else None))
+    assert chunked.hexdigest() == content_digest(table)
     swapped_cells = table.to_pandas()
     swapped_cells.loc[[0, 1], "alcohol"] = swapped_cells.loc[[1, 0], "alcohol"].to_numpy()
     assert content_digest(pa.Table.from_pandas(swapped_cells, preserve_index=False)) != content_digest(table)
