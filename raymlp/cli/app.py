@@ -270,8 +270,14 @@ def data_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], 
 
 
 @data_app.command("verify")
-def data_verify(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], job: JobOpt = None) -> None:
-    """Re-hash a version's files and content against its manifest (exit 1 when they differ)."""
+def data_verify(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    job: JobOpt = None,
+    source: Annotated[bool, typer.Option("--source/--no-source", help="Also re-derive the version from its source.")] = True,
+    source_url: Annotated[Optional[str], typer.Option("--source-url", help="Database URL of the source (when it needs a password).")] = None,
+) -> None:
+    """Re-hash a version against its manifest, then prove its source yields the same rows and digest."""
+    from raymlp.data.verify import verify_against_source
     from raymlp.data.versions import verify_version
     from raymlp.errors import WorkFailed
 
@@ -281,7 +287,27 @@ def data_verify(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")]
     problems = verify_version(record.path, record.manifest)
     if problems:
         raise WorkFailed(f"{record.name}@{record.version} is damaged:\n  " + "\n  ".join(problems))
-    typer.echo(f"{record.name}@{record.version}: {len(record.manifest['files'])} files and {record.row_count} rows match the manifest ({record.content_digest})")
+    typer.echo(f"{record.name}@{record.version}: {len(record.manifest['files'])} files and {record.row_count} rows "
+               f"match the manifest ({record.content_digest})")
+    if not source:
+        return
+    url = source_url or _source_url_from_job(job, record.manifest["source"])
+    problems = verify_against_source(record.manifest, url)
+    if problems:
+        raise WorkFailed(f"{record.name}@{record.version} differs from its source:\n  " + "\n  ".join(problems))
+    aside = (record.manifest.get("quarantine") or {}).get("rows", 0)
+    typer.echo(f"{record.name}@{record.version}: its source yields the same {record.row_count} rows"
+               + (f" (+{aside} quarantined)" if aside else "") + " and the same content digest")
+
+
+def _source_url_from_job(job: Path | None, source: dict) -> str | None:
+    """The real database URL (with ${ENV} secrets) from the job file, for a table or SQL source."""
+    if job is None or source.get("kind") not in ("table", "sql"):
+        return None
+    data = _load(job, []).config.data
+    if source["kind"] == "table" and data.collect is not None:
+        return data.collect.url
+    return data.source.sql.url if data.source.sql is not None else None
 
 
 @data_app.command("sample")

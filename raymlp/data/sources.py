@@ -66,7 +66,8 @@ def read_source(source: SourceConfig) -> SourceData:
     changed = [name for name in before if before[name] != after[name]]
     if changed:
         raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
-    description = {"kind": "files", "format": source.format, "files": [{"path": str(p), "sha256": before[str(p)]} for p in files]}
+    description = {"kind": "files", "format": source.format,
+                   "files": [{"path": str(p.resolve()), "sha256": before[str(p)]} for p in files]}
     return SourceData(table=table, description=description, files=files, file_hashes=before)
 
 
@@ -77,7 +78,8 @@ def _read_files(files: list[Path], source: SourceConfig) -> pa.Table:
             if source.format == "csv":
                 from pyarrow import csv
 
-                tables.append(csv.read_csv(path, parse_options=csv.ParseOptions(delimiter=source.delimiter)))
+                tables.append(csv.read_csv(path, parse_options=_csv_parse_options(source.delimiter),
+                                           convert_options=_csv_convert_options()))
             elif source.format == "parquet":
                 import pyarrow.parquet as pq
 
@@ -94,6 +96,19 @@ def _read_files(files: list[Path], source: SourceConfig) -> pa.Table:
         return pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowInvalid as error:
         raise WorkFailed(f"source files have incompatible columns: {error}") from None
+
+
+def _csv_parse_options(delimiter: str):
+    from pyarrow import csv
+
+    return csv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
+
+
+def _csv_convert_options():
+    """CSV values read as PostgreSQL's COPY reads them: an unquoted empty field is null, "" is ''."""
+    from pyarrow import csv
+
+    return csv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
 
 
 def _read_sklearn(name: str) -> SourceData:

@@ -67,17 +67,20 @@ def convert_stage(context: StageContext) -> PublishedVersion:
     else:
         source = read_source(data.source)
         table, source_info = source.table, {**source.description, "rows": source.table.num_rows}
+        if data.source.format == "csv":
+            source_info["delimiter"] = data.source.delimiter
     quarantined = None
-    validation: dict[str, Any] = {"rules": "none"}
+    validation: dict[str, Any] = {"rules": None}
     if data.schema_ is not None:
         checked = check_rows(table, data.schema_)
         table, quarantined = checked.good, checked.quarantined
         validation = {"on_error": data.schema_.on_error, "rows_in": source_info["rows"],
-                      "rows_kept": table.num_rows, "rows_quarantined": checked.quarantined_rows}
+                      "rows_kept": table.num_rows, "rows_quarantined": checked.quarantined_rows,
+                      "rules": data.schema_.model_dump(mode="json", by_alias=True)}
     if table.num_rows == 0:
         raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({source_info['rows']} read, none kept)")
     version = publish_version(
-        context.catalog, context.storage.root, data.dataset.name, _plain_types(table), source_info, quarantined, validation
+        context.catalog, context.storage.root, data.dataset.name, plain_types(table), source_info, quarantined, validation
     )
     aside = f", {validation['rows_quarantined']} quarantined" if validation.get("rows_quarantined") else ""
     context.reporter.stage(
@@ -86,7 +89,7 @@ def convert_stage(context: StageContext) -> PublishedVersion:
     return version
 
 
-def _plain_types(table: pa.Table) -> pa.Table:
+def plain_types(table: pa.Table) -> pa.Table:
     """Large string and dictionary columns stored as plain strings, so versions compare by content."""
     fields = []
     for field in table.schema:
