@@ -26,6 +26,13 @@ class SourceData:
     description: dict[str, Any]
     files: list[Path] = field(default_factory=list)
     file_hashes: dict[str, str] = field(default_factory=dict)
+    row_ids: Any = None  # per row: its line (CSV, JSON lines) or record number in its file
+    row_sources: Any = None  # per row: the file it came from
+    malformed: pa.Table | None = None  # records that could not be parsed, with line and reason
+
+    @property
+    def malformed_rows(self) -> int:
+        return 0 if self.malformed is None else self.malformed.num_rows
 
 
 def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
@@ -61,54 +68,65 @@ def read_source(source: SourceConfig) -> SourceData:
         return SourceData(table=table, description=what)
     files = expand_paths(source.path, source.format)  # type: ignore[arg-type]
     before = files_sha256(files)
-    table = _read_files(files, source)
+    rows = _read_files(files, source)
     after = files_sha256(files)
     changed = [name for name in before if before[name] != after[name]]
     if changed:
         raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
     description = {"kind": "files", "format": source.format,
                    "files": [{"path": str(p.resolve()), "sha256": before[str(p)]} for p in files]}
-    return SourceData(table=table, description=description, files=files, file_hashes=before)
+    return SourceData(table=rows.table, description=description, files=files, file_hashes=before,
+                      row_ids=rows.row_ids, row_sources=rows.row_sources, malformed=rows.malformed)
 
 
-def _read_files(files: list[Path], source: SourceConfig) -> pa.Table:
-    tables = []
+@dataclass
+class FileRows:
+    """Rows read from files, where each came from, and the records that could not be parsed."""
+
+    table: pa.Table
+    row_ids: Any
+    row_sources: Any
+    malformed: pa.Table | None
+
+
+def _read_files(files: list[Path], source: SourceConfig) -> FileRows:
+    import numpy as np
+
+    tables, ids, origins, malformed = [], [], [], []
     for path in files:
         try:
             if source.format == "csv":
-                from pyarrow import csv
+                from .csvfile import read_csv_file
 
-                tables.append(csv.read_csv(path, parse_options=_csv_parse_options(source.delimiter),
-                                           convert_options=_csv_convert_options()))
+                parsed = read_csv_file(path, source.delimiter)
+                table, lines = parsed.table, parsed.lines
+                if parsed.malformed is not None:
+                    malformed.append(parsed.malformed)
             elif source.format == "parquet":
                 import pyarrow.parquet as pq
 
-                tables.append(pq.read_table(path))
+                table = pq.read_table(path)
+                lines = np.arange(1, table.num_rows + 1)
             else:
                 from pyarrow import json
 
-                tables.append(json.read_json(path))
+                table = json.read_json(path)
+                lines = np.arange(1, table.num_rows + 1)
         except (pa.ArrowInvalid, OSError) as error:
             raise WorkFailed(f"{path}: cannot read as {source.format}: {error}") from None
+        tables.append(table)
+        ids.append(lines)
+        origins.append(np.full(table.num_rows, str(path), dtype=object))
     if not tables:
         raise UsageError("data.source.path: no files to read")
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        table = pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowInvalid as error:
         raise WorkFailed(f"source files have incompatible columns: {error}") from None
-
-
-def _csv_parse_options(delimiter: str):
-    from pyarrow import csv
-
-    return csv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
-
-
-def _csv_convert_options():
-    """CSV values read as PostgreSQL's COPY reads them: an unquoted empty field is null, "" is ''."""
-    from pyarrow import csv
-
-    return csv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
+    return FileRows(
+        table=table, row_ids=np.concatenate(ids), row_sources=np.concatenate(origins),
+        malformed=pa.concat_tables(malformed, promote_options="permissive") if malformed else None,
+    )
 
 
 def _read_sklearn(name: str) -> SourceData:

@@ -33,6 +33,13 @@ def collect_stage(context: StageContext) -> Collected:
     data = context.config.data
     target = data.collect
     source = read_source(data.source)
+    if source.malformed_rows:
+        first = source.malformed.slice(0, 20).to_pylist()
+        raise WorkFailed(
+            f"{source.malformed_rows} malformed records in the source; a table cannot hold them aside "
+            "(convert straight from the files to quarantine them). First ones:\n  "
+            + "\n  ".join(f"{row['_raymlp_source']}:{row['_raymlp_row']}: {row['_raymlp_reason']}" for row in first)
+        )
     written = write_table(target.url, target.table, source.table, target.mode)
     origin = source.description.get("files", [{}])
     context.catalog.record_collection(
@@ -64,19 +71,29 @@ def convert_stage(context: StageContext) -> PublishedVersion:
         table = read_sql(data.collect.url, table=data.collect.table)
         source_info: dict[str, Any] = {"kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
                                        "rows": table.num_rows}
+        row_ids = row_sources = malformed = None
     else:
         source = read_source(data.source)
-        table, source_info = source.table, {**source.description, "rows": source.table.num_rows}
+        table, row_ids, row_sources, malformed = source.table, source.row_ids, source.row_sources, source.malformed
+        source_info = {**source.description, "rows": source.table.num_rows + source.malformed_rows}
         if data.source.format == "csv":
             source_info["delimiter"] = data.source.delimiter
-    quarantined = None
-    validation: dict[str, Any] = {"rules": None}
+    quarantined = malformed
+    validation: dict[str, Any] = {"rules": None, "rows_in": source_info["rows"],
+                                  "rows_malformed": 0 if malformed is None else malformed.num_rows}
+    if malformed is not None and data.schema_ is not None and data.schema_.on_error == "fail":
+        raise WorkFailed(f"{malformed.num_rows} malformed records in the source (data.schema.on_error: fail); first: "
+                         + "; ".join(f"line {row['_raymlp_row']}: {row['_raymlp_reason']}"
+                                     for row in malformed.slice(0, 20).to_pylist()))
     if data.schema_ is not None:
-        checked = check_rows(table, data.schema_)
-        table, quarantined = checked.good, checked.quarantined
-        validation = {"on_error": data.schema_.on_error, "rows_in": source_info["rows"],
-                      "rows_kept": table.num_rows, "rows_quarantined": checked.quarantined_rows,
-                      "rules": data.schema_.model_dump(mode="json", by_alias=True)}
+        checked = check_rows(table, data.schema_, row_ids=row_ids, row_sources=row_sources)
+        table = checked.good
+        if checked.quarantined is not None:
+            quarantined = checked.quarantined if quarantined is None else pa.concat_tables(
+                [quarantined, checked.quarantined], promote_options="permissive")
+        validation.update({"on_error": data.schema_.on_error, "rows_invalid": checked.quarantined_rows,
+                           "rules": data.schema_.model_dump(mode="json", by_alias=True)})
+    validation.update({"rows_kept": table.num_rows, "rows_quarantined": 0 if quarantined is None else quarantined.num_rows})
     if table.num_rows == 0:
         raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({source_info['rows']} read, none kept)")
     version = publish_version(

@@ -11,8 +11,7 @@ import pyarrow as pa
 from raymlp.config.schema import ColumnSpec, SchemaConfig
 from raymlp.errors import WorkFailed
 
-ROW_COLUMN = "_raymlp_row"
-REASON_COLUMN = "_raymlp_reason"
+from .csvfile import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN
 _MAX_REASONS_SHOWN = 20
 
 _ARROW_TYPES = {
@@ -61,8 +60,13 @@ def _cast(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
     return converted, np.zeros(len(values), dtype=bool)
 
 
-def check_rows(table: pa.Table, schema: SchemaConfig, row_ids: np.ndarray | None = None) -> Checked:
-    """Apply the schema; raise `WorkFailed` with the first reasons when on_error is 'fail'."""
+def check_rows(
+    table: pa.Table, schema: SchemaConfig, row_ids: np.ndarray | None = None, row_sources: np.ndarray | None = None
+) -> Checked:
+    """Apply the schema; raise `WorkFailed` with the first reasons when on_error is 'fail'.
+
+    `row_ids` (line or record numbers) and `row_sources` (files) say where each row came from.
+    """
     missing = [name for name in schema.columns if name not in table.column_names]
     if missing:
         raise WorkFailed(
@@ -99,7 +103,8 @@ def check_rows(table: pa.Table, schema: SchemaConfig, row_ids: np.ndarray | None
 
     bad = np.array([bool(found) for found in reasons], dtype=bool)
     if bad.any() and schema.on_error == "fail":
-        shown = [f"row {rows[i]}: {'; '.join(reasons[i])}" for i in np.flatnonzero(bad)[:_MAX_REASONS_SHOWN]]
+        where = (lambda i: f"{row_sources[i]}:{rows[i]}") if row_sources is not None else (lambda i: f"row {rows[i]}")
+        shown = [f"{where(i)}: {'; '.join(reasons[i])}" for i in np.flatnonzero(bad)[:_MAX_REASONS_SHOWN]]
         raise WorkFailed(
             f"{int(bad.sum())} of {len(frame)} rows break data.schema (on_error: fail); first reasons:\n  "
             + "\n  ".join(shown)
@@ -118,5 +123,7 @@ def check_rows(table: pa.Table, schema: SchemaConfig, row_ids: np.ndarray | None
         aside = frame.loc[bad].astype(str).where(frame.loc[bad].notna(), None)
         aside.insert(0, REASON_COLUMN, ["; ".join(reasons[i]) for i in np.flatnonzero(bad)])
         aside.insert(0, ROW_COLUMN, rows[bad])
+        if row_sources is not None:
+            aside.insert(0, SOURCE_COLUMN, row_sources[bad])
         quarantined = pa.Table.from_pandas(aside, preserve_index=False)
     return Checked(good=good, quarantined=quarantined)

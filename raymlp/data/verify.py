@@ -12,8 +12,9 @@ from raymlp.errors import WorkFailed
 from .integrity import content_digest, file_sha256
 
 
-def rows_from_source(source: dict[str, Any], url: str | None = None) -> tuple[pa.Table, list[str]]:
-    """The rows a version's recorded source yields now, and problems found reaching it.
+def rows_from_source(source: dict[str, Any], url: str | None = None) -> tuple[pa.Table, int, list[str]]:
+    """The rows a version's recorded source yields now, how many of its records are malformed,
+    and problems found reaching it.
 
     `url` replaces the recorded (password-free) database URL, for sources that need a secret.
     """
@@ -26,9 +27,9 @@ def rows_from_source(source: dict[str, Any], url: str | None = None) -> tuple[pa
     if kind in ("table", "sql"):
         target = url or source["url"]
         try:
-            return read_sql(target, table=source.get("table"), query=source.get("query")), []
+            return read_sql(target, table=source.get("table"), query=source.get("query")), 0, []
         except WorkFailed as error:
-            return pa.table({}), [f"cannot read the source: {error} (give the database URL with --source-url or --job)"]
+            return pa.table({}), 0, [f"cannot read the source: {error} (give the database URL with --source-url or --job)"]
     if kind == "files":
         problems = []
         files = [Path(item["path"]) for item in source["files"]]
@@ -38,13 +39,14 @@ def rows_from_source(source: dict[str, Any], url: str | None = None) -> tuple[pa
             elif file_sha256(path) != item["sha256"]:
                 problems.append(f"source file {path} changed since the version was made (sha256 differs)")
         if problems:
-            return pa.table({}), problems
+            return pa.table({}), 0, problems
         config = SourceConfig(format=source["format"], path=[str(path) for path in files],
                               delimiter=source.get("delimiter", ","))
-        return _read_files(files, config), []
+        rows = _read_files(files, config)
+        return rows.table, 0 if rows.malformed is None else rows.malformed.num_rows, []
     if kind == "sklearn":
-        return _read_sklearn(source["name"]).table, []
-    return pa.table({}), [f"cannot verify against a source of kind {kind!r}"]
+        return _read_sklearn(source["name"]).table, 0, []
+    return pa.table({}), 0, [f"cannot verify against a source of kind {kind!r}"]
 
 
 def verify_against_source(manifest: dict[str, Any], url: str | None = None) -> list[str]:
@@ -54,14 +56,14 @@ def verify_against_source(manifest: dict[str, Any], url: str | None = None) -> l
     from .stage import plain_types
     from .validate import check_rows
 
-    table, problems = rows_from_source(manifest["source"], url)
+    table, malformed, problems = rows_from_source(manifest["source"], url)
     if problems:
         return problems
-    quarantined = 0
+    quarantined = malformed
     rules = (manifest.get("validation") or {}).get("rules")
     if rules:
         checked = check_rows(table, SchemaConfig.model_validate({**rules, "on_error": "quarantine"}))
-        table, quarantined = checked.good, checked.quarantined_rows
+        table, quarantined = checked.good, quarantined + checked.quarantined_rows
     if table.num_rows + quarantined != manifest["source"].get("rows", table.num_rows + quarantined):
         problems.append(
             f"the source now has {table.num_rows + quarantined} rows; the version was made from {manifest['source']['rows']}"

@@ -101,6 +101,53 @@ def test_verify_against_files_with_quarantine_and_a_changed_file(tmp_path, rayml
         record = catalog.get_dataset_version("people")
     assert verify_against_source(record.manifest) == []
     aside = pd.read_parquet(f"{record.path}/quarantine.parquet")
-    assert aside[["_raymlp_row", "_raymlp_reason"]].values.tolist() == [[2, "age: below min 0"], [4, "age: not a valid int"]]
+    assert aside[["_raymlp_source", "_raymlp_row", "_raymlp_reason"]].values.tolist() == [
+        [str(csv), 3, "age: below min 0"], [str(csv), 5, "age: not a valid int"]]
     csv.write_text("id,age\n1,30\n2,-4\n3,42\n4,oops\n")
     assert verify_against_source(record.manifest) == [f"source file {csv} changed since the version was made (sha256 differs)"]
+
+
+def test_malformed_csv_lines_are_quarantined_with_lines_and_reasons(tmp_path, raymlp_home):
+    """1% malformed lines of every kind: the version keeps the good rows, quarantine the rest,
+    and good + quarantined = records in the source."""
+    rng = np.random.default_rng(5)
+    lines = ["id,amount,label"]
+    broken: dict[int, str] = {}
+    for number in range(2, 2002):  # line numbers 2..2001: 2000 records
+        lines.append(f"{number},{rng.random() * 100:.3f},{rng.choice(['a', 'b'])}")
+    kinds = {
+        "fields": ("{n},1.0,a,extra", "expected 3 fields, found 4"),
+        "quote": ('{n},1.0,"a"b', "malformed CSV: ',' expected after '\"'"),
+        "utf8": ("{n},1.0,\udcff\udcfe", "not valid UTF-8"),
+        "range": ("{n},-5.0,a", "amount: below min 0"),
+        "type": ("{n},lots,a", "amount: not a valid float"),
+    }
+    for index, number in enumerate(rng.choice(np.arange(2, 2002), size=20, replace=False)):
+        kind = list(kinds)[index % len(kinds)]
+        template, reason = kinds[kind]
+        lines[number - 1] = template.format(n=number)
+        broken[int(number)] = reason
+    csv = tmp_path / "events.csv"
+    csv.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+    digest_before = file_sha256(csv)
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "version: 1\nname: events\n"
+        f"data:\n  source: {{format: csv, path: '{csv}'}}\n  dataset: {{name: events}}\n"
+        "  schema: {on_error: quarantine, columns: {id: {type: int}, amount: {type: float, min: 0}, label: {type: string}}}\n"
+    )
+    summary = run_job(load_job(job), reporter=Reporter(quiet=True))
+    assert summary.dataset_rows + summary.quarantined_rows == 2000
+    assert summary.quarantined_rows == 20
+    with Catalog(resolve_storage().catalog_url) as catalog:
+        record = catalog.get_dataset_version("events")
+    aside = pd.read_parquet(f"{record.path}/quarantine.parquet")
+    assert dict(zip(aside["_raymlp_row"], aside["_raymlp_reason"])) == broken
+    assert set(aside["_raymlp_source"]) == {str(csv)}
+    from raymlp.data.versions import read_version_table
+
+    kept = read_version_table(record.path, record.manifest).column("id").to_pylist()
+    assert not set(kept) & set(broken) and len(kept) == 1980
+    assert record.manifest["validation"]["rows_in"] == 2000
+    assert verify_against_source(record.manifest) == []
+    assert file_sha256(csv) == digest_before
