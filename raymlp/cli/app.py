@@ -255,8 +255,9 @@ def data_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], 
         "name": record.name, "version": record.version, "path": record.path, "rows": record.row_count,
         "content_digest": record.content_digest, "schema": manifest["schema"], "source": record.source,
         "quarantine": manifest.get("quarantine"), "validation": manifest.get("validation"),
-        "files": manifest["files"],
+        "files": manifest["files"], "statistics": manifest.get("statistics", {}),
         "models": [{"model": m.model_name, "version": m.model_version, "run_id": m.run_id} for m in models],
+        "lineage": _lineage(record, models),
     }
     if as_json:
         print_json(shown)
@@ -266,7 +267,31 @@ def data_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], 
         ["source", shown["source"]], ["quarantined", (shown["quarantine"] or {}).get("rows", 0)],
         ["models", ", ".join(f"{m['model']}:{m['version']}" for m in shown["models"]) or "none"],
     ])
-    print_table("schema", ["column", "type", "nullable"], [[c["name"], c["type"], c["nullable"]] for c in manifest["schema"]])
+    print_table("lineage", ["step"], [[step] for step in shown["lineage"]])
+    statistics = shown["statistics"]
+
+    def number(value) -> str:
+        return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    print_table("columns", ["column", "type", "nulls", "distinct", "min", "max", "mean"], [
+        [c["name"], c["type"], *(number(statistics.get(c["name"], {}).get(key)) for key in ("nulls", "distinct", "min", "max", "mean"))]
+        for c in manifest["schema"]
+    ])
+
+
+def _lineage(record, models) -> list[str]:
+    """source -> table -> version -> models, as lines."""
+    source = record.source
+    steps = []
+    if source.get("kind") == "table":
+        steps.append(f"table {source['table']} in {source['url']}")
+    elif source.get("kind") == "files":
+        steps.append("files " + ", ".join(item["path"] for item in source["files"]))
+    else:
+        steps.append(f"{source.get('kind')} {source.get('name') or source.get('table') or source.get('query') or ''}".strip())
+    steps.append(f"dataset {record.name}@{record.version} ({record.row_count} rows)")
+    steps += [f"model {m.model_name} version {m.model_version} (run {m.run_id})" for m in models]
+    return steps
 
 
 @data_app.command("verify")

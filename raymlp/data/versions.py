@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,7 +72,8 @@ def publish_version(
         raise UsageError(f"'{name}' is not a usable dataset name (letters, digits, '_', '.', '-'; no '/')")
     datasets = _local_root(root) / "datasets" / name
     datasets.mkdir(parents=True, exist_ok=True)
-    staging = datasets / f".staging-{uuid.uuid4().hex}"
+    _remove_abandoned_staging(datasets)
+    staging = datasets / f".staging-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     staging.mkdir()
     # The digest (pandas/numpy) and the Parquet writing (Arrow C++) both release the GIL: overlap them.
     digesting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raymlp-digest")
@@ -90,6 +92,7 @@ def publish_version(
             "created_at": datetime.now(timezone.utc).isoformat(),
             "row_count": table.num_rows,
             "schema": schema_description(table.schema),
+            "statistics": column_statistics(table),
             "files": files,
             "content_digest": digest.result(),
             "source": source,
@@ -125,6 +128,40 @@ def publish_version(
         digesting.shutdown(wait=True, cancel_futures=True)
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def column_statistics(table: pa.Table) -> dict[str, dict[str, Any]]:
+    """Per column: nulls and distinct values; min, max and mean for numbers; min and max for dates."""
+    import pyarrow.compute as pc
+
+    statistics: dict[str, dict[str, Any]] = {}
+    for field in table.schema:
+        column = table.column(field.name)
+        entry: dict[str, Any] = {"nulls": column.null_count, "distinct": pc.count_distinct(column).as_py()}
+        kind = field.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+            bounds = pc.min_max(column)
+            entry.update({"min": bounds["min"].as_py(), "max": bounds["max"].as_py(), "mean": pc.mean(column).as_py()})
+        elif pa.types.is_temporal(kind):
+            bounds = pc.min_max(column)
+            entry.update({"min": str(bounds["min"].as_py()), "max": str(bounds["max"].as_py())})
+        statistics[field.name] = entry
+    return statistics
+
+
+def _remove_abandoned_staging(datasets: Path) -> None:
+    """Delete staging folders of writers on this host whose process is gone (killed mid-write)."""
+    host = socket.gethostname()
+    for entry in datasets.glob(".staging-*"):
+        writer_host, _, rest = entry.name.removeprefix(".staging-").rpartition("-")[0].rpartition("-")
+        if writer_host != host or not rest.isdigit():
+            continue
+        try:
+            os.kill(int(rest), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:  # alive, owned by someone else
+            continue
 
 
 def _next_free_folder(datasets: Path) -> int:

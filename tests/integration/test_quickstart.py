@@ -61,6 +61,10 @@ def test_the_dataset_version_is_listed_and_verifies(quickstart):
     shown = json_output(run_cli("data", "show", "wine", "--json", cwd=project, env=env))
     assert shown["source"]["kind"] == "table" and shown["source"]["table"] == "wine_raw"
     assert [model["model"] for model in shown["models"]] == ["wine-classifier"]
+    assert shown["lineage"][0].startswith("table wine_raw in sqlite:///")
+    assert shown["lineage"][1:] == ["dataset wine@1 (178 rows)",
+                                    f"model wine-classifier version 1 (run {quickstart['summary']['run_id']})"]
+    assert shown["statistics"]["target"]["distinct"] == 3
     assert {column["name"] for column in shown["schema"]} >= {"alcohol", "proline", "target"}
 
 

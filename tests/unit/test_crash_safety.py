@@ -117,6 +117,8 @@ def test_killed_convert_publishes_no_version(project):
                            env={**os.environ, **env}, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert '"rows": 600000' in again.stdout
+    assert not any(entry.name.startswith(".staging-") for entry in datasets.iterdir()), \
+        "the killed writer's staging folder is cleaned up by the next one"
     verified = subprocess.run([sys.executable, "-m", "raymlp", "data", "verify", "events"], cwd=folder,
                               env={**os.environ, **env}, capture_output=True, text=True)
     assert verified.returncode == 0, verified.stderr

@@ -135,6 +135,10 @@ def test_published_version_has_manifest_hashes_and_reads_back(tmp_path, catalog)
         assert file_sha256(version.path / item["path"]) == item["sha256"]
     assert read_version_table(version.path, manifest).equals(table)
     assert verify_version(version.path, manifest) == []
+    statistics = manifest["statistics"]
+    assert statistics["alcohol"] == {"nulls": 0, "distinct": 126, "min": 11.03, "max": 14.83,
+                                     "mean": pytest.approx(13.0006, abs=1e-4)}
+    assert statistics["target"] == {"nulls": 0, "distinct": 3}
     assert catalog.get_dataset_version("wine").version == 1
     assert publish_version(catalog, str(tmp_path), "wine", table, {"kind": "test"}).version == 2
 
