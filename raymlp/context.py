@@ -20,11 +20,11 @@ class Reporter:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, markup=False)
+            self.console.print(message, markup=False, soft_wrap=True)
 
     def stage(self, name: str, detail: str) -> None:
         if not self.quiet:
-            self.console.print(f"[bold]{name:>9}[/bold]  {detail}")
+            self.console.print(f"[bold]{name:>9}[/bold]  {detail}", soft_wrap=True)
 
 
 @dataclass
