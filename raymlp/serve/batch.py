@@ -59,6 +59,9 @@ def predict_batch(package_path: str, source: str, output: str, batch_size: int =
     started = time.perf_counter()
     if not (os.path.exists(source) or any(ch in source for ch in "*?[")):
         raise UsageError(f"--input {source}: no such file or folder")
+    if "://" not in source:
+        # Ray Data reads in worker processes, whose working directory is not this one.
+        source = os.path.abspath(source)
     reader = getattr(ray.data, _reader_for(source))
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
@@ -68,7 +71,7 @@ def predict_batch(package_path: str, source: str, output: str, batch_size: int =
         _PackagePredictor, fn_constructor_args=(package_path,), batch_format="pandas", batch_size=batch_size,
         concurrency=(1, pool), num_cpus=0.5,
     )
-    target = Path(output)
+    target = Path(os.path.abspath(output))  # a folder output is written by Ray workers
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
     rows = 0

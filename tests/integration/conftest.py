@@ -23,9 +23,18 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def ray_4_cpus():
     """A local Ray with 4 logical CPUs, shared by the whole session; CLI subprocesses join it."""
+    import tempfile
+
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", object_store_memory=1_500_000_000)
+    # Ray's workers keep the working directory the cluster started in. Start it in an empty one,
+    # so a relative path that reaches a worker unresolved fails here as it would on a cluster.
+    here = os.getcwd()
+    os.chdir(tempfile.mkdtemp(prefix="raymlp-ray-cwd-"))
+    try:
+        ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", object_store_memory=1_500_000_000)
+    finally:
+        os.chdir(here)
     yield ray.get_runtime_context().gcs_address
     try:
         from ray import serve
