@@ -233,15 +233,18 @@ def _example_records(context: StageContext, package: str) -> list[dict[str, Any]
     """A real row of the dataset (features only), used to prove the endpoint answers."""
     import json
 
-    from raymlp.data.versions import read_version_table
+    import pyarrow.parquet as pq
 
-    description = json.loads((Path(package) / "raymlp-package.json").read_text())
+    from raymlp.train.package import DESCRIPTION_FILE
+
+    description = json.loads((Path(package) / DESCRIPTION_FILE).read_text())
     names = [feature["name"] for feature in description["features"]]
     dataset = context.results.get("dataset")
     if dataset is None:
         dataset = context.catalog.get_dataset_version(context.config.data.dataset.name)
-    frame = read_version_table(dataset.path, dataset.manifest).slice(0, 1).to_pandas()
-    return json.loads(frame[names].to_json(orient="records"))
+    first_file = pq.ParquetFile(Path(dataset.path) / dataset.manifest["files"][0]["path"])
+    batch = next(first_file.iter_batches(batch_size=1, columns=names))  # one row, not the whole version
+    return json.loads(batch.to_pandas().to_json(orient="records"))
 
 
 _STAGE_FUNCTIONS = {

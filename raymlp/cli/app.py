@@ -361,10 +361,10 @@ def data_sample(
 # --- models ---------------------------------------------------------------------------------------
 
 
-def _tracker(job: Path | None):
+def _tracker(job: Path | None, storage=None):
     from raymlp.tracking import Tracker
 
-    storage = _storage_for(job)
+    storage = storage or _storage_for(job)
     return Tracker(storage.tracking_uri, Path(storage.root))
 
 
@@ -399,10 +399,12 @@ def models_show(model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or N
     from raymlp.tracking import parse_model_ref
 
     ref = parse_model_ref(model)
+    from raymlp.train.package import DESCRIPTION_FILE
+
     storage = _storage_for(job)
-    tracker = _tracker(job)
+    tracker = _tracker(job, storage)
     package, version = tracker.package_for(ref, storage.folder("cache", "models"))
-    description = json.loads((package / "raymlp-package.json").read_text())
+    description = json.loads((package / DESCRIPTION_FILE).read_text())
     shown = {"name": ref.name, "version": version, **{k: description[k] for k in ("framework", "task", "label", "classes", "features", "metrics", "lineage")}}
     if as_json:
         print_json(shown)

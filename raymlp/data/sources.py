@@ -57,7 +57,7 @@ def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
 def read_source(source: SourceConfig) -> SourceData:
     """Read every row of a source."""
     if source.format == "sklearn":
-        return _read_sklearn(source.sklearn.name)  # type: ignore[union-attr]
+        return read_sklearn(source.sklearn.name)  # type: ignore[union-attr]
     if source.format == "sql":
         from .sql import read_sql
 
@@ -68,7 +68,7 @@ def read_source(source: SourceConfig) -> SourceData:
         return SourceData(table=table, description=what)
     files = expand_paths(source.path, source.format)  # type: ignore[arg-type]
     before = files_sha256(files)
-    rows = _read_files(files, source)
+    rows = read_files(files, source)
     after = files_sha256(files)
     changed = [name for name in before if before[name] != after[name]]
     if changed:
@@ -89,7 +89,8 @@ class FileRows:
     malformed: pa.Table | None
 
 
-def _read_files(files: list[Path], source: SourceConfig) -> FileRows:
+def read_files(files: list[Path], source: SourceConfig) -> FileRows:
+    """Every row of the given files, with where each came from and the malformed records."""
     import numpy as np
 
     tables, ids, origins, malformed = [], [], [], []
@@ -129,7 +130,8 @@ def _read_files(files: list[Path], source: SourceConfig) -> FileRows:
     )
 
 
-def _read_sklearn(name: str) -> SourceData:
+def read_sklearn(name: str) -> SourceData:
+    """A shipped scikit-learn dataset, labels as class names where it has them."""
     import sklearn.datasets
 
     loader = getattr(sklearn.datasets, f"load_{name}")
@@ -144,4 +146,4 @@ def _read_sklearn(name: str) -> SourceData:
 
 def sklearn_frame(name: str):
     """A shipped scikit-learn dataset as a DataFrame, with class names as labels."""
-    return _read_sklearn(name).table.to_pandas()
+    return read_sklearn(name).table.to_pandas()

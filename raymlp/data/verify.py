@@ -20,7 +20,7 @@ def rows_from_source(source: dict[str, Any], url: str | None = None) -> tuple[pa
     """
     from raymlp.config.schema import SourceConfig
 
-    from .sources import _read_files, _read_sklearn
+    from .sources import read_files, read_sklearn
     from .sql import read_sql
 
     kind = source.get("kind")
@@ -42,10 +42,10 @@ def rows_from_source(source: dict[str, Any], url: str | None = None) -> tuple[pa
             return pa.table({}), 0, problems
         config = SourceConfig(format=source["format"], path=[str(path) for path in files],
                               delimiter=source.get("delimiter", ","))
-        rows = _read_files(files, config)
+        rows = read_files(files, config)
         return rows.table, 0 if rows.malformed is None else rows.malformed.num_rows, []
     if kind == "sklearn":
-        return _read_sklearn(source["name"]).table, 0, []
+        return read_sklearn(source["name"]).table, 0, []
     return pa.table({}), 0, [f"cannot verify against a source of kind {kind!r}"]
 
 
