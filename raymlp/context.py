@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,11 +15,12 @@ from raymlp.storage import Storage
 class Reporter:
     """Stage progress on stderr: rich on a terminal, plain lines in a pipe."""
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, console=None, progress_every_s: float = 5.0):
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False)
         self.quiet = quiet
+        self.progress_every_s = progress_every_s
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -25,6 +29,45 @@ class Reporter:
     def stage(self, name: str, detail: str) -> None:
         if not self.quiet:
             self.console.print(f"[bold]{name:>9}[/bold]  {detail}", soft_wrap=True)
+
+    @contextmanager
+    def progress(self, name: str, total_bytes: int | None) -> Iterator[Callable[[int, int], None]]:
+        """A callback `(rows, bytes)` for each piece of work done: a live bar with rows/s and MB/s
+        on a terminal, a line every few seconds in a pipe, nothing when quiet."""
+        started = time.perf_counter()
+        done = {"rows": 0, "bytes": 0, "shown": started}
+
+        def rates() -> str:
+            seconds = max(time.perf_counter() - started, 1e-6)
+            return (f"{done['rows']:,} rows, {done['bytes'] / 1e6:,.1f} MB ({done['rows'] / seconds:,.0f} rows/s, "
+                    f"{done['bytes'] / 1e6 / seconds:,.1f} MB/s)")
+
+        if self.quiet:
+            yield lambda rows, size: None
+            return
+        if not self.console.is_terminal:
+            def line(rows: int, size: int) -> None:
+                done["rows"] += rows
+                done["bytes"] += size
+                if time.perf_counter() - done["shown"] >= self.progress_every_s:
+                    done["shown"] = time.perf_counter()
+                    self.console.print(f"{name:>9}  ... {rates()}", soft_wrap=True, markup=False)
+
+            yield line
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn(f"[bold]{name:>9}[/bold]"), BarColumn(), DownloadColumn(),
+                      TextColumn("{task.fields[rates]}"), TimeRemainingColumn(), console=self.console,
+                      transient=True) as bar:
+            task = bar.add_task(name, total=total_bytes or None, rates="")
+
+            def advance(rows: int, size: int) -> None:
+                done["rows"] += rows
+                done["bytes"] += size
+                bar.update(task, advance=size, rates=rates())
+
+            yield advance
 
 
 @dataclass

@@ -273,8 +273,12 @@ def data_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], 
     def number(value) -> str:
         return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
+    def distinct(entry: dict) -> str:
+        return f"> {entry['distinct_over']:,}" if "distinct_over" in entry else number(entry.get("distinct"))
+
     print_table("columns", ["column", "type", "nulls", "distinct", "min", "max", "mean"], [
-        [c["name"], c["type"], *(number(statistics.get(c["name"], {}).get(key)) for key in ("nulls", "distinct", "min", "max", "mean"))]
+        [c["name"], c["type"], number(statistics.get(c["name"], {}).get("nulls")), distinct(statistics.get(c["name"], {})),
+         *(number(statistics.get(c["name"], {}).get(key)) for key in ("min", "max", "mean"))]
         for c in manifest["schema"]
     ])
 

@@ -1,12 +1,13 @@
-"""CSV files read so that no record is lost: malformed records become rows with a line and a reason.
+"""Pieces of CSV files parsed so that no record is lost: malformed records become rows with a
+line and a reason.
 
-Fast path: pyarrow's multi-threaded reader (when records span lines, a scan finds the line each
-starts on). When pyarrow refuses the file (wrong field count, bad quoting, bytes that are not
-UTF-8), a second pass with Python's
-csv module (strict, UTF-8 with surrogateescape) classifies every record by the line it starts
-on, and the good records are parsed again by pyarrow, so their types are what the fast path
-would have given. (That pass cannot tell `,,` from `,"",`: Python's csv module reads both as
-''; both become null there, while the fast path keeps "" as the empty string.)
+`raymlp.data.ranges` cuts a file into byte ranges of whole lines; each is parsed here. Fast path:
+pyarrow's reader (when records span lines, a scan finds the line each starts on). When pyarrow
+refuses a piece (wrong field count, bad quoting, bytes that are not UTF-8), a second pass with
+Python's csv module (strict, UTF-8 with surrogateescape) classifies every record by the line it
+starts on, and the good records are parsed again by pyarrow, so their types are what the fast
+path would have given. (That pass cannot tell `,,` from `,"",`: Python's csv module reads both
+as ''; both become null there, while the fast path keeps "" as the empty string.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ SOURCE_COLUMN = "_raymlp_source"
 ROW_COLUMN = "_raymlp_row"
 REASON_COLUMN = "_raymlp_reason"
 TEXT_COLUMN = "_raymlp_text"
-_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass
@@ -43,112 +43,167 @@ def _parse_options(delimiter: str, newlines_in_values: bool):
     return pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=newlines_in_values)
 
 
-def _convert_options():
-    """Values read as PostgreSQL's COPY reads CSV: an unquoted empty field is null, "" is ''."""
+def _convert_options(column_types: dict[str, pa.DataType] | None = None):
+    """Values read as PostgreSQL's COPY reads CSV: an unquoted empty field is null, "" is '', and
+    text such as NA, null or n/a is text (pyarrow's default would make those null)."""
     from pyarrow import csv as pacsv
 
-    return pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
+    return pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
+                                column_types=column_types or None)
 
 
-def _physical_lines(path: Path) -> int:
-    count, last = 0, b"\n"
+def read_header(path: Path, delimiter: str) -> tuple[list[str], int]:
+    """The column names on a CSV file's first line, and the byte offset where its records start."""
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (0 if last == b"\n" else 1)
+        first = handle.readline()
+    if not first.strip():
+        raise WorkFailed(f"{path}: the file is empty (a CSV source needs a header line)")
+    try:
+        text = first.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WorkFailed(f"{path}:1: the header line is not valid UTF-8") from None
+    try:
+        names = next(csv.reader([text.rstrip("\r\n")], delimiter=delimiter, strict=True))
+    except csv.Error as error:
+        raise WorkFailed(f"{path}:1: the header line is not valid CSV: {error}") from None
+    if len(set(names)) != len(names) or not all(names):
+        raise WorkFailed(f"{path}:1: column names must be distinct and not empty: {names}")
+    return names, len(first)
 
 
-def read_csv_file(path: Path, delimiter: str = ",") -> ParsedCsv:
-    """Every record of a CSV file with a header line, as good rows or malformed ones."""
+def physical_lines(data: bytes) -> int:
+    """Lines in a piece of a file (a last line without a newline counts)."""
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _is_conversion_error(error: Exception) -> bool:
+    return "conversion error" in str(error)
+
+
+def _read(data: bytes, names: list[str], delimiter: str, column_types: dict[str, pa.DataType] | None,
+          newlines_in_values: bool) -> pa.Table:
+    """pyarrow's parse of `data`; with no types, inferred over all of it (one block), not the first MB."""
     from pyarrow import csv as pacsv
 
+    read_options = pacsv.ReadOptions(column_names=names, use_threads=False,
+                                     block_size=min(max(len(data) + 1, 1 << 20), 1 << 30) if column_types is None else 1 << 24)
+    return pacsv.read_csv(pa.BufferReader(data), read_options=read_options,
+                          parse_options=_parse_options(delimiter, newlines_in_values),
+                          convert_options=_convert_options(column_types))
+
+
+def _read_typed_else_inferred(data: bytes, names: list[str], delimiter: str,
+                              column_types: dict[str, pa.DataType] | None, newlines_in_values: bool) -> pa.Table:
+    if column_types:
+        try:
+            return _read(data, names, delimiter, column_types, newlines_in_values)
+        except pa.ArrowInvalid as error:
+            if not _is_conversion_error(error):
+                raise
+    return _read(data, names, delimiter, None, newlines_in_values)
+
+
+def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
+                    column_types: dict[str, pa.DataType] | None = None) -> ParsedCsv:
+    """Every record in `data` (whole lines of a CSV file after its header) as good rows or malformed ones.
+
+    Lines are counted from 1 at the start of `data`. `column_types` are tried first; values that
+    do not fit them make the types inferred from this piece instead (the caller unifies pieces).
+    """
+    quoted = b'"' in data
     try:
-        table = pacsv.read_csv(path, parse_options=_parse_options(delimiter, True),
-                               convert_options=_convert_options())
+        table = _read_typed_else_inferred(data, names, delimiter, column_types, quoted)
     except (pa.ArrowInvalid, UnicodeDecodeError):
-        return _careful_read(path, delimiter)
-    if _physical_lines(path) - 1 == table.num_rows:  # one line per record: row i is on line i + 2
-        return ParsedCsv(table=table, lines=np.arange(2, table.num_rows + 2), malformed=None)
-    lines = _record_start_lines(path, delimiter)  # records span lines: find where each starts
+        return _careful_parse(data, names, delimiter, source, column_types)
+    if any(pa.types.is_binary(field.type) for field in table.schema):  # pyarrow's guess for bytes that are not UTF-8
+        return _careful_parse(data, names, delimiter, source, column_types)
+    if physical_lines(data) == table.num_rows:  # one line per record
+        return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None)
+    lines = _record_start_lines(data, delimiter)  # records span lines, or blank lines: find each start
     if len(lines) == table.num_rows:
         return ParsedCsv(table=table, lines=lines, malformed=None)
-    return _careful_read(path, delimiter)
+    return _careful_parse(data, names, delimiter, source, column_types)
 
 
-def _record_start_lines(path: Path, delimiter: str) -> np.ndarray:
+def _text(data: bytes) -> io.StringIO:
+    return io.StringIO(data.decode("utf-8", "surrogateescape"), newline="")
+
+
+def _record_start_lines(data: bytes, delimiter: str) -> np.ndarray:
     starts: list[int] = []
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        next(reader, None)
+    reader = csv.reader(_text(data), delimiter=delimiter)
+    previous_end = 0
+    for record in reader:
+        if record:
+            starts.append(previous_end + 1)
         previous_end = reader.line_num
-        for record in reader:
-            if record:
-                starts.append(previous_end + 1)
-            previous_end = reader.line_num
     return np.asarray(starts, dtype=np.int64)
 
 
-def _careful_read(path: Path, delimiter: str) -> ParsedCsv:
-    from pyarrow import csv as pacsv
-
+def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
+                   column_types: dict[str, pa.DataType] | None) -> ParsedCsv:
     good_text = io.StringIO()
     writer = csv.writer(good_text, lineterminator="\n")
     lines: list[int] = []
     bad_lines: list[int] = []
     reasons: list[str] = []
     texts: list[str] = []
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, strict=True)
+    all_lines = _split_lines(data.decode("utf-8", "surrogateescape"))
+    width, offset = len(names), 0
+    reader = csv.reader(iter(all_lines), delimiter=delimiter, strict=True)
+    previous_end = 0
+    while True:
+        start = previous_end + 1
         try:
-            header = next(reader)
+            record = next(reader)
         except StopIteration:
-            raise WorkFailed(f"{path}: the file is empty (a CSV source needs a header line)") from None
+            break
         except csv.Error as error:
-            raise WorkFailed(f"{path}:1: the header line is not valid CSV: {error}") from None
-        if any(_has_bad_bytes(name) for name in header):
-            raise WorkFailed(f"{path}:1: the header line is not valid UTF-8")
-        writer.writerow(header)
-        width, previous_end = len(header), reader.line_num
-        while True:
-            start = previous_end + 1
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as error:
-                previous_end = reader.line_num
-                bad_lines.append(start)
+            bad_lines.append(start)
+            texts.append(all_lines[start - 1].rstrip("\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                         if start <= len(all_lines) else "")
+            if "unexpected end of data" in str(error):
+                # A quote never closed: only its own line is lost; reading resumes on the next one.
+                reasons.append("malformed CSV: a quoted field is never closed")
+                offset = previous_end = start
+                reader = csv.reader(iter(all_lines[offset:]), delimiter=delimiter, strict=True)
+            else:
                 reasons.append(f"malformed CSV: {error}")
-                texts.append("")
-                continue
-            previous_end = reader.line_num
-            if not record:  # a blank line holds no record
-                continue
-            reason = None
-            if len(record) != width:
-                reason = f"expected {width} fields, found {len(record)}"
-            elif any(_has_bad_bytes(value) for value in record):
-                reason = "not valid UTF-8"
-            if reason:
-                bad_lines.append(start)
-                reasons.append(reason)
-                texts.append(delimiter.join(value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                                            for value in record))
-                continue
-            writer.writerow(record)
-            lines.append(start)
-    table = pacsv.read_csv(io.BytesIO(good_text.getvalue().encode("utf-8")),
-                           parse_options=_parse_options(",", True), convert_options=_convert_options())
+                previous_end = offset + reader.line_num
+            continue
+        previous_end = offset + reader.line_num
+        if not record:  # a blank line holds no record
+            continue
+        reason = None
+        if len(record) != width:
+            reason = f"expected {width} fields, found {len(record)}"
+        elif any(_has_bad_bytes(value) for value in record):
+            reason = "not valid UTF-8"
+        if reason:
+            bad_lines.append(start)
+            reasons.append(reason)
+            texts.append(delimiter.join(value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                                        for value in record))
+            continue
+        writer.writerow(record)
+        lines.append(start)
+    table = _read_typed_else_inferred(good_text.getvalue().encode("utf-8"), names, ",", column_types, True)
     malformed = None
     if bad_lines:
         malformed = pa.table({
-            SOURCE_COLUMN: pa.array([str(path)] * len(bad_lines), pa.string()),
+            SOURCE_COLUMN: pa.array([source] * len(bad_lines), pa.string()),
             ROW_COLUMN: pa.array(bad_lines, pa.int64()),
             REASON_COLUMN: pa.array(reasons, pa.string()),
             TEXT_COLUMN: pa.array(texts, pa.string()),
         })
     return ParsedCsv(table=table, lines=np.asarray(lines, dtype=np.int64), malformed=malformed)
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines ending in their newline (only \\n ends a line; a \\r stays inside it)."""
+    pieces = text.split("\n")
+    lines = [piece + "\n" for piece in pieces[:-1]]
+    return lines + [pieces[-1]] if pieces[-1] else lines
 
 
 def _has_bad_bytes(value: str) -> bool:

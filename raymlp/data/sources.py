@@ -11,9 +11,8 @@ from typing import Any
 import pyarrow as pa
 
 from raymlp.config.schema import SourceConfig
-from raymlp.errors import UsageError, WorkFailed
+from raymlp.errors import UsageError
 
-from .integrity import files_sha256
 
 _SUFFIXES = {"csv": (".csv", ".csv.gz", ".tsv"), "parquet": (".parquet", ".pq"), "json": (".json", ".jsonl", ".ndjson")}
 
@@ -25,10 +24,8 @@ class SourceData:
     table: pa.Table
     description: dict[str, Any]
     files: list[Path] = field(default_factory=list)
-    file_hashes: dict[str, str] = field(default_factory=dict)
-    row_ids: Any = None  # per row: its line (CSV, JSON lines) or record number in its file
-    row_sources: Any = None  # per row: the file it came from
-    malformed: pa.Table | None = None  # records that could not be parsed, with line and reason
+    bytes: int | None = None
+    malformed: pa.Table | None = None  # records that could not be parsed, with file, line and reason
 
     @property
     def malformed_rows(self) -> int:
@@ -54,8 +51,8 @@ def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def read_source(source: SourceConfig) -> SourceData:
-    """Read every row of a source."""
+def read_source(source: SourceConfig, progress=None) -> SourceData:
+    """Read every row of a source (`progress(rows, bytes)` hears about each range of files read)."""
     if source.format == "sklearn":
         return read_sklearn(source.sklearn.name)  # type: ignore[union-attr]
     if source.format == "sql":
@@ -66,68 +63,20 @@ def read_source(source: SourceConfig) -> SourceData:
 
         what = {"kind": "sql", "url": redact_url(source.sql.url), "query": source.sql.query, "table": source.sql.table}  # type: ignore[union-attr]
         return SourceData(table=table, description=what)
+    from .ranges import read_files
+
     files = expand_paths(source.path, source.format)  # type: ignore[arg-type]
-    before = files_sha256(files)
-    rows = read_files(files, source)
-    after = files_sha256(files)
-    changed = [name for name in before if before[name] != after[name]]
-    if changed:
-        raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
-    description = {"kind": "files", "format": source.format,
-                   "files": [{"path": str(p.resolve()), "sha256": before[str(p)]} for p in files]}
-    return SourceData(table=rows.table, description=description, files=files, file_hashes=before,
-                      row_ids=rows.row_ids, row_sources=rows.row_sources, malformed=rows.malformed)
+    read = read_files(files, source, keep_table=True, progress=progress)
+    return SourceData(table=read.table, description=files_description(source, read.files), files=files,
+                      bytes=read.bytes, malformed=read.quarantine)
 
 
-@dataclass
-class FileRows:
-    """Rows read from files, where each came from, and the records that could not be parsed."""
-
-    table: pa.Table
-    row_ids: Any
-    row_sources: Any
-    malformed: pa.Table | None
-
-
-def read_files(files: list[Path], source: SourceConfig) -> FileRows:
-    """Every row of the given files, with where each came from and the malformed records."""
-    import numpy as np
-
-    tables, ids, origins, malformed = [], [], [], []
-    for path in files:
-        try:
-            if source.format == "csv":
-                from .csvfile import read_csv_file
-
-                parsed = read_csv_file(path, source.delimiter)
-                table, lines = parsed.table, parsed.lines
-                if parsed.malformed is not None:
-                    malformed.append(parsed.malformed)
-            elif source.format == "parquet":
-                import pyarrow.parquet as pq
-
-                table = pq.read_table(path)
-                lines = np.arange(1, table.num_rows + 1)
-            else:
-                from pyarrow import json
-
-                table = json.read_json(path)
-                lines = np.arange(1, table.num_rows + 1)
-        except (pa.ArrowInvalid, OSError) as error:
-            raise WorkFailed(f"{path}: cannot read as {source.format}: {error}") from None
-        tables.append(table)
-        ids.append(lines)
-        origins.append(np.full(table.num_rows, str(path), dtype=object))
-    if not tables:
-        raise UsageError("data.source.path: no files to read")
-    try:
-        table = pa.concat_tables(tables, promote_options="permissive")
-    except pa.ArrowInvalid as error:
-        raise WorkFailed(f"source files have incompatible columns: {error}") from None
-    return FileRows(
-        table=table, row_ids=np.concatenate(ids), row_sources=np.concatenate(origins),
-        malformed=pa.concat_tables(malformed, promote_options="permissive") if malformed else None,
-    )
+def files_description(source: SourceConfig, files: list[dict[str, str]]) -> dict[str, Any]:
+    """What a version records of the files it came from (each by absolute path and sha256)."""
+    description: dict[str, Any] = {"kind": "files", "format": source.format, "files": files}
+    if source.format == "csv":
+        description["delimiter"] = source.delimiter
+    return description
 
 
 def read_sklearn(name: str) -> SourceData:

@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-
 from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
 
+from .integrity import plain_types
 from .sources import read_source
 from .versions import PublishedVersion, publish_version
 
@@ -34,7 +33,8 @@ def collect_stage(context: StageContext) -> Collected:
     data = context.config.data
     target = data.collect
     started = time.perf_counter()
-    source = read_source(data.source)
+    with context.reporter.progress("collect", None) as progress:
+        source = read_source(data.source, progress)
     if source.malformed_rows:
         first = source.malformed.slice(0, 20).to_pylist()
         raise WorkFailed(
@@ -63,11 +63,12 @@ def collect_stage(context: StageContext) -> Collected:
 
 def convert_stage(context: StageContext) -> PublishedVersion:
     """Make a new dataset version from the collected table (or straight from the source)."""
+    data = context.config.data
+    if data.collect is None and data.source.format in ("csv", "json", "parquet"):
+        return _convert_files(context)
     from .validate import check_rows
 
-    data = context.config.data
     started = time.perf_counter()
-    read_bytes = None
     if data.collect is not None:
         from raymlp.catalog import redact_url
 
@@ -76,27 +77,15 @@ def convert_stage(context: StageContext) -> PublishedVersion:
         table = read_sql(data.collect.url, table=data.collect.table)
         source_info: dict[str, Any] = {"kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
                                        "rows": table.num_rows}
-        row_ids = row_sources = malformed = None
     else:
         source = read_source(data.source)
-        read_bytes = _bytes_read(source)
-        table, row_ids, row_sources, malformed = source.table, source.row_ids, source.row_sources, source.malformed
-        source_info = {**source.description, "rows": source.table.num_rows + source.malformed_rows}
-        if data.source.format == "csv":
-            source_info["delimiter"] = data.source.delimiter
-    quarantined = malformed
-    validation: dict[str, Any] = {"rules": None, "rows_in": source_info["rows"],
-                                  "rows_malformed": 0 if malformed is None else malformed.num_rows}
-    if malformed is not None and data.schema_ is not None and data.schema_.on_error == "fail":
-        raise WorkFailed(f"{malformed.num_rows} malformed records in the source (data.schema.on_error: fail); first: "
-                         + "; ".join(f"line {row['_raymlp_row']}: {row['_raymlp_reason']}"
-                                     for row in malformed.slice(0, 20).to_pylist()))
+        table = source.table
+        source_info = {**source.description, "rows": source.table.num_rows}
+    quarantined = None
+    validation: dict[str, Any] = {"rules": None, "rows_in": source_info["rows"], "rows_malformed": 0}
     if data.schema_ is not None:
-        checked = check_rows(table, data.schema_, row_ids=row_ids, row_sources=row_sources)
-        table = checked.good
-        if checked.quarantined is not None:
-            quarantined = checked.quarantined if quarantined is None else pa.concat_tables(
-                [quarantined, checked.quarantined], promote_options="permissive")
+        checked = check_rows(table, data.schema_)
+        table, quarantined = checked.good, checked.quarantined
         validation.update({"on_error": data.schema_.on_error, "rows_invalid": checked.quarantined_rows,
                            "rules": data.schema_.model_dump(mode="json", by_alias=True)})
     validation.update({"rows_kept": table.num_rows, "rows_quarantined": 0 if quarantined is None else quarantined.num_rows})
@@ -105,16 +94,51 @@ def convert_stage(context: StageContext) -> PublishedVersion:
     version = publish_version(
         context.catalog, context.storage.root, data.dataset.name, plain_types(table), source_info, quarantined, validation
     )
-    aside = f", {validation['rows_quarantined']} quarantined" if validation.get("rows_quarantined") else ""
-    context.reporter.stage(
-        "convert", f"{version.ref}: {version.manifest['row_count']} rows{aside}, {version.manifest['content_digest'][:19]} "
-        f"{_rate(source_info['rows'], read_bytes, time.perf_counter() - started)}"
-    )
+    _report_convert(context, version, validation, source_info["rows"], None, started)
     return version
 
 
+def _convert_files(context: StageContext) -> PublishedVersion:
+    """Files to a version range by range: parts are written as they are read, never all in memory."""
+    from .ranges import read_files
+    from .sources import expand_paths, files_description
+    from .versions import VersionStaging
+
+    data = context.config.data
+    started = time.perf_counter()
+    files = expand_paths(data.source.path, data.source.format)  # type: ignore[arg-type]
+    rules = data.schema_
+    with VersionStaging(context.storage.root, data.dataset.name) as staging, \
+            context.reporter.progress("convert", sum(path.stat().st_size for path in files)) as progress:
+        read = read_files(files, data.source, rules, part_folder=staging.path, progress=progress)
+        validation: dict[str, Any] = {"rules": None, "rows_in": read.records, "rows_malformed": read.malformed,
+                                      "rows_kept": read.rows, "rows_quarantined": read.malformed + read.invalid}
+        if rules is not None:
+            validation.update({"on_error": rules.on_error, "rows_invalid": read.invalid,
+                               "rules": rules.model_dump(mode="json", by_alias=True)})
+        if read.rows == 0:
+            raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({read.records} read, none kept)")
+        source_info = {**files_description(data.source, read.files), "rows": read.records}
+        version = staging.publish(
+            context.catalog, schema=read.schema, row_count=read.rows, files=read.parts,
+            content_digest=read.content_digest, statistics=read.statistics, source=source_info,
+            quarantined=read.quarantine, validation=validation,
+        )
+    _report_convert(context, version, validation, read.records, read.bytes, started)
+    return version
+
+
+def _report_convert(context: StageContext, version: PublishedVersion, validation: dict[str, Any], rows_in: int,
+                    size: int | None, started: float) -> None:
+    aside = f", {validation['rows_quarantined']} quarantined" if validation.get("rows_quarantined") else ""
+    context.reporter.stage(
+        "convert", f"{version.ref}: {version.manifest['row_count']} rows{aside}, {version.manifest['content_digest'][:19]} "
+        f"{_rate(rows_in, size, time.perf_counter() - started)}"
+    )
+
+
 def _bytes_read(source) -> int | None:
-    return sum(path.stat().st_size for path in source.files) if source.files else None
+    return source.bytes
 
 
 def _rate(rows: int, size: int | None, seconds: float) -> str:
@@ -122,14 +146,3 @@ def _rate(rows: int, size: int | None, seconds: float) -> str:
     seconds = max(seconds, 1e-6)
     volume = f", {size / 1e6 / seconds:.1f} MB/s" if size else ""
     return f"({rows / seconds:,.0f} rows/s{volume} in {seconds:.1f} s)"
-
-
-def plain_types(table: pa.Table) -> pa.Table:
-    """Large string and dictionary columns stored as plain strings, so versions compare by content."""
-    fields = []
-    for field in table.schema:
-        if pa.types.is_large_string(field.type) or pa.types.is_dictionary(field.type):
-            fields.append(field.with_type(pa.string()))
-        else:
-            fields.append(field)
-    return table.cast(pa.schema(fields))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,8 @@ class Checked:
 
     good: pa.Table
     quarantined: pa.Table | None
+    #: per column with a `unique` rule: its distinct non-null values (converted) over all rows
+    unique_values: dict[str, pd.Series] = field(default_factory=dict)
 
     @property
     def quarantined_rows(self) -> int:
@@ -61,11 +64,13 @@ def _cast(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
 
 
 def check_rows(
-    table: pa.Table, schema: SchemaConfig, row_ids: np.ndarray | None = None, row_sources: np.ndarray | None = None
+    table: pa.Table, schema: SchemaConfig, row_ids: np.ndarray | None = None, row_sources: np.ndarray | None = None,
+    seen: Mapping[str, Collection] | None = None,
 ) -> Checked:
     """Apply the schema; raise `WorkFailed` with the first reasons when on_error is 'fail'.
 
-    `row_ids` (line or record numbers) and `row_sources` (files) say where each row came from.
+    `row_ids` (line or record numbers) and `row_sources` (files) say where each row came from;
+    `seen` holds, per `unique` column, values that earlier pieces of the same source already had.
     """
     missing = [name for name in schema.columns if name not in table.column_names]
     if missing:
@@ -77,6 +82,7 @@ def check_rows(
     rows = np.arange(1, len(frame) + 1) if row_ids is None else row_ids
     reasons: list[list[str]] = [[] for _ in range(len(frame))]
     converted: dict[str, pd.Series] = {}
+    unique_values: dict[str, pd.Series] = {}
 
     def flag(mask: np.ndarray, reason: str) -> None:
         for index in np.flatnonzero(mask):
@@ -98,7 +104,11 @@ def check_rows(
             outside = values.notna().to_numpy() & ~values.astype(str).isin(allowed).to_numpy()
             flag(outside, f"{name}: not one of {', '.join(sorted(allowed))}")
         if spec.unique:
-            flag((values.duplicated(keep="first") & values.notna()).to_numpy(dtype=bool), f"{name}: duplicate value")
+            repeated = values.duplicated(keep="first") & values.notna()
+            if seen and seen.get(name):
+                repeated |= values.isin(list(seen[name]))
+            flag(repeated.to_numpy(dtype=bool), f"{name}: duplicate value")
+            unique_values[name] = values[values.notna()].drop_duplicates()
         converted[name] = values
 
     bad = np.array([bool(found) for found in reasons], dtype=bool)
@@ -126,4 +136,4 @@ def check_rows(
         if row_sources is not None:
             aside.insert(0, SOURCE_COLUMN, row_sources[bad])
         quarantined = pa.Table.from_pandas(aside, preserve_index=False)
-    return Checked(good=good, quarantined=quarantined)
+    return Checked(good=good, quarantined=quarantined, unique_values=unique_values)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from raymlp.errors import UsageError, WorkFailed
 
 from .integrity import content_digest, file_sha256
+from .statistics import column_statistics
 
 MANIFEST_NAME = "manifest.json"
 QUARANTINE_NAME = "quarantine.parquet"
@@ -53,6 +54,87 @@ def schema_description(schema: pa.Schema) -> list[dict[str, Any]]:
     return [{"name": field.name, "type": str(field.type), "nullable": field.nullable} for field in schema]
 
 
+class VersionStaging:
+    """A private folder where the next version of dataset `name` is written; `publish` makes it
+    visible in one step, and leaving the block without publishing removes it."""
+
+    def __init__(self, root: str, name: str):
+        import re
+
+        from raymlp.config.schema import NAME_PATTERN
+
+        if not re.match(NAME_PATTERN, name):
+            raise UsageError(f"'{name}' is not a usable dataset name (letters, digits, '_', '.', '-'; no '/')")
+        self.name = name
+        self.datasets = _local_root(root) / "datasets" / name
+        self.datasets.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_staging(self.datasets)
+        self.path = self.datasets / f".staging-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.path.mkdir()
+
+    def __enter__(self) -> "VersionStaging":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def publish(
+        self,
+        catalog,
+        *,
+        schema: pa.Schema,
+        row_count: int,
+        files: list[dict[str, Any]],
+        content_digest: str,
+        statistics: dict[str, Any],
+        source: dict[str, Any],
+        quarantined: pa.Table | None = None,
+        validation: dict[str, Any] | None = None,
+    ) -> PublishedVersion:
+        """Write the manifest (and quarantine) beside the parts, rename into `vN`, register `vN`."""
+        from raymlp.catalog import DatasetVersionExists
+
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "name": self.name,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "row_count": row_count,
+            "schema": schema_description(schema),
+            "statistics": statistics,
+            "files": files,
+            "content_digest": content_digest,
+            "source": source,
+            "validation": validation or {},
+            "quarantine": None,
+        }
+        if quarantined is not None and quarantined.num_rows:
+            pq.write_table(quarantined, self.path / QUARANTINE_NAME)
+            manifest["quarantine"] = {"path": QUARANTINE_NAME, "rows": quarantined.num_rows,
+                                      "sha256": file_sha256(self.path / QUARANTINE_NAME)}
+        for attempt in range(20):
+            version = max(catalog.next_dataset_version(self.name), _next_free_folder(self.datasets))
+            manifest["version"] = version
+            _write_json(self.path / MANIFEST_NAME, manifest)
+            final = self.datasets / f"v{version}"
+            try:
+                os.rename(self.path, final)
+            except OSError:
+                continue  # another writer took this version number first
+            try:
+                catalog.register_dataset_version(
+                    self.name, version, str(final.resolve()), manifest, row_count, content_digest, source
+                )
+            except DatasetVersionExists:
+                os.rename(final, self.path)
+                continue
+            except Exception:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+            return PublishedVersion(name=self.name, version=version, path=final.resolve(), manifest=manifest)
+        raise WorkFailed(f"could not take a version number for dataset '{self.name}' after {attempt + 1} tries")
+
+
 def publish_version(
     catalog,
     root: str,
@@ -62,91 +144,19 @@ def publish_version(
     quarantined: pa.Table | None = None,
     validation: dict[str, Any] | None = None,
 ) -> PublishedVersion:
-    """Write `table` as the next version of dataset `name`, visible only once complete."""
-    import re
+    """Write `table` (already in memory: a database read) as the next version of dataset `name`."""
+    from .ranges import write_part
 
-    from raymlp.catalog import DatasetVersionExists
-    from raymlp.config.schema import NAME_PATTERN
-
-    if not re.match(NAME_PATTERN, name):
-        raise UsageError(f"'{name}' is not a usable dataset name (letters, digits, '_', '.', '-'; no '/')")
-    datasets = _local_root(root) / "datasets" / name
-    datasets.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_staging(datasets)
-    staging = datasets / f".staging-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    # The digest (pandas/numpy) and the Parquet writing (Arrow C++) both release the GIL: overlap them.
-    digesting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raymlp-digest")
-    digest = digesting.submit(content_digest, table)
-    try:
-        files = []
-        for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
-            part = table.slice(start, ROWS_PER_FILE)
-            file_name = f"part-{index:05d}.parquet"
-            pq.write_table(part, staging / file_name, compression="zstd")
-            files.append({"path": file_name, "rows": part.num_rows, "bytes": (staging / file_name).stat().st_size,
-                          "sha256": file_sha256(staging / file_name)})
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "name": name,
-            "created_at": datetime.now(timezone.utc).isoformat(),
-            "row_count": table.num_rows,
-            "schema": schema_description(table.schema),
-            "statistics": column_statistics(table),
-            "files": files,
-            "content_digest": digest.result(),
-            "source": source,
-            "validation": validation or {},
-            "quarantine": None,
-        }
-        if quarantined is not None and quarantined.num_rows:
-            pq.write_table(quarantined, staging / QUARANTINE_NAME)
-            manifest["quarantine"] = {"path": QUARANTINE_NAME, "rows": quarantined.num_rows,
-                                      "sha256": file_sha256(staging / QUARANTINE_NAME)}
-        for attempt in range(20):
-            version = max(catalog.next_dataset_version(name), _next_free_folder(datasets))
-            manifest["version"] = version
-            _write_json(staging / MANIFEST_NAME, manifest)
-            final = datasets / f"v{version}"
-            try:
-                os.rename(staging, final)
-            except OSError:
-                continue  # another writer took this version number first
-            try:
-                catalog.register_dataset_version(
-                    name, version, str(final.resolve()), manifest, table.num_rows, manifest["content_digest"], source
-                )
-            except DatasetVersionExists:
-                os.rename(final, staging)
-                continue
-            except Exception:
-                shutil.rmtree(final, ignore_errors=True)
-                raise
-            return PublishedVersion(name=name, version=version, path=final.resolve(), manifest=manifest)
-        raise WorkFailed(f"could not take a version number for dataset '{name}' after {attempt + 1} tries")
-    finally:
-        digesting.shutdown(wait=True, cancel_futures=True)
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def column_statistics(table: pa.Table) -> dict[str, dict[str, Any]]:
-    """Per column: nulls and distinct values; min, max and mean for numbers; min and max for dates."""
-    import pyarrow.compute as pc
-
-    statistics: dict[str, dict[str, Any]] = {}
-    for field in table.schema:
-        column = table.column(field.name)
-        entry: dict[str, Any] = {"nulls": column.null_count, "distinct": pc.count_distinct(column).as_py()}
-        kind = field.type
-        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-            bounds = pc.min_max(column)
-            entry.update({"min": bounds["min"].as_py(), "max": bounds["max"].as_py(), "mean": pc.mean(column).as_py()})
-        elif pa.types.is_temporal(kind):
-            bounds = pc.min_max(column)
-            entry.update({"min": str(bounds["min"].as_py()), "max": str(bounds["max"].as_py())})
-        statistics[field.name] = entry
-    return statistics
+    with VersionStaging(root, name) as staging:
+        # The digest (numpy) and the Parquet writing (Arrow C++) both release the GIL: overlap them.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raymlp-digest") as digesting:
+            digest = digesting.submit(content_digest, table)
+            files = [write_part(table.slice(start, ROWS_PER_FILE), staging.path / f"part-{index:05d}.parquet")
+                     for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE))]
+            statistics = column_statistics(table)
+            return staging.publish(catalog, schema=table.schema, row_count=table.num_rows, files=files,
+                                   content_digest=digest.result(), statistics=statistics, source=source,
+                                   quarantined=quarantined, validation=validation)
 
 
 def _remove_abandoned_staging(datasets: Path) -> None:

@@ -1,0 +1,594 @@
+"""Files read as parallel ranges: each range is parsed, checked, digested and (for a convert)
+written as one Parquet part, so memory holds a few ranges at a time, never the files.
+
+A CSV or JSON-lines file is cut into byte ranges of whole lines, a Parquet file into groups of row
+groups. One thread per core works through the ranges: pyarrow's parser and Parquet writer and the
+numpy digest release the GIL, and a thread shares the process's memory, where Ray tasks would
+pay for process start-up and for moving every row through the object store.
+
+What a range cannot know alone is settled afterwards, without reading the files twice except
+where needed:
+- CSV quoted fields may hold newlines, so a cut may fall inside one. A cut is right exactly when
+  the number of quote characters before it is even; a range that began inside quotes is merged
+  with the one before it and read again.
+- Types are inferred per range; the version's schema is their union (int + float = float, any
+  disagreement = string), and the few ranges that read differently are read again with it.
+- `unique` rules hold across ranges: a value an earlier range already had is a duplicate, and
+  its range is checked again knowing that.
+Line numbers are relative inside a range and made absolute once every earlier range has counted
+its lines.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from raymlp.config.schema import SchemaConfig, SourceConfig
+from raymlp.errors import WorkFailed
+
+from .csvfile import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, TEXT_COLUMN
+from .integrity import ContentDigest, canonical, file_sha256, plain_types, row_hash_sum
+from .statistics import finish_statistics, merge_statistics, partial_statistics
+
+#: Bytes per range, at most (default 64 MiB); smaller files are cut so every core gets work.
+RANGE_BYTES_ENV = "RAYMLP_READ_RANGE_BYTES"
+_MAX_RANGE_BYTES = 64 << 20
+_MIN_RANGE_BYTES = 8 << 20
+_FIRST_REASONS = 20
+
+
+@dataclass(frozen=True)
+class ReadRange:
+    """Part of one file: bytes [start, end) of whole lines (CSV, JSON), or row groups [start, end) (Parquet)."""
+
+    index: int
+    file: str
+    file_index: int
+    start: int
+    end: int
+    first_record: int = 0  # Parquet: records in the file before this range
+
+
+@dataclass(frozen=True)
+class RangeRead:
+    """How every range is read: the same for all of them, except what a re-read adds."""
+
+    file_format: str
+    delimiter: str = ","
+    names: dict[str, list[str]] = field(default_factory=dict)  # CSV header per file
+    column_types: dict[str, pa.DataType] | None = None  # tried first; a range's own types if they fail
+    conform_to: pa.Schema | None = None  # the version's schema: a re-read must produce exactly this
+    rules: SchemaConfig | None = None
+    part_folder: str | None = None  # write each range as a Parquet part here
+    keep_table: bool = False
+    skip_distinct: frozenset[str] = frozenset()
+    seen: dict[str, set] | None = None  # unique values that earlier ranges already had
+    bytes_read: Callable[[], None] | None = None  # told when a range's bytes are in memory
+
+
+@dataclass
+class RangeResult:
+    range: ReadRange
+    schema: pa.Schema
+    records: int  # records found: kept + quarantined
+    rows: int  # rows kept
+    hash_sum: int
+    statistics: dict[str, dict[str, Any]]
+    quarantine: pa.Table | None  # line (or record) numbers relative to the range
+    malformed: int
+    invalid: int
+    quotes: int
+    lines: int
+    bytes: int
+    part: dict[str, Any] | None
+    unique_values: dict[str, Any]
+    table: pa.Table | None
+
+
+@dataclass
+class FilesRead:
+    """Every range read: the version's schema, counts, digest, statistics and quarantine."""
+
+    schema: pa.Schema
+    records: int
+    rows: int
+    malformed: int
+    invalid: int
+    content_digest: str
+    statistics: dict[str, dict[str, Any]]
+    quarantine: pa.Table | None
+    parts: list[dict[str, Any]]
+    files: list[dict[str, str]]
+    bytes: int
+    table: pa.Table | None = None
+
+
+# --- planning -------------------------------------------------------------------------------
+
+def range_bytes(total: int, workers: int) -> int:
+    """Size of a range: enough ranges for every worker, none above 64 MiB (or RAYMLP_READ_RANGE_BYTES)."""
+    configured = os.environ.get(RANGE_BYTES_ENV)
+    if configured:
+        return max(int(configured), 1)
+    return int(min(_MAX_RANGE_BYTES, max(_MIN_RANGE_BYTES, total // max(1, workers * 4))))
+
+
+def plan_ranges(files: list[Path], file_format: str, size: int, data_starts: dict[str, int]) -> list[ReadRange]:
+    """Ranges covering every byte (or row group) of every file once, in file order."""
+    ranges: list[ReadRange] = []
+    for file_index, path in enumerate(files):
+        name = str(path)
+        if file_format == "parquet":
+            import pyarrow.parquet as pq
+
+            metadata = pq.ParquetFile(path).metadata
+            group, first_record = 0, 0
+            while group < metadata.num_row_groups:
+                end, taken = group, 0
+                while end < metadata.num_row_groups and (end == group or taken < size):
+                    taken += metadata.row_group(end).total_byte_size
+                    end += 1
+                ranges.append(ReadRange(len(ranges), name, file_index, group, end, first_record))
+                first_record += sum(metadata.row_group(g).num_rows for g in range(group, end))
+                group = end
+            if metadata.num_row_groups == 0:
+                ranges.append(ReadRange(len(ranges), name, file_index, 0, 0))
+            continue
+        length = os.path.getsize(path)
+        start = data_starts.get(name, 0)
+        with open(path, "rb") as handle:
+            while start < length:
+                end = min(start + size, length)
+                if end < length:  # move the cut to just after the next newline
+                    handle.seek(end)
+                    while True:
+                        piece = handle.read(1 << 16)
+                        if not piece:
+                            end = length
+                            break
+                        newline = piece.find(b"\n")
+                        if newline >= 0:
+                            end += newline + 1
+                            break
+                        end += len(piece)
+                ranges.append(ReadRange(len(ranges), name, file_index, start, end))
+                start = end
+        if start == data_starts.get(name, 0) and length <= start:  # header only, or empty
+            ranges.append(ReadRange(len(ranges), name, file_index, start, start))
+    return ranges
+
+
+# --- one range ------------------------------------------------------------------------------
+
+def _read_bytes(item: ReadRange, bytes_read: Callable[[], None] | None = None) -> bytes:
+    with open(item.file, "rb") as handle:
+        handle.seek(item.start)
+        data = handle.read(item.end - item.start)
+    if bytes_read is not None:
+        bytes_read()
+    return data
+
+
+def read_range(item: ReadRange, how: RangeRead) -> RangeResult:
+    """Parse one range, check it against the rules, digest it and write it as a Parquet part."""
+    try:
+        return _read_range(item, how)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as error:
+        raise WorkFailed(f"{item.file}: cannot read as {how.file_format}: {error}") from None
+
+
+def _read_range(item: ReadRange, how: RangeRead) -> RangeResult:
+    from .validate import check_rows
+
+    quotes = lines = size = 0
+    if how.file_format == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(item.file).read_row_groups(list(range(item.start, item.end))) if item.end > item.start \
+            else pq.read_schema(item.file).empty_table()
+        row_ids = np.arange(item.first_record + 1, item.first_record + table.num_rows + 1)
+        malformed = None
+        if how.bytes_read is not None:
+            how.bytes_read()
+        size = sum(pq.ParquetFile(item.file).metadata.row_group(g).total_byte_size for g in range(item.start, item.end))
+    else:
+        data = _read_bytes(item, how.bytes_read)
+        size = len(data)
+        lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+        types = _types_for(how, item.file)
+        if how.file_format == "csv":
+            from .csvfile import parse_csv_range
+
+            quotes = data.count(b'"')
+            parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types)
+        else:
+            from .jsonlines import parse_json_range
+
+            parsed = parse_json_range(data, item.file, types)
+        table, row_ids, malformed = parsed.table, parsed.lines, parsed.malformed
+        del data
+    records = table.num_rows + (0 if malformed is None else malformed.num_rows)
+    quarantine, invalid, unique_values = malformed, 0, {}
+    if how.rules is not None and table.num_rows:
+        rules = how.rules.model_copy(update={"on_error": "quarantine"})
+        checked = check_rows(table, rules, row_ids=row_ids, row_sources=np.full(table.num_rows, item.file, dtype=object),
+                             seen=how.seen)
+        table, invalid, unique_values = checked.good, checked.quarantined_rows, checked.unique_values
+        if checked.quarantined is not None:
+            quarantine = checked.quarantined if quarantine is None else pa.concat_tables(
+                [quarantine, checked.quarantined], promote_options="permissive")
+    if how.conform_to is not None:
+        table = _conform(table, how.conform_to, item.file)
+    table = plain_types(table)
+    part = None
+    if how.part_folder is not None and table.num_rows:
+        part = write_part(table, Path(how.part_folder) / f"range-{item.index:06d}.parquet")
+    return RangeResult(
+        range=item, schema=table.schema, records=records, rows=table.num_rows,
+        hash_sum=row_hash_sum(canonical(table)), statistics=partial_statistics(table, how.skip_distinct),
+        quarantine=quarantine, malformed=0 if malformed is None else malformed.num_rows, invalid=invalid,
+        quotes=quotes, lines=lines, bytes=size, part=part, unique_values=unique_values,
+        table=table if how.keep_table else None,
+    )
+
+
+def _types_for(how: RangeRead, file: str) -> dict[str, pa.DataType] | None:
+    declared = set(how.rules.columns) if how.rules is not None else set()  # the rules cast those themselves
+    if how.conform_to is not None:
+        present = set(how.names.get(file, how.conform_to.names))
+        return {f.name: f.type for f in how.conform_to
+                if f.name in present and f.name not in declared and not pa.types.is_null(f.type)}
+    if how.column_types is None:
+        return None
+    return {name: kind for name, kind in how.column_types.items() if name not in declared} or None
+
+
+def _conform(table: pa.Table, schema: pa.Schema, file: str) -> pa.Table:
+    """`table` with exactly the columns and types of `schema` (absent columns are null)."""
+    columns = []
+    for target in schema:
+        if target.name in table.column_names:
+            column = table.column(target.name)
+            if column.type != target.type:
+                try:
+                    column = column.cast(target.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                    raise WorkFailed(f"{file}: column '{target.name}' cannot be read as {target.type}: {error}") from None
+            columns.append(column)
+        else:
+            columns.append(pa.nulls(table.num_rows, target.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_part(table: pa.Table, path: Path) -> dict[str, Any]:
+    """One Parquet part (zstd; dictionary pages for text columns only, where they pay off)."""
+    import pyarrow.parquet as pq
+
+    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
+    pq.write_table(table, path, compression="zstd", use_dictionary=text or False)
+    return {"path": path.name, "rows": table.num_rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+# --- all ranges -----------------------------------------------------------------------------
+
+def unify_types(left: pa.DataType, right: pa.DataType) -> pa.DataType:
+    """The type both columns' values fit: null gives way, int + float = float, else string."""
+    if left == right or pa.types.is_null(right):
+        return left
+    if pa.types.is_null(left):
+        return right
+    numbers = (pa.types.is_integer, pa.types.is_floating)
+    if any(check(left) for check in numbers) and any(check(right) for check in numbers):
+        return pa.int64() if pa.types.is_integer(left) and pa.types.is_integer(right) else pa.float64()
+    if pa.types.is_timestamp(left) and pa.types.is_timestamp(right) and left.tz == right.tz:
+        finest = max((left, right), key=lambda kind: ["s", "ms", "us", "ns"].index(kind.unit))
+        return finest
+    if {pa.types.is_date(left), pa.types.is_timestamp(right)} == {True} or \
+            {pa.types.is_timestamp(left), pa.types.is_date(right)} == {True}:
+        return left if pa.types.is_timestamp(left) else right
+    return pa.string()
+
+
+def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """Every column of every schema (in order of first appearance), each in the type all its values fit."""
+    types: dict[str, pa.DataType] = {}
+    for schema in schemas:
+        for column in schema:
+            types[column.name] = column.type if column.name not in types else unify_types(types[column.name], column.type)
+    return pa.schema([pa.field(name, kind) for name, kind in types.items()])
+
+
+class _Runner:
+    """A pool of threads reading ranges, with a progress callback per finished range."""
+
+    def __init__(self, workers: int, progress: Callable[[int, int], None] | None):
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raymlp-range")
+        self.progress = progress
+
+    def run(self, items: list[tuple[ReadRange, RangeRead]], stop_at_quarantine: bool = False) -> dict[int, RangeResult]:
+        futures: dict[Future, ReadRange] = {self.pool.submit(read_range, item, how): item for item, how in items}
+        results: dict[int, RangeResult] = {}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if future.cancelled():
+                        continue
+                    result = future.result()
+                    results[result.range.index] = result
+                    if self.progress is not None:
+                        self.progress(result.records, result.bytes)
+                    if stop_at_quarantine and result.quarantine is not None:
+                        for other in pending:
+                            other.cancel()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            wait(pending)
+            raise
+        return results
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _SourceHashes:
+    """sha256 of every source file before and after it is read, on a thread beside the readers.
+
+    The first hash runs while the ranges are read; the second starts as soon as the last range
+    has its bytes (the others are still being parsed), and is taken again at the end when some
+    range had to be read a second time.
+    """
+
+    def __init__(self, files: list[Path], reads: int):
+        self.files = files
+        self.stats = {str(path): _stat(path) for path in files}
+        self.before: dict[str, str] = {}
+        self.after: dict[str, str] = {}
+        self._reads_expected = reads
+        self._reads = 0
+        self._lock = threading.Lock()
+        self._all_read = threading.Event()
+        self._thread = threading.Thread(target=self._hash, name="raymlp-source-sha256", daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        self.before = {str(path): file_sha256(path) for path in self.files}
+        self._all_read.wait()
+        self.after = {str(path): file_sha256(path) for path in self.files}
+
+    def bytes_read(self) -> None:
+        """Called by a reader once it holds its range's bytes."""
+        with self._lock:
+            self._reads += 1
+            if self._reads >= self._reads_expected:
+                self._all_read.set()
+
+    def check_unchanged(self) -> dict[str, str]:
+        self._all_read.set()
+        self._thread.join()
+        if self._reads > self._reads_expected:  # read again after the second hash began
+            self.after = {str(path): file_sha256(path) for path in self.files}
+        changed = [name for name in self.after
+                   if self.after[name] != self.before.get(name) or _stat(Path(name)) != self.stats[name]]
+        if changed:
+            raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
+        return self.before
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
+def read_files(
+    files: list[Path],
+    source: SourceConfig,
+    rules: SchemaConfig | None = None,
+    part_folder: Path | None = None,
+    keep_table: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> FilesRead:
+    """Read `files` range by range in parallel (see the module's description).
+
+    With `part_folder`, each range becomes a Parquet part there (the parts are listed in order);
+    with `keep_table`, the rows are also returned as one table (for collect and small sources).
+    `rules` are applied with quarantine; a caller whose rules say `fail` raises on the quarantine.
+    """
+    from raymlp import settings
+
+    from .csvfile import read_header
+
+    workers = workers or settings.local_cpus()
+    file_format = source.format
+    names: dict[str, list[str]] = {}
+    starts: dict[str, int] = {}
+    if file_format == "csv":
+        for path in files:
+            names[str(path)], starts[str(path)] = read_header(path, source.delimiter)
+    total = sum(os.path.getsize(path) for path in files)
+    plan = plan_ranges(files, file_format, range_bytes(total, workers), starts)
+    hashes = _SourceHashes(files, len(plan))
+    how = RangeRead(file_format=file_format, delimiter=source.delimiter, names=names, rules=rules,
+                    bytes_read=hashes.bytes_read,
+                    part_folder=None if part_folder is None else str(part_folder), keep_table=keep_table,
+                    column_types=_sampled_types(plan, names, source.delimiter) if file_format == "csv" else None)
+    runner = _Runner(workers, progress)
+    try:
+        stop_early = rules is not None and rules.on_error == "fail"
+        results = runner.run([(item, how) for item in plan], stop_at_quarantine=stop_early)
+        if stop_early and any(result.quarantine is not None for result in results.values()):
+            _raise_first_reasons(results, plan, file_format)
+        if file_format == "csv":
+            results = _merge_cuts_inside_quotes(results, how, runner)
+        schema = unified_schema([r.schema for r in _ordered(results)])
+        redo = [r.range for r in results.values() if r.rows and not r.schema.equals(schema)]
+        if redo:
+            results.update(runner.run([(item, replace(how, conform_to=schema)) for item in redo]))
+        if rules is not None and any(spec.unique for spec in rules.columns.values()):
+            results.update(_recheck_unique_across_ranges(results, replace(how, conform_to=schema), runner))
+        if rules is not None:
+            schema = unified_schema([r.schema for r in _ordered(results) if r.rows] or [schema])
+    finally:
+        runner.close()
+    ordered = _ordered(results)
+    file_hashes = hashes.check_unchanged()
+    return _assemble(ordered, schema, file_hashes, part_folder, keep_table, file_format)
+
+
+def _ordered(results: dict[int, RangeResult]) -> list[RangeResult]:
+    return [results[index] for index in sorted(results)]
+
+
+def _sampled_types(plan: list[ReadRange], names: dict[str, list[str]], delimiter: str) -> dict[str, pa.DataType] | None:
+    """Types inferred from the first MiB of the first file, tried first on every range (cheaper than
+    inferring each); columns that are all null there are left to each range."""
+    from .csvfile import parse_csv_range
+
+    first = next((item for item in plan if item.end > item.start), None)
+    if first is None:
+        return None
+    sample = replace(first, end=min(first.end, first.start + (1 << 20)))
+    data = _read_bytes(sample)
+    cut = data.rfind(b"\n") + 1 if sample.end < first.end else len(data)
+    try:
+        table = parse_csv_range(data[:cut], names[first.file], delimiter, first.file).table
+    except (WorkFailed, pa.ArrowInvalid):
+        return None
+    return {f.name: f.type for f in table.schema if not pa.types.is_null(f.type)} or None
+
+
+def _line_offsets(ordered: list[RangeResult], file_format: str) -> dict[int, int]:
+    """Per range: what to add to its relative line numbers (the header is line 1 of a CSV file)."""
+    offsets: dict[int, int] = {}
+    lines_before: dict[int, int] = {}
+    for result in ordered:
+        item = result.range
+        if file_format == "parquet":
+            offsets[item.index] = 0  # record numbers are absolute already
+            continue
+        before = lines_before.get(item.file_index, 1 if file_format == "csv" else 0)
+        offsets[item.index] = before
+        lines_before[item.file_index] = before + result.lines
+    return offsets
+
+
+def _absolute(quarantine: pa.Table, offset: int) -> pa.Table:
+    if not offset:
+        return quarantine
+    import pyarrow.compute as pc
+
+    position = quarantine.schema.get_field_index(ROW_COLUMN)
+    return quarantine.set_column(position, ROW_COLUMN, pc.add(quarantine.column(ROW_COLUMN), offset))
+
+
+def _raise_first_reasons(results: dict[int, RangeResult], plan: list[ReadRange], file_format: str) -> None:
+    """The first reasons, by file and line, from the ranges read before the first bad one."""
+    prefix: list[RangeResult] = []
+    for item in plan:  # ranges are started in order, so every one before a bad range has been read
+        if item.index not in results:
+            break
+        prefix.append(results[item.index])
+    offsets = _line_offsets(prefix, file_format)
+    shown: list[str] = []
+    bad = 0
+    for result in prefix:
+        if result.quarantine is None:
+            continue
+        bad += result.quarantine.num_rows
+        for row in _absolute(result.quarantine, offsets[result.range.index]).slice(0, _FIRST_REASONS).to_pylist():
+            if len(shown) < _FIRST_REASONS:
+                shown.append(f"{row.get(SOURCE_COLUMN) or result.range.file}:{row[ROW_COLUMN]}: {row[REASON_COLUMN]}")
+    raise WorkFailed(f"{bad}{'+' if len(prefix) < len(plan) else ''} rows are malformed or break data.schema "
+                     "(on_error: fail); first reasons:\n  " + "\n  ".join(shown))
+
+
+def _merge_cuts_inside_quotes(results: dict[int, RangeResult], how: RangeRead, runner: _Runner) -> dict[int, RangeResult]:
+    """Read again, as one range, neighbours whose cut fell inside a quoted field (an odd number of
+    quote characters before the cut)."""
+    groups: list[list[RangeResult]] = []
+    quotes_before: dict[int, int] = {}
+    for result in _ordered(results):
+        file_index = result.range.file_index
+        inside_quotes = quotes_before.get(file_index, 0) % 2 == 1
+        if inside_quotes and groups and groups[-1][-1].range.file_index == file_index:
+            groups[-1].append(result)
+        else:
+            groups.append([result])
+        quotes_before[file_index] = quotes_before.get(file_index, 0) + result.quotes
+    again = []
+    for group in groups:
+        if len(group) > 1:
+            again.append(replace(group[0].range, end=group[-1].range.end))
+            for result in group:
+                _drop_part(results.pop(result.range.index), how)
+    if again:
+        results.update(runner.run([(item, how) for item in again]))
+    return results
+
+
+def _drop_part(result: RangeResult, how: RangeRead) -> None:
+    if result.part is not None and how.part_folder is not None:
+        (Path(how.part_folder) / result.part["path"]).unlink(missing_ok=True)
+
+
+def _recheck_unique_across_ranges(results: dict[int, RangeResult], how: RangeRead, runner: _Runner) -> dict[int, RangeResult]:
+    """Check again, knowing the values earlier ranges had, the ranges that repeat them."""
+    import pandas as pd
+
+    repeats: dict[int, dict[str, set]] = {}
+    for column in {name for result in results.values() for name in result.unique_values}:
+        pieces = [(result.range.index, result.unique_values[column]) for result in _ordered(results)
+                  if column in result.unique_values]
+        frame = pd.DataFrame({"value": pd.concat([values for _, values in pieces], ignore_index=True),
+                              "range": np.concatenate([np.full(len(values), index) for index, values in pieces])})
+        for index, values in frame[frame["value"].duplicated(keep="first")].groupby("range")["value"]:
+            repeats.setdefault(int(index), {})[column] = set(values.tolist())
+    if not repeats:
+        return {}
+    return runner.run([(results[index].range, replace(how, seen=seen)) for index, seen in repeats.items()])
+
+
+def _assemble(ordered: list[RangeResult], schema: pa.Schema, file_hashes: dict[str, str], part_folder: Path | None,
+              keep_table: bool, file_format: str) -> FilesRead:
+    digest = ContentDigest(schema)
+    merged: dict[str, dict[str, Any]] = {}
+    quarantines = []
+    offsets = _line_offsets(ordered, file_format)
+    parts = []
+    for result in ordered:
+        digest.add_sum(result.rows, result.hash_sum)
+        merge_statistics(merged, result.statistics)
+        if result.quarantine is not None:
+            quarantines.append(_absolute(result.quarantine, offsets[result.range.index]))
+        if result.part is not None and part_folder is not None:
+            name = f"part-{len(parts):05d}.parquet"
+            os.rename(part_folder / result.part["path"], part_folder / name)
+            parts.append({**result.part, "path": name})
+    quarantine = None
+    if quarantines:
+        quarantine = pa.concat_tables(quarantines, promote_options="permissive")
+        text_first = [c for c in (SOURCE_COLUMN, ROW_COLUMN, REASON_COLUMN, TEXT_COLUMN) if c in quarantine.column_names]
+        quarantine = quarantine.select(text_first + [c for c in quarantine.column_names if c not in text_first])
+    table = None
+    if keep_table:
+        tables = [_conform(result.table, schema, result.range.file) for result in ordered if result.table is not None]
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return FilesRead(
+        schema=schema, records=sum(r.records for r in ordered), rows=sum(r.rows for r in ordered),
+        malformed=sum(r.malformed for r in ordered), invalid=sum(r.invalid for r in ordered),
+        content_digest=digest.hexdigest(), statistics=finish_statistics(merged, schema), quarantine=quarantine,
+        parts=parts, files=[{"path": str(Path(name).resolve()), "sha256": sha} for name, sha in file_hashes.items()],
+        bytes=sum(r.bytes for r in ordered), table=table,
+    )
