@@ -111,6 +111,8 @@ def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
     do not fit them make the types inferred from this piece instead (the caller unifies pieces).
     """
     quoted = b'"' in data
+    if quoted and _has_stray_quote(data, delimiter):
+        return _careful_parse(data, names, delimiter, source, column_types)
     try:
         table = _read_typed_else_inferred(data, names, delimiter, column_types, quoted)
     except (pa.ArrowInvalid, UnicodeDecodeError):
@@ -119,10 +121,28 @@ def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
         return _careful_parse(data, names, delimiter, source, column_types)
     if physical_lines(data) == table.num_rows:  # one line per record
         return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None)
-    lines = _record_start_lines(data, delimiter)  # records span lines, or blank lines: find each start
+    try:  # records span lines, or blank lines: find each start
+        lines = _record_start_lines(data, delimiter)
+    except csv.Error:  # pyarrow took in what strict CSV refuses (a quote never closed, say)
+        return _careful_parse(data, names, delimiter, source, column_types)
     if len(lines) == table.num_rows:
         return ParsedCsv(table=table, lines=lines, malformed=None)
     return _careful_parse(data, names, delimiter, source, column_types)
+
+
+def _has_stray_quote(data: bytes, delimiter: str) -> bool:
+    """Whether a quote stands between two other characters (`"a"b`, `ab"c`): pyarrow reads such
+    text leniently, strict CSV refuses it or reads it differently, so the careful pass decides."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    positions = np.flatnonzero(view == ord('"'))
+    if not len(positions):
+        return False
+    separator, newline, carriage, quote = ord(delimiter), ord("\n"), ord("\r"), ord('"')
+    before = np.where(positions > 0, view[np.maximum(positions - 1, 0)], newline)
+    after = np.where(positions < len(view) - 1, view[np.minimum(positions + 1, len(view) - 1)], newline)
+    opens = (before == separator) | (before == newline) | (before == carriage) | (before == quote)
+    closes = (after == separator) | (after == newline) | (after == carriage) | (after == quote)
+    return bool(np.any(~opens & ~closes))
 
 
 def _text(data: bytes) -> io.StringIO:
@@ -131,7 +151,7 @@ def _text(data: bytes) -> io.StringIO:
 
 def _record_start_lines(data: bytes, delimiter: str) -> np.ndarray:
     starts: list[int] = []
-    reader = csv.reader(_text(data), delimiter=delimiter)
+    reader = csv.reader(_text(data), delimiter=delimiter, strict=True)
     previous_end = 0
     for record in reader:
         if record:
@@ -162,13 +182,17 @@ def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
             bad_lines.append(start)
             texts.append(all_lines[start - 1].rstrip("\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                          if start <= len(all_lines) else "")
-            if "unexpected end of data" in str(error):
-                # A quote never closed: only its own line is lost; reading resumes on the next one.
+            spans_lines = offset + reader.line_num > start
+            if spans_lines or "unexpected end of data" in str(error):
                 reasons.append("malformed CSV: a quoted field is never closed")
+            else:
+                reasons.append(f"malformed CSV: {error}")
+            if spans_lines:
+                # The bad record ran over several lines (an open quote): only its first line is
+                # lost; reading resumes on the next one.
                 offset = previous_end = start
                 reader = csv.reader(iter(all_lines[offset:]), delimiter=delimiter, strict=True)
             else:
-                reasons.append(f"malformed CSV: {error}")
                 previous_end = offset + reader.line_num
             continue
         previous_end = offset + reader.line_num
