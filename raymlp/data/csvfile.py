@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class ParsedCsv:
     table: pa.Table
     lines: np.ndarray
     malformed: pa.Table | None
+    quotes: int = 0  # quote characters in the piece (a cut is inside quotes after an odd count)
 
 
 def _parse_options(delimiter: str, newlines_in_values: bool):
@@ -110,39 +111,44 @@ def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
     Lines are counted from 1 at the start of `data`. `column_types` are tried first; values that
     do not fit them make the types inferred from this piece instead (the caller unifies pieces).
     """
-    quoted = b'"' in data
-    if quoted and _has_stray_quote(data, delimiter):
-        return _careful_parse(data, names, delimiter, source, column_types)
+    quotes, stray = _quote_scan(data, delimiter)
+    if stray:
+        return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     try:
-        table = _read_typed_else_inferred(data, names, delimiter, column_types, quoted)
+        table = _read_typed_else_inferred(data, names, delimiter, column_types, quotes > 0)
     except (pa.ArrowInvalid, UnicodeDecodeError):
-        return _careful_parse(data, names, delimiter, source, column_types)
+        return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     if any(pa.types.is_binary(field.type) for field in table.schema):  # pyarrow's guess for bytes that are not UTF-8
-        return _careful_parse(data, names, delimiter, source, column_types)
+        return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     if physical_lines(data) == table.num_rows:  # one line per record
-        return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None)
+        return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None, quotes=quotes)
     try:  # records span lines, or blank lines: find each start
         lines = _record_start_lines(data, delimiter)
     except csv.Error:  # pyarrow took in what strict CSV refuses (a quote never closed, say)
-        return _careful_parse(data, names, delimiter, source, column_types)
-    if len(lines) == table.num_rows:
-        return ParsedCsv(table=table, lines=lines, malformed=None)
-    return _careful_parse(data, names, delimiter, source, column_types)
+        lines = None
+    if lines is not None and len(lines) == table.num_rows:
+        return ParsedCsv(table=table, lines=lines, malformed=None, quotes=quotes)
+    return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
 
 
-def _has_stray_quote(data: bytes, delimiter: str) -> bool:
-    """Whether a quote stands between two other characters (`"a"b`, `ab"c`): pyarrow reads such
-    text leniently, strict CSV refuses it or reads it differently, so the careful pass decides."""
+def _quote_scan(data: bytes, delimiter: str) -> tuple[int, bool]:
+    """How many quote characters there are, and whether one stands between two other characters
+    (`"a"b`, `ab"c`): pyarrow reads such text leniently, strict CSV refuses it or reads it
+    differently, so the careful pass decides."""
     view = np.frombuffer(data, dtype=np.uint8)
     positions = np.flatnonzero(view == ord('"'))
     if not len(positions):
-        return False
-    separator, newline, carriage, quote = ord(delimiter), ord("\n"), ord("\r"), ord('"')
-    before = np.where(positions > 0, view[np.maximum(positions - 1, 0)], newline)
-    after = np.where(positions < len(view) - 1, view[np.minimum(positions + 1, len(view) - 1)], newline)
-    opens = (before == separator) | (before == newline) | (before == carriage) | (before == quote)
-    closes = (after == separator) | (after == newline) | (after == carriage) | (after == quote)
-    return bool(np.any(~opens & ~closes))
+        return 0, False
+    edges = np.zeros(256, dtype=bool)  # what may stand beside a quote: a field's edge or another quote
+    edges[[ord(delimiter), ord("\n"), ord("\r"), ord('"')]] = True
+    opens = edges[view[positions - 1]]  # the byte before (index -1 wraps: the first byte is fixed below)
+    opens[0] |= positions[0] == 0
+    middle = positions[~opens]
+    if not len(middle):
+        return len(positions), False
+    after = middle + 1
+    closes = edges[view[np.minimum(after, len(view) - 1)]] | (after >= len(view))
+    return len(positions), bool(np.any(~closes))
 
 
 def _text(data: bytes) -> io.StringIO:

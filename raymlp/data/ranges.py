@@ -208,8 +208,8 @@ def _read_range(item: ReadRange, how: RangeRead) -> RangeResult:
         if how.file_format == "csv":
             from .csvfile import parse_csv_range
 
-            quotes = data.count(b'"')
             parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types)
+            quotes = parsed.quotes
         else:
             from .jsonlines import parse_json_range
 
