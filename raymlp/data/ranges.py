@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from raymlp.config.schema import SchemaConfig, SourceConfig
-from raymlp.errors import WorkFailed
+from raymlp.errors import UsageError, WorkFailed
 
 from .csvfile import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, TEXT_COLUMN
 from .integrity import ContentDigest, canonical, file_sha256, plain_types, row_hash_sum
@@ -41,6 +41,8 @@ from .statistics import finish_statistics, merge_statistics, partial_statistics
 
 #: Bytes per range, at most (default 64 MiB); smaller files are cut so every core gets work.
 RANGE_BYTES_ENV = "RAYMLP_READ_RANGE_BYTES"
+#: Set to 1 to read ranges as Ray tasks even on one node (they are on a cluster of several).
+READ_ON_RAY_ENV = "RAYMLP_READ_ON_RAY"
 _MAX_RANGE_BYTES = 64 << 20
 _MIN_RANGE_BYTES = 8 << 20
 _FIRST_REASONS = 20
@@ -342,6 +344,60 @@ class _Runner:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+class _RayRunner:
+    """The same work as Ray tasks (one CPU each), for a cluster of several nodes: the files and the
+    storage root must be on storage every node sees (the loader says so for clusters)."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None):
+        import ray
+
+        self.task = ray.remote(num_cpus=1)(read_range)
+        self.progress = progress
+
+    def run(self, items: list[tuple[ReadRange, RangeRead]], stop_at_quarantine: bool = False) -> dict[int, RangeResult]:
+        import ray
+        from ray.exceptions import RayTaskError
+
+        pending = [self.task.remote(item, replace(how, bytes_read=None)) for item, how in items]
+        results: dict[int, RangeResult] = {}
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                try:
+                    result = ray.get(done[0])
+                except RayTaskError as error:
+                    raise (error.cause if isinstance(error.cause, Exception) else error) from None
+                results[result.range.index] = result
+                if self.progress is not None:
+                    self.progress(result.records, result.bytes)
+                if stop_at_quarantine and result.quarantine is not None:
+                    for ref in pending:
+                        ray.cancel(ref)
+                    pending = []
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+        return results
+
+    def close(self) -> None:
+        pass
+
+
+def _runner(workers: int, progress: Callable[[int, int], None] | None):
+    """Threads on this machine; Ray tasks when this process is connected to a cluster of several
+    nodes, or when RAYMLP_READ_ON_RAY=1 (then Ray must be connected)."""
+    import sys
+
+    forced = os.environ.get(READ_ON_RAY_ENV, "").lower() in ("1", "true", "yes")
+    ray = sys.modules.get("ray")
+    connected = ray is not None and ray.is_initialized()
+    if forced and not connected:
+        raise UsageError(f"{READ_ON_RAY_ENV}=1 but this process is not connected to Ray")
+    if forced or (connected and sum(1 for node in ray.nodes() if node.get("Alive")) > 1):
+        return _RayRunner(progress)
+    return _Runner(workers, progress)
+
+
 class _SourceHashes:
     """sha256 of every source file before and after it is read, on a thread beside the readers.
 
@@ -411,6 +467,7 @@ def read_files(
     from .csvfile import read_header
 
     workers = workers or settings.local_cpus()
+    files = [Path(os.path.abspath(path)) for path in files]  # workers elsewhere have another cwd
     file_format = source.format
     names: dict[str, list[str]] = {}
     starts: dict[str, int] = {}
@@ -424,7 +481,7 @@ def read_files(
                     bytes_read=hashes.bytes_read,
                     part_folder=None if part_folder is None else str(part_folder), keep_table=keep_table,
                     column_types=_sampled_types(plan, names, source.delimiter) if file_format == "csv" else None)
-    runner = _Runner(workers, progress)
+    runner = _runner(workers, progress)
     try:
         stop_early = rules is not None and rules.on_error == "fail"
         results = runner.run([(item, how) for item in plan], stop_at_quarantine=stop_early)
@@ -514,7 +571,7 @@ def _raise_first_reasons(results: dict[int, RangeResult], plan: list[ReadRange],
                      "(on_error: fail); first reasons:\n  " + "\n  ".join(shown))
 
 
-def _merge_cuts_inside_quotes(results: dict[int, RangeResult], how: RangeRead, runner: _Runner) -> dict[int, RangeResult]:
+def _merge_cuts_inside_quotes(results: dict[int, RangeResult], how: RangeRead, runner: _Runner | _RayRunner) -> dict[int, RangeResult]:
     """Read again, as one range, neighbours whose cut fell inside a quoted field (an odd number of
     quote characters before the cut)."""
     groups: list[list[RangeResult]] = []
@@ -543,7 +600,7 @@ def _drop_part(result: RangeResult, how: RangeRead) -> None:
         (Path(how.part_folder) / result.part["path"]).unlink(missing_ok=True)
 
 
-def _recheck_unique_across_ranges(results: dict[int, RangeResult], how: RangeRead, runner: _Runner) -> dict[int, RangeResult]:
+def _recheck_unique_across_ranges(results: dict[int, RangeResult], how: RangeRead, runner: _Runner | _RayRunner) -> dict[int, RangeResult]:
     """Check again, knowing the values earlier ranges had, the ranges that repeat them."""
     import pandas as pd
 
