@@ -16,6 +16,7 @@ from raymlp.storage import resolve_storage
 
 STAGES = ("collect", "convert", "train", "tune", "register", "predict", "serve")
 _NEEDS_RAY = {"train", "tune", "predict", "serve"}
+_READS_ON_A_CLUSTER = {"collect", "convert"}
 
 
 @dataclass
@@ -84,6 +85,7 @@ def run_job(
 
     `on_serving(summary)` is called while the endpoint is still up, before an embedded Ray stops.
     """
+    from raymlp import settings
     from raymlp.catalog import Catalog
     from raymlp.runtime import ray_runtime
 
@@ -101,8 +103,11 @@ def run_job(
         context = StageContext(job=loaded, storage=storage, catalog=catalog, run_id=run.id, reporter=reporter)
         try:
             with contextlib.ExitStack() as stack:
+                cluster = address or settings.ray_address()
                 for stage in stages:
-                    if stage in _NEEDS_RAY and summary.ray_startup_seconds is None:
+                    # Data stages join a cluster that is there (to read ranges on every node) but never start one.
+                    needs_ray = stage in _NEEDS_RAY or (cluster is not None and stage in _READS_ON_A_CLUSTER)
+                    if needs_ray and summary.ray_startup_seconds is None:
                         runtime = stack.enter_context(ray_runtime(address, runtime_env=_runtime_env(loaded)))
                         summary.ray_startup_seconds = runtime.startup_seconds
                         summary.ray_address = runtime.address or "embedded local Ray"
