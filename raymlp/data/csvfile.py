@@ -44,13 +44,15 @@ def _parse_options(delimiter: str, newlines_in_values: bool):
     return pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=newlines_in_values)
 
 
-def _convert_options(column_types: dict[str, pa.DataType] | None = None):
+def _convert_options(column_types: dict[str, pa.DataType] | None = None,
+                     booleans: tuple[list[str], list[str]] | None = None):
     """Values read as PostgreSQL's COPY reads CSV: an unquoted empty field is null, "" is '', and
     text such as NA, null or n/a is text (pyarrow's default would make those null)."""
     from pyarrow import csv as pacsv
 
+    spellings = {} if booleans is None else {"true_values": booleans[0], "false_values": booleans[1]}
     return pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
-                                column_types=column_types or None)
+                                column_types=column_types or None, **spellings)
 
 
 def read_header(path: Path, delimiter: str) -> tuple[list[str], int]:
@@ -82,7 +84,7 @@ def _is_conversion_error(error: Exception) -> bool:
 
 
 def _read(data: bytes, names: list[str], delimiter: str, column_types: dict[str, pa.DataType] | None,
-          newlines_in_values: bool) -> pa.Table:
+          newlines_in_values: bool, booleans: tuple[list[str], list[str]] | None = None) -> pa.Table:
     """pyarrow's parse of `data`; with no types, inferred over all of it (one block), not the first MB."""
     from pyarrow import csv as pacsv
 
@@ -90,22 +92,24 @@ def _read(data: bytes, names: list[str], delimiter: str, column_types: dict[str,
                                      block_size=min(max(len(data) + 1, 1 << 20), 1 << 30) if column_types is None else 1 << 24)
     return pacsv.read_csv(pa.BufferReader(data), read_options=read_options,
                           parse_options=_parse_options(delimiter, newlines_in_values),
-                          convert_options=_convert_options(column_types))
+                          convert_options=_convert_options(column_types, booleans))
 
 
 def _read_typed_else_inferred(data: bytes, names: list[str], delimiter: str,
-                              column_types: dict[str, pa.DataType] | None, newlines_in_values: bool) -> pa.Table:
+                              column_types: dict[str, pa.DataType] | None, newlines_in_values: bool,
+                              booleans: tuple[list[str], list[str]] | None = None) -> pa.Table:
     if column_types:
         try:
-            return _read(data, names, delimiter, column_types, newlines_in_values)
+            return _read(data, names, delimiter, column_types, newlines_in_values, booleans)
         except pa.ArrowInvalid as error:
             if not _is_conversion_error(error):
                 raise
-    return _read(data, names, delimiter, None, newlines_in_values)
+    return _read(data, names, delimiter, None, newlines_in_values, booleans)
 
 
 def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
-                    column_types: dict[str, pa.DataType] | None = None) -> ParsedCsv:
+                    column_types: dict[str, pa.DataType] | None = None,
+                    booleans: tuple[list[str], list[str]] | None = None) -> ParsedCsv:
     """Every record in `data` (whole lines of a CSV file after its header) as good rows or malformed ones.
 
     Lines are counted from 1 at the start of `data`. `column_types` are tried first; values that
@@ -115,7 +119,7 @@ def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
     if stray:
         return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     try:
-        table = _read_typed_else_inferred(data, names, delimiter, column_types, quotes > 0)
+        table = _read_typed_else_inferred(data, names, delimiter, column_types, quotes > 0, booleans)
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     if any(pa.types.is_binary(field.type) for field in table.schema):  # pyarrow's guess for bytes that are not UTF-8

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -75,6 +75,8 @@ class RangeRead:
     skip_distinct: frozenset[str] = frozenset()
     seen: dict[str, set] | None = None  # unique values that earlier ranges already had
     bytes_read: Callable[[], None] | None = None  # told when a range's bytes are in memory
+    booleans: tuple[list[str], list[str]] | None = None  # CSV spellings of true and false, if not pyarrow's
+    numbered_by_record: bool = False  # rows are numbered by record (a database's rows), not by line
 
 
 @dataclass
@@ -180,15 +182,16 @@ def _read_bytes(item: ReadRange, bytes_read: Callable[[], None] | None = None) -
     return data
 
 
-def read_range(item: ReadRange, how: RangeRead) -> RangeResult:
-    """Parse one range, check it against the rules, digest it and write it as a Parquet part."""
+def read_range(item: ReadRange, how: RangeRead, data: bytes | None = None) -> RangeResult:
+    """Parse one range (its bytes are `data` when they come from a stream, not a file), check it
+    against the rules, digest it and write it as a Parquet part."""
     try:
-        return _read_range(item, how)
+        return _read_range(item, how, data)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as error:
         raise WorkFailed(f"{item.file}: cannot read as {how.file_format}: {error}") from None
 
 
-def _read_range(item: ReadRange, how: RangeRead) -> RangeResult:
+def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeResult:
     from .validate import check_rows
 
     quotes = lines = size = 0
@@ -203,15 +206,19 @@ def _read_range(item: ReadRange, how: RangeRead) -> RangeResult:
             how.bytes_read()
         size = sum(pq.ParquetFile(item.file).metadata.row_group(g).total_byte_size for g in range(item.start, item.end))
     else:
-        data = _read_bytes(item, how.bytes_read)
+        if data is None:
+            data = _read_bytes(item, how.bytes_read)
         size = len(data)
         lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
         types = _types_for(how, item.file)
         if how.file_format == "csv":
             from .csvfile import parse_csv_range
 
-            parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types)
+            parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types, how.booleans)
             quotes = parsed.quotes
+            if how.numbered_by_record:
+                lines = parsed.table.num_rows
+                parsed = replace(parsed, lines=np.arange(1, lines + 1))
         else:
             from .jsonlines import parse_json_range
 
@@ -502,6 +509,66 @@ def read_files(
     ordered = _ordered(results)
     file_hashes = hashes.check_unchanged()
     return _assemble(ordered, schema, file_hashes, part_folder, keep_table, file_format)
+
+
+def read_stream(
+    chunks: Iterable[bytes],
+    names: list[str],
+    column_types: dict[str, pa.DataType],
+    source_name: str,
+    *,
+    booleans: tuple[list[str], list[str]] | None = None,
+    rules: SchemaConfig | None = None,
+    part_folder: Path | None = None,
+    keep_table: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> FilesRead:
+    """Read CSV `chunks` (whole records, no header; a database's `COPY ... TO STDOUT`) as they
+    arrive: the thread that pulls the chunks (the database's socket) keeps receiving while the
+    others parse, check, digest and write. At most one chunk per worker waits in memory.
+
+    Rows are numbered by record across chunks. `unique` rules need every value at once: the
+    caller reads such sources whole instead.
+    """
+    from raymlp import settings
+
+    if rules is not None and any(spec.unique for spec in rules.columns.values()):
+        raise ValueError("read_stream cannot check unique rules across chunks")
+    workers = workers or settings.local_cpus()
+    how = RangeRead(file_format="csv", names={source_name: names}, column_types=column_types, rules=rules,
+                    part_folder=None if part_folder is None else str(part_folder), keep_table=keep_table,
+                    booleans=booleans, numbered_by_record=True)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raymlp-chunk")
+    pending: set[Future] = set()
+    results: dict[int, RangeResult] = {}
+
+    def collect(done: set[Future]) -> None:
+        for future in done:
+            result = future.result()
+            results[result.range.index] = result
+            if progress is not None:
+                progress(result.records, result.bytes)
+
+    try:
+        for index, data in enumerate(chunks):
+            if not data:
+                continue
+            while len(pending) > workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                collect(done)
+            pending.add(pool.submit(read_range, ReadRange(index, source_name, 0, 0, len(data)), how, data))
+        done, pending = wait(pending)
+        collect(done)
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+    ordered = _ordered(results)
+    schema = pa.schema([pa.field(name, column_types[name]) for name in names])
+    if ordered:
+        schema = unified_schema([schema] + [result.schema for result in ordered if result.rows])
+    return _assemble(ordered, schema, {}, part_folder, keep_table, "stream")
 
 
 def _ordered(results: dict[int, RangeResult]) -> list[RangeResult]:

@@ -185,3 +185,31 @@ def test_progress_shows_rows_and_bytes_per_second(tmp_path, tiny_ranges):
     with reporter.progress("collect", path.stat().st_size) as progress:
         read([path], progress=progress)
     assert "collect" in terminal.getvalue()
+
+
+def test_a_stream_of_chunks_reads_like_the_whole(tmp_path):
+    from raymlp.data.ranges import read_stream
+
+    rng = np.random.default_rng(2)
+    table = pa.table({"id": np.arange(20_000), "ok": rng.random(20_000) > 0.5,
+                      "note": rng.choice(["x", "with, comma", "two\nlines", ""], 20_000)})
+    body = "".join(f'{i},{"t" if ok else "f"},"{note}"\n' for i, ok, note in
+                   zip(table["id"].to_pylist(), table["ok"].to_pylist(), table["note"].to_pylist())).encode()
+    chunks = [body[start:start + 50_000] for start in range(0, len(body), 50_000)]
+    # whole records per chunk, as the database reader cuts them
+    whole, carry = [], b""
+    for chunk in chunks:
+        data = carry + chunk
+        cut = data.rfind(b"\n", 0, len(data))
+        while data[:cut + 1].count(b'"') % 2:
+            cut = data.rfind(b"\n", 0, cut)
+        whole.append(data[:cut + 1])
+        carry = data[cut + 1:]
+    whole.append(carry)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    result = read_stream(iter(whole), ["id", "ok", "note"], {"id": pa.int64(), "ok": pa.bool_(), "note": pa.string()},
+                         "table t", booleans=(["t"], ["f"]), part_folder=parts, keep_table=True, workers=2)
+    assert result.rows == 20_000 and len(result.parts) > 5
+    assert result.content_digest == content_digest(table)
+    assert result.table.equals(table)
