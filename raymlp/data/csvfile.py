@@ -109,11 +109,12 @@ def _read_typed_else_inferred(data: bytes, names: list[str], delimiter: str,
 
 def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
                     column_types: dict[str, pa.DataType] | None = None,
-                    booleans: tuple[list[str], list[str]] | None = None) -> ParsedCsv:
+                    booleans: tuple[list[str], list[str]] | None = None, lines: int | None = None) -> ParsedCsv:
     """Every record in `data` (whole lines of a CSV file after its header) as good rows or malformed ones.
 
     Lines are counted from 1 at the start of `data`. `column_types` are tried first; values that
     do not fit them make the types inferred from this piece instead (the caller unifies pieces).
+    `lines` is `physical_lines(data)` when the caller has counted them already.
     """
     quotes, stray = _quote_scan(data, delimiter)
     if stray:
@@ -124,7 +125,7 @@ def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
         return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     if any(pa.types.is_binary(field.type) for field in table.schema):  # pyarrow's guess for bytes that are not UTF-8
         return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
-    if physical_lines(data) == table.num_rows:  # one line per record
+    if (physical_lines(data) if lines is None else lines) == table.num_rows:  # one line per record
         return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None, quotes=quotes)
     try:  # records span lines, or blank lines: find each start
         lines = _record_start_lines(data, delimiter)

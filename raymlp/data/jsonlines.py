@@ -31,14 +31,15 @@ def _read_typed_else_inferred(data: bytes, column_types: dict[str, pa.DataType] 
     return _read(data, None)
 
 
-def parse_json_range(data: bytes, source: str, column_types: dict[str, pa.DataType] | None = None) -> ParsedCsv:
+def parse_json_range(data: bytes, source: str, column_types: dict[str, pa.DataType] | None = None,
+                     lines: int | None = None) -> ParsedCsv:
     """Every line of `data` (whole lines of a JSON-lines file) as a good row or a malformed one.
     Lines are counted from 1 at the start of `data`; blank lines hold no record."""
     try:
         table = _read_typed_else_inferred(data, column_types)
     except pa.ArrowInvalid:
         table = None
-    if table is not None and physical_lines(data) == table.num_rows:
+    if table is not None and (physical_lines(data) if lines is None else lines) == table.num_rows:
         return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None)
     good: list[bytes] = []
     lines: list[int] = []

@@ -35,7 +35,7 @@ import pyarrow as pa
 from raymlp.config.schema import SchemaConfig, SourceConfig
 from raymlp.errors import UsageError, WorkFailed
 
-from .csvfile import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, TEXT_COLUMN
+from .csvfile import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, TEXT_COLUMN, physical_lines
 from .integrity import ContentDigest, canonical, file_sha256, plain_types, row_hash_sum
 from .statistics import finish_statistics, merge_statistics, partial_statistics
 
@@ -209,12 +209,12 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
         if data is None:
             data = _read_bytes(item, how.bytes_read)
         size = len(data)
-        lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+        lines = physical_lines(data)
         types = _types_for(how, item.file)
         if how.file_format == "csv":
             from .csvfile import parse_csv_range
 
-            parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types, how.booleans)
+            parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types, how.booleans, lines)
             quotes = parsed.quotes
             if how.numbered_by_record:
                 lines = parsed.table.num_rows
@@ -222,7 +222,7 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
         else:
             from .jsonlines import parse_json_range
 
-            parsed = parse_json_range(data, item.file, types)
+            parsed = parse_json_range(data, item.file, types, lines)
         table, row_ids, malformed = parsed.table, parsed.lines, parsed.malformed
         del data
     records = table.num_rows + (0 if malformed is None else malformed.num_rows)
