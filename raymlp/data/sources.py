@@ -61,10 +61,13 @@ def read_source(source: SourceConfig) -> SourceData:
     if source.format == "sql":
         from .sql import read_sql
 
-        table = read_sql(source.sql.url, query=source.sql.query, table=source.sql.table)  # type: ignore[union-attr]
+        sql = source.sql
+        table = read_sql(sql.url, query=sql.query, table=sql.table, shard_key=sql.shard_key, shards=sql.shards)  # type: ignore[union-attr]
         from raymlp.catalog import redact_url
 
-        what = {"kind": "sql", "url": redact_url(source.sql.url), "query": source.sql.query, "table": source.sql.table}  # type: ignore[union-attr]
+        what = {"kind": "sql", "url": redact_url(sql.url), "query": sql.query, "table": sql.table}  # type: ignore[union-attr]
+        if sql.shard_key is not None:  # type: ignore[union-attr]
+            what.update({"shard_key": sql.shard_key, "shards": sql.shards})  # type: ignore[union-attr]
         return SourceData(table=table, description=what)
     files = expand_paths(source.path, source.format)  # type: ignore[arg-type]
     before = files_sha256(files)

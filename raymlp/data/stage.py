@@ -73,9 +73,12 @@ def convert_stage(context: StageContext) -> PublishedVersion:
 
         from .sql import read_sql
 
-        table = read_sql(data.collect.url, table=data.collect.table)
+        table = read_sql(data.collect.url, table=data.collect.table, shard_key=data.collect.shard_key,
+                         shards=data.collect.shards, where="data.collect")
         source_info: dict[str, Any] = {"kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
                                        "rows": table.num_rows}
+        if data.collect.shard_key is not None:
+            source_info.update({"shard_key": data.collect.shard_key, "shards": data.collect.shards})
         row_ids = row_sources = malformed = None
     else:
         source = read_source(data.source)
