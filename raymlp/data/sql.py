@@ -487,6 +487,7 @@ class WrittenTable:
     table: str
     rows: int
     column_types: dict[str, str]
+    method: str = ""  # how the rows went in: COPY FROM STDIN, LOAD DATA LOCAL INFILE, ...
 
 
 def _sql_type(arrow_type: pa.DataType):
@@ -509,7 +510,31 @@ def _sql_type(arrow_type: pa.DataType):
         return sa.Numeric(arrow_type.precision, arrow_type.scale)
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_null(arrow_type):
         return sa.Text()
-    raise UsageError(f"cannot store Arrow type {arrow_type} in a database column; supported: bool, int, float, date, timestamp, decimal, string")
+    if _is_binary(arrow_type):
+        from sqlalchemy.dialects import mysql
+
+        # BYTEA, BLOB; MySQL/MariaDB's BLOB stops at 64 KiB, LONGBLOB at 4 GiB.
+        return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+    raise UsageError(f"cannot store Arrow type {arrow_type} in a database column; "
+                     "supported: bool, int, float, date, timestamp, decimal, string, binary")
+
+
+def _is_binary(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type) or pa.types.is_fixed_size_binary(arrow_type)
+
+
+def _hex(column, prefix: str = "") -> pa.Array:
+    """Binary values as hex text (`prefix` first); nulls stay null."""
+    values = column.to_pylist()
+    return pa.array([None if value is None else prefix + value.hex() for value in values], pa.string())
+
+
+def _postgres_csv_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Binary columns as bytea's hex input (`\\x...`); everything else as pyarrow writes it."""
+    if not any(_is_binary(field.type) for field in batch.schema):
+        return batch
+    columns = [_hex(column, "\\x") if _is_binary(column.type) else column for column in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int = 50_000) -> WrittenTable:
@@ -522,7 +547,7 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
 
     from raymlp.catalog import redact_url
 
-    engine = engine_for(url)
+    engine = engine_for(url, bulk_load=True)
     staging_name = f"_raymlp_stage_{uuid.uuid4().hex[:12]}"
     metadata = sa.MetaData()
     columns = [sa.Column(field.name, _sql_type(field.type), nullable=True) for field in table.schema]
@@ -541,7 +566,7 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
         # MariaDB/MySQL commit DDL implicitly: the staging table is dropped by hand if anything fails.
         with engine.begin() as connection:
             staging.create(connection)
-            _bulk_load(connection, staging, staging_sql, table, batch_rows)
+            method = _bulk_load(connection, staging, staging_sql, table, batch_rows)
             if exists and mode == "append":
                 connection.execute(sa.text(f"INSERT INTO {target_sql} SELECT * FROM {staging_sql}"))
                 connection.execute(sa.text(f"DROP TABLE {staging_sql}"))
@@ -561,7 +586,7 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
         raise
     finally:
         engine.dispose()
-    return WrittenTable(table=name, rows=table.num_rows, column_types=column_types)
+    return WrittenTable(table=name, rows=table.num_rows, column_types=column_types, method=method)
 
 
 
@@ -602,7 +627,7 @@ class _CsvStream:
                 if self._stopped.is_set():
                     return
                 sink = io.BytesIO()
-                pacsv.write_csv(batch, sink, pacsv.WriteOptions(include_header=False))
+                pacsv.write_csv(_postgres_csv_batch(batch), sink, pacsv.WriteOptions(include_header=False))
                 self._chunks.put(sink.getvalue())
         except BaseException as error:  # handed to the reading side
             self._error = error
@@ -631,15 +656,18 @@ class _CsvStream:
                 self._thread.join(timeout=0.05)
 
 
-def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> None:
-    """Rows into the staging table by the database's fast path, inside the caller's transaction.
+def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> str:
+    """Rows into the staging table by the database's fast path, inside the caller's transaction;
+    returns the path taken.
 
     PostgreSQL: one COPY ... FROM STDIN in CSV, streamed (pyarrow writes null as an empty field
-    and an empty string as ""; exactly COPY's CSV rules). Others: executemany of parameterised
-    INSERTs.
+    and an empty string as ""; exactly COPY's CSV rules; bytea as hex). MySQL/MariaDB: one
+    LOAD DATA LOCAL INFILE from a temporary CSV when the server allows it, else multi-row INSERTs.
+    SQLite and others: executemany of one prepared INSERT over large batches of plain tuples.
     """
-    if connection.dialect.name == "postgresql":
-        columns = ", ".join(raw_quote(connection.dialect, name) for name in table.column_names)
+    name = connection.dialect.name
+    if name == "postgresql":
+        columns = ", ".join(raw_quote(connection.dialect, column) for column in table.column_names)
         statement = f"COPY {staging_sql} ({columns}) FROM STDIN WITH (FORMAT csv)"
         stream = _CsvStream(table, batch_rows)
         cursor = connection.connection.dbapi_connection.cursor()
@@ -653,8 +681,156 @@ def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_row
         finally:
             cursor.close()
             stream.close()
+        return "COPY FROM STDIN"
+    if name in ("mysql", "mariadb"):
+        refused = _mysql_load_data(connection, staging_sql, table, batch_rows)
+        if refused is None:
+            return "LOAD DATA LOCAL INFILE"
+        _insert_rows(connection, staging, staging_sql, table, batch_rows)
+        return f"multi-row INSERT (LOAD DATA LOCAL INFILE refused: {refused})"
+    _insert_rows(connection, staging, staging_sql, table, max(batch_rows, 100_000))
+    return "executemany"
+
+
+def _insert_rows(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> None:
+    """executemany of one INSERT over batches of tuples built column by column (no per-row dicts).
+
+    pymysql and mysqlclient turn it into multi-row INSERT statements; sqlite3 reuses one prepared
+    statement. Values are what SQLAlchemy's bind processors would send (SQLite dates and
+    timestamps as its ISO text, formatted by Arrow).
+    """
+    dialect = connection.dialect
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+    if mark is None:  # a driver with another parameter style: SQLAlchemy's own executemany
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            if batch.num_rows:
+                connection.execute(staging.insert(), batch.to_pylist())
         return
-    for batch in table.to_batches(max_chunksize=batch_rows):
-        records = batch.to_pylist()
-        if records:
-            connection.execute(staging.insert(), records)
+    statement = f"INSERT INTO {staging_sql} VALUES ({', '.join([mark] * table.num_columns)})"
+    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in staging.columns]
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            if not batch.num_rows:
+                continue
+            columns = [_driver_values(column, processor, dialect.name) for column, processor in zip(batch.columns, processors)]
+            cursor.executemany(statement, list(zip(*columns)))
+    finally:
+        cursor.close()
+
+
+def _driver_values(column: pa.Array, processor, dialect_name: str) -> list:
+    """One column as the Python values the driver is given."""
+    import pyarrow.compute as pc
+
+    if dialect_name == "sqlite":  # SQLAlchemy's SQLite storage formats, computed by Arrow
+        if pa.types.is_date(column.type):
+            return pc.strftime(column, format="%Y-%m-%d").to_pylist()
+        if pa.types.is_timestamp(column.type) and column.type.unit == "us":
+            return pc.strftime(column, format="%Y-%m-%d %H:%M:%S").to_pylist()  # %S carries the microseconds
+        if pa.types.is_boolean(column.type) or pa.types.is_floating(column.type):
+            return column.to_pylist()  # sqlite3 stores bool as 1/0 and floats as they are
+    values = column.to_pylist()
+    if processor is not None:
+        values = [processor(value) for value in values]
+    return values
+
+
+#: Errors of a server or client that does not allow LOAD DATA LOCAL INFILE.
+_LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 3950}
+
+
+def _mysql_load_data(connection, staging_sql: str, table: pa.Table, batch_rows: int) -> str | None:
+    """LOAD DATA LOCAL INFILE of a temporary CSV into the staging table; None when done, else why
+    the server or client refused it (nothing was loaded; the caller inserts instead).
+
+    Every value is written as quoted text: strings with each backslash doubled, NULL as `\\N`
+    (read as NULL also when quoted), booleans as 1/0, binary as hex loaded through UNHEX. The
+    server turns a value it cannot store exactly into a warning (LOCAL makes errors warnings),
+    so any warning, or a row count that differs, fails the load.
+    """
+    import os
+    import tempfile
+
+    import pyarrow.csv as pacsv
+
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        if not _server_allows_local_infile(cursor):
+            return "the server has local_infile=OFF"
+        preparer = connection.dialect.identifier_preparer  # doubles %: the statement below is %-formatted
+        targets, assignments = [], []
+        for index, field in enumerate(table.schema):
+            if _is_binary(field.type):
+                targets.append(f"@raymlp_{index}")
+                assignments.append(f"{preparer.quote(field.name)} = UNHEX(@raymlp_{index})")
+            else:
+                targets.append(preparer.quote(field.name))
+        handle, path = tempfile.mkstemp(prefix="raymlp-load-", suffix=".csv")
+        try:
+            with os.fdopen(handle, "wb") as sink:
+                writer = None
+                for batch in table.to_batches(max_chunksize=batch_rows):
+                    text = _mysql_text_batch(batch)
+                    if writer is None:
+                        writer = pacsv.CSVWriter(sink, text.schema, write_options=pacsv.WriteOptions(include_header=False))
+                    writer.write_batch(text)
+                if writer is not None:
+                    writer.close()
+            statement = (
+                f"LOAD DATA LOCAL INFILE %s INTO TABLE {staging_sql} CHARACTER SET utf8mb4 "
+                "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+                f"({', '.join(targets)})" + (f" SET {', '.join(assignments)}" if assignments else "")
+            )
+            try:
+                cursor.execute(statement, (path,))
+            except connection.dialect.dbapi.OperationalError as error:
+                code = error.args[0] if error.args else None
+                if code in _LOCAL_INFILE_REFUSED:
+                    return f"{code}: {error.args[1] if len(error.args) > 1 else error}"
+                raise
+            loaded = cursor.rowcount
+        finally:
+            os.unlink(path)
+        cursor.execute("SELECT @@warning_count")
+        warnings = int(cursor.fetchone()[0] or 0)
+        if warnings:
+            cursor.execute("SHOW WARNINGS LIMIT 5")
+            shown = "; ".join(f"{row[2]}" for row in cursor.fetchall())
+            raise WorkFailed(f"LOAD DATA reported {warnings} warning(s) (values the table cannot hold exactly); first: {shown}")
+        if loaded != table.num_rows:
+            raise WorkFailed(f"LOAD DATA loaded {loaded} rows of {table.num_rows}")
+        return None
+    finally:
+        cursor.close()
+
+
+def _server_allows_local_infile(cursor) -> bool:
+    cursor.execute("SELECT @@GLOBAL.local_infile")
+    return bool(int(cursor.fetchone()[0] or 0))
+
+
+def _mysql_text_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Every column as the text LOAD DATA reads back exactly (see `_mysql_load_data`)."""
+    import pyarrow.compute as pc
+
+    null = "\\N"
+    columns = []
+    for column in batch.columns:
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            text = pc.replace_substring(column.cast(pa.string()), "\\", "\\\\")
+        elif pa.types.is_boolean(kind):
+            text = pc.if_else(column, "1", "0")
+        elif pa.types.is_floating(kind):
+            text = column.cast(pa.float64()).cast(pa.string())  # shortest text that reads back the same double
+        elif pa.types.is_timestamp(kind):
+            text = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")  # %S carries the fraction of the unit
+        elif _is_binary(kind):
+            text = _hex(column)
+        elif pa.types.is_null(kind):
+            text = pa.nulls(len(column), pa.string())
+        else:  # integers, decimals, dates: Arrow's text is MySQL's
+            text = column.cast(pa.string())
+        columns.append(text.fill_null(null))
+    return pa.RecordBatch.from_arrays(columns, names=[f"c{index}" for index in range(len(columns))])

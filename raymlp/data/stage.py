@@ -56,7 +56,7 @@ def collect_stage(context: StageContext) -> Collected:
     types = ", ".join(f"{name} {kind}" for name, kind in written.column_types.items())
     context.reporter.stage(
         "collect", f"{written.rows} rows -> {redact_url(target.url)} table {target.table} ({target.mode}) "
-        f"{_rate(written.rows, _bytes_read(source), time.perf_counter() - started)}; columns: {types}"
+        f"{_rate(written.rows, _bytes_read(source), time.perf_counter() - started)} by {written.method}; columns: {types}"
     )
     return Collected(url=redact_url(target.url), table=target.table, rows=written.rows, column_types=written.column_types)
 
