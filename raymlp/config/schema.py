@@ -113,11 +113,12 @@ class SklearnSource(Section):
 
 
 class SourceConfig(Section):
-    format: Literal["csv", "parquet", "json", "sql", "sklearn"] = Field(
-        description="Kind of source. json means JSON lines."
+    format: Literal["csv", "parquet", "json", "images", "sql", "sklearn"] = Field(
+        description="Kind of source. json means JSON lines; images means a folder with one subfolder of images per class."
     )
     path: str | list[Annotated[str, Field(min_length=1)]] | None = Field(
-        default=None, description="Files, globs or folders (csv, parquet, json). Relative to the working directory."
+        default=None,
+        description="Files, globs or folders (csv, parquet, json, images). Relative to the working directory.",
     )
     sql: SqlSource | None = Field(default=None, description="Database source (format: sql).")
     sklearn: SklearnSource | None = Field(default=None, description="Shipped dataset (format: sklearn).")

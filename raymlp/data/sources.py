@@ -38,6 +38,10 @@ class SourceData:
 def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
     """Files named by paths, globs or folders, sorted; a clear error when none match."""
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    if file_format == "images":
+        from .images import expand_image_paths
+
+        return expand_image_paths(patterns)
     found: list[Path] = []
     for item in patterns:
         expanded = os.path.expanduser(item)
@@ -96,6 +100,11 @@ def read_files(files: list[Path], source: SourceConfig) -> FileRows:
     """Every row of the given files, with where each came from and the malformed records."""
     import numpy as np
 
+    if source.format == "images":
+        from .images import read_image_files
+
+        table, lines, sources, bad = read_image_files(files)
+        return FileRows(table=table, row_ids=lines, row_sources=sources, malformed=bad)
     tables, ids, origins, malformed = [], [], [], []
     for path in files:
         try:
