@@ -76,7 +76,25 @@ class InlineEnv(Section):
 # --- data ---------------------------------------------------------------------------------
 
 
-class SqlSource(Section):
+_SHARD_KEY_HELP = (
+    "Column whose MIN..MAX range is cut into `shards` equal-width key ranges read in parallel "
+    "(integer, float, decimal, date or timestamp; rows with a NULL key are one more shard)."
+)
+_SHARDS_HELP = "Key ranges read in parallel, each on its own connection (needs shard_key when above 1)."
+
+
+class _ShardedRead(Section):
+    shard_key: str | None = Field(default=None, min_length=1, description=_SHARD_KEY_HELP)
+    shards: int = Field(default=1, ge=1, le=64, description=_SHARDS_HELP)
+
+    @model_validator(mode="after")
+    def _shards_need_a_key(self) -> "_ShardedRead":
+        if self.shards > 1 and self.shard_key is None:
+            raise ValueError(f"shards: {self.shards} needs shard_key: the numeric or date column whose range is split")
+        return self
+
+
+class SqlSource(_ShardedRead):
     url: str = Field(description="SQLAlchemy URL; put secrets in ${ENV} variables.", min_length=1)
     query: str | None = Field(default=None, description="A SELECT whose rows are the source.", min_length=1)
     table: str | None = Field(default=None, description="A table whose rows are the source.", min_length=1)
@@ -95,11 +113,12 @@ class SklearnSource(Section):
 
 
 class SourceConfig(Section):
-    format: Literal["csv", "parquet", "json", "sql", "sklearn"] = Field(
-        description="Kind of source. json means JSON lines."
+    format: Literal["csv", "parquet", "json", "images", "sql", "sklearn"] = Field(
+        description="Kind of source. json means JSON lines; images means a folder with one subfolder of images per class."
     )
     path: str | list[Annotated[str, Field(min_length=1)]] | None = Field(
-        default=None, description="Files, globs or folders (csv, parquet, json). Relative to the working directory."
+        default=None,
+        description="Files, globs or folders (csv, parquet, json, images). Relative to the working directory.",
     )
     sql: SqlSource | None = Field(default=None, description="Database source (format: sql).")
     sklearn: SklearnSource | None = Field(default=None, description="Shipped dataset (format: sklearn).")
@@ -116,7 +135,9 @@ class SourceConfig(Section):
         return self
 
 
-class CollectConfig(Section):
+class CollectConfig(_ShardedRead):
+    """The table a source is collected into; `shard_key`/`shards` say how convert reads it back."""
+
     url: str = Field(description="SQLAlchemy URL of the database that receives the table.", min_length=1)
     table: str = Field(description="Target table name.", pattern=IDENTIFIER_PATTERN)
     mode: Literal["append", "replace", "fail"] = Field(

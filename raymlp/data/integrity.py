@@ -86,6 +86,8 @@ def _value_words(column: pa.Array) -> np.ndarray:
     if pa.types.is_dictionary(kind):
         column = column.cast(kind.value_type)
         kind = column.type
+    if pa.types.is_null(kind):  # no values at all: every word is a null's
+        return np.zeros(len(column), dtype=np.uint64)
     if pa.types.is_decimal(kind):
         column, kind = column.cast(pa.string()), pa.string()
     if pa.types.is_string(kind) or pa.types.is_binary(kind):

@@ -11,8 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from raymlp.config.schema import SourceConfig
-from raymlp.errors import UsageError
-
+from raymlp.errors import UsageError, WorkFailed
 
 _SUFFIXES = {"csv": (".csv", ".csv.gz", ".tsv"), "parquet": (".parquet", ".pq"), "json": (".json", ".jsonl", ".ndjson")}
 
@@ -26,6 +25,8 @@ class SourceData:
     files: list[Path] = field(default_factory=list)
     bytes: int | None = None
     malformed: pa.Table | None = None  # records that could not be parsed, with file, line and reason
+    row_ids: Any = None  # images: per row, its record number in its file (1)
+    row_sources: Any = None  # images: per row, the file it came from
 
     @property
     def malformed_rows(self) -> int:
@@ -35,6 +36,10 @@ class SourceData:
 def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
     """Files named by paths, globs or folders, sorted; a clear error when none match."""
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    if file_format == "images":
+        from .images import expand_image_paths
+
+        return expand_image_paths(patterns)
     found: list[Path] = []
     for item in patterns:
         expanded = os.path.expanduser(item)
@@ -58,17 +63,37 @@ def read_source(source: SourceConfig, progress=None) -> SourceData:
     if source.format == "sql":
         from .sql import read_sql
 
-        table = read_sql(source.sql.url, query=source.sql.query, table=source.sql.table)  # type: ignore[union-attr]
+        sql = source.sql
+        table = read_sql(sql.url, query=sql.query, table=sql.table, shard_key=sql.shard_key, shards=sql.shards)  # type: ignore[union-attr]
         from raymlp.catalog import redact_url
 
-        what = {"kind": "sql", "url": redact_url(source.sql.url), "query": source.sql.query, "table": source.sql.table}  # type: ignore[union-attr]
+        what = {"kind": "sql", "url": redact_url(sql.url), "query": sql.query, "table": sql.table}  # type: ignore[union-attr]
+        if sql.shard_key is not None:  # type: ignore[union-attr]
+            what.update({"shard_key": sql.shard_key, "shards": sql.shards})  # type: ignore[union-attr]
         return SourceData(table=table, description=what)
     from .ranges import read_files
 
     files = expand_paths(source.path, source.format)  # type: ignore[arg-type]
+    if source.format == "images":
+        return _read_images(source, files)
     read = read_files(files, source, keep_table=True, progress=progress)
     return SourceData(table=read.table, description=files_description(source, read.files), files=files,
                       bytes=read.bytes, malformed=read.quarantine)
+
+
+def _read_images(source: SourceConfig, files: list[Path]) -> SourceData:
+    """Image files whole (each is one row), hashed before and after they are read."""
+    from .images import read_image_files
+    from .integrity import files_sha256
+
+    before = files_sha256(files)
+    table, lines, origins, bad = read_image_files(files)
+    changed = [name for name, sha in files_sha256(files).items() if sha != before[name]]
+    if changed:
+        raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
+    listed = [{"path": str(path.resolve()), "sha256": before[str(path)]} for path in files]
+    return SourceData(table=table, description=files_description(source, listed), files=files,
+                      bytes=sum(path.stat().st_size for path in files), malformed=bad, row_ids=lines, row_sources=origins)
 
 
 def files_description(source: SourceConfig, files: list[dict[str, str]]) -> dict[str, Any]:

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
 import pyarrow as pa
 
 from raymlp.errors import UsageError, WorkFailed
 
 
-def engine_for(url: str):
-    """A SQLAlchemy engine; a clear error (without the password) for a bad URL or missing driver."""
+def engine_for(url: str, *, bulk_load: bool = False, **options: Any):
+    """A SQLAlchemy engine; a clear error (without the password) for a bad URL or missing driver.
+
+    `bulk_load` lets a MySQL/MariaDB client send `LOAD DATA LOCAL INFILE` files (only engines
+    that write a staging table ask for it: with it, the server may ask the client for a file).
+    """
     import sqlalchemy as sa
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     from raymlp.catalog import redact_url, with_installed_driver
 
     try:
-        engine = sa.create_engine(with_installed_driver(sa.engine.make_url(url)))
+        parsed = with_installed_driver(sa.engine.make_url(url))
+        if bulk_load and parsed.get_backend_name() in ("mysql", "mariadb"):
+            options = {**options, "connect_args": {**options.get("connect_args", {}), "local_infile": True}}
+        engine = sa.create_engine(parsed, **options)
     except (ArgumentError, NoSuchModuleError, ImportError) as error:
         raise UsageError(f"database URL {redact_url(url)} is not usable: {error}") from None
     if engine.dialect.name == "sqlite":
@@ -39,8 +49,23 @@ def _make_sqlite_ddl_transactional(engine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
-def read_sql(url: str, *, query: str | None = None, table: str | None = None) -> pa.Table:
-    """Every row of a query or table."""
+def read_sql(
+    url: str,
+    *,
+    query: str | None = None,
+    table: str | None = None,
+    shard_key: str | None = None,
+    shards: int = 1,
+    where: str = "data.source.sql",
+) -> pa.Table:
+    """Every row of a query or table; with `shard_key`, read as parallel key ranges (`iter_sql_shards`).
+
+    `where` is the job key the source came from, named in errors.
+    """
+    if shard_key is not None:
+        pieces = sorted(_read_shards(url, query=query, table=table, shard_key=shard_key, shards=shards, where=where),
+                        key=lambda piece: piece[0])
+        return pa.concat_tables([piece for _, piece in pieces], promote_options="permissive")
     import sqlalchemy as sa
 
     from raymlp.catalog import redact_url
@@ -50,15 +75,14 @@ def read_sql(url: str, *, query: str | None = None, table: str | None = None) ->
         with engine.connect() as connection:
             declared: dict[str, Any] = {}
             if table is not None:
-                if not sa.inspect(connection).has_table(table):
-                    raise sa.exc.NoSuchTableError(table)
-                declared = {column["name"]: column["type"] for column in sa.inspect(connection).get_columns(table)}
+                declared = _declared_types(connection, table)
                 # Plain SQL, not a reflected Table: the driver's own values (floats stay floats).
                 selectable = sa.text(f"SELECT * FROM {engine.dialect.identifier_preparer.quote(table)}")
+                raw_select = f"SELECT * FROM {raw_quote(engine.dialect, table)}"
             else:
-                selectable = sa.text(query)
+                selectable = raw_select = sa.text(query)
             if engine.dialect.name == "postgresql":
-                fast = _read_postgres_copy(connection, str(selectable))
+                fast = _read_postgres_copy(connection, str(raw_select))
                 if fast is not None:
                     return fast
             result = connection.execute(selectable)
@@ -70,16 +94,49 @@ def read_sql(url: str, *, query: str | None = None, table: str | None = None) ->
         raise WorkFailed(f"reading from {redact_url(url)} failed: {error.__class__.__name__}: {error.orig or error}") from None
     finally:
         engine.dispose()
-    columns = {name: [row[index] for row in rows] for index, name in enumerate(names)}
+    return _table_from_rows(names, rows, declared)
+
+
+def raw_quote(dialect, name: str) -> str:
+    """`name` quoted for a statement the driver sends as it is (COPY on a raw cursor).
+
+    The dialect's identifier preparer doubles % for drivers that %-format every statement
+    SQLAlchemy hands them (psycopg, pymysql); a raw statement must have them single.
+    """
+    quoted = dialect.identifier_preparer.quote(name)
+    return quoted.replace("%%", "%") if dialect.paramstyle in ("format", "pyformat") else quoted
+
+
+def _declared_types(connection, table: str) -> dict[str, Any]:
+    """Column name -> SQLAlchemy type of an existing table (NoSuchTableError when it is missing)."""
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(connection)
+    if not inspector.has_table(table):
+        raise sa.exc.NoSuchTableError(table)
+    return {column["name"]: column["type"] for column in inspector.get_columns(table)}
+
+
+def _table_from_rows(names: list[str], rows: list, declared: dict[str, Any]) -> pa.Table:
+    """Rows fetched through the driver as an Arrow table, typed as the database declares them."""
+    columns = {}
+    for index, name in enumerate(names):
+        values = [row[index] for row in rows]
+        if any(isinstance(value, memoryview) for value in values):  # psycopg2 returns bytea as memoryview
+            values = [bytes(value) if isinstance(value, memoryview) else value for value in values]
+        columns[name] = values
     result = pa.table(columns) if rows else pa.table({name: pa.array([], pa.null()) for name in names})
     return _restore_declared_types(result, declared)
 
 
-#: PostgreSQL type OIDs that COPY's CSV text turns back into the same values through pyarrow.
+#: PostgreSQL type OIDs that COPY's CSV text turns back into the same values through pyarrow
+#: (bytea, 17, arrives as `\x` + hex text and is decoded after the read).
 _POSTGRES_ARROW_TYPES = {
-    16: pa.bool_(), 20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 700: pa.float64(), 701: pa.float64(),
-    25: pa.string(), 1042: pa.string(), 1043: pa.string(), 1082: pa.date32(), 1114: pa.timestamp("us"),
+    16: pa.bool_(), 17: pa.string(), 20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 700: pa.float64(),
+    701: pa.float64(), 25: pa.string(), 1042: pa.string(), 1043: pa.string(), 1082: pa.date32(),
+    1114: pa.timestamp("us"),
 }
+_BYTEA = 17
 
 
 def _read_postgres_copy(connection, select: str) -> pa.Table | None:
@@ -95,6 +152,7 @@ def _read_postgres_copy(connection, select: str) -> pa.Table | None:
     try:
         cursor.execute(f"SELECT * FROM ({select}) AS raymlp_source LIMIT 0")
         columns = [(column[0], _POSTGRES_ARROW_TYPES.get(column[1])) for column in cursor.description]
+        binary = [column[0] for column in cursor.description if column[1] == _BYTEA]
         names = [name for name, _ in columns]
         if any(kind is None for _, kind in columns) or len(set(names)) != len(names):
             return None
@@ -109,14 +167,21 @@ def _read_postgres_copy(connection, select: str) -> pa.Table | None:
     finally:
         cursor.close()
     buffer.seek(0)
-    return pacsv.read_csv(
+    table = pacsv.read_csv(
         buffer,
         read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+        # A one-column row holding NULL is an empty line: a row, not a gap.
+        parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
         convert_options=pacsv.ConvertOptions(
             column_types=dict(columns), strings_can_be_null=True, quoted_strings_can_be_null=False,
             true_values=["t"], false_values=["f"],
         ),
     )
+    for name in binary:
+        index = table.column_names.index(name)
+        decoded = [None if text is None else bytes.fromhex(text[2:]) for text in table.column(index).to_pylist()]
+        table = table.set_column(index, name, pa.array(decoded, pa.binary()))
+    return table
 
 
 def _is_boolean(kind: Any) -> bool:
@@ -148,6 +213,273 @@ def _restore_declared_types(table: pa.Table, declared: dict[str, Any]) -> pa.Tab
     return table
 
 
+# --- sharded reads -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One part of a sharded read: keys in [low, high) (None: unbounded on that side), or the NULL keys."""
+
+    index: int
+    low: Any = None
+    high: Any = None
+    nulls: bool = False
+
+    def describe(self) -> str:
+        if self.nulls:
+            return "NULL keys"
+        return f"[{'-inf' if self.low is None else self.low}, {'+inf' if self.high is None else self.high})"
+
+
+def split_points(low: Any, high: Any, count: int) -> list[Any]:
+    """Values v with low < v <= high that cut [low, high] into `count` ranges of about equal width.
+
+    Integers, floats and decimals by value, dates by day, timestamps by microsecond; duplicates
+    (more ranges than distinct values) collapse, and an infinite or NaN bound gives no cut.
+    """
+    import math
+    from decimal import Decimal, localcontext
+
+    if count <= 1 or low is None or high is None or not low < high:
+        return []
+    steps = range(1, count)
+    if isinstance(low, datetime.datetime):
+        width = (high - low) // datetime.timedelta(microseconds=1)
+        points = [low + datetime.timedelta(microseconds=width * step // count) for step in steps]
+    elif isinstance(low, datetime.date):
+        first, last = low.toordinal(), high.toordinal()
+        points = [datetime.date.fromordinal(first + (last - first) * step // count) for step in steps]
+    elif isinstance(low, int) and isinstance(high, int):  # fewer values than shards: one value per shard
+        points = list(range(low + 1, high + 1)) if high - low < count else [low + (high - low) * step // count for step in steps]
+    elif isinstance(low, Decimal) or isinstance(high, Decimal):
+        with localcontext() as context:
+            context.prec = 60
+            first, last = Decimal(low), Decimal(high)
+            points = [first + (last - first) * step / count for step in steps]
+    else:
+        first, last = float(low), float(high)
+        if not (math.isfinite(first) and math.isfinite(last)):
+            return []
+        width = last - first
+        points = [first + width * (step / count) if math.isfinite(width) else first * (1 - step / count) + last * (step / count)
+                  for step in steps]
+    return sorted({point for point in points if low < point <= high})
+
+
+def _shardable(kind: Any) -> bool:
+    import sqlalchemy as sa
+
+    return isinstance(kind, (sa.Integer, sa.Numeric, sa.Float, sa.Date, sa.DateTime)) and not _is_boolean(kind)
+
+
+_KEY_KINDS = "an integer, float, decimal, date or timestamp column"
+
+
+def _parse_text_time(text: str) -> datetime.date | None:
+    """A date or timestamp that SQLite keeps as ISO text; None when `text` is not one."""
+    try:
+        return datetime.date.fromisoformat(text) if len(text) == 10 else datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _cut_points(low: Any, high: Any, count: int, where: str, key: str) -> list[Any]:
+    """Interior shard boundaries for keys from `low` to `high`, in the database's own order."""
+    import numbers
+
+    if low is None:
+        return []
+    if isinstance(low, str) and isinstance(high, str):  # SQLite keeps dates and timestamps as text
+        first, last = _parse_text_time(low), _parse_text_time(high)
+        if first is None or last is None or type(first) is not type(last):
+            raise UsageError(f"{where}.shard_key: column '{key}' holds text values ({low!r} .. {high!r}); "
+                             f"a shard key must be {_KEY_KINDS}")
+        as_text = (lambda value: value.isoformat()) if type(first) is datetime.date else (
+            lambda value: value.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        return sorted({text for text in map(as_text, split_points(first, last, count)) if low < text <= high})
+    numeric = all(isinstance(value, numbers.Number) and not isinstance(value, bool) for value in (low, high))
+    temporal = all(isinstance(value, datetime.date) for value in (low, high)) and (
+        isinstance(low, datetime.datetime) == isinstance(high, datetime.datetime))
+    if not (numeric or temporal):
+        raise UsageError(f"{where}.shard_key: column '{key}' holds {type(low).__name__} values "
+                         f"({low!r} .. {high!r}); a shard key must be {_KEY_KINDS}")
+    return split_points(low, high, count)
+
+
+@dataclass
+class _ShardPlan:
+    source_from: str  # the FROM clause, a quoted table or the query as a derived table, as exec_driver_sql takes it
+    key_sql: str
+    shards: list[Shard]
+    rows: int  # COUNT(*) seen when the plan was made
+    declared: dict[str, Any]
+    snapshot: str | None  # PostgreSQL: the exported snapshot every shard reads
+
+
+def _plan_shards(connection, *, query: str | None, table: str | None, key: str, count: int, where: str) -> _ShardPlan:
+    """MIN/MAX/COUNT of the key, and the shards: half-open ranges, the outer two unbounded, plus NULL keys."""
+    dialect = connection.dialect
+    preparer = dialect.identifier_preparer
+    declared: dict[str, Any] = {}
+    if table is not None:
+        declared = _declared_types(connection, table)
+        if key not in declared:
+            raise UsageError(f"{where}.shard_key: column '{key}' is not in table '{table}' "
+                             f"(its columns: {', '.join(declared)})")
+        if not _shardable(declared[key]):
+            raise UsageError(f"{where}.shard_key: column '{key}' of table '{table}' is "
+                             f"{declared[key].compile(dialect=dialect)}; a shard key must be {_KEY_KINDS}")
+        source_from = preparer.quote(table)
+    else:
+        source_from = f"({_driver_text(dialect, query.strip().rstrip(';'))}) AS raymlp_source"  # type: ignore[union-attr]
+        names = list(connection.exec_driver_sql(f"SELECT * FROM {source_from} WHERE 1 = 0").keys())
+        if key not in names:
+            raise UsageError(f"{where}.shard_key: column '{key}' is not in the query's result "
+                             f"(its columns: {', '.join(names)})")
+    snapshot = None
+    if dialect.name == "postgresql":
+        snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+    key_sql = preparer.quote(key)
+    low, high, rows, keyed = connection.exec_driver_sql(
+        f"SELECT MIN({key_sql}), MAX({key_sql}), COUNT(*), COUNT({key_sql}) FROM {source_from}").one()
+    points = _cut_points(low, high, count, where, key)
+    shards = []
+    if keyed:
+        bounds = [None, *points, None]
+        shards = [Shard(index, bounds[index], bounds[index + 1]) for index in range(len(bounds) - 1)]
+    if rows > keyed or not shards:  # NULL keys; an empty source still yields one (empty) table
+        shards.append(Shard(len(shards), nulls=True))
+    return _ShardPlan(source_from, key_sql, shards, rows, declared, snapshot)
+
+
+def _driver_text(dialect, sql: str) -> str:
+    """User SQL for `exec_driver_sql`: format-style drivers (psycopg, pymysql) get every % doubled,
+    since SQLAlchemy always hands them parameters (an empty set at least). Names quoted by the
+    dialect's identifier preparer come doubled already."""
+    return sql.replace("%", "%%") if dialect.paramstyle in ("format", "pyformat") else sql
+
+
+def _shard_statement(dialect, plan: _ShardPlan, shard: Shard) -> tuple[str, Any]:
+    """The SELECT of one shard and its parameters, in the driver's own parameter style."""
+    params = [value for value in (shard.low, shard.high) if value is not None]
+    style = dialect.paramstyle
+    marks = iter({"qmark": ["?", "?"], "numeric": [":1", ":2"], "named": [":low", ":high"]}.get(style, ["%s", "%s"]))
+    key = plan.key_sql
+    if shard.nulls:
+        condition = f"{key} IS NULL"
+    elif not params:
+        condition = f"{key} IS NOT NULL"
+    else:
+        parts = []
+        if shard.low is not None:
+            parts.append(f"{key} >= {next(marks)}")
+        if shard.high is not None:
+            parts.append(f"{key} < {next(marks)}")
+        condition = " AND ".join(parts)
+    statement = f"SELECT * FROM {plan.source_from} WHERE {condition}"
+    if style == "named":
+        names = [name for name, value in (("low", shard.low), ("high", shard.high)) if value is not None]
+        return statement, dict(zip(names, params))
+    return statement, tuple(params)
+
+
+def _read_shard(engine, plan: _ShardPlan, shard: Shard) -> pa.Table:
+    """One shard's rows, on its own connection (inside the plan's snapshot on PostgreSQL)."""
+    statement, params = _shard_statement(engine.dialect, plan, shard)
+    with engine.connect() as connection:
+        if plan.snapshot is not None:
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            if plan.snapshot is not None:
+                connection.exec_driver_sql("SET TRANSACTION SNAPSHOT %s", (plan.snapshot,))
+                cursor = connection.connection.dbapi_connection.cursor()
+                literal = None
+                if hasattr(cursor, "mogrify"):  # psycopg2: parameters inlined exactly (and %% undone), for COPY
+                    literal = cursor.mogrify(statement, params).decode()
+                cursor.close()
+                fast = _read_postgres_copy(connection, literal) if literal is not None else None
+                if fast is not None:
+                    return fast
+            result = connection.exec_driver_sql(statement, params)
+            names = list(result.keys())
+            return _table_from_rows(names, result.fetchall(), plan.declared)
+
+
+def _read_shards(url: str, *, query: str | None, table: str | None, shard_key: str, shards: int,
+                 where: str) -> Iterator[tuple[int, pa.Table]]:
+    """(shard index, rows) as each shard completes; see `iter_sql_shards`."""
+    import sqlalchemy as sa
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from raymlp.catalog import redact_url
+
+    if (query is None) == (table is None):
+        raise UsageError(f"{where}: give exactly one of 'query' or 'table'")
+    workers = max(1, min(shards, 64))
+    parsed = sa.engine.make_url(url)
+    in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+    engine = engine_for(url, **({} if in_memory else {"pool_size": workers + 1, "max_overflow": 0}))
+    errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,)
+    if getattr(engine.dialect, "dbapi", None) is not None:
+        errors += (engine.dialect.dbapi.Error,)  # raw cursors (COPY) raise the driver's own errors
+    coordinator = engine.connect()
+    executor = None
+    futures: list = []
+    try:
+        try:
+            if engine.dialect.name == "postgresql":  # one snapshot for every shard: a consistent read
+                coordinator = coordinator.execution_options(isolation_level="REPEATABLE READ")
+            coordinator.begin()
+            plan = _plan_shards(coordinator, query=query, table=table, key=shard_key, count=shards, where=where)
+        except sa.exc.NoSuchTableError:
+            raise WorkFailed(f"table '{table}' does not exist in {redact_url(url)}") from None
+        except errors as error:
+            raise WorkFailed(f"planning the sharded read of {redact_url(url)} failed: "
+                             f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}") from None
+        executor = ThreadPoolExecutor(max_workers=min(workers, len(plan.shards)), thread_name_prefix="raymlp-shard")
+        futures = [executor.submit(_read_shard, engine, plan, shard) for shard in plan.shards]
+        position = {future: shard for future, shard in zip(futures, plan.shards)}
+        total = 0
+        for future in as_completed(futures):
+            shard = position[future]
+            try:
+                piece = future.result()
+            except errors as error:
+                raise WorkFailed(f"reading shard {shard.describe()} of {redact_url(url)} failed: "
+                                 f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}") from None
+            total += piece.num_rows
+            yield shard.index, piece
+        if total != plan.rows:
+            raise WorkFailed(f"the source in {redact_url(url)} changed while it was read in shards: {plan.rows} rows "
+                             f"when the shards were planned, {total} in the shards; read it again when nothing writes to it")
+    finally:
+        for future in futures:
+            future.cancel()
+        if executor is not None:
+            executor.shutdown(wait=True)
+        coordinator.close()
+        engine.dispose()
+
+
+def iter_sql_shards(url: str, *, query: str | None = None, table: str | None = None, shard_key: str, shards: int,
+                    where: str = "data.source.sql") -> Iterator[pa.Table]:
+    """The rows of a table or query as one Arrow table per shard, in the order the shards complete.
+
+    Shards are key ranges cut at equal widths between MIN and MAX of `shard_key` (integer, float,
+    decimal, date or timestamp): `key < b1`, `b1 <= key < b2`, ..., `key >= bN`, plus one shard
+    for NULL keys, so every row is in exactly one. They are read in parallel, each on its own
+    connection; on PostgreSQL all in one exported snapshot. The rows read must add up to the
+    COUNT(*) taken when the shards were planned, else WorkFailed (the source changed meanwhile).
+    Column types are what an unsharded read gives; a shard whose values of a column are all NULL
+    may carry that column as Arrow's null type (unify with `promote_options="permissive"`).
+    """
+    from contextlib import closing
+
+    with closing(_read_shards(url, query=query, table=table, shard_key=shard_key, shards=shards, where=where)) as pieces:
+        for _, piece in pieces:
+            yield piece
+
+
 @dataclass(frozen=True)
 class WrittenTable:
     """A table written by `write_table`."""
@@ -155,6 +487,7 @@ class WrittenTable:
     table: str
     rows: int
     column_types: dict[str, str]
+    method: str = ""  # how the rows went in: COPY FROM STDIN, LOAD DATA LOCAL INFILE, ...
 
 
 def _sql_type(arrow_type: pa.DataType):
@@ -177,7 +510,31 @@ def _sql_type(arrow_type: pa.DataType):
         return sa.Numeric(arrow_type.precision, arrow_type.scale)
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_null(arrow_type):
         return sa.Text()
-    raise UsageError(f"cannot store Arrow type {arrow_type} in a database column; supported: bool, int, float, date, timestamp, decimal, string")
+    if _is_binary(arrow_type):
+        from sqlalchemy.dialects import mysql
+
+        # BYTEA, BLOB; MySQL/MariaDB's BLOB stops at 64 KiB, LONGBLOB at 4 GiB.
+        return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+    raise UsageError(f"cannot store Arrow type {arrow_type} in a database column; "
+                     "supported: bool, int, float, date, timestamp, decimal, string, binary")
+
+
+def _is_binary(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type) or pa.types.is_fixed_size_binary(arrow_type)
+
+
+def _hex(column, prefix: str = "") -> pa.Array:
+    """Binary values as hex text (`prefix` first); nulls stay null."""
+    values = column.to_pylist()
+    return pa.array([None if value is None else prefix + value.hex() for value in values], pa.string())
+
+
+def _postgres_csv_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Binary columns as bytea's hex input (`\\x...`); everything else as pyarrow writes it."""
+    if not any(_is_binary(field.type) for field in batch.schema):
+        return batch
+    columns = [_hex(column, "\\x") if _is_binary(column.type) else column for column in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int = 50_000) -> WrittenTable:
@@ -190,7 +547,7 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
 
     from raymlp.catalog import redact_url
 
-    engine = engine_for(url)
+    engine = engine_for(url, bulk_load=True)
     staging_name = f"_raymlp_stage_{uuid.uuid4().hex[:12]}"
     metadata = sa.MetaData()
     columns = [sa.Column(field.name, _sql_type(field.type), nullable=True) for field in table.schema]
@@ -209,7 +566,7 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
         # MariaDB/MySQL commit DDL implicitly: the staging table is dropped by hand if anything fails.
         with engine.begin() as connection:
             staging.create(connection)
-            _bulk_load(connection, staging, staging_sql, table, batch_rows)
+            method = _bulk_load(connection, staging, staging_sql, table, batch_rows)
             if exists and mode == "append":
                 connection.execute(sa.text(f"INSERT INTO {target_sql} SELECT * FROM {staging_sql}"))
                 connection.execute(sa.text(f"DROP TABLE {staging_sql}"))
@@ -229,7 +586,7 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
         raise
     finally:
         engine.dispose()
-    return WrittenTable(table=name, rows=table.num_rows, column_types=column_types)
+    return WrittenTable(table=name, rows=table.num_rows, column_types=column_types, method=method)
 
 
 
@@ -270,7 +627,7 @@ class _CsvStream:
                 if self._stopped.is_set():
                     return
                 sink = io.BytesIO()
-                pacsv.write_csv(batch, sink, pacsv.WriteOptions(include_header=False))
+                pacsv.write_csv(_postgres_csv_batch(batch), sink, pacsv.WriteOptions(include_header=False))
                 self._chunks.put(sink.getvalue())
         except BaseException as error:  # handed to the reading side
             self._error = error
@@ -299,15 +656,18 @@ class _CsvStream:
                 self._thread.join(timeout=0.05)
 
 
-def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> None:
-    """Rows into the staging table by the database's fast path, inside the caller's transaction.
+def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> str:
+    """Rows into the staging table by the database's fast path, inside the caller's transaction;
+    returns the path taken.
 
     PostgreSQL: one COPY ... FROM STDIN in CSV, streamed (pyarrow writes null as an empty field
-    and an empty string as ""; exactly COPY's CSV rules). Others: executemany of parameterised
-    INSERTs.
+    and an empty string as ""; exactly COPY's CSV rules; bytea as hex). MySQL/MariaDB: one
+    LOAD DATA LOCAL INFILE from a temporary CSV when the server allows it, else multi-row INSERTs.
+    SQLite and others: executemany of one prepared INSERT over large batches of plain tuples.
     """
-    if connection.dialect.name == "postgresql":
-        columns = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in table.column_names)
+    name = connection.dialect.name
+    if name == "postgresql":
+        columns = ", ".join(raw_quote(connection.dialect, column) for column in table.column_names)
         statement = f"COPY {staging_sql} ({columns}) FROM STDIN WITH (FORMAT csv)"
         stream = _CsvStream(table, batch_rows)
         cursor = connection.connection.dbapi_connection.cursor()
@@ -321,8 +681,156 @@ def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_row
         finally:
             cursor.close()
             stream.close()
+        return "COPY FROM STDIN"
+    if name in ("mysql", "mariadb"):
+        refused = _mysql_load_data(connection, staging_sql, table, batch_rows)
+        if refused is None:
+            return "LOAD DATA LOCAL INFILE"
+        _insert_rows(connection, staging, staging_sql, table, batch_rows)
+        return f"multi-row INSERT (LOAD DATA LOCAL INFILE refused: {refused})"
+    _insert_rows(connection, staging, staging_sql, table, max(batch_rows, 100_000))
+    return "executemany"
+
+
+def _insert_rows(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> None:
+    """executemany of one INSERT over batches of tuples built column by column (no per-row dicts).
+
+    pymysql and mysqlclient turn it into multi-row INSERT statements; sqlite3 reuses one prepared
+    statement. Values are what SQLAlchemy's bind processors would send (SQLite dates and
+    timestamps as its ISO text, formatted by Arrow).
+    """
+    dialect = connection.dialect
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+    if mark is None:  # a driver with another parameter style: SQLAlchemy's own executemany
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            if batch.num_rows:
+                connection.execute(staging.insert(), batch.to_pylist())
         return
-    for batch in table.to_batches(max_chunksize=batch_rows):
-        records = batch.to_pylist()
-        if records:
-            connection.execute(staging.insert(), records)
+    statement = f"INSERT INTO {staging_sql} VALUES ({', '.join([mark] * table.num_columns)})"
+    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in staging.columns]
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            if not batch.num_rows:
+                continue
+            columns = [_driver_values(column, processor, dialect.name) for column, processor in zip(batch.columns, processors)]
+            cursor.executemany(statement, list(zip(*columns)))
+    finally:
+        cursor.close()
+
+
+def _driver_values(column: pa.Array, processor, dialect_name: str) -> list:
+    """One column as the Python values the driver is given."""
+    import pyarrow.compute as pc
+
+    if dialect_name == "sqlite":  # SQLAlchemy's SQLite storage formats, computed by Arrow
+        if pa.types.is_date(column.type):
+            return pc.strftime(column, format="%Y-%m-%d").to_pylist()
+        if pa.types.is_timestamp(column.type) and column.type.unit == "us":
+            return pc.strftime(column, format="%Y-%m-%d %H:%M:%S").to_pylist()  # %S carries the microseconds
+        if pa.types.is_boolean(column.type) or pa.types.is_floating(column.type):
+            return column.to_pylist()  # sqlite3 stores bool as 1/0 and floats as they are
+    values = column.to_pylist()
+    if processor is not None:
+        values = [processor(value) for value in values]
+    return values
+
+
+#: Errors of a server or client that does not allow LOAD DATA LOCAL INFILE.
+_LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 3950}
+
+
+def _mysql_load_data(connection, staging_sql: str, table: pa.Table, batch_rows: int) -> str | None:
+    """LOAD DATA LOCAL INFILE of a temporary CSV into the staging table; None when done, else why
+    the server or client refused it (nothing was loaded; the caller inserts instead).
+
+    Every value is written as quoted text: strings with each backslash doubled, NULL as `\\N`
+    (read as NULL also when quoted), booleans as 1/0, binary as hex loaded through UNHEX. The
+    server turns a value it cannot store exactly into a warning (LOCAL makes errors warnings),
+    so any warning, or a row count that differs, fails the load.
+    """
+    import os
+    import tempfile
+
+    import pyarrow.csv as pacsv
+
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        if not _server_allows_local_infile(cursor):
+            return "the server has local_infile=OFF"
+        preparer = connection.dialect.identifier_preparer  # doubles %: the statement below is %-formatted
+        targets, assignments = [], []
+        for index, field in enumerate(table.schema):
+            if _is_binary(field.type):
+                targets.append(f"@raymlp_{index}")
+                assignments.append(f"{preparer.quote(field.name)} = UNHEX(@raymlp_{index})")
+            else:
+                targets.append(preparer.quote(field.name))
+        handle, path = tempfile.mkstemp(prefix="raymlp-load-", suffix=".csv")
+        try:
+            with os.fdopen(handle, "wb") as sink:
+                writer = None
+                for batch in table.to_batches(max_chunksize=batch_rows):
+                    text = _mysql_text_batch(batch)
+                    if writer is None:
+                        writer = pacsv.CSVWriter(sink, text.schema, write_options=pacsv.WriteOptions(include_header=False))
+                    writer.write_batch(text)
+                if writer is not None:
+                    writer.close()
+            statement = (
+                f"LOAD DATA LOCAL INFILE %s INTO TABLE {staging_sql} CHARACTER SET utf8mb4 "
+                "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+                f"({', '.join(targets)})" + (f" SET {', '.join(assignments)}" if assignments else "")
+            )
+            try:
+                cursor.execute(statement, (path,))
+            except connection.dialect.dbapi.OperationalError as error:
+                code = error.args[0] if error.args else None
+                if code in _LOCAL_INFILE_REFUSED:
+                    return f"{code}: {error.args[1] if len(error.args) > 1 else error}"
+                raise
+            loaded = cursor.rowcount
+        finally:
+            os.unlink(path)
+        cursor.execute("SELECT @@warning_count")
+        warnings = int(cursor.fetchone()[0] or 0)
+        if warnings:
+            cursor.execute("SHOW WARNINGS LIMIT 5")
+            shown = "; ".join(f"{row[2]}" for row in cursor.fetchall())
+            raise WorkFailed(f"LOAD DATA reported {warnings} warning(s) (values the table cannot hold exactly); first: {shown}")
+        if loaded != table.num_rows:
+            raise WorkFailed(f"LOAD DATA loaded {loaded} rows of {table.num_rows}")
+        return None
+    finally:
+        cursor.close()
+
+
+def _server_allows_local_infile(cursor) -> bool:
+    cursor.execute("SELECT @@GLOBAL.local_infile")
+    return bool(int(cursor.fetchone()[0] or 0))
+
+
+def _mysql_text_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Every column as the text LOAD DATA reads back exactly (see `_mysql_load_data`)."""
+    import pyarrow.compute as pc
+
+    null = "\\N"
+    columns = []
+    for column in batch.columns:
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            text = pc.replace_substring(column.cast(pa.string()), "\\", "\\\\")
+        elif pa.types.is_boolean(kind):
+            text = pc.if_else(column, "1", "0")
+        elif pa.types.is_floating(kind):
+            text = column.cast(pa.float64()).cast(pa.string())  # shortest text that reads back the same double
+        elif pa.types.is_timestamp(kind):
+            text = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")  # %S carries the fraction of the unit
+        elif _is_binary(kind):
+            text = _hex(column)
+        elif pa.types.is_null(kind):
+            text = pa.nulls(len(column), pa.string())
+        else:  # integers, decimals, dates: Arrow's text is MySQL's
+            text = column.cast(pa.string())
+        columns.append(text.fill_null(null))
+    return pa.RecordBatch.from_arrays(columns, names=[f"c{index}" for index in range(len(columns))])

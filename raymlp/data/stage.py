@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
 
@@ -56,7 +58,7 @@ def collect_stage(context: StageContext) -> Collected:
     types = ", ".join(f"{name} {kind}" for name, kind in written.column_types.items())
     context.reporter.stage(
         "collect", f"{written.rows} rows -> {redact_url(target.url)} table {target.table} ({target.mode}) "
-        f"{_rate(written.rows, _bytes_read(source), time.perf_counter() - started)}; columns: {types}"
+        f"{_rate(written.rows, _bytes_read(source), time.perf_counter() - started)} by {written.method}; columns: {types}"
     )
     return Collected(url=redact_url(target.url), table=target.table, rows=written.rows, column_types=written.column_types)
 
@@ -74,18 +76,30 @@ def convert_stage(context: StageContext) -> PublishedVersion:
 
         from .sql import read_sql
 
-        table = read_sql(data.collect.url, table=data.collect.table)
+        table = read_sql(data.collect.url, table=data.collect.table, shard_key=data.collect.shard_key,
+                         shards=data.collect.shards, where="data.collect")
         source_info: dict[str, Any] = {"kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
                                        "rows": table.num_rows}
-    else:
+        if data.collect.shard_key is not None:
+            source_info.update({"shard_key": data.collect.shard_key, "shards": data.collect.shards})
+        row_ids = row_sources = malformed = None
+    else:  # sources read whole: SQL, scikit-learn, images
         source = read_source(data.source)
-        table = source.table
-        source_info = {**source.description, "rows": source.table.num_rows}
-    quarantined = None
-    validation: dict[str, Any] = {"rules": None, "rows_in": source_info["rows"], "rows_malformed": 0}
+        table, row_ids, row_sources, malformed = source.table, source.row_ids, source.row_sources, source.malformed
+        source_info = {**source.description, "rows": source.table.num_rows + source.malformed_rows}
+    quarantined = malformed
+    validation: dict[str, Any] = {"rules": None, "rows_in": source_info["rows"],
+                                  "rows_malformed": 0 if malformed is None else malformed.num_rows}
+    if malformed is not None and data.schema_ is not None and data.schema_.on_error == "fail":
+        raise WorkFailed(f"{malformed.num_rows} malformed records in the source (data.schema.on_error: fail); first: "
+                         + "; ".join(f"{row['_raymlp_source']}: {row['_raymlp_reason']}"
+                                     for row in malformed.slice(0, 20).to_pylist()))
     if data.schema_ is not None:
-        checked = check_rows(table, data.schema_)
-        table, quarantined = checked.good, checked.quarantined
+        checked = check_rows(table, data.schema_, row_ids=row_ids, row_sources=row_sources)
+        table = checked.good
+        if checked.quarantined is not None:
+            quarantined = checked.quarantined if quarantined is None else pa.concat_tables(
+                [quarantined, checked.quarantined], promote_options="permissive")
         validation.update({"on_error": data.schema_.on_error, "rows_invalid": checked.quarantined_rows,
                            "rules": data.schema_.model_dump(mode="json", by_alias=True)})
     validation.update({"rows_kept": table.num_rows, "rows_quarantined": 0 if quarantined is None else quarantined.num_rows})

@@ -57,8 +57,17 @@ def source_yield(manifest: dict[str, Any], url: str | None = None) -> tuple[Sour
             return SourceYield(), problems
         config = SourceConfig(format=source["format"], path=[str(path) for path in files],
                               delimiter=source.get("delimiter", ","))
-        read = read_files(files, config, rules)
-        return SourceYield(read.records, read.rows, read.malformed + read.invalid, read.content_digest), []
+        if config.format != "images":
+            read = read_files(files, config, rules)
+            return SourceYield(read.records, read.rows, read.malformed + read.invalid, read.content_digest), []
+        from .sources import read_source
+
+        images = read_source(config)
+        table, records, quarantined = images.table, images.table.num_rows + images.malformed_rows, images.malformed_rows
+        if rules is not None:
+            checked = check_rows(table, rules)
+            table, quarantined = checked.good, quarantined + checked.quarantined_rows
+        return SourceYield(records, table.num_rows, quarantined, content_digest(plain_types(table))), []
     if kind in ("table", "sql"):
         try:
             table = read_sql(url or source["url"], table=source.get("table"), query=source.get("query"))
