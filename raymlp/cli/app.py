@@ -504,7 +504,8 @@ def models_show(model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or N
     tracker = _tracker(job, storage)
     package, version = tracker.package_for(ref, storage.folder("cache", "models"))
     description = json.loads((package / DESCRIPTION_FILE).read_text())
-    shown = {"name": ref.name, "version": version, **{k: description[k] for k in ("framework", "task", "label", "classes", "features", "metrics", "lineage")}}
+    shown = {"name": ref.name, "version": version, **{k: description[k] for k in ("framework", "task", "label", "classes", "features", "metrics", "lineage")},
+             "preprocess": description.get("preprocess", []), "modules": description.get("modules", [])}
     if as_json:
         print_json(shown)
     else:

@@ -37,6 +37,18 @@ PREPROCESSOR_FILE = "preprocessor.pkl"
 PREDICTION_COLUMN = "prediction"
 
 
+def numeric_features_as_float(frame: pd.DataFrame, features: list[dict[str, Any]]) -> pd.DataFrame:
+    """`frame` with its int and float features as float64 (JSON and CSV input may give either).
+
+    Training applies it too, so preprocessing steps, and users' function steps above all, see the
+    same dtypes offline and online.
+    """
+    for feature in features:
+        if feature["type"] in ("int", "float") and feature["name"] in frame.columns:
+            frame[feature["name"]] = pd.to_numeric(frame[feature["name"]], errors="coerce").astype("float64")
+    return frame
+
+
 def write_package(
     destination: Path,
     *,
@@ -92,10 +104,7 @@ class ModelPackage:
         missing = self.missing_features(frame)
         if missing:
             raise UsageError(f"input lacks feature columns: {', '.join(missing)} (the model needs: {', '.join(self.feature_names)})")
-        features = frame[self.feature_names].copy()
-        for feature in self.features:
-            if feature["type"] in ("int", "float"):
-                features[feature["name"]] = pd.to_numeric(features[feature["name"]], errors="coerce").astype("float64")
+        features = numeric_features_as_float(frame[self.feature_names].copy(), self.features)
         transformed = self.preprocessor.transform_batch(features) if self.preprocessor is not None else features
         matrix = feature_matrix(transformed, self.description["model"]["feature_columns"])
         scores = backend(self.description["framework"]).predict_scores(self.network, matrix)

@@ -24,7 +24,7 @@ from .features import (
     infer_task,
     label_classes,
 )
-from .package import DESCRIPTION_FILE, load_package, write_package
+from .package import DESCRIPTION_FILE, load_package, numeric_features_as_float, write_package
 
 
 @dataclass
@@ -130,7 +130,9 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     unknown = [name for name in features if name not in kinds]
     if unknown:
         raise UsageError(f"data.features: not columns of {dataset.name}@{dataset.version}: {', '.join(unknown)}")
-    frame = table.to_pandas()
+    feature_types = {name: kinds[name] for name in features}
+    # The dtypes a package gives features when predicting, so every step sees the same values offline and online.
+    frame = numeric_features_as_float(table.to_pandas(), [{"name": name, "type": kind} for name, kind in feature_types.items()])
     unlabeled = int(frame[label].isna().sum())
     if unlabeled:
         context.reporter.info(f"    train  {unlabeled} rows without a label are left out")
@@ -152,7 +154,6 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         target_scale = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
         encode = lambda batch: ((pd.to_numeric(batch[label]).to_numpy(dtype=np.float64) - target_scale["mean"])  # noqa: E731
                                 / target_scale["std"]).astype(np.float32)
-    feature_types = {name: kinds[name] for name in features}
     modules = resolve_steps(job.preprocess, context.catalog)  # module sources, from the catalog, once
     columns = features + [label]
     raw = {name: ray.data.from_pandas(part[columns]) for name, part in

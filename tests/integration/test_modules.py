@@ -130,6 +130,9 @@ def test_the_package_carries_the_exact_source_and_the_fitted_chain(trained):
         ("standard_scaler", None, None),
     ]
     assert package.description["model"]["feature_columns"] == ["petal_area", "sepal_area"]
+    shown = json_output(run_cli("models", "show", "iris-areas:1", "--json", cwd=project, env=trained["env"]))
+    assert shown["modules"] == package.description["modules"]
+    assert [step["type"] for step in shown["preprocess"]] == ["function", "dask", "standard_scaler"]
     # The chain ran in the job's order: areas, then log1p, then the scaler fitted on what they made.
     transformed = package.preprocessor.transform_batch(ROWS)
     scaler = package.preprocessor.preprocessors[2]

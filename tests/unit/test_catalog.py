@@ -449,3 +449,26 @@ def test_a_store_at_0002_gains_the_modules_table_on_open(store_url: str) -> None
         assert catalog.revision() == newest_script_revision()
         assert catalog.list_modules() == []
         assert catalog.add_module("t", TRANSFORMS_V1, "t.py", FUNCTIONS).record.version == 1
+
+
+def test_concurrent_adds_of_different_content_each_get_their_own_version(store_url: str) -> None:
+    with Catalog(store_url):
+        pass  # migrated once, before the writers race
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def add(index: int) -> None:
+        try:
+            with Catalog(store_url) as catalog:
+                source = f"def f(df):\n    return df + {index}\n"
+                results.append(catalog.add_module("racing", source, "r.py", FUNCTIONS).record.version)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=add, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(results) == [1, 2, 3, 4, 5, 6]

@@ -298,12 +298,13 @@ def test_rows_a_function_reorders_are_put_back_and_a_new_index_is_taken_in_order
         assert list(out.index) == [7, 3, 11] and out["sl"].tolist() == [5.0, 3.0, 6.0], name
 
 
-def test_a_dask_step_outside_ray_runs_the_same_graph_synchronously():
+def test_a_dask_step_outside_ray_runs_the_same_graph_synchronously(monkeypatch):
     import ray
 
-    from raymlp.data.modules import function_transform
+    from raymlp.data.modules import dask_compute_options, function_transform
 
-    assert not ray.is_initialized()
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # (integration tests may share this process's Ray)
+    assert dask_compute_options() == {"scheduler": "sync"}
     source = "def f(frame):\n    return frame.assign(total=frame.sl + frame.sw)\n"
     out = function_transform("dask", "d:f", _record(source, name="dask_sync")).transform_batch(IRIS)
     assert out["total"].tolist() == [8.0, 8.0, 8.0] and list(out.index) == [7, 3, 11]
