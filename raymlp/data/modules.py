@@ -24,6 +24,7 @@ the catalog.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import inspect
 import linecache
@@ -136,7 +137,8 @@ def _import_isolated(name: str, source: str, file: Path) -> types.ModuleType:
     saved = list(sys.path)
     sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") not in hidden or entry in _package_roots()]
     try:
-        return _execute(name, source, str(file))
+        with contextlib.redirect_stdout(sys.stderr):  # what the module prints must not mix with --json output
+            return _execute(name, source, str(file))
     except BaseException as error:  # report any failure of the user's code as where it happened
         if isinstance(error, KeyboardInterrupt):
             raise

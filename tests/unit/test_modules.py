@@ -321,3 +321,21 @@ def test_parse_ref():
     assert str(parse_ref("t@2:f")) == "t@2:f"
     with pytest.raises(UsageError):
         parse_ref("transforms")
+
+
+def test_what_a_module_prints_on_import_stays_out_of_json_output(project):
+    (project / "chatty.py").write_text("print('loading chatty')\n\ndef f(df):\n    return df\n")
+    result = cli(project, "data", "modules", "add", "chatty.py", "--json")
+    assert result.returncode == 0 and "loading chatty" in result.stderr
+    assert json.loads(result.stdout)["name"] == "chatty"
+
+
+def test_validate_warns_when_the_catalog_cannot_be_consulted(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(JOB.replace("REF", "transforms:areas").replace(
+        "data:\n", "storage: {catalog: 'postgresql://nobody@127.0.0.1:1/none'}\ndata:\n", 1))
+    result = raymlp("validate", str(job))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(
+        "warning: preprocess module refs not checked: cannot consult the catalog at postgresql://nobody@127.0.0.1:1/none"
+    )
