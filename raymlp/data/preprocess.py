@@ -39,22 +39,6 @@ def build_step(step: PreprocessStep, columns: list[str], modules: dict[str, Any]
     raise AssertionError(step.type)  # pragma: no cover - the schema admits no other type
 
 
-def build_preprocessor(
-    steps: list[PreprocessStep], feature_types: dict[str, str], modules: dict[str, Any] | None = None
-) -> Any | None:
-    """A Ray Data `Chain` of the steps (unfitted), or None when there are none.
-
-    Steps without `columns` take the numeric features; `fit_preprocessor` instead looks at the
-    columns a function step actually produced.
-    """
-    if not steps:
-        return None
-    from ray.data import preprocessors as rdp
-
-    numeric = [name for name, kind in feature_types.items() if kind in _NUMERIC_KINDS]
-    return rdp.Chain(*(build_step(step, numeric, modules) for step in steps))
-
-
 def fit_preprocessor(
     steps: list[PreprocessStep], train: Any, feature_types: dict[str, str], modules: dict[str, Any] | None = None
 ) -> Any | None:
@@ -76,7 +60,8 @@ def fit_preprocessor(
         if after_function and step.type not in MODULE_STEP_TYPES and not getattr(step, "columns", None):
             numeric = _numeric_columns(dataset)
         built = build_step(step, numeric, modules)
-        _require_columns(index, step, built, dataset if after_function else None)
+        if after_function:
+            _require_columns(index, step, dataset)
         if index < len(steps) - 1:
             dataset = built.fit_transform(dataset)
         else:
@@ -98,11 +83,11 @@ def _kind_or_none(arrow_type: Any) -> str | None:
         return None
 
 
-def _require_columns(index: int, step: PreprocessStep, built: Any, dataset: Any) -> None:
+def _require_columns(index: int, step: PreprocessStep, dataset: Any) -> None:
     """After a function step, say which named columns are missing before Ray Data fails on them."""
-    if dataset is None or step.type in MODULE_STEP_TYPES:
-        return
     named = list(getattr(step, "columns", None) or [])
+    if not named:
+        return
     present = dataset.schema().names
     missing = [column for column in named if column not in present]
     if missing:

@@ -180,3 +180,37 @@ def test_a_dask_step_computes_through_ray_tasks(ray_4_cpus):
     assert out["total"].tolist() == [11.0, 22.0, 33.0] and list(out.index) == [4, 0, 9]
     assert submitted, "no Ray task was submitted for the dask graph"
     assert set(out["pid"]) != {os.getpid()}, "the partition was computed in this process, not in a Ray worker"
+
+
+def test_steps_after_a_function_step_fit_on_the_columns_it_made(ray_4_cpus):
+    import ray.data
+
+    from raymlp.catalog import ModuleRecord
+    from raymlp.config.schema import JobConfig
+    from raymlp.data.preprocess import fit_preprocessor
+    from raymlp.errors import WorkFailed
+
+    source = "def ratio(df):\n    return df.assign(ratio=df.a / df.b, label_text=df.a.astype(str)).drop(columns=['b'])\n"
+    record = ModuleRecord(id=1, name="ratios", version=1, sha256=hashlib.sha256(source.encode()).hexdigest(),
+                          source=source, filename="ratios.py", functions=[], created_at=None)
+
+    def steps(*extra):
+        job = JobConfig.model_validate({
+            "version": 1, "name": "x", "data": {"source": {"format": "sklearn", "sklearn": {"name": "iris"}},
+                                                "dataset": {"name": "x"}},
+            "preprocess": [{"type": "function", "ref": "ratios:ratio"}, *extra],
+        })
+        return job.preprocess
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 2.0, 2.0, 2.0]})
+    train = ray.data.from_pandas(frame)
+    modules = {"ratios:ratio": record}
+    chain = fit_preprocessor(steps({"type": "min_max_scaler"}), train, {"a": "float", "b": "float"}, modules)
+    scaler = chain.preprocessors[1]
+    assert scaler.columns == ["a", "ratio"]  # made by the function; 'b' is gone and text is not scaled
+    out = chain.transform_batch(frame)
+    assert out["ratio"].tolist() == [0.0, 1 / 3, 2 / 3, 1.0] and "b" not in out.columns
+
+    with pytest.raises(WorkFailed, match=r"preprocess.1 \(standard_scaler\): no column 'b' after the steps before it "
+                                         r"\(columns there: a, ratio, label_text\)"):
+        fit_preprocessor(steps({"type": "standard_scaler", "columns": ["b"]}), train, {"a": "float", "b": "float"}, modules)
