@@ -95,6 +95,10 @@ def run_job(
     storage = resolve_storage(loaded.config.storage)
     started = time.perf_counter()
     with Catalog(storage.catalog_url) as catalog:
+        if "train" in stages:
+            from raymlp.data.modules import check_job_refs
+
+            check_job_refs(loaded, catalog)  # unknown module refs are config errors (exit 2), before any run
         run = catalog.start_run(
             job_name=loaded.config.name, job_path=str(loaded.path), job_sha256=loaded.sha256,
             config=loaded.public_dict(), stages=stages,

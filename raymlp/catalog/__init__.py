@@ -1,4 +1,4 @@
-"""The catalog: a SQL metadata store of dataset versions, collections, runs and model lineage."""
+"""The catalog: a SQL metadata store of dataset versions, collections, runs, model lineage and modules."""
 
 from raymlp.catalog.store import (
     Catalog,
@@ -8,6 +8,8 @@ from raymlp.catalog.store import (
     DatasetVersionExists,
     DatasetVersionRecord,
     ModelVersionRecord,
+    ModuleAdded,
+    ModuleRecord,
     RunRecord,
     default_url,
     head_revision,
@@ -24,6 +26,8 @@ __all__ = [
     "DatasetVersionExists",
     "DatasetVersionRecord",
     "ModelVersionRecord",
+    "ModuleAdded",
+    "ModuleRecord",
     "RunRecord",
     "default_url",
     "head_revision",

@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.mysql import MEDIUMTEXT
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Alembic's version table for the catalog; not ``alembic_version``, so the catalog never
@@ -163,4 +164,27 @@ class ModelVersion(Base):
     package_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     framework: Mapped[str] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+#: Module sources are kept whole; MySQL's TEXT holds only 64 KiB.
+SourceText = Text().with_variant(MEDIUMTEXT(), "mysql", "mariadb")
+
+
+class Module(Base):
+    """One version of a registered preprocessing module: its exact source text and its sha256."""
+
+    __tablename__ = "modules"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_modules_name_version"),
+        Index("ix_modules_name_sha256", "name", "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(SourceText)
+    filename: Mapped[str] = mapped_column(Text)
+    functions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

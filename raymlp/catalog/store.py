@@ -1,7 +1,8 @@
-"""The catalog: dataset versions, collections, runs and model lineage in one SQL database."""
+"""The catalog: dataset versions, collections, runs, model lineage and preprocessing modules in one SQL database."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import os
@@ -44,6 +45,7 @@ from raymlp.catalog.models import (
     Collection,
     Dataset,
     DatasetVersion,
+    Module,
     ModelVersion,
     Run,
     utcnow,
@@ -152,6 +154,38 @@ class ModelVersionRecord:
     framework: str
     metrics: dict[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class ModuleRecord:
+    """One version of a registered preprocessing module.
+
+    ``functions`` lists the public functions the source defines, each ``{name, line, signature, doc}``;
+    ``filename`` is the file it was added from (for people; the source here is what runs).
+    """
+
+    id: int
+    name: str
+    version: int
+    sha256: str
+    source: str
+    filename: str
+    functions: list[dict[str, Any]]
+    created_at: datetime
+
+    @property
+    def function_names(self) -> list[str]:
+        return [function["name"] for function in self.functions]
+
+
+@dataclass(frozen=True)
+class ModuleAdded:
+    """What ``add_module`` did: ``created`` is False when the source equals the latest version's."""
+
+    record: ModuleRecord
+    created: bool
+    #: An earlier (not the latest) version with the same content, when there is one.
+    same_as: int | None = None
 
 
 # --------------------------------------------------------------------------- secrets
@@ -458,11 +492,24 @@ def _model_version_record(row: ModelVersion) -> ModelVersionRecord:
     )
 
 
+def _module_record(row: Module) -> ModuleRecord:
+    return ModuleRecord(
+        id=row.id,
+        name=row.name,
+        version=row.version,
+        sha256=row.sha256,
+        source=row.source,
+        filename=row.filename,
+        functions=[dict(function) for function in row.functions],
+        created_at=row.created_at,
+    )
+
+
 # --------------------------------------------------------------------------- the catalog
 
 
 class Catalog:
-    """Dataset versions, collections, runs and model lineage in one SQL database (SQLite or PostgreSQL)."""
+    """Dataset versions, collections, runs, model lineage and modules in one SQL database (SQLite or PostgreSQL)."""
 
     def __init__(self, url: str | URL | None = None) -> None:
         """Open the catalog at ``url`` (default: a SQLite file under RAYMLP_HOME), upgrading its schema."""
@@ -812,3 +859,85 @@ class Catalog:
             query = query.where(ModelVersion.dataset_version == version)
         with self._session(write=False) as session:
             return [_model_version_record(row) for row in session.scalars(query)]
+
+    # ------------------------------------------------------------------ preprocessing modules
+
+    def add_module(
+        self,
+        name: str,
+        source: str,
+        filename: str,
+        functions: list[dict[str, Any]],
+    ) -> ModuleAdded:
+        """Store ``source`` as the next version of module ``name``; nothing is stored when it equals the latest.
+
+        A version is never overwritten: changed content always makes a new version, and content equal to an
+        older (not the latest) version also makes a new one (``same_as`` names the older), so the latest is
+        always what was added last.
+        """
+        from raymlp.config.schema import MODULE_NAME_PATTERN
+
+        if not isinstance(name, str) or not re.match(MODULE_NAME_PATTERN, name):
+            raise CatalogError(f"module name {name!r} is not a Python name (letters, digits and '_', not starting with a digit)")
+        if not isinstance(source, str):
+            raise CatalogError(f"module source must be text, got {type(source).__name__}")
+        digest = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()
+        cleaned = _clean_json(list(functions), "functions", redact_keys=False)
+        for attempt in range(5):
+            try:
+                with self._session(write=True) as session:
+                    latest = session.scalars(
+                        select(Module).where(Module.name == name).order_by(Module.version.desc()).limit(1)
+                    ).first()
+                    if latest is not None and latest.sha256 == digest:
+                        return ModuleAdded(_module_record(latest), created=False)
+                    same_as = session.scalar(
+                        select(func.max(Module.version)).where(Module.name == name, Module.sha256 == digest)
+                    )
+                    row = Module(
+                        name=name,
+                        version=1 if latest is None else latest.version + 1,
+                        sha256=digest,
+                        source=source,
+                        filename=str(filename),
+                        functions=cleaned,
+                        created_at=utcnow(),
+                    )
+                    session.add(row)
+                    session.flush()
+                    return ModuleAdded(_module_record(row), created=True, same_as=same_as)
+            except IntegrityError as exc:  # a concurrent add took the number: count again
+                if attempt == 4:
+                    raise CatalogError(f"cannot add module {name!r}: {_redact_text(str(exc.orig))}") from exc
+        raise AssertionError("unreachable")
+
+    def get_module(self, name: str, version: int | None = None) -> ModuleRecord:
+        """Version ``version`` of module ``name`` (None: the latest); CatalogError naming what exists."""
+        if version is not None:
+            _positive_int(version, "module version")
+        with self._session(write=False) as session:
+            query = select(Module).where(Module.name == name)
+            if version is None:
+                query = query.order_by(Module.version.desc()).limit(1)
+            else:
+                query = query.where(Module.version == version)
+            row = session.scalars(query).first()
+            if row is not None:
+                return _module_record(row)
+            versions = session.scalars(
+                select(Module.version).where(Module.name == name).order_by(Module.version)
+            ).all()
+            if versions:
+                raise CatalogError(f"module {name!r} has no version {version} (versions: {_listing(versions)})")
+            names = session.scalars(select(Module.name).distinct().order_by(Module.name)).all()
+            raise CatalogError(
+                f"no module named {name!r} (modules: {_listing(names)}); add it with: raymlp data modules add FILE.py"
+            )
+
+    def list_modules(self, name: str | None = None) -> list[ModuleRecord]:
+        """Every version of every module (of ``name`` only, if given), by name then version."""
+        query = select(Module).order_by(Module.name, Module.version)
+        if name is not None:
+            query = query.where(Module.name == name)
+        with self._session(write=False) as session:
+            return [_module_record(row) for row in session.scalars(query)]

@@ -17,8 +17,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Datasets: collect, convert, list, show, verify.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: collect, convert, list, show, verify; preprocessing modules.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered models (MLflow registry).", no_args_is_help=True)
+modules_app = typer.Typer(
+    help="Preprocessing modules: your own Python transform functions, versioned in the catalog.", no_args_is_help=True
+)
+data_app.add_typer(modules_app, name="modules")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 
@@ -43,7 +47,12 @@ def _storage_for(job: Path | None):
 @app.command()
 def validate(job: JobArg, overrides: SetOpt = None) -> None:
     """Check a job file; print every problem as FILE:LINE: key: message (exit 2 when any)."""
+    from raymlp.data.modules import validate_job_refs
+
     loaded = _load(job, overrides)
+    note = validate_job_refs(loaded)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     typer.echo(f"{job}: ok ({', '.join(loaded.config.stages())})")
 
 
@@ -362,6 +371,96 @@ def data_sample(
     typer.echo(f"{output}: {len(frame)} rows of scikit-learn's {name}")
 
 
+# --- data modules ---------------------------------------------------------------------------------
+
+
+def _module_json(record, *, source: bool = False) -> dict:
+    shown = {"name": record.name, "version": record.version, "sha256": record.sha256, "filename": record.filename,
+             "functions": record.functions, "created_at": record.created_at}
+    if source:
+        shown["source"] = record.source
+    return shown
+
+
+@modules_app.command("add")
+def modules_add(
+    file: Annotated[Path, typer.Argument(help="A self-contained Python file of transform functions.", show_default=False)],
+    name: Annotated[Optional[str], typer.Option("--name", help="Module name used in refs (default: the file's stem).")] = None,
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+) -> None:
+    """Check a module file (it must parse and import) and store it as a new version if its content changed."""
+    from raymlp.data.modules import read_module_file
+
+    checked = read_module_file(file, name)
+    with _catalog(job) as catalog:
+        added = catalog.add_module(checked.name, checked.source, str(checked.path), checked.functions)
+    record = added.record
+    if as_json:
+        print_json({**_module_json(record), "created": added.created, "same_as": added.same_as})
+        return
+    if added.created:
+        again = f" (same content as version {added.same_as})" if added.same_as else ""
+        typer.echo(f"{record.name} version {record.version} added{again}, sha256 {record.sha256}")
+    else:
+        typer.echo(f"{record.name}: unchanged, identical to version {record.version} (sha256 {record.sha256}); "
+                   "nothing added")
+    for function in record.functions:
+        typer.echo(f"  {record.name}:{function['name']}{function['signature']}  line {function['line']}"
+                   + (f"  {function['doc']}" if function["doc"] else ""))
+
+
+@modules_app.command("list")
+def modules_list(as_json: JsonOpt = False, job: JobOpt = None) -> None:
+    """Registered modules: latest version, its sha256 and functions."""
+    with _catalog(job) as catalog:
+        records = catalog.list_modules()
+    latest: dict[str, object] = {}
+    counts: dict[str, int] = {}
+    for record in records:  # by name, then version: the last one seen is the latest
+        latest[record.name] = record
+        counts[record.name] = counts.get(record.name, 0) + 1
+    rows = [{"name": r.name, "latest_version": r.version, "versions": counts[r.name], "sha256": r.sha256,
+             "functions": [f["name"] for f in r.functions], "created_at": r.created_at} for r in latest.values()]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table("modules", ["name", "latest", "versions", "sha256", "functions", "added"],
+                    [[r["name"], r["latest_version"], r["versions"], r["sha256"][:16], ", ".join(r["functions"]),
+                      r["created_at"]] for r in rows])
+
+
+@modules_app.command("show")
+def modules_show(
+    ref: Annotated[str, typer.Argument(help="NAME (every version) or NAME@VERSION")],
+    as_json: JsonOpt = False,
+    source: Annotated[bool, typer.Option("--source", help="Also print the source (of NAME@VERSION, or the latest).")] = False,
+    job: JobOpt = None,
+) -> None:
+    """A module's versions: sha256, where each came from, and the functions it defines."""
+    from raymlp.errors import UsageError
+
+    name, _, number = ref.partition("@")
+    if number and not number.isdigit():
+        raise UsageError(f"'{ref}' is not NAME or NAME@VERSION (a version is a number)")
+    with _catalog(job) as catalog:
+        chosen = catalog.get_module(name, int(number) if number else None)  # a clear error when there is none
+        versions = [chosen] if number else catalog.list_modules(name)
+    if as_json:
+        print_json({"name": name, "latest_version": versions[-1].version,
+                    "versions": [_module_json(record, source=source) for record in versions]})
+        return
+    print_table(f"module {name}", ["version", "sha256", "functions", "file", "added"], [
+        [r.version, r.sha256, ", ".join(f["name"] for f in r.functions), r.filename, r.created_at] for r in versions
+    ])
+    shown = versions[-1]
+    print_table(f"{name}@{shown.version} functions", ["ref", "signature", "line", "doc"], [
+        [f"{name}:{f['name']}", f["signature"], f["line"], f["doc"]] for f in shown.functions
+    ])
+    if source:
+        sys.stdout.write(shown.source if shown.source.endswith("\n") else shown.source + "\n")
+
+
 # --- models ---------------------------------------------------------------------------------------
 
 
@@ -409,7 +508,8 @@ def models_show(model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or N
     tracker = _tracker(job, storage)
     package, version = tracker.package_for(ref, storage.folder("cache", "models"))
     description = json.loads((package / DESCRIPTION_FILE).read_text())
-    shown = {"name": ref.name, "version": version, **{k: description[k] for k in ("framework", "task", "label", "classes", "features", "metrics", "lineage")}}
+    shown = {"name": ref.name, "version": version, **{k: description[k] for k in ("framework", "task", "label", "classes", "features", "metrics", "lineage")},
+             "preprocess": description.get("preprocess", []), "modules": description.get("modules", [])}
     if as_json:
         print_json(shown)
     else:

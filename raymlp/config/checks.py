@@ -8,7 +8,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from .schema import EstimatorModel, JobConfig, MLPModel
+from .schema import MODULE_STEP_TYPES, EstimatorModel, JobConfig, MLPModel
 
 Finding = tuple[tuple[str | int, ...], str]
 Check = Callable[[JobConfig], Iterator[Finding]]
@@ -113,6 +113,10 @@ def _label_and_features_are_columns(job: JobConfig) -> Iterator[Finding]:
 def _preprocess_columns_exist(job: JobConfig) -> Iterator[Finding]:
     known = list(job.data.features or (job.data.schema_.columns if job.data.schema_ else []))
     for step_index, step in enumerate(job.preprocess):
+        if step.type in MODULE_STEP_TYPES:
+            # A function step may add, rename or drop columns: later steps' columns are known only
+            # when it runs (train reports a missing one then).
+            return
         for column_index, column in enumerate(getattr(step, "columns", None) or []):
             where = ("preprocess", step_index, "columns", column_index)
             if column == job.data.label:

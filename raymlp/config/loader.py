@@ -65,6 +65,17 @@ class LoadedJob:
     sha256: str
     overrides: list[str] = field(default_factory=list)
     secret_paths: dict[Path_, str] = field(default_factory=dict)
+    #: Where each dotted path came from (file line or --set), for problems found after loading.
+    source: Any = field(default=None, repr=False, compare=False)
+
+    def config_error(self, findings: Iterable[tuple[Path_, str]]) -> ConfigError:
+        """A ConfigError placing each (path, message) as FILE:LINE: key: message, like load_job's own."""
+        located = _Source(str(self.path))
+        if self.source is not None:
+            located.lines, located.origin = self.source.lines, self.source.origin
+        for path, message in findings:
+            located.add(path, message)
+        return ConfigError(located.issues)
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config with values that came from ${ENV} shown as their reference."""
@@ -285,10 +296,26 @@ def _migrate(raw: dict[str, Any], source: _Source) -> dict[str, Any] | None:
 _UNION_TAGS = {"mlp", "estimator", "InlineEnv", "literal['default']"}
 
 
+def _preprocess_step_models() -> dict[str, type[BaseModel]]:
+    from typing import get_args
+
+    from .schema import PreprocessStep
+
+    union = get_args(PreprocessStep)[0]
+    return {get_args(model.model_fields["type"].annotation)[0]: model for model in get_args(union)}
+
+
+#: preprocess step type -> its section model (pydantic puts the type in an error's location).
+_PREPROCESS_TYPES = _preprocess_step_models()
+
+
 def _clean_location(loc: tuple[Any, ...]) -> Path_:
     cleaned: list[str | int] = []
     for part in loc:
         if isinstance(part, str) and (part in _UNION_TAGS or part.startswith(("function-", "literal["))):
+            continue
+        # The discriminated union of preprocess steps puts the step's type in the location.
+        if len(cleaned) == 2 and cleaned[0] == "preprocess" and part in _PREPROCESS_TYPES:
             continue
         if part == "schema_":
             part = "schema"
@@ -304,6 +331,9 @@ def _message(error: Any, path: Path_) -> str:
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
         parent = model_at(path[:-1])
+        loc = error["loc"]
+        if parent is None and len(loc) > 3 and loc[0] == "preprocess" and loc[2] in _PREPROCESS_TYPES:
+            parent = _PREPROCESS_TYPES[loc[2]]
         key = str(path[-1])
         if parent is not None:
             allowed = _allowed_keys(parent)
@@ -384,7 +414,7 @@ def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -
     if source.issues:
         raise ConfigError(source.issues)
     digest = hashlib.sha256(data + "\0".join(overrides).encode()).hexdigest()
-    return LoadedJob(config=config, path=file, sha256=digest, overrides=overrides, secret_paths=secrets)
+    return LoadedJob(config=config, path=file, sha256=digest, overrides=overrides, secret_paths=secrets, source=source)
 
 
 def _report_schema_too(raw: dict[str, Any], source: _Source) -> None:

@@ -214,7 +214,10 @@ ColumnList = list[Annotated[str, Field(min_length=1)]]
 
 class _ColumnsStep(Section):
     columns: ColumnList | None = Field(
-        default=None, min_length=1, description="Columns to transform. Default: every numeric feature."
+        default=None,
+        min_length=1,
+        description="Columns to transform. Default: every numeric column at this point of the chain "
+        "(the numeric features, plus columns earlier function steps made, minus those they dropped).",
     )
 
 
@@ -257,6 +260,50 @@ class SimpleImputerStep(_ColumnsStep):
         return self
 
 
+#: A registered module's name: a Python identifier, so `MODULE:FUNCTION` reads as it does in Python.
+MODULE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
+#: `MODULE:FUNCTION` (the module's latest version when training starts) or `MODULE@VERSION:FUNCTION`.
+FUNCTION_REF_PATTERN = (
+    r"^(?P<module>[A-Za-z_][A-Za-z0-9_]{0,99})(?:@(?P<version>[1-9][0-9]{0,8}))?:(?P<function>[A-Za-z_][A-Za-z0-9_]*)$"
+)
+
+
+def _check_function_ref(value: str) -> str:
+    if not re.match(FUNCTION_REF_PATTERN, value):
+        raise ValueError(
+            f"'{value}' is not MODULE:FUNCTION or MODULE@VERSION:FUNCTION (MODULE and FUNCTION are Python "
+            "names, VERSION a number), e.g. \"transforms:add_ratios\" or \"transforms@2:add_ratios\""
+        )
+    return value
+
+
+FunctionRef = Annotated[
+    str, AfterValidator(_check_function_ref), Field(json_schema_extra={"pattern": FUNCTION_REF_PATTERN})
+]
+
+
+class FunctionStep(Section):
+    type: Literal["function"] = Field(
+        description="A function of a registered preprocessing module (`raymlp data modules add`): it takes a "
+        "pandas DataFrame batch of feature columns and returns a DataFrame with one row per input row, in order."
+    )
+    ref: FunctionRef = Field(
+        description="MODULE:FUNCTION (the module's latest version when training starts) or "
+        "MODULE@VERSION:FUNCTION (pinned). The model package keeps the exact source either way."
+    )
+
+
+class DaskStep(Section):
+    type: Literal["dask"] = Field(
+        description="A function of a registered module that takes and returns a dask DataFrame; each batch is "
+        "handed to it as a one-partition dask frame and computed on Ray (ray.util.dask), in training and serving."
+    )
+    ref: FunctionRef = Field(
+        description="MODULE:FUNCTION (the module's latest version when training starts) or "
+        "MODULE@VERSION:FUNCTION (pinned)."
+    )
+
+
 PreprocessStep = Annotated[
     Union[
         StandardScalerStep,
@@ -266,9 +313,14 @@ PreprocessStep = Annotated[
         OneHotEncoderStep,
         OrdinalEncoderStep,
         SimpleImputerStep,
+        FunctionStep,
+        DaskStep,
     ],
     Field(discriminator="type"),
 ]
+
+#: Step types whose code comes from a registered module.
+MODULE_STEP_TYPES = ("function", "dask")
 
 
 # --- train ----------------------------------------------------------------------------------
@@ -463,7 +515,11 @@ class JobConfig(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where state and artifacts go.")
     env: Literal["default"] | InlineEnv = Field(default="default", description="Runtime environment of Ray workers.")
     data: DataConfig = Field(description="Collect, convert, validate and split.")
-    preprocess: list[PreprocessStep] = Field(default_factory=list, description="Fitted on the train split only.")
+    preprocess: list[PreprocessStep] = Field(
+        default_factory=list,
+        description="Steps applied in order to the feature columns; fitted on the train split only, "
+        "and saved with the model so predictions get the same features.",
+    )
     train: TrainConfig | None = Field(default=None, description="Training stage.")
     tune: TuneConfig | None = Field(default=None, description="Hyperparameter sweep over the train stage.")
     register: RegisterConfig | None = Field(default=None, description="Model registry entry and alias gate.")

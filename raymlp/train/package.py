@@ -2,8 +2,12 @@
 
 Layout::
 
-    raymlp-package.json   format, framework, task, label, classes, features, model, metrics, lineage
-    preprocessor.pkl      the fitted Ray Data preprocessor (None when the job has no preprocess steps)
+    raymlp-package.json   format, framework, task, label, classes, features, model, metrics, lineage,
+                          preprocess (the steps as run), modules (name, version, sha256, file of each)
+    preprocessor.pkl      the fitted Ray Data preprocessor chain (None when the job has no preprocess steps);
+                          function and dask steps inside it carry their module's exact source
+    modules/NAME@V.py     the source of every module version the chain runs, byte for byte (to read;
+                          loading checks the pickled copies against the recorded sha256)
     model/                weights in the framework's own format
 """
 
@@ -21,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from raymlp.data.modules import verify_package_sources, write_package_sources
 from raymlp.errors import UsageError, WorkFailed
 
 from .backend import backend
@@ -30,6 +35,18 @@ PACKAGE_FORMAT = "raymlp.package/1"
 DESCRIPTION_FILE = "raymlp-package.json"
 PREPROCESSOR_FILE = "preprocessor.pkl"
 PREDICTION_COLUMN = "prediction"
+
+
+def numeric_features_as_float(frame: pd.DataFrame, features: list[dict[str, Any]]) -> pd.DataFrame:
+    """`frame` with its int and float features as float64 (JSON and CSV input may give either).
+
+    Training applies it too, so preprocessing steps, and users' function steps above all, see the
+    same dtypes offline and online.
+    """
+    for feature in features:
+        if feature["type"] in ("int", "float") and feature["name"] in frame.columns:
+            frame[feature["name"]] = pd.to_numeric(frame[feature["name"]], errors="coerce").astype("float64")
+    return frame
 
 
 def write_package(
@@ -48,6 +65,7 @@ def write_package(
         shutil.copy2(weights, staging / "model" / weights.name)
         with open(staging / PREPROCESSOR_FILE, "wb") as handle:
             pickle.dump(preprocessor, handle)
+        write_package_sources(preprocessor, staging)
         (staging / DESCRIPTION_FILE).write_text(
             json.dumps({"format": PACKAGE_FORMAT, **description}, indent=2, sort_keys=True, default=str)
         )
@@ -86,10 +104,7 @@ class ModelPackage:
         missing = self.missing_features(frame)
         if missing:
             raise UsageError(f"input lacks feature columns: {', '.join(missing)} (the model needs: {', '.join(self.feature_names)})")
-        features = frame[self.feature_names].copy()
-        for feature in self.features:
-            if feature["type"] in ("int", "float"):
-                features[feature["name"]] = pd.to_numeric(features[feature["name"]], errors="coerce").astype("float64")
+        features = numeric_features_as_float(frame[self.feature_names].copy(), self.features)
         transformed = self.preprocessor.transform_batch(features) if self.preprocessor is not None else features
         matrix = feature_matrix(transformed, self.description["model"]["feature_columns"])
         scores = backend(self.description["framework"]).predict_scores(self.network, matrix)
@@ -119,5 +134,6 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
         raise WorkFailed(f"{folder}: package format {description.get('format')!r} is not {PACKAGE_FORMAT!r}")
     with open(folder / PREPROCESSOR_FILE, "rb") as handle:
         preprocessor = pickle.load(handle)
+    verify_package_sources(preprocessor, description, folder)
     network = backend(description["framework"]).load_for_inference(folder, description["model"])
     return ModelPackage(path=folder, description=description, preprocessor=preprocessor, network=network)

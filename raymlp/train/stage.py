@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ from .features import (
     infer_task,
     label_classes,
 )
-from .package import DESCRIPTION_FILE, load_package, write_package
+from .package import DESCRIPTION_FILE, load_package, numeric_features_as_float, write_package
 
 
 @dataclass
@@ -40,9 +41,40 @@ class TrainedModel:
     framework: str
 
 
-def _to_model_input(batch: pd.DataFrame, features: list[str], preprocessor: Any, encode: Any) -> dict[str, np.ndarray]:
+def _to_model_input(
+    batch: pd.DataFrame, features: list[str], preprocessor: Any, encode: Any, columns: list[str]
+) -> dict[str, np.ndarray]:
     transformed = preprocessor.transform_batch(batch[features]) if preprocessor is not None else batch[features]
-    return {FEATURES_COLUMN: feature_matrix(transformed, list(transformed.columns)), LABEL_COLUMN: encode(batch)}
+    missing = [name for name in columns if name not in transformed.columns]
+    if missing:
+        raise WorkFailed(
+            f"preprocessing made no column {', '.join(map(repr, missing))} for a batch of {len(batch)} rows, but did "
+            "for the first rows of the train split; every batch must come out with the same columns"
+        )
+    return {FEATURES_COLUMN: feature_matrix(transformed, columns), LABEL_COLUMN: encode(batch)}
+
+
+def _model_columns(preprocessor: Any, sample: pd.DataFrame) -> list[str]:
+    """The columns the model sees, in order: what the chain makes of the first rows of the train split."""
+    return list(preprocessor.transform_batch(sample).columns) if preprocessor is not None else list(sample.columns)
+
+
+_RAYMLP_ERROR_LINE = re.compile(r"^raymlp\.errors\.(WorkFailed|UsageError): (.+)$", re.MULTILINE)
+
+
+def _work_failure(error: BaseException) -> BaseException:
+    """The raymlp error a Ray Data task raised (a failing function step), else the error itself.
+
+    Ray Data re-raises a task's error as UserCodeException, keeping the original only as traceback
+    text, so the message is taken from that text.
+    """
+    if isinstance(error, WorkFailed | UsageError):
+        return error
+    found = _RAYMLP_ERROR_LINE.findall(str(error))
+    if not found:
+        return error
+    kind, message = found[-1]
+    return (WorkFailed if kind == "WorkFailed" else UsageError)(message.strip())
 
 
 def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, classes: list[Any] | None, prefix: str) -> dict[str, float]:
@@ -81,7 +113,8 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     """Train the job's model on a published dataset version (`PublishedVersion` or catalog record)."""
     import ray.data
 
-    from raymlp.data.preprocess import build_preprocessor, column_kind
+    from raymlp.data.modules import package_modules, resolve_steps
+    from raymlp.data.preprocess import column_kind, fit_preprocessor
     from raymlp.data.split import split_frame
     from raymlp.data.versions import read_version_table
     from raymlp.tracking import Tracker
@@ -97,7 +130,9 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     unknown = [name for name in features if name not in kinds]
     if unknown:
         raise UsageError(f"data.features: not columns of {dataset.name}@{dataset.version}: {', '.join(unknown)}")
-    frame = table.to_pandas()
+    feature_types = {name: kinds[name] for name in features}
+    # The dtypes a package gives features when predicting, so every step sees the same values offline and online.
+    frame = numeric_features_as_float(table.to_pandas(), [{"name": name, "type": kind} for name, kind in feature_types.items()])
     unlabeled = int(frame[label].isna().sum())
     if unlabeled:
         context.reporter.info(f"    train  {unlabeled} rows without a label are left out")
@@ -119,20 +154,30 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         target_scale = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
         encode = lambda batch: ((pd.to_numeric(batch[label]).to_numpy(dtype=np.float64) - target_scale["mean"])  # noqa: E731
                                 / target_scale["std"]).astype(np.float32)
-    feature_types = {name: kinds[name] for name in features}
-    preprocessor = build_preprocessor(job.preprocess, feature_types)
+    modules = resolve_steps(job.preprocess, context.catalog)  # module sources, from the catalog, once
     columns = features + [label]
     raw = {name: ray.data.from_pandas(part[columns]) for name, part in
            (("train", train_frame), ("validation", validation_frame))}
-    if preprocessor is not None:
-        preprocessor = preprocessor.fit(raw["train"])  # fitted on the train split only
-    sample = _to_model_input(train_frame.head(2), features, preprocessor, encode)
-    datasets = {
-        name: part.map_batches(
-            _to_model_input, batch_format="pandas", fn_kwargs={"features": features, "preprocessor": preprocessor, "encode": encode}
-        ).materialize()
-        for name, part in raw.items()
-    }
+    try:
+        # Fitted on the train split only; function steps run on the same frames they will see when predicting.
+        preprocessor = fit_preprocessor(job.preprocess, raw["train"].select_columns(features), feature_types, modules)
+        model_columns = _model_columns(preprocessor, train_frame.head(8)[features])
+        sample = _to_model_input(train_frame.head(2), features, preprocessor, encode, model_columns)
+        datasets = {
+            name: part.map_batches(
+                _to_model_input, batch_format="pandas",
+                fn_kwargs={"features": features, "preprocessor": preprocessor, "encode": encode, "columns": model_columns},
+            ).materialize()
+            for name, part in raw.items()
+        }
+    except Exception as error:
+        failure = _work_failure(error)
+        if failure is error:
+            raise
+        raise failure from error
+    if modules:
+        shown = ", ".join(f"{step.ref} (sha256 {step.sha256[:12]})" for step in _module_steps(preprocessor))
+        context.reporter.stage("preprocess", f"module steps {shown}")
     run_folder = context.storage.folder("runs", context.run_id)
     tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
     dataset_ref = f"{dataset.name}@{dataset.version}"
@@ -165,7 +210,9 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
             "classes": classes,
             "features": [{"name": name, "type": feature_types[name]} for name in features],
             "model": {**train.model.model_dump(), "input_dim": input_dim, "output_dim": output_dim,
-                      "feature_columns": features, "target_scale": target_scale},
+                      "feature_columns": model_columns, "target_scale": target_scale},
+            "preprocess": [_step_description(step, preprocessor, index) for index, step in enumerate(job.preprocess)],
+            "modules": package_modules(preprocessor),
             "metrics": {},
             "lineage": {
                 "dataset": {"name": dataset.name, "version": dataset.version, "digest": digest},
@@ -194,6 +241,21 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         package_dir=package_dir, mlflow_run_id=mlflow_run, model_uri=model_uri, metrics=metrics,
         history=outcome.history, dataset_ref=dataset_ref, dataset_digest=digest, framework=train.framework,
     )
+
+
+def _module_steps(preprocessor: Any) -> list[Any]:
+    from raymlp.data.modules import package_transforms
+
+    return package_transforms(preprocessor)
+
+
+def _step_description(step: Any, preprocessor: Any, index: int) -> dict[str, Any]:
+    """A job step as the package records it; module steps with the version and sha256 they ran."""
+    described = step.model_dump(exclude_none=True)
+    fitted = preprocessor.preprocessors[index] if preprocessor is not None else None
+    if hasattr(fitted, "describe"):
+        described.update(fitted.describe(), requested=step.ref)
+    return described
 
 
 def _rewrite_description(package_dir: Path, description: dict[str, Any]) -> None:

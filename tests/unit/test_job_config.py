@@ -87,7 +87,7 @@ BROKEN = {
     "unknown preprocess type": (
         VALID.replace("standard_scaler", "standard_scalr"),
         ["{f}:13: preprocess.0.type: unknown type 'standard_scalr'; allowed: standard_scaler, min_max_scaler, "
-         "max_abs_scaler, robust_scaler, one_hot_encoder, ordinal_encoder, simple_imputer"],
+         "max_abs_scaler, robust_scaler, one_hot_encoder, ordinal_encoder, simple_imputer, function, dask"],
     ),
     "duplicate key": (
         VALID.replace("  epochs: 3", "  epochs: 3\n  epochs: 4"),

@@ -1,0 +1,453 @@
+"""Preprocessing modules: users' own Python transform functions, stored in the catalog and run as steps.
+
+A module is one self-contained Python file. `raymlp data modules add FILE.py` checks that it parses and
+imports, lists its public functions, and stores its exact source text with its sha256 as a numbered
+version (identical content is not stored twice in a row). A job names a function as `MODULE:FUNCTION`
+(the latest version when training starts) or `MODULE@VERSION:FUNCTION`.
+
+The contract of a function step (``type: function``): ``fn(batch: pandas.DataFrame) -> pandas.DataFrame``.
+The batch holds the feature columns as they are at that point of the chain (never the label); the result
+has one row per input row, in the same order, and may add, change or drop columns. It sees one batch
+at a time (a few rows when serving), so it must not depend on batch-wide statistics: state that must be
+learned from the training data belongs to the built-in steps, which are fitted on the train split.
+
+A dask step (``type: dask``) is the same with ``fn(frame: dask.dataframe.DataFrame) -> dask DataFrame``:
+each batch is handed over as a one-partition dask frame and computed with Ray's Dask scheduler
+(`ray.util.dask.ray_dask_get`), in training, batch prediction and serving alike.
+
+Steps are `raymlp.data.transform.FunctionTransform`s, Ray Data preprocessors that carry the module's
+source text and sha256 (never a reference to an importable module), so they pickle into the model
+package, and batch predict and Serve replicas run the exact code the model was trained with, without
+the catalog.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import inspect
+import linecache
+import os
+import re
+import sys
+import threading
+import traceback
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raymlp.config.schema import FUNCTION_REF_PATTERN, MODULE_NAME_PATTERN, MODULE_STEP_TYPES
+from raymlp.errors import UsageError, WorkFailed
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Largest module source accepted (the catalog keeps it whole; a preprocessing module is code, not data).
+MAX_SOURCE_BYTES = 1024 * 1024
+
+#: Folder of a model package that holds the module sources it was trained with, one file per version.
+PACKAGE_MODULES_DIR = "modules"
+
+
+# --- references -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """`MODULE:FUNCTION` or `MODULE@VERSION:FUNCTION`."""
+
+    module: str
+    version: int | None
+    function: str
+
+    def __str__(self) -> str:
+        pinned = f"@{self.version}" if self.version is not None else ""
+        return f"{self.module}{pinned}:{self.function}"
+
+
+def parse_ref(text: str) -> FunctionRef:
+    """The parts of a function reference; UsageError when it is not one."""
+    match = re.match(FUNCTION_REF_PATTERN, text or "")
+    if not match:
+        raise UsageError(f"'{text}' is not MODULE:FUNCTION or MODULE@VERSION:FUNCTION")
+    version = match.group("version")
+    return FunctionRef(match.group("module"), int(version) if version else None, match.group("function"))
+
+
+# --- reading a module file --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModuleFile:
+    """A checked module file: its source, sha256 and the public functions it defines."""
+
+    name: str
+    path: Path
+    source: str
+    sha256: str
+    functions: list[dict[str, Any]]
+
+
+def source_sha256(source: str) -> str:
+    """sha256 of the source text as the file's bytes (UTF-8)."""
+    return hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def read_module_file(path: str | os.PathLike[str], name: str | None = None) -> ModuleFile:
+    """Read, parse and import a module file; UsageError as FILE:LINE: message when it cannot be used."""
+    file = Path(path)
+    if file.is_dir():
+        raise UsageError(f"{file}: is a folder; give one .py file")
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{file}: no such file") from None
+    except OSError as error:
+        raise UsageError(f"{file}: cannot read it: {error.strerror}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise UsageError(f"{file}: {len(data)} bytes is more than a module may hold ({MAX_SOURCE_BYTES}); "
+                         "keep data out of preprocessing modules")
+    try:
+        source = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise UsageError(f"{file}:{line}: the file is not UTF-8 text") from None
+    name = name if name is not None else file.stem
+    if not re.match(MODULE_NAME_PATTERN, name):
+        hint = "" if name != file.stem else "; name it with --name NAME"
+        raise UsageError(f"'{name}' is not a usable module name: use a Python name (letters, digits and '_', "
+                         f"not starting with a digit){hint}")
+    try:
+        tree = ast.parse(source, filename=str(file))
+    except SyntaxError as error:
+        raise UsageError(f"{file}:{error.lineno or 1}: the module does not parse: {error.msg}") from None
+    module = _import_isolated(name, source, file)
+    functions = _public_functions(module, tree)
+    if not functions:
+        raise UsageError(f"{file}: defines no public functions (def name(...) at the top level, not starting with '_')")
+    return ModuleFile(name=name, path=file.resolve(), source=source, sha256=source_sha256(source), functions=functions)
+
+
+def _import_isolated(name: str, source: str, file: Path) -> types.ModuleType:
+    """Run the module as an import would, without the file's own folder on sys.path (a module must be whole)."""
+    hidden = {"", os.path.abspath(file.parent), os.getcwd()}
+    saved = list(sys.path)
+    sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") not in hidden or entry in _package_roots()]
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # what the module prints must not mix with --json output
+            return _execute(name, source, str(file))
+    except BaseException as error:  # report any failure of the user's code as where it happened
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        line = _line_in(error, str(file))
+        hint = ""
+        if isinstance(error, ModuleNotFoundError):
+            hint = (" (a module must be self-contained: it may import installed packages, not other files "
+                    "next to it, which a Ray worker or Serve replica would not have)")
+        raise UsageError(f"{file}:{line}: importing the module raised {type(error).__name__}: {error}{hint}") from None
+    finally:
+        sys.path[:] = saved
+
+
+def _package_roots() -> set[str]:
+    """sys.path entries that hold raymlp itself (kept, so raymlp's own lazy imports still work)."""
+    import raymlp
+
+    return {str(Path(raymlp.__file__).resolve().parents[1])}
+
+
+def _line_in(error: BaseException, filename: str) -> int:
+    """The last line of `filename` in the error's traceback (1 when it is not there)."""
+    if isinstance(error, SyntaxError) and error.filename == filename and error.lineno:
+        return error.lineno
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__) if frame.filename == filename]
+    return lines[-1] if lines and lines[-1] else 1
+
+
+def _public_functions(module: types.ModuleType, tree: ast.Module) -> list[dict[str, Any]]:
+    """The module's own top-level public functions, in source order."""
+    found = []
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name.startswith("_"):
+            continue
+        function = getattr(module, node.name, None)
+        if not inspect.isfunction(function):
+            continue
+        try:
+            signature = str(inspect.signature(function))
+        except (TypeError, ValueError):
+            signature = "(...)"
+        doc = (inspect.getdoc(function) or "").strip().splitlines()
+        found.append({"name": node.name, "line": node.lineno, "signature": signature, "doc": doc[0] if doc else ""})
+    return found
+
+
+def _execute(name: str, source: str, filename: str) -> types.ModuleType:
+    """A fresh module object running `source`; tracebacks show its lines. Never put in sys.modules:
+    cloudpickle then ships the functions it defines by value, so Ray workers need no import."""
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    code = compile(source, filename, "exec", dont_inherit=True)
+    exec(code, module.__dict__)  # noqa: S102 - running the user's registered module is the point
+    return module
+
+
+_LOADED: dict[tuple[str, str], types.ModuleType] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def _loaded_module(name: str, version: int, sha256: str, source: str) -> types.ModuleType:
+    """The module built from a stored source, once per process and sha256; refuses a source whose hash differs."""
+    key = (name, sha256)
+    with _LOADED_LOCK:
+        module = _LOADED.get(key)
+        if module is None:
+            actual = source_sha256(source)
+            if actual != sha256:
+                raise WorkFailed(f"module {name}@{version}: its source has sha256 {actual}, not the recorded {sha256}; "
+                                 "the copy was changed after it was registered")
+            module = _execute(name, source, f"<raymlp module {name}@{version}>")
+            _LOADED[key] = module
+    return module
+
+
+# --- resolving a job's steps against the catalog -------------------------------------------------
+
+
+def module_steps(steps: list[Any]) -> Iterator[tuple[int, Any]]:
+    """(index, step) of the steps whose code comes from a registered module."""
+    return ((index, step) for index, step in enumerate(steps) if step.type in MODULE_STEP_TYPES)
+
+
+def check_refs(steps: list[Any], modules: list[Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Findings (path, message) for function refs that `modules` (catalog ModuleRecords) cannot satisfy."""
+    by_name: dict[str, dict[int, Any]] = {}
+    for record in modules:
+        by_name.setdefault(record.name, {})[record.version] = record
+    findings = []
+    for index, step in module_steps(steps):
+        problem = _ref_problem(parse_ref(step.ref), by_name)
+        if problem:
+            findings.append((("preprocess", index, "ref"), problem))
+    return findings
+
+
+def _ref_problem(ref: FunctionRef, by_name: dict[str, dict[int, Any]]) -> str | None:
+    versions = by_name.get(ref.module)
+    if not versions:
+        known = ", ".join(sorted(by_name)) or "none"
+        return (f"'{ref.module}' is not a registered module (modules: {known}); "
+                f"add it with: raymlp data modules add {ref.module}.py")
+    version = ref.version if ref.version is not None else max(versions)
+    record = versions.get(version)
+    if record is None:
+        return f"module '{ref.module}' has no version {version} (versions: {', '.join(map(str, sorted(versions)))})"
+    if ref.function not in record.function_names:
+        return (f"module '{ref.module}' version {version} defines no function '{ref.function}' "
+                f"(functions: {', '.join(record.function_names) or 'none'})")
+    return None
+
+
+def check_job_refs(loaded: Any, catalog: Any) -> None:
+    """ConfigError (exit 2, FILE:LINE: preprocess.N.ref: ...) for every module ref the catalog cannot satisfy."""
+    steps = loaded.config.preprocess
+    if not any(True for _ in module_steps(steps)):
+        return
+    findings = check_refs(steps, catalog.list_modules())
+    if findings:
+        raise loaded.config_error(findings)
+
+
+def validate_job_refs(loaded: Any) -> str | None:
+    """`raymlp validate`'s check of module refs against the job's catalog; a note when it cannot be consulted.
+
+    A SQLite catalog that does not exist yet holds no modules (and is not created); one that cannot be
+    opened (a database server away) is reported, and the refs are checked again when the job runs.
+    """
+    if not any(True for _ in module_steps(loaded.config.preprocess)):
+        return None
+    from sqlalchemy.engine import make_url
+
+    from raymlp.catalog import Catalog, CatalogError, redact_url
+
+    url = _catalog_url(loaded.config.storage)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).expanduser().exists():
+        findings = check_refs(loaded.config.preprocess, [])
+    else:
+        try:
+            with Catalog(url) as catalog:
+                findings = check_refs(loaded.config.preprocess, catalog.list_modules())
+        except CatalogError as error:
+            return f"preprocess module refs not checked: cannot consult the catalog at {redact_url(url)}: {error}"
+    if findings:
+        raise loaded.config_error(findings)
+    return None
+
+
+def _catalog_url(storage: Any) -> str:
+    """The job's catalog URL, as `raymlp.storage.resolve_storage` makes it, without creating folders."""
+    from raymlp import settings
+
+    if storage.catalog:
+        return storage.catalog
+    root = storage.root if storage.root and "://" not in storage.root else str(settings.home())
+    return f"sqlite:///{Path(root).expanduser().resolve() / 'catalog.db'}"
+
+
+def resolve_steps(steps: list[Any], catalog: Any) -> dict[str, Any]:
+    """ref text -> the catalog's ModuleRecord for each module step; WorkFailed naming the ref and what exists."""
+    resolved: dict[str, Any] = {}
+    module_records = None
+    for index, step in module_steps(steps):
+        if step.ref in resolved:
+            continue
+        if module_records is None:
+            module_records = catalog.list_modules()
+        problem = check_refs([step], module_records)
+        if problem:
+            raise WorkFailed(f"preprocess.{index}.ref: {step.ref}: {problem[0][1]}")
+        ref = parse_ref(step.ref)
+        candidates = [record for record in module_records if record.name == ref.module]
+        version = ref.version if ref.version is not None else max(record.version for record in candidates)
+        resolved[step.ref] = next(record for record in candidates if record.version == version)
+    return resolved
+
+
+# --- the step itself (raymlp.data.transform.FunctionTransform wraps these for Ray Data) ------------
+
+
+def function_transform(kind: str, ref: str, record: Any) -> Any:
+    """A fitted-state-free Ray Data step for a job step of type `kind` ('function' or 'dask') and its module record."""
+    from .transform import FunctionTransform
+
+    return FunctionTransform(kind=kind, module=record.name, version=record.version, sha256=record.sha256,
+                             source=record.source, function=parse_ref(ref).function)
+
+
+def module_function(module: str, version: int, sha256: str, source: str, function: str) -> Callable[..., Any]:
+    """The function `function` of a stored module source (built once per process)."""
+    loaded = _loaded_module(module, version, sha256, source)
+    found = getattr(loaded, function, None)
+    if not callable(found):
+        raise WorkFailed(f"module {module}@{version} defines no function '{function}'")
+    return found
+
+
+def apply_step(kind: str, ref: str, function: Callable[..., Any], df: pd.DataFrame) -> pd.DataFrame:
+    """Run one module step on a pandas batch and check the result keeps the batch's rows."""
+    if kind == "dask":
+        result = _apply_dask(ref, function, df)
+    else:
+        try:
+            result = function(df.copy())
+        except Exception as error:
+            raise WorkFailed(f"preprocess step {ref} failed on a batch of {len(df)} rows: "
+                             f"{type(error).__name__}: {error}") from error
+    return _aligned(ref, df, result)
+
+
+def _apply_dask(ref: str, function: Callable[..., Any], df: pd.DataFrame) -> pd.DataFrame:
+    import dask.dataframe as dd
+
+    frame = dd.from_pandas(df.copy(), npartitions=1, sort=False)
+    try:
+        result = function(frame)
+    except Exception as error:
+        raise WorkFailed(f"dask step {ref} failed building its graph for a batch of {len(df)} rows: "
+                         f"{type(error).__name__}: {error}") from error
+    if not isinstance(result, dd.DataFrame):
+        raise WorkFailed(f"dask step {ref} returned {type(result).__name__}; it must return a dask DataFrame")
+    try:
+        return result.compute(**dask_compute_options())
+    except Exception as error:
+        raise WorkFailed(f"dask step {ref} failed on a batch of {len(df)} rows: "
+                         f"{type(error).__name__}: {error}") from error
+
+
+def dask_compute_options() -> dict[str, Any]:
+    """How a dask step's graph is computed: as Ray tasks when this process is connected to Ray.
+
+    The tasks take no CPU of their own: the batch's caller (a Ray Data worker, a Serve replica)
+    waits for them with its CPU held, so asking for more could deadlock a full cluster. Outside
+    Ray (a plain Python process loading a package) dask's synchronous scheduler runs the same graph.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return {"scheduler": "sync"}
+    from ray.util.dask import ray_dask_get
+
+    return {"scheduler": ray_dask_get, "ray_remote_args": {"num_cpus": 0}}
+
+
+def _aligned(ref: str, df: pd.DataFrame, result: Any) -> pd.DataFrame:
+    """`result` with the batch's index; WorkFailed when it is not one row per input row."""
+    import pandas as pd
+
+    if not isinstance(result, pd.DataFrame):
+        raise WorkFailed(f"preprocess step {ref} returned {type(result).__name__}; it must return a pandas "
+                         "DataFrame (one row per input row)")
+    if len(result) != len(df):
+        raise WorkFailed(f"preprocess step {ref} returned {len(result)} rows for a batch of {len(df)}; a step "
+                         "must return one row per input row, in the same order (it cannot filter rows)")
+    if result.index.equals(df.index):
+        return result
+    if result.index.is_unique and df.index.is_unique and set(result.index) == set(df.index):
+        return result.loc[df.index]  # reordered by the step: put rows back where they came from
+    return result.set_axis(df.index, axis=0)  # a new index (reset_index): rows are taken in order
+
+
+# --- the package's copy of the sources -------------------------------------------------------------
+
+
+def package_transforms(preprocessor: Any) -> list[Any]:
+    """The FunctionTransform steps of a (fitted) chain, in order."""
+    if preprocessor is None:
+        return []
+    children = getattr(preprocessor, "preprocessors", None)
+    steps = list(children() if callable(children) else children) if children is not None else [preprocessor]
+    return [step for step in steps if type(step).__name__ == "FunctionTransform" and hasattr(step, "sha256")]
+
+
+def module_file_name(name: str, version: int) -> str:
+    return f"{name}@{version}.py"
+
+
+def package_modules(preprocessor: Any) -> list[dict[str, Any]]:
+    """Description entries of the distinct module versions a chain runs: name, version, sha256, file, functions."""
+    entries: dict[tuple[str, int], dict[str, Any]] = {}
+    for step in package_transforms(preprocessor):
+        entry = entries.setdefault((step.module, step.version), {
+            "name": step.module, "version": step.version, "sha256": step.sha256,
+            "file": f"{PACKAGE_MODULES_DIR}/{module_file_name(step.module, step.version)}", "functions": [],
+        })
+        if step.function not in entry["functions"]:
+            entry["functions"].append(step.function)
+    return list(entries.values())
+
+
+def write_package_sources(preprocessor: Any, folder: Path) -> None:
+    """Write each module version's exact source into `folder/modules/` (for people and audits)."""
+    for step in package_transforms(preprocessor):
+        target = folder / PACKAGE_MODULES_DIR / module_file_name(step.module, step.version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(step.source.encode("utf-8", "surrogateescape"))
+
+
+def verify_package_sources(preprocessor: Any, description: dict[str, Any], folder: Path) -> None:
+    """WorkFailed unless every module step's source matches the sha256 the package recorded for it."""
+    recorded = {(entry["name"], entry["version"]): entry["sha256"] for entry in description.get("modules", [])}
+    for step in package_transforms(preprocessor):
+        expected = recorded.get((step.module, step.version))
+        if expected is None:
+            raise WorkFailed(f"{folder}: the preprocessor runs module {step.module}@{step.version}, which the "
+                             "package description does not list")
+        for what, digest in (("pickled preprocessor", source_sha256(step.source)), ("recorded step", step.sha256)):
+            if digest != expected:
+                raise WorkFailed(f"{folder}: the {what}'s copy of module {step.module}@{step.version} has sha256 "
+                                 f"{digest}, not the package's {expected}")
