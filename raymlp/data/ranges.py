@@ -209,12 +209,13 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
         if data is None:
             data = _read_bytes(item, how.bytes_read)
         size = len(data)
-        lines = physical_lines(data)
         types = _types_for(how, item.file)
         if how.file_format == "csv":
-            from .csvfile import parse_csv_range
+            from .csvfile import parse_csv_range, scan_csv
 
-            parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types, how.booleans, lines)
+            scan = scan_csv(data, how.delimiter)
+            lines = scan.lines
+            parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types, how.booleans, scan)
             quotes = parsed.quotes
             if how.numbered_by_record:
                 lines = parsed.table.num_rows
@@ -222,6 +223,7 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
         else:
             from .jsonlines import parse_json_range
 
+            lines = physical_lines(data)
             parsed = parse_json_range(data, item.file, types, lines)
         table, row_ids, malformed = parsed.table, parsed.lines, parsed.malformed
         del data
@@ -279,11 +281,11 @@ def _conform(table: pa.Table, schema: pa.Schema, file: str) -> pa.Table:
 
 
 def write_part(table: pa.Table, path: Path) -> dict[str, Any]:
-    """One Parquet part (zstd; dictionary pages for text columns only, where they pay off)."""
+    """One Parquet part (snappy; dictionary pages for text columns only, where they pay off)."""
     import pyarrow.parquet as pq
 
     text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
-    pq.write_table(table, path, compression="zstd", use_dictionary=text or False)
+    pq.write_table(table, path, compression="snappy", use_dictionary=text or False)
     return {"path": path.name, "rows": table.num_rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
