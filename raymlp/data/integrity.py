@@ -137,6 +137,7 @@ def row_hash_sum(table: pa.Table) -> int:
         nulls = None
         if column.null_count:
             nulls = ~column.is_valid().to_numpy(zero_copy_only=False)
+            words = np.where(nulls, np.uint64(0), words)  # whatever stood in a null's slot, its word is 0
         columns.append((words, nulls, pa.types.is_floating(column.type),
                         np.uint64(((position + 1) * 0x9E3779B97F4A7C15) & _MASK64),
                         np.uint64((2 * position + 1) * 0x100000001B3 & _MASK64)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,6 +183,142 @@ def _read_postgres_copy(connection, select: str) -> pa.Table | None:
         decoded = [None if text is None else bytes.fromhex(text[2:]) for text in table.column(index).to_pylist()]
         table = table.set_column(index, name, pa.array(decoded, pa.binary()))
     return table
+
+
+@dataclass
+class CopyStream:
+    """A PostgreSQL `COPY ... TO STDOUT` in CSV, as whole-record chunks while it arrives."""
+
+    names: list[str]
+    column_types: dict[str, pa.DataType]
+    chunks: Iterator[bytes]
+
+
+#: CSV spellings of PostgreSQL's booleans in COPY output.
+POSTGRES_BOOLEANS = (["t"], ["f"])
+
+
+@contextmanager
+def postgres_copy_stream(url: str, *, table: str | None = None, query: str | None = None,
+                         chunk_bytes: int = 16 << 20) -> Iterator[CopyStream | None]:
+    """The rows of a table or query as CSV chunks of whole records (no header), received on a
+    thread while the caller works on earlier chunks; None when this path cannot carry the rows
+    exactly (not PostgreSQL, a type without an exact CSV form, bytea, or a single column, whose
+    NULL rows are empty lines)."""
+    import queue
+    import threading
+
+    import sqlalchemy as sa
+
+    from raymlp.catalog import redact_url
+
+    engine = engine_for(url)
+    if engine.dialect.name != "postgresql":
+        engine.dispose()
+        yield None
+        return
+    received: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    producer: threading.Thread | None = None
+    try:
+        with engine.connect() as connection:
+            if table is not None:
+                _declared_types(connection, table)
+                select = f"SELECT * FROM {raw_quote(engine.dialect, table)}"
+            else:
+                select = str(query).strip().rstrip(";")
+            cursor = connection.connection.dbapi_connection.cursor()
+            cursor.execute(f"SELECT * FROM ({select}) AS raymlp_source LIMIT 0")
+            columns = [(column[0], _POSTGRES_ARROW_TYPES.get(column[1])) for column in cursor.description]
+            names = [name for name, _ in columns]
+            exact = all(kind is not None and not pa.types.is_binary(kind) for _, kind in columns)
+            if not exact or len(names) < 2 or len(set(names)) != len(names) or not hasattr(cursor, "copy_expert"):
+                cursor.close()
+                yield None
+                return
+            sink = _RecordChunks(received, stop, chunk_bytes)
+
+            def produce() -> None:
+                try:
+                    cursor.copy_expert(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", sink, size=1 << 20)
+                    sink.finish()
+                except BaseException as error:  # handed to the consumer, which raises it
+                    received.put(error)
+
+            producer = threading.Thread(target=produce, name="raymlp-copy-out", daemon=True)
+            producer.start()
+
+            def chunks() -> Iterator[bytes]:
+                while True:
+                    item = received.get()
+                    if item is None:
+                        return
+                    if isinstance(item, BaseException):
+                        if isinstance(item, sa.exc.SQLAlchemyError) or type(item).__module__.startswith("psycopg"):
+                            raise WorkFailed(f"reading from {redact_url(url)} failed: {item}")
+                        raise item
+                    yield item
+
+            try:
+                yield CopyStream(names=names, column_types=dict(columns), chunks=chunks())
+            finally:
+                stop.set()
+                while producer.is_alive():  # unblock a producer waiting on a full queue
+                    try:
+                        received.get(timeout=0.1)
+                    except queue.Empty:
+                        pass
+                cursor.close()
+    except sa.exc.NoSuchTableError:
+        raise WorkFailed(f"table '{table}' does not exist in {redact_url(url)}") from None
+    except sa.exc.SQLAlchemyError as error:
+        raise WorkFailed(f"reading from {redact_url(url)} failed: {error.__class__.__name__}: {error.orig or error}") from None
+    finally:
+        engine.dispose()
+
+
+class _RecordChunks:
+    """The file COPY writes into: cuts what arrives into chunks of whole CSV records (a cut after
+    a newline with an even number of quotes before it) and queues them."""
+
+    def __init__(self, out, stop, chunk_bytes: int):
+        self.out, self.stop, self.chunk_bytes = out, stop, chunk_bytes
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        if self.stop.is_set():
+            raise WorkFailed("reading stopped")  # aborts the COPY
+        self.buffer += data
+        if len(self.buffer) >= self.chunk_bytes:
+            cut = self._last_record_end()
+            if cut:
+                self._put(bytes(self.buffer[:cut]))
+                del self.buffer[:cut]
+        return len(data)
+
+    def _last_record_end(self) -> int:
+        end = len(self.buffer)
+        while (newline := self.buffer.rfind(b"\n", 0, end)) >= 0:
+            if self.buffer.count(b'"', 0, newline) % 2 == 0:
+                return newline + 1
+            end = newline
+        return 0
+
+    def _put(self, item) -> None:
+        import queue
+
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise WorkFailed("reading stopped")
+
+    def finish(self) -> None:
+        if self.buffer:
+            self._put(bytes(self.buffer))
+        self._put(None)
 
 
 def _is_boolean(kind: Any) -> bool:

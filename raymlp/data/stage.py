@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,11 @@ def convert_stage(context: StageContext) -> PublishedVersion:
     data = context.config.data
     if data.collect is None and data.source.format in ("csv", "json", "parquet"):
         return _convert_files(context)
+    unique_rules = data.schema_ is not None and any(spec.unique for spec in data.schema_.columns.values())
+    if data.collect is not None and data.collect.shard_key is None and not unique_rules:
+        streamed = _convert_postgres_stream(context)
+        if streamed is not None:
+            return streamed
     from .validate import check_rows
 
     started = time.perf_counter()
@@ -140,6 +146,54 @@ def _convert_files(context: StageContext) -> PublishedVersion:
         )
     _report_convert(context, version, validation, read.records, read.bytes, started)
     return version
+
+
+def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
+    """A PostgreSQL table to a version while COPY delivers it: chunks are parsed, checked, digested
+    and written on worker threads as the next ones arrive. None when the table needs the general path."""
+    from raymlp.catalog import redact_url
+
+    from .ranges import read_stream
+    from .sql import POSTGRES_BOOLEANS, postgres_copy_stream
+    from .versions import VersionStaging
+
+    data = context.config.data
+    started = time.perf_counter()
+    rules = data.schema_
+    from .ranges import RANGE_BYTES_ENV
+
+    chunk_bytes = int(os.environ.get(RANGE_BYTES_ENV) or 16 << 20)
+    with postgres_copy_stream(data.collect.url, table=data.collect.table, chunk_bytes=chunk_bytes) as stream:
+        if stream is None:
+            return None
+        with VersionStaging(context.storage.root, data.dataset.name) as staging, \
+                context.reporter.progress("convert", None) as progress:
+            read = read_stream(stream.chunks, stream.names, stream.column_types, f"table {data.collect.table}",
+                               booleans=POSTGRES_BOOLEANS, rules=rules, part_folder=staging.path, progress=progress)
+            if rules is not None and rules.on_error == "fail" and read.quarantine is not None:
+                _fail_with_first_reasons(read.quarantine)
+            validation: dict[str, Any] = {"rules": None, "rows_in": read.records, "rows_malformed": read.malformed,
+                                          "rows_kept": read.rows, "rows_quarantined": read.malformed + read.invalid}
+            if rules is not None:
+                validation.update({"on_error": rules.on_error, "rows_invalid": read.invalid,
+                                   "rules": rules.model_dump(mode="json", by_alias=True)})
+            if read.rows == 0:
+                raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({read.records} read, none kept)")
+            source_info = {"kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
+                           "rows": read.records}
+            version = staging.publish(
+                context.catalog, schema=read.schema, row_count=read.rows, files=read.parts,
+                content_digest=read.content_digest, statistics=read.statistics, source=source_info,
+                quarantined=read.quarantine, validation=validation,
+            )
+    _report_convert(context, version, validation, read.records, read.bytes, started)
+    return version
+
+
+def _fail_with_first_reasons(quarantine) -> None:
+    rows = quarantine.slice(0, 20).to_pylist()
+    raise WorkFailed(f"{quarantine.num_rows} rows break data.schema (on_error: fail); first reasons:\n  "
+                     + "\n  ".join(f"row {row['_raymlp_row']}: {row['_raymlp_reason']}" for row in rows))
 
 
 def _report_convert(context: StageContext, version: PublishedVersion, validation: dict[str, Any], rows_in: int,

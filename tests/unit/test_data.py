@@ -285,3 +285,53 @@ def test_dataset_names_that_are_paths_are_refused(tmp_path, catalog):
         with pytest.raises(UsageError, match="is not a usable dataset name"):
             publish_version(catalog, str(tmp_path), bad, wine_table(), {"kind": "test"})
     assert not (tmp_path / "outside").exists()
+
+
+def test_postgres_table_streams_into_a_version_chunk_by_chunk(tmp_path, monkeypatch):
+    """COPY output cut into many small chunks (records with commas, quotes and newlines, NULL and
+    '' apart) gives the same version as the whole table, and `fail` rules name the row."""
+    import sqlalchemy as sa
+
+    from raymlp import load_job, run_job
+    from raymlp.context import Reporter
+    from raymlp.data.sql import engine_for
+
+    require_service(POSTGRES_URL, "PostgreSQL")
+    name = f"raymlp_s_{uuid.uuid4().hex[:10]}"
+    table = pa.concat_tables([awkward_table()] * 400)
+    monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RAYMLP_READ_RANGE_BYTES", "3000")
+    job = tmp_path / "job.yaml"
+    job.write_text("version: 1\nname: streamed\ndata:\n  source: {format: csv, path: unused.csv}\n"
+                   f"  collect: {{url: '{POSTGRES_URL}', table: {name}}}\n  dataset: {{name: streamed}}\n")
+    try:
+        write_table(POSTGRES_URL, name, table, "fail")
+        summary = run_job(load_job(job), only=["convert"], reporter=Reporter(quiet=True))
+        with Catalog(f"sqlite:///{tmp_path / 'home' / 'catalog.db'}") as catalog:
+            record = catalog.get_dataset_version("streamed")
+        assert summary.dataset_rows == 2000 and len(record.manifest["files"]) > 10
+        assert record.content_digest == content_digest(table)
+        got = read_version_table(record.path, record.manifest).select(table.column_names)
+        assert sorted(map(str, got.to_pylist())) == sorted(map(str, table.to_pylist()))
+        job.write_text(job.read_text() + "  schema: {on_error: fail, columns: {count: {type: int, max: 1000}}}\n")
+        with pytest.raises(WorkFailed, match=r"400 rows break data.schema .*\n  row 4: count: above max 1000"):
+            run_job(load_job(job), only=["convert"], reporter=Reporter(quiet=True))
+    finally:
+        engine = engine_for(POSTGRES_URL)
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+        engine.dispose()
+
+
+def test_digest_of_pieces_is_the_digest_of_the_whole_with_nulls_of_every_type():
+    from raymlp.data.integrity import ContentDigest
+
+    table = pa.concat_tables([awkward_table()] * 7)
+    for size in (1, 3, 11):
+        pieces = ContentDigest(table.schema)
+        for start in range(0, table.num_rows, size):
+            pieces.add(table.slice(start, size))
+        assert pieces.hexdigest() == content_digest(table)
+    nulled = awkward_table().to_pylist()
+    nulled[0]["text"] = None  # a null where a value was changes the digest, in every column kind
+    assert content_digest(pa.Table.from_pylist(nulled, schema=awkward_table().schema)) != content_digest(awkward_table())
