@@ -122,12 +122,12 @@ def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
     if scan.stray_quote:
         return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     try:
-        table = _read_typed_else_inferred(data, names, delimiter, column_types, quotes > 0, booleans)
+        table = _read_typed_else_inferred(data, names, delimiter, column_types, quotes != 0, booleans)
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     if any(pa.types.is_binary(field.type) for field in table.schema):  # pyarrow's guess for bytes that are not UTF-8
         return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
-    if scan.lines == table.num_rows:  # one line per record
+    if scan.lines in (table.num_rows, -1):  # one line per record, or not counted (records numbered in order)
         return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None, quotes=quotes)
     try:  # records span lines, or blank lines: find each start
         lines = _record_start_lines(data, delimiter)

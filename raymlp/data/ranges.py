@@ -211,9 +211,12 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
         size = len(data)
         types = _types_for(how, item.file)
         if how.file_format == "csv":
-            from .csvfile import parse_csv_range, scan_csv
+            from .csvfile import Scan, parse_csv_range, scan_csv
 
-            scan = scan_csv(data, how.delimiter)
+            if how.numbered_by_record:  # a database's own CSV: no stray quotes, rows counted by record
+                scan = Scan(lines=-1, quotes=-1, stray_quote=False)  # -1: not counted
+            else:
+                scan = scan_csv(data, how.delimiter)
             lines = scan.lines
             parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types, how.booleans, scan)
             quotes = parsed.quotes

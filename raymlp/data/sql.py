@@ -278,31 +278,27 @@ def postgres_copy_stream(url: str, *, table: str | None = None, query: str | Non
 
 
 class _RecordChunks:
-    """The file COPY writes into: cuts what arrives into chunks of whole CSV records (a cut after
-    a newline with an even number of quotes before it) and queues them."""
+    """The file COPY writes into. psycopg2 calls `write` once per CopyData message, and PostgreSQL
+    sends one message per row, so joining messages never cuts a record; about `chunk_bytes` of them
+    go onto the queue at a time (a full queue stalls COPY: memory stays bounded)."""
 
     def __init__(self, out, stop, chunk_bytes: int):
         self.out, self.stop, self.chunk_bytes = out, stop, chunk_bytes
-        self.buffer = bytearray()
+        self.rows: list[bytes] = []
+        self.rows_per_chunk = 256  # until the first chunk shows how long rows are
 
-    def write(self, data: bytes) -> int:
-        if self.stop.is_set():
-            raise WorkFailed("reading stopped")  # aborts the COPY
-        self.buffer += data
-        if len(self.buffer) >= self.chunk_bytes:
-            cut = self._last_record_end()
-            if cut:
-                self._put(bytes(self.buffer[:cut]))
-                del self.buffer[:cut]
-        return len(data)
-
-    def _last_record_end(self) -> int:
-        end = len(self.buffer)
-        while (newline := self.buffer.rfind(b"\n", 0, end)) >= 0:
-            if self.buffer.count(b'"', 0, newline) % 2 == 0:
-                return newline + 1
-            end = newline
+    def write(self, row: bytes) -> int:
+        rows = self.rows
+        rows.append(row)
+        if len(rows) >= self.rows_per_chunk:
+            self._flush()
         return 0
+
+    def _flush(self) -> None:
+        chunk = b"".join(self.rows)
+        self.rows_per_chunk = max(64, self.chunk_bytes * len(self.rows) // max(len(chunk), 1))
+        self.rows = []
+        self._put(chunk)
 
     def _put(self, item) -> None:
         import queue
@@ -313,11 +309,11 @@ class _RecordChunks:
                 return
             except queue.Full:
                 continue
-        raise WorkFailed("reading stopped")
+        raise WorkFailed("reading stopped")  # aborts the COPY
 
     def finish(self) -> None:
-        if self.buffer:
-            self._put(bytes(self.buffer))
+        if self.rows:
+            self._flush()
         self._put(None)
 
 
