@@ -77,6 +77,7 @@ class RangeRead:
     bytes_read: Callable[[], None] | None = None  # told when a range's bytes are in memory
     booleans: tuple[list[str], list[str]] | None = None  # CSV spellings of true and false, if not pyarrow's
     numbered_by_record: bool = False  # rows are numbered by record (a database's rows), not by line
+    summarize: bool = True  # digest and statistics (a collect, which only keeps the rows, needs neither)
 
 
 @dataclass
@@ -248,7 +249,8 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
         part = write_part(table, Path(how.part_folder) / f"range-{item.index:06d}.parquet")
     return RangeResult(
         range=item, schema=table.schema, records=records, rows=table.num_rows,
-        hash_sum=row_hash_sum(canonical(table)), statistics=partial_statistics(table, how.skip_distinct),
+        hash_sum=row_hash_sum(canonical(table)) if how.summarize else 0,
+        statistics=partial_statistics(table, how.skip_distinct) if how.summarize else {},
         quarantine=quarantine, malformed=0 if malformed is None else malformed.num_rows, invalid=invalid,
         quotes=quotes, lines=lines, bytes=size, part=part, unique_values=unique_values,
         table=table if how.keep_table else None,
@@ -467,8 +469,11 @@ def read_files(
     keep_table: bool = False,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    summarize: bool = True,
 ) -> FilesRead:
     """Read `files` range by range in parallel (see the module's description).
+
+    `summarize=False` skips the content digest and statistics (a collect keeps only the rows).
 
     With `part_folder`, each range becomes a Parquet part there (the parts are listed in order);
     with `keep_table`, the rows are also returned as one table (for collect and small sources).
@@ -490,7 +495,7 @@ def read_files(
     plan = plan_ranges(files, file_format, range_bytes(total, workers), starts)
     hashes = _SourceHashes(files, len(plan))
     how = RangeRead(file_format=file_format, delimiter=source.delimiter, names=names, rules=rules,
-                    bytes_read=hashes.bytes_read,
+                    bytes_read=hashes.bytes_read, summarize=summarize,
                     part_folder=None if part_folder is None else str(part_folder), keep_table=keep_table,
                     column_types=_sampled_types(plan, names, source.delimiter) if file_format == "csv" else None)
     runner = _runner(workers, progress)

@@ -76,7 +76,7 @@ def read_source(source: SourceConfig, progress=None) -> SourceData:
     files = expand_paths(source.path, source.format)  # type: ignore[arg-type]
     if source.format == "images":
         return _read_images(source, files)
-    read = read_files(files, source, keep_table=True, progress=progress)
+    read = read_files(files, source, keep_table=True, progress=progress, summarize=False)
     return SourceData(table=read.table, description=files_description(source, read.files), files=files,
                       bytes=read.bytes, malformed=read.quarantine)
 
