@@ -9,6 +9,7 @@ import pyarrow as pa
 
 #: Distinct values are counted exactly up to this many; beyond it a column says "more than".
 DISTINCT_LIMIT = 10_000
+_NAN = "NaN"  # every NaN is one distinct value (NaN != NaN would count each apart)
 
 
 def _is_number(kind: pa.DataType) -> bool:
@@ -30,12 +31,16 @@ def partial_statistics(table: pa.Table, skip_distinct: frozenset[str] = frozense
         if field.name not in skip_distinct and len(pc.unique(column.slice(0, 4 * DISTINCT_LIMIT))) <= DISTINCT_LIMIT:
             values = pc.unique(column)  # a cheap look at the first rows spares this for id-like columns
             if len(values) <= DISTINCT_LIMIT:
-                entry["distinct"] = set(values.drop_null().to_pylist())
+                entry["distinct"] = {_NAN if value != value else value for value in values.drop_null().to_pylist()}
         if (_is_number(field.type) or pa.types.is_temporal(field.type)) and entry["count"]:
             bounds = pc.min_max(column)
             entry["min"], entry["max"] = bounds["min"].as_py(), bounds["max"].as_py()
             if _is_number(field.type):
-                entry["sum"] = pc.sum(column.cast(pa.float64())).as_py() or 0.0
+                numbers = column.cast(pa.float64())
+                if pa.types.is_floating(field.type):  # NaN is not a number to average: skipped, like nulls
+                    numbers = pc.drop_null(pc.if_else(pc.is_nan(numbers), None, numbers))
+                    entry["count"] = len(numbers)
+                entry["sum"] = pc.sum(numbers).as_py() or 0.0
         pieces[field.name] = entry
     return pieces
 

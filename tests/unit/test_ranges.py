@@ -213,3 +213,18 @@ def test_a_stream_of_chunks_reads_like_the_whole(tmp_path):
     assert result.rows == 20_000 and len(result.parts) > 5
     assert result.content_digest == content_digest(table)
     assert result.table.equals(table)
+
+
+def test_statistics_merge_pieces_and_cap_distinct_counts():
+    from raymlp.data.statistics import DISTINCT_LIMIT, column_statistics, finish_statistics, merge_statistics, partial_statistics
+
+    table = pa.table({"id": np.arange(DISTINCT_LIMIT + 5), "kind": [f"k{i % 7}" for i in range(DISTINCT_LIMIT + 5)],
+                      "x": np.where(np.arange(DISTINCT_LIMIT + 5) % 2 == 0, np.nan, 1.0)})
+    whole = column_statistics(table)
+    merged: dict = {}
+    for start in range(0, table.num_rows, 997):
+        merge_statistics(merged, partial_statistics(table.slice(start, 997)))
+    assert finish_statistics(merged, table.schema) == whole
+    assert whole["id"]["distinct_over"] == DISTINCT_LIMIT and "distinct" not in whole["id"]
+    assert whole["id"]["min"] == 0 and whole["id"]["max"] == DISTINCT_LIMIT + 4
+    assert whole["kind"] == {"nulls": 0, "distinct": 7}
