@@ -81,18 +81,29 @@ def read_sql(
                 selectable = sa.text(f"SELECT * FROM {engine.dialect.identifier_preparer.quote(table)}")
                 raw_select = f"SELECT * FROM {raw_quote(engine.dialect, table)}"
             else:
-                selectable = raw_select = sa.text(query)
+                selectable = raw_select = query  # sent as written: a ':name' in a literal is text, not a parameter
             if engine.dialect.name == "postgresql":
                 fast = _read_postgres_copy(connection, str(raw_select))
                 if fast is not None:
                     return fast
-            result = connection.execute(selectable)
-            names = list(result.keys())
-            rows = result.fetchall()
+            if table is not None:
+                result = connection.execute(selectable)
+                names, rows = list(result.keys()), result.fetchall()
+            else:  # the driver's own cursor, no parameters: nothing in the text is taken for one
+                cursor = connection.connection.dbapi_connection.cursor()
+                try:
+                    cursor.execute(selectable)
+                    names, rows = [column[0] for column in cursor.description], cursor.fetchall()
+                except engine.dialect.loaded_dbapi.Error as error:
+                    raise WorkFailed(f"reading from {redact_url(url)} failed: {type(error).__name__}: {error}") from None
+                finally:
+                    cursor.close()
     except sa.exc.NoSuchTableError:
         raise WorkFailed(f"table '{table}' does not exist in {redact_url(url)}") from None
     except sa.exc.SQLAlchemyError as error:
         raise WorkFailed(f"reading from {redact_url(url)} failed: {error.__class__.__name__}: {error.orig or error}") from None
+    except engine.dialect.loaded_dbapi.Error as error:  # raised by the driver's own cursor (COPY, queries)
+        raise WorkFailed(f"reading from {redact_url(url)} failed: {type(error).__name__}: {error}".strip()) from None
     finally:
         engine.dispose()
     return _table_from_rows(names, rows, declared)
@@ -273,6 +284,8 @@ def postgres_copy_stream(url: str, *, table: str | None = None, query: str | Non
         raise WorkFailed(f"table '{table}' does not exist in {redact_url(url)}") from None
     except sa.exc.SQLAlchemyError as error:
         raise WorkFailed(f"reading from {redact_url(url)} failed: {error.__class__.__name__}: {error.orig or error}") from None
+    except engine.dialect.loaded_dbapi.Error as error:  # raised by the driver's own cursor (COPY, queries)
+        raise WorkFailed(f"reading from {redact_url(url)} failed: {type(error).__name__}: {error}".strip()) from None
     finally:
         engine.dispose()
 

@@ -335,3 +335,11 @@ def test_digest_of_pieces_is_the_digest_of_the_whole_with_nulls_of_every_type():
     nulled = awkward_table().to_pylist()
     nulled[0]["text"] = None  # a null where a value was changes the digest, in every column kind
     assert content_digest(pa.Table.from_pylist(nulled, schema=awkward_table().schema)) != content_digest(awkward_table())
+
+
+def test_a_query_is_sent_as_written(database_url):
+    """'%' and ':name' inside a query's literals are text, not parameters, on every driver."""
+    table = read_sql(database_url, query="SELECT 'a%b :name' AS v, 1 AS n")
+    assert table.to_pylist() == [{"v": "a%b :name", "n": 1}]
+    with pytest.raises(WorkFailed, match="reading from .* failed"):
+        read_sql(database_url, query="SELECT * FROM raymlp_no_such_table_here")
