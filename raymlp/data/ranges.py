@@ -72,7 +72,6 @@ class RangeRead:
     rules: SchemaConfig | None = None
     part_folder: str | None = None  # write each range as a Parquet part here
     keep_table: bool = False
-    skip_distinct: frozenset[str] = frozenset()
     seen: dict[str, set] | None = None  # unique values that earlier ranges already had
     bytes_read: Callable[[], None] | None = None  # told when a range's bytes are in memory
     booleans: tuple[list[str], list[str]] | None = None  # CSV spellings of true and false, if not pyarrow's
@@ -250,7 +249,7 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
     return RangeResult(
         range=item, schema=table.schema, records=records, rows=table.num_rows,
         hash_sum=row_hash_sum(canonical(table)) if how.summarize else 0,
-        statistics=partial_statistics(table, how.skip_distinct) if how.summarize else {},
+        statistics=partial_statistics(table) if how.summarize else {},
         quarantine=quarantine, malformed=0 if malformed is None else malformed.num_rows, invalid=invalid,
         quotes=quotes, lines=lines, bytes=size, part=part, unique_values=unique_values,
         table=table if how.keep_table else None,

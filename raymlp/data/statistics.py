@@ -16,11 +16,8 @@ def _is_number(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
 
 
-def partial_statistics(table: pa.Table, skip_distinct: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
-    """Mergeable statistics of one piece of a table (see `merge_statistics`, `finish_statistics`).
-
-    `skip_distinct` names columns already known to have more than `DISTINCT_LIMIT` values.
-    """
+def partial_statistics(table: pa.Table) -> dict[str, dict[str, Any]]:
+    """Mergeable statistics of one piece of a table (see `merge_statistics`, `finish_statistics`)."""
     import pyarrow.compute as pc
 
     pieces: dict[str, dict[str, Any]] = {}
@@ -28,7 +25,7 @@ def partial_statistics(table: pa.Table, skip_distinct: frozenset[str] = frozense
         column = table.column(field.name)
         entry: dict[str, Any] = {"rows": len(column), "nulls": column.null_count, "distinct": None,
                                  "min": None, "max": None, "sum": 0.0, "count": len(column) - column.null_count}
-        if field.name not in skip_distinct and len(pc.unique(column.slice(0, 4 * DISTINCT_LIMIT))) <= DISTINCT_LIMIT:
+        if len(pc.unique(column.slice(0, 4 * DISTINCT_LIMIT))) <= DISTINCT_LIMIT:
             values = pc.unique(column)  # a cheap look at the first rows spares this for id-like columns
             if len(values) <= DISTINCT_LIMIT:
                 entry["distinct"] = {_NAN if value != value else value for value in values.drop_null().to_pylist()}
