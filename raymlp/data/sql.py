@@ -242,7 +242,8 @@ def postgres_copy_stream(url: str, *, table: str | None = None, query: str | Non
             cursor.execute(f"SELECT * FROM ({select}) AS raymlp_source LIMIT 0")
             columns = [(column[0], _POSTGRES_ARROW_TYPES.get(column[1])) for column in cursor.description]
             names = [name for name, _ in columns]
-            exact = all(kind is not None and not pa.types.is_binary(kind) for _, kind in columns)
+            exact = all(kind is not None for _, kind in columns) and all(
+                column[1] != _BYTEA for column in cursor.description)  # bytea arrives as hex text
             if not exact or len(names) < 2 or len(set(names)) != len(names) or not hasattr(cursor, "copy_expert"):
                 cursor.close()
                 yield None
