@@ -73,7 +73,7 @@ class RangeRead:
     part_folder: str | None = None  # write each range as a Parquet part here
     keep_table: bool = False
     seen: dict[str, set] | None = None  # unique values that earlier ranges already had
-    bytes_read: Callable[[], None] | None = None  # told when a range's bytes are in memory
+    bytes_read: Callable[[ReadRange, bytes | None], None] | None = None  # told when a range's bytes are in memory
     booleans: tuple[list[str], list[str]] | None = None  # CSV spellings of true and false, if not pyarrow's
     numbered_by_record: bool = False  # rows are numbered by record (a database's rows), not by line
     summarize: bool = True  # digest and statistics (a collect, which only keeps the rows, needs neither)
@@ -173,12 +173,12 @@ def plan_ranges(files: list[Path], file_format: str, size: int, data_starts: dic
 
 # --- one range ------------------------------------------------------------------------------
 
-def _read_bytes(item: ReadRange, bytes_read: Callable[[], None] | None = None) -> bytes:
+def _read_bytes(item: ReadRange, bytes_read: Callable[[ReadRange, bytes | None], None] | None = None) -> bytes:
     with open(item.file, "rb") as handle:
         handle.seek(item.start)
         data = handle.read(item.end - item.start)
     if bytes_read is not None:
-        bytes_read()
+        bytes_read(item, data)
     return data
 
 
@@ -203,7 +203,7 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
         row_ids = np.arange(item.first_record + 1, item.first_record + table.num_rows + 1)
         malformed = None
         if how.bytes_read is not None:
-            how.bytes_read()
+            how.bytes_read(item, None)
         size = sum(pq.ParquetFile(item.file).metadata.row_group(g).total_byte_size for g in range(item.start, item.end))
     else:
         if data is None:
@@ -414,16 +414,21 @@ def _runner(workers: int, progress: Callable[[int, int], None] | None):
 class _SourceHashes:
     """sha256 of every source file before and after it is read, on a thread beside the readers.
 
-    The first hash runs while the ranges are read; the second starts as soon as the last range
-    has its bytes (the others are still being parsed), and is taken again at the end when some
-    range had to be read a second time.
+    The first hash is made of the very bytes the readers read, taken in file order as they arrive
+    (no second read of the file; a Parquet file, or ranges read by Ray tasks elsewhere, are read
+    here instead). The second hash starts as soon as the last range has its bytes (the others are
+    still being parsed) and is taken again at the end when some range had to be read a second time.
     """
 
-    def __init__(self, files: list[Path], reads: int):
+    def __init__(self, files: list[Path], reads: int, data_starts: dict[str, int] | None):
+        import queue
+
         self.files = files
         self.stats = {str(path): _stat(path) for path in files}
         self.before: dict[str, str] = {}
         self.after: dict[str, str] = {}
+        self._fed = data_starts  # None: nothing is fed, read the files here
+        self._arrivals: queue.SimpleQueue = queue.SimpleQueue()
         self._reads_expected = reads
         self._reads = 0
         self._lock = threading.Lock()
@@ -431,20 +436,60 @@ class _SourceHashes:
         self._thread = threading.Thread(target=self._hash, name="raymlp-source-sha256", daemon=True)
         self._thread.start()
 
-    def _hash(self) -> None:
-        self.before = {str(path): file_sha256(path) for path in self.files}
-        self._all_read.wait()
-        self.after = {str(path): file_sha256(path) for path in self.files}
-
-    def bytes_read(self) -> None:
-        """Called by a reader once it holds its range's bytes."""
+    def bytes_read(self, item: ReadRange, data: bytes | None) -> None:
+        """Called by a reader once it holds its range's bytes (None for a Parquet range)."""
+        if data is not None and self._fed is not None:
+            self._arrivals.put((item, data))
         with self._lock:
             self._reads += 1
             if self._reads >= self._reads_expected:
                 self._all_read.set()
 
-    def check_unchanged(self) -> dict[str, str]:
+    def _hash(self) -> None:
+        import hashlib
+
+        fed = self._fed or {}
+        digests, offsets, waiting = {}, {}, {}
+        for path in self.files:
+            name = str(path)
+            if name not in fed:
+                self.before[name] = file_sha256(path)
+                continue
+            digests[name] = hashlib.sha256()
+            with open(path, "rb") as handle:  # the header line, which no range holds
+                digests[name].update(handle.read(fed[name]))
+            offsets[name], waiting[name] = fed[name], {}
+        unfinished = {name for name in digests if offsets[name] < self.stats[name][0]}
+        while unfinished:
+            item, data = self._arrivals.get()
+            if item is None:  # stopped early: read what did not arrive
+                break
+            if item.file not in unfinished or item.start < offsets[item.file]:
+                continue  # bytes read a second time (a merged or re-read range)
+            waiting[item.file][item.start] = (item.end, data)
+            while offsets[item.file] in waiting[item.file]:
+                end, piece = waiting[item.file].pop(offsets[item.file])
+                digests[item.file].update(piece)
+                offsets[item.file] = end
+            if offsets[item.file] >= self.stats[item.file][0]:
+                unfinished.discard(item.file)
+        for name in unfinished:
+            with open(name, "rb") as handle:
+                handle.seek(offsets[name])
+                while piece := handle.read(4 << 20):
+                    digests[name].update(piece)
+        for name, digest in digests.items():
+            self.before[name] = digest.hexdigest()
+        self._all_read.wait()
+        self.after = {str(path): file_sha256(path) for path in self.files}
+
+    def stop(self) -> None:
+        """Let the thread finish (an error, or every range read): it reads what never arrived."""
+        self._arrivals.put((None, None))
         self._all_read.set()
+
+    def check_unchanged(self) -> dict[str, str]:
+        self.stop()
         self._thread.join()
         if self._reads > self._reads_expected:  # read again after the second hash began
             self.after = {str(path): file_sha256(path) for path in self.files}
@@ -492,12 +537,15 @@ def read_files(
             names[str(path)], starts[str(path)] = read_header(path, source.delimiter)
     total = sum(os.path.getsize(path) for path in files)
     plan = plan_ranges(files, file_format, range_bytes(total, workers), starts)
-    hashes = _SourceHashes(files, len(plan))
+    runner = _runner(workers, progress)
+    fed = None  # where each file's ranges start: their bytes make the first hash (threads only)
+    if isinstance(runner, _Runner) and file_format != "parquet":
+        fed = {str(path): starts.get(str(path), 0) for path in files}
+    hashes = _SourceHashes(files, len(plan), fed)
     how = RangeRead(file_format=file_format, delimiter=source.delimiter, names=names, rules=rules,
                     bytes_read=hashes.bytes_read, summarize=summarize,
                     part_folder=None if part_folder is None else str(part_folder), keep_table=keep_table,
                     column_types=_sampled_types(plan, names, source.delimiter) if file_format == "csv" else None)
-    runner = _runner(workers, progress)
     try:
         stop_early = rules is not None and rules.on_error == "fail"
         results = runner.run([(item, how) for item in plan], stop_at_quarantine=stop_early)
@@ -515,6 +563,7 @@ def read_files(
             schema = unified_schema([r.schema for r in _ordered(results) if r.rows] or [schema])
     finally:
         runner.close()
+        hashes.stop()
     ordered = _ordered(results)
     file_hashes = hashes.check_unchanged()
     return _assemble(ordered, schema, file_hashes, part_folder, keep_table, file_format)

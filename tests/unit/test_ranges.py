@@ -50,7 +50,7 @@ def test_cuts_inside_quoted_newlines_are_mended(tmp_path, tiny_ranges):
     assert result.table.column("id").to_pylist() == list(range(200))
     assert result.schema.field("score").type == pa.float64()
     assert result.content_digest == content_digest(result.table)
-    assert file_sha256(path) == before
+    assert file_sha256(path) == before == result.files[0]["sha256"]  # hashed from the bytes the ranges read
 
 
 def test_types_that_change_late_in_a_file_are_unified_and_text_is_kept_exactly(tmp_path, tiny_ranges):
@@ -228,3 +228,19 @@ def test_statistics_merge_pieces_and_cap_distinct_counts():
     assert whole["id"]["distinct_over"] == DISTINCT_LIMIT and "distinct" not in whole["id"]
     assert whole["id"]["min"] == 0 and whole["id"]["max"] == DISTINCT_LIMIT + 4
     assert whole["kind"] == {"nulls": 0, "distinct": 7}
+
+
+def test_a_file_changed_while_it_is_read_fails_the_read(tmp_path, tiny_ranges):
+    path = tmp_path / "moving.csv"
+    path.write_text("id,v\n" + "\n".join(f"{i},{i}" for i in range(3000)) + "\n")
+    changed = []
+
+    def change_once(rows: int, size: int) -> None:
+        if not changed:
+            changed.append(True)
+            with open(path, "r+b") as handle:  # same size, other bytes
+                handle.seek(100)
+                handle.write(b"9")
+
+    with pytest.raises(WorkFailed, match="source files changed while they were read"):
+        read([path], progress=change_once)
