@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import random
 import re
 import sqlite3
 import time
@@ -883,7 +884,10 @@ class Catalog:
             raise CatalogError(f"module source must be text, got {type(source).__name__}")
         digest = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()
         cleaned = _clean_json(list(functions), "functions", redact_keys=False)
-        for attempt in range(5):
+        attempts = 50  # each conflict means another writer took a number; n writers need at most n - 1 retries
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(random.uniform(0.001, 0.02))  # writers that collided try again apart
             try:
                 with self._session(write=True) as session:
                     latest = session.scalars(
@@ -907,7 +911,7 @@ class Catalog:
                     session.flush()
                     return ModuleAdded(_module_record(row), created=True, same_as=same_as)
             except IntegrityError as exc:  # a concurrent add took the number: count again
-                if attempt == 4:
+                if attempt == attempts - 1:
                     raise CatalogError(f"cannot add module {name!r}: {_redact_text(str(exc.orig))}") from exc
         raise AssertionError("unreachable")
 
