@@ -242,15 +242,20 @@ def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
         writer.writerow(record)
         lines.append(start)
     table = _read_typed_else_inferred(good_text.getvalue().encode("utf-8"), names, ",", column_types, True)
-    malformed = None
-    if bad_lines:
-        malformed = pa.table({
-            SOURCE_COLUMN: pa.array([source] * len(bad_lines), pa.string()),
-            ROW_COLUMN: pa.array(bad_lines, pa.int64()),
-            REASON_COLUMN: pa.array(reasons, pa.string()),
-            TEXT_COLUMN: pa.array(texts, pa.string()),
-        })
-    return ParsedCsv(table=table, lines=np.asarray(lines, dtype=np.int64), malformed=malformed)
+    return ParsedCsv(table=table, lines=np.asarray(lines, dtype=np.int64),
+                     malformed=malformed_records(source, bad_lines, reasons, texts))
+
+
+def malformed_records(source: str, lines: list[int], reasons: list[str], texts: list[str]) -> pa.Table | None:
+    """Quarantine rows for records that could not be parsed: file, line, reason, the text as read."""
+    if not lines:
+        return None
+    return pa.table({
+        SOURCE_COLUMN: pa.array([source] * len(lines), pa.string()),
+        ROW_COLUMN: pa.array(lines, pa.int64()),
+        REASON_COLUMN: pa.array(reasons, pa.string()),
+        TEXT_COLUMN: pa.array(texts, pa.string()),
+    })
 
 
 def _split_lines(text: str) -> list[str]:

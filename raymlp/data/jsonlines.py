@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from .csvfile import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, TEXT_COLUMN, ParsedCsv, physical_lines
+from .csvfile import ParsedCsv, malformed_records, physical_lines
 
 
 def _read(data: bytes, column_types: dict[str, pa.DataType] | None) -> pa.Table:
@@ -66,12 +66,5 @@ def parse_json_range(data: bytes, source: str, column_types: dict[str, pa.DataTy
             good.append(line)
             lines.append(number)
     table = _read_typed_else_inferred(b"\n".join(good) + b"\n", column_types) if good else pa.table({})
-    malformed = None
-    if bad_lines:
-        malformed = pa.table({
-            SOURCE_COLUMN: pa.array([source] * len(bad_lines), pa.string()),
-            ROW_COLUMN: pa.array(bad_lines, pa.int64()),
-            REASON_COLUMN: pa.array(reasons, pa.string()),
-            TEXT_COLUMN: pa.array(texts, pa.string()),
-        })
-    return ParsedCsv(table=table, lines=np.asarray(lines, dtype=np.int64), malformed=malformed)
+    return ParsedCsv(table=table, lines=np.asarray(lines, dtype=np.int64),
+                     malformed=malformed_records(source, bad_lines, reasons, texts))

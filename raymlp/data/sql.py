@@ -69,11 +69,9 @@ def read_sql(
         return pa.concat_tables([piece for _, piece in pieces], promote_options="permissive")
     import sqlalchemy as sa
 
-    from raymlp.catalog import redact_url
-
     engine = engine_for(url)
     try:
-        with engine.connect() as connection:
+        with _read_errors(url, table, engine), engine.connect() as connection:
             declared: dict[str, Any] = {}
             if table is not None:
                 declared = _declared_types(connection, table)
@@ -94,19 +92,29 @@ def read_sql(
                 try:
                     cursor.execute(selectable)
                     names, rows = [column[0] for column in cursor.description], cursor.fetchall()
-                except engine.dialect.loaded_dbapi.Error as error:
-                    raise WorkFailed(f"reading from {redact_url(url)} failed: {type(error).__name__}: {error}") from None
                 finally:
                     cursor.close()
+    finally:
+        engine.dispose()
+    return _table_from_rows(names, rows, declared)
+
+
+@contextmanager
+def _read_errors(url: str, table: str | None, engine) -> Iterator[None]:
+    """Failures while reading `url` as one WorkFailed naming the (redacted) URL: SQLAlchemy's, and
+    those the driver's own cursor raises (queries, COPY)."""
+    import sqlalchemy as sa
+
+    from raymlp.catalog import redact_url
+
+    try:
+        yield
     except sa.exc.NoSuchTableError:
         raise WorkFailed(f"table '{table}' does not exist in {redact_url(url)}") from None
     except sa.exc.SQLAlchemyError as error:
         raise WorkFailed(f"reading from {redact_url(url)} failed: {error.__class__.__name__}: {error.orig or error}") from None
-    except engine.dialect.loaded_dbapi.Error as error:  # raised by the driver's own cursor (COPY, queries)
+    except engine.dialect.loaded_dbapi.Error as error:
         raise WorkFailed(f"reading from {redact_url(url)} failed: {type(error).__name__}: {error}".strip()) from None
-    finally:
-        engine.dispose()
-    return _table_from_rows(names, rows, declared)
 
 
 def raw_quote(dialect, name: str) -> str:
@@ -219,10 +227,6 @@ def postgres_copy_stream(url: str, *, table: str | None = None, query: str | Non
     import queue
     import threading
 
-    import sqlalchemy as sa
-
-    from raymlp.catalog import redact_url
-
     engine = engine_for(url)
     if engine.dialect.name != "postgresql":
         engine.dispose()
@@ -230,9 +234,10 @@ def postgres_copy_stream(url: str, *, table: str | None = None, query: str | Non
         return
     received: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    producer: threading.Thread | None = None
+    connection = cursor = producer = None
     try:
-        with engine.connect() as connection:
+        with _read_errors(url, table, engine):  # the caller's own work below is not "reading" failures
+            connection = engine.connect()
             if table is not None:
                 _declared_types(connection, table)
                 select = f"SELECT * FROM {raw_quote(engine.dialect, table)}"
@@ -241,54 +246,54 @@ def postgres_copy_stream(url: str, *, table: str | None = None, query: str | Non
             cursor = connection.connection.dbapi_connection.cursor()
             cursor.execute(f"SELECT * FROM ({select}) AS raymlp_source LIMIT 0")
             columns = [(column[0], _POSTGRES_ARROW_TYPES.get(column[1])) for column in cursor.description]
-            names = [name for name, _ in columns]
-            exact = all(kind is not None for _, kind in columns) and all(
-                column[1] != _BYTEA for column in cursor.description)  # bytea arrives as hex text
-            if not exact or len(names) < 2 or len(set(names)) != len(names) or not hasattr(cursor, "copy_expert"):
-                cursor.close()
-                yield None
-                return
-            sink = _RecordChunks(received, stop, chunk_bytes)
+        names = [name for name, _ in columns]
+        exact = all(kind is not None for _, kind in columns) and all(
+            column[1] != _BYTEA for column in cursor.description)  # bytea arrives as hex text
+        if not exact or len(names) < 2 or len(set(names)) != len(names) or not hasattr(cursor, "copy_expert"):
+            yield None
+            return
+        sink = _RecordChunks(received, stop, chunk_bytes)
 
-            def produce() -> None:
-                try:
-                    cursor.copy_expert(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", sink, size=1 << 20)
-                    sink.finish()
-                except BaseException as error:  # handed to the consumer, which raises it
-                    received.put(error)
-
-            producer = threading.Thread(target=produce, name="raymlp-copy-out", daemon=True)
-            producer.start()
-
-            def chunks() -> Iterator[bytes]:
-                while True:
-                    item = received.get()
-                    if item is None:
-                        return
-                    if isinstance(item, BaseException):
-                        if isinstance(item, sa.exc.SQLAlchemyError) or type(item).__module__.startswith("psycopg"):
-                            raise WorkFailed(f"reading from {redact_url(url)} failed: {item}")
-                        raise item
-                    yield item
-
+        def produce() -> None:
             try:
-                yield CopyStream(names=names, column_types=dict(columns), chunks=chunks())
-            finally:
-                stop.set()
-                while producer.is_alive():  # unblock a producer waiting on a full queue
-                    try:
-                        received.get(timeout=0.1)
-                    except queue.Empty:
-                        pass
-                cursor.close()
-    except sa.exc.NoSuchTableError:
-        raise WorkFailed(f"table '{table}' does not exist in {redact_url(url)}") from None
-    except sa.exc.SQLAlchemyError as error:
-        raise WorkFailed(f"reading from {redact_url(url)} failed: {error.__class__.__name__}: {error.orig or error}") from None
-    except engine.dialect.loaded_dbapi.Error as error:  # raised by the driver's own cursor (COPY, queries)
-        raise WorkFailed(f"reading from {redact_url(url)} failed: {type(error).__name__}: {error}".strip()) from None
+                cursor.copy_expert(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", sink, size=1 << 20)
+                sink.finish()
+            except BaseException as error:  # handed to the consumer, which raises it
+                received.put(error)
+
+        producer = threading.Thread(target=produce, name="raymlp-copy-out", daemon=True)
+        producer.start()
+
+        yield CopyStream(names=names, column_types=dict(columns), chunks=_chunks(received, url))
     finally:
+        stop.set()
+        while producer is not None and producer.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                received.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        if cursor is not None:
+            cursor.close()
+        if connection is not None:
+            connection.close()
         engine.dispose()
+
+
+def _chunks(received, url: str) -> Iterator[bytes]:
+    """What the COPY thread queued, in order; its failure raised here, in the consumer."""
+    from raymlp.catalog import redact_url
+
+    while True:
+        item = received.get()
+        if item is None:
+            return
+        if isinstance(item, WorkFailed):
+            raise item
+        if isinstance(item, Exception):
+            raise WorkFailed(f"reading from {redact_url(url)} failed: {type(item).__name__}: {item}".strip())
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 class _RecordChunks:

@@ -131,21 +131,27 @@ def _convert_files(context: StageContext) -> PublishedVersion:
     with VersionStaging(context.storage.root, data.dataset.name) as staging, \
             context.reporter.progress("convert", sum(path.stat().st_size for path in files)) as progress:
         read = read_files(files, data.source, rules, part_folder=staging.path, progress=progress)
-        validation: dict[str, Any] = {"rules": None, "rows_in": read.records, "rows_malformed": read.malformed,
-                                      "rows_kept": read.rows, "rows_quarantined": read.malformed + read.invalid}
-        if rules is not None:
-            validation.update({"on_error": rules.on_error, "rows_invalid": read.invalid,
-                               "rules": rules.model_dump(mode="json", by_alias=True)})
-        if read.rows == 0:
-            raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({read.records} read, none kept)")
-        source_info = {**files_description(data.source, read.files), "rows": read.records}
-        version = staging.publish(
-            context.catalog, schema=read.schema, row_count=read.rows, files=read.parts,
-            content_digest=read.content_digest, statistics=read.statistics, source=source_info,
-            quarantined=read.quarantine, validation=validation,
-        )
-    _report_convert(context, version, validation, read.records, read.bytes, started)
+        version = _publish_read(context, staging, read, files_description(data.source, read.files))
+    _report_convert(context, version, version.manifest["validation"], read.records, read.bytes, started)
     return version
+
+
+def _publish_read(context: StageContext, staging, read, source: dict[str, Any]) -> PublishedVersion:
+    """Publish the parts a range or stream read wrote into `staging`, with its counts reconciled."""
+    data = context.config.data
+    rules = data.schema_
+    validation: dict[str, Any] = {"rules": None, "rows_in": read.records, "rows_malformed": read.malformed,
+                                  "rows_kept": read.rows, "rows_quarantined": read.malformed + read.invalid}
+    if rules is not None:
+        validation.update({"on_error": rules.on_error, "rows_invalid": read.invalid,
+                           "rules": rules.model_dump(mode="json", by_alias=True)})
+    if read.rows == 0:
+        raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({read.records} read, none kept)")
+    return staging.publish(
+        context.catalog, schema=read.schema, row_count=read.rows, files=read.parts,
+        content_digest=read.content_digest, statistics=read.statistics, source={**source, "rows": read.records},
+        quarantined=read.quarantine, validation=validation,
+    )
 
 
 def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
@@ -157,11 +163,11 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
     from .sql import POSTGRES_BOOLEANS, postgres_copy_stream
     from .versions import VersionStaging
 
+    from .ranges import RANGE_BYTES_ENV
+
     data = context.config.data
     started = time.perf_counter()
     rules = data.schema_
-    from .ranges import RANGE_BYTES_ENV
-
     chunk_bytes = int(os.environ.get(RANGE_BYTES_ENV) or 16 << 20)
     with postgres_copy_stream(data.collect.url, table=data.collect.table, chunk_bytes=chunk_bytes) as stream:
         if stream is None:
@@ -172,21 +178,9 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
                                booleans=POSTGRES_BOOLEANS, rules=rules, part_folder=staging.path, progress=progress)
             if rules is not None and rules.on_error == "fail" and read.quarantine is not None:
                 _fail_with_first_reasons(read.quarantine)
-            validation: dict[str, Any] = {"rules": None, "rows_in": read.records, "rows_malformed": read.malformed,
-                                          "rows_kept": read.rows, "rows_quarantined": read.malformed + read.invalid}
-            if rules is not None:
-                validation.update({"on_error": rules.on_error, "rows_invalid": read.invalid,
-                                   "rules": rules.model_dump(mode="json", by_alias=True)})
-            if read.rows == 0:
-                raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({read.records} read, none kept)")
-            source_info = {"kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
-                           "rows": read.records}
-            version = staging.publish(
-                context.catalog, schema=read.schema, row_count=read.rows, files=read.parts,
-                content_digest=read.content_digest, statistics=read.statistics, source=source_info,
-                quarantined=read.quarantine, validation=validation,
-            )
-    _report_convert(context, version, validation, read.records, read.bytes, started)
+            version = _publish_read(context, staging, read, {
+                "kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table})
+    _report_convert(context, version, version.manifest["validation"], read.records, read.bytes, started)
     return version
 
 
