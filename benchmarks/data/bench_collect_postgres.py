@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from stage_timing import time_stage, write_job
 
 URL = os.environ.get("RAYMLP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 COLUMNS = "id BIGINT, value DOUBLE PRECISION, kind TEXT, count BIGINT, score DOUBLE PRECISION, note TEXT"
@@ -48,21 +49,9 @@ def time_psql_copy(csv: Path) -> float:
 
 
 def time_raymlp(csv: Path, home: Path) -> float:
-    from raymlp import load_job, run_job
-    from raymlp.context import Reporter
-
-    job_file = home / "job.yaml"
-    job_file.write_text(
-        "version: 1\nname: bench\n"
-        f"data:\n  source: {{format: csv, path: '{csv}'}}\n"
-        f"  collect: {{url: '{URL}', table: bench_raymlp, mode: replace}}\n"
-        "  dataset: {name: bench}\n"
-    )
-    os.environ["RAYMLP_HOME"] = str(home / ".raymlp")
-    job = load_job(job_file)
-    started = time.perf_counter()
-    run_job(job, only=["collect"], reporter=Reporter(quiet=True))
-    return time.perf_counter() - started
+    job_file = write_job(home, f"  source: {{format: csv, path: '{csv}'}}\n"
+                               f"  collect: {{url: '{URL}', table: bench_raymlp, mode: replace}}\n")
+    return time_stage(job_file, home, "collect")[0]
 
 
 def main() -> None:

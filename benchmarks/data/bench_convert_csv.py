@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from pyarrow import csv as pacsv
+from stage_timing import time_stage, write_job
 
 
 def write_csv(path: Path, megabytes: int) -> int:
@@ -49,16 +50,8 @@ def time_pyarrow(csv: Path, out: Path) -> float:
 
 
 def time_raymlp(csv: Path, home: Path) -> tuple[float, int]:
-    from raymlp import load_job, run_job
-    from raymlp.context import Reporter
-
-    job_file = home / "convert.yaml"
-    job_file.write_text(f"version: 1\nname: bench\ndata:\n  source: {{format: csv, path: '{csv}'}}\n"
-                        "  dataset: {name: bench}\n")
-    os.environ["RAYMLP_HOME"] = str(home / ".raymlp")
-    started = time.perf_counter()
-    summary = run_job(load_job(job_file), only=["convert"], reporter=Reporter(quiet=True))
-    return time.perf_counter() - started, summary.dataset_rows
+    seconds, summary = time_stage(write_job(home, f"  source: {{format: csv, path: '{csv}'}}\n"), home, "convert")
+    return seconds, summary.dataset_rows
 
 
 def main() -> None:

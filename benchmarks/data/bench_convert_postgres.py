@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench_collect_postgres import URL, psql, write_csv
+from stage_timing import time_stage, write_job
 
 
 def time_psql_copy_out() -> float:
@@ -31,20 +32,10 @@ def time_psql_copy_out() -> float:
 
 
 def time_raymlp(home: Path) -> tuple[float, int]:
-    from raymlp import load_job, run_job
-    from raymlp.context import Reporter
-
-    job_file = home / "convert.yaml"
-    job_file.write_text(
-        "version: 1\nname: bench\n"
-        "data:\n  source: {format: csv, path: unused.csv}\n"
-        f"  collect: {{url: '{URL}', table: bench_source, mode: append}}\n"
-        "  dataset: {name: bench}\n"
-    )
-    os.environ["RAYMLP_HOME"] = str(home / ".raymlp")
-    started = time.perf_counter()
-    summary = run_job(load_job(job_file), only=["convert"], reporter=Reporter(quiet=True))
-    return time.perf_counter() - started, summary.dataset_rows
+    job_file = write_job(home, "  source: {format: csv, path: unused.csv}\n"
+                               f"  collect: {{url: '{URL}', table: bench_source, mode: append}}\n")
+    seconds, summary = time_stage(job_file, home, "convert")
+    return seconds, summary.dataset_rows
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ class ParsedCsv:
     lines: np.ndarray
     malformed: pa.Table | None
     quotes: int = 0  # quote characters in the piece (a cut is inside quotes after an odd count)
+    one_record_per_line: bool = False  # pyarrow read every line as one record, as PostgreSQL's COPY reads CSV
 
 
 def _parse_options(delimiter: str, newlines_in_values: bool):
@@ -128,7 +129,8 @@ def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
     if any(pa.types.is_binary(field.type) for field in table.schema):  # pyarrow's guess for bytes that are not UTF-8
         return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     if scan.lines in (table.num_rows, -1):  # one line per record, or not counted (records numbered in order)
-        return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None, quotes=quotes)
+        return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None, quotes=quotes,
+                         one_record_per_line=scan.lines == table.num_rows)
     try:  # records span lines, or blank lines: find each start
         lines = _record_start_lines(data, delimiter)
     except csv.Error:  # pyarrow took in what strict CSV refuses (a quote never closed, say)

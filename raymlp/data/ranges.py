@@ -77,6 +77,7 @@ class RangeRead:
     booleans: tuple[list[str], list[str]] | None = None  # CSV spellings of true and false, if not pyarrow's
     numbered_by_record: bool = False  # rows are numbered by record (a database's rows), not by line
     summarize: bool = True  # digest and statistics (a collect, which only keeps the rows, needs neither)
+    keep_csv_text: bool = False  # keep a CSV range's bytes when COPY reads them as the parser did (`RangeResult.csv_text`)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class RangeResult:
     part: dict[str, Any] | None
     unique_values: dict[str, Any]
     table: pa.Table | None
+    csv_text: bytes | None = None  # the range's bytes: one record per line, read exactly as COPY reads CSV
 
 
 @dataclass
@@ -195,6 +197,7 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
     from .validate import check_rows
 
     quotes = lines = size = 0
+    csv_text = None
     if how.file_format == "parquet":
         import pyarrow.parquet as pq
 
@@ -220,6 +223,8 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
             lines = scan.lines
             parsed = parse_csv_range(data, how.names[item.file], how.delimiter, item.file, types, how.booleans, scan)
             quotes = parsed.quotes
+            if how.keep_csv_text and parsed.one_record_per_line and parsed.malformed is None and b"\r" not in data:
+                csv_text = data  # COPY would refuse mixed line ends; pyarrow takes them
             if how.numbered_by_record:
                 lines = parsed.table.num_rows
                 parsed = replace(parsed, lines=np.arange(1, lines + 1))
@@ -252,7 +257,7 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
         statistics=partial_statistics(table) if how.summarize else {},
         quarantine=quarantine, malformed=0 if malformed is None else malformed.num_rows, invalid=invalid,
         quotes=quotes, lines=lines, bytes=size, part=part, unique_values=unique_values,
-        table=table if how.keep_table else None,
+        table=table if how.keep_table else None, csv_text=csv_text,
     )
 
 
@@ -353,6 +358,16 @@ class _Runner:
             raise
         return results
 
+    def submit(self, item: ReadRange, how: RangeRead) -> Future:
+        return self.pool.submit(read_range, item, how)
+
+    def result(self, handle: Future) -> RangeResult:
+        return handle.result()
+
+    def cancel(self, handles: list[Future]) -> None:
+        for handle in handles:
+            handle.cancel()
+
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -391,6 +406,24 @@ class _RayRunner:
             for ref in pending:
                 ray.cancel(ref)
         return results
+
+    def submit(self, item: ReadRange, how: RangeRead):
+        return self.task.remote(item, replace(how, bytes_read=None))
+
+    def result(self, handle) -> RangeResult:
+        import ray
+        from ray.exceptions import RayTaskError
+
+        try:
+            return ray.get(handle)
+        except RayTaskError as error:
+            raise (error.cause if isinstance(error.cause, Exception) else error) from None
+
+    def cancel(self, handles: list) -> None:
+        import ray
+
+        for handle in handles:
+            ray.cancel(handle)
 
     def close(self) -> None:
         pass
@@ -567,6 +600,137 @@ def read_files(
     ordered = _ordered(results)
     file_hashes = hashes.check_unchanged()
     return _assemble(ordered, schema, file_hashes, part_folder, keep_table, file_format)
+
+
+class RangeTables:
+    """The rows of `files` as one `LoadPiece` per range, in file order, each handed over as soon as
+    it is final: for a collect, which loads each into the database while later ranges are parsed.
+    A piece keeps its CSV text where PostgreSQL's COPY reads it exactly as the parser did.
+
+    At most a few ranges are in memory (`workers` + 2). A cut inside a quoted field is merged and
+    read again as in `read_files`; each table has the union of the types handed over so far, a
+    range whose own types differ being read again with that union. The union can still widen
+    after earlier tables were handed over (a column all null so far, int -> float, or a string
+    where a number was): the consumer widens what it stored, or starts over reading whole.
+    Malformed records fail at the first range that has them (a table cannot hold them aside).
+    After the last table, `files` holds each source file's path and sha256 (unchanged since).
+    """
+
+    def __init__(self, files: list[Path], source: SourceConfig, progress: Callable[[int, int], None] | None = None,
+                 workers: int | None = None):
+        from raymlp import settings
+
+        from .csvfile import read_header
+
+        self.workers = workers or settings.local_cpus()
+        self.paths = [Path(os.path.abspath(path)) for path in files]
+        self.file_format = source.format
+        self.progress = progress
+        self.files: list[dict[str, str]] = []
+        self.bytes = 0
+        self.records = 0
+        self._lines_before: dict[int, int] = {}  # per file: lines before the next range (for messages)
+        names: dict[str, list[str]] = {}
+        self.starts: dict[str, int] = {}
+        if self.file_format == "csv":
+            for path in self.paths:
+                names[str(path)], self.starts[str(path)] = read_header(path, source.delimiter)
+        total = sum(os.path.getsize(path) for path in self.paths)
+        self.plan = plan_ranges(self.paths, self.file_format, range_bytes(total, self.workers), self.starts)
+        self.how = RangeRead(file_format=self.file_format, delimiter=source.delimiter, names=names, keep_table=True,
+                             summarize=False, keep_csv_text=True,
+                             column_types=_sampled_types(self.plan, names, source.delimiter) if self.file_format == "csv" else None)
+        self.schema = pa.schema([pa.field(name, pa.null()) for name in dict.fromkeys(
+            name for path in self.paths for name in names.get(str(path), []))])
+
+    def __iter__(self):
+        from .sql import LoadPiece
+
+        runner = _runner(self.workers, None)
+        fed = None
+        if isinstance(runner, _Runner) and self.file_format != "parquet":
+            fed = {str(path): self.starts.get(str(path), 0) for path in self.paths}
+        hashes = _SourceHashes(self.paths, len(self.plan), fed)
+        how = replace(self.how, bytes_read=hashes.bytes_read)
+        queued: list[tuple[ReadRange, Any]] = []
+        upcoming = iter(self.plan)
+        try:
+            handed_over = False
+            for result in self._final_results(runner, how, queued, upcoming):
+                self._fail_on_malformed(result)
+                yield self._with_union_types(result, runner, how)
+                handed_over = True
+            if not handed_over:
+                yield LoadPiece(self.schema.empty_table())
+        finally:
+            runner.cancel([handle for _, handle in queued])
+            runner.close()
+            hashes.stop()
+        self.files = [{"path": str(Path(name).resolve()), "sha256": sha} for name, sha in hashes.check_unchanged().items()]
+
+    def _final_results(self, runner, how: RangeRead, queued: list, upcoming):
+        """Results in file order, each final for quoting: ranges whose cut fell inside a quoted
+        field are merged with the next ones and read again as one."""
+        def top_up() -> None:
+            while len(queued) < self.workers + 2:
+                item = next(upcoming, None)
+                if item is None:
+                    return
+                queued.append((item, runner.submit(item, how)))
+
+        group: list[RangeResult] = []
+        quotes_before: dict[int, int] = {}
+        top_up()
+        while queued:
+            item, handle = queued.pop(0)
+            top_up()
+            result = runner.result(handle)
+            file_index = item.file_index
+            if group and not (quotes_before.get(file_index, 0) % 2 == 1 and group[-1].range.file_index == file_index):
+                yield self._merged(group, runner, how)
+                group = []
+            group.append(result)
+            quotes_before[file_index] = quotes_before.get(file_index, 0) + result.quotes
+            if quotes_before[file_index] % 2 == 0:
+                yield self._merged(group, runner, how)
+                group = []
+        if group:
+            yield self._merged(group, runner, how)
+
+    def _merged(self, group: list[RangeResult], runner, how: RangeRead) -> RangeResult:
+        if len(group) == 1:
+            return group[0]
+        return runner.result(runner.submit(replace(group[0].range, end=group[-1].range.end), how))
+
+    def _fail_on_malformed(self, result: RangeResult) -> None:
+        before = self._lines_before
+        offset = 0 if self.file_format == "parquet" else before.get(result.range.file_index, 1 if self.file_format == "csv" else 0)
+        before[result.range.file_index] = offset + result.lines
+        if result.malformed:
+            shown = _absolute(result.quarantine, offset).slice(0, _FIRST_REASONS).to_pylist()
+            raise WorkFailed(
+                f"{result.malformed}+ malformed records in the source; a table cannot hold them aside "
+                "(convert straight from the files to quarantine them). First ones:\n  "
+                + "\n  ".join(f"{row[SOURCE_COLUMN] or result.range.file}:{row[ROW_COLUMN]}: {row[REASON_COLUMN]}" for row in shown))
+
+    def _with_union_types(self, result: RangeResult, runner, how: RangeRead):
+        """The range's rows in the union of every type handed over so far and its own; read again
+        with that union where a cast would not give the same values (text read as a number)."""
+        self.schema = unified_schema([self.schema, result.schema])
+        exact = all(
+            own.type == self.schema.field(own.name).type or pa.types.is_null(own.type)
+            or (pa.types.is_integer(own.type) and pa.types.is_floating(self.schema.field(own.name).type))
+            for own in result.schema)
+        if not exact:
+            result = runner.result(runner.submit(result.range, replace(how, conform_to=self.schema)))
+        self.records += result.records
+        self.bytes += result.bytes
+        if self.progress is not None:
+            self.progress(result.records, result.bytes)
+        from .sql import LoadPiece
+
+        return LoadPiece(_conform(result.table, self.schema, result.range.file), result.csv_text,
+                         self.how.names.get(result.range.file, []), self.how.delimiter)
 
 
 def read_stream(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -689,11 +691,37 @@ def _postgres_csv_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
-def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int = 50_000) -> WrittenTable:
-    """Write `table` into database table `name` so that it appears complete or not at all.
+@dataclass
+class LoadPiece:
+    """Rows to load into a table; with `csv_text`, the CSV lines they were parsed from (fields in
+    the order of `csv_columns`), one record per line, which COPY may read as they are instead
+    of the rows being written out as CSV again."""
 
-    Rows go into a staging table; in one transaction the staging table then replaces the
-    target (replace), is appended to it (append), or becomes it (fail, when it does not exist).
+    table: pa.Table
+    csv_text: bytes | None = None
+    csv_columns: list[str] = dataclasses.field(default_factory=list)
+    delimiter: str = ","
+
+
+class TypesWidened(Exception):
+    """A later piece of a streamed load needs a column type that the rows already loaded cannot
+    take in place (their values would change): the caller loads the source whole instead."""
+
+
+def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int = 50_000) -> WrittenTable:
+    """Write `table` into database table `name` so that it appears complete or not at all."""
+    return write_tables(url, name, [LoadPiece(table)], mode, batch_rows)
+
+
+def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, batch_rows: int = 50_000) -> WrittenTable:
+    """Write the rows of `pieces`, loaded one after the other as they come, into database table
+    `name` so that it appears complete or not at all.
+
+    Rows go into a staging table created from the first table's types; in one transaction the
+    staging table then replaces the target (replace), is appended to it (append), or becomes it
+    (fail, when it does not exist). A later table whose types are wider (see `_widen`) widens the
+    staging table in place on PostgreSQL; where that cannot keep the loaded values, or on another
+    database, `TypesWidened` is raised and nothing is written.
     """
     import sqlalchemy as sa
 
@@ -701,24 +729,36 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
 
     engine = engine_for(url, bulk_load=True)
     staging_name = f"_raymlp_stage_{uuid.uuid4().hex[:12]}"
-    metadata = sa.MetaData()
-    columns = [sa.Column(field.name, _sql_type(field.type), nullable=True) for field in table.schema]
-    staging = sa.Table(staging_name, metadata, *columns)
-    column_types = {column.name: str(column.type.compile(dialect=engine.dialect)) for column in columns}
     preparer = engine.dialect.identifier_preparer
     target_sql, staging_sql = preparer.quote(name), preparer.quote(staging_name)
+    pieces = iter(pieces)
+    first_piece = next(pieces, None)
+    if first_piece is None:
+        raise ValueError("write_tables needs at least one piece (its schema creates the staging table)")
+    first = first_piece.table
     try:
         with engine.connect() as connection:
             exists = sa.inspect(connection).has_table(name)
             existing = [column["name"] for column in sa.inspect(connection).get_columns(name)] if exists else []
         if exists and mode == "fail":
             raise WorkFailed(f"table '{name}' already exists in {redact_url(url)}; set data.collect.mode to append or replace")
-        if exists and mode == "append" and existing != table.schema.names:
-            raise WorkFailed(f"cannot append to '{name}': its columns are {existing}, the source has {table.schema.names}")
+        if exists and mode == "append" and existing != first.schema.names:
+            raise WorkFailed(f"cannot append to '{name}': its columns are {existing}, the source has {first.schema.names}")
         # MariaDB/MySQL commit DDL implicitly: the staging table is dropped by hand if anything fails.
         with engine.begin() as connection:
+            staging = sa.Table(staging_name, sa.MetaData(),
+                               *[sa.Column(field.name, _sql_type(field.type), nullable=True) for field in first.schema])
             staging.create(connection)
-            method = _bulk_load(connection, staging, staging_sql, table, batch_rows)
+            loaded = _LoadedColumns(first.schema)
+            rows, methods = 0, []
+            for piece in itertools.chain([first_piece], pieces):
+                if not piece.table.schema.equals(loaded.schema):
+                    staging = _widen(connection, staging, staging_sql, loaded, piece.table.schema)
+                methods.append(_bulk_load(connection, staging, staging_sql, piece, batch_rows))
+                loaded.add(piece.table)
+                rows += piece.table.num_rows
+            if exists and mode == "append" and existing != loaded.schema.names:
+                raise WorkFailed(f"cannot append to '{name}': its columns are {existing}, the source has {loaded.schema.names}")
             if exists and mode == "append":
                 connection.execute(sa.text(f"INSERT INTO {target_sql} SELECT * FROM {staging_sql}"))
                 connection.execute(sa.text(f"DROP TABLE {staging_sql}"))
@@ -737,10 +777,61 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
         _drop_quietly(engine, staging_sql)
         raise
     finally:
+        if hasattr(pieces, "close"):  # a generator: stop its readers now, not when it is collected
+            pieces.close()
         engine.dispose()
-    return WrittenTable(table=name, rows=table.num_rows, column_types=column_types, method=method)
+    column_types = {column.name: str(column.type.compile(dialect=engine.dialect)) for column in staging.columns}
+    method = " + ".join(dict.fromkeys(methods)) + (f" ({len(methods)} pieces)" if len(methods) > 1 else "")
+    return WrittenTable(table=name, rows=rows, column_types=column_types, method=method)
 
 
+class _LoadedColumns:
+    """The staging table's Arrow schema, and which of its columns hold a value yet."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+        self.holds_values = {field.name: False for field in schema}
+
+    def add(self, table: pa.Table) -> None:
+        for column_name in table.column_names:
+            column = table.column(column_name)
+            if column.null_count < len(column):
+                self.holds_values[column_name] = True
+
+
+def _widen(connection, staging, staging_sql: str, loaded: _LoadedColumns, schema: pa.Schema):
+    """The staging table altered to `schema`'s types, where every loaded value keeps its value: a
+    column that holds only nulls so far, int -> float, a new column (PostgreSQL only; DDL there
+    is transactional). Returns the staging table's new description."""
+    import sqlalchemy as sa
+
+    dialect = connection.dialect
+    changes: list[str] = []
+    for field in schema:
+        if field.name not in loaded.schema.names:
+            changes.append(f"ADD COLUMN {raw_quote(dialect, field.name)} {_sql_type(field.type).compile(dialect=dialect)}")
+            continue
+        before = loaded.schema.field(field.name).type
+        if before == field.type:
+            continue
+        keeps_values = not loaded.holds_values[field.name] or (pa.types.is_integer(before) and pa.types.is_floating(field.type))
+        if not keeps_values:
+            raise TypesWidened(f"column '{field.name}' was loaded as {before} and now needs {field.type}")
+        sql_type = _sql_type(field.type).compile(dialect=dialect)
+        quoted = raw_quote(dialect, field.name)
+        changes.append(f"ALTER COLUMN {quoted} TYPE {sql_type} USING {quoted}::{sql_type}")
+    missing = [name for name in loaded.schema.names if name not in schema.names]
+    if missing:
+        raise TypesWidened(f"columns {missing} are missing from a later piece")
+    if changes:
+        if dialect.name != "postgresql":
+            raise TypesWidened(f"the staging table would need ALTER TABLE on {dialect.name}")
+        connection.exec_driver_sql(f"ALTER TABLE {staging_sql} " + ", ".join(changes))
+    loaded.schema = schema
+    for field in schema:
+        loaded.holds_values.setdefault(field.name, False)
+    return sa.Table(staging.name, sa.MetaData(),
+                    *[sa.Column(field.name, _sql_type(field.type), nullable=True) for field in schema])
 
 
 def _drop_quietly(engine, quoted_table: str) -> None:
@@ -808,20 +899,27 @@ class _CsvStream:
                 self._thread.join(timeout=0.05)
 
 
-def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_rows: int) -> str:
+def _bulk_load(connection, staging, staging_sql: str, piece: LoadPiece, batch_rows: int) -> str:
     """Rows into the staging table by the database's fast path, inside the caller's transaction;
     returns the path taken.
 
-    PostgreSQL: one COPY ... FROM STDIN in CSV, streamed (pyarrow writes null as an empty field
-    and an empty string as ""; exactly COPY's CSV rules; bytea as hex). MySQL/MariaDB: one
-    LOAD DATA LOCAL INFILE from a temporary CSV when the server allows it, else multi-row INSERTs.
-    SQLite and others: executemany of one prepared INSERT over large batches of plain tuples.
+    PostgreSQL: one COPY ... FROM STDIN in CSV, of the piece's own CSV text where it has one, else
+    streamed (pyarrow writes null as an empty field and an empty string as ""; exactly COPY's CSV
+    rules; bytea as hex). MySQL/MariaDB: one LOAD DATA LOCAL INFILE from a temporary CSV when the
+    server allows it, else multi-row INSERTs. SQLite and others: executemany of one prepared
+    INSERT over large batches of plain tuples.
     """
+    import io
+
+    table = piece.table
     name = connection.dialect.name
     if name == "postgresql":
-        columns = ", ".join(raw_quote(connection.dialect, column) for column in table.column_names)
-        statement = f"COPY {staging_sql} ({columns}) FROM STDIN WITH (FORMAT csv)"
-        stream = _CsvStream(table, batch_rows)
+        text = piece.csv_text is not None
+        names = piece.csv_columns if text else table.column_names
+        columns = ", ".join(raw_quote(connection.dialect, column) for column in names)
+        delimiter = "'" + piece.delimiter.replace("'", "''") + "'"
+        statement = f"COPY {staging_sql} ({columns}) FROM STDIN WITH (FORMAT csv, DELIMITER {delimiter})"
+        stream = io.BytesIO(piece.csv_text) if text else _CsvStream(table, batch_rows)
         cursor = connection.connection.dbapi_connection.cursor()
         try:
             if hasattr(cursor, "copy_expert"):  # psycopg2
@@ -833,7 +931,7 @@ def _bulk_load(connection, staging, staging_sql: str, table: pa.Table, batch_row
         finally:
             cursor.close()
             stream.close()
-        return "COPY FROM STDIN"
+        return "COPY FROM STDIN" + (" of the source's CSV lines" if text else "")
     if name in ("mysql", "mariadb"):
         refused = _mysql_load_data(connection, staging_sql, table, batch_rows)
         if refused is None:

@@ -13,7 +13,7 @@ from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
 
 from .integrity import plain_types
-from .sources import read_source
+from .sources import expand_paths, read_source
 from .versions import PublishedVersion, publish_version
 
 
@@ -31,24 +31,13 @@ def collect_stage(context: StageContext) -> Collected:
     """Load the job's source into its `data.collect` table, atomically."""
     from raymlp.catalog import redact_url
 
-    from .sql import write_table
-
     data = context.config.data
     target = data.collect
     started = time.perf_counter()
     with context.reporter.progress("collect", None) as progress:
-        source = read_source(data.source, progress)
-    if source.malformed_rows:
-        first = source.malformed.slice(0, 20).to_pylist()
-        raise WorkFailed(
-            f"{source.malformed_rows} malformed records in the source; a table cannot hold them aside "
-            "(convert straight from the files to quarantine them). First ones:\n  "
-            + "\n  ".join(f"{row['_raymlp_source']}:{row['_raymlp_row']}: {row['_raymlp_reason']}" for row in first)
-        )
-    written = write_table(target.url, target.table, source.table, target.mode)
-    origin = source.description.get("files", [{}])
+        written, origin, size = _load_source(data.source, target, progress, context.reporter)
     context.catalog.record_collection(
-        source_uri=", ".join(item.get("path", "") for item in origin) or str(source.description),
+        source_uri=", ".join(item["path"] for item in origin if "path" in item) or str(origin[0]),
         source_sha256=", ".join(item.get("sha256", "") for item in origin) or "",
         target_url=target.url,
         target_table=target.table,
@@ -59,9 +48,35 @@ def collect_stage(context: StageContext) -> Collected:
     types = ", ".join(f"{name} {kind}" for name, kind in written.column_types.items())
     context.reporter.stage(
         "collect", f"{written.rows} rows -> {redact_url(target.url)} table {target.table} ({target.mode}) "
-        f"{_rate(written.rows, _bytes_read(source), time.perf_counter() - started)} by {written.method}; columns: {types}"
+        f"{_rate(written.rows, size, time.perf_counter() - started)} by {written.method}; columns: {types}"
     )
     return Collected(url=redact_url(target.url), table=target.table, rows=written.rows, column_types=written.column_types)
+
+
+def _load_source(source, target, progress, reporter) -> tuple[Any, list[dict[str, str]], int | None]:
+    """The source's rows into the target table: files range by range as they are parsed (memory
+    holds a few ranges), anything else read whole first. Returns what was written, the source
+    files (path, sha256) and the bytes read."""
+    from .ranges import RangeTables
+    from .sql import TypesWidened, write_table, write_tables
+
+    if source.format in ("csv", "json", "parquet"):
+        ranges = RangeTables(expand_paths(source.path, source.format), source, progress)
+        try:
+            written = write_tables(target.url, target.table, ranges, target.mode)
+            return written, ranges.files, ranges.bytes
+        except TypesWidened as reason:
+            reporter.stage("collect", f"a column's type widened after rows were loaded ({reason}); reading the files whole")
+    source_data = read_source(source, progress)
+    if source_data.malformed_rows:
+        first = source_data.malformed.slice(0, 20).to_pylist()
+        raise WorkFailed(
+            f"{source_data.malformed_rows} malformed records in the source; a table cannot hold them aside "
+            "(convert straight from the files to quarantine them). First ones:\n  "
+            + "\n  ".join(f"{row['_raymlp_source']}:{row['_raymlp_row']}: {row['_raymlp_reason']}" for row in first)
+        )
+    written = write_table(target.url, target.table, source_data.table, target.mode)
+    return written, source_data.description.get("files", [source_data.description]), _bytes_read(source_data)
 
 
 def convert_stage(context: StageContext) -> PublishedVersion:
