@@ -323,6 +323,35 @@ def test_postgres_table_streams_into_a_version_chunk_by_chunk(tmp_path, monkeypa
         engine.dispose()
 
 
+def test_a_copy_stream_left_early_stops_the_copy(tmp_path):
+    """A consumer that stops after the first chunk (a failed worker, say) ends the COPY: the
+    receiving thread is gone and the connection closed, without reading the rest."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from raymlp.data.sql import engine_for, postgres_copy_stream
+
+    require_service(POSTGRES_URL, "PostgreSQL")
+    name = f"raymlp_s_{uuid.uuid4().hex[:10]}"
+    engine = engine_for(POSTGRES_URL)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"CREATE TABLE {name} AS SELECT g AS id, md5(g::text) AS note "
+                                       "FROM generate_series(1, 300000) AS g"))
+        started = time.perf_counter()
+        with postgres_copy_stream(POSTGRES_URL, table=name, chunk_bytes=4096) as stream:
+            first = next(stream.chunks)
+        assert first.count(b"\n") > 10 and first.endswith(b"\n")
+        assert time.perf_counter() - started < 10
+        assert not [thread for thread in threading.enumerate() if thread.name == "raymlp-copy-out"]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+        engine.dispose()
+
+
 def test_digest_of_pieces_is_the_digest_of_the_whole_with_nulls_of_every_type():
     from raymlp.data.integrity import ContentDigest
 
