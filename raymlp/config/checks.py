@@ -8,14 +8,22 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from .schema import MODULE_STEP_TYPES, EstimatorModel, JobConfig, MLPModel
+from .schema import MODULE_STEP_TYPES, CNNModel, CustomModel, EstimatorModel, JobConfig, MLPModel, XGBoostModel
 
 Finding = tuple[tuple[str | int, ...], str]
 Check = Callable[[JobConfig], Iterator[Finding]]
 CHECKS: list[Check] = []
 
 #: Frameworks with a training backend in this version (import paths live in raymlp.train.backends).
-AVAILABLE_FRAMEWORKS = ("torch",)
+AVAILABLE_FRAMEWORKS = ("torch", "tensorflow", "sklearn", "xgboost")
+
+#: Model types each framework builds.
+FRAMEWORK_MODELS = {
+    "torch": (MLPModel, CNNModel, CustomModel),
+    "tensorflow": (MLPModel, CNNModel, CustomModel),
+    "sklearn": (EstimatorModel,),
+    "xgboost": (XGBoostModel,),
+}
 
 
 def check(function: Check) -> Check:
@@ -32,7 +40,7 @@ def run_checks(config: JobConfig) -> list[Finding]:
 def reported_metrics(task: str) -> set[str]:
     """Metric names the train stage reports for a task ('auto' means either)."""
     per_task = {
-        "classification": ("loss", "accuracy", "f1"),
+        "classification": ("loss", "accuracy", "f1", "roc_auc"),
         "regression": ("loss", "rmse", "mae", "r2"),
     }
     names = {"train_loss"}
@@ -138,18 +146,31 @@ def _train_is_possible(job: JobConfig) -> Iterator[Finding]:
             f"'{train.framework}' has no training backend in this version of raymlp; available: "
             + ", ".join(AVAILABLE_FRAMEWORKS),
         )
-    if isinstance(train.model, MLPModel) and train.framework not in ("torch", "tensorflow"):
-        yield ("train", "model", "type"), f"'mlp' is built for torch and tensorflow, not {train.framework}"
-    if isinstance(train.model, EstimatorModel) and train.framework in ("torch", "tensorflow"):
-        yield (
-            ("train", "model", "type"),
-            f"'{train.model.type}' is not a {train.framework} model; use type: mlp",
-        )
+    allowed = FRAMEWORK_MODELS.get(train.framework, ())
+    if allowed and not isinstance(train.model, allowed):
+        kinds = {MLPModel: "mlp", CNNModel: "cnn", CustomModel: "custom", XGBoostModel: "xgboost",
+                 EstimatorModel: "an estimator class path such as sklearn.ensemble.RandomForestClassifier"}
+        yield (("train", "model", "type"),
+               f"'{train.model.type}' is not a {train.framework} model; use " + " or ".join(kinds[kind] for kind in allowed))
+    workers = train.scaling.num_workers
+    if isinstance(workers, tuple) and workers[0] > workers[1]:
+        yield ("train", "scaling", "num_workers"), f"[min, max] needs min <= max, got {list(workers)}"
+    if isinstance(workers, tuple) and train.framework not in ("torch", "tensorflow", "xgboost"):
+        yield ("train", "scaling", "num_workers"), f"elastic [min, max] workers need a Ray Train backend, not {train.framework}"
+    if train.gradient_accumulation_steps > 1 and train.framework != "torch":
+        yield ("train", "gradient_accumulation_steps"), "gradient accumulation is a torch option"
+    if train.mixed_precision and train.framework != "torch":
+        yield ("train", "mixed_precision"), "mixed precision is a torch option"
+    if train.cv_folds is not None and train.framework != "sklearn":
+        yield ("train", "cv_folds"), "cross-validation folds are a sklearn option"
     if job.data.split.validation == 0:
         yield ("data", "split", "validation"), "training needs a validation split (checkpoints are ranked on it); give a fraction > 0"
     metrics = reported_metrics(train.task)
     if train.checkpoint.metric not in metrics:
         yield ("train", "checkpoint", "metric"), _unknown_metric(train.checkpoint.metric, metrics)
+    watched = {name for name in metrics if name.startswith(("val_", "train_"))}
+    if train.early_stopping is not None and train.early_stopping.metric not in watched:
+        yield ("train", "early_stopping", "metric"), _unknown_metric(train.early_stopping.metric, watched)
 
 
 @check

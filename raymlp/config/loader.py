@@ -293,7 +293,7 @@ def _migrate(raw: dict[str, Any], source: _Source) -> dict[str, Any] | None:
 
 # --- pydantic errors -> issues ------------------------------------------------------------------
 
-_UNION_TAGS = {"mlp", "estimator", "InlineEnv", "literal['default']"}
+_UNION_TAGS = {"mlp", "cnn", "custom", "xgboost", "estimator", "InlineEnv", "literal['default']"}
 
 
 def _preprocess_step_models() -> dict[str, type[BaseModel]]:

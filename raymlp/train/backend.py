@@ -10,13 +10,31 @@ from typing import Any, Callable
 from raymlp.config.schema import TrainConfig
 from raymlp.errors import UsageError
 
-#: framework -> module implementing `fit(TrainRequest) -> FitOutcome`, `load_for_inference`, `predict_scores`.
-BACKENDS: dict[str, str] = {"torch": "raymlp.train.torch_backend"}
+#: framework -> module implementing the backend contract:
+#:   fit(TrainRequest) -> FitOutcome
+#:   load_for_inference(package_dir: Path, model_spec: dict) -> network   (the package's `model/` folder holds the weights)
+#:   predict_scores(network, matrix: float32 [n, input_dim]) -> [n, classes] logits or log-probabilities,
+#:                                                              or [n] / [n, 1] standardised regression values
+#:   pip_requirements() -> list[str]   (pinned packages the MLflow pyfunc model needs)
+BACKENDS: dict[str, str] = {
+    "torch": "raymlp.train.torch_backend",
+    "tensorflow": "raymlp.train.tensorflow_backend",
+    "sklearn": "raymlp.train.sklearn_backend",
+    "xgboost": "raymlp.train.xgboost_backend",
+}
 
 
 @dataclass
 class TrainRequest:
-    """What a backend needs to train one model."""
+    """What a backend needs to train one model.
+
+    `datasets` are Ray Datasets "train" and "validation", each row a float feature vector
+    (`features.FEATURES_COLUMN`, `input_dim` wide) and an encoded label (`LABEL_COLUMN`: class code
+    int64, or the standardised float target). `model_spec` is `models.resolve_model_spec(...)`.
+    Every backend reports per-epoch history rows {"epoch", "train_loss", val metrics of
+    `metrics.score_metrics`}, honours `train.early_stopping` (`metrics.EarlyStopping`) and sends
+    each epoch to `progress` with `progress.report_epoch` from one worker.
+    """
 
     train: TrainConfig
     task: str
@@ -27,11 +45,14 @@ class TrainRequest:
     run_name: str
     output_dir: Path
     target_scale: dict[str, float] | None = None
+    model_spec: dict[str, Any] = field(default_factory=dict)
+    progress: Any = None  # a Ray queue for `progress.report_epoch`, or None
 
 
 @dataclass
 class FitOutcome:
-    """What a backend returns: the best weights and the per-epoch history."""
+    """What a backend returns: the best weights (one file, copied into the package's `model/`) and
+    the per-epoch history; `best_metrics` is the history row of `best_epoch`."""
 
     history: list[dict[str, float]]
     best_metrics: dict[str, float]
