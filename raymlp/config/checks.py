@@ -151,7 +151,7 @@ def _train_is_possible(job: JobConfig) -> Iterator[Finding]:
         kinds = {MLPModel: "mlp", CNNModel: "cnn", CustomModel: "custom", XGBoostModel: "xgboost",
                  EstimatorModel: "an estimator class path such as sklearn.ensemble.RandomForestClassifier"}
         yield (("train", "model", "type"),
-               f"'{train.model.type}' is not a {train.framework} model; use " + " or ".join(kinds[kind] for kind in allowed))
+               f"'{train.model.type}' is not a model for {train.framework}; use " + " or ".join(kinds[kind] for kind in allowed))
     workers = train.scaling.num_workers
     if isinstance(workers, tuple) and workers[0] > workers[1]:
         yield ("train", "scaling", "num_workers"), f"[min, max] needs min <= max, got {list(workers)}"

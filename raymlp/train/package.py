@@ -8,7 +8,7 @@ Layout::
                           function and dask steps inside it carry their module's exact source
     modules/NAME@V.py     the source of every module version the chain runs, byte for byte (to read;
                           loading checks the pickled copies against the recorded sha256)
-    model/                weights in the framework's own format
+    model/                weights in the framework's own format; builder.py for a custom model
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from raymlp.errors import UsageError, WorkFailed
 
 from .backend import backend
 from .features import feature_matrix
+from .models import BUILDER_FILE
 
 PACKAGE_FORMAT = "raymlp.package/1"
 DESCRIPTION_FILE = "raymlp-package.json"
@@ -55,14 +56,18 @@ def write_package(
     description: dict[str, Any],
     preprocessor: Any,
     weights: Path,
+    builder_source: str | None = None,
 ) -> Path:
-    """Write a package folder atomically (built beside `destination`, then renamed into place)."""
+    """Write a package folder atomically (built beside `destination`, then renamed into place).
+    A custom model's builder source goes to `model/builder.py` (the description keeps its sha256)."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = destination.parent / f".staging-{uuid.uuid4().hex}"
     (staging / "model").mkdir(parents=True)
     try:
         shutil.copy2(weights, staging / "model" / weights.name)
+        if builder_source is not None:
+            (staging / "model" / BUILDER_FILE).write_text(builder_source)
         with open(staging / PREPROCESSOR_FILE, "wb") as handle:
             pickle.dump(preprocessor, handle)
         write_package_sources(preprocessor, staging)
@@ -135,5 +140,8 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
     with open(folder / PREPROCESSOR_FILE, "rb") as handle:
         preprocessor = pickle.load(handle)
     verify_package_sources(preprocessor, description, folder)
-    network = backend(description["framework"]).load_for_inference(folder, description["model"])
+    spec = dict(description["model"])
+    if spec.get("type") == "custom":  # the builder runs from the source the package carries
+        spec["builder_source"] = (folder / "model" / BUILDER_FILE).read_text()
+    network = backend(description["framework"]).load_for_inference(folder, spec)
     return ModelPackage(path=folder, description=description, preprocessor=preprocessor, network=network)

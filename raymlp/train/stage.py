@@ -16,7 +16,7 @@ import pandas as pd
 from raymlp.context import StageContext
 from raymlp.errors import UsageError, WorkFailed
 
-from .backend import TrainRequest, fit
+from .backend import TrainRequest, backend, fit
 from .features import (
     FEATURES_COLUMN,
     LABEL_COLUMN,
@@ -24,7 +24,9 @@ from .features import (
     infer_task,
     label_classes,
 )
+from .models import resolve_model_spec
 from .package import DESCRIPTION_FILE, load_package, numeric_features_as_float, write_package
+from .progress import TrainingProgress
 
 
 @dataclass
@@ -78,35 +80,25 @@ def _work_failure(error: BaseException) -> BaseException:
 
 
 def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, classes: list[Any] | None, prefix: str) -> dict[str, float]:
-    """Metrics of predictions against the truth, named `<prefix>_<metric>`."""
-    from sklearn import metrics
+    """Metrics of a package's predictions against the truth, named `<prefix>_<metric>`: the same
+    definitions as the per-epoch validation metrics (`metrics.py`), in the label's own units."""
+    from .metrics import classification_metrics, regression_metrics
 
     if len(truth) == 0:
         return {}
     if task == "classification":
+        codes = {str(name): index for index, name in enumerate(classes)}
         probabilities = predicted[[f"probability_{name}" for name in classes]].to_numpy()
-        return {
-            f"{prefix}_accuracy": float(metrics.accuracy_score(truth, predicted["prediction"])),
-            f"{prefix}_f1": float(metrics.f1_score(truth.astype(str), predicted["prediction"].astype(str), average="macro")),
-            f"{prefix}_loss": float(metrics.log_loss(truth.astype(str), probabilities, labels=[str(name) for name in classes])),
-        }
-    values = predicted["prediction"].to_numpy(dtype=float)
-    mse = float(metrics.mean_squared_error(truth, values))
-    return {
-        f"{prefix}_loss": mse,
-        f"{prefix}_rmse": mse**0.5,
-        f"{prefix}_mae": float(metrics.mean_absolute_error(truth, values)),
-        f"{prefix}_r2": float(metrics.r2_score(truth, values)),
-    }
+        return classification_metrics(np.array([codes[str(value)] for value in truth]), probabilities, prefix)
+    return regression_metrics(pd.to_numeric(truth).to_numpy(dtype=float), predicted["prediction"].to_numpy(dtype=float), prefix)
 
 
 def _pip_requirements(framework: str) -> list[str]:
+    """What the MLflow pyfunc model needs: raymlp, Ray Data and the framework's own packages, pinned."""
     from importlib.metadata import version
 
     pinned = ["raymlp", f"ray[data]=={version('ray')}", f"pandas=={version('pandas')}", f"pyarrow=={version('pyarrow')}"]
-    if framework == "torch":
-        pinned.append(f"torch=={version('torch').split('+')[0]}")
-    return pinned
+    return pinned + backend(framework).pip_requirements()
 
 
 def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
@@ -191,17 +183,19 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         tracker.log_params(mlflow_run, context.job.public_dict())
         input_dim = int(sample[FEATURES_COLUMN].shape[1])
         output_dim = len(classes) if classes else 1
+        model_spec = resolve_model_spec(train.model.model_dump(), input_dim, Path(context.job.path).parent)
         context.reporter.stage(
             "train", f"{train.framework} {train.model.type} on {dataset_ref}: {len(train_frame)} train / "
             f"{len(validation_frame)} validation / {len(test_frame)} test rows, {train.scaling.num_workers} worker(s), "
             f"{train.epochs} epochs"
         )
-        outcome = fit(TrainRequest(
-            train=train, task=task, input_dim=input_dim, output_dim=output_dim, datasets=datasets,
-            target_scale=target_scale,
-            storage_path=str(context.storage.folder("ray_results")), run_name=f"{job.name}-{context.run_id[:8]}",
-            output_dir=run_folder,
-        ))
+        with TrainingProgress(context.reporter) as progress:
+            outcome = fit(TrainRequest(
+                train=train, task=task, input_dim=input_dim, output_dim=output_dim, datasets=datasets,
+                target_scale=target_scale,
+                storage_path=str(context.storage.folder("ray_results")), run_name=f"{job.name}-{context.run_id[:8]}",
+                output_dir=run_folder, model_spec=model_spec, progress=progress.queue,
+            ))
         tracker.log_metrics(mlflow_run, outcome.history)
         description = {
             "framework": train.framework,
@@ -209,7 +203,8 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
             "label": label,
             "classes": classes,
             "features": [{"name": name, "type": feature_types[name]} for name in features],
-            "model": {**train.model.model_dump(), "input_dim": input_dim, "output_dim": output_dim,
+            "model": {**{key: value for key, value in model_spec.items() if key != "builder_source"},
+                      "input_dim": input_dim, "output_dim": output_dim,
                       "feature_columns": model_columns, "target_scale": target_scale},
             "preprocess": [_step_description(step, preprocessor, index) for index, step in enumerate(job.preprocess)],
             "modules": package_modules(preprocessor),
@@ -222,7 +217,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
             },
         }
         package_dir = write_package(run_folder / "package", description=description, preprocessor=preprocessor,
-                                    weights=outcome.weights)
+                                    weights=outcome.weights, builder_source=model_spec.get("builder_source"))
         package = load_package(package_dir)
         metrics = {key: value for key, value in outcome.best_metrics.items() if key != "epoch"}
         metrics.update(evaluation_metrics(task, test_frame[label], package.predict(test_frame), classes, "test"))

@@ -24,61 +24,30 @@ def _sum_over_workers(tensor: Any) -> Any:
     return tensor
 
 
-def _validation_metrics(model: Any, shard: Any, config: dict[str, Any], device: Any) -> dict[str, float]:
-    """Validation metrics over every worker's shard, summed across workers before dividing."""
+def _validation_metrics(model: Any, validation: Any, config: dict[str, Any], device: Any) -> dict[str, float]:
+    """Metrics of the whole validation split: every worker holds all of it (it is not split), so
+    every worker computes the same numbers and stops on the same epoch."""
+    import numpy as np
     import torch
 
-    classification = config["task"] == "classification"
-    classes = config["output_dim"]
-    confusion = torch.zeros((classes, classes), dtype=torch.float64, device=device)
-    # sums: count, loss, sum_y, sum_y2, squared error, absolute error
-    sums = torch.zeros(6, dtype=torch.float64, device=device)
-    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum") if classification else torch.nn.MSELoss(reduction="sum")
+    from .metrics import score_metrics
+
     model.eval()
+    scores, labels = [], []
     with torch.no_grad():
-        for batch in shard.iter_torch_batches(
-            batch_size=config["batch_size"], dtypes={FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]},
+        for batch in validation.iter_torch_batches(
+            batch_size=max(config["batch_size"], 1024), dtypes={FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]},
             device=device,
         ):
-            features, labels = batch[FEATURES_COLUMN], batch[LABEL_COLUMN]
-            output = model(features)
-            if classification:
-                loss = loss_fn(output, labels)
-                predicted = output.argmax(dim=1)
-                index = labels * classes + predicted
-                confusion += torch.bincount(index, minlength=classes * classes).reshape(classes, classes).to(confusion.dtype)
-                sums[0] += len(labels)
-                sums[1] += float(loss)
-            else:
-                output = output.squeeze(1)
-                error = output.double() - labels.double()
-                sums += torch.stack([
-                    torch.tensor(float(len(labels)), dtype=torch.float64, device=device),
-                    (error**2).sum(), labels.double().sum(), (labels.double() ** 2).sum(), (error**2).sum(), error.abs().sum(),
-                ])
-    _sum_over_workers(confusion)
-    _sum_over_workers(sums)
-    count = max(float(sums[0]), 1.0)
-    if classification:
-        true_positive = confusion.diag()
-        precision = true_positive / confusion.sum(dim=0).clamp(min=1)
-        recall = true_positive / confusion.sum(dim=1).clamp(min=1)
-        f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(precision))
-        present = confusion.sum(dim=1) > 0
-        return {
-            "val_loss": float(sums[1]) / count,
-            "val_accuracy": float(true_positive.sum()) / count,
-            "val_f1": float(f1[present].mean()) if bool(present.any()) else 0.0,
-        }
-    mean_y = float(sums[2]) / count
-    total = float(sums[3]) - count * mean_y**2
-    unit = config["target_std"]  # errors back in the label's own units
-    return {
-        "val_loss": float(sums[1]) / count,
-        "val_rmse": unit * (float(sums[4]) / count) ** 0.5,
-        "val_mae": unit * float(sums[5]) / count,
-        "val_r2": 1.0 - float(sums[4]) / total if total > 0 else 0.0,
-    }
+            output = model(batch[FEATURES_COLUMN])
+            scores.append(output.float().cpu().numpy())
+            labels.append(batch[LABEL_COLUMN].cpu().numpy())
+    if not scores:
+        return {}
+    outputs = np.concatenate(scores)
+    if config["task"] != "classification":
+        outputs = outputs.reshape(-1)
+    return score_metrics(config["task"], np.concatenate(labels), outputs, "val", unit=config["target_std"])
 
 
 def _quiet_per_report_logs() -> None:
@@ -93,13 +62,27 @@ def _quiet_per_report_logs() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
+def _optimizer(parameters: Any, settings: dict[str, Any]) -> Any:
+    import torch
+
+    if settings["name"] == "sgd":
+        return torch.optim.SGD(parameters, lr=settings["lr"], momentum=settings["momentum"], weight_decay=settings["weight_decay"])
+    kind = torch.optim.AdamW if settings["name"] == "adamw" else torch.optim.Adam
+    return kind(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"])
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     """Runs on every Ray Train worker; returns the per-epoch metric history (rank 0's is kept)."""
+    import contextlib
+    import time
+
     import ray.train
     import ray.train.torch
     import torch
 
-    from .models import build_torch_mlp
+    from .metrics import EarlyStopping
+    from .models import build_torch_model
+    from .progress import report_epoch
 
     _quiet_per_report_logs()
 
@@ -107,18 +90,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     rank = context.get_world_rank()
     torch.manual_seed(config["seed"])
     device = ray.train.torch.get_device()
-    model_config = config["model"]
-    network = build_torch_mlp(
-        config["input_dim"], config["output_dim"], model_config["hidden_layers"], model_config["dropout"], model_config["activation"]
-    )
-    optimizer_config = config["optimizer"]
-    optimizers = {
-        "adam": lambda params: torch.optim.Adam(params, lr=optimizer_config["lr"], weight_decay=optimizer_config["weight_decay"]),
-        "adamw": lambda params: torch.optim.AdamW(params, lr=optimizer_config["lr"], weight_decay=optimizer_config["weight_decay"]),
-        "sgd": lambda params: torch.optim.SGD(
-            params, lr=optimizer_config["lr"], momentum=optimizer_config["momentum"], weight_decay=optimizer_config["weight_decay"]
-        ),
-    }
+    network = build_torch_model(config["model_spec"], config["input_dim"], config["output_dim"])
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     state = None
@@ -127,18 +99,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
         network.load_state_dict(state["model"])
         start_epoch, history = state["epoch"] + 1, state["history"]
+    stopping = EarlyStopping(config["early_stopping"])
+    if stopping.replay(history):  # a resumed run that had already stopped
+        return history
     model = ray.train.torch.prepare_model(network)
-    optimizer = optimizers[optimizer_config["name"]](model.parameters())
+    optimizer = _optimizer(model.parameters(), config["optimizer"])
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+    mixed = config["mixed_precision"] and device.type == "cuda"  # float16 autocast needs a GPU
+    scaler = torch.amp.GradScaler("cuda", enabled=mixed)
+    accumulate = config["gradient_accumulation_steps"]
 
     classification = config["task"] == "classification"
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
     train_shard = ray.train.get_dataset_shard("train")
-    validation_shard = ray.train.get_dataset_shard("validation")
+    validation = ray.train.get_dataset_shard("validation")
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
+        started = time.perf_counter()
         sums = torch.zeros(2, dtype=torch.float64, device=device)
+        optimizer.zero_grad()
+        pending = 0  # batches whose gradients wait for the next optimizer step
         for batch in train_shard.iter_torch_batches(
             batch_size=config["batch_size"],
             dtypes={FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]},
@@ -147,17 +128,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             local_shuffle_seed=config["seed"] + epoch,
         ):
             features, labels = batch[FEATURES_COLUMN], batch[LABEL_COLUMN]
-            output = model(features)
-            loss = loss_fn(output, labels) if classification else loss_fn(output.squeeze(1), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            pending += 1
+            step_now = pending == accumulate
+            # DDP all-reduces gradients on every backward; between optimizer steps that is wasted.
+            sync = contextlib.nullcontext() if step_now or not hasattr(model, "no_sync") else model.no_sync()
+            with sync, torch.autocast(device.type, dtype=torch.float16, enabled=mixed):
+                output = model(features)
+                loss = loss_fn(output, labels) if classification else loss_fn(output.squeeze(1), labels)
+                scaler.scale(loss / accumulate).backward()
+            if step_now:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+                pending = 0
             sums[0] += float(loss.detach()) * len(labels)
             sums[1] += len(labels)
+        if pending:  # the epoch's last, partial accumulation
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        seconds = time.perf_counter() - started
         _sum_over_workers(sums)
-        metrics = {"epoch": epoch + 1, "train_loss": float(sums[0]) / max(float(sums[1]), 1.0)}
-        metrics.update(_validation_metrics(model, validation_shard, config, device))
+        metrics = {"epoch": epoch + 1, "train_loss": float(sums[0]) / max(float(sums[1]), 1.0), "train_seconds": seconds}
+        metrics.update(_validation_metrics(model, validation, config, device))
         history.append(metrics)
+        stop = stopping.should_stop(metrics)
         with tempfile.TemporaryDirectory() as folder:
             saved = None
             if rank == 0:
@@ -167,7 +162,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
                     Path(folder) / STATE_FILE,
                 )
                 saved = ray.train.Checkpoint.from_directory(folder)
+                report_epoch(config["progress"], epoch + 1, config["epochs"],
+                             {k: v for k, v in metrics.items() if k not in ("epoch", "train_seconds")}, int(sums[1]), seconds)
             ray.train.report(metrics, checkpoint=saved)
+        if stop:
+            break
     return history
 
 
@@ -188,12 +187,16 @@ def fit(request: TrainRequest) -> FitOutcome:
         "input_dim": request.input_dim,
         "output_dim": request.output_dim,
         "label_dtype": torch.long if classification else torch.float32,
-        "model": train.model.model_dump(),
+        "model_spec": request.model_spec,
         "optimizer": train.optimizer.model_dump(),
         "epochs": train.epochs,
         "batch_size": train.batch_size,
         "seed": train.seed,
         "target_std": (request.target_scale or {}).get("std", 1.0),
+        "early_stopping": train.early_stopping.model_dump() if train.early_stopping else None,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "mixed_precision": train.mixed_precision,
+        "progress": request.progress,
     }
     scaling = train.scaling
     trainer = TorchTrainer(
@@ -217,6 +220,7 @@ def fit(request: TrainRequest) -> FitOutcome:
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
         datasets=request.datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
     try:
         result = trainer.fit()
@@ -247,17 +251,23 @@ def _root_cause(error: BaseException) -> str:
     return tail[0][:500]
 
 
-def load_for_inference(package_dir: Path, model: dict[str, Any]) -> Any:
+def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
     """The trained network in eval mode, on CPU, with its weights."""
     import torch
 
-    from .models import build_torch_mlp
+    from .models import build_torch_model
 
-    network = build_torch_mlp(model["input_dim"], model["output_dim"], model["hidden_layers"], model["dropout"], model["activation"])
+    network = build_torch_model(model_spec, model_spec["input_dim"], model_spec["output_dim"])
     network.load_state_dict(torch.load(package_dir / "model" / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     network.eval()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     return network
+
+
+def pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"torch=={version('torch').split('+')[0]}"]
 
 
 def predict_scores(network: Any, matrix: Any) -> Any:

@@ -62,7 +62,8 @@ BROKEN = {
     "unknown key with a suggestion": (
         VALID.replace("  epochs: 3", "  epoch: 3"),
         ["{f}:17: train.epoch: unknown key; did you mean 'epochs'? allowed keys: framework, task, model, epochs, "
-         "batch_size, optimizer, scaling, checkpoint, max_failures, seed"],
+         "batch_size, optimizer, scaling, checkpoint, max_failures, seed, early_stopping, gradient_accumulation_steps, "
+         "mixed_precision, cv_folds"],
     ),
     "wrong type": (
         VALID.replace("epochs: 3", "epochs: three"),
@@ -112,9 +113,9 @@ BROKEN = {
         ["{f}:1: version: required key is missing; this raymlp reads job files of version 1"],
     ),
     "empty file": ("", ["{f}:1: the file is empty; a job needs version, name and data"]),
-    "framework without a backend yet": (
-        VALID.replace("framework: torch", "framework: xgboost").replace("{type: mlp, hidden_layers: [16]}", "{type: xgboost.XGBClassifier}"),
-        ["{f}:15: train.framework: 'xgboost' has no training backend in this version of raymlp; available: torch"],
+    "model type the framework does not build": (
+        VALID.replace("framework: torch", "framework: xgboost"),
+        ["{f}:16: train.model.type: 'mlp' is not a model for xgboost; use xgboost"],
     ),
     "stratify without a label": (
         VALID.split("preprocess:")[0].replace("  label: target\n", ""),
@@ -150,7 +151,8 @@ def test_every_independent_mistake_is_reported_at_once(tmp_path):
         f"{path}:11: data.split.validation: Input should be less than 1 (got 2)",
         f"{path}:16: train.model.hidden_layers.1: Input should be greater than or equal to 1 (got 0)",
         f"{path}:17: train.epoch: unknown key; did you mean 'epochs'? allowed keys: framework, task, model, epochs, "
-        "batch_size, optimizer, scaling, checkpoint, max_failures, seed",
+        "batch_size, optimizer, scaling, checkpoint, max_failures, seed, early_stopping, gradient_accumulation_steps, "
+        "mixed_precision, cv_folds",
     ]
 
 
@@ -209,7 +211,8 @@ def test_bad_set_is_reported_with_the_override(tmp_path):
         "--set train.epochs=lots: train.epochs: Input should be a valid integer, unable to parse string as an "
         "integer (got 'lots')",
         "--set train.epochz=3: train.epochz: unknown key; did you mean 'epochs'? allowed keys: framework, task, "
-        "model, epochs, batch_size, optimizer, scaling, checkpoint, max_failures, seed",
+        "model, epochs, batch_size, optimizer, scaling, checkpoint, max_failures, seed, early_stopping, gradient_accumulation_steps, "
+        "mixed_precision, cv_folds",
     ]
 
 
