@@ -1,0 +1,366 @@
+"""TensorFlow/Keras on Ray Train (V2): MultiWorkerMirroredStrategy over Ray Data shards, a
+checkpoint every epoch, resumable. TensorFlow is imported only inside functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from raymlp.errors import UsageError, WorkFailed
+
+from .backend import FitOutcome, TrainRequest
+from .features import FEATURES_COLUMN, LABEL_COLUMN
+
+#: The whole Keras model (architecture and weights), for mlp and cnn.
+MODEL_FILE = "model.keras"
+#: Weights only, for custom models: the package rebuilds them with the builder source it carries
+#: (a subclassed Keras model without `get_config` cannot be saved as .keras).
+CUSTOM_WEIGHTS_FILE = "model.weights.h5"
+OPTIMIZER_FILE = "optimizer.npz"
+STATE_FILE = "state.json"
+
+#: Set in every training worker before TensorFlow loads: warnings and errors only.
+WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+_RAYMLP_ERROR_LINE = re.compile(r"raymlp\.errors\.(WorkFailed|UsageError): (.+)$")
+
+
+def _weights_file(spec: dict[str, Any]) -> str:
+    return CUSTOM_WEIGHTS_FILE if spec["type"] == "custom" else MODEL_FILE
+
+
+def _model_spec(request: TrainRequest) -> dict[str, Any]:
+    """The resolved model spec; a cnn's image shape is resolved here when the request has none."""
+    from .models import image_shape
+
+    spec = dict(request.model_spec or request.train.model.model_dump())
+    if spec["type"] == "cnn":
+        spec["image_shape"] = image_shape(spec.get("image_shape"), request.input_dim)
+    return spec
+
+
+def _built(model: Any, input_dim: int) -> Any:
+    """The model with its variables created (a subclassed custom model has none until called)."""
+    import numpy as np
+
+    if not model.built:
+        model(np.zeros((1, input_dim), dtype=np.float32), training=False)
+    return model
+
+
+def _optimizer(settings: dict[str, Any]) -> Any:
+    """Keras optimizer of `train.optimizer`. adam and sgd take weight_decay as an L2 penalty added
+    to the gradients (as torch does; see `_l2_gradients`), adamw as decoupled decay."""
+    import keras
+
+    if settings["name"] == "sgd":
+        return keras.optimizers.SGD(learning_rate=settings["lr"], momentum=settings["momentum"])
+    if settings["name"] == "adamw":
+        return keras.optimizers.AdamW(learning_rate=settings["lr"], weight_decay=settings["weight_decay"])
+    return keras.optimizers.Adam(learning_rate=settings["lr"])
+
+
+def _quiet_worker() -> None:
+    """Python-side TensorFlow and Ray Train per-report logs down to warnings."""
+    import logging
+
+    from .torch_backend import _quiet_per_report_logs
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    _quiet_per_report_logs()
+
+
+def _threads() -> None:
+    """TensorFlow's thread pools sized to the worker's CPUs (Ray sets OMP_NUM_THREADS to them)."""
+    import tensorflow as tf
+
+    cpus = max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, cpus))
+    except RuntimeError:  # the runtime is already initialised in this process
+        pass
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
+    """Runs on every Ray Train worker; returns the per-epoch metric history (rank 0's is kept)."""
+    import numpy as np
+    import ray.train
+
+    # Ray's TensorflowConfig sets TF_USE_LEGACY_KERAS=1 (Keras 2 as tf.keras); raymlp builds and
+    # loads models with Keras 3, so a builder's `tf.keras` must mean the same in training and serving.
+    os.environ["TF_USE_LEGACY_KERAS"] = "0"
+    _threads()
+    import keras
+    import tensorflow as tf
+
+    from .keras_models import build_keras_model
+    from .metrics import EarlyStopping, score_metrics
+    from .progress import report_epoch
+
+    _quiet_worker()
+    # Created first, before any other TensorFlow op; its TF_CONFIG comes from Ray's Tensorflow backend.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    rank = ray.train.get_context().get_world_rank()
+    keras.utils.set_random_seed(config["seed"])
+    spec, input_dim = config["model_spec"], config["input_dim"]
+    classification = config["task"] == "classification"
+    optimizer_settings = config["optimizer"]
+    with strategy.scope():
+        model = _built(build_keras_model(spec, input_dim, config["output_dim"]), input_dim)
+        optimizer = _optimizer(optimizer_settings)
+        optimizer.build(model.trainable_variables)
+
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = json.loads((Path(folder) / STATE_FILE).read_text())
+            model.load_weights(Path(folder) / _weights_file(spec))
+            with np.load(Path(folder) / OPTIMIZER_FILE) as saved:
+                optimizer.load_own_variables({key: saved[key] for key in saved.files})
+        # The optimizer's state holds its learning rate too; the job's current one wins.
+        optimizer.learning_rate = optimizer_settings["lr"]
+        start_epoch, history = state["epoch"] + 1, state["history"]
+    stopping = EarlyStopping(config["early_stopping"])
+    if stopping.replay(history):  # a resumed run that had already stopped
+        return history
+
+    replicas = strategy.num_replicas_in_sync
+    coupled_decay = optimizer_settings["weight_decay"] if optimizer_settings["name"] != "adamw" else 0.0
+    label_dtype = tf.int64 if classification else tf.float32
+
+    def per_example_loss(labels: Any, outputs: Any) -> Any:
+        if classification:
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=outputs)
+        return tf.square(tf.reshape(outputs, [-1]) - labels)
+
+    def replica_step(features: Any, labels: Any) -> Any:
+        with tf.GradientTape() as tape:
+            losses = per_example_loss(labels, model(features, training=True))
+            # Gradients are summed over replicas: the mean of the workers' batch means, as DDP does.
+            loss = tf.reduce_mean(losses) / replicas
+        variables = model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        if coupled_decay:
+            gradients = [gradient + coupled_decay * variable / replicas for gradient, variable in zip(gradients, variables)]
+        optimizer.apply_gradients(zip(gradients, variables))
+        return tf.reduce_sum(losses)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, input_dim], tf.float32), tf.TensorSpec([None], label_dtype)])
+    def train_step(features: Any, labels: Any) -> Any:
+        return strategy.experimental_local_results(strategy.run(replica_step, args=(features, labels)))[0]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, input_dim], tf.float32)])
+    def scores_of(features: Any) -> Any:
+        return model(features, training=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
+    def sum_over_workers(values: Any) -> Any:
+        def replica_sum(local: Any) -> Any:
+            # The value must be made inside the replica function: an input as such has no device
+            # the collective could reduce to ("destinations can not be empty").
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(local))
+
+        return strategy.experimental_local_results(strategy.run(replica_sum, args=(values,)))[0]
+
+    train_shard = ray.train.get_dataset_shard("train")
+    validation = ray.train.get_dataset_shard("validation")
+    label_numpy = np.int64 if classification else np.float32
+    for epoch in range(start_epoch, config["epochs"]):
+        started = time.perf_counter()
+        loss_sum, rows = 0.0, 0
+        # Ray Data splits the train set into equal shards, so every worker runs the same number of
+        # steps (each step is a collective all-reduce of the gradients).
+        for batch in train_shard.iter_batches(
+            batch_size=config["batch_size"], batch_format="numpy",
+            local_shuffle_buffer_size=max(config["batch_size"] * 8, 1024), local_shuffle_seed=config["seed"] + epoch,
+        ):
+            labels = np.asarray(batch[LABEL_COLUMN], dtype=label_numpy)
+            loss_sum += float(train_step(np.asarray(batch[FEATURES_COLUMN], dtype=np.float32), labels))
+            rows += len(labels)
+        seconds = time.perf_counter() - started
+        total_loss, total_rows = sum_over_workers(np.array([loss_sum, rows], dtype=np.float64)).numpy()
+        metrics = {"epoch": epoch + 1, "train_loss": float(total_loss) / max(float(total_rows), 1.0)}
+        metrics.update(_validation_metrics(scores_of, validation, config, score_metrics))
+        # Every worker computes the same validation metrics; stopping when any worker says so makes
+        # sure no worker is left waiting in a collective for one that stopped.
+        stop = stopping.should_stop(metrics)
+        stop = float(sum_over_workers(np.array([float(stop)], dtype=np.float64)).numpy()[0]) > 0
+        history.append(metrics)
+        # Every worker saves (saving a distributed model may take part in collectives); rank 0's is reported.
+        with tempfile.TemporaryDirectory() as folder:
+            _save_state(Path(folder), model, optimizer, spec, epoch, history)
+            saved = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
+            if rank == 0:
+                report_epoch(config["progress"], epoch + 1, config["epochs"],
+                             {key: value for key, value in metrics.items() if key != "epoch"}, int(total_rows), seconds)
+            ray.train.report(metrics, checkpoint=saved)
+        if stop:
+            break
+    return history
+
+
+def _validation_metrics(scores_of: Any, validation: Any, config: dict[str, Any], score_metrics: Any) -> dict[str, float]:
+    """Metrics of the whole validation split: every worker holds all of it (it is not split), so
+    every worker computes the same numbers."""
+    import numpy as np
+
+    scores, labels = [], []
+    for batch in validation.iter_batches(batch_size=max(config["batch_size"], 1024), batch_format="numpy"):
+        scores.append(scores_of(np.asarray(batch[FEATURES_COLUMN], dtype=np.float32)).numpy())
+        labels.append(np.asarray(batch[LABEL_COLUMN]))
+    if not scores:
+        return {}
+    outputs = np.concatenate(scores)
+    if config["task"] != "classification":
+        outputs = outputs.reshape(-1)
+    return score_metrics(config["task"], np.concatenate(labels), outputs, "val", unit=config["target_std"])
+
+
+def _save_state(folder: Path, model: Any, optimizer: Any, spec: dict[str, Any], epoch: int, history: list[dict[str, float]]) -> None:
+    """A checkpoint: the model, the optimizer's variables, the epoch (0-based) and the history so far."""
+    import numpy as np
+
+    if spec["type"] == "custom":
+        model.save_weights(str(folder / CUSTOM_WEIGHTS_FILE))
+    else:
+        model.save(str(folder / MODEL_FILE))
+    store: dict[str, Any] = {}
+    optimizer.save_own_variables(store)
+    np.savez(folder / OPTIMIZER_FILE, **{key: np.asarray(value) for key, value in store.items()})
+    (folder / STATE_FILE).write_text(json.dumps({"epoch": epoch, "history": history}))
+
+
+def fit(request: TrainRequest) -> FitOutcome:
+    """Train with TensorflowTrainer and return the best checkpoint's model file and the metric history."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # ray.train.tensorflow imports TensorFlow here too
+    import ray.train
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from raymlp import settings
+
+    # Read by the Train controller, which Ray starts with the driver's copy of this variable.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(settings.train_poll_interval_s()))
+    train = request.train
+    spec = _model_spec(request)
+    if spec["type"] not in ("mlp", "cnn", "custom"):
+        raise UsageError(f"train.model.type: tensorflow builds mlp, cnn or custom, not '{spec['type']}'")
+    loop_config = {
+        "task": request.task,
+        "input_dim": request.input_dim,
+        "output_dim": request.output_dim,
+        "model_spec": spec,
+        "optimizer": train.optimizer.model_dump(),
+        "epochs": train.epochs,
+        "batch_size": train.batch_size,
+        "seed": train.seed,
+        "target_std": (request.target_scale or {}).get("std", 1.0),
+        "early_stopping": train.early_stopping.model_dump() if train.early_stopping else None,
+        "progress": request.progress,
+    }
+    scaling = train.scaling
+    workers = tuple(scaling.num_workers) if isinstance(scaling.num_workers, (list, tuple)) else scaling.num_workers
+    trainer = TensorflowTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=scaling.resources_per_worker,
+            placement_strategy=scaling.placement_strategy,
+        ),
+        run_config=ray.train.RunConfig(
+            name=request.run_name,
+            storage_path=request.storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=train.checkpoint.num_to_keep,
+                checkpoint_score_attribute=train.checkpoint.metric,
+                checkpoint_score_order=train.checkpoint.mode,
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            worker_runtime_env={"env_vars": dict(WORKER_ENV)},
+        ),
+        datasets=request.datasets,
+        # Only the train set is sharded; every worker reads the whole validation set.
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        cause = _root_cause(error)
+        raymlp_error = _RAYMLP_ERROR_LINE.search(cause)
+        if raymlp_error:  # a WorkFailed raised in a worker (e.g. a custom builder's): the user's message
+            raise (WorkFailed if raymlp_error.group(1) == "WorkFailed" else UsageError)(raymlp_error.group(2).strip()) from None
+        raise WorkFailed(f"training failed: {cause}") from None
+    best = result.get_best_checkpoint(train.checkpoint.metric, train.checkpoint.mode) or result.checkpoint
+    if best is None:
+        raise WorkFailed("training finished without a checkpoint")
+    weights = Path(request.output_dir) / _weights_file(spec)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    with best.as_directory() as folder:
+        state = json.loads((Path(folder) / STATE_FILE).read_text())
+        shutil.copyfile(Path(folder) / _weights_file(spec), weights)
+    history = result.return_value or state["history"]
+    best_epoch = state["epoch"] + 1
+    best_metrics = next((row for row in history if row["epoch"] == best_epoch), history[-1] if history else {})
+    return FitOutcome(
+        history=history,
+        best_metrics=best_metrics,
+        best_epoch=best_epoch,
+        weights=weights,
+        checkpoint_path=best.path,
+        result_path=result.path,
+    )
+
+
+def _root_cause(error: BaseException) -> str:
+    from .torch_backend import _root_cause as last_line
+
+    return last_line(error)
+
+
+def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
+    """The trained Keras model, on CPU: the saved .keras model, or for a custom model the builder's
+    network with the saved weights."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    folder = Path(package_dir) / "model"
+    with tf.device("/CPU:0"):
+        if model_spec["type"] == "custom":
+            from .keras_models import build_keras_model
+
+            model = _built(build_keras_model(model_spec, model_spec["input_dim"], model_spec["output_dim"]),
+                           model_spec["input_dim"])
+            model.load_weights(folder / CUSTOM_WEIGHTS_FILE)
+        else:
+            model = keras.saving.load_model(folder / MODEL_FILE, compile=False)
+    return model
+
+
+def predict_scores(model: Any, matrix: Any) -> Any:
+    """Raw outputs for a float32 matrix: [n, classes] logits, or [n, 1] standardised values."""
+    import numpy as np
+    import tensorflow as tf
+
+    matrix = np.asarray(matrix, dtype=np.float32)
+    with tf.device("/CPU:0"):
+        parts = [np.asarray(model(matrix[start:start + 8192], training=False))
+                 for start in range(0, max(len(matrix), 1), 8192)]
+    return np.concatenate(parts)
+
+
+def pip_requirements() -> list[str]:
+    """tensorflow and keras, pinned to the versions that trained the model."""
+    from importlib.metadata import version
+
+    return [f"tensorflow=={version('tensorflow')}", f"keras=={version('keras')}"]
