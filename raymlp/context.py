@@ -80,6 +80,7 @@ class StageContext:
     run_id: str
     reporter: Reporter
     results: dict[str, Any] = field(default_factory=dict)
+    resuming: bool = False  # continuing an earlier run's training (`run_job(resume=...)`)
 
     @property
     def config(self):

@@ -80,16 +80,22 @@ def run_job(
     address: str | None = None,
     reporter: Reporter | None = None,
     on_serving: Any = None,
+    resume: str | None = None,
 ) -> RunSummary:
     """Run every stage of a job (or those in `only`) and return what was made.
 
     `on_serving(summary)` is called while the endpoint is still up, before an embedded Ray stops.
+    `resume` is the id of an earlier run of the same job whose driver died (or that failed): its
+    training continues from its latest checkpoint, on the same dataset version and MLflow run.
     """
     from raymlp import settings
     from raymlp.catalog import Catalog
     from raymlp.runtime import ray_runtime
 
-    loaded = job if isinstance(job, LoadedJob) else load_job(job, overrides)
+    if isinstance(job, LoadedJob):  # overrides apply on top of those it was loaded with
+        loaded = load_job(job.path, [*job.overrides, *overrides]) if overrides else job
+    else:
+        loaded = load_job(job, overrides)
     stages = _selected_stages(loaded, only)
     reporter = reporter or Reporter()
     storage = resolve_storage(loaded.config.storage)
@@ -99,12 +105,16 @@ def run_job(
             from raymlp.data.modules import check_job_refs
 
             check_job_refs(loaded, catalog)  # unknown module refs are config errors (exit 2), before any run
-        run = catalog.start_run(
-            job_name=loaded.config.name, job_path=str(loaded.path), job_sha256=loaded.sha256,
-            config=loaded.public_dict(), stages=stages,
-        )
+        if resume is not None:
+            run = _reopen_for_resume(catalog, loaded, resume, stages, storage)
+        else:
+            run = catalog.start_run(
+                job_name=loaded.config.name, job_path=str(loaded.path), job_sha256=loaded.sha256,
+                config=loaded.public_dict(), stages=stages,
+            )
         summary = RunSummary(run_id=run.id, job=loaded.config.name)
-        context = StageContext(job=loaded, storage=storage, catalog=catalog, run_id=run.id, reporter=reporter)
+        context = StageContext(job=loaded, storage=storage, catalog=catalog, run_id=run.id, reporter=reporter,
+                               resuming=resume is not None)
         try:
             with contextlib.ExitStack() as stack:
                 cluster = address or settings.ray_address()
@@ -130,6 +140,32 @@ def run_job(
         summary.total_seconds = round(time.perf_counter() - started, 3)
         catalog.finish_run(run.id, "succeeded", summary=_as_dict(summary))
     return summary
+
+
+def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: list[str], storage: Any) -> Any:
+    """The run to resume, checked: same job, same settings, training started, not finished."""
+    from raymlp.catalog import CatalogError
+    from raymlp.tracking.mlflow_tracking import flatten
+    from raymlp.train.stage import TRAINING_STARTED_FILE
+
+    try:
+        record = catalog.get_run(run_id)
+    except CatalogError as error:
+        raise UsageError(f"--resume: {error}") from None
+    if record.job_name != loaded.config.name:
+        raise UsageError(f"--resume: run {run_id} is of job '{record.job_name}', not '{loaded.config.name}'")
+    if record.status == "succeeded":
+        raise UsageError(f"--resume: run {run_id} succeeded; there is nothing to resume")
+    if "train" not in stages:
+        raise UsageError("--resume continues training: run it with the train stage")
+    before, now = flatten(record.config), flatten(loaded.public_dict())
+    changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+    if changed:
+        raise UsageError(f"--resume: the job's settings changed since run {run_id} ({', '.join(changed[:10])}); "
+                         "resuming would mix two models. Start a new run instead")
+    if not storage.folder("runs", run_id).joinpath(TRAINING_STARTED_FILE).exists():
+        raise UsageError(f"--resume: run {run_id} never started training; start a new run instead")
+    return catalog.reopen_run(run_id)
 
 
 def _as_dict(summary: RunSummary) -> dict[str, Any]:
@@ -171,6 +207,13 @@ def _convert(context: StageContext, summary: RunSummary) -> None:
 def _dataset_for_training(context: StageContext) -> Any:
     if "dataset" in context.results:
         return context.results["dataset"]
+    if context.resuming:  # the version the run started on, not the newest
+        from raymlp.train.stage import training_started
+
+        started = training_started(context)
+        record = context.catalog.get_dataset_version(started["dataset"], started["version"])
+        context.reporter.stage("dataset", f"using {record.name}@{record.version}, as run {context.run_id} did")
+        return record
     record = context.catalog.get_dataset_version(context.config.data.dataset.name)
     context.reporter.stage("dataset", f"using {record.name}@{record.version} from the catalog")
     return record

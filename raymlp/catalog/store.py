@@ -775,6 +775,18 @@ class Catalog:
             session.flush()
             return _run_record(row)
 
+    def reopen_run(self, run_id: str) -> RunRecord:
+        """Mark a run that never finished (its driver died) or failed as ``running`` again, to resume it."""
+        with self._session(write=True) as session:
+            row = session.get(Run, run_id, with_for_update=True)
+            if row is None:
+                raise CatalogError(f"no run with id {run_id!r}")
+            if row.status not in ("running", "failed"):
+                raise CatalogError(f"run {run_id} {row.status}; only a run that failed or never finished can be resumed")
+            row.status, row.finished_at, row.summary, row.error = "running", None, None, None
+            session.flush()
+            return _run_record(row)
+
     def get_run(self, run_id: str) -> RunRecord:
         """The run with id ``run_id``; CatalogError if there is none."""
         with self._session(write=False) as session:

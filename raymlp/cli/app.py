@@ -115,7 +115,14 @@ def _wait_for_interrupt(endpoint: str) -> None:
 
 
 @app.command()
-def train(job: JobArg, overrides: SetOpt = None, address: AddressOpt = None, as_json: JsonOpt = False) -> None:
+def train(
+    job: JobArg,
+    overrides: SetOpt = None,
+    address: AddressOpt = None,
+    as_json: JsonOpt = False,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="RUN", help="Continue run RUN (its driver died, or it failed) from its latest checkpoint.")] = None,
+) -> None:
     """Train (and register, when the job says so) on the dataset's latest version."""
     from raymlp.pipeline import run_job
 
@@ -125,7 +132,7 @@ def train(job: JobArg, overrides: SetOpt = None, address: AddressOpt = None, as_
         from raymlp.errors import UsageError
 
         raise UsageError(f"{job}: the job has no train section")
-    _print_summary(run_job(loaded, only=stages, address=address), as_json)
+    _print_summary(run_job(loaded, only=stages, address=address, resume=resume), as_json)
 
 
 @app.command()

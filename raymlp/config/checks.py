@@ -37,8 +37,9 @@ def run_checks(config: JobConfig) -> list[Finding]:
     return [finding for rule in CHECKS for finding in rule(config)]
 
 
-def reported_metrics(task: str) -> set[str]:
-    """Metric names the train stage reports for a task ('auto' means either)."""
+def reported_metrics(task: str, cross_validated: bool = False) -> set[str]:
+    """Metric names the train stage reports for a task ('auto' means either); with
+    `cross_validated` (sklearn's cv_folds), also cv_<metric>_mean and cv_<metric>_std."""
     per_task = {
         "classification": ("loss", "accuracy", "f1", "roc_auc"),
         "regression": ("loss", "rmse", "mae", "r2"),
@@ -47,6 +48,8 @@ def reported_metrics(task: str) -> set[str]:
     for kind, metrics in per_task.items():
         if task in (kind, "auto"):
             names |= {f"{split}_{metric}" for split in ("val", "test") for metric in metrics}
+            if cross_validated:
+                names |= {f"cv_{metric}_{summary}" for metric in metrics for summary in ("mean", "std")}
     return names
 
 
@@ -165,7 +168,7 @@ def _train_is_possible(job: JobConfig) -> Iterator[Finding]:
         yield ("train", "cv_folds"), "cross-validation folds are a sklearn option"
     if job.data.split.validation == 0:
         yield ("data", "split", "validation"), "training needs a validation split (checkpoints are ranked on it); give a fraction > 0"
-    metrics = reported_metrics(train.task)
+    metrics = reported_metrics(train.task, train.cv_folds is not None)
     if train.checkpoint.metric not in metrics:
         yield ("train", "checkpoint", "metric"), _unknown_metric(train.checkpoint.metric, metrics)
     watched = {name for name in metrics if name.startswith(("val_", "train_"))}
@@ -181,7 +184,7 @@ def _tune_is_well_formed(job: JobConfig) -> Iterator[Finding]:
     if job.train is None:
         yield ("tune",), "a sweep runs the train stage; add a train section"
         return
-    metrics = reported_metrics(job.train.task)
+    metrics = reported_metrics(job.train.task, job.train.cv_folds is not None)
     if tune.metric not in metrics:
         yield ("tune", "metric"), _unknown_metric(tune.metric, metrics)
     for key in tune.space:
@@ -197,7 +200,7 @@ def _register_needs_a_model(job: JobConfig) -> Iterator[Finding]:
     if job.train is None:
         yield ("register",), "registering needs a model; add a train section"
         return
-    metrics = reported_metrics(job.train.task)
+    metrics = reported_metrics(job.train.task, job.train.cv_folds is not None)
     for metric in job.register.require:
         if metric not in metrics:
             yield ("register", "require", metric), _unknown_metric(metric, metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,9 +80,11 @@ def _work_failure(error: BaseException) -> BaseException:
     return (WorkFailed if kind == "WorkFailed" else UsageError)(message.strip())
 
 
-def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, classes: list[Any] | None, prefix: str) -> dict[str, float]:
+def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, classes: list[Any] | None, prefix: str,
+                       target_scale: dict[str, float] | None = None) -> dict[str, float]:
     """Metrics of a package's predictions against the truth, named `<prefix>_<metric>`: the same
-    definitions as the per-epoch validation metrics (`metrics.py`), in the label's own units."""
+    definitions as the per-epoch validation metrics (`metrics.py`): RMSE and MAE in the label's own
+    units, the loss in the standardised units the model was trained in (`target_scale`)."""
     from .metrics import classification_metrics, regression_metrics
 
     if len(truth) == 0:
@@ -90,7 +93,10 @@ def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, cla
         codes = {str(name): index for index, name in enumerate(classes)}
         probabilities = predicted[[f"probability_{name}" for name in classes]].to_numpy()
         return classification_metrics(np.array([codes[str(value)] for value in truth]), probabilities, prefix)
-    return regression_metrics(pd.to_numeric(truth).to_numpy(dtype=float), predicted["prediction"].to_numpy(dtype=float), prefix)
+    scale = target_scale or {"mean": 0.0, "std": 1.0}
+    standardised = [(values - scale["mean"]) / scale["std"]
+                    for values in (pd.to_numeric(truth).to_numpy(dtype=float), predicted["prediction"].to_numpy(dtype=float))]
+    return regression_metrics(*standardised, prefix, unit=scale["std"])
 
 
 def _pip_requirements(framework: str) -> list[str]:
@@ -174,11 +180,17 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
     dataset_ref = f"{dataset.name}@{dataset.version}"
     digest = dataset.manifest["content_digest"]
-    mlflow_run = tracker.start_run(
-        job.name, run_name=f"{job.name}-{context.run_id[:8]}",
-        tags={"raymlp.run_id": context.run_id, "raymlp.dataset": dataset_ref, "raymlp.dataset_digest": digest,
-              "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path)},
-    )
+    if context.resuming:  # the same MLflow run goes on (its params are the same settings)
+        mlflow_run = training_started(context)["mlflow_run_id"]
+        context.reporter.stage("train", f"resuming run {context.run_id} (MLflow run {mlflow_run}) from its latest checkpoint")
+    else:
+        mlflow_run = tracker.start_run(
+            job.name, run_name=f"{job.name}-{context.run_id[:8]}",
+            tags={"raymlp.run_id": context.run_id, "raymlp.dataset": dataset_ref, "raymlp.dataset_digest": digest,
+                  "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path)},
+        )
+        _write_json_atomically(run_folder / TRAINING_STARTED_FILE,
+                               {"dataset": dataset.name, "version": dataset.version, "mlflow_run_id": mlflow_run})
     try:
         tracker.log_params(mlflow_run, context.job.public_dict())
         input_dim = int(sample[FEATURES_COLUMN].shape[1])
@@ -186,8 +198,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         model_spec = resolve_model_spec(train.model.model_dump(), input_dim, Path(context.job.path).parent)
         context.reporter.stage(
             "train", f"{train.framework} {train.model.type} on {dataset_ref}: {len(train_frame)} train / "
-            f"{len(validation_frame)} validation / {len(test_frame)} test rows, {train.scaling.num_workers} worker(s), "
-            f"{train.epochs} epochs"
+            f"{len(validation_frame)} validation / {len(test_frame)} test rows, {_how_it_runs(train)}"
         )
         with TrainingProgress(context.reporter) as progress:
             outcome = fit(TrainRequest(
@@ -216,11 +227,13 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                 "trained_at": datetime.now(timezone.utc).isoformat(),
             },
         }
+        if context.resuming and (run_folder / "package").exists():  # written before the driver died, never registered
+            shutil.rmtree(run_folder / "package")
         package_dir = write_package(run_folder / "package", description=description, preprocessor=preprocessor,
                                     weights=outcome.weights, builder_source=model_spec.get("builder_source"))
         package = load_package(package_dir)
-        metrics = {key: value for key, value in outcome.best_metrics.items() if key != "epoch"}
-        metrics.update(evaluation_metrics(task, test_frame[label], package.predict(test_frame), classes, "test"))
+        metrics = {key: value for key, value in outcome.best_metrics.items() if key not in ("epoch", "train_seconds", "attempt")}
+        metrics.update(evaluation_metrics(task, test_frame[label], package.predict(test_frame), classes, "test", target_scale))
         description["metrics"] = metrics
         _rewrite_description(package_dir, description)
         tracker.log_metrics(mlflow_run, [{**{key: value for key, value in metrics.items() if key.startswith("test_")},
@@ -236,6 +249,32 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         package_dir=package_dir, mlflow_run_id=mlflow_run, model_uri=model_uri, metrics=metrics,
         history=outcome.history, dataset_ref=dataset_ref, dataset_digest=digest, framework=train.framework,
     )
+
+
+#: Written in a run's folder when its training starts: what `--resume` needs to go on with it.
+TRAINING_STARTED_FILE = "training.json"
+
+
+def training_started(context: StageContext) -> dict[str, Any]:
+    """The dataset version and MLflow run an earlier training of this run started with."""
+    return json.loads((context.storage.folder("runs", context.run_id) / TRAINING_STARTED_FILE).read_text())
+
+
+def _write_json_atomically(path: Path, value: Any) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
+    os.replace(temporary, path)
+
+
+def _how_it_runs(train: Any) -> str:
+    """Workers and passes, in the framework's own terms."""
+    workers = train.scaling.num_workers
+    shown = f"{workers[0]}-{workers[1]} workers (elastic)" if isinstance(workers, tuple) else f"{workers} worker(s)"
+    if train.framework == "sklearn":
+        return "one Ray task" + (f", {train.cv_folds} cross-validation fold tasks" if train.cv_folds else "")
+    if train.framework == "xgboost":
+        return f"{shown}, up to {train.epochs} boosting rounds"
+    return f"{shown}, up to {train.epochs} epochs"
 
 
 def _module_steps(preprocessor: Any) -> list[Any]:
@@ -257,9 +296,7 @@ def _rewrite_description(package_dir: Path, description: dict[str, Any]) -> None
     path = package_dir / DESCRIPTION_FILE
     current = json.loads(path.read_text())
     current.update(description)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(current, indent=2, sort_keys=True, default=str))
-    os.replace(temporary, path)
+    _write_json_atomically(path, current)
 
 
 @dataclass

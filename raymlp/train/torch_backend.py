@@ -13,6 +13,9 @@ from .backend import FitOutcome, TrainRequest
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
 STATE_FILE = "state.pt"
+#: History keys that describe the run, not the model: `attempt` counts restarts from a checkpoint
+#: (0: the first worker group; epochs after a lost node or a resumed run have 1, 2, ...).
+BOOKKEEPING = ("epoch", "train_seconds", "attempt")
 WEIGHTS_FILE = "weights.pt"
 
 
@@ -62,6 +65,19 @@ def _quiet_per_report_logs() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
+def _with_last(items: Any) -> Any:
+    """(item, is_last) for each item of an iterable."""
+    iterator = iter(items)
+    current = next(iterator, _END)
+    while current is not _END:
+        following = next(iterator, _END)
+        yield current, following is _END
+        current = following
+
+
+_END = object()
+
+
 def _optimizer(parameters: Any, settings: dict[str, Any]) -> Any:
     import torch
 
@@ -91,14 +107,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     torch.manual_seed(config["seed"])
     device = ray.train.torch.get_device()
     network = build_torch_model(config["model_spec"], config["input_dim"], config["output_dim"])
-    start_epoch, history = 0, []
+    start_epoch, history, attempt = 0, [], 0
     checkpoint = ray.train.get_checkpoint()
     state = None
-    if checkpoint:
+    if checkpoint:  # a restarted worker group, or a resumed run: go on after the checkpoint's epoch
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
         network.load_state_dict(state["model"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
+        start_epoch, history, attempt = state["epoch"] + 1, state["history"], state.get("attempt", 0) + 1
     stopping = EarlyStopping(config["early_stopping"])
     if stopping.replay(history):  # a resumed run that had already stopped
         return history
@@ -120,16 +136,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         sums = torch.zeros(2, dtype=torch.float64, device=device)
         optimizer.zero_grad()
         pending = 0  # batches whose gradients wait for the next optimizer step
-        for batch in train_shard.iter_torch_batches(
+        batches = train_shard.iter_torch_batches(
             batch_size=config["batch_size"],
             dtypes={FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]},
             device=device,
             local_shuffle_buffer_size=max(config["batch_size"] * 8, 1024),
             local_shuffle_seed=config["seed"] + epoch,
-        ):
+        )
+        for batch, last in _with_last(batches):
             features, labels = batch[FEATURES_COLUMN], batch[LABEL_COLUMN]
             pending += 1
-            step_now = pending == accumulate
+            # The epoch's last batch always steps: a gradient left unsynchronised would let the
+            # replicas drift apart (and disagree on early stopping).
+            step_now = pending == accumulate or last
             # DDP all-reduces gradients on every backward; between optimizer steps that is wasted.
             sync = contextlib.nullcontext() if step_now or not hasattr(model, "no_sync") else model.no_sync()
             with sync, torch.autocast(device.type, dtype=torch.float16, enabled=mixed):
@@ -143,27 +162,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
                 pending = 0
             sums[0] += float(loss.detach()) * len(labels)
             sums[1] += len(labels)
-        if pending:  # the epoch's last, partial accumulation
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad()
         seconds = time.perf_counter() - started
         _sum_over_workers(sums)
-        metrics = {"epoch": epoch + 1, "train_loss": float(sums[0]) / max(float(sums[1]), 1.0), "train_seconds": seconds}
+        metrics = {"epoch": epoch + 1, "train_loss": float(sums[0]) / max(float(sums[1]), 1.0), "train_seconds": seconds,
+                   "attempt": attempt}
         metrics.update(_validation_metrics(model, validation, config, device))
         history.append(metrics)
-        stop = stopping.should_stop(metrics)
+        # Every worker computes the same metrics; agreeing on the decision still guards the
+        # collectives of the next epoch against any worker stopping alone.
+        stop = bool(_sum_over_workers(torch.tensor([float(stopping.should_stop(metrics))], device=device)).item() > 0)
         with tempfile.TemporaryDirectory() as folder:
             saved = None
             if rank == 0:
                 unwrapped = getattr(model, "module", model)
                 torch.save(
-                    {"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history},
+                    {"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
+                     "attempt": attempt},
                     Path(folder) / STATE_FILE,
                 )
                 saved = ray.train.Checkpoint.from_directory(folder)
                 report_epoch(config["progress"], epoch + 1, config["epochs"],
-                             {k: v for k, v in metrics.items() if k not in ("epoch", "train_seconds")}, int(sums[1]), seconds)
+                             {k: v for k, v in metrics.items() if k not in BOOKKEEPING}, int(sums[1]), seconds)
             ray.train.report(metrics, checkpoint=saved)
         if stop:
             break
