@@ -1,0 +1,71 @@
+"""`raymlp train --resume RUN` after the driver of RUN was killed mid-training."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import REPO, json_output, run_cli
+
+pytestmark = [pytest.mark.integration]
+
+EPOCHS = 12
+
+
+def _job(folder):
+    text = (REPO / "jobs" / "wine-torch.yaml").read_text()
+    text = text.replace("  early_stopping: {metric: val_loss, mode: min, patience: 8}\n", "")
+    text = text.replace("epochs: 30", f"epochs: {EPOCHS}").replace("num_workers: 2", "num_workers: 1")
+    path = folder / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def _checkpoints(home):
+    return sorted(str(path) for path in (home / "ray_results").rglob("checkpoint_*") if path.is_dir())
+
+
+def test_a_run_whose_driver_died_resumes_from_its_checkpoint(ray_4_cpus, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from raymlp.catalog import Catalog
+
+    home = tmp_path / "home"
+    env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus}
+    job = _job(tmp_path)
+    assert run_cli("data", "convert", str(job), cwd=tmp_path, env=env).returncode == 0
+    driver = subprocess.Popen([sys.executable, "-m", "raymlp", "train", str(job)], cwd=tmp_path,
+                              env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(_checkpoints(home)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert driver.poll() is None, "training ended before the driver could be killed"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+
+    with Catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:
+        [run] = [run for run in catalog.list_runs("wine-torch") if "train" in run.stages]
+    assert run.status == "running"  # nobody lived to finish it
+
+    changed = run_cli("train", str(job), "--resume", run.id, "--set", "train.epochs=13", cwd=tmp_path, env=env)
+    assert changed.returncode == 2 and "train.epochs" in changed.stderr
+
+    resumed = run_cli("train", str(job), "--resume", run.id, "--json", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json_output(resumed)
+    assert summary["run_id"] == run.id and summary["metrics"]["test_accuracy"] >= 0.9
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    attempts = {point.step: point.value for point in client.get_metric_history(summary["mlflow_run_id"], "attempt")}
+    assert sorted(attempts) == list(range(1, EPOCHS + 1))  # every epoch logged once, in the run it started
+    resumed_at = min(epoch for epoch, attempt in attempts.items() if attempt >= 1)
+    assert resumed_at > 1 and all(attempts[epoch] == 0 for epoch in range(1, resumed_at))
+    with Catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:
+        assert catalog.get_run(run.id).status == "succeeded"
+    again = run_cli("train", str(job), "--resume", run.id, cwd=tmp_path, env=env)
+    assert again.returncode == 2 and "nothing to resume" in again.stderr
