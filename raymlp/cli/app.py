@@ -538,5 +538,26 @@ def models_promote(
         raise UsageError(f"promote needs NAME:VERSION, got '{model}'")
     tracker = _tracker(job)
     tracker.resolve(ref)
-    tracker.set_alias(ref.name, alias, ref.version)
+    tracker.set_alias(ref.name, alias, ref.version, by="promote")
     typer.echo(f"{ref.name}@{alias} -> version {ref.version}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    model: Annotated[str, typer.Argument(help="NAME of the registered model")],
+    alias: Annotated[str, typer.Option("--alias", help="Alias to move back, e.g. champion.")],
+    job: JobOpt = None,
+) -> None:
+    """Move an alias back to its previous version.
+
+    Undoes the alias's last move (promote, register, or a move made outside raymlp); run it again
+    to undo the move before that. Moves are kept in the registered model's MLflow tags.
+    """
+    from raymlp.errors import UsageError
+    from raymlp.tracking import parse_model_ref
+
+    ref = parse_model_ref(model)
+    if ref.alias or ref.version:
+        raise UsageError(f"rollback takes the model NAME and --alias ALIAS, got '{model}'")
+    before, after = _tracker(job).rollback_alias(ref.name, alias)
+    typer.echo(f"{ref.name}@{alias} -> version {after} (was version {before})")

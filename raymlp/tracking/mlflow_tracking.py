@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from raymlp.config.schema import REQUIREMENT_PATTERN
 from raymlp.errors import UsageError, WorkFailed
 
 _PARAM_VALUE_LIMIT = 6000
+ALIAS_HISTORY_TAG = "raymlp.alias_history."
+_ALIAS_HISTORY_LIMIT = 5000  # MLflow's SQL stores keep a registered-model tag value in VARCHAR(5000)
+_MLFLOW_DIGEST_LIMIT = 36  # MLflow keeps at most 36 characters of a dataset digest
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z][A-Za-z0-9_-]*)|:(?P<version>\d+))?$")
 PACKAGE_ARTIFACT = "package"
 
@@ -66,6 +70,82 @@ def check_requirements(require: dict[str, str], metrics: dict[str, float]) -> li
         if not holds:
             failures.append(f"{metric} is {value if value is not None else 'missing'}, required {operator} {threshold}")
     return failures
+
+
+def mlflow_dataset_digest(content_digest: str) -> str:
+    """The digest MLflow records for a dataset version: the first 36 hex digits of its content digest."""
+    return content_digest.split(":", 1)[-1][:_MLFLOW_DIGEST_LIMIT]
+
+
+def _mlflow_schema(columns: list[dict[str, Any]]) -> Any:
+    """A dataset manifest's Arrow columns as an MLflow column schema (`any` where MLflow has no match)."""
+    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import AnyType
+
+    exact = {"double": DataType.double, "float": DataType.float, "halffloat": DataType.float, "bool": DataType.boolean,
+             "string": DataType.string, "large_string": DataType.string, "string_view": DataType.string,
+             "binary": DataType.binary, "large_binary": DataType.binary, "int64": DataType.long,
+             "uint32": DataType.long, "uint64": DataType.long, "int32": DataType.integer, "int16": DataType.integer,
+             "int8": DataType.integer, "uint16": DataType.integer, "uint8": DataType.integer}
+
+    def kind(arrow_type: str) -> Any:
+        if arrow_type in exact:
+            return exact[arrow_type]
+        return DataType.datetime if arrow_type.startswith(("timestamp", "date")) else AnyType()
+
+    return Schema([ColSpec(kind(column["type"]), column["name"], required=not column.get("nullable", True))
+                   for column in columns])
+
+
+def _standing_moves(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The moves no rollback has undone, oldest first: a move pushes, a rollback pops one, and a
+    recorded deletion (version null) clears them all."""
+    standing: list[dict[str, Any]] = []
+    for move in history:
+        if move.get("by") == "rollback":
+            standing = standing[:-1]
+        elif move.get("version") is None:
+            standing = []
+        else:
+            standing.append(move)
+    return standing
+
+
+def alias_stack(history: list[dict[str, Any]]) -> list[int]:
+    """The versions an alias can roll back through, oldest first; the last is where it points."""
+    return [int(move["version"]) for move in _standing_moves(history)]
+
+
+def _fit_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`history` short enough for one tag: if it is not, only the standing moves are kept (rollback
+    works the same), and then, if need be, the oldest of those are dropped."""
+    if len(_history_json(history)) <= _ALIAS_HISTORY_LIMIT:
+        return history
+    kept = _standing_moves(history)
+    while len(kept) > 1 and len(_history_json(kept)) > _ALIAS_HISTORY_LIMIT:
+        kept.pop(0)
+    return kept
+
+
+def _history_json(history: list[dict[str, Any]]) -> str:
+    return json.dumps(history, separators=(",", ":"))
+
+
+def _recorded_history(model: Any, alias: str) -> list[dict[str, Any]]:
+    """The alias history a registered model's tag holds."""
+    key = ALIAS_HISTORY_TAG + alias
+    text = (model.tags or {}).get(key)
+    if not text:
+        return []
+    try:
+        history = json.loads(text)
+    except ValueError:
+        raise WorkFailed(f"the registry tag {key} of model {model.name} is not JSON; it was changed outside raymlp") from None
+    return history if isinstance(history, list) else []
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @contextmanager
@@ -133,6 +213,40 @@ class Tracker:
         for start in range(0, len(metrics), 500):
             self.client.log_batch(run_id, metrics=metrics[start : start + 500])
 
+    def log_dataset_input(
+        self,
+        run_id: str,
+        name: str,
+        version: int,
+        digest: str,
+        source_uri: str,
+        schema: list[dict[str, Any]] | None = None,
+        rows: int | None = None,
+        context: str = "training",
+    ) -> None:
+        """Record dataset version NAME@VERSION as an MLflow dataset input of the run.
+
+        `digest` is the version's content digest (`sha256:...`); MLflow keeps 36 characters of a
+        digest, so the input's digest is `mlflow_dataset_digest(digest)` and the full one is in its
+        profile. `schema` is the manifest's column list.
+        """
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        with warnings.catch_warnings():  # a local path matches two equivalent local source kinds
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(source_uri)
+        profile = {"content_digest": digest, **({"num_rows": rows} if rows is not None else {})}
+        dataset = Dataset(
+            name=f"{name}@{version}", digest=mlflow_dataset_digest(digest), source_type=source._get_source_type(),
+            source=source.to_json(),
+            schema=json.dumps({"mlflow_colspec": _mlflow_schema(schema).to_dict()}) if schema else None,
+            profile=json.dumps(profile),
+        )
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=tags)])
+
     def log_package(self, run_id: str, package_dir: Path, pip_requirements: list[str]) -> str:
         """Log the package as an MLflow pyfunc model; returns its model URI."""
         import mlflow
@@ -162,8 +276,67 @@ class Tracker:
             version = self.client.create_model_version(name, model_uri, run_id=run_id)
         return int(version.version)
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
+    def set_alias(self, name: str, alias: str, version: int, *, by: str = "api") -> None:
+        """Point `alias` at `version`, recording the move (and who made it: promote, register, ...)
+        in the model's alias history, which `rollback_alias` follows back."""
+        current, history = self._alias_state(name, alias)
         self.client.set_registered_model_alias(name, alias, str(version))
+        if current != version:
+            history.append({"version": int(version), "by": by, "at": _now()})
+        self._write_alias_history(name, alias, history)
+
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        """Every recorded move of NAME@ALIAS, oldest first: {version, by, at} (rollbacks also `from`)."""
+        return _recorded_history(self._registered_model(name), alias)
+
+    def rollback_alias(self, name: str, alias: str) -> tuple[int, int]:
+        """Point `alias` back at the version it pointed at before its last move; (from, to) versions."""
+        from mlflow.exceptions import MlflowException
+
+        current, history = self._alias_state(name, alias)
+        if current is None:
+            aliases = sorted((self._registered_model(name).aliases or {}).keys())
+            raise UsageError(f"model {name} has no alias '{alias}' (its aliases: {', '.join(aliases) or 'none'})")
+        standing = alias_stack(history)
+        if len(standing) < 2:
+            raise UsageError(
+                f"{name}@{alias} points at version {current} and no earlier version is recorded; "
+                f"nothing to roll back to (move it with: raymlp models promote {name}:VERSION --alias {alias})"
+            )
+        target = standing[-2]
+        try:
+            self.client.set_registered_model_alias(name, alias, str(target))
+        except MlflowException as error:
+            raise WorkFailed(f"cannot point {name}@{alias} back at version {target}: {error.message}") from None
+        history.append({"version": target, "by": "rollback", "from": current, "at": _now()})
+        self._write_alias_history(name, alias, history)
+        return current, target
+
+    def _registered_model(self, name: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(name)
+        except MlflowException:
+            known = [model.name for model in self.client.search_registered_models()]
+            raise UsageError(
+                f"model {name} is not in the registry at {self.uri} (registered models: {', '.join(known) or 'none'})"
+            ) from None
+
+    def _alias_state(self, name: str, alias: str) -> tuple[int | None, list[dict[str, Any]]]:
+        """Where the alias points now, and its history brought up to date with that: a move or a
+        deletion made outside raymlp (MLflow UI, another client) is recorded as `by: outside raymlp`."""
+        model = self._registered_model(name)
+        found = (model.aliases or {}).get(alias)
+        current = int(found) if found is not None else None
+        history = _recorded_history(model, alias)
+        standing = alias_stack(history)
+        if current != (standing[-1] if standing else None):
+            history.append({"version": current, "by": "outside raymlp", "at": _now()})
+        return current, history
+
+    def _write_alias_history(self, name: str, alias: str, history: list[dict[str, Any]]) -> None:
+        self.client.set_registered_model_tag(name, ALIAS_HISTORY_TAG + alias, _history_json(_fit_history(history)))
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

@@ -193,6 +193,8 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                                {"dataset": dataset.name, "version": dataset.version, "mlflow_run_id": mlflow_run})
     try:
         tracker.log_params(mlflow_run, context.job.public_dict())
+        tracker.log_dataset_input(mlflow_run, dataset.name, dataset.version, digest, str(dataset.path),
+                                  schema=dataset.manifest["schema"], rows=table.num_rows)
         input_dim = int(sample[FEATURES_COLUMN].shape[1])
         output_dim = len(classes) if classes else 1
         model_spec = resolve_model_spec(train.model.model_dump(), input_dim, Path(context.job.path).parent)
@@ -320,7 +322,7 @@ def register_stage(context: StageContext, trained: TrainedModel) -> Registered:
     failures = check_requirements(register.require, trained.metrics)
     moved = bool(register.alias) and not failures
     if moved:
-        tracker.set_alias(register.model, register.alias, version)
+        tracker.set_alias(register.model, register.alias, version, by="register")
     name, _, number = trained.dataset_ref.partition("@")
     context.catalog.record_model_version(
         model_name=register.model, model_version=version, run_id=context.run_id, mlflow_run_id=trained.mlflow_run_id,
