@@ -52,6 +52,11 @@ class StorageConfig(Section):
         description="Artifact root: a local folder, or s3:// / gs:// on clusters. Default: RAYMLP_HOME.",
         min_length=1,
     )
+    shared: bool = Field(
+        default=False,
+        description="The local root is the same storage on every node (an NFS or similar mount at the same path): "
+        "required to train on a cluster of several nodes with a local root.",
+    )
     catalog: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the catalog. Default: sqlite:///<RAYMLP_HOME>/catalog.db.",

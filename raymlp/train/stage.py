@@ -119,6 +119,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
 
     job = context.config
     train, data = job.train, job.data
+    _check_storage_reaches_every_node(context)
     label = data.label
     table = read_version_table(dataset.path, dataset.manifest)
     kinds = {field.name: column_kind(field.type) for field in table.schema}
@@ -251,6 +252,23 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         package_dir=package_dir, mlflow_run_id=mlflow_run, model_uri=model_uri, metrics=metrics,
         history=outcome.history, dataset_ref=dataset_ref, dataset_digest=digest, framework=train.framework,
     )
+
+
+def _check_storage_reaches_every_node(context: StageContext) -> None:
+    """Checkpoints are written by workers on any node and read back after a node is lost: on a
+    cluster of several nodes the storage root must be one every node sees."""
+    import ray
+
+    root = context.storage.root
+    if "://" in str(root) or context.config.storage.shared:
+        return
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) > 1:
+        raise UsageError(
+            f"storage.root: '{root}' is a folder on this machine, but the Ray cluster has {len(nodes)} nodes; workers on "
+            "other nodes could not write or restore checkpoints there. Put the root on storage mounted at the same path "
+            "on every node (NFS) and set storage.shared: true"
+        )
 
 
 #: Written in a run's folder when its training starts: what `--resume` needs to go on with it.

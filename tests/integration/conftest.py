@@ -32,7 +32,9 @@ def ray_4_cpus():
     here = os.getcwd()
     os.chdir(tempfile.mkdtemp(prefix="raymlp-ray-cwd-"))
     try:
-        ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", object_store_memory=1_500_000_000)
+        # address="local": always a new cluster, even when another Ray runs on this machine.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING",
+                 object_store_memory=1_500_000_000)
     finally:
         os.chdir(here)
     yield ray.get_runtime_context().gcs_address
