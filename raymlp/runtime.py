@@ -6,6 +6,7 @@ This is the one place that decides; every command goes through `ray_runtime`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,15 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
 
     address = address or settings.ray_address()
     started = time.perf_counter()
+    dashboard_port = None if address else _dashboard_port()
+    # Ray's own state API (which Ray Train's placement-group cleaner uses to see whether a run's
+    # controller is alive) finds "the" cluster of this machine through /tmp/ray unless told: with
+    # two clusters on one machine it asked the other one, found no controller, and removed a live
+    # run's placement group. The job's processes are told which dashboard is theirs: the embedded
+    # cluster's own, or for a cluster joined, the one RAY_API_SERVER_ADDRESS names if set.
+    api_server = f"http://127.0.0.1:{dashboard_port}" if dashboard_port else os.environ.get(API_SERVER_ENV)
+    if api_server:
+        runtime_env = _with_env_var(runtime_env, API_SERVER_ENV, api_server)
     common: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": runtime_env or None}
     try:
         if address:
@@ -47,6 +57,7 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
                 num_cpus=settings.local_cpus(),
                 object_store_memory=settings.local_object_store_bytes(),
                 dashboard_host="127.0.0.1",
+                dashboard_port=dashboard_port,
                 **common,
             )
     except ConnectionError as error:
@@ -66,6 +77,30 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
         if runtime.embedded:
             _shutdown_serve_quietly()
         ray.shutdown()
+
+
+#: The dashboard (API server) URL Ray's state API uses; forwarded to a job's processes.
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+def _dashboard_port() -> int:
+    """8265, Ray's usual dashboard port, when it is free; else any free port."""
+    import socket
+
+    for port in (8265, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise WorkFailed("no free port for the Ray dashboard")
+
+
+def _with_env_var(runtime_env: dict[str, Any] | None, name: str, value: str) -> dict[str, Any]:
+    merged = dict(runtime_env or {})
+    merged["env_vars"] = {name: value, **(merged.get("env_vars") or {})}
+    return merged
 
 
 def _shutdown_serve_quietly() -> None:

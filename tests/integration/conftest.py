@@ -32,9 +32,14 @@ def ray_4_cpus():
     here = os.getcwd()
     os.chdir(tempfile.mkdtemp(prefix="raymlp-ray-cwd-"))
     try:
-        # address="local": always a new cluster, even when another Ray runs on this machine.
-        ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING",
-                 object_store_memory=1_500_000_000)
+        # address="local": always a new cluster, even when another Ray runs on this machine. Its
+        # processes, and raymlp subprocesses joining it (which forward the variable), ask its own
+        # dashboard for Ray's state, not whichever cluster /tmp/ray points at.
+        port = _free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                 logging_level="WARNING", object_store_memory=1_500_000_000,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": os.environ["RAY_API_SERVER_ADDRESS"]}})
     finally:
         os.chdir(here)
     yield ray.get_runtime_context().gcs_address
