@@ -63,6 +63,38 @@ class FitOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The keyword arguments every Ray Train trainer here takes alike: scaling from
+    `train.scaling`, checkpoints ranked and kept by `train.checkpoint`, `max_failures`, the run's
+    name and storage (so a resumed run finds its checkpoints), and the datasets, with the
+    validation split not sharded (every worker computes the same metrics on all of it)."""
+    import ray.train
+
+    train, scaling = request.train, request.train.scaling
+    return {
+        "scaling_config": ray.train.ScalingConfig(
+            num_workers=tuple(scaling.num_workers) if isinstance(scaling.num_workers, list | tuple) else scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=scaling.resources_per_worker,
+            placement_strategy=scaling.placement_strategy,
+        ),
+        "run_config": ray.train.RunConfig(
+            name=request.run_name,
+            storage_path=request.storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=train.checkpoint.num_to_keep,
+                checkpoint_score_attribute=train.checkpoint.metric,
+                checkpoint_score_order=train.checkpoint.mode,
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            worker_runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
+        ),
+        "datasets": request.datasets,
+        "dataset_config": ray.train.DataConfig(datasets_to_split=["train"]),
+    }
+
+
 def backend(framework: str) -> Any:
     """The backend module of a framework, imported on first use."""
     if framework not in BACKENDS:

@@ -14,7 +14,7 @@ from typing import Any
 
 from raymlp.errors import UsageError, WorkFailed
 
-from .backend import FitOutcome, TrainRequest
+from .backend import FitOutcome, TrainRequest, ray_train_settings
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
 #: The whole Keras model (architecture and weights), for mlp and cnn.
@@ -265,32 +265,10 @@ def fit(request: TrainRequest) -> FitOutcome:
         "early_stopping": train.early_stopping.model_dump() if train.early_stopping else None,
         "progress": request.progress,
     }
-    scaling = train.scaling
-    workers = tuple(scaling.num_workers) if isinstance(scaling.num_workers, (list, tuple)) else scaling.num_workers
     trainer = TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker=scaling.resources_per_worker,
-            placement_strategy=scaling.placement_strategy,
-        ),
-        run_config=ray.train.RunConfig(
-            name=request.run_name,
-            storage_path=request.storage_path,
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=train.checkpoint.num_to_keep,
-                checkpoint_score_attribute=train.checkpoint.metric,
-                checkpoint_score_order=train.checkpoint.mode,
-            ),
-            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            worker_runtime_env={"env_vars": dict(WORKER_ENV)},
-        ),
-        datasets=request.datasets,
-        # Only the train set is sharded; every worker reads the whole validation set.
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        **ray_train_settings(request, WORKER_ENV),
     )
     try:
         result = trainer.fit()

@@ -9,7 +9,7 @@ from typing import Any
 
 from raymlp.errors import WorkFailed
 
-from .backend import FitOutcome, TrainRequest
+from .backend import FitOutcome, TrainRequest, ray_train_settings
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
 STATE_FILE = "state.pt"
@@ -217,29 +217,10 @@ def fit(request: TrainRequest) -> FitOutcome:
         "mixed_precision": train.mixed_precision,
         "progress": request.progress,
     }
-    scaling = train.scaling
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker=scaling.resources_per_worker,
-            placement_strategy=scaling.placement_strategy,
-        ),
-        run_config=ray.train.RunConfig(
-            name=request.run_name,
-            storage_path=request.storage_path,
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=train.checkpoint.num_to_keep,
-                checkpoint_score_attribute=train.checkpoint.metric,
-                checkpoint_score_order=train.checkpoint.mode,
-            ),
-            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-        ),
-        datasets=request.datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        **ray_train_settings(request),
     )
     try:
         result = trainer.fit()
