@@ -99,6 +99,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     from .metrics import EarlyStopping
     from .models import build_torch_model
     from .progress import report_epoch
+    from .torch_batches import shuffled_batches
 
     _quiet_per_report_logs()
 
@@ -136,13 +137,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         sums = torch.zeros(2, dtype=torch.float64, device=device)
         optimizer.zero_grad()
         pending = 0  # batches whose gradients wait for the next optimizer step
-        batches = train_shard.iter_torch_batches(
-            batch_size=config["batch_size"],
-            dtypes={FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]},
-            device=device,
-            local_shuffle_buffer_size=max(config["batch_size"] * 8, 1024),
-            local_shuffle_seed=config["seed"] + epoch,
+        # Whole blocks from Ray Data, shuffled on this thread: the batches Ray's local shuffle buffer
+        # would draw, without its per-batch work on the prefetch thread (see torch_batches.py).
+        blocks = train_shard.iter_torch_batches(
+            batch_size=None, dtypes={FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]}, device="cpu",
         )
+        batches = shuffled_batches(blocks, config["batch_size"], max(config["batch_size"] * 8, 1024), config["seed"] + epoch, device)
         for batch, last in _with_last(batches):
             features, labels = batch[FEATURES_COLUMN], batch[LABEL_COLUMN]
             pending += 1
