@@ -45,9 +45,30 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
     # two clusters on one machine it asked the other one, found no controller, and removed a live
     # run's placement group. The job's processes are told which dashboard is theirs: the embedded
     # cluster's own, or for a cluster joined, the one RAY_API_SERVER_ADDRESS names if set.
-    api_server = f"http://127.0.0.1:{dashboard_port}" if dashboard_port else os.environ.get(API_SERVER_ENV)
-    if api_server:
-        runtime_env = _with_env_var(runtime_env, API_SERVER_ENV, api_server)
+    # The embedded cluster's processes inherit this process's environment (its raylet is a child of
+    # this one), so there it is set here rather than in the job's runtime_env: a job with a
+    # runtime_env cannot use the workers Ray prestarts, and each of its tasks waits for a new one.
+    # An embedded Ray is one machine that no cloud preempts: Ray Train's preemption watcher (one more
+    # process started before a run's first step) has nothing to watch there, unless asked for.
+    embedded_env = {API_SERVER_ENV: f"http://127.0.0.1:{dashboard_port}",
+                    PREEMPTION_WATCHER_ENV: os.environ.get(PREEMPTION_WATCHER_ENV, "0")} if dashboard_port else {}
+    outer_env = {name: os.environ.get(name) for name in embedded_env}
+    os.environ.update(embedded_env)
+    if not dashboard_port and os.environ.get(API_SERVER_ENV):
+        runtime_env = _with_env_var(runtime_env, API_SERVER_ENV, os.environ[API_SERVER_ENV])
+    try:
+        with _ray_connected(address, runtime_env, dashboard_port, started) as runtime:
+            yield runtime
+    finally:
+        for name, value in outer_env.items():
+            _restore_env(name, value)
+
+
+@contextmanager
+def _ray_connected(address: str | None, runtime_env: dict[str, Any] | None, dashboard_port: int | None,
+                   started: float) -> Iterator[RayRuntime]:
+    import ray
+
     common: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": runtime_env or None}
     try:
         if address:
@@ -81,6 +102,7 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
 
 #: The dashboard (API server) URL Ray's state API uses; forwarded to a job's processes.
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def _dashboard_port() -> int:
@@ -101,6 +123,13 @@ def _with_env_var(runtime_env: dict[str, Any] | None, name: str, value: str) -> 
     merged = dict(runtime_env or {})
     merged["env_vars"] = {name: value, **(merged.get("env_vars") or {})}
     return merged
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def _shutdown_serve_quietly() -> None:

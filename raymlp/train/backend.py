@@ -63,14 +63,16 @@ class FitOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None = None) -> dict[str, Any]:
+def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None = None, *,
+                       with_datasets: bool = True) -> dict[str, Any]:
     """The keyword arguments every Ray Train trainer here takes alike: scaling from
     `train.scaling`, checkpoints ranked and kept by `train.checkpoint`, `max_failures`, the run's
-    name and storage (so a resumed run finds its checkpoints), and the datasets, with the
-    validation split not sharded (every worker computes the same metrics on all of it)."""
+    name and storage (so a resumed run finds its checkpoints), and (`with_datasets`) the datasets,
+    with the validation split not sharded (every worker computes the same metrics on all of it)."""
     import ray.train
 
     train, scaling = request.train, request.train.scaling
+    datasets = {"datasets": request.datasets, "dataset_config": ray.train.DataConfig(datasets_to_split=["train"])}
     return {
         "scaling_config": ray.train.ScalingConfig(
             num_workers=tuple(scaling.num_workers) if isinstance(scaling.num_workers, list | tuple) else scaling.num_workers,
@@ -90,8 +92,7 @@ def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None 
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             worker_runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
         ),
-        "datasets": request.datasets,
-        "dataset_config": ray.train.DataConfig(datasets_to_split=["train"]),
+        **(datasets if with_datasets else {}),
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -62,24 +61,6 @@ def _model_columns(preprocessor: Any, sample: pd.DataFrame) -> list[str]:
     return list(preprocessor.transform_batch(sample).columns) if preprocessor is not None else list(sample.columns)
 
 
-_RAYMLP_ERROR_LINE = re.compile(r"^raymlp\.errors\.(WorkFailed|UsageError): (.+)$", re.MULTILINE)
-
-
-def _work_failure(error: BaseException) -> BaseException:
-    """The raymlp error a Ray Data task raised (a failing function step), else the error itself.
-
-    Ray Data re-raises a task's error as UserCodeException, keeping the original only as traceback
-    text, so the message is taken from that text.
-    """
-    if isinstance(error, WorkFailed | UsageError):
-        return error
-    found = _RAYMLP_ERROR_LINE.findall(str(error))
-    if not found:
-        return error
-    kind, message = found[-1]
-    return (WorkFailed if kind == "WorkFailed" else UsageError)(message.strip())
-
-
 def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, classes: list[Any] | None, prefix: str,
                        target_scale: dict[str, float] | None = None) -> dict[str, float]:
     """Metrics of a package's predictions against the truth, named `<prefix>_<metric>`: the same
@@ -99,6 +80,30 @@ def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, cla
     return regression_metrics(*standardised, prefix, unit=scale["std"])
 
 
+_BLOCK_BYTES = 256 << 20
+
+
+def _train_blocks(train: Any, frame: pd.DataFrame) -> int:
+    """How many equal blocks the train split is cut into: a multiple of the (largest) worker count, so
+    `streaming_split(equal=True)` hands every worker whole blocks instead of cutting one in a remote
+    task each epoch, and blocks of at most about 256 MiB."""
+    workers = train.scaling.num_workers
+    most = max(workers) if isinstance(workers, list | tuple) else workers
+    per_worker = max(1, -(-int(frame.memory_usage(deep=False).sum()) // (most * _BLOCK_BYTES)))
+    return min(most * per_worker, max(len(frame), 1))
+
+
+def _model_input_dataset(frame: pd.DataFrame, to_model_input: Any, blocks: int) -> Any:
+    """A materialised Ray Dataset of the model's input, made here from `frame` (the driver holds it
+    already) as `blocks` blocks of equal rows: no Ray Data execution, no tasks."""
+    import ray.data
+    from ray.data.block import BlockAccessor
+
+    bounds = np.linspace(0, len(frame), blocks + 1).astype(int)
+    parts = [frame.iloc[start:end] for start, end in zip(bounds[:-1], bounds[1:])] or [frame]
+    return ray.data.from_arrow([BlockAccessor.batch_to_block(to_model_input(part)) for part in parts])
+
+
 def _pip_requirements(framework: str) -> list[str]:
     """What the MLflow pyfunc model needs: raymlp, Ray Data and the framework's own packages, pinned."""
     from importlib.metadata import version
@@ -109,7 +114,6 @@ def _pip_requirements(framework: str) -> list[str]:
 
 def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     """Train the job's model on a published dataset version (`PublishedVersion` or catalog record)."""
-    import ray.data
 
     from raymlp.data.modules import package_modules, resolve_steps
     from raymlp.data.preprocess import column_kind, fit_preprocessor
@@ -120,6 +124,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     job = context.config
     train, data = job.train, job.data
     _check_storage_reaches_every_node(context)
+    _start_ray_data_actors()
     label = data.label
     table = read_version_table(dataset.path, dataset.manifest)
     kinds = {field.name: column_kind(field.type) for field in table.schema}
@@ -154,26 +159,13 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         encode = lambda batch: ((pd.to_numeric(batch[label]).to_numpy(dtype=np.float64) - target_scale["mean"])  # noqa: E731
                                 / target_scale["std"]).astype(np.float32)
     modules = resolve_steps(job.preprocess, context.catalog)  # module sources, from the catalog, once
-    columns = features + [label]
-    raw = {name: ray.data.from_pandas(part[columns]) for name, part in
-           (("train", train_frame), ("validation", validation_frame))}
-    try:
-        # Fitted on the train split only; function steps run on the same frames they will see when predicting.
-        preprocessor = fit_preprocessor(job.preprocess, raw["train"].select_columns(features), feature_types, modules)
-        model_columns = _model_columns(preprocessor, train_frame.head(8)[features])
-        sample = _to_model_input(train_frame.head(2), features, preprocessor, encode, model_columns)
-        datasets = {
-            name: part.map_batches(
-                _to_model_input, batch_format="pandas",
-                fn_kwargs={"features": features, "preprocessor": preprocessor, "encode": encode, "columns": model_columns},
-            ).materialize()
-            for name, part in raw.items()
-        }
-    except Exception as error:
-        failure = _work_failure(error)
-        if failure is error:
-            raise
-        raise failure from error
+    # Fitted on the train split only; function steps run on the same frames they will see when predicting.
+    preprocessor = fit_preprocessor(job.preprocess, train_frame[features], feature_types, modules)
+    model_columns = _model_columns(preprocessor, train_frame.head(8)[features])
+    sample = _to_model_input(train_frame.head(2), features, preprocessor, encode, model_columns)
+    to_model_input = lambda part: _to_model_input(part, features, preprocessor, encode, model_columns)  # noqa: E731
+    datasets = {"train": _model_input_dataset(train_frame, to_model_input, _train_blocks(train, train_frame)),
+                "validation": _model_input_dataset(validation_frame, to_model_input, 1)}
     if modules:
         shown = ", ".join(f"{step.ref} (sha256 {step.sha256[:12]})" for step in _module_steps(preprocessor))
         context.reporter.stage("preprocess", f"module steps {shown}")
@@ -252,6 +244,24 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         package_dir=package_dir, mlflow_run_id=mlflow_run, model_uri=model_uri, metrics=metrics,
         history=outcome.history, dataset_ref=dataset_ref, dataset_digest=digest, framework=train.framework,
     )
+
+
+def _start_ray_data_actors() -> None:
+    """Ask for the two actors Ray Data starts on a cluster's first execution (its stats and
+    autoscaling coordinator; both get-or-create, detached, non-blocking) now, so their processes start
+    on the other cores while this process prepares the data. Otherwise the trainer's controller and
+    the train split's coordinator each wait for one, in turn, before the first step. Best effort:
+    these are Ray Data internals, and without them Ray Data starts the actors itself as before."""
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+        from ray.data._internal.stats import get_or_create_stats_actor
+
+        get_or_create_stats_actor()
+        get_or_create_autoscaling_coordinator()
+    except Exception:  # pragma: no cover - moved or renamed in another Ray release
+        pass
 
 
 def _check_storage_reaches_every_node(context: StageContext) -> None:

@@ -1,4 +1,4 @@
-"""PyTorch on Ray Train (V2): DDP over Ray Data shards, a checkpoint every epoch, resumable."""
+"""PyTorch on Ray Train (V2): DDP over shares of Ray Data blocks, a checkpoint every epoch, resumable."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _sum_over_workers(tensor: Any) -> Any:
     return tensor
 
 
-def _validation_metrics(model: Any, validation: Any, config: dict[str, Any], device: Any) -> dict[str, float]:
+def _validation_metrics(model: Any, validation: list[dict[str, Any]], config: dict[str, Any], device: Any) -> dict[str, float]:
     """Metrics of the whole validation split: every worker holds all of it (it is not split), so
     every worker computes the same numbers and stops on the same epoch."""
     import numpy as np
@@ -37,14 +37,13 @@ def _validation_metrics(model: Any, validation: Any, config: dict[str, Any], dev
 
     model.eval()
     scores, labels = [], []
+    step = max(config["batch_size"], 1024)
     with torch.no_grad():
-        for batch in validation.iter_torch_batches(
-            batch_size=max(config["batch_size"], 1024), dtypes={FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]},
-            device=device,
-        ):
-            output = model(batch[FEATURES_COLUMN])
-            scores.append(output.float().cpu().numpy())
-            labels.append(batch[LABEL_COLUMN].cpu().numpy())
+        for block in validation:
+            for start in range(0, len(block[LABEL_COLUMN]), step):
+                output = model(block[FEATURES_COLUMN][start:start + step].to(device))
+                scores.append(output.float().cpu().numpy())
+                labels.append(block[LABEL_COLUMN][start:start + step].numpy())
     if not scores:
         return {}
     outputs = np.concatenate(scores)
@@ -99,6 +98,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     from .metrics import EarlyStopping
     from .models import build_torch_model
     from .progress import report_epoch
+    from .shared_blocks import torch_columns
     from .torch_batches import shuffled_batches
 
     _quiet_per_report_logs()
@@ -129,20 +129,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
 
     classification = config["task"] == "classification"
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
-    train_shard = ray.train.get_dataset_shard("train")
-    validation = ray.train.get_dataset_shard("validation")
+    # This worker's share of the train split and all of the validation split, read from Ray's
+    # object store once for every epoch (shared_blocks.py).
+    dtypes = {FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]}
+    train_blocks = [torch_columns(table, dtypes) for table in config["train_blocks"].shard(rank, context.get_world_size())]
+    validation = [torch_columns(table, dtypes) for table in config["validation_blocks"].whole()]
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
         started = time.perf_counter()
         sums = torch.zeros(2, dtype=torch.float64, device=device)
         optimizer.zero_grad()
         pending = 0  # batches whose gradients wait for the next optimizer step
-        # Whole blocks from Ray Data, shuffled on this thread: the batches Ray's local shuffle buffer
-        # would draw, without its per-batch work on the prefetch thread (see torch_batches.py).
-        blocks = train_shard.iter_torch_batches(
-            batch_size=None, dtypes={FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]}, device="cpu",
-        )
-        batches = shuffled_batches(blocks, config["batch_size"], max(config["batch_size"] * 8, 1024), config["seed"] + epoch, device)
+        # Whole blocks, shuffled on this thread: the batches Ray's local shuffle buffer would draw
+        # from them, without its per-batch work on a prefetch thread (see torch_batches.py).
+        batches = shuffled_batches(train_blocks, config["batch_size"], max(config["batch_size"] * 8, 1024),
+                                   config["seed"] + epoch, device)
         for batch, last in _with_last(batches):
             features, labels = batch[FEATURES_COLUMN], batch[LABEL_COLUMN]
             pending += 1
@@ -197,6 +198,8 @@ def fit(request: TrainRequest) -> FitOutcome:
 
     from raymlp import settings
 
+    from .shared_blocks import SharedBlocks
+
     # Read by the Train controller, which Ray starts with the driver's copy of this variable.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(settings.train_poll_interval_s()))
     train = request.train
@@ -216,11 +219,13 @@ def fit(request: TrainRequest) -> FitOutcome:
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
         "mixed_precision": train.mixed_precision,
         "progress": request.progress,
+        "train_blocks": SharedBlocks.of(request.datasets["train"]),
+        "validation_blocks": SharedBlocks.of(request.datasets["validation"]),
     }
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        **ray_train_settings(request),
+        **ray_train_settings(request, with_datasets=False),
     )
     try:
         result = trainer.fit()

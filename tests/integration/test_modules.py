@@ -183,8 +183,6 @@ def test_a_dask_step_computes_through_ray_tasks(ray_4_cpus):
 
 
 def test_steps_after_a_function_step_fit_on_the_columns_it_made(ray_4_cpus):
-    import ray.data
-
     from raymlp.catalog import ModuleRecord
     from raymlp.config.schema import JobConfig
     from raymlp.data.preprocess import fit_preprocessor
@@ -203,7 +201,7 @@ def test_steps_after_a_function_step_fit_on_the_columns_it_made(ray_4_cpus):
         return job.preprocess
 
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 2.0, 2.0, 2.0]})
-    train = ray.data.from_pandas(frame)
+    train = frame
     modules = {"ratios:ratio": record}
     chain = fit_preprocessor(steps({"type": "min_max_scaler"}), train, {"a": "float", "b": "float"}, modules)
     scaler = chain.preprocessors[1]
