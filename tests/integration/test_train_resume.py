@@ -30,6 +30,22 @@ def _checkpoints(home):
     return sorted(str(path) for path in (home / "ray_results").rglob("checkpoint_*") if path.is_dir())
 
 
+def _wait_for_the_dead_runs_actors_to_go(timeout: float = 120.0) -> None:
+    """Ray ends a dead driver's actors once it notices; until then its controller goes on writing
+    (and, keeping the newest N, deleting) checkpoints under the run's folder, which a resume started
+    meanwhile would read from under it. Wait for them to be gone, as a user resuming later would."""
+    from ray.util.state import list_actors
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [actor for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+                 if actor.class_name in ("TrainController", "RayTrainWorker")]
+        if not alive:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the killed driver's Ray Train actors were still alive after {timeout:.0f} s")
+
+
 def test_a_run_whose_driver_died_resumes_from_its_checkpoint(ray_4_cpus, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -47,6 +63,7 @@ def test_a_run_whose_driver_died_resumes_from_its_checkpoint(ray_4_cpus, tmp_pat
     assert driver.poll() is None, "training ended before the driver could be killed"
     driver.send_signal(signal.SIGKILL)
     driver.wait()
+    _wait_for_the_dead_runs_actors_to_go()
 
     with Catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:
         [run] = [run for run in catalog.list_runs("wine-torch") if "train" in run.stages]
