@@ -81,6 +81,8 @@ class StageContext:
     reporter: Reporter
     results: dict[str, Any] = field(default_factory=dict)
     resuming: bool = False  # continuing an earlier run's training (`run_job(resume=...)`)
+    sweep_trial: dict[str, str] | None = None  # a sweep's trial: {mlflow_run, run_id, trial} of the sweep
+    sweep_trial: dict[str, str] | None = None  # a sweep's trial: {mlflow_run, run_id, trial} of the sweep
 
     @property
     def config(self):

@@ -42,6 +42,13 @@ class RunSummary:
     predicted_rows: int | None = None
     endpoint: str | None = None
     sample_prediction: Any = None
+    model_uri: str | None = None
+    package_dir: str | None = None
+    best_epoch: int | None = None
+    epochs: int | None = None
+    framework: str | None = None
+    best_trial: dict[str, Any] | None = None
+    trials: int | None = None
     total_seconds: float = 0.0
 
 
@@ -55,8 +62,6 @@ def _selected_stages(loaded: LoadedJob, only: list[str] | None) -> list[str]:
         if absent:
             raise UsageError(f"--only: the job has no {', '.join(absent)} stage (its stages: {', '.join(stages)})")
         stages = [name for name in stages if name in only]
-    if "tune" in stages:
-        raise UsageError("tune: sweeps are not available in this version of raymlp; remove the tune section or run with --only")
     return stages
 
 
@@ -81,6 +86,7 @@ def run_job(
     reporter: Reporter | None = None,
     on_serving: Any = None,
     resume: str | None = None,
+    sweep_trial: dict[str, str] | None = None,
 ) -> RunSummary:
     """Run every stage of a job (or those in `only`) and return what was made.
 
@@ -114,7 +120,7 @@ def run_job(
             )
         summary = RunSummary(run_id=run.id, job=loaded.config.name)
         context = StageContext(job=loaded, storage=storage, catalog=catalog, run_id=run.id, reporter=reporter,
-                               resuming=resume is not None)
+                               resuming=resume is not None, sweep_trial=sweep_trial)
         try:
             with contextlib.ExitStack() as stack:
                 cluster = address or settings.ray_address()
@@ -227,6 +233,26 @@ def _train(context: StageContext, summary: RunSummary) -> None:
     summary.dataset = summary.dataset or trained.dataset_ref
     summary.mlflow_run_id = trained.mlflow_run_id
     summary.metrics = trained.metrics
+    summary.model_uri, summary.package_dir = trained.model_uri, str(trained.package_dir)
+    summary.best_epoch, summary.framework = trained.best_epoch, trained.framework
+    summary.epochs = len(trained.history)
+    summary.content_digest = summary.content_digest or trained.dataset_digest
+
+
+def _tune(context: StageContext, summary: RunSummary) -> None:
+    from raymlp.train.stage import TrainedModel
+    from raymlp.tune.stage import tune_stage
+
+    results = tune_stage(context, summary)
+    best = results["best"]
+    summary.best_trial, summary.trials = best, len(results["trials"])
+    summary.mlflow_run_id, summary.metrics = best["mlflow_run_id"], best["metrics"]
+    summary.dataset = summary.dataset or best["dataset"]
+    context.results["trained"] = TrainedModel(
+        package_dir=Path(best["package_dir"]), mlflow_run_id=best["mlflow_run_id"], model_uri=best["model_uri"],
+        metrics=best["metrics"], history=[], dataset_ref=best["dataset"], dataset_digest=best["dataset_digest"],
+        framework=best["framework"], best_epoch=best["best_epoch"],
+    )
 
 
 def _register(context: StageContext, summary: RunSummary) -> None:
@@ -300,6 +326,7 @@ def _example_records(context: StageContext, package: str) -> list[dict[str, Any]
 
 
 _STAGE_FUNCTIONS = {
+    "tune": _tune,
     "collect": _collect,
     "convert": _convert,
     "train": _train,

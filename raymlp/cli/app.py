@@ -136,6 +136,65 @@ def train(
 
 
 @app.command()
+def tune(
+    job: Annotated[str, typer.Argument(help="Job file (YAML); or `results` followed by the job file.", show_default=False)],
+    results_of: Annotated[Optional[Path], typer.Argument(help="With `results`: the job file.", show_default=False)] = None,
+    overrides: SetOpt = None,
+    address: AddressOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the job's sweep (and register the best trial when the job says so); `tune results JOB`
+    prints the latest sweep's results table."""
+    from raymlp.errors import UsageError
+
+    if job == "results":
+        if results_of is None:
+            raise UsageError("tune results: name the job file: raymlp tune results JOB.yaml")
+        _print_tune_results(results_of, as_json)
+        return
+    if results_of is not None:
+        raise UsageError(f"tune: one job file, got '{job}' and '{results_of}' (for a sweep's results: raymlp tune results JOB.yaml)")
+    from raymlp.pipeline import run_job
+
+    loaded = _load(Path(job), overrides)
+    if loaded.config.tune is None:
+        raise UsageError(f"{job}: the job has no tune section")
+    stages = [name for name in ("tune", "register") if name in loaded.config.stages()]
+    _print_summary(run_job(loaded, only=stages, address=address), as_json)
+
+
+def _print_tune_results(job: Path, as_json: bool) -> None:
+    import json
+
+    from raymlp.catalog import Catalog
+    from raymlp.errors import UsageError
+    from raymlp.tune.stage import RESULTS_FILE
+
+    loaded = _load(job, [])
+    storage = _storage_for(job)
+    with Catalog(storage.catalog_url) as catalog:
+        runs = catalog.list_runs(loaded.config.name, limit=1000)
+    found = next((storage.local_root / "runs" / run.id / RESULTS_FILE for run in runs
+                  if (storage.local_root / "runs" / run.id / RESULTS_FILE).exists()), None)
+    if found is None:
+        raise UsageError(f"tune results: job '{loaded.config.name}' has no finished sweep (run: raymlp tune {job})")
+    results = json.loads(found.read_text())
+    if as_json:
+        print_json(results)
+        return
+    from .output import print_table
+
+    paths = list(results["trials"][0]["params"]) if results["trials"] else []
+    reverse = results["mode"] == "max"
+    ordered = sorted(results["trials"], key=lambda row: (row["metric"] is None, -(row["metric"] or 0) if reverse else (row["metric"] or 0)))
+    print_table(f"sweep {results['run_id']} of {results['job']}: {results['metric']} ({results['mode']}), {len(ordered)} trials",
+                ["trial", *paths, results["metric"], "state", "epochs", "MLflow run"],
+                [[row["trial"], *[json.dumps(row["params"][path]) for path in paths],
+                  "-" if row["metric"] is None else f"{row['metric']:.4f}", row["state"], row["epochs"], row.get("mlflow_run_id") or ""]
+                 for row in ordered])
+
+
+@app.command()
 def predict(
     model: Annotated[str, typer.Option("--model", help="NAME, NAME@ALIAS or NAME:VERSION in the registry.")],
     input: Annotated[str, typer.Option("--input", help="csv/parquet/jsonl file, folder or glob.")],

@@ -20,7 +20,8 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console(highlight=False).print(table)
+    # Into a pipe or a file, rich would wrap at 80 columns, cutting cells over lines that scripts grep.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def print_summary(summary: Any) -> None:

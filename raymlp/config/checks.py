@@ -187,10 +187,14 @@ def _tune_is_well_formed(job: JobConfig) -> Iterator[Finding]:
     metrics = reported_metrics(job.train.task, job.train.cv_folds is not None)
     if tune.metric not in metrics:
         yield ("tune", "metric"), _unknown_metric(tune.metric, metrics)
-    for key in tune.space:
+    for key, dimension in tune.space.items():
         path = _parse_path(key)
         if path[0] in ("tune", "version", "name", "storage") or not annotations_at(path):
             yield ("tune", "space", key), f"'{key}' is not a setting of the job file"
+        elif dimension.grid is not None and tune.search in ("optuna", "hyperopt"):
+            yield ("tune", "space", key), f"grid needs search: grid or random ({tune.search} samples; use choice)"
+    if tune.scheduler.type == "pbt":
+        yield ("tune", "scheduler", "type"), "pbt is not available in this version of raymlp; use fifo, asha or median"
 
 
 @check

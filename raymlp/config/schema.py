@@ -497,6 +497,12 @@ class SearchDimension(Section):
 class SchedulerConfig(Section):
     type: Literal["fifo", "asha", "median", "pbt"] = Field(default="fifo", description="Trial scheduler.")
     grace_period: int = Field(default=1, ge=1, le=100_000, description="Epochs before a trial may be stopped.")
+    reduction_factor: float = Field(default=2.0, gt=1, le=100, description="asha: 1/this of the trials go on at each rung.")
+    min_samples_required: int = Field(default=3, ge=1, le=100_000,
+                                      description="median: trials that must have reached an epoch before one is stopped there.")
+    reduction_factor: float = Field(default=2.0, gt=1, le=100, description="asha: 1/this of the trials go on at each rung.")
+    min_samples_required: int = Field(default=3, ge=1, le=100_000,
+                                      description="median: trials that must have reached an epoch before one is stopped there.")
 
 
 class TuneConfig(Section):
@@ -507,6 +513,14 @@ class TuneConfig(Section):
     search: Literal["random", "grid", "optuna", "hyperopt"] = Field(default="random", description="Searcher.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Early stopping of trials.")
     space: dict[str, SearchDimension] = Field(min_length=1, description="Dotted job paths and their ranges.")
+    seed: int | None = Field(default=None, description="Seed of the optuna/hyperopt searcher (random and grid: Ray Tune's own).")
+    time_budget_s: float | None = Field(default=None, gt=0, description="Stop starting and running trials after this many seconds.")
+    start_from_job: bool = Field(
+        default=True, description="The first trial takes the job file's own values of the searched settings (when each lies in its range).")
+    seed: int | None = Field(default=None, description="Seed of the optuna/hyperopt searcher (random and grid: Ray Tune's own).")
+    time_budget_s: float | None = Field(default=None, gt=0, description="Stop starting and running trials after this many seconds.")
+    start_from_job: bool = Field(
+        default=True, description="The first trial takes the job file's own values of the searched settings (when each lies in its range).")
 
 
 # --- register, serve, predict -----------------------------------------------------------------

@@ -338,6 +338,13 @@ class Tracker:
     def _write_alias_history(self, name: str, alias: str, history: list[dict[str, Any]]) -> None:
         self.client.set_registered_model_tag(name, ALIAS_HISTORY_TAG + alias, _history_json(_fit_history(history)))
 
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        self.client.log_artifact(run_id, str(path))
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 

@@ -91,9 +91,22 @@ def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None 
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             worker_runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
+            callbacks=_tune_report_callbacks(),
         ),
         **(datasets if with_datasets else {}),
     }
+
+
+def _tune_report_callbacks() -> list[Any]:
+    """Inside a Tune trial (a sweep's), Ray's callback that hands every `ray.train.report` (each
+    epoch) to Tune, so its scheduler can stop the trial between epochs; else none."""
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    if not _in_tune_session():
+        return []
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    return [TuneReportCallback()]
 
 
 def backend(framework: str) -> Any:

@@ -201,13 +201,18 @@ def _fold_task(estimator: Any, features: np.ndarray, labels: np.ndarray, train_r
 
 def _task_options(request: TrainRequest) -> dict[str, Any]:
     """Ray options of the fit and fold tasks: `train.scaling.resources_per_worker` (CPU 1 when not
-    given; GPU 1 with use_gpu), retries from `train.max_failures`."""
+    given; GPU 1 with use_gpu), retries from `train.max_failures`; never in the placement group of
+    the process that submits them (a sweep's trial runs in one of a hundredth of a CPU, which would
+    capture them and could never fit them)."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
     scaling = request.train.scaling
     resources = dict(scaling.resources_per_worker or {})
     options: dict[str, Any] = {
         "num_cpus": resources.pop("CPU", 1),
         "num_gpus": resources.pop("GPU", 1 if scaling.use_gpu else 0),
         "max_retries": request.train.max_failures,
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None),
     }
     memory = resources.pop("memory", None)
     if memory:

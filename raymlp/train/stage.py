@@ -41,6 +41,7 @@ class TrainedModel:
     dataset_ref: str
     dataset_digest: str
     framework: str
+    best_epoch: int = 0
 
 
 def _to_model_input(
@@ -180,7 +181,8 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         mlflow_run = tracker.start_run(
             job.name, run_name=f"{job.name}-{context.run_id[:8]}",
             tags={"raymlp.run_id": context.run_id, "raymlp.dataset": dataset_ref, "raymlp.dataset_digest": digest,
-                  "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path)},
+                  "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path),
+                  **_sweep_tags(context)},
         )
         _write_json_atomically(run_folder / TRAINING_STARTED_FILE,
                                {"dataset": dataset.name, "version": dataset.version, "mlflow_run_id": mlflow_run})
@@ -243,7 +245,16 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     return TrainedModel(
         package_dir=package_dir, mlflow_run_id=mlflow_run, model_uri=model_uri, metrics=metrics,
         history=outcome.history, dataset_ref=dataset_ref, dataset_digest=digest, framework=train.framework,
+        best_epoch=outcome.best_epoch,
     )
+
+
+def _sweep_tags(context: StageContext) -> dict[str, str]:
+    """A trial's run is an MLflow child run of its sweep's (`mlflow.parentRunId`, as MLflow nests runs)."""
+    trial = context.sweep_trial
+    if trial is None:
+        return {}
+    return {"mlflow.parentRunId": trial["mlflow_run"], "raymlp.sweep_run_id": trial["run_id"], "raymlp.trial_id": trial["trial"]}
 
 
 def _start_ray_data_actors() -> None:

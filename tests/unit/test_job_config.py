@@ -189,6 +189,55 @@ def test_tune_paths_metric_and_ranges_are_checked(tmp_path):
     ]
 
 
+def test_what_a_sweep_cannot_do_yet_or_at_all_is_a_config_error_with_the_line(tmp_path):
+    text = VALID + textwrap.dedent("""\
+        tune:
+          metric: val_accuracy
+          mode: max
+          search: optuna
+          scheduler: {type: pbt}
+          space:
+            train.optimizer.lr: {grid: [0.01, 0.1]}
+        """)
+    path = write(tmp_path, text)
+    assert issues(path) == [
+        f"{path}:23: tune.scheduler.type: pbt is not available in this version of raymlp; use fifo, asha or median",
+        f"{path}:25: tune.space.train.optimizer.lr: grid needs search: grid or random (optuna samples; use choice)",
+    ]
+
+
+def test_a_trial_starts_from_the_jobs_own_values_only_when_they_lie_in_the_space(tmp_path):
+    from raymlp.tune.space import decoded, job_values, trial_overrides
+
+    text = VALID + textwrap.dedent("""\
+        tune:
+          metric: val_accuracy
+          mode: max
+          space:
+            train.optimizer.lr: {loguniform: [0.0001, 0.1]}
+            train.model.hidden_layers: {choice: [[8], [16, 8]]}
+        """)
+    loaded = load_job(write(tmp_path, text))
+    space = loaded.config.tune.space
+    job = loaded.public_dict()
+    lr = job["train"]["optimizer"]["lr"]
+    assert job["train"]["model"]["hidden_layers"] == [16]
+    assert job_values(job, space) is None  # [16] is not one of the options
+    job["train"]["model"]["hidden_layers"] = [16, 8]
+    # Options that are lists reach Tune as their positions (Tune would read a list as more space).
+    assert job_values(job, space) == {"train.optimizer.lr": lr, "train.model.hidden_layers": 1}
+    assert decoded(space, {"train.optimizer.lr": lr, "train.model.hidden_layers": 1}) == {
+        "train.optimizer.lr": lr, "train.model.hidden_layers": [16, 8]}
+    job["train"]["optimizer"]["lr"] = 0.5  # outside the range: the searcher could not start there
+    assert job_values(job, space) is None
+    import numpy as np
+
+    overrides = trial_overrides({"train.optimizer.lr": np.float64(0.25), "train.model.hidden_layers": (16, 8)})
+    assert overrides == ["train.model.hidden_layers=[16, 8]", "train.optimizer.lr=0.25"]
+    applied = load_job(write(tmp_path, text), overrides).config
+    assert applied.train.optimizer.lr == 0.25 and applied.train.model.hidden_layers == [16, 8]
+
+
 # --- --set ------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,227 @@
+"""The tune stage: Ray Tune trials, each a run of the job's train stage with the trial's settings.
+
+The sweep is one Ray Tune experiment. A trial is a function trainable that runs
+`run_job(JOB, overrides=<its values>, only=["train"])` in its own process (connected to the same
+Ray), so a trial is exactly a `raymlp train` run: its own catalog run, MLflow run (nested under the
+sweep's), checkpoints and model package. Ray Train backends send every epoch to Tune through Ray's
+`TuneReportCallback` (so ASHA and the median rule can stop a trial between epochs); when the run
+ends the trial reports once more, with the best epoch's metrics, the test metrics and where its
+package is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from raymlp.context import StageContext
+from raymlp.errors import WorkFailed
+
+from .space import decoded
+
+RESULTS_FILE = "tune_results.json"
+TRIAL_CPU = 0.01
+#: What a trial's last report carries besides metrics (Tune keeps them with the trial's result).
+TRIAL_KEYS = ("raymlp_run_id", "mlflow_run_id", "model_uri", "package_dir", "best_epoch", "dataset", "dataset_digest",
+              "framework")
+
+
+@dataclass
+class TrialSpec:
+    """What every trial needs, sent to the trial processes (plain values only)."""
+
+    job_path: str
+    overrides: list[str]
+    raymlp_home: str | None
+    parent_mlflow_run: str
+    sweep_run_id: str
+
+
+def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
+    """One trial (in a Tune trial process): the train stage with the trial's values."""
+    from ray import tune
+
+    from raymlp.context import Reporter
+    from raymlp.pipeline import run_job
+
+    from raymlp.config import load_job
+
+    from .space import trial_overrides
+
+    if spec.raymlp_home:  # the driver's storage, whatever this process inherited
+        os.environ["RAYMLP_HOME"] = spec.raymlp_home
+    space = load_job(spec.job_path, spec.overrides).config.tune.space
+    trial = {"mlflow_run": spec.parent_mlflow_run, "run_id": spec.sweep_run_id, "trial": tune.get_context().get_trial_id()}
+    summary = run_job(spec.job_path, overrides=[*spec.overrides, *trial_overrides(decoded(space, config))], only=["train"],
+                      reporter=Reporter(quiet=True), sweep_trial=trial)
+    final = {key: value for key, value in summary.metrics.items() if isinstance(value, int | float)}
+    final.update(raymlp_run_id=summary.run_id, mlflow_run_id=summary.mlflow_run_id, model_uri=summary.model_uri or "",
+                 package_dir=summary.package_dir or "", best_epoch=summary.best_epoch or 0, epochs=summary.epochs or 0,
+                 dataset=summary.dataset or "",
+                 dataset_digest=summary.content_digest or "", framework=summary.framework or "",
+                 metrics_json=json.dumps(summary.metrics), done=True)
+    tune.report(final)
+
+
+def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
+    """Run the job's sweep; return the best trial's row (also written with every trial's row)."""
+    from ray import tune
+
+    from raymlp.tracking import Tracker
+
+    from .space import job_values, most_epochs, param_space, scheduler, searcher
+
+    job = context.config
+    settings = job.tune
+    tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
+    parent = tracker.start_run(job.name, run_name=f"{job.name}-sweep-{context.run_id[:8]}",
+                               tags={"raymlp.run_id": context.run_id, "raymlp.sweep": "true",
+                                     "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path)})
+    try:
+        tracker.log_params(parent, context.job.public_dict())
+        spec = TrialSpec(job_path=str(context.job.path), overrides=list(context.job.overrides),
+                         raymlp_home=os.environ.get("RAYMLP_HOME"), parent_mlflow_run=parent, sweep_run_id=context.run_id)
+        # A trial's process mostly waits for its train stage, whose workers hold the CPUs: it takes
+        # a hundredth of one (Tune needs some resource), so `max_concurrent` and the workers'
+        # resources decide how many run at once.
+        trainable = tune.with_resources(partial(run_trial, spec=spec), {"cpu": TRIAL_CPU})
+        first = job_values(context.job.public_dict(), settings.space) if settings.start_from_job else None
+        context.reporter.stage(
+            "tune", f"{settings.num_samples} trial(s) x {_grid_points(settings)} grid point(s), search {settings.search}, "
+            f"scheduler {settings.scheduler.type}, metric {settings.metric} ({settings.mode})"
+            + ("; the first trial has the job's own values" if first else ""))
+        started = time.perf_counter()
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(settings.space),
+            tune_config=tune.TuneConfig(
+                metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
+                max_concurrent_trials=None if settings.search in ("random", "grid") else settings.max_concurrent,
+                search_alg=searcher(settings, first),
+                scheduler=scheduler(settings.scheduler, most_epochs(job.train.epochs, settings.space)),
+                time_budget_s=settings.time_budget_s,
+            ),
+            run_config=tune.RunConfig(name=f"{job.name}-{context.run_id[:8]}",
+                                      storage_path=str(context.storage.folder("tune")), verbose=0),
+        )
+        grid = tuner.fit()
+        rows = trial_rows(grid, settings.metric, settings.mode, settings.space)
+        _close_stopped_trials(context, tracker, parent, rows, settings.scheduler.type)
+        best = best_row(rows, settings.mode)
+        results = {"job": job.name, "run_id": context.run_id, "mlflow_run_id": parent, "metric": settings.metric,
+                   "mode": settings.mode, "seconds": round(time.perf_counter() - started, 3), "best": best, "trials": rows}
+        results_file = context.storage.folder("runs", context.run_id) / RESULTS_FILE
+        _write_json_atomically(results_file, results)
+        tracker.log_artifact(parent, results_file)
+        if best is not None:
+            tracker.log_metrics(parent, [{f"best_{settings.metric}": best["metric"]}])
+            tracker.set_tags(parent, {"raymlp.best_trial": best["trial"], "raymlp.best_mlflow_run": best["mlflow_run_id"]})
+        tracker.finish(parent, status="FINISHED" if best is not None else "FAILED")
+    except BaseException:
+        tracker.finish(parent, status="FAILED")
+        raise
+    show_results(context.reporter, results)
+    if best is None:
+        raise WorkFailed(f"tune: no trial finished ({len(rows)} trial(s); see {results_file})")
+    return results
+
+
+def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows: list[dict[str, Any]], scheduler: str) -> None:
+    """Trials the scheduler stopped (or that died) leave their MLflow run RUNNING and their catalog
+    run running: end both, say why, and put the MLflow run on the trial's row."""
+    by_trial = {row["trial"]: row for row in rows}
+    children = tracker.client.search_runs(
+        [tracker.experiment_id(context.config.name)],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")
+    for child in children:
+        row = by_trial.get(child.data.tags.get("raymlp.trial_id", ""), {})
+        row.setdefault("mlflow_run_id", child.info.run_id)
+        stopped = row.get("state") == "stopped early"
+        why = (f"stopped by the {scheduler} scheduler after {row.get('epochs', 0)} epoch(s): its {context.config.tune.metric} "
+               "was behind the other trials'") if stopped else f"the trial ended without finishing ({row.get('state', 'unknown')})"
+        tracker.set_tags(child.info.run_id, {"raymlp.trial_outcome": why})
+        tracker.finish(child.info.run_id, status="KILLED")
+        run_id = child.data.tags.get("raymlp.run_id")
+        if run_id:
+            try:
+                context.catalog.finish_run(run_id, "failed", summary={"sweep": context.run_id}, error=why)
+            except Exception:  # already finished (the trial's own process got that far)
+                pass
+
+
+def trial_rows(grid: Any, metric: str, mode: str, space: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per trial: its values, its metric (the best epoch's, for a finished trial; its last
+    epoch's, for one the scheduler stopped), how it ended, its epochs and where its runs are."""
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        finished = bool(metrics.get("done")) and metrics.get("raymlp_run_id")
+        if result.error is not None:
+            state = "error"
+        elif finished:
+            state = "finished"
+        else:
+            state = "stopped early" if metrics else "not run"
+        value = metrics.get(metric)
+        rows.append({
+            "trial": _trial_id(result),
+            "params": decoded(space, {path: (result.config or {}).get(path) for path in space}),
+            "metric": float(value) if isinstance(value, int | float) else None,
+            "state": state,
+            "epochs": int(metrics.get("epochs" if finished else "epoch", 0) or 0),
+            "error": str(result.error).strip().splitlines()[-1][:500] if result.error is not None else None,
+            **({key: metrics.get(key) for key in TRIAL_KEYS} if finished else {}),
+            **({"metrics": json.loads(metrics["metrics_json"])} if finished else {}),
+        })
+    return sorted(rows, key=lambda row: row["trial"])
+
+
+def best_row(rows: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
+    """The best finished trial (only a finished trial has a model package)."""
+    finished = [row for row in rows if row["state"] == "finished" and row["metric"] is not None]
+    if not finished:
+        return None
+    return (max if mode == "max" else min)(finished, key=lambda row: row["metric"])
+
+
+def show_results(reporter: Any, results: dict[str, Any]) -> None:
+    """The results table on the terminal: one line per trial, best first."""
+    reverse = results["mode"] == "max"
+    ordered = sorted(results["trials"], key=lambda row: (row["metric"] is None, -(row["metric"] or 0) if reverse else (row["metric"] or 0)))
+    for row in ordered:
+        params = ", ".join(f"{path}={_shown(value)}" for path, value in row["params"].items())
+        metric = "-" if row["metric"] is None else f"{row['metric']:.4f}"
+        reporter.info(f"    tune  {row['trial']}  {results['metric']} {metric}  {row['state']}  epochs {row['epochs']}  {params}")
+    if results["best"] is not None:
+        best = results["best"]
+        reporter.stage("tune", f"best trial {best['trial']}: {results['metric']} {best['metric']:.4f}; "
+                               f"MLflow run {best['mlflow_run_id']} (sweep run {results['mlflow_run_id']})")
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+
+
+def _trial_id(result: Any) -> str:
+    if (result.metrics or {}).get("trial_id"):
+        return str(result.metrics["trial_id"])
+    return Path(str(getattr(result, "path", "") or "?")).name
+
+
+def _grid_points(settings: Any) -> int:
+    points = 1
+    for dimension in settings.space.values():
+        if dimension.grid is not None:
+            points *= len(dimension.grid)
+    return points
+
+
+def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(temporary, path)

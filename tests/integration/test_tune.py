@@ -1,0 +1,104 @@
+"""Sweeps on the session's Ray: Optuna over a random forest, ASHA over a torch MLP; every trial a
+nested MLflow run; the results table from the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raymlp import run_job
+from raymlp.context import Reporter
+
+from .conftest import REPO, json_output, run_cli
+
+pytestmark = [pytest.mark.integration]
+
+SKLEARN_SWEEP = REPO / "jobs" / "wine-sklearn-sweep.yaml"
+TORCH_SWEEP = REPO / "jobs" / "wine-torch-sweep.yaml"
+QUIET = Reporter(quiet=True)
+
+
+def _sweep_results(summary) -> dict:
+    from raymlp.storage import resolve_storage
+
+    return json.loads((resolve_storage().folder("runs", summary.run_id) / "tune_results.json").read_text())
+
+
+def _child_runs(parent: str, experiment: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    from raymlp.storage import resolve_storage
+
+    client = MlflowClient(resolve_storage().tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+
+
+def test_an_optuna_sweep_nests_every_trial_in_mlflow_and_registers_the_best(ray_4_cpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
+    run_job(SKLEARN_SWEEP, only=["convert"], reporter=QUIET)
+    default = run_job(SKLEARN_SWEEP, only=["train"], reporter=QUIET)
+
+    summary = run_job(SKLEARN_SWEEP, overrides=["tune.num_samples=4"], only=["tune", "register"], reporter=QUIET)
+
+    results = _sweep_results(summary)
+    assert summary.trials == 4 and len(results["trials"]) == 4
+    assert [row["state"] for row in results["trials"]] == ["finished"] * 4
+    first = {"train.model.params.n_estimators": 50, "train.model.params.max_depth": 3, "train.model.params.min_samples_leaf": 1}
+    assert first in [row["params"] for row in results["trials"]]  # the job's own values were tried
+    assert len({json.dumps(row["params"], sort_keys=True) for row in results["trials"]}) == 4  # Optuna asked for new points
+    best = results["best"]
+    assert best["metric"] == max(row["metric"] for row in results["trials"])
+    assert best["metric"] >= default.metrics["val_accuracy"]
+
+    children = _child_runs(results["mlflow_run_id"], "wine-sklearn-sweep")
+    assert len(children) == 4
+    by_run = {row["mlflow_run_id"]: row for row in results["trials"]}
+    for child in children:
+        row = by_run[child.info.run_id]
+        assert child.info.status == "FINISHED"
+        for path, value in row["params"].items():
+            assert json.loads(child.data.params[path]) == value  # the trial's run logged the trial's settings
+        assert child.data.metrics["val_accuracy"] == pytest.approx(row["metric"])
+        assert "test_accuracy" in child.data.metrics
+    # The registered version is the best trial's model.
+    assert summary.mlflow_run_id == best["mlflow_run_id"] and summary.model_version >= 1
+    from raymlp.storage import resolve_storage
+    from raymlp.tracking import ModelRef, Tracker
+
+    storage = resolve_storage()
+    version, record = Tracker(storage.tracking_uri, Path(storage.root)).resolve(ModelRef("wine-sklearn-sweep", version=summary.model_version))
+    assert record.run_id == best["mlflow_run_id"]
+
+
+def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4_cpus, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("RAYMLP_HOME", str(home))
+    run_job(TORCH_SWEEP, only=["convert"], reporter=QUIET)
+    overrides = ["tune.num_samples=4", "tune.max_concurrent=1", "train.epochs=4", "tune.scheduler.grace_period=1"]
+
+    summary = run_job(TORCH_SWEEP, overrides=overrides, only=["tune"], reporter=QUIET)
+
+    results = _sweep_results(summary)
+    states = [row["state"] for row in results["trials"]]
+    assert states.count("finished") >= 1 and states.count("stopped early") >= 1, results["trials"]
+    for row in results["trials"]:
+        assert 1 <= row["epochs"] <= 4
+        if row["state"] == "stopped early":
+            assert row["epochs"] < 4  # stopped between epochs, before the last
+    children = {child.info.run_id: child for child in _child_runs(results["mlflow_run_id"], "wine-torch-sweep")}
+    assert len(children) == 4
+    for row in results["trials"]:
+        child = children[row["mlflow_run_id"]]
+        if row["state"] == "stopped early":
+            assert child.info.status == "KILLED" and "stopped by the asha scheduler" in child.data.tags["raymlp.trial_outcome"]
+        else:
+            assert child.info.status == "FINISHED"
+
+    shown = run_cli("tune", "results", str(TORCH_SWEEP), "--json", cwd=tmp_path, env={"RAYMLP_HOME": str(home)})
+    assert shown.returncode == 0, shown.stderr
+    assert json_output(shown)["run_id"] == summary.run_id
+    table = run_cli("tune", "results", str(TORCH_SWEEP), cwd=tmp_path, env={"RAYMLP_HOME": str(home)})
+    assert table.returncode == 0 and "stopped early" in table.stdout and "train.optimizer.lr" in table.stdout
