@@ -81,6 +81,7 @@ class StageContext:
     reporter: Reporter
     results: dict[str, Any] = field(default_factory=dict)
     resuming: bool = False  # continuing an earlier run's training (`run_job(resume=...)`)
+    retry_errored: bool = False  # a resumed sweep runs its errored trials again
     sweep_trial: dict[str, str] | None = None  # a sweep's trial: {mlflow_run, run_id, trial} of the sweep
     sweep_trial: dict[str, str] | None = None  # a sweep's trial: {mlflow_run, run_id, trial} of the sweep
 

@@ -87,12 +87,14 @@ def run_job(
     on_serving: Any = None,
     resume: str | None = None,
     sweep_trial: dict[str, str] | None = None,
+    retry_errored: bool = False,
 ) -> RunSummary:
     """Run every stage of a job (or those in `only`) and return what was made.
 
     `on_serving(summary)` is called while the endpoint is still up, before an embedded Ray stops.
     `resume` is the id of an earlier run of the same job whose driver died (or that failed): its
-    training continues from its latest checkpoint, on the same dataset version and MLflow run.
+    training continues from its latest checkpoint, on the same dataset version and MLflow run; its
+    sweep continues from Ray Tune's saved state (`retry_errored`: errored trials run again).
     """
     from raymlp import settings
     from raymlp.catalog import Catalog
@@ -120,7 +122,8 @@ def run_job(
             )
         summary = RunSummary(run_id=run.id, job=loaded.config.name)
         context = StageContext(job=loaded, storage=storage, catalog=catalog, run_id=run.id, reporter=reporter,
-                               resuming=resume is not None, sweep_trial=sweep_trial)
+                               resuming=resume is not None, sweep_trial=sweep_trial,
+                               retry_errored=retry_errored)
         try:
             with contextlib.ExitStack() as stack:
                 cluster = address or settings.ray_address()
@@ -162,15 +165,19 @@ def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: lis
         raise UsageError(f"--resume: run {run_id} is of job '{record.job_name}', not '{loaded.config.name}'")
     if record.status == "succeeded":
         raise UsageError(f"--resume: run {run_id} succeeded; there is nothing to resume")
-    if "train" not in stages:
-        raise UsageError("--resume continues training: run it with the train stage")
+    if "train" not in stages and "tune" not in stages:
+        raise UsageError("--resume continues training or a sweep: run it with the train or tune stage")
     before, now = flatten(record.config), flatten(loaded.public_dict())
     changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
     if changed:
         raise UsageError(f"--resume: the job's settings changed since run {run_id} ({', '.join(changed[:10])}); "
                          "resuming would mix two models. Start a new run instead")
-    if not storage.folder("runs", run_id).joinpath(TRAINING_STARTED_FILE).exists():
-        raise UsageError(f"--resume: run {run_id} never started training; start a new run instead")
+    from raymlp.tune.stage import SWEEP_STARTED_FILE
+
+    started = TRAINING_STARTED_FILE if "train" in stages else SWEEP_STARTED_FILE
+    if not storage.folder("runs", run_id).joinpath(started).exists():
+        raise UsageError(f"--resume: run {run_id} never started {'training' if 'train' in stages else 'its sweep'}; "
+                         "start a new run instead")
     return catalog.reopen_run(run_id)
 
 

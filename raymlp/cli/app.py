@@ -142,6 +142,8 @@ def tune(
     overrides: SetOpt = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with the job's newest sweep that did not finish (its driver died); finished trials are not run again.")] = False,
+    retry_errored: Annotated[bool, typer.Option("--retry-errored", help="With --resume: run the trials that errored again.")] = False,
 ) -> None:
     """Run the job's sweep (and register the best trial when the job says so); `tune results JOB`
     prints the latest sweep's results table."""
@@ -160,7 +162,26 @@ def tune(
     if loaded.config.tune is None:
         raise UsageError(f"{job}: the job has no tune section")
     stages = [name for name in ("tune", "register") if name in loaded.config.stages()]
-    _print_summary(run_job(loaded, only=stages, address=address), as_json)
+    if retry_errored and not resume:
+        raise UsageError("--retry-errored goes with --resume")
+    sweep = _unfinished_sweep(Path(job), loaded) if resume else None
+    _print_summary(run_job(loaded, only=stages, address=address, resume=sweep, retry_errored=retry_errored), as_json)
+
+
+def _unfinished_sweep(job: Path, loaded) -> str:
+    """The newest sweep of the job that did not succeed and whose Tune state was saved."""
+    from raymlp.catalog import Catalog
+    from raymlp.errors import UsageError
+    from raymlp.tune.stage import SWEEP_STARTED_FILE
+
+    storage = _storage_for(job)
+    with Catalog(storage.catalog_url) as catalog:
+        runs = [run for run in catalog.list_runs(loaded.config.name, limit=1000) if "tune" in run.stages]
+    for run in runs:
+        if run.status != "succeeded" and (storage.local_root / "runs" / run.id / SWEEP_STARTED_FILE).exists():
+            return run.id
+    raise UsageError(f"tune --resume: job '{loaded.config.name}' has no unfinished sweep to go on with "
+                     f"({len(runs)} sweep(s), all finished or never started)")
 
 
 def _print_tune_results(job: Path, as_json: bool) -> None:

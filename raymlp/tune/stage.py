@@ -22,9 +22,10 @@ from typing import Any
 from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
 
-from .space import decoded
+from .space import decoded, param_space
 
 RESULTS_FILE = "tune_results.json"
+SWEEP_STARTED_FILE = "sweep_started.json"
 TRIAL_CPU = 0.01
 #: What a trial's last report carries besides metrics (Tune keeps them with the trial's result).
 TRIAL_KEYS = ("raymlp_run_id", "mlflow_run_id", "model_uri", "package_dir", "best_epoch", "dataset", "dataset_digest",
@@ -69,21 +70,35 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
 
 
 def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
-    """Run the job's sweep; return the best trial's row (also written with every trial's row)."""
+    """Run the job's sweep (or go on with it: `context.resuming`); return its results, with every
+    trial's row and the best finished trial's."""
     from ray import tune
 
     from raymlp.tracking import Tracker
 
-    from .space import job_values, most_epochs, param_space, scheduler, searcher
+    from .space import job_values, most_epochs
 
     job = context.config
     settings = job.tune
     tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
-    parent = tracker.start_run(job.name, run_name=f"{job.name}-sweep-{context.run_id[:8]}",
-                               tags={"raymlp.run_id": context.run_id, "raymlp.sweep": "true",
-                                     "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path)})
-    try:
+    started_file = context.storage.folder("runs", context.run_id) / SWEEP_STARTED_FILE
+    experiment = context.storage.folder("tune") / f"{job.name}-{context.run_id[:8]}"
+    if context.resuming:  # the same Tune experiment and MLflow run go on
+        parent = json.loads(started_file.read_text())["mlflow_run_id"]
+        if not tune.Tuner.can_restore(str(experiment)):
+            raise WorkFailed(f"tune --resume: no Ray Tune experiment state at {experiment}; start a new sweep instead")
+        tracker.client.update_run(parent, status="RUNNING")
+        context.reporter.stage("tune", f"resuming sweep {context.run_id} (MLflow run {parent}) from {experiment}")
+    else:
+        parent = tracker.start_run(job.name, run_name=f"{job.name}-sweep-{context.run_id[:8]}",
+                                   tags={"raymlp.run_id": context.run_id, "raymlp.sweep": "true",
+                                         "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path)})
         tracker.log_params(parent, context.job.public_dict())
+        _write_json_atomically(started_file, {"mlflow_run_id": parent, "experiment": str(experiment)})
+    # Tune saves the experiment's state (finished trials, the searcher's) at most this often: a
+    # driver killed between two saves would run again the trials that finished in between.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    try:
         spec = TrialSpec(job_path=str(context.job.path), overrides=list(context.job.overrides),
                          raymlp_home=os.environ.get("RAYMLP_HOME"), parent_mlflow_run=parent, sweep_run_id=context.run_id)
         # A trial's process mostly waits for its train stage, whose workers hold the CPUs: it takes
@@ -91,24 +106,17 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
         # resources decide how many run at once.
         trainable = tune.with_resources(partial(run_trial, spec=spec), {"cpu": TRIAL_CPU})
         first = job_values(context.job.public_dict(), settings.space) if settings.start_from_job else None
-        context.reporter.stage(
-            "tune", f"{settings.num_samples} trial(s) x {_grid_points(settings)} grid point(s), search {settings.search}, "
-            f"scheduler {settings.scheduler.type}, metric {settings.metric} ({settings.mode})"
-            + ("; the first trial has the job's own values" if first else ""))
         started = time.perf_counter()
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(settings.space),
-            tune_config=tune.TuneConfig(
-                metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
-                max_concurrent_trials=None if settings.search in ("random", "grid") else settings.max_concurrent,
-                search_alg=searcher(settings, first),
-                scheduler=scheduler(settings.scheduler, most_epochs(job.train.epochs, settings.space)),
-                time_budget_s=settings.time_budget_s,
-            ),
-            run_config=tune.RunConfig(name=f"{job.name}-{context.run_id[:8]}",
-                                      storage_path=str(context.storage.folder("tune")), verbose=0),
-        )
+        if context.resuming:
+            # Finished trials stay finished; those the driver's death cut off start again.
+            tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=context.retry_errored, param_space=param_space(settings.space))
+        else:
+            context.reporter.stage(
+                "tune", f"{settings.num_samples} trial(s) x {_grid_points(settings)} grid point(s), search {settings.search}, "
+                f"scheduler {settings.scheduler.type}, metric {settings.metric} ({settings.mode})"
+                + ("; the first trial has the job's own values" if first else ""))
+            tuner = _new_tuner(trainable, settings, first, most_epochs(job.train.epochs, settings.space), experiment)
         grid = tuner.fit()
         rows = trial_rows(grid, settings.metric, settings.mode, settings.space)
         _close_stopped_trials(context, tracker, parent, rows, settings.scheduler.type)
@@ -129,6 +137,24 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
     if best is None:
         raise WorkFailed(f"tune: no trial finished ({len(rows)} trial(s); see {results_file})")
     return results
+
+
+def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epochs: int, experiment: Path) -> Any:
+    from ray import tune
+
+    from .space import scheduler, searcher
+
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(settings.space),
+        tune_config=tune.TuneConfig(
+            metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
+            max_concurrent_trials=None if settings.search in ("random", "grid") else settings.max_concurrent,
+            search_alg=searcher(settings, first), scheduler=scheduler(settings.scheduler, epochs),
+            time_budget_s=settings.time_budget_s,
+        ),
+        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0),
+    )
 
 
 def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows: list[dict[str, Any]], scheduler: str) -> None:

@@ -102,3 +102,66 @@ def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4
     assert json_output(shown)["run_id"] == summary.run_id
     table = run_cli("tune", "results", str(TORCH_SWEEP), cwd=tmp_path, env={"RAYMLP_HOME": str(home)})
     assert table.returncode == 0 and "stopped early" in table.stdout and "train.optimizer.lr" in table.stdout
+
+
+def _finished_children(home, parent: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    found = client.get_experiment_by_name("wine-sklearn-sweep")
+    if found is None:
+        return []
+    return client.search_runs([found.experiment_id], filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'FINISHED'"))
+
+
+def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again(ray_4_cpus, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ray.util.state import list_actors
+
+    from raymlp.catalog import Catalog
+
+    home = tmp_path / "home"
+    env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus}
+    sets = ["--set", "tune.num_samples=6", "--set", "tune.max_concurrent=1"]
+    assert run_cli("data", "convert", str(SKLEARN_SWEEP), cwd=tmp_path, env=env).returncode == 0
+    driver = subprocess.Popen([sys.executable, "-m", "raymlp", "tune", str(SKLEARN_SWEEP), *sets], cwd=tmp_path,
+                              env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, parent, before = time.monotonic() + 600, None, []
+    while time.monotonic() < deadline and driver.poll() is None and len(before) < 2:
+        started = list((home / "runs").glob("*/sweep_started.json")) if (home / "runs").exists() else []
+        parent = json.loads(started[0].read_text())["mlflow_run_id"] if started else None
+        before = _finished_children(home, parent) if parent else []
+        time.sleep(0.5)
+    assert driver.poll() is None and len(before) >= 2, "the sweep ended (or never got two trials done) before the kill"
+    time.sleep(1.5)  # Tune saves its state every second
+    before = _finished_children(home, parent)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 120
+    while any(actor.class_name in ("ImplicitFunc", "TrainController", "RayTrainWorker")
+              for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)):
+        assert time.monotonic() < deadline, "the killed sweep's trial actors did not go"
+        time.sleep(0.5)
+    assert len(before) < 6
+
+    resumed = run_cli("tune", str(SKLEARN_SWEEP), *sets, "--resume", "--json", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json_output(resumed)
+    results = json.loads((home / "runs" / summary["run_id"] / "tune_results.json").read_text())
+    assert results["mlflow_run_id"] == parent and summary["trials"] == 6
+    assert [row["state"] for row in results["trials"]] == ["finished"] * 6
+    after = _finished_children(home, parent)
+    trial_of = lambda run: run.data.tags["raymlp.trial_id"]  # noqa: E731
+    assert len(after) == 6 and len({trial_of(run) for run in after}) == 6  # each trial finished once, in all
+    assert {run.info.run_id for run in before} <= {run.info.run_id for run in after}  # not run again
+    with Catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:
+        assert catalog.get_run(summary["run_id"]).status == "succeeded"
+
+    nothing_left = run_cli("tune", str(SKLEARN_SWEEP), *sets, "--resume", cwd=tmp_path, env=env)
+    assert nothing_left.returncode == 2 and "no unfinished sweep" in nothing_left.stderr
