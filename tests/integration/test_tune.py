@@ -165,3 +165,26 @@ def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again
 
     nothing_left = run_cli("tune", str(SKLEARN_SWEEP), *sets, "--resume", cwd=tmp_path, env=env)
     assert nothing_left.returncode == 2 and "no unfinished sweep" in nothing_left.stderr
+
+
+def test_a_tensorflow_random_sweep_reports_every_epoch_of_every_trial(ray_4_cpus, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from raymlp.storage import resolve_storage
+
+    monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
+    job = REPO / "jobs" / "wine-tensorflow-sweep.yaml"
+    run_job(job, only=["convert"], reporter=QUIET)
+    summary = run_job(job, overrides=["tune.num_samples=2", "tune.max_concurrent=1", "train.epochs=3"],
+                      only=["tune"], reporter=QUIET)
+
+    results = _sweep_results(summary)
+    assert [row["state"] for row in results["trials"]] == ["finished", "finished"]
+    assert {"train.optimizer.lr": 0.01, "train.model.dropout": 0.1, "train.batch_size": 16} in [
+        row["params"] for row in results["trials"]]
+    client = MlflowClient(resolve_storage().tracking_uri)
+    for row in results["trials"]:
+        history = client.get_metric_history(row["mlflow_run_id"], "val_accuracy")
+        assert sorted(point.step for point in history) == [1, 2, 3]
+        assert row["metric"] == pytest.approx(max(point.value for point in history))  # the best epoch's
+    assert results["best"]["metric"] == max(row["metric"] for row in results["trials"])
