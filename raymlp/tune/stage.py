@@ -117,7 +117,10 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
                 f"scheduler {settings.scheduler.type}, metric {settings.metric} ({settings.mode})"
                 + ("; the first trial has the job's own values" if first else ""))
             tuner = _new_tuner(trainable, settings, first, most_epochs(job.train.epochs, settings.space), experiment)
-        grid = tuner.fit()
+        from .progress import showing
+
+        with showing(context.reporter, settings.metric, settings.space):
+            grid = tuner.fit()
         rows = trial_rows(grid, settings.metric, settings.mode, settings.space)
         _close_stopped_trials(context, tracker, parent, rows, settings.scheduler.type)
         best = best_row(rows, settings.mode)
@@ -142,6 +145,7 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
 def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epochs: int, experiment: Path) -> Any:
     from ray import tune
 
+    from .progress import SweepProgress
     from .space import scheduler, searcher
 
     return tune.Tuner(
@@ -153,7 +157,8 @@ def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epoc
             search_alg=searcher(settings, first), scheduler=scheduler(settings.scheduler, epochs),
             time_budget_s=settings.time_budget_s,
         ),
-        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0),
+        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0,
+                                  callbacks=[SweepProgress()]),
     )
 
 
