@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,17 +31,35 @@ def _checkpoints(home):
     return sorted(str(path) for path in (home / "ray_results").rglob("checkpoint_*") if path.is_dir())
 
 
-def _wait_for_the_dead_runs_actors_to_go(timeout: float = 120.0) -> None:
-    """Ray ends a dead driver's actors once it notices; until then its controller goes on writing
-    (and, keeping the newest N, deleting) checkpoints under the run's folder, which a resume started
-    meanwhile would read from under it. Wait for them to be gone, as a user resuming later would."""
+def _registered_checkpoints(home) -> int:
+    """Checkpoints Ray Train's controller has registered (its snapshot, which a resumed run reads).
+    A worker's checkpoint folder appears before the controller registers it: under load the
+    folders of two epochs were there while the snapshot still held none, and the run resumed from
+    scratch."""
+    count = 0
+    for snapshot in (home / "ray_results").rglob("checkpoint_manager_snapshot.json"):
+        try:
+            count += len(json.loads(snapshot.read_text()).get("checkpoint_results") or [])
+        except (OSError, ValueError):  # being replaced right now
+            continue
+    return count
+
+
+def _train_actors() -> set[str]:
     from ray.util.state import list_actors
 
+    return {actor.actor_id for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+            if actor.class_name in ("TrainController", "RayTrainWorker")}
+
+
+def _wait_for_the_dead_runs_actors_to_go(earlier: set[str], timeout: float = 120.0) -> None:
+    """Ray ends a dead driver's actors once it notices; until then its controller goes on writing
+    (and, keeping the newest N, deleting) checkpoints under the run's folder, which a resume started
+    meanwhile would read from under it. Wait for them (the Ray Train actors not in `earlier`) to be
+    gone, as a user resuming later would."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [actor for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-                 if actor.class_name in ("TrainController", "RayTrainWorker")]
-        if not alive:
+        if not _train_actors() - earlier:
             return
         time.sleep(0.5)
     raise AssertionError(f"the killed driver's Ray Train actors were still alive after {timeout:.0f} s")
@@ -55,15 +74,17 @@ def test_a_run_whose_driver_died_resumes_from_its_checkpoint(ray_4_cpus, tmp_pat
     env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus}
     job = _job(tmp_path)
     assert run_cli("data", "convert", str(job), cwd=tmp_path, env=env).returncode == 0
+    earlier = _train_actors()
     driver = subprocess.Popen([sys.executable, "-m", "raymlp", "train", str(job)], cwd=tmp_path,
                               env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while len(_checkpoints(home)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+    while (len(_checkpoints(home)) < 2 or _registered_checkpoints(home) < 1) and driver.poll() is None \
+            and time.monotonic() < deadline:
         time.sleep(0.2)
     assert driver.poll() is None, "training ended before the driver could be killed"
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    _wait_for_the_dead_runs_actors_to_go()
+    _wait_for_the_dead_runs_actors_to_go(earlier)
 
     with Catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:
         [run] = [run for run in catalog.list_runs("wine-torch") if "train" in run.stages]
