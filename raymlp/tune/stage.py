@@ -163,13 +163,16 @@ def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epoc
 
 
 def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows: list[dict[str, Any]], scheduler: str) -> None:
-    """Trials the scheduler stopped (or that died) leave their MLflow run RUNNING and their catalog
-    run running: end both, say why, and put the MLflow run on the trial's row."""
+    """Trials the scheduler stopped (or that died) leave their MLflow run RUNNING (or FAILED, when
+    the stop reached the trial's own process first) and their catalog run running or failed: end
+    both as stopped, say why, and put the MLflow run on the trial's row."""
     by_trial = {row["trial"]: row for row in rows}
     children = tracker.client.search_runs(
         [tracker.experiment_id(context.config.name)],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status != 'FINISHED'")
     for child in children:
+        if child.info.status == "FAILED" and by_trial.get(child.data.tags.get("raymlp.trial_id", ""), {}).get("state") == "error":
+            continue  # a trial that really failed keeps its status
         row = by_trial.get(child.data.tags.get("raymlp.trial_id", ""), {})
         row.setdefault("mlflow_run_id", child.info.run_id)
         stopped = row.get("state") == "stopped early"

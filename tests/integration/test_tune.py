@@ -130,6 +130,11 @@ def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again
     env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus}
     sets = ["--set", "tune.num_samples=6", "--set", "tune.max_concurrent=1"]
     assert run_cli("data", "convert", str(SKLEARN_SWEEP), cwd=tmp_path, env=env).returncode == 0
+    def sweep_actors() -> set[str]:
+        return {actor.actor_id for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+                if actor.class_name in ("ImplicitFunc", "TrainController", "RayTrainWorker")}
+
+    earlier = sweep_actors()  # other tests' (the session's Ray is shared)
     driver = subprocess.Popen([sys.executable, "-m", "raymlp", "tune", str(SKLEARN_SWEEP), *sets], cwd=tmp_path,
                               env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, parent, before = time.monotonic() + 600, None, []
@@ -147,8 +152,7 @@ def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again
     driver.wait()
     before = _finished_children(home, parent)
     deadline = time.monotonic() + 120
-    while any(actor.class_name in ("ImplicitFunc", "TrainController", "RayTrainWorker")
-              for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)):
+    while sweep_actors() - earlier:
         assert time.monotonic() < deadline, "the killed sweep's trial actors did not go"
         time.sleep(0.5)
     assert len(before) < 6
