@@ -83,7 +83,6 @@ class StageContext:
     resuming: bool = False  # continuing an earlier run's training (`run_job(resume=...)`)
     retry_errored: bool = False  # a resumed sweep runs its errored trials again
     sweep_trial: dict[str, str] | None = None  # a sweep's trial: {mlflow_run, run_id, trial} of the sweep
-    sweep_trial: dict[str, str] | None = None  # a sweep's trial: {mlflow_run, run_id, trial} of the sweep
 
     @property
     def config(self):

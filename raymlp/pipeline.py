@@ -227,6 +227,8 @@ def _dataset_for_training(context: StageContext) -> Any:
         record = context.catalog.get_dataset_version(started["dataset"], started["version"])
         context.reporter.stage("dataset", f"using {record.name}@{record.version}, as run {context.run_id} did")
         return record
+    if context.sweep_trial is not None and context.sweep_trial.get("dataset"):  # the version its sweep pinned
+        return context.catalog.get_dataset_version(context.sweep_trial["dataset"], int(context.sweep_trial["dataset_version"]))
     record = context.catalog.get_dataset_version(context.config.data.dataset.name)
     context.reporter.stage("dataset", f"using {record.name}@{record.version} from the catalog")
     return record

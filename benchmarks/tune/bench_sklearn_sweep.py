@@ -58,6 +58,38 @@ def baseline(trials: int) -> dict:
     return {"seconds": time.perf_counter() - started, "best": study.best_value, "trials": len(study.trials)}
 
 
+def ray_tune_child(trials: int) -> dict:
+    """Ray Tune alone on the same Ray settings as raymlp's (2 trials at once, one CPU each, reused
+    trial processes): the floor any sweep on Ray Tune starts from."""
+    import numpy as np
+    import ray
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+    from sklearn.datasets import load_wine
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    def objective(config: dict) -> None:
+        features, labels = load_wine(return_X_y=True)
+        train_x, rest_x, train_y, rest_y = train_test_split(features, labels, test_size=0.4, random_state=7, stratify=labels)
+        val_x, _, val_y, _ = train_test_split(rest_x, rest_y, test_size=0.5, random_state=7, stratify=rest_y)
+        scaler = StandardScaler().fit(train_x)
+        model = RandomForestClassifier(n_jobs=1, random_state=7, **config).fit(scaler.transform(train_x), train_y)
+        tune.report({"val_accuracy": float(np.mean(model.predict(scaler.transform(val_x)) == val_y))})
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    space = {"n_estimators": tune.randint(10, 300), "max_depth": tune.randint(2, 16),
+             "min_samples_leaf": tune.choice([1, 2, 4, 8])}
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        grid = tune.Tuner(tune.with_resources(objective, {"cpu": 1}), param_space=space, tune_config=tune.TuneConfig(
+            metric="val_accuracy", mode="max", num_samples=trials, max_concurrent_trials=2, reuse_actors=True,
+            search_alg=OptunaSearch(seed=7)), run_config=tune.RunConfig(storage_path=folder, verbose=0)).fit()
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "best": float(grid.get_best_result().metrics["val_accuracy"])}
+
+
 def child(spec: dict) -> dict:
     from raymlp import run_job
     from raymlp.context import Reporter
@@ -70,13 +102,13 @@ def child(spec: dict) -> dict:
     from raymlp.storage import resolve_storage
 
     results = json.loads((resolve_storage().folder("runs", summary.run_id) / "tune_results.json").read_text())
-    return {"seconds": results["seconds"], "wall_with_ray": wall, "ray_startup": summary.ray_startup_seconds,
+    return {"seconds": results["seconds"], "refit": results.get("best_refit_seconds") or 0.0, "wall_with_ray": wall, "ray_startup": summary.ray_startup_seconds,
             "best": results["best"]["metric"], "finished": sum(row["state"] == "finished" for row in results["trials"])}
 
 
-def raymlp_side(trials: int) -> dict:
+def raymlp_side(trials: int, kind: str = "raymlp") -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        spec = {"home": str(Path(folder) / "home"), "trials": trials}
+        spec = {"home": str(Path(folder) / "home"), "trials": trials, "kind": kind}
         done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
                               env={**os.environ, "RAY_TMPDIR": folder})
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -91,18 +123,24 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print("RESULT " + json.dumps(ray_tune_child(spec["trials"]) if spec["kind"] == "ray-tune" else child(spec)))
         return
     base = baseline(args.trials)
     print(f"optuna alone: {base['seconds']:.1f} s for {base['trials']} trials, best {base['best']:.4f} "
           f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    floor = raymlp_side(args.trials, "ray-tune")
+    print(f"ray tune alone: {floor['seconds']:.1f} s, best {floor['best']:.4f} (same searcher, 2 at once, reused "
+          f"processes; {floor['seconds'] / base['seconds']:.2f}x optuna)", flush=True)
     ours = raymlp_side(args.trials)
     concurrency = 2
     overhead = (ours["seconds"] * concurrency - base["seconds"]) / args.trials
-    print(f"raymlp tune:  {ours['seconds']:.1f} s for {ours['finished']} finished trials (+ Ray start-up "
+    print(f"raymlp tune:  {ours['seconds']:.1f} s for {ours['finished']} finished trials, of which {ours['refit']:.1f} s "
+          "the best trial's full run (+ Ray start-up "
           f"{ours['ray_startup']:.1f} s), best {ours['best']:.4f} (load {os.getloadavg()[0]:.2f})")
     print(f"ratio raymlp / optuna: {ours['seconds'] / base['seconds']:.2f}x (goal <= 0.6x); per-trial overhead "
-          f"{overhead:.2f} s (raymlp's wall x {concurrency} concurrent - optuna's, per trial)")
+          f"{overhead:.2f} s (raymlp's wall x {concurrency} concurrent - optuna's, per trial); raymlp / ray tune alone "
+          f"{ours['seconds'] / floor['seconds']:.2f}x")
 
 
 if __name__ == "__main__":

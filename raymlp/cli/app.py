@@ -205,14 +205,17 @@ def _print_tune_results(job: Path, as_json: bool) -> None:
         return
     from .output import print_table
 
+    from raymlp.tune.report import ordered_trials
+
     paths = list(results["trials"][0]["params"]) if results["trials"] else []
-    reverse = results["mode"] == "max"
-    ordered = sorted(results["trials"], key=lambda row: (row["metric"] is None, -(row["metric"] or 0) if reverse else (row["metric"] or 0)))
+    ordered = ordered_trials(results)
     print_table(f"sweep {results['run_id']} of {results['job']}: {results['metric']} ({results['mode']}), {len(ordered)} trials",
                 ["trial", *paths, results["metric"], "state", "epochs", "MLflow run"],
                 [[row["trial"], *[json.dumps(row["params"][path]) for path in paths],
                   "-" if row["metric"] is None else f"{row['metric']:.4f}", row["state"], row["epochs"], row.get("mlflow_run_id") or ""]
                  for row in ordered])
+    if results.get("report"):
+        print(f"report: {results['report']}")
 
 
 @app.command()

@@ -191,8 +191,13 @@ def _tune_is_well_formed(job: JobConfig) -> Iterator[Finding]:
         path = _parse_path(key)
         if path[0] in ("tune", "version", "name", "storage") or not annotations_at(path):
             yield ("tune", "space", key), f"'{key}' is not a setting of the job file"
+        elif tuple(path[:2]) == ("data", "dataset"):
+            yield ("tune", "space", key), "every trial of a sweep trains on the one dataset version it started with; search other settings"
         elif dimension.grid is not None and tune.search in ("optuna", "hyperopt"):
             yield ("tune", "space", key), f"grid needs search: grid or random ({tune.search} samples; use choice)"
+    if tune.trials == "light" and job.train.framework != "sklearn":
+        yield ("tune", "trials"), (f"light trials fit in the trial's own process, which only sklearn does ({job.train.framework} "
+                                   "trains on Ray Train); use full or auto")
     if tune.scheduler.type == "pbt":
         yield ("tune", "scheduler", "type"), "pbt is not available in this version of raymlp; use fifo, asha or median"
 

@@ -517,10 +517,10 @@ class TuneConfig(Section):
     time_budget_s: float | None = Field(default=None, gt=0, description="Stop starting and running trials after this many seconds.")
     start_from_job: bool = Field(
         default=True, description="The first trial takes the job file's own values of the searched settings (when each lies in its range).")
-    seed: int | None = Field(default=None, description="Seed of the optuna/hyperopt searcher (random and grid: Ray Tune's own).")
-    time_budget_s: float | None = Field(default=None, gt=0, description="Stop starting and running trials after this many seconds.")
-    start_from_job: bool = Field(
-        default=True, description="The first trial takes the job file's own values of the searched settings (when each lies in its range).")
+    trials: Literal["auto", "light", "full"] = Field(
+        default="auto", description="light: a trial fits in its own Tune process from data prepared once per process and records "
+        "an MLflow run of params and metrics; the best is then trained again as a full run with a package (sklearn only). "
+        "full: every trial is a whole train run. auto: light for sklearn, full otherwise.")
 
 
 # --- register, serve, predict -----------------------------------------------------------------

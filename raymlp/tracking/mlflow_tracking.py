@@ -163,6 +163,14 @@ def _global_uris(uri: str) -> Iterator[None]:
         mlflow.set_registry_uri(previous[1])
 
 
+def _metrics(rows: list[dict[str, float]], step_key: str) -> list[Any]:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(key, float(value), now, int(row.get(step_key, 0)))
+            for row in rows for key, value in row.items() if key != step_key and isinstance(value, (int, float))]
+
+
 class Tracker:
     """An MLflow tracking store and model registry at one URI."""
 
@@ -201,17 +209,23 @@ class Tracker:
 
     def log_metrics(self, run_id: str, rows: list[dict[str, float]], step_key: str = "epoch") -> None:
         """Log each row at its step (per-epoch history), or at step 0 when it has none."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(key, float(value), now, int(row.get(step_key, 0)))
-            for row in rows
-            for key, value in row.items()
-            if key != step_key and isinstance(value, (int, float))
-        ]
+        metrics = _metrics(rows, step_key)
         for start in range(0, len(metrics), 500):
             self.client.log_batch(run_id, metrics=metrics[start : start + 500])
+
+    def record_run(self, experiment_id: str, run_name: str, tags: dict[str, str], config: dict[str, Any],
+                   rows: list[dict[str, float]], status: str = "FINISHED") -> str:
+        """A run that is over already (a light sweep trial's): created, its params and metrics
+        logged in one batch (within MLflow's 100 params a batch) and ended, in three calls."""
+        from mlflow.entities import Param
+
+        run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        params = [Param(key, value) for key, value in flatten(config).items()]
+        metrics = _metrics(rows, "epoch")
+        for start in range(0, max(len(params), len(metrics), 1), 100):
+            self.client.log_batch(run_id, params=params[start : start + 100], metrics=metrics[start : start + 100])
+        self.client.set_terminated(run_id, status=status)
+        return run_id
 
     def log_dataset_input(
         self,

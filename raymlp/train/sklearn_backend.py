@@ -405,6 +405,38 @@ def fit(request: TrainRequest) -> FitOutcome:
     )
 
 
+def fit_here(train: Any, task: str, output_dim: int, target_scale: dict[str, float] | None,
+             arrays: dict[str, tuple[np.ndarray, np.ndarray]], cpus: int) -> dict[str, float]:
+    """Fit and score `train.model` in this process (a light sweep trial, which holds the CPUs itself):
+    the same estimator, fit and metrics as `fit`'s task, and its cross-validation folds one after
+    another. Returns the metrics row `fit` reports for its one epoch."""
+    from sklearn.base import clone
+
+    model = train.model.model_dump()
+    params = dict(model.get("params") or {})
+    estimator = build_estimator(model["type"], params, task, train.task, train.seed)
+    spec = {"task": task, "output_dim": output_dim, "unit": (target_scale or {}).get("std", 1.0), "default_jobs": max(1, cpus)}
+    try:
+        fitted = _fit_task(estimator, arrays["train"], arrays["validation"], spec)
+        row: dict[str, float] = {"epoch": 1, **fitted["metrics"]}
+        if train.cv_folds:
+            features = np.concatenate([arrays["train"][0], arrays["validation"][0]])
+            labels = np.concatenate([arrays["train"][1], arrays["validation"][1]])
+            folds = [_fold_task(clone(estimator), features, labels, train_rows, test_rows, number, spec)
+                     for number, (train_rows, test_rows) in
+                     enumerate(_fold_rows(features, labels, train.cv_folds, task, train.seed), start=1)]
+            row.update(_cv_summary(folds))
+    except RaymlpError:
+        raise
+    except Exception as error:  # as the task's failure would read
+        from sklearn.utils._param_validation import InvalidParameterError
+
+        if isinstance(error, InvalidParameterError):
+            raise UsageError(f"train.model.params: {error}") from None
+        raise WorkFailed(f"the {model['type']} fit failed: {type(error).__name__}: {error}") from None
+    return row
+
+
 def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
     """The fitted estimator of a package (`model/estimator.pkl`), told the label's number of classes."""
     import joblib

@@ -113,19 +113,36 @@ def _pip_requirements(framework: str) -> list[str]:
     return pinned + backend(framework).pip_requirements()
 
 
-def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
-    """Train the job's model on a published dataset version (`PublishedVersion` or catalog record)."""
+@dataclass
+class PreparedTraining:
+    """A dataset version made ready for a model: its splits, the fitted preprocessing and how a frame
+    of rows becomes the model's input (features matrix and encoded label)."""
 
-    from raymlp.data.modules import package_modules, resolve_steps
+    table: Any
+    label: str
+    features: list[str]
+    feature_types: dict[str, str]
+    task: str
+    classes: list[Any] | None
+    target_scale: dict[str, float] | None
+    train_frame: pd.DataFrame
+    validation_frame: pd.DataFrame
+    test_frame: pd.DataFrame
+    preprocessor: Any
+    modules: Any
+    model_columns: list[str]
+    to_model_input: Any
+
+
+def prepare_training(job: Any, dataset: Any, catalog: Any, reporter: Any) -> PreparedTraining:
+    """Read the dataset version, split it, fit the preprocessing on the train split (the train stage's
+    and a light sweep trial's data, made the same way)."""
+    from raymlp.data.modules import resolve_steps
     from raymlp.data.preprocess import column_kind, fit_preprocessor
     from raymlp.data.split import split_frame
     from raymlp.data.versions import read_version_table
-    from raymlp.tracking import Tracker
 
-    job = context.config
-    train, data = job.train, job.data
-    _check_storage_reaches_every_node(context)
-    _start_ray_data_actors()
+    data = job.data
     label = data.label
     table = read_version_table(dataset.path, dataset.manifest)
     kinds = {field.name: column_kind(field.type) for field in table.schema}
@@ -140,9 +157,9 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     frame = numeric_features_as_float(table.to_pandas(), [{"name": name, "type": kind} for name, kind in feature_types.items()])
     unlabeled = int(frame[label].isna().sum())
     if unlabeled:
-        context.reporter.info(f"    train  {unlabeled} rows without a label are left out")
+        reporter.info(f"    train  {unlabeled} rows without a label are left out")
         frame = frame[frame[label].notna()]
-    task = infer_task(frame[label], train.task)
+    task = infer_task(frame[label], job.train.task)
     classes = label_classes(frame[label]) if task == "classification" else None
     if task == "classification":
         if len(classes) < 2:
@@ -159,12 +176,34 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         target_scale = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
         encode = lambda batch: ((pd.to_numeric(batch[label]).to_numpy(dtype=np.float64) - target_scale["mean"])  # noqa: E731
                                 / target_scale["std"]).astype(np.float32)
-    modules = resolve_steps(job.preprocess, context.catalog)  # module sources, from the catalog, once
+    modules = resolve_steps(job.preprocess, catalog)  # module sources, from the catalog, once
     # Fitted on the train split only; function steps run on the same frames they will see when predicting.
     preprocessor = fit_preprocessor(job.preprocess, train_frame[features], feature_types, modules)
     model_columns = _model_columns(preprocessor, train_frame.head(8)[features])
-    sample = _to_model_input(train_frame.head(2), features, preprocessor, encode, model_columns)
     to_model_input = lambda part: _to_model_input(part, features, preprocessor, encode, model_columns)  # noqa: E731
+    return PreparedTraining(
+        table=table, label=label, features=features, feature_types=feature_types, task=task, classes=classes,
+        target_scale=target_scale, train_frame=train_frame, validation_frame=validation_frame, test_frame=test_frame,
+        preprocessor=preprocessor, modules=modules, model_columns=model_columns, to_model_input=to_model_input)
+
+
+def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
+    """Train the job's model on a published dataset version (`PublishedVersion` or catalog record)."""
+
+    from raymlp.data.modules import package_modules
+    from raymlp.tracking import Tracker
+
+    job = context.config
+    train = job.train
+    _check_storage_reaches_every_node(context)
+    _start_ray_data_actors()
+    prepared = prepare_training(job, dataset, context.catalog, context.reporter)
+    label, features, feature_types, task, classes = (prepared.label, prepared.features, prepared.feature_types,
+                                                     prepared.task, prepared.classes)
+    train_frame, validation_frame, test_frame = prepared.train_frame, prepared.validation_frame, prepared.test_frame
+    preprocessor, modules, model_columns = prepared.preprocessor, prepared.modules, prepared.model_columns
+    target_scale, to_model_input, table = prepared.target_scale, prepared.to_model_input, prepared.table
+    sample = to_model_input(train_frame.head(2))
     datasets = {"train": _model_input_dataset(train_frame, to_model_input, _train_blocks(train, train_frame)),
                 "validation": _model_input_dataset(validation_frame, to_model_input, 1)}
     if modules:
@@ -184,7 +223,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                   "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path),
                   **_sweep_tags(context)},
         )
-        _write_json_atomically(run_folder / TRAINING_STARTED_FILE,
+        write_json_atomically(run_folder / TRAINING_STARTED_FILE,
                                {"dataset": dataset.name, "version": dataset.version, "mlflow_run_id": mlflow_run})
     try:
         tracker.log_params(mlflow_run, context.job.public_dict())
@@ -254,7 +293,10 @@ def _sweep_tags(context: StageContext) -> dict[str, str]:
     trial = context.sweep_trial
     if trial is None:
         return {}
-    return {"mlflow.parentRunId": trial["mlflow_run"], "raymlp.sweep_run_id": trial["run_id"], "raymlp.trial_id": trial["trial"]}
+    tags = {"mlflow.parentRunId": trial["mlflow_run"], "raymlp.sweep_run_id": trial["run_id"], "raymlp.trial_id": trial["trial"]}
+    if trial.get("refit"):
+        tags["raymlp.refit_of_trial"] = trial["trial"]
+    return tags
 
 
 def _start_ray_data_actors() -> None:
@@ -301,8 +343,9 @@ def training_started(context: StageContext) -> dict[str, Any]:
     return json.loads((context.storage.folder("runs", context.run_id) / TRAINING_STARTED_FILE).read_text())
 
 
-def _write_json_atomically(path: Path, value: Any) -> None:
-    temporary = path.with_suffix(".tmp")
+def write_json_atomically(path: Path, value: Any) -> None:
+    """`path` holds the old JSON or the new, never part of one."""
+    temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
     os.replace(temporary, path)
 
@@ -337,7 +380,7 @@ def _rewrite_description(package_dir: Path, description: dict[str, Any]) -> None
     path = package_dir / DESCRIPTION_FILE
     current = json.loads(path.read_text())
     current.update(description)
-    _write_json_atomically(path, current)
+    write_json_atomically(path, current)
 
 
 @dataclass

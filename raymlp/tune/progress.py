@@ -47,7 +47,7 @@ class SweepProgress(Callback):
         self._update(trial, state="running")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if result.get("done") is True and "raymlp_run_id" in result:
+        if result.get("done") is True and ("raymlp_run_id" in result or result.get("light")):
             self._update(trial, state="finished", epoch=result.get("epochs"), value=result.get(_SHOWN.get("metric")))
         else:
             self._update(trial, state="running", epoch=result.get("epoch"), value=result.get(_SHOWN.get("metric")))

@@ -21,6 +21,7 @@ from typing import Any
 
 from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
+from raymlp.train.stage import write_json_atomically
 
 from .space import decoded, param_space
 
@@ -41,24 +42,33 @@ class TrialSpec:
     raymlp_home: str | None
     parent_mlflow_run: str
     sweep_run_id: str
+    dataset: str
+    dataset_version: int
 
 
 def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
-    """One trial (in a Tune trial process): the train stage with the trial's values."""
+    """One full trial (in a Tune trial process): the train stage with the trial's values."""
     from ray import tune
 
+    from raymlp.config import load_job
+
+    space = load_job(spec.job_path, spec.overrides).config.tune.space
+    tune.report(train_run(spec, decoded(space, config), tune.get_context().get_trial_id()))
+
+
+def train_run(spec: TrialSpec, values: dict[str, Any], trial_id: str, refit: bool = False) -> dict[str, Any]:
+    """A train run of the job with `values` (a trial's, or the best light trial's again: `refit`),
+    its MLflow run nested under the sweep's; what the trial reports when it ends."""
     from raymlp.context import Reporter
     from raymlp.pipeline import run_job
-
-    from raymlp.config import load_job
 
     from .space import trial_overrides
 
     if spec.raymlp_home:  # the driver's storage, whatever this process inherited
         os.environ["RAYMLP_HOME"] = spec.raymlp_home
-    space = load_job(spec.job_path, spec.overrides).config.tune.space
-    trial = {"mlflow_run": spec.parent_mlflow_run, "run_id": spec.sweep_run_id, "trial": tune.get_context().get_trial_id()}
-    summary = run_job(spec.job_path, overrides=[*spec.overrides, *trial_overrides(decoded(space, config))], only=["train"],
+    trial = {"mlflow_run": spec.parent_mlflow_run, "run_id": spec.sweep_run_id, "trial": trial_id,
+             "dataset": spec.dataset, "dataset_version": str(spec.dataset_version), **({"refit": "true"} if refit else {})}
+    summary = run_job(spec.job_path, overrides=[*spec.overrides, *trial_overrides(values)], only=["train"],
                       reporter=Reporter(quiet=True), sweep_trial=trial)
     final = {key: value for key, value in summary.metrics.items() if isinstance(value, int | float)}
     final.update(raymlp_run_id=summary.run_id, mlflow_run_id=summary.mlflow_run_id, model_uri=summary.model_uri or "",
@@ -66,7 +76,7 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
                  dataset=summary.dataset or "",
                  dataset_digest=summary.content_digest or "", framework=summary.framework or "",
                  metrics_json=json.dumps(summary.metrics), done=True)
-    tune.report(final)
+    return final
 
 
 def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
@@ -83,8 +93,10 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
     tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
     started_file = context.storage.folder("runs", context.run_id) / SWEEP_STARTED_FILE
     experiment = context.storage.folder("tune") / f"{job.name}-{context.run_id[:8]}"
-    if context.resuming:  # the same Tune experiment and MLflow run go on
-        parent = json.loads(started_file.read_text())["mlflow_run_id"]
+    if context.resuming:  # the same Tune experiment, MLflow run and dataset version go on
+        sweep_started = json.loads(started_file.read_text())
+        parent = sweep_started["mlflow_run_id"]
+        dataset = context.catalog.get_dataset_version(sweep_started["dataset"], sweep_started["dataset_version"])
         if not tune.Tuner.can_restore(str(experiment)):
             raise WorkFailed(f"tune --resume: no Ray Tune experiment state at {experiment}; start a new sweep instead")
         tracker.client.update_run(parent, status="RUNNING")
@@ -94,17 +106,19 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
                                    tags={"raymlp.run_id": context.run_id, "raymlp.sweep": "true",
                                          "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path)})
         tracker.log_params(parent, context.job.public_dict())
-        _write_json_atomically(started_file, {"mlflow_run_id": parent, "experiment": str(experiment)})
+        dataset = _sweep_dataset(context)
+        tracker.set_tags(parent, {"raymlp.dataset": f"{dataset.name}@{dataset.version}"})
+        write_json_atomically(started_file, {"mlflow_run_id": parent, "experiment": str(experiment),
+                                             "dataset": dataset.name, "dataset_version": dataset.version})
     # Tune saves the experiment's state (finished trials, the searcher's) at most this often: a
     # driver killed between two saves would run again the trials that finished in between.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     try:
         spec = TrialSpec(job_path=str(context.job.path), overrides=list(context.job.overrides),
-                         raymlp_home=os.environ.get("RAYMLP_HOME"), parent_mlflow_run=parent, sweep_run_id=context.run_id)
-        # A trial's process mostly waits for its train stage, whose workers hold the CPUs: it takes
-        # a hundredth of one (Tune needs some resource), so `max_concurrent` and the workers'
-        # resources decide how many run at once.
-        trainable = tune.with_resources(partial(run_trial, spec=spec), {"cpu": TRIAL_CPU})
+                         raymlp_home=os.environ.get("RAYMLP_HOME"), parent_mlflow_run=parent, sweep_run_id=context.run_id,
+                         dataset=dataset.name, dataset_version=dataset.version)
+        light = light_trials(job)
+        trainable = _trainable(spec, job) if light else _full_trainable(spec)
         first = job_values(context.job.public_dict(), settings.space) if settings.start_from_job else None
         started = time.perf_counter()
         if context.resuming:
@@ -114,9 +128,10 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
         else:
             context.reporter.stage(
                 "tune", f"{settings.num_samples} trial(s) x {_grid_points(settings)} grid point(s), search {settings.search}, "
-                f"scheduler {settings.scheduler.type}, metric {settings.metric} ({settings.mode})"
+                f"scheduler {settings.scheduler.type}, metric {settings.metric} ({settings.mode}), "
+                f"{'light' if light else 'full'} trials on {dataset.name}@{dataset.version}"
                 + ("; the first trial has the job's own values" if first else ""))
-            tuner = _new_tuner(trainable, settings, first, most_epochs(job.train.epochs, settings.space), experiment)
+            tuner = _new_tuner(trainable, settings, first, most_epochs(job.train.epochs, settings.space), experiment, light)
         from .progress import showing
 
         with showing(context.reporter, settings.metric, settings.space):
@@ -124,11 +139,19 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
         rows = trial_rows(grid, settings.metric, settings.mode, settings.space)
         _close_stopped_trials(context, tracker, parent, rows, settings.scheduler.type)
         best = best_row(rows, settings.mode)
+        refit_started = time.perf_counter()
+        if light and best is not None:
+            _train_best(context, spec, best, settings.metric)
+        refit_seconds = round(time.perf_counter() - refit_started, 3)
         results = {"job": job.name, "run_id": context.run_id, "mlflow_run_id": parent, "metric": settings.metric,
-                   "mode": settings.mode, "seconds": round(time.perf_counter() - started, 3), "best": best, "trials": rows}
+                   "mode": settings.mode, "seconds": round(time.perf_counter() - started, 3), "light_trials": light,
+                   "best_refit_seconds": refit_seconds if light else None, "best": best, "trials": rows}
         results_file = context.storage.folder("runs", context.run_id) / RESULTS_FILE
-        _write_json_atomically(results_file, results)
+        results["report"] = _write_report(context, tracker, results)
+        write_json_atomically(results_file, results)
         tracker.log_artifact(parent, results_file)
+        if results["report"]:
+            tracker.log_artifact(parent, Path(results["report"]))
         if best is not None:
             tracker.log_metrics(parent, [{f"best_{settings.metric}": best["metric"]}])
             tracker.set_tags(parent, {"raymlp.best_trial": best["trial"], "raymlp.best_mlflow_run": best["mlflow_run_id"]})
@@ -142,7 +165,69 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
     return results
 
 
-def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epochs: int, experiment: Path) -> Any:
+def light_trials(job: Any) -> bool:
+    """Whether the sweep's trials are light ones (`tune.trials`; auto: for sklearn)."""
+    return job.tune.trials == "light" or (job.tune.trials == "auto" and job.train.framework == "sklearn")
+
+
+def _full_trainable(spec: TrialSpec) -> Any:
+    """A full trial's process mostly waits for its train stage, whose workers hold the CPUs: it
+    takes a hundredth of one (Tune needs some resource), so `max_concurrent` and the workers'
+    resources decide how many run at once."""
+    from ray import tune
+
+    return tune.with_resources(partial(run_trial, spec=spec), {"cpu": TRIAL_CPU})
+
+
+def _trainable(spec: TrialSpec, job: Any) -> Any:
+    """A light trial fits in its own process, which holds the fit's resources
+    (`train.scaling.resources_per_worker`, one CPU when not given)."""
+    from ray import tune
+
+    from .light import LightTrialSpec, run_light_trial
+
+    resources = dict(job.train.scaling.resources_per_worker or {})
+    cpus = resources.pop("CPU", 1)
+    light = LightTrialSpec(**vars(spec), cpus=max(1, int(cpus)))
+    return tune.with_resources(partial(run_light_trial, spec=light), {"cpu": cpus, "gpu": resources.pop("GPU", 0), **resources})
+
+
+def _sweep_dataset(context: StageContext) -> Any:
+    """The dataset version every trial trains on: the one this run converted, else the newest."""
+    if "dataset" in context.results:
+        return context.results["dataset"]
+    return context.catalog.get_dataset_version(context.config.data.dataset.name)
+
+
+def _train_best(context: StageContext, spec: TrialSpec, best: dict[str, Any], metric: str) -> None:
+    """Train the best light trial's settings again as a full train run (in this process, nested in
+    the sweep's run as a trial's run is in its process): its package, test metrics and MLflow run (nested under the sweep's, tagged
+    `raymlp.refit_of_trial`) become the best row's, for `register`."""
+    context.reporter.stage("tune", f"training trial {best['trial']}'s settings again as a full run (package, test metrics)")
+    final = train_run(spec, best["params"], best["trial"], refit=True)  # here: this process has the imports already
+    again = final.get(metric)
+    if again is not None and abs(float(again) - best["metric"]) > 1e-9:
+        context.reporter.info(f"    tune  the full run's {metric} is {float(again):.4f}, the trial's was {best['metric']:.4f} "
+                              "(the fit is not deterministic with these settings; set train.seed)")
+    best.update(trial_mlflow_run_id=best["mlflow_run_id"], refit_metric=again,
+                **{key: final.get(key) for key in TRIAL_KEYS}, metrics=json.loads(final["metrics_json"]))
+
+
+def _write_report(context: StageContext, tracker: Any, results: dict[str, Any]) -> str | None:
+    """The HTML report next to the run; a sweep that finished stays finished when it cannot be drawn."""
+    from .report import REPORT_FILE, learning_curves, write_report
+
+    try:
+        path = write_report(results, learning_curves(tracker, results), context.config.tune.space,
+                            context.storage.folder("runs", context.run_id) / REPORT_FILE)
+    except Exception as error:  # noqa: BLE001 - the trials' results matter more than their plots
+        context.reporter.info(f"    tune  the HTML report was not written: {type(error).__name__}: {error}")
+        return None
+    context.reporter.stage("tune", f"report {path}")
+    return str(path)
+
+
+def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epochs: int, experiment: Path, light: bool) -> Any:
     from ray import tune
 
     from .progress import SweepProgress
@@ -155,7 +240,7 @@ def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epoc
             metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
             max_concurrent_trials=None if settings.search in ("random", "grid") else settings.max_concurrent,
             search_alg=searcher(settings, first), scheduler=scheduler(settings.scheduler, epochs),
-            time_budget_s=settings.time_budget_s,
+            time_budget_s=settings.time_budget_s, reuse_actors=light,
         ),
         run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0,
                                   callbacks=[SweepProgress()]),
@@ -194,7 +279,7 @@ def trial_rows(grid: Any, metric: str, mode: str, space: dict[str, Any]) -> list
     rows = []
     for result in grid:
         metrics = result.metrics or {}
-        finished = bool(metrics.get("done")) and metrics.get("raymlp_run_id")
+        finished = bool(metrics.get("done")) and bool(metrics.get("raymlp_run_id") or metrics.get("light"))
         if result.error is not None:
             state = "error"
         elif finished:
@@ -225,9 +310,9 @@ def best_row(rows: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
 
 def show_results(reporter: Any, results: dict[str, Any]) -> None:
     """The results table on the terminal: one line per trial, best first."""
-    reverse = results["mode"] == "max"
-    ordered = sorted(results["trials"], key=lambda row: (row["metric"] is None, -(row["metric"] or 0) if reverse else (row["metric"] or 0)))
-    for row in ordered:
+    from .report import ordered_trials
+
+    for row in ordered_trials(results):
         params = ", ".join(f"{path}={_shown(value)}" for path, value in row["params"].items())
         metric = "-" if row["metric"] is None else f"{row['metric']:.4f}"
         reporter.info(f"    tune  {row['trial']}  {results['metric']} {metric}  {row['state']}  epochs {row['epochs']}  {params}")
@@ -253,9 +338,3 @@ def _grid_points(settings: Any) -> int:
         if dimension.grid is not None:
             points *= len(dimension.grid)
     return points
-
-
-def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(temporary, path)

@@ -54,23 +54,37 @@ def test_an_optuna_sweep_nests_every_trial_in_mlflow_and_registers_the_best(ray_
     assert best["metric"] >= default.metrics["val_accuracy"]
 
     children = _child_runs(results["mlflow_run_id"], "wine-sklearn-sweep")
-    assert len(children) == 4
-    by_run = {row["mlflow_run_id"]: row for row in results["trials"]}
-    for child in children:
+    trial_runs = [child for child in children if "raymlp.refit_of_trial" not in child.data.tags]
+    assert len(trial_runs) == 4
+    by_run = {row.get("trial_mlflow_run_id") or row["mlflow_run_id"]: row for row in results["trials"]}
+    for child in trial_runs:  # light trials (sklearn): params and validation metrics, no package
         row = by_run[child.info.run_id]
-        assert child.info.status == "FINISHED"
+        assert child.info.status == "FINISHED" and child.data.tags["raymlp.trial_kind"] == "light"
+        assert child.data.tags["raymlp.trial_id"] == row["trial"]
         for path, value in row["params"].items():
             assert json.loads(child.data.params[path]) == value  # the trial's run logged the trial's settings
         assert child.data.metrics["val_accuracy"] == pytest.approx(row["metric"])
-        assert "test_accuracy" in child.data.metrics
+    # The best trial's settings were trained again as a full run: package, test metrics, the same validation score.
+    [refit] = [child for child in children if "raymlp.refit_of_trial" in child.data.tags]
+    assert refit.data.tags["raymlp.refit_of_trial"] == best["trial"] and refit.info.status == "FINISHED"
+    assert refit.info.run_id == best["mlflow_run_id"] and best["trial_mlflow_run_id"] != best["mlflow_run_id"]
+    assert refit.data.metrics["val_accuracy"] == pytest.approx(best["metric"]) and "test_accuracy" in refit.data.metrics
+    assert Path(best["package_dir"]).is_dir() and best["metrics"]["test_accuracy"] >= 0.9
     # The registered version is the best trial's model.
     assert summary.mlflow_run_id == best["mlflow_run_id"] and summary.model_version >= 1
+    from mlflow.tracking import MlflowClient
+
     from raymlp.storage import resolve_storage
     from raymlp.tracking import ModelRef, Tracker
 
     storage = resolve_storage()
     version, record = Tracker(storage.tracking_uri, Path(storage.root)).resolve(ModelRef("wine-sklearn-sweep", version=summary.model_version))
     assert record.run_id == best["mlflow_run_id"]
+    # The HTML report: next to the run and on the sweep's MLflow run.
+    report = Path(results["report"])
+    assert report.name == "tune_report.html" and report.read_text().count("<svg") == 4  # 3 settings + learning curves
+    logged = {item.path for item in MlflowClient(storage.tracking_uri).list_artifacts(results["mlflow_run_id"])}
+    assert {"tune_report.html", "tune_results.json"} <= logged
 
 
 def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4_cpus, tmp_path, monkeypatch):
@@ -128,7 +142,8 @@ def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again
 
     home = tmp_path / "home"
     env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus}
-    sets = ["--set", "tune.num_samples=6", "--set", "tune.max_concurrent=1"]
+    # Full trials (a whole train run each) take seconds: time to kill the driver between two of them.
+    sets = ["--set", "tune.num_samples=6", "--set", "tune.max_concurrent=1", "--set", "tune.trials=full"]
     assert run_cli("data", "convert", str(SKLEARN_SWEEP), cwd=tmp_path, env=env).returncode == 0
     def sweep_actors() -> set[str]:
         return {actor.actor_id for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)

@@ -195,14 +195,20 @@ def test_what_a_sweep_cannot_do_yet_or_at_all_is_a_config_error_with_the_line(tm
           metric: val_accuracy
           mode: max
           search: optuna
+          trials: light
           scheduler: {type: pbt}
           space:
             train.optimizer.lr: {grid: [0.01, 0.1]}
+            data.dataset.name: {choice: [wine, iris]}
         """)
     path = write(tmp_path, text)
     assert issues(path) == [
-        f"{path}:23: tune.scheduler.type: pbt is not available in this version of raymlp; use fifo, asha or median",
-        f"{path}:25: tune.space.train.optimizer.lr: grid needs search: grid or random (optuna samples; use choice)",
+        f"{path}:23: tune.trials: light trials fit in the trial's own process, which only sklearn does (torch trains on "
+        "Ray Train); use full or auto",
+        f"{path}:24: tune.scheduler.type: pbt is not available in this version of raymlp; use fifo, asha or median",
+        f"{path}:26: tune.space.train.optimizer.lr: grid needs search: grid or random (optuna samples; use choice)",
+        f"{path}:27: tune.space.data.dataset.name: every trial of a sweep trains on the one dataset version it started "
+        "with; search other settings",
     ]
 
 
