@@ -7,6 +7,8 @@ Both sides run the same search: Optuna's TPE (seed 7) over `n_estimators` (10-30
 (2-16) and `min_samples_leaf` (1, 2, 4, 8) of a RandomForestClassifier (n_jobs 1) on scikit-learn's
 wine data, split 60/20/20 stratified with seed 7, standard-scaled, scored by validation accuracy.
 The baseline is an Optuna study in this process: per trial, fit and score on the in-memory arrays.
+Ray Tune alone (a reference: the floor of any sweep on Ray Tune) runs the same objective as a Tune
+function trainable, 2 trials at once with 1 CPU each and reused trial processes, in a fresh process.
 raymlp runs `jobs/wine-sklearn-sweep.yaml` with `tune.num_samples=N` through `run_job(only=["tune"])`
 in a fresh Python process (its dataset converted first, not timed), with its `max_concurrent` (2)
 on an embedded Ray: every trial a train run of its own (catalog run, MLflow run nested under the
