@@ -199,7 +199,28 @@ def _tune_is_well_formed(job: JobConfig) -> Iterator[Finding]:
         yield ("tune", "trials"), (f"light trials fit in the trial's own process, which only sklearn does ({job.train.framework} "
                                    "trains on Ray Train); use full or auto")
     if tune.scheduler.type == "pbt":
-        yield ("tune", "scheduler", "type"), "pbt is not available in this version of raymlp; use fifo, asha or median"
+        yield from _pbt_fits(job)
+
+
+def _pbt_fits(job: JobConfig) -> Iterator[Finding]:
+    """PBT hands a trial a better trial's checkpoint and new optimizer settings: it needs a framework
+    that trains in epochs from checkpoints, Tune's own sampling, and settings it may change mid-run."""
+    from raymlp.tune.space import pbt_mutable
+
+    tune = job.tune
+    if job.train.framework not in ("torch", "tensorflow"):
+        yield ("tune", "scheduler", "type"), (f"pbt continues trials from other trials' checkpoints, which torch and tensorflow "
+                                              f"training does; {job.train.framework} does not (use asha, median or fifo)")
+    if tune.search != "random":
+        yield ("tune", "search"), f"pbt samples the first settings itself; use search: random (not {tune.search})"
+    for key, dimension in tune.space.items():
+        if dimension.grid is not None:
+            yield ("tune", "space", key), "pbt changes settings between epochs; use choice, not grid"
+        elif key == "train.epochs":
+            yield ("tune", "space", key), "pbt runs every trial for the same epochs; set train.epochs, do not search it"
+    if not any(pbt_mutable(key) for key in tune.space):
+        yield ("tune", "space"), ("pbt changes train.optimizer.* and train.batch_size between epochs (a model's shape "
+                                  "cannot change mid-run); the space searches none of them")
 
 
 @check

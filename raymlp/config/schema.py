@@ -500,9 +500,15 @@ class SchedulerConfig(Section):
     reduction_factor: float = Field(default=2.0, gt=1, le=100, description="asha: 1/this of the trials go on at each rung.")
     min_samples_required: int = Field(default=3, ge=1, le=100_000,
                                       description="median: trials that must have reached an epoch before one is stopped there.")
-    reduction_factor: float = Field(default=2.0, gt=1, le=100, description="asha: 1/this of the trials go on at each rung.")
-    min_samples_required: int = Field(default=3, ge=1, le=100_000,
-                                      description="median: trials that must have reached an epoch before one is stopped there.")
+    perturbation_interval: int = Field(
+        default=2, ge=1, le=100_000, description="pbt: epochs between two looks at a trial (exploit a better one, explore).")
+    quantile_fraction: float = Field(
+        default=0.25, gt=0, le=0.5, description="pbt: the bottom fraction of trials takes over the top fraction's checkpoints.")
+    resample_probability: float = Field(
+        default=0.25, ge=0, le=1, description="pbt: chance that an explored setting is drawn anew instead of perturbed.")
+    synch: bool = Field(
+        default=False, description="pbt: look at all trials at once at each interval (the first there wait, paused, for the rest) "
+        "instead of at each trial as it gets there.")
 
 
 class TuneConfig(Section):

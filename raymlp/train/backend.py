@@ -47,6 +47,9 @@ class TrainRequest:
     target_scale: dict[str, float] | None = None
     model_spec: dict[str, Any] = field(default_factory=dict)
     progress: Any = None  # a Ray queue for `progress.report_epoch`, or None
+    #: A checkpoint folder to start from when the run has none of its own (a PBT trial going on
+    #: from a better trial's model, with its own optimizer settings): epoch-wise backends only.
+    start_checkpoint: str | None = None
 
 
 @dataclass
@@ -95,6 +98,14 @@ def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None 
         ),
         **(datasets if with_datasets else {}),
     }
+
+
+def start_checkpoint(loop_config: dict[str, Any]) -> Any:
+    """In a train loop with no checkpoint of its own run: the request's `start_checkpoint`, if any."""
+    import ray.train
+
+    folder = loop_config.get("start_checkpoint")
+    return ray.train.Checkpoint.from_directory(folder) if folder else None
 
 
 def _tune_report_callbacks() -> list[Any]:

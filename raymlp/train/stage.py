@@ -242,6 +242,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                 target_scale=target_scale,
                 storage_path=str(context.storage.folder("ray_results")), run_name=f"{job.name}-{context.run_id[:8]}",
                 output_dir=run_folder, model_spec=model_spec, progress=progress.queue,
+                start_checkpoint=(context.sweep_trial or {}).get("start_checkpoint"),
             ))
         tracker.log_metrics(mlflow_run, outcome.history)
         description = {
@@ -296,6 +297,8 @@ def _sweep_tags(context: StageContext) -> dict[str, str]:
     tags = {"mlflow.parentRunId": trial["mlflow_run"], "raymlp.sweep_run_id": trial["run_id"], "raymlp.trial_id": trial["trial"]}
     if trial.get("refit"):
         tags["raymlp.refit_of_trial"] = trial["trial"]
+    if trial.get("start_checkpoint"):  # PBT: this trial goes on from a better trial's checkpoint
+        tags["raymlp.started_from_checkpoint"] = trial["start_checkpoint"]
     return tags
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from raymlp.errors import UsageError, WorkFailed
 
-from .backend import FitOutcome, TrainRequest, ray_train_settings
+from .backend import FitOutcome, TrainRequest, ray_train_settings, start_checkpoint
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
 #: The whole Keras model (architecture and weights), for mlp and cnn.
@@ -118,7 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         optimizer.build(model.trainable_variables)
 
     start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint() or start_checkpoint(config)
     if checkpoint:
         with checkpoint.as_directory() as folder:
             state = json.loads((Path(folder) / STATE_FILE).read_text())
@@ -264,6 +264,7 @@ def fit(request: TrainRequest) -> FitOutcome:
         "target_std": (request.target_scale or {}).get("std", 1.0),
         "early_stopping": train.early_stopping.model_dump() if train.early_stopping else None,
         "progress": request.progress,
+        "start_checkpoint": request.start_checkpoint,
     }
     trainer = TensorflowTrainer(
         train_loop_per_worker,

@@ -9,7 +9,7 @@ from typing import Any
 
 from raymlp.errors import WorkFailed
 
-from .backend import FitOutcome, TrainRequest, ray_train_settings
+from .backend import FitOutcome, TrainRequest, ray_train_settings, start_checkpoint
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
 STATE_FILE = "state.pt"
@@ -109,7 +109,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     device = ray.train.torch.get_device()
     network = build_torch_model(config["model_spec"], config["input_dim"], config["output_dim"])
     start_epoch, history, attempt = 0, [], 0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint() or start_checkpoint(config)
     state = None
     if checkpoint:  # a restarted worker group, or a resumed run: go on after the checkpoint's epoch
         with checkpoint.as_directory() as folder:
@@ -123,6 +123,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     optimizer = _optimizer(model.parameters(), config["optimizer"])
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # the saved state holds its settings too; the job's current ones win
+            group.update({key: config["optimizer"][key] for key in ("lr", "momentum", "weight_decay") if key in group})
     mixed = config["mixed_precision"] and device.type == "cuda"  # float16 autocast needs a GPU
     scaler = torch.amp.GradScaler("cuda", enabled=mixed)
     accumulate = config["gradient_accumulation_steps"]
@@ -221,6 +223,7 @@ def fit(request: TrainRequest) -> FitOutcome:
         "progress": request.progress,
         "train_blocks": SharedBlocks.of(request.datasets["train"]),
         "validation_blocks": SharedBlocks.of(request.datasets["validation"]),
+        "start_checkpoint": request.start_checkpoint,
     }
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from raymlp.config.schema import SchedulerConfig, SearchDimension, TuneConfig
-from raymlp.errors import UsageError
 
 
 def param_space(space: dict[str, SearchDimension]) -> dict[str, Any]:
@@ -130,10 +129,17 @@ def _within(dimension: SearchDimension, value: Any) -> bool:
     return bounds[0] <= value <= bounds[1]
 
 
-def scheduler(settings: SchedulerConfig, epochs: int) -> Any:
+def pbt_mutable(path: str) -> bool:
+    """Whether PBT may change a setting between epochs: the optimizer's and the batch size, which a
+    checkpoint of another trial can go on with (the model's shape could not)."""
+    return path.startswith("train.optimizer.") or path == "train.batch_size"
+
+
+def scheduler(settings: SchedulerConfig, epochs: int, space: dict[str, SearchDimension] | None = None) -> Any:
     """The trial scheduler; its time unit is the epoch (one Tune result per epoch, then one more
     when the trial's run has finished: ASHA's `max_t` is past it, or ASHA would end every trial at
-    its last epoch, before its model is evaluated and packaged). `epochs`: the most any trial runs."""
+    its last epoch, before its model is evaluated and packaged). `epochs`: the most any trial runs.
+    PBT explores the space's mutable settings (`pbt_mutable`) with the space's own ranges."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     if settings.type == "fifo":
@@ -144,4 +150,13 @@ def scheduler(settings: SchedulerConfig, epochs: int) -> Any:
     if settings.type == "median":
         return MedianStoppingRule(time_attr="training_iteration", grace_period=settings.grace_period,
                                   min_samples_required=settings.min_samples_required)
-    raise UsageError("tune.scheduler.type: pbt is not available in this version of raymlp; use fifo, asha or median")
+    from .pbt import EpochBoundedPBT
+
+    domains = param_space(space or {})
+    # A list makes PBT move a choice to a neighbouring option; a choice domain it would multiply.
+    mutations = {path: (list(_indices_if_nested(space[path].choice)) if space[path].choice is not None else domain)
+                 for path, domain in domains.items() if pbt_mutable(path)}
+    return EpochBoundedPBT(
+        epochs, time_attr="epoch", perturbation_interval=settings.perturbation_interval, synch=settings.synch,
+        hyperparam_mutations=mutations,
+        quantile_fraction=settings.quantile_fraction, resample_probability=settings.resample_probability)

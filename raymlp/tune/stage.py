@@ -44,19 +44,51 @@ class TrialSpec:
     sweep_run_id: str
     dataset: str
     dataset_version: int
+    pbt: bool = False
 
 
 def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
-    """One full trial (in a Tune trial process): the train stage with the trial's values."""
+    """One full trial (in a Tune trial process): the train stage with the trial's values. Under
+    PBT, every epoch's checkpoint goes to Tune too, and a trial PBT restarted from a better trial's
+    checkpoint (with new optimizer settings) trains on from it."""
     from ray import tune
 
     from raymlp.config import load_job
 
     space = load_job(spec.job_path, spec.overrides).config.tune.space
-    tune.report(train_run(spec, decoded(space, config), tune.get_context().get_trial_id()))
+    start = None
+    if spec.pbt:
+        _report_train_checkpoints_to_tune()
+        checkpoint = tune.get_checkpoint()
+        start = checkpoint.path if checkpoint is not None else None
+    tune.report(train_run(spec, decoded(space, config), tune.get_context().get_trial_id(), start_checkpoint=start))
 
 
-def train_run(spec: TrialSpec, values: dict[str, Any], trial_id: str, refit: bool = False) -> dict[str, Any]:
+def _report_train_checkpoints_to_tune() -> None:
+    """Ray's `TuneReportCallback` hands Tune each epoch's metrics with the Ray Train checkpoint's
+    folder as `checkpoint_path`, not as a Tune checkpoint, and PBT can only exploit the latter: this
+    trial process's Tune session reports that folder as the result's checkpoint (Tune copies it
+    into the trial's storage). Ray Tune 2.60 internals, kept to this one place."""
+    from ray.train._internal.session import get_session
+    from ray.tune import Checkpoint
+
+    session = get_session()
+    if session is None or getattr(session, "raymlp_reports_checkpoints", False):
+        return
+    report = session.report
+
+    def report_with_checkpoint(metrics: dict[str, Any], checkpoint: Any = None) -> None:
+        folder = metrics.get("checkpoint_path")
+        if checkpoint is None and folder and Path(folder).is_dir():
+            checkpoint = Checkpoint.from_directory(folder)
+        report(metrics, checkpoint=checkpoint)
+
+    session.report = report_with_checkpoint
+    session.raymlp_reports_checkpoints = True
+
+
+def train_run(spec: TrialSpec, values: dict[str, Any], trial_id: str, refit: bool = False,
+              start_checkpoint: str | None = None) -> dict[str, Any]:
     """A train run of the job with `values` (a trial's, or the best light trial's again: `refit`),
     its MLflow run nested under the sweep's; what the trial reports when it ends."""
     from raymlp.context import Reporter
@@ -67,7 +99,8 @@ def train_run(spec: TrialSpec, values: dict[str, Any], trial_id: str, refit: boo
     if spec.raymlp_home:  # the driver's storage, whatever this process inherited
         os.environ["RAYMLP_HOME"] = spec.raymlp_home
     trial = {"mlflow_run": spec.parent_mlflow_run, "run_id": spec.sweep_run_id, "trial": trial_id,
-             "dataset": spec.dataset, "dataset_version": str(spec.dataset_version), **({"refit": "true"} if refit else {})}
+             "dataset": spec.dataset, "dataset_version": str(spec.dataset_version), **({"refit": "true"} if refit else {}),
+             **({"start_checkpoint": start_checkpoint} if start_checkpoint else {})}
     summary = run_job(spec.job_path, overrides=[*spec.overrides, *trial_overrides(values)], only=["train"],
                       reporter=Reporter(quiet=True), sweep_trial=trial)
     final = {key: value for key, value in summary.metrics.items() if isinstance(value, int | float)}
@@ -116,7 +149,7 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
     try:
         spec = TrialSpec(job_path=str(context.job.path), overrides=list(context.job.overrides),
                          raymlp_home=os.environ.get("RAYMLP_HOME"), parent_mlflow_run=parent, sweep_run_id=context.run_id,
-                         dataset=dataset.name, dataset_version=dataset.version)
+                         dataset=dataset.name, dataset_version=dataset.version, pbt=settings.scheduler.type == "pbt")
         light = light_trials(job)
         trainable = _trainable(spec, job) if light else _full_trainable(spec)
         first = job_values(context.job.public_dict(), settings.space) if settings.start_from_job else None
@@ -188,7 +221,7 @@ def _trainable(spec: TrialSpec, job: Any) -> Any:
 
     resources = dict(job.train.scaling.resources_per_worker or {})
     cpus = resources.pop("CPU", 1)
-    light = LightTrialSpec(**vars(spec), cpus=max(1, int(cpus)))
+    light = LightTrialSpec(**{key: value for key, value in vars(spec).items() if key != "pbt"}, cpus=max(1, int(cpus)))
     return tune.with_resources(partial(run_light_trial, spec=light), {"cpu": cpus, "gpu": resources.pop("GPU", 0), **resources})
 
 
@@ -239,11 +272,13 @@ def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epoc
         tune_config=tune.TuneConfig(
             metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
             max_concurrent_trials=None if settings.search in ("random", "grid") else settings.max_concurrent,
-            search_alg=searcher(settings, first), scheduler=scheduler(settings.scheduler, epochs),
+            search_alg=searcher(settings, first), scheduler=scheduler(settings.scheduler, epochs, settings.space),
             time_budget_s=settings.time_budget_s, reuse_actors=light,
         ),
         run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0,
-                                  callbacks=[SweepProgress()]),
+                                  callbacks=[SweepProgress()],
+                                  # PBT: the checkpoints a trial may hand on (each a copy of a Ray Train one).
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=4) if settings.scheduler.type == "pbt" else None),
     )
 
 
@@ -261,8 +296,14 @@ def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows
         row = by_trial.get(child.data.tags.get("raymlp.trial_id", ""), {})
         row.setdefault("mlflow_run_id", child.info.run_id)
         stopped = row.get("state") == "stopped early"
-        why = (f"stopped by the {scheduler} scheduler after {row.get('epochs', 0)} epoch(s): its {context.config.tune.metric} "
-               "was behind the other trials'") if stopped else f"the trial ended without finishing ({row.get('state', 'unknown')})"
+        if scheduler == "pbt" and child.info.run_id != row.get("mlflow_run_id"):
+            why = ("PBT stopped this run of the trial: the trial went on from a checkpoint (a better trial's, with new "
+                   f"optimizer settings, or its own after a pause) in MLflow run {row.get('mlflow_run_id')}")
+        elif stopped:
+            why = (f"stopped by the {scheduler} scheduler after {row.get('epochs', 0)} epoch(s): its "
+                   f"{context.config.tune.metric} was behind the other trials'")
+        else:
+            why = f"the trial ended without finishing ({row.get('state', 'unknown')})"
         tracker.set_tags(child.info.run_id, {"raymlp.trial_outcome": why})
         tracker.finish(child.info.run_id, status="KILLED")
         run_id = child.data.tags.get("raymlp.run_id")

@@ -214,3 +214,41 @@ def test_a_tensorflow_random_sweep_reports_every_epoch_of_every_trial(ray_4_cpus
         assert sorted(point.step for point in history) == [1, 2, 3]
         assert row["metric"] == pytest.approx(max(point.value for point in history))  # the best epoch's
     assert results["best"]["metric"] == max(row["metric"] for row in results["trials"])
+
+
+def test_pbt_hands_a_poor_trial_a_better_ones_checkpoint_with_new_optimizer_settings(ray_4_cpus, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from raymlp.storage import resolve_storage
+
+    monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
+    job = REPO / "jobs" / "wine-torch-pbt.yaml"
+    run_job(job, only=["convert"], reporter=QUIET)
+    # Synchronous PBT: both trials stop at epoch 2, the worse takes over the better's checkpoint.
+    overrides = ["tune.num_samples=2", "tune.max_concurrent=2", "train.epochs=4", "tune.scheduler.perturbation_interval=2",
+                 "tune.scheduler.synch=true", "tune.scheduler.resample_probability=0"]
+
+    summary = run_job(job, overrides=overrides, only=["tune", "register"], reporter=QUIET)
+
+    results = _sweep_results(summary)
+    assert [row["state"] for row in results["trials"]] == ["finished", "finished"]
+    client = MlflowClient(resolve_storage().tracking_uri)
+    runs = _child_runs(results["mlflow_run_id"], "wine-torch-pbt")
+    finished = {run.data.tags["raymlp.trial_id"]: run for run in runs if run.info.status == "FINISHED"}
+    assert set(finished) == {row["trial"] for row in results["trials"]}
+    # Every trial was stopped at the perturbation and went on from a checkpoint in a new run.
+    stopped = [run for run in runs if run.info.status == "KILLED"]
+    assert len(stopped) == 2 and all(run.data.tags["raymlp.trial_outcome"].startswith("PBT stopped this run") for run in stopped)
+    exploited = [trial for trial, run in finished.items() if trial not in run.data.tags["raymlp.started_from_checkpoint"]]
+    assert len(exploited) == 1, {trial: run.data.tags.get("raymlp.started_from_checkpoint") for trial, run in finished.items()}
+    [trial] = exploited
+    first = next(run for run in stopped if run.data.tags["raymlp.trial_id"] == trial)
+    cloned = next(other for other in finished if other != trial)
+    # It went on from the other trial's epoch-2 checkpoint, with perturbed optimizer settings, to epoch 4.
+    assert cloned in finished[trial].data.tags["raymlp.started_from_checkpoint"]
+    assert float(finished[trial].data.params["train.optimizer.lr"]) != pytest.approx(float(first.data.params["train.optimizer.lr"]))
+    lr_of_clone = float(finished[cloned].data.params["train.optimizer.lr"])
+    assert float(finished[trial].data.params["train.optimizer.lr"]) in (pytest.approx(lr_of_clone * 1.2), pytest.approx(lr_of_clone * 0.8))
+    history = client.get_metric_history(finished[trial].info.run_id, "val_accuracy")
+    assert sorted(point.step for point in history) == [1, 2, 3, 4]
+    assert summary.model_version >= 1 and summary.mlflow_run_id == results["best"]["mlflow_run_id"]

@@ -189,14 +189,13 @@ def test_tune_paths_metric_and_ranges_are_checked(tmp_path):
     ]
 
 
-def test_what_a_sweep_cannot_do_yet_or_at_all_is_a_config_error_with_the_line(tmp_path):
+def test_what_a_sweep_cannot_do_is_a_config_error_with_the_line(tmp_path):
     text = VALID + textwrap.dedent("""\
         tune:
           metric: val_accuracy
           mode: max
           search: optuna
           trials: light
-          scheduler: {type: pbt}
           space:
             train.optimizer.lr: {grid: [0.01, 0.1]}
             data.dataset.name: {choice: [wine, iris]}
@@ -205,11 +204,37 @@ def test_what_a_sweep_cannot_do_yet_or_at_all_is_a_config_error_with_the_line(tm
     assert issues(path) == [
         f"{path}:23: tune.trials: light trials fit in the trial's own process, which only sklearn does (torch trains on "
         "Ray Train); use full or auto",
-        f"{path}:24: tune.scheduler.type: pbt is not available in this version of raymlp; use fifo, asha or median",
-        f"{path}:26: tune.space.train.optimizer.lr: grid needs search: grid or random (optuna samples; use choice)",
-        f"{path}:27: tune.space.data.dataset.name: every trial of a sweep trains on the one dataset version it started "
+        f"{path}:25: tune.space.train.optimizer.lr: grid needs search: grid or random (optuna samples; use choice)",
+        f"{path}:26: tune.space.data.dataset.name: every trial of a sweep trains on the one dataset version it started "
         "with; search other settings",
     ]
+
+
+def test_pbt_needs_epochs_from_checkpoints_its_own_sampling_and_settings_it_may_change(tmp_path):
+    text = VALID + textwrap.dedent("""\
+        tune:
+          metric: val_accuracy
+          mode: max
+          search: hyperopt
+          scheduler: {type: pbt, perturbation_interval: 2}
+          space:
+            train.model.hidden_layers: {choice: [[8], [16]]}
+            train.epochs: {randint: [2, 10]}
+        """)
+    path = write(tmp_path, text)
+    assert issues(path) == [
+        f"{path}:22: tune.search: pbt samples the first settings itself; use search: random (not hyperopt)",
+        f"{path}:24: tune.space: pbt changes train.optimizer.* and train.batch_size between epochs (a model's shape "
+        "cannot change mid-run); the space searches none of them",
+        f"{path}:26: tune.space.train.epochs: pbt runs every trial for the same epochs; set train.epochs, do not search it",
+    ]
+    fixed = text.replace("search: hyperopt", "search: random").replace(
+        "train.epochs: {randint: [2, 10]}", "train.optimizer.lr: {loguniform: [0.001, 0.1]}")
+    assert load_job(write(tmp_path, fixed)).config.tune.scheduler.type == "pbt"
+    sklearn = fixed.replace("framework: torch", "framework: sklearn")
+    path = write(tmp_path, sklearn)
+    assert f"{path}:23: tune.scheduler.type: pbt continues trials from other trials' checkpoints, which torch and " \
+        "tensorflow training does; sklearn does not (use asha, median or fifo)" in issues(path)
 
 
 def test_a_trial_starts_from_the_jobs_own_values_only_when_they_lie_in_the_space(tmp_path):
