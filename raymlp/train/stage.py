@@ -269,7 +269,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         package_dir = write_package(run_folder / "package", description=description, preprocessor=preprocessor,
                                     weights=outcome.weights, builder_source=model_spec.get("builder_source"))
         package = load_package(package_dir)
-        metrics = {key: value for key, value in outcome.best_metrics.items() if key not in ("epoch", "train_seconds", "attempt")}
+        metrics = {key: value for key, value in outcome.best_metrics.items() if key not in ("epoch", "train_seconds", "attempt", "workers")}
         metrics.update(evaluation_metrics(task, test_frame[label], package.predict(test_frame), classes, "test", target_scale))
         description["metrics"] = metrics
         _rewrite_description(package_dir, description)

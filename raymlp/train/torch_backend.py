@@ -15,7 +15,7 @@ from .features import FEATURES_COLUMN, LABEL_COLUMN
 STATE_FILE = "state.pt"
 #: History keys that describe the run, not the model: `attempt` counts restarts from a checkpoint
 #: (0: the first worker group; epochs after a lost node or a resumed run have 1, 2, ...).
-BOOKKEEPING = ("epoch", "train_seconds", "attempt")
+BOOKKEEPING = ("epoch", "train_seconds", "attempt", "workers")
 WEIGHTS_FILE = "weights.pt"
 
 
@@ -168,7 +168,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         seconds = time.perf_counter() - started
         _sum_over_workers(sums)
         metrics = {"epoch": epoch + 1, "train_loss": float(sums[0]) / max(float(sums[1]), 1.0), "train_seconds": seconds,
-                   "attempt": attempt}
+                   "attempt": attempt, "workers": context.get_world_size()}
         metrics.update(_validation_metrics(model, validation, config, device))
         history.append(metrics)
         # Every worker computes the same metrics; agreeing on the decision still guards the
@@ -180,7 +180,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
                 unwrapped = getattr(model, "module", model)
                 torch.save(
                     {"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                     "attempt": attempt},
+                     "attempt": attempt, "workers": context.get_world_size()},
                     Path(folder) / STATE_FILE,
                 )
                 saved = ray.train.Checkpoint.from_directory(folder)

@@ -170,7 +170,7 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
         with showing(context.reporter, settings.metric, settings.space):
             grid = tuner.fit()
         rows = trial_rows(grid, settings.metric, settings.mode, settings.space)
-        _close_stopped_trials(context, tracker, parent, rows, settings.scheduler.type)
+        _close_stopped_trials(context, tracker, parent, rows, settings.scheduler.type, epoch_histories(grid))
         best = best_row(rows, settings.mode)
         refit_started = time.perf_counter()
         if light and best is not None:
@@ -282,10 +282,26 @@ def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epoc
     )
 
 
-def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows: list[dict[str, Any]], scheduler: str) -> None:
+def epoch_histories(grid: Any) -> dict[str, list[dict[str, float]]]:
+    """Each trial's per-epoch rows as Tune received them (`epoch`, `train_loss`, `val_*`)."""
+    histories = {}
+    for result in grid:
+        frame = getattr(result, "metrics_dataframe", None)
+        if frame is None or "epoch" not in frame.columns:
+            continue
+        columns = [name for name in frame.columns if name == "epoch" or name == "train_loss" or name.startswith("val_")]
+        rows = frame[columns].dropna(subset=["epoch"]).to_dict("records")
+        histories[_trial_id(result)] = [{key: float(value) for key, value in row.items() if value == value} for row in rows]
+    return histories
+
+
+def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows: list[dict[str, Any]], scheduler: str,
+                          histories: dict[str, list[dict[str, float]]]) -> None:
     """Trials the scheduler stopped (or that died) leave their MLflow run RUNNING (or FAILED, when
     the stop reached the trial's own process first) and their catalog run running or failed: end
-    both as stopped, say why, and put the MLflow run on the trial's row."""
+    both as stopped, say why, log the epochs the trial got through (the train stage logs a run's
+    history when it ends, which a stopped one never reaches) and put the MLflow run on the trial's
+    row."""
     by_trial = {row["trial"]: row for row in rows}
     children = tracker.client.search_runs(
         [tracker.experiment_id(context.config.name)],
@@ -305,6 +321,8 @@ def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows
         else:
             why = f"the trial ended without finishing ({row.get('state', 'unknown')})"
         tracker.set_tags(child.info.run_id, {"raymlp.trial_outcome": why})
+        if stopped and not tracker.client.get_run(child.info.run_id).data.metrics:
+            tracker.log_metrics(child.info.run_id, histories.get(row.get("trial", ""), []))
         tracker.finish(child.info.run_id, status="KILLED")
         run_id = child.data.tags.get("raymlp.run_id")
         if run_id:

@@ -91,9 +91,14 @@ def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4
     home = tmp_path / "home"
     monkeypatch.setenv("RAYMLP_HOME", str(home))
     run_job(TORCH_SWEEP, only=["convert"], reporter=QUIET)
-    overrides = ["tune.num_samples=4", "tune.max_concurrent=1", "train.epochs=4", "tune.scheduler.grace_period=1"]
+    # Distributed trials: each trial trains on 2 Ray Train workers (DDP).
+    overrides = ["tune.num_samples=4", "tune.max_concurrent=1", "train.epochs=4", "tune.scheduler.grace_period=1",
+                 "train.scaling.num_workers=2"]
 
     summary = run_job(TORCH_SWEEP, overrides=overrides, only=["tune"], reporter=QUIET)
+    from mlflow.tracking import MlflowClient
+
+    from raymlp.storage import resolve_storage
 
     results = _sweep_results(summary)
     states = [row["state"] for row in results["trials"]]
@@ -108,8 +113,12 @@ def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4
         child = children[row["mlflow_run_id"]]
         if row["state"] == "stopped early":
             assert child.info.status == "KILLED" and "stopped by the asha scheduler" in child.data.tags["raymlp.trial_outcome"]
+            # The epochs it got through are in its run, as a finished trial's are.
+            history = MlflowClient(resolve_storage().tracking_uri).get_metric_history(child.info.run_id, "val_accuracy")
+            assert sorted(point.step for point in history) == list(range(1, row["epochs"] + 1))
+            assert max(history, key=lambda point: point.step).value == pytest.approx(row["metric"])  # its last epoch's
         else:
-            assert child.info.status == "FINISHED"
+            assert child.info.status == "FINISHED" and child.data.metrics["workers"] == 2
 
     shown = run_cli("tune", "results", str(TORCH_SWEEP), "--json", cwd=tmp_path, env={"RAYMLP_HOME": str(home)})
     assert shown.returncode == 0, shown.stderr
