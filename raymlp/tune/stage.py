@@ -129,7 +129,8 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
     if context.resuming:  # the same Tune experiment, MLflow run and dataset version go on
         sweep_started = json.loads(started_file.read_text())
         parent = sweep_started["mlflow_run_id"]
-        dataset = context.catalog.get_dataset_version(sweep_started["dataset"], sweep_started["dataset_version"])
+        dataset = (context.catalog.get_dataset_version(sweep_started["dataset"], sweep_started["dataset_version"])
+                   if "dataset" in sweep_started else _sweep_dataset(context))  # one started before versions were pinned
         if not tune.Tuner.can_restore(str(experiment)):
             raise WorkFailed(f"tune --resume: no Ray Tune experiment state at {experiment}; start a new sweep instead")
         tracker.client.update_run(parent, status="RUNNING")
