@@ -4,6 +4,8 @@ nested MLflow run; the results table from the CLI."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -152,7 +154,7 @@ def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again
     home = tmp_path / "home"
     env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus}
     # Full trials (a whole train run each) take seconds: time to kill the driver between two of them.
-    sets = ["--set", "tune.num_samples=6", "--set", "tune.max_concurrent=1", "--set", "tune.trials=full"]
+    sets = ["--set", "tune.num_samples=4", "--set", "tune.max_concurrent=1", "--set", "tune.trials=full"]
     assert run_cli("data", "convert", str(SKLEARN_SWEEP), cwd=tmp_path, env=env).returncode == 0
     def sweep_actors() -> set[str]:
         return {actor.actor_id for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
@@ -179,24 +181,24 @@ def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again
     while sweep_actors() - earlier:
         assert time.monotonic() < deadline, "the killed sweep's trial actors did not go"
         time.sleep(0.5)
-    assert len(before) < 6
+    assert len(before) < 4
 
     resumed = run_cli("tune", str(SKLEARN_SWEEP), *sets, "--resume", "--json", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json_output(resumed)
     results = json.loads((home / "runs" / summary["run_id"] / "tune_results.json").read_text())
-    assert results["mlflow_run_id"] == parent and summary["trials"] == 6
-    assert [row["state"] for row in results["trials"]] == ["finished"] * 6
+    assert results["mlflow_run_id"] == parent and summary["trials"] == 4
+    assert [row["state"] for row in results["trials"]] == ["finished"] * 4
     after = _finished_children(home, parent)
     trial_of = lambda run: run.data.tags["raymlp.trial_id"]  # noqa: E731
-    assert len(after) == 6 and len({trial_of(run) for run in after}) == 6  # each trial finished once, in all
+    assert len(after) == 4 and len({trial_of(run) for run in after}) == 4  # each trial finished once, in all
     assert {run.info.run_id for run in before} <= {run.info.run_id for run in after}  # not run again
     with Catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:
         assert catalog.get_run(summary["run_id"]).status == "succeeded"
 
     # In a pipe, the sweep says each trial's end as it comes: here the trials it ran after resuming.
     ended = [line for line in resumed.stderr.splitlines() if line.strip().startswith("tune  trial ")]
-    assert len(ended) == 6 - len(before) and all(" finished: val_accuracy " in line for line in ended), resumed.stderr[-2000:]
+    assert len(ended) == 4 - len(before) and all(" finished: val_accuracy " in line for line in ended), resumed.stderr[-2000:]
 
     nothing_left = run_cli("tune", str(SKLEARN_SWEEP), *sets, "--resume", cwd=tmp_path, env=env)
     assert nothing_left.returncode == 2 and "no unfinished sweep" in nothing_left.stderr
@@ -261,3 +263,67 @@ def test_pbt_hands_a_poor_trial_a_better_ones_checkpoint_with_new_optimizer_sett
     history = client.get_metric_history(finished[trial].info.run_id, "val_accuracy")
     assert sorted(point.step for point in history) == [1, 2, 3, 4]
     assert summary.model_version >= 1 and summary.mlflow_run_id == results["best"]["mlflow_run_id"]
+
+
+def test_a_time_budget_ends_the_sweep_and_the_best_trial_so_far_is_registered(ray_4_cpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
+    run_job(SKLEARN_SWEEP, only=["convert"], reporter=QUIET)
+
+    # Long enough for the trial processes to start and a few trials to finish on a slow machine.
+    summary = run_job(SKLEARN_SWEEP, overrides=["tune.num_samples=500", "tune.time_budget_s=40"], only=["tune", "register"],
+                      reporter=QUIET)
+
+    results = _sweep_results(summary)
+    finished = [row for row in results["trials"] if row["state"] == "finished"]
+    assert 1 <= len(finished) < 500 and summary.model_version >= 1
+    # The budget covers the trials; the best one's full run and the report come after it.
+    assert results["seconds"] - results["best_refit_seconds"] < 40 + 20, results["seconds"]
+    assert results["best"]["metric"] == max(row["metric"] for row in finished)
+
+
+_SHARED_GPU_SWEEP = """
+import json, os, socket, sys
+import ray
+from ray.util.state import list_actors
+from raymlp import run_job
+from raymlp.context import Reporter
+
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+# One GPU in Ray's books (this machine has none; the light sklearn trials never touch it).
+ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_port=port, logging_level="ERROR")
+job, home = sys.argv[1], sys.argv[2]
+os.environ["RAYMLP_HOME"] = home
+run_job(job, only=["convert"], reporter=Reporter(quiet=True))
+summary = run_job(job, overrides=["tune.num_samples=6", "tune.max_concurrent=2",
+                                  "train.scaling.resources_per_worker={CPU: 0.5, GPU: 0.5}"],
+                  only=["tune"], reporter=Reporter(quiet=True))
+trials = [{"resources": actor.required_resources, "pid": actor.pid}
+          for actor in list_actors(filters=[("class_name", "=", "ImplicitFunc")], detail=True, limit=1000)]
+print("RESULT " + json.dumps({"run_id": summary.run_id, "trials": trials}))
+"""
+
+
+def test_small_trials_share_one_gpu_by_asking_for_a_fraction_of_it(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "sweep.py"
+    script.write_text(_SHARED_GPU_SWEEP)
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")}
+    done = subprocess.run([sys.executable, str(script), str(SKLEARN_SWEEP), str(tmp_path / "home")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stderr[-3000:]
+    found = json.loads(lines[-1][len("RESULT "):])
+    results = json.loads((tmp_path / "home" / "runs" / found["run_id"] / "tune_results.json").read_text())
+    assert [row["state"] for row in results["trials"]] == ["finished"] * 6
+    # Each trial process held half of the one GPU (and half a CPU): two of them, reused for the six
+    # trials (light trials keep their process), held it together.
+    # (Tune puts each trial in a placement group: Ray names its resources CPU_group_<id>, ...)
+    held = [{re.sub(r"_group_[0-9a-f]+$", "", name): amount for name, amount in trial["resources"].items()
+             if re.fullmatch(r"[A-Z]+_group_[0-9a-f]+", name)} for trial in found["trials"]]
+    assert held and all(resources == {"CPU": 0.5, "GPU": 0.5} for resources in held), found["trials"]
+    assert len({trial["pid"] for trial in found["trials"]}) == 2
