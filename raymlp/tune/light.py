@@ -7,7 +7,7 @@ version, prepared exactly as the train stage prepares it (split, preprocessing f
 split) and kept in the process for the next trial with the same data settings (Tune reuses the
 process), scores it on the validation split, and records an MLflow run, nested under the sweep's,
 with the trial's settings and metrics. Only the best trial gets a package: the sweep trains its
-settings once more as a full train run (`stage.train_best`).
+settings once more as a full train run (`stage._train_best`).
 """
 
 from __future__ import annotations
@@ -21,23 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .stage import TrialSpec
+
 #: Prepared data of this process, by the settings that make it (Tune reuses a trial's process).
 _PREPARED: dict[str, Any] = {}
 _KEPT = 4
 
 
 @dataclass
-class LightTrialSpec:
-    """What every light trial needs (plain values only)."""
+class LightTrialSpec(TrialSpec):
+    """What every light trial needs: a trial's spec and the CPUs its fit may use."""
 
-    job_path: str
-    overrides: list[str]
-    raymlp_home: str | None
-    parent_mlflow_run: str
-    sweep_run_id: str
-    dataset: str
-    dataset_version: int
-    cpus: int
+    cpus: int = 1
 
 
 def run_light_trial(config: dict[str, Any], spec: LightTrialSpec) -> None:

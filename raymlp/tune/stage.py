@@ -222,7 +222,7 @@ def _trainable(spec: TrialSpec, job: Any) -> Any:
 
     resources = dict(job.train.scaling.resources_per_worker or {})
     cpus = resources.pop("CPU", 1)
-    light = LightTrialSpec(**{key: value for key, value in vars(spec).items() if key != "pbt"}, cpus=max(1, int(cpus)))
+    light = LightTrialSpec(**vars(spec), cpus=max(1, int(cpus)))
     return tune.with_resources(partial(run_light_trial, spec=light), {"cpu": cpus, "gpu": resources.pop("GPU", 0), **resources})
 
 
