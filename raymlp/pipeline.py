@@ -305,12 +305,18 @@ def _predict(context: StageContext, summary: RunSummary) -> None:
 
 
 def _serve(context: StageContext, summary: RunSummary) -> None:
-    from raymlp.serve.deploy import deploy, smoke_request
+    import os
+
+    from raymlp.serve.deploy import deploy, endpoint_spec, smoke_request
 
     package, metadata = _model_package(context)
-    endpoint = deploy(package, metadata, context.config.serve, app_name=context.config.name, quiet=True)
+    config = context.config.serve
+    spec = endpoint_spec(config, metadata["model"], version=metadata["version"], package=package,
+                         storage=context.storage, run_id=metadata.get("run_id"))
+    endpoint = deploy(spec, config, app_name=context.config.name, quiet=True)
     records = _example_records(context, package)
-    answer = smoke_request(endpoint, records[:1] if records else [{}])
+    api_key = os.environ.get(config.api_keys_env, "").split(",")[0].strip() if config.api_keys_env else None
+    answer = smoke_request(endpoint, records[:1] if records else [{}], api_key=api_key)
     summary.endpoint = endpoint.url
     summary.sample_prediction = answer.get("predictions", [answer])[0].get("prediction") if answer else None
     context.reporter.stage("serve", f"{endpoint.url} answered a POST with prediction {summary.sample_prediction!r}")

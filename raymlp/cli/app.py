@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -240,25 +240,78 @@ def predict(
     typer.echo(f"{result.rows} rows scored by {ref.name} version {version} -> {result.output} ({result.seconds:.1f}s)")
 
 
-@app.command()
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def serve(
-    job: Annotated[Optional[Path], typer.Argument(help="Job file whose serve section (and model) to use.")] = None,
+    job: Annotated[Optional[str], typer.Argument(help="Job file whose serve section (and model) to use; or 'build'.")] = None,
+    build_job: Annotated[Optional[Path], typer.Argument(help="With 'build': the job file to write a Serve config for.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="NAME@ALIAS, NAME:VERSION or NAME to serve.")] = None,
+    traffic: Annotated[Optional[str], typer.Option("--traffic", help="Split between aliases or versions: champion=90,challenger=10.")] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="HTTP port (default 8000).")] = None,
     route: Annotated[Optional[str], typer.Option("--route", help="Route prefix (default /).")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="With 'build': where to write the Serve config.")] = None,
     overrides: SetOpt = None,
     address: AddressOpt = None,
     block: Annotated[Optional[bool], typer.Option("--block/--no-block", help="Stay in the foreground until Ctrl-C (default: yes on an embedded Ray, no on a cluster).")] = None,
 ) -> None:
-    """Put a registered model behind an HTTP endpoint on Ray Serve."""
-    from raymlp.config.schema import ServeConfig
+    """Put a registered model behind an HTTP endpoint on Ray Serve.
+
+    `raymlp serve build JOB.yaml -o serve.yaml` writes the same application as a Serve config file
+    for `serve deploy` or a KubeRay RayService instead.
+    """
     from raymlp.errors import UsageError
     from raymlp.runtime import ray_runtime
-    from raymlp.serve.deploy import deploy, wait_until_healthy
-    from raymlp.tracking import ModelRef, Tracker, parse_model_ref
+    from raymlp.serve.deploy import deploy, endpoint_spec, serve_config_file, wait_until_healthy
 
-    loaded = _load(job, overrides) if job else None
+    building = job == "build"
+    if building:
+        if build_job is None or output is None:
+            raise UsageError("usage: raymlp serve build JOB.yaml -o serve.yaml")
+        job_path: Path | None = build_job
+    else:
+        if build_job is not None or output is not None:
+            raise UsageError("-o and a second file only go with 'raymlp serve build JOB.yaml -o serve.yaml'")
+        job_path = Path(job) if job else None
+    loaded = _load(job_path, overrides) if job_path else None
+    ref, config = _served_model(loaded, model, traffic, {"host": host, "port": port, "route": route})
+    storage = _storage_for(job_path)
+    tracker = _tracker(None, storage)
+    package, version = tracker.package_for(ref, storage.folder("cache", "models"))
+    pinned = ref.alias is None and config.traffic is None
+    app_name = ref.name
+    if building:
+        spec = endpoint_spec(config, ref.name, alias=ref.alias, version=None if not pinned else version,
+                             storage=storage, keys_from_replica_env=True)
+        written = serve_config_file(spec, config, app_name, output)
+        typer.echo(f"wrote {written}: application '{app_name}' on {config.route} ({', '.join(f'{key}={value:g}' for key, value in spec.traffic.items())})")
+        return
+    spec = endpoint_spec(config, ref.name, alias=ref.alias, version=version,
+                         package=str(package) if pinned else None, storage=storage)
+    for reference in spec.traffic:  # every alias and version exists before anything starts
+        if reference not in spec.packages:
+            tracker.package_for(_model_ref(ref.name, reference), storage.folder("cache", "models"))
+    with ray_runtime(address) as runtime:
+        endpoint = deploy(spec, config, app_name=app_name)
+        wait_until_healthy(endpoint)
+        split = ", ".join(f"{key} {value:g}" for key, value in spec.traffic.items())
+        typer.echo(f"serving {ref.name} ({split}; {ref} is version {version}) at {endpoint.url}")
+        sys.stdout.flush()
+        if block if block is not None else runtime.embedded:
+            _wait_for_interrupt(endpoint.url)
+
+
+def _model_ref(name: str, reference: str):
+    from raymlp.tracking import ModelRef
+
+    return ModelRef(name, version=int(reference)) if reference.isdigit() else ModelRef(name, alias=reference)
+
+
+def _served_model(loaded, model: str | None, traffic: str | None, options: dict[str, Any]):
+    """(the model named on the command line or by the job's register section, its ServeConfig)."""
+    from raymlp.config.schema import ServeConfig
+    from raymlp.errors import UsageError
+    from raymlp.tracking import ModelRef, parse_model_ref
+
     if model:
         ref = parse_model_ref(model)
     elif loaded and loaded.config.register:
@@ -267,17 +320,20 @@ def serve(
         raise UsageError("name the model: raymlp serve --model NAME@ALIAS, or a job file with a register section")
     base = loaded.config.serve if loaded and loaded.config.serve else ServeConfig()
     settings = base.model_dump(exclude_none=True)
-    settings.update({key: value for key, value in {"host": host, "port": port, "route": route}.items() if value is not None})
-    config = ServeConfig.model_validate(settings)
-    storage = _storage_for(job)
-    package, version = Tracker(storage.tracking_uri, Path(storage.root)).package_for(ref, storage.folder("cache", "models"))
-    with ray_runtime(address) as runtime:
-        endpoint = deploy(str(package), {"model": ref.name, "version": version}, config, app_name=ref.name)
-        wait_until_healthy(endpoint)
-        typer.echo(f"serving {ref.name} version {version} at {endpoint.url}")
-        sys.stdout.flush()
-        if block if block is not None else runtime.embedded:
-            _wait_for_interrupt(endpoint.url)
+    settings.update({key: value for key, value in options.items() if value is not None})
+    if traffic is not None:
+        split: dict[str, float] = {}
+        for part in traffic.split(","):
+            key, _, share = part.partition("=")
+            try:
+                split[key.strip()] = float(share)
+            except ValueError:
+                raise UsageError(f"--traffic: '{part}' is not ALIAS=SHARE or VERSION=SHARE (e.g. champion=90,challenger=10)") from None
+        settings["traffic"] = split
+    try:
+        return ref, ServeConfig.model_validate(settings)
+    except Exception as error:
+        raise UsageError(f"serve settings: {error}") from None
 
 
 # --- data -----------------------------------------------------------------------------------------

@@ -574,11 +574,35 @@ class ServeConfig(Section):
     num_replicas: int | None = Field(default=None, ge=1, le=10_000, description="Fixed replica count.")
     autoscaling: AutoscalingConfig | None = Field(default=None, description="Replica autoscaling.")
     batching: BatchingConfig | None = Field(default=None, description="Request batching.")
+    traffic: dict[str, float] | None = Field(
+        default=None,
+        description="Share of requests per alias or version of the registered model, e.g. {champion: 90, challenger: 10} "
+        "(default: the register alias takes all). Replicas follow alias moves.",
+    )
+    follow_aliases_s: float = Field(default=5.0, gt=0, le=3600, description="How often replicas look up where the aliases point.")
+    cpus_per_replica: float = Field(default=0.5, gt=0, le=1024, description="CPUs each replica holds.")
+    gpus_per_replica: float = Field(default=0, ge=0, le=64, description="GPUs each replica holds (torch, tensorflow).")
+    max_ongoing_requests: int = Field(default=32, ge=1, le=100_000, description="Requests a replica works on at once.")
+    max_queued_requests: int = Field(
+        default=256, ge=-1, le=1_000_000, description="Requests waiting for a replica before HTTP 503 (-1: unbounded)."
+    )
+    request_timeout_s: float | None = Field(default=30.0, gt=0, le=86_400, description="Longest a request may take (HTTP 408 after).")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30, description="Largest request body (HTTP 413 beyond).")
+    max_records: int = Field(default=10_000, ge=1, le=10_000_000, description="Most records in one request.")
+    api_keys_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the accepted API keys, comma-separated (HTTP 401 without one).",
+    )
 
     @model_validator(mode="after")
     def _fixed_or_autoscaled(self) -> "ServeConfig":
         if self.num_replicas is not None and self.autoscaling is not None:
             raise ValueError("give num_replicas or autoscaling, not both")
+        if self.traffic is not None:
+            if not self.traffic:
+                raise ValueError("traffic: name at least one alias or version")
+            if any(share < 0 for share in self.traffic.values()) or sum(self.traffic.values()) <= 0:
+                raise ValueError("traffic: shares are numbers >= 0 that add up to more than 0")
         return self
 
 

@@ -1,14 +1,56 @@
-"""A Ray Serve application that answers predictions from a model package."""
+"""A Ray Serve application that answers predictions from model packages.
+
+One deployment (`model`) is the HTTP ingress and holds the packages itself, so a request is one
+hop from Serve's proxy. Its replicas hold every version the traffic split names and pick one per
+request by weight; aliases are looked up again every `follow_aliases_s`, so moving an alias
+(`raymlp models promote/rollback`) moves traffic without restarting a replica or failing a request.
+"""
 
 
+import hashlib
+import hmac
+import logging
 import math
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from ray import serve
 
+logger = logging.getLogger("ray.serve")
+
 api = FastAPI(title="raymlp model endpoint", docs_url=None, redoc_url=None)
+
+VERSION_HEADER = "x-raymlp-model-version"
+_MAX_LISTED_ERRORS = 20
+
+
+class EndpointSpec(BaseModel):
+    """Everything a replica needs; plain JSON, so `raymlp serve build` can write it into a Serve config."""
+
+    model: str = Field(description="Registered model name (or the job name for an unregistered package).")
+    traffic: dict[str, float] = Field(description="Alias, version or package label -> share of requests.")
+    packages: dict[str, str] = Field(default_factory=dict, description="Fixed package folders by label (no registry).")
+    tracking_uri: Optional[str] = None
+    storage_root: Optional[str] = None
+    cache_dir: Optional[str] = None
+    follow_aliases_s: float = 5.0
+    batching: Optional[dict[str, float]] = None
+    max_body_bytes: int = 1 << 20
+    max_records: int = 10_000
+    api_key_sha256: list[str] = Field(default_factory=list)
+    api_keys_env: Optional[str] = None
+    run_id: Optional[str] = None
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _json_safe(value: Any) -> Any:
@@ -19,87 +61,421 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class _Routing:
+    """The versions a replica answers with and their cumulative shares (swapped as one object)."""
+
+    versions: tuple[Any, ...]
+    cumulative: tuple[float, ...]
+    packages: dict[Any, Any]
+
+    def pick(self) -> Any:
+        if len(self.versions) == 1:
+            return self.versions[0]
+        point = random.random() * self.cumulative[-1]
+        for version, bound in zip(self.versions, self.cumulative):
+            if point < bound:
+                return version
+        return self.versions[-1]
+
+
+class RequestProblem(Exception):
+    """A request the endpoint refuses: an HTTP status and a message naming the problem."""
+
+    def __init__(self, status: int, message: str, errors: Optional[list[dict[str, Any]]] = None):
+        super().__init__(message)
+        self.status, self.message, self.errors = status, message, errors
+
+
+def record_model(features: list[dict[str, Any]]) -> type[BaseModel]:
+    """A pydantic model of one record: every feature required, with its type; nothing else allowed."""
+    import datetime
+
+    from pydantic import ConfigDict, create_model
+
+    kinds: dict[str, Any] = {"int": int, "float": float, "bool": bool, "string": str,
+                             "date": datetime.date, "datetime": datetime.datetime}
+    fields: dict[str, Any] = {}
+    for feature in features:
+        kind = kinds.get(feature["type"], str)
+        lax = feature["type"] in ("date", "datetime")  # ISO text in JSON
+        fields[f"f{len(fields)}"] = (kind, Field(alias=feature["name"], strict=False if lax else None))
+    return create_model(
+        "Record", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=False), **fields
+    )
+
+
+def _error_entries(error: Any, single: bool) -> list[dict[str, Any]]:
+    entries = []
+    for item in error.errors(include_url=False)[:_MAX_LISTED_ERRORS]:
+        location = list(item.get("loc", ()))
+        entry: dict[str, Any] = {"message": item["msg"]}
+        if not single and location and isinstance(location[0], int):
+            entry["record"] = location.pop(0)
+        if location:
+            entry["field"] = ".".join(str(part) for part in location)
+        entries.append(entry)
+    return entries
+
+
+def _describe(entries: list[dict[str, Any]]) -> str:
+    parts = []
+    for entry in entries:
+        where = []
+        if "record" in entry:
+            where.append(f"record {entry['record']}")
+        if "field" in entry:
+            where.append(f"field '{entry['field']}'")
+        parts.append(f"{', '.join(where)}: {entry['message']}" if where else entry["message"])
+    return "; ".join(parts)
+
+
+class RecordParser:
+    """Turns a request body into validated records, or a RequestProblem that says what is wrong."""
+
+    def __init__(self, features: list[dict[str, Any]], max_records: int):
+        from pydantic import TypeAdapter
+
+        self.names = [feature["name"] for feature in features]
+        self.model = record_model(features)
+        self.single = TypeAdapter(self.model)
+        self.many = TypeAdapter(list[self.model])  # type: ignore[valid-type]
+        self.max_records = max_records
+
+    def parse(self, body: bytes) -> tuple[list[dict[str, Any]], bool]:
+        """(records as plain dicts, whether the body was one record)."""
+        import json
+
+        from pydantic import ValidationError
+
+        start = body.lstrip()[:1]
+        if start not in (b"{", b"["):
+            try:
+                json.loads(body)
+            except ValueError:
+                raise RequestProblem(400, "the body is not JSON") from None
+            raise RequestProblem(422, "send one record (a JSON object) or a list of records")
+        single = start == b"{"
+        try:
+            parsed = self.single.validate_json(body) if single else self.many.validate_json(body)
+        except ValidationError as error:
+            if any(item["type"] == "json_invalid" for item in error.errors()):
+                raise RequestProblem(400, f"the body is not JSON: {error.errors()[0]['msg']}") from None
+            entries = _error_entries(error, single)
+            raise RequestProblem(422, _describe(entries), entries) from None
+        items = [parsed] if single else parsed
+        if not items:
+            raise RequestProblem(422, "the list of records is empty; send at least one record")
+        if len(items) > self.max_records:
+            raise RequestProblem(413, f"{len(items)} records in one request; at most {self.max_records} are allowed")
+        return [item.model_dump(by_alias=True) for item in items], single
+
+    def openapi_body(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(request body schema, component schemas) for /openapi.json."""
+        record = self.model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        reference = {"$ref": "#/components/schemas/Record"}
+        body = {"anyOf": [reference, {"type": "array", "items": reference, "minItems": 1, "maxItems": self.max_records}]}
+        return body, {"Record": record}
+
+
+def _probability_columns(frame: Any) -> list[str]:
+    return [column for column in frame.columns if column.startswith("probability_")]
+
+
+def answers_for(package: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The JSON answer of each record: its prediction, and class probabilities for a classifier."""
+    import pandas as pd
+
+    result = package.predict(pd.DataFrame.from_records(records, columns=package.feature_names))
+    predictions = [_json_safe(value) for value in result["prediction"].tolist()]
+    columns = _probability_columns(result)
+    if not columns:
+        return [{"prediction": value} for value in predictions]
+    names = [column.removeprefix("probability_") for column in columns]
+    rows = result[columns].to_numpy(dtype="float64").tolist()
+    return [{"prediction": value, "probabilities": {name: _json_safe(p) for name, p in zip(names, row)}}
+            for value, row in zip(predictions, rows)]
+
+
+class _Metrics:
+    """raymlp's own endpoint metrics, exported through Ray's metrics agent (dashboard, Prometheus)."""
+
+    def __init__(self, app: str):
+        from ray.util import metrics
+
+        tags = ("app", "version", "status")
+        self.requests = metrics.Counter("raymlp_serve_requests", "Requests answered, by HTTP status class.", tag_keys=tags)
+        self.errors = metrics.Counter("raymlp_serve_errors", "Requests that failed (4xx and 5xx).", tag_keys=tags)
+        self.latency = metrics.Histogram(
+            "raymlp_serve_latency_ms", "Time from request to answer inside the replica, in ms.",
+            boundaries=[0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000], tag_keys=tags,
+        )
+        self.records = metrics.Counter("raymlp_serve_records", "Records scored.", tag_keys=("app", "version"))
+        self.batch_size = metrics.Histogram(
+            "raymlp_serve_batch_records", "Records per model call (after request batching).",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 8192], tag_keys=("app", "version"),
+        )
+        self.app = app
+
+    def answered(self, version: Any, status: int, started: float) -> None:
+        tags = {"app": self.app, "version": str(version), "status": f"{status // 100}xx"}
+        self.requests.inc(1, tags)
+        if status >= 400:
+            self.errors.inc(1, tags)
+        self.latency.observe((time.perf_counter() - started) * 1000.0, tags)
+
+    def scored(self, version: Any, count: int) -> None:
+        tags = {"app": self.app, "version": str(version)}
+        self.records.inc(count, tags)
+        self.batch_size.observe(count, tags)
+
+
 @serve.deployment(name="model")
 @serve.ingress(api)
 class ModelServer:
-    """One replica: the package loaded once, predictions per request (optionally batched)."""
+    """One replica: the packages of the traffic split, loaded once; predictions per request."""
 
-    def __init__(self, package_path: str, metadata: dict[str, Any], batching: Optional[dict[str, Any]] = None):
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = EndpointSpec.model_validate(spec)
+        self.app_name = serve.get_replica_context().app_name
+        self._lock = threading.Lock()
+        self._routing = self._resolve(self.spec.traffic, {})
+        first = next(iter(self._routing.packages.values()))
+        self.parser = RecordParser(first.features, self.spec.max_records)
+        self.features = first.features
+        self.key_digests = set(self.spec.api_key_sha256)
+        if self.spec.api_keys_env:
+            self.key_digests |= {key_digest(key.strip()) for key in os.environ.get(self.spec.api_keys_env, "").split(",") if key.strip()}
+        self.metrics = _Metrics(self.app_name)
+        self._install_openapi()
+        if self.spec.batching:
+            self._predict_batched.set_max_batch_size(int(self.spec.batching["max_batch_size"]))
+            self._predict_batched.set_batch_wait_timeout_s(self.spec.batching["wait_timeout_ms"] / 1000.0)
+        self._stop = threading.Event()
+        if self._follows_aliases():
+            threading.Thread(target=self._follow_aliases, name="raymlp-follow-aliases", daemon=True).start()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """A new traffic split (`serve.traffic`), applied in place by Serve: no replica restarts."""
+        traffic = user_config.get("traffic")
+        if traffic and traffic != self.spec.traffic:
+            routing = self._resolve(traffic, self._routing.packages)
+            with self._lock:
+                self.spec = self.spec.model_copy(update={"traffic": traffic})
+                self._routing = routing
+
+    def __del__(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+
+    # --- versions -----------------------------------------------------------------------------
+
+    def _follows_aliases(self) -> bool:
+        return any(ref not in self.spec.packages and not ref.isdigit() for ref in self.spec.traffic)
+
+    def _resolve(self, traffic: dict[str, float], loaded: dict[Any, Any]) -> _Routing:
+        """Where each share of the traffic goes now, loading packages not held yet."""
         from raymlp.train.package import load_package
 
-        self.package = load_package(package_path)
-        self.metadata = metadata
-        if batching:
-            self._predict_batched.set_max_batch_size(batching["max_batch_size"])
-            self._predict_batched.set_batch_wait_timeout_s(batching["wait_timeout_ms"] / 1000.0)
-        self.batching = bool(batching)
+        shares: dict[Any, float] = {}
+        paths: dict[Any, str] = {}
+        for ref, share in traffic.items():
+            if share <= 0:
+                continue
+            version, path = self._locate(ref)
+            shares[version] = shares.get(version, 0.0) + share
+            paths[version] = path
+        if not shares:
+            raise ValueError(f"traffic {traffic} sends no requests anywhere")
+        packages = {version: loaded[version] if version in loaded else load_package(paths[version]) for version in shares}
+        versions = tuple(shares)
+        cumulative, total = [], 0.0
+        for version in versions:
+            total += shares[version]
+            cumulative.append(total)
+        return _Routing(versions, tuple(cumulative), packages)
 
-    def _predict_frame(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        import pandas as pd
+    def _locate(self, ref: str) -> tuple[Any, str]:
+        if ref in self.spec.packages:
+            label: Any = int(ref) if ref.isdigit() else ref
+            return label, self.spec.packages[ref]
+        from pathlib import Path
 
-        frame = pd.DataFrame.from_records(records)
-        result = self.package.predict(frame)
-        rows = []
-        for _, row in result.iterrows():
-            item: dict[str, Any] = {"prediction": _json_safe(row["prediction"])}
-            probabilities = {column.removeprefix("probability_"): _json_safe(row[column])
-                             for column in result.columns if column.startswith("probability_")}
-            if probabilities:
-                item["probabilities"] = probabilities
-            rows.append(item)
-        return rows
+        from raymlp.tracking import ModelRef, Tracker
+
+        tracker = Tracker(self.spec.tracking_uri, Path(self.spec.storage_root))
+        model_ref = ModelRef(self.spec.model, version=int(ref)) if ref.isdigit() else ModelRef(self.spec.model, alias=ref)
+        path, version = tracker.package_for(model_ref, Path(self.spec.cache_dir))
+        return version, str(path)
+
+    def _follow_aliases(self) -> None:
+        while not self._stop.wait(self.spec.follow_aliases_s):
+            try:
+                routing = self._resolve(self.spec.traffic, self._routing.packages)
+            except Exception as error:  # the registry may be briefly unreachable; keep serving
+                logger.warning("raymlp: could not look up the model's aliases, keeping the current versions: %s", error)
+                continue
+            if routing.versions != self._routing.versions or routing.cumulative != self._routing.cumulative:
+                logger.info("raymlp: now serving versions %s with cumulative shares %s", routing.versions, routing.cumulative)
+                with self._lock:
+                    self._routing = routing
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def _authorized(self, request: Request) -> bool:
+        if not self.key_digests:
+            return True
+        header = request.headers.get("authorization", "")
+        key = header[7:] if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        digest = key_digest(key) if key else ""
+        return any(hmac.compare_digest(digest, known) for known in self.key_digests)
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.spec.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise RequestProblem(413, f"the body has {int(declared)} bytes; at most {limit} are allowed")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestProblem(413, f"the body is over {limit} bytes")
+        return bytes(body)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _predict_batched(self, requests: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
-        flat = [record for records in requests for record in records]
-        answers = self._predict_frame(flat)
-        out, start = [], 0
-        for records in requests:
-            out.append(answers[start : start + len(records)])
-            start += len(records)
+    async def _predict_batched(self, requests: list[tuple[Any, Any, list[dict[str, Any]]]]) -> list[Any]:
+        out: list[Any] = [None] * len(requests)
+        by_version: dict[Any, list[int]] = {}
+        for index, (version, _, _) in enumerate(requests):
+            by_version.setdefault(version, []).append(index)
+        for version, indexes in by_version.items():
+            package = requests[indexes[0]][1]
+            flat = [record for index in indexes for record in requests[index][2]]
+            try:
+                answers = answers_for(package, flat)
+            except Exception as error:
+                for index in indexes:
+                    out[index] = error
+                continue
+            self.metrics.scored(version, len(flat))
+            start = 0
+            for index in indexes:
+                count = len(requests[index][2])
+                out[index] = answers[start : start + count]
+                start += count
         return out
 
-    @api.get("/health")
-    def health(self) -> dict[str, str]:
-        return {"status": "ok"}
-
-    @api.get("/metadata")
-    def describe(self) -> dict[str, Any]:
-        return {**self.metadata, "features": self.package.features, "classes": self.package.classes,
-                "task": self.package.description["task"], "lineage": self.package.description["lineage"]}
+    def _problem(self, problem: RequestProblem, version: Any, started: float) -> JSONResponse:
+        self.metrics.answered(version, problem.status, started)
+        content: dict[str, Any] = {"detail": problem.message}
+        if problem.errors:
+            content["errors"] = problem.errors
+        headers = {"www-authenticate": "Bearer"} if problem.status == 401 else None
+        return JSONResponse(content, status_code=problem.status, headers=headers)
 
     @api.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        routing = self._routing
+        version = routing.pick()
         try:
-            body = await request.json()
-        except ValueError:
-            raise HTTPException(status_code=400, detail="the body is not JSON") from None
-        records = body.get("records", body) if isinstance(body, dict) and "records" in body else body
-        single = isinstance(records, dict)
-        records = [records] if single else records
-        if not isinstance(records, list) or not records or not all(isinstance(item, dict) for item in records):
-            raise HTTPException(status_code=422, detail="send one record (a JSON object) or a non-empty list of them")
-        names = self.package.feature_names
-        for index, record in enumerate(records):
-            missing = [name for name in names if name not in record]
-            if missing:
-                where = "" if single else f"record {index}: "
-                raise HTTPException(status_code=422, detail=f"{where}missing field(s): {', '.join(missing)}")
-        try:
-            answers = await self._predict_batched(records) if self.batching else self._predict_frame(records)
+            if not self._authorized(request):
+                raise RequestProblem(401, "an API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+            records, single = self.parser.parse(await self._body(request))
+            package = routing.packages[version]
+            if self.spec.batching:
+                answers = await self._predict_batched((version, package, records))
+                if isinstance(answers, Exception):
+                    raise answers
+            else:
+                answers = answers_for(package, records)
+                self.metrics.scored(version, len(records))
+        except RequestProblem as problem:
+            return self._problem(problem, version, started)
+        except (ValueError, TypeError, ArithmeticError) as error:
+            # Values of the right types that the model cannot take (an overflow, an unseen category).
+            logger.warning("raymlp: version %s could not score a request: %s", version, error)
+            return self._problem(RequestProblem(422, f"the model could not score these values: {str(error)[:300]}"), version, started)
         except Exception:
-            raise HTTPException(status_code=500, detail="prediction failed; see the replica's log") from None
-        payload: dict[str, Any] = {"model": self.metadata.get("model"), "version": self.metadata.get("version")}
+            logger.exception("raymlp: version %s failed on a request", version)
+            self.metrics.answered(version, 500, started)
+            return JSONResponse({"detail": "prediction failed; the replica's log has the details"}, status_code=500)
+        payload: dict[str, Any] = {"model": self.spec.model, "version": version}
         payload.update(answers[0] if single else {"predictions": answers})
-        return JSONResponse(payload)
+        self.metrics.answered(version, 200, started)
+        return JSONResponse(payload, headers={VERSION_HEADER: str(version)})
+
+    @api.get("/health")
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "versions": list(self._routing.versions)}
+
+    @api.get("/metadata")
+    def describe(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return JSONResponse({"detail": "an API key is required"}, status_code=401, headers={"www-authenticate": "Bearer"})
+        routing = self._routing
+        total = routing.cumulative[-1]
+        previous, shares = 0.0, {}
+        for version, bound in zip(routing.versions, routing.cumulative):
+            shares[str(version)] = round(100.0 * (bound - previous) / total, 3)
+            previous = bound
+        first = routing.packages[routing.versions[0]]
+        return JSONResponse({
+            "model": self.spec.model,
+            "versions": [{"version": version, "traffic_percent": shares[str(version)],
+                          "lineage": routing.packages[version].description.get("lineage"),
+                          "metrics": routing.packages[version].description.get("metrics")}
+                         for version in routing.versions],
+            "traffic": self.spec.traffic,
+            "task": first.description["task"], "label": first.description.get("label"),
+            "features": self.features, "classes": first.classes, "run_id": self.spec.run_id,
+        })
+
+    def _install_openapi(self) -> None:
+        """/openapi.json with the request body this model takes (its records' fields and types)."""
+        schema = api.openapi()
+        body, components = self.parser.openapi_body()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        problem = {"content": {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}}
+        operation = schema["paths"]["/predict"]["post"]
+        operation["summary"] = f"Predict with {self.spec.model}"
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        operation["responses"] = {
+            "200": {"description": "The prediction (one record) or predictions (a list), and the version that answered.",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            **{str(code): {"description": text, **problem} for code, text in (
+                (400, "The body is not JSON."), (401, "No valid API key."), (413, "The body or the list is too large."),
+                (422, "A record does not match the model's features."), (503, "Every replica's queue is full."))},
+        }
+        api.openapi_schema = schema
 
 
-def build_app(package_path: str, metadata: dict[str, Any], serve_config: Any) -> Any:
-    """The Serve application for a package, with replicas, autoscaling and batching from the job."""
-    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": 0.5}}
+def build_app(spec: EndpointSpec, serve_config: Any) -> Any:
+    """The Serve application for a spec, with replicas, autoscaling, queue bounds and batching from the job."""
+    return ModelServer.options(**deployment_options(serve_config, spec)).bind(spec.model_dump())
+
+
+def deployment_options(serve_config: Any, spec: EndpointSpec) -> dict[str, Any]:
+    actor_options: dict[str, Any] = {"num_cpus": serve_config.cpus_per_replica}
+    if serve_config.gpus_per_replica:
+        actor_options["num_gpus"] = serve_config.gpus_per_replica
+    options: dict[str, Any] = {
+        "ray_actor_options": actor_options,
+        "max_ongoing_requests": serve_config.max_ongoing_requests,
+        "max_queued_requests": serve_config.max_queued_requests,
+        "user_config": {"traffic": spec.traffic},
+    }
     if serve_config.autoscaling is not None:
         options["autoscaling_config"] = serve_config.autoscaling.model_dump()
     else:
         options["num_replicas"] = serve_config.num_replicas or 1
-    batching = serve_config.batching.model_dump() if serve_config.batching else None
-    return ModelServer.options(**options).bind(package_path, metadata, batching)
+    return options
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Entry point for a Serve config file (`raymlp serve build`): `import_path: raymlp.serve.app:app_builder`."""
+    from raymlp.config.schema import ServeConfig
+
+    spec = EndpointSpec.model_validate(args["spec"])
+    return build_app(spec, ServeConfig.model_validate(args.get("serve", {})))

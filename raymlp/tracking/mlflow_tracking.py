@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -391,18 +392,24 @@ class Tracker:
         target = Path(cache) / ref.name / str(version)
         package = target / "artifacts" / PACKAGE_ARTIFACT
         if not package.exists():
-            staging = target.with_name(f".{version}.download")
-            shutil.rmtree(staging, ignore_errors=True)
+            # Several processes (Serve replicas) may fetch the same version at once: each into its
+            # own staging folder; the first rename wins and the others keep what it put there.
+            staging = target.with_name(f".{version}.download-{uuid.uuid4().hex[:8]}")
             staging.mkdir(parents=True)
             try:
                 with _global_uris(self.uri):
                     mlflow.artifacts.download_artifacts(artifact_uri=found.source, dst_path=str(staging), tracking_uri=self.uri)
-                if target.exists():
-                    shutil.rmtree(target)
-                staging.rename(target)
+                if target.exists() and not package.exists():
+                    shutil.rmtree(target, ignore_errors=True)
+                try:
+                    staging.rename(target)
+                except OSError:
+                    if not package.exists():
+                        raise
             except Exception as error:
-                shutil.rmtree(staging, ignore_errors=True)
                 raise WorkFailed(f"cannot fetch model {ref} (version {version}): {error}") from None
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         if not package.exists():
             raise WorkFailed(f"model {ref} (version {version}) has no raymlp package; it was not logged by raymlp")
         return package, version

@@ -259,14 +259,29 @@ def _root_cause(error: BaseException) -> str:
     return tail[0][:500]
 
 
+def _inference_device() -> Any:
+    """A GPU when Ray gave this worker one (a GPU Serve replica or batch-predict actor), else the CPU."""
+    import torch
+
+    try:
+        import ray
+
+        if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
+            return torch.device("cuda")
+    except Exception:  # outside a Ray worker: plain Python predicts on the CPU
+        pass
+    return torch.device("cpu")
+
+
 def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
-    """The trained network in eval mode, on CPU, with its weights."""
+    """The trained network in eval mode with its weights, on the GPU Ray assigned, else on the CPU."""
     import torch
 
     from .models import build_torch_model
 
     network = build_torch_model(model_spec, model_spec["input_dim"], model_spec["output_dim"])
     network.load_state_dict(torch.load(package_dir / "model" / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    network.to(_inference_device())
     network.eval()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     return network
@@ -282,5 +297,6 @@ def predict_scores(network: Any, matrix: Any) -> Any:
     """Raw outputs (logits or values) for a float32 matrix."""
     import torch
 
+    device = next(network.parameters()).device
     with torch.no_grad():
-        return network(torch.from_numpy(matrix)).numpy()
+        return network(torch.from_numpy(matrix).to(device)).cpu().numpy()

@@ -132,9 +132,9 @@ def test_the_endpoint_answers_real_http(quickstart):
     del record["proline"]
     missing = requests.post(f"{base}/predict", json=record, timeout=30)
     assert missing.status_code == 422 and "proline" in missing.json()["detail"]
-    assert requests.get(f"{base}/health", timeout=30).json() == {"status": "ok"}
+    assert requests.get(f"{base}/health", timeout=30).json() == {"status": "ok", "versions": [1]}
     metadata = requests.get(f"{base}/metadata", timeout=30).json()
-    assert metadata["lineage"]["dataset"]["name"] == "wine" and len(metadata["features"]) == 13
+    assert metadata["versions"][0]["lineage"]["dataset"]["name"] == "wine" and len(metadata["features"]) == 13
 
 
 def test_predict_cli_matches_the_run_and_serve_cli_matches_predict(quickstart):

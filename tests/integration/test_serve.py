@@ -1,0 +1,333 @@
+"""Online endpoints on the session's Ray Serve: real HTTP requests to sklearn, torch and tensorflow
+models, bad requests, API keys, a full queue, a replica killed under load, a canary and a rollback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from raymlp import load_job, run_job
+from raymlp.config.schema import ServeConfig
+from raymlp.context import Reporter
+from raymlp.serve.deploy import deploy, endpoint_spec, wait_until_healthy
+from raymlp.storage import resolve_storage
+from raymlp.train.package import load_package
+
+from .conftest import REPO, run_cli
+
+pytestmark = [pytest.mark.integration]
+
+QUIET = Reporter(quiet=True)
+
+
+
+def _wine_records(count: int, seed: int = 0) -> list[dict]:
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame.drop(columns="target")
+    return frame.sample(count, random_state=seed).to_dict("records")
+
+
+@pytest.fixture(scope="module")
+def models(ray_4_cpus, tmp_path_factory):
+    """One registry with wine-sklearn versions 1 (a forest) and 2 (logistic regression), wine-torch
+    and wine-tensorflow (short runs on one worker), and the storage they live in."""
+    home = tmp_path_factory.mktemp("serve") / "home"
+    runs = [
+        ("wine-sklearn.yaml", []),
+        ("wine-sklearn.yaml", ["train.model.type=sklearn.linear_model.LogisticRegression", "train.model.params={max_iter: 500}"]),
+        ("wine-torch.yaml", ["train.scaling.num_workers=1", "train.epochs=4", "register.require={}"]),
+        ("wine-tensorflow.yaml", ["train.scaling.num_workers=1", "train.epochs=3", "register.require={}"]),
+    ]
+    summaries = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYMLP_HOME", str(home))
+        for job, overrides in runs:
+            summaries.append(run_job(load_job(REPO / "jobs" / job, overrides), reporter=QUIET))
+        storage = resolve_storage(None)
+    assert [(s.model, s.model_version) for s in summaries] == [
+        ("wine-sklearn", 1), ("wine-sklearn", 2), ("wine-torch", 1), ("wine-tensorflow", 1)]
+    return {"home": home, "storage": storage, "summaries": summaries}
+
+
+def _serve(models, serve_port, name: str, app: str, *, alias: str | None = "champion", version: int | None = None,
+           **settings) -> str:
+    config = ServeConfig.model_validate({"route": f"/{app}", "port": serve_port, "cpus_per_replica": 0.25, **settings})
+    spec = endpoint_spec(config, name, alias=alias, version=version, storage=models["storage"])
+    endpoint = deploy(spec, config, app_name=app, quiet=True)
+    wait_until_healthy(endpoint)
+    return endpoint.url.removesuffix("/predict")
+
+
+def _delete(*apps: str) -> None:
+    from ray import serve
+
+    for app in apps:
+        serve.delete(app)
+
+
+def _package(models, name: str, version: int = 1):
+    from raymlp.tracking import ModelRef, Tracker
+
+    storage = models["storage"]
+    path, _ = Tracker(storage.tracking_uri, Path(storage.root)).package_for(ModelRef(name, version=version),
+                                                                         storage.folder("cache", "models"))
+    return load_package(path)
+
+
+def test_sklearn_torch_and_tensorflow_endpoints_answer_what_the_package_predicts(models, serve_port):
+    records = _wine_records(20)
+    names = {"wine-sklearn": "serve-sk", "wine-torch": "serve-torch", "wine-tensorflow": "serve-tf"}
+    try:
+        bases = {name: _serve(models, serve_port, name, app, alias=None, version=1) for name, app in names.items()}
+        for name, base in bases.items():
+            expected = _package(models, name).predict(pd.DataFrame.from_records(records))
+            answer = requests.post(f"{base}/predict", json=records, timeout=30)
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["model"] == name and body["version"] == 1 and answer.headers["x-raymlp-model-version"] == "1"
+            assert [row["prediction"] for row in body["predictions"]] == expected["prediction"].tolist()
+            for column in [c for c in expected.columns if c.startswith("probability_")]:
+                served = [row["probabilities"][column.removeprefix("probability_")] for row in body["predictions"]]
+                np.testing.assert_allclose(served, expected[column].to_numpy(), rtol=1e-6, atol=1e-9)
+            one = requests.post(f"{base}/predict", json=records[3], timeout=30).json()
+            assert one["prediction"] == expected["prediction"].iloc[3] and one["version"] == 1
+            metadata = requests.get(f"{base}/metadata", timeout=10).json()
+            assert metadata["model"] == name and metadata["versions"][0]["version"] == 1
+            assert metadata["versions"][0]["traffic_percent"] == 100.0
+            assert metadata["versions"][0]["lineage"]["dataset"]["name"] == "wine"
+            assert [feature["name"] for feature in metadata["features"]] == list(records[0])
+            assert requests.get(f"{base}/health", timeout=10).json()["status"] == "ok"
+            spec = requests.get(f"{base}/openapi.json", timeout=10).json()
+            record = spec["components"]["schemas"]["Record"]
+            assert set(record["required"]) == set(records[0]) and record["additionalProperties"] is False
+        _assert_metrics_exported({"serve-sk", "serve-torch", "serve-tf"})
+    finally:
+        _delete(*names.values())
+
+
+def _assert_metrics_exported(apps: set[str]) -> None:
+    """raymlp's request metrics reach Ray's Prometheus endpoint (what the dashboard's Grafana reads)."""
+    import ray
+
+    ports = {node["MetricsExportPort"] for node in ray.nodes() if node["Alive"]}
+    deadline, seen = time.monotonic() + 60, set()
+    while time.monotonic() < deadline and seen != apps:
+        for port in ports:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            seen |= {app for app in apps if f'app="{app}"' in text and "raymlp_serve_requests" in text}
+            assert "raymlp_serve_latency_ms_bucket" in text or seen != apps
+        time.sleep(2)
+    assert seen == apps
+
+
+def test_bad_requests_get_4xx_naming_the_problem_and_schemathesis_finds_no_5xx(models, serve_port, monkeypatch, tmp_path):
+    monkeypatch.setenv("RAYMLP_TEST_KEYS", "first-key, second-key")
+    try:
+        base = _serve(models, serve_port, "wine-sklearn", "serve-bad")
+        good = _wine_records(1)[0]
+        cases = [
+            ({**good, "alcohol": "strong"}, 422, "field 'alcohol': Input should be a valid number"),
+            ({key: value for key, value in good.items() if key != "hue"}, 422, "field 'hue': Field required"),
+            ([good, {**good, "colour": 1}], 422, "record 1, field 'colour': Extra inputs are not permitted"),
+            ([], 422, "the list of records is empty"),
+            (7, 422, "send one record (a JSON object) or a list of records"),
+        ]
+        for body, status, message in cases:
+            answer = requests.post(f"{base}/predict", json=body, timeout=30)
+            assert (answer.status_code, message in answer.json()["detail"]) == (status, True), (body, answer.text)
+        not_json = requests.post(f"{base}/predict", data=b"alcohol=13", timeout=30)
+        assert not_json.status_code == 400 and "not JSON" in not_json.json()["detail"]
+        huge = requests.post(f"{base}/predict", data=b"[" + b"1," * (5 << 20) + b"1]", timeout=60)
+        assert huge.status_code == 413 and "at most 1048576" in huge.json()["detail"]
+        for answer in (not_json, huge):
+            assert "Traceback" not in answer.text
+
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
+             "--max-examples", "60", "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
+             "--seed", "7", "--no-color"],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        import re
+
+        passed = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
+        assert "No issues found" in result.stdout and passed and int(passed.group(2)) >= 100, result.stdout[-3000:]
+
+        keyed = _serve(models, serve_port, "wine-sklearn", "serve-keyed", api_keys_env="RAYMLP_TEST_KEYS")
+        refused = requests.post(f"{keyed}/predict", json=good, timeout=30)
+        assert refused.status_code == 401 and "API key" in refused.json()["detail"]
+        assert requests.post(f"{keyed}/predict", json=good, headers={"X-API-Key": "wrong"}, timeout=30).status_code == 401
+        assert requests.get(f"{keyed}/metadata", timeout=30).status_code == 401
+        for headers in ({"Authorization": "Bearer second-key"}, {"X-API-Key": "first-key"}):
+            assert requests.post(f"{keyed}/predict", json=good, headers=headers, timeout=30).status_code == 200
+        assert requests.get(f"{keyed}/health", timeout=30).status_code == 200
+    finally:
+        _delete("serve-bad", "serve-keyed")
+
+
+def test_a_full_queue_answers_503_and_nothing_else_fails(models, serve_port):
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        base = _serve(models, serve_port, "wine-sklearn", "serve-queue", max_ongoing_requests=1, max_queued_requests=1,
+                      max_body_bytes=8 << 20)
+        heavy = _wine_records(178) * 40  # one request keeps the replica busy for a while
+
+        def post(_: int) -> int:
+            return requests.post(f"{base}/predict", json=heavy, timeout=120).status_code
+
+        with ThreadPoolExecutor(24) as pool:
+            statuses = list(pool.map(post, range(24)))
+        assert set(statuses) <= {200, 503} and statuses.count(503) >= 10 and statuses.count(200) >= 2, statuses
+    finally:
+        _delete("serve-queue")
+
+
+class _Load:
+    """Client threads posting one record at a time, counting answers per version and failures."""
+
+    def __init__(self, url: str, threads: int):
+        self.url, self.stop, self.lock = url, threading.Event(), threading.Lock()
+        self.versions: list[tuple[float, int]] = []
+        self.failures: list[tuple[float, str]] = []
+        self.record = _wine_records(1)[0]
+        self.workers = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set():
+            try:
+                answer = session.post(self.url, json=self.record, timeout=30)
+                outcome = answer.json()["version"] if answer.status_code == 200 else f"HTTP {answer.status_code}"
+            except Exception as error:  # a failed request is what we count
+                outcome = repr(error)
+            with self.lock:
+                (self.versions if isinstance(outcome, int) else self.failures).append((time.monotonic(), outcome))
+
+    def __enter__(self) -> "_Load":
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop.set()
+        for worker in self.workers:
+            worker.join(timeout=60)
+
+    def answered_since(self, moment: float) -> list[int]:
+        with self.lock:
+            return [version for at, version in self.versions if at >= moment]
+
+    def wait_for(self, predicate, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            moment = time.monotonic()
+            time.sleep(2.0)
+            recent = self.answered_since(moment)
+            if recent and predicate(recent):
+                return moment
+        raise AssertionError(f"traffic never matched; last answers by version: {pd.Series(self.answered_since(moment)).value_counts().to_dict()}")
+
+
+def test_a_killed_replica_fails_only_its_in_flight_requests(models, serve_port):
+    import ray
+    from ray.util.state import list_actors
+
+    try:
+        base = _serve(models, serve_port, "wine-sklearn", "serve-kill", num_replicas=2)
+        clients = 4
+        with _Load(f"{base}/predict", clients) as load:
+            time.sleep(3)
+            replicas = [actor for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+                        if actor.class_name == "ServeReplica:serve-kill:model"]
+            assert len(replicas) == 2
+            killed_at = time.monotonic()
+            ray.kill(ray.get_actor(replicas[0].name, namespace="serve"), no_restart=True)
+            time.sleep(8)
+        answered_after = [at for at, _ in load.versions if at > killed_at + 1]
+        assert len(answered_after) > 50, "the endpoint stopped answering after a replica died"
+        assert len(load.failures) <= clients, load.failures
+        assert requests.post(f"{base}/predict", json=load.record, timeout=30).status_code == 200
+    finally:
+        _delete("serve-kill")
+
+
+def test_canary_share_then_switch_and_rollback_by_alias_without_failed_requests(models, serve_port, tmp_path):
+    from ray import serve
+    from raymlp.tracking import Tracker
+
+    storage = models["storage"]
+    tracker = Tracker(storage.tracking_uri, Path(storage.root))
+    tracker.set_alias("wine-sklearn", "champion", 1, by="api")
+    tracker.set_alias("wine-sklearn", "challenger", 2, by="api")
+    env = {"RAYMLP_HOME": str(models["home"])}
+    try:
+        base = _serve(models, serve_port, "wine-sklearn", "serve-canary", traffic={"champion": 80, "challenger": 20},
+                      follow_aliases_s=0.5, num_replicas=2)
+        session = requests.Session()
+        versions = [session.post(f"{base}/predict", json=_wine_records(1, seed=i)[0], timeout=30).json()["version"]
+                    for i in range(500)]
+        share = versions.count(2) / len(versions)
+        assert set(versions) == {1, 2} and 0.13 <= share <= 0.27, share
+        metadata = session.get(f"{base}/metadata", timeout=10).json()
+        assert {v["version"]: v["traffic_percent"] for v in metadata["versions"]} == {1: 80.0, 2: 20.0}
+
+        with _Load(f"{base}/predict", 3) as load:
+            # The canary ends: the split becomes champion-only, applied in place (no replica restarts) ...
+            config = ServeConfig(route="/serve-canary", port=serve_port, cpus_per_replica=0.25, follow_aliases_s=0.5,
+                                 num_replicas=2, traffic={"champion": 100})
+            deploy(endpoint_spec(config, "wine-sklearn", alias="champion", storage=storage), config, "serve-canary", quiet=True)
+            load.wait_for(lambda recent: set(recent) == {1})
+            # ... version 2 is promoted: every answer comes from it ...
+            promoted = run_cli("models", "promote", "wine-sklearn:2", "--alias", "champion", cwd=tmp_path, env=env)
+            assert promoted.returncode == 0, promoted.stderr
+            load.wait_for(lambda recent: set(recent) == {2})
+            # ... and rolled back: every answer comes from version 1 again.
+            rolled = run_cli("models", "rollback", "wine-sklearn", "--alias", "champion", cwd=tmp_path, env=env)
+            assert rolled.returncode == 0, rolled.stderr
+            load.wait_for(lambda recent: set(recent) == {1})
+        assert load.failures == [] and len(load.versions) > 100
+        replicas = serve.status().applications["serve-canary"].deployments["model"].replica_states
+        assert replicas.get("RUNNING") == 2
+    finally:
+        _delete("serve-canary")
+
+
+def test_serve_build_writes_a_config_whose_application_serve_deploy_would_build(models, serve_port, tmp_path):
+    """The written file passes Serve's own schema, and its import_path + args build a working application
+    (what `serve deploy` and a RayService do with it)."""
+    from ray import serve
+    from ray._common.utils import import_attr
+    from ray.serve.schema import ServeDeploySchema
+
+    job = tmp_path / "job.yaml"
+    job.write_text((REPO / "jobs" / "wine-sklearn.yaml").read_text() + f"\nserve:\n  route: /built\n  port: {serve_port}\n"
+                   "  autoscaling: {min_replicas: 1, max_replicas: 2}\n  cpus_per_replica: 0.25\n")
+    built = run_cli("serve", "build", str(job), "-o", str(tmp_path / "serve.yaml"), cwd=tmp_path,
+                    env={"RAYMLP_HOME": str(models["home"])})
+    assert built.returncode == 0, built.stderr
+    import yaml
+
+    document = yaml.safe_load((tmp_path / "serve.yaml").read_text())
+    ServeDeploySchema.model_validate(document)
+    application = document["applications"][0]
+    assert application["deployments"][0]["autoscaling_config"]["max_replicas"] == 2
+    try:
+        app = import_attr(application["import_path"])(application["args"])
+        serve.run(app, name=application["name"], route_prefix=application["route_prefix"], blocking=False)
+        answer = requests.post(f"http://127.0.0.1:{serve_port}/built/predict", json=_wine_records(1)[0], timeout=60)
+        assert answer.status_code == 200 and answer.json()["model"] == "wine-sklearn", answer.text
+    finally:
+        _delete(application["name"])
+    json.dumps(document)

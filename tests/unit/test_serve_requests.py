@@ -1,0 +1,109 @@
+"""Request validation, the traffic split and the Serve config file, without Ray."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from raymlp.config.schema import ServeConfig
+from raymlp.errors import UsageError
+from raymlp.serve.app import RecordParser, RequestProblem, key_digest
+from raymlp.serve.deploy import endpoint_spec, serve_config_file
+
+FEATURES = [{"name": "alcohol", "type": "float"}, {"name": "od280/od315", "type": "int"},
+            {"name": "colour", "type": "string"}, {"name": "harvest", "type": "date"}, {"name": "organic", "type": "bool"}]
+GOOD = {"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": True}
+
+
+class _Storage:
+    tracking_uri = "sqlite:////srv/mlflow.db"
+    root = "/srv/raymlp"
+
+    def folder(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+
+@pytest.fixture
+def parser() -> RecordParser:
+    return RecordParser(FEATURES, max_records=3)
+
+
+def test_a_record_or_a_list_is_parsed_into_typed_values(parser):
+    records, single = parser.parse(b'{"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true}')
+    assert single and records[0]["alcohol"] == 13.0 and isinstance(records[0]["alcohol"], float)
+    assert str(records[0]["harvest"]) == "2024-09-30"
+    records, single = parser.parse(b"[" + b",".join([b'{"alcohol": 1.5, "od280/od315": 0, "colour": "", "harvest": "2024-01-01", "organic": false}'] * 3) + b"]")
+    assert not single and len(records) == 3 and list(records[0]) == [f["name"] for f in FEATURES]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"alcohol=13", 400, "the body is not JSON"),
+    (b'{"alcohol": 13,', 400, "the body is not JSON"),
+    (b"7", 422, "send one record (a JSON object) or a list of records"),
+    (b"[]", 422, "the list of records is empty"),
+    (b'{"alcohol": "13", "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true}', 422,
+     "field 'alcohol': Input should be a valid number"),
+    (b'{"alcohol": 13, "od280/od315": 3.5, "colour": "red", "harvest": "2024-09-30", "organic": true}', 422,
+     "field 'od280/od315': Input should be a valid integer"),
+    (b'{"alcohol": 13, "colour": "red", "harvest": "2024-09-30", "organic": true}', 422, "field 'od280/od315': Field required"),
+    (b'[{"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true, "vintage": 1}]', 422,
+     "record 0, field 'vintage': Extra inputs are not permitted"),
+    (b'{"alcohol": NaN, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true}', 422, "field 'alcohol'"),
+    (b'{"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "30/09/2024", "organic": true}', 422, "field 'harvest'"),
+    (b"[" + b",".join([b"{}"] * 4) + b"]", 422, "record 3, field 'alcohol': Field required"),
+])
+def test_bad_bodies_are_refused_naming_the_problem(parser, body, status, message):
+    with pytest.raises(RequestProblem) as caught:
+        parser.parse(body)
+    assert caught.value.status == status and message in caught.value.message
+
+
+def test_more_records_than_allowed_is_413(parser):
+    import json
+
+    with pytest.raises(RequestProblem, match="4 records in one request; at most 3") as caught:
+        parser.parse(json.dumps([GOOD] * 4).encode())
+    assert caught.value.status == 413
+
+
+def test_openapi_body_documents_every_feature_with_its_type(parser):
+    body, components = parser.openapi_body()
+    record = components["Record"]
+    assert record["required"] == [f["name"] for f in FEATURES] and record["additionalProperties"] is False
+    assert record["properties"]["od280/od315"]["type"] == "integer" and record["properties"]["harvest"]["format"] == "date"
+    assert body["anyOf"][1]["maxItems"] == 3
+
+
+def test_traffic_shares_are_checked():
+    with pytest.raises(ValueError, match="shares are numbers >= 0"):
+        ServeConfig(traffic={"champion": 0})
+    with pytest.raises(ValueError, match="name at least one alias"):
+        ServeConfig(traffic={})
+
+
+def test_spec_follows_the_alias_or_pins_a_package_and_keeps_only_key_digests(monkeypatch):
+    storage = _Storage()
+    spec = endpoint_spec(ServeConfig(), "wine", alias="champion", storage=storage)
+    assert spec.traffic == {"champion": 100.0} and spec.packages == {} and spec.tracking_uri == storage.tracking_uri
+    pinned = endpoint_spec(ServeConfig(), "wine", version=3, package="/p/3", storage=storage)
+    assert pinned.traffic == {"3": 100.0} and pinned.packages == {"3": "/p/3"} and pinned.tracking_uri is None
+    with pytest.raises(UsageError, match="WINE_KEYS is not set"):
+        endpoint_spec(ServeConfig(api_keys_env="WINE_KEYS"), "wine", alias="champion", storage=storage)
+    monkeypatch.setenv("WINE_KEYS", "alpha, beta")
+    keyed = endpoint_spec(ServeConfig(api_keys_env="WINE_KEYS"), "wine", alias="champion", storage=storage)
+    assert keyed.api_key_sha256 == [key_digest("alpha"), key_digest("beta")] and "alpha" not in keyed.model_dump_json()
+
+
+def test_serve_build_writes_a_config_serve_accepts(tmp_path):
+    config = ServeConfig(route="/wine", traffic={"champion": 90, "challenger": 10}, api_keys_env="WINE_KEYS",
+                         autoscaling={"min_replicas": 1, "max_replicas": 4}, batching={"max_batch_size": 16})
+    spec = endpoint_spec(config, "wine", alias="champion", storage=_Storage(), keys_from_replica_env=True)
+    target = serve_config_file(spec, config, "wine", tmp_path / "out" / "serve.yaml")
+    document = yaml.safe_load(target.read_text())
+    application = document["applications"][0]
+    assert application["import_path"] == "raymlp.serve.app:app_builder" and application["route_prefix"] == "/wine"
+    assert application["args"]["spec"]["traffic"] == {"champion": 90.0, "challenger": 10.0}
+    assert application["args"]["spec"]["api_keys_env"] == "WINE_KEYS" and application["args"]["spec"]["api_key_sha256"] == []
+    deployment = application["deployments"][0]
+    assert deployment["autoscaling_config"]["max_replicas"] == 4 and deployment["max_queued_requests"] == 256
+    assert [path.name for path in target.parent.iterdir()] == ["serve.yaml"]
