@@ -563,8 +563,11 @@ class AutoscalingConfig(Section):
 
 
 class BatchingConfig(Section):
-    max_batch_size: int = Field(default=32, ge=1, le=100_000, description="Largest batch of requests.")
-    wait_timeout_ms: float = Field(default=5.0, ge=0, le=60_000, description="Longest wait to fill a batch.")
+    max_batch_size: int = Field(default=256, ge=1, le=1_000_000, description="Most records scored in one model call.")
+    wait_timeout_ms: float = Field(
+        default=0.0, ge=0, le=60_000,
+        description="Longest wait for more requests before scoring (0: score at once; requests that arrive meanwhile form the next batch).",
+    )
 
 
 class ServeConfig(Section):
@@ -573,7 +576,9 @@ class ServeConfig(Section):
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
     num_replicas: int | None = Field(default=None, ge=1, le=10_000, description="Fixed replica count.")
     autoscaling: AutoscalingConfig | None = Field(default=None, description="Replica autoscaling.")
-    batching: BatchingConfig | None = Field(default=None, description="Request batching.")
+    batching: BatchingConfig | None = Field(
+        default_factory=BatchingConfig, description="Request batching (null: every request is scored on its own)."
+    )
     traffic: dict[str, float] | None = Field(
         default=None,
         description="Share of requests per alias or version of the registered model, e.g. {champion: 90, challenger: 10} "

@@ -45,8 +45,9 @@ def numeric_features_as_float(frame: pd.DataFrame, features: list[dict[str, Any]
     same dtypes offline and online.
     """
     for feature in features:
-        if feature["type"] in ("int", "float") and feature["name"] in frame.columns:
-            frame[feature["name"]] = pd.to_numeric(frame[feature["name"]], errors="coerce").astype("float64")
+        name = feature["name"]
+        if feature["type"] in ("int", "float") and name in frame.columns and frame[name].dtype != np.float64:
+            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     return frame
 
 
