@@ -223,20 +223,47 @@ def predict(
     model: Annotated[str, typer.Option("--model", help="NAME, NAME@ALIAS or NAME:VERSION in the registry.")],
     input: Annotated[str, typer.Option("--input", help="csv/parquet/jsonl file, folder or glob.")],
     output: Annotated[Path, typer.Option("--output", help="Output .csv or .parquet file, or a folder.")],
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per model call.")] = 4096,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per model call (default 65536).")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="One GPU per model replica, as many replicas as the cluster has GPUs.")] = False,
     job: Annotated[Optional[Path], typer.Option("--job", help="Take storage locations from this job file.")] = None,
     address: AddressOpt = None,
 ) -> None:
-    """Batch predictions with a registered model, on Ray Data."""
+    """Batch predictions with a registered model, on Ray Data.
+
+    On a terminal Ray Data's progress bars show; otherwise (a pipe, a log file) one plain line on
+    stderr every few seconds.
+    """
+    import logging
+    import time
+
+    from raymlp import settings
+    from raymlp.errors import UsageError
     from raymlp.runtime import ray_runtime
-    from raymlp.serve.batch import predict_batch
+    from raymlp.serve.batch import NO_GPU, local_gpus, predict_batch
     from raymlp.tracking import Tracker, parse_model_ref
 
+    if gpu and not (address or settings.ray_address()) and local_gpus() == 0:
+        raise UsageError(NO_GPU)  # before the package is fetched and an embedded Ray started for nothing
     ref = parse_model_ref(model)
     storage = _storage_for(job)
     package, version = Tracker(storage.tracking_uri, Path(storage.root)).package_for(ref, storage.folder("cache", "models"))
+    # Ray Data draws bars only where stdout is a terminal (elsewhere it logs blocks of lines every
+    # 10 s); the bars themselves go to stderr.
+    terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    clock = {"start": time.perf_counter(), "shown": 0.0}
+
+    def show(rows: int) -> None:
+        now = time.perf_counter() - clock["start"]
+        if now - clock["shown"] >= 2.0:
+            clock["shown"] = now
+            print(f"predict: {rows:,} rows scored ({now:.1f}s)", file=sys.stderr, flush=True)
+
+    if not terminal:  # no "progress bars disabled" notice in a log: the lines above stand for them
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     with ray_runtime(address):
-        result = predict_batch(str(package), input, str(output), batch_size)
+        clock["start"] = time.perf_counter()
+        result = predict_batch(str(package), input, str(output), batch_size, use_gpu=gpu,
+                               progress=None if terminal else show, progress_bars=terminal)
     typer.echo(f"{result.rows} rows scored by {ref.name} version {version} -> {result.output} ({result.seconds:.1f}s)")
 
 
