@@ -299,10 +299,7 @@ def _predict(context: StageContext, summary: RunSummary) -> None:
 
     config = context.config.predict
     package, _ = _model_package(context)
-    # The schema's batch_size default (4096) is for a job that names none: raymlp's own default
-    # (larger calls, measured faster) applies unless the job sets it.
-    batch_size = config.batch_size if "batch_size" in config.model_fields_set else None
-    result = predict_batch(package, config.input, config.output, batch_size)
+    result = predict_batch(package, config.input, config.output, config.batch_size)
     summary.predictions, summary.predicted_rows = str(result.output), result.rows
     context.reporter.stage("predict", f"{result.rows} rows -> {result.output} in {result.seconds:.1f}s")
 

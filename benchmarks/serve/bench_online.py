@@ -431,11 +431,19 @@ def run_serve_server(model_path: str, variant_name: str, workdir: str, body: byt
         while not stop["flag"]:
             time.sleep(0.2)
     finally:
-        try:
-            serve.shutdown()
-        except Exception as exc:  # noqa: BLE001
-            print(f"serve.shutdown: {exc}", file=sys.stderr)
-        ray.shutdown()
+        shutdown_serve_and_ray()
+
+
+def shutdown_serve_and_ray() -> None:
+    """Stop this process's Serve and Ray, saying (not raising) when Serve's shutdown fails."""
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    except Exception as exc:  # noqa: BLE001
+        print(f"serve.shutdown: {exc}", file=sys.stderr)
+    ray.shutdown()
 
 
 class Server:

@@ -244,11 +244,7 @@ def main() -> None:
         results["drain_healthz_codes"] = seen
         print("drain: replica /-/healthz codes over 12 s:", seen, flush=True)
     finally:
-        try:
-            serve.shutdown()
-        except Exception as exc:  # noqa: BLE001
-            print(f"serve.shutdown: {exc}", file=sys.stderr)
-        ray.shutdown()
+        bo.shutdown_serve_and_ray()
     print(json.dumps(results))
 
 

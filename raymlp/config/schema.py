@@ -614,7 +614,7 @@ class ServeConfig(Section):
 class PredictConfig(Section):
     input: str = Field(min_length=1, description="csv/parquet/json file, folder or glob to score.")
     output: str = Field(min_length=1, description="Output file (.csv, .parquet) or folder.")
-    batch_size: int = Field(default=4096, ge=1, le=2**24, description="Rows per model call.")
+    batch_size: int | None = Field(default=None, ge=1, le=2**24, description="Rows per model call (default 65536).")
 
 
 # --- the job ----------------------------------------------------------------------------------

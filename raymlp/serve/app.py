@@ -388,14 +388,16 @@ class ModelServer:
 
     def _follow_aliases(self) -> None:
         while not self._stop.wait(self.spec.follow_aliases_s):
+            traffic = self.spec.traffic
             try:
-                routing = self._resolve(self.spec.traffic, self._routing.packages)
+                routing = self._resolve(traffic, self._routing.packages)
             except Exception as error:  # the registry may be briefly unreachable; keep serving
                 logger.warning("raymlp: could not look up the model's aliases, keeping the current versions: %s", error)
                 continue
-            if routing.versions != self._routing.versions or routing.cumulative != self._routing.cumulative:
-                logger.info("raymlp: now serving versions %s with cumulative shares %s", routing.versions, routing.cumulative)
-                with self._lock:
+            with self._lock:  # a split `reconfigure` set meanwhile wins over one resolved from the old split
+                if self.spec.traffic is traffic and (routing.versions, routing.cumulative) != (
+                        self._routing.versions, self._routing.cumulative):
+                    logger.info("raymlp: now serving versions %s with cumulative shares %s", routing.versions, routing.cumulative)
                     self._routing = routing
 
     # --- requests -----------------------------------------------------------------------------

@@ -3,7 +3,6 @@ models, bad requests, API keys, a full queue, a replica killed under load, a can
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -330,4 +329,3 @@ def test_serve_build_writes_a_config_whose_application_serve_deploy_would_build(
         assert answer.status_code == 200 and answer.json()["model"] == "wine-sklearn", answer.text
     finally:
         _delete(application["name"])
-    json.dumps(document)
