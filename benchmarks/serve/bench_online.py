@@ -35,6 +35,7 @@ killed by process id. Ports: 8700-8799 only.
 
 import argparse
 import asyncio
+import glob
 import json
 import os
 import pickle
@@ -87,6 +88,65 @@ def train_model(path: str) -> dict[str, float]:
     with open(path, "wb") as f:
         pickle.dump(model, f)
     return {name: float(value) for name, value in zip(FEATURES, data.data[0])}
+
+
+PACKAGE_JOB = """\
+version: 1
+name: wine-serve-bench
+data:
+  source: {format: sklearn, sklearn: {name: wine}}
+  dataset: {name: wine}
+  label: target
+  split: {validation: 0.2, test: 0.2, seed: 7, stratify: true}
+preprocess:
+  - {type: standard_scaler}
+train:
+  framework: sklearn
+  model: {type: sklearn.linear_model.LogisticRegression, params: {max_iter: 1000}}
+  seed: 7
+"""
+
+
+def train_package(workdir: str) -> tuple[str, dict[str, float]]:
+    """The same model as a raymlp package (standard_scaler step + LogisticRegression), trained by
+    `raymlp run` in a subprocess (its Ray cluster is gone before any measurement); the package's
+    folder and one sample record with the package's feature names."""
+    from sklearn.datasets import load_wine
+
+    home = os.path.join(workdir, "raymlp-home")
+    job = os.path.join(workdir, "wine-serve-bench.yaml")
+    with open(job, "w") as f:
+        f.write(PACKAGE_JOB)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAYMLP_HOME": home}
+    subprocess.run([PYTHON, "-m", "raymlp", "run", job], cwd=workdir, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    packages = sorted(glob.glob(os.path.join(home, "runs", "*", "package")))
+    if not packages:
+        raise RuntimeError(f"raymlp run wrote no package under {home}/runs")
+    data = load_wine()
+    return packages[-1], {name: float(value) for name, value in zip(data.feature_names, data.data[0])}
+
+
+def build_package_fastapi_app(package_path: str):
+    """The issue's baseline: a hand-written FastAPI app that loads the raymlp package, validates
+    the body with the package's record model and scores one record per request with the same
+    scoring function as raymlp's endpoint (so only the serving stack differs)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from raymlp.serve.app import RecordParser, answers_for
+    from raymlp.train.package import load_package
+
+    package = load_package(package_path)
+    parser = RecordParser(package.features, max_records=10_000)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        records, _ = parser.parse(await request.body())
+        return JSONResponse(answers_for(package, records)[0])
+
+    return app
 
 
 def make_record_model():
@@ -210,6 +270,16 @@ TUNED = {"max_ongoing_requests": 64, "logging_config": QUIET}
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"server": "uvicorn", "workers": 1,
                  "about": "FastAPI + uvicorn, 1 worker (uvloop, httptools)"},
+    "baseline_package": {"server": "uvicorn", "workers": 1, "package": True,
+                         "about": "the issue's baseline: FastAPI + uvicorn (1 worker) loading the raymlp "
+                                  "package, its record model and scoring function"},
+    "raymlp": {"server": "raymlp", "package": True, "serve": {"num_replicas": 2},
+               "about": "raymlp's own endpoint (raymlp.serve.deploy, defaults: HAProxy ingress, no "
+                        "access log, batching), 2 replicas"},
+    "raymlp_1rep": {"server": "raymlp", "package": True, "serve": {"num_replicas": 1},
+                    "about": "raymlp's own endpoint, 1 replica"},
+    "raymlp_proxy": {"server": "raymlp", "package": True, "serve": {"num_replicas": 2, "ingress": "proxy"},
+                     "about": "raymlp's endpoint on Serve's Python proxy (serve.ingress: proxy), 2 replicas"},
     "baseline_2workers": {"server": "uvicorn", "workers": 2,
                           "about": "for reference: the same under uvicorn --workers 2"},
     "serve_proxy": {"server": "serve", "app": "fastapi", "options": {},
@@ -304,12 +374,15 @@ def baseline_app_factory():
     return build_fastapi_app(os.environ["BENCH_ONLINE_MODEL_PATH"])
 
 
-def run_uvicorn_server(model_path: str, port: int, workers: int) -> None:
+def run_uvicorn_server(model_path: str, port: int, workers: int, package: bool = False) -> None:
     import uvicorn
 
     print(json.dumps({"url": f"http://127.0.0.1:{port}/predict", "pids": {"uvicorn": os.getpid()}}),
           flush=True)
-    if workers == 1:
+    if package:
+        uvicorn.run(build_package_fastapi_app(model_path), host="127.0.0.1", port=port,
+                    log_level="warning", access_log=False)
+    elif workers == 1:
         uvicorn.run(build_fastapi_app(model_path), host="127.0.0.1", port=port,
                     log_level="warning", access_log=False)
     else:
@@ -434,6 +507,37 @@ def run_serve_server(model_path: str, variant_name: str, workdir: str, body: byt
         shutdown_serve_and_ray()
 
 
+def run_raymlp_server(package_path: str, variant_name: str, workdir: str, body: bytes) -> None:
+    """raymlp's own endpoint, deployed as `raymlp serve` deploys it, on a fresh local cluster."""
+    variant = VARIANTS[variant_name]
+    import ray
+
+    from raymlp.config.schema import ServeConfig
+    from raymlp.serve.deploy import deploy, endpoint_spec
+
+    stop = {"flag": False}
+
+    def _on_term(signum, frame):
+        stop["flag"] = True
+
+    try:
+        ray.init(address="local", num_cpus=4, include_dashboard=False,
+                 object_store_memory=200 * 1024 * 1024,
+                 _temp_dir=os.path.join(workdir, "ray"), log_to_driver=False)
+        signal.signal(signal.SIGTERM, _on_term)
+        signal.signal(signal.SIGINT, _on_term)
+        config = ServeConfig(port=PORT_SERVE_HTTP, **variant["serve"])
+        endpoint = deploy(endpoint_spec(config, "wine-serve-bench", package=package_path), config,
+                          app_name="default", quiet=True)
+        _wait_http_ok(endpoint.url, body, 180)
+        print(json.dumps({"url": endpoint.url, "replica_ports": [],
+                          "pids": serve_process_pids(os.getpid())}), flush=True)
+        while not stop["flag"]:
+            time.sleep(0.2)
+    finally:
+        shutdown_serve_and_ray()
+
+
 def shutdown_serve_and_ray() -> None:
     """Stop this process's Serve and Ray, saying (not raising) when Serve's shutdown fails."""
     import ray
@@ -452,10 +556,11 @@ class Server:
     def __init__(self, variant_name: str, model_path: str, workdir: str, body: bytes):
         variant = VARIANTS[variant_name]
         if variant["server"] == "uvicorn":
-            args = ["_uvicorn", model_path, str(PORT_BASELINE), str(variant["workers"])]
+            args = ["_uvicorn", model_path, str(PORT_BASELINE), str(variant["workers"]),
+                    "package" if variant.get("package") else "pickle"]
             env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         else:
-            args = ["_serve", model_path, variant_name, workdir]
+            args = ["_raymlp" if variant["server"] == "raymlp" else "_serve", model_path, variant_name, workdir]
             env = serve_env(variant, workdir)
         self.log_path = os.path.join(workdir, f"{variant_name}.server.log")
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
@@ -830,7 +935,11 @@ def fmt_table(results: dict[str, dict], client_counts: list[int]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_uvicorn":
-        run_uvicorn_server(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        run_uvicorn_server(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "package")
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_raymlp":
+        body = sys.stdin.read().encode()
+        run_raymlp_server(sys.argv[2], sys.argv[3], sys.argv[4], body)
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
         body = sys.stdin.read().encode()
@@ -878,26 +987,37 @@ def main() -> None:
         return
 
     workdir = tempfile.mkdtemp(prefix="rsb_", dir="/tmp")  # short: Ray socket paths
+    chosen = [v for v in (args.profile or args.variants).split(",") if v]
+    unknown = [name for name in chosen if name not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}")
     model_path = os.path.join(workdir, "wine.pkl")
     sample = train_model(model_path)
     body = json.dumps(sample).encode()
+    package_path, package_body = "", b""
+    if any(VARIANTS[name].get("package") for name in chosen):
+        package_path, package_sample = train_package(workdir)
+        package_body = json.dumps(package_sample).encode()
+
+    def model_for(name: str) -> tuple[str, bytes]:
+        return (package_path, package_body) if VARIANTS[name].get("package") else (model_path, body)
+
     client_counts = [int(c) for c in args.clients.split(",") if c]
     try:
         if args.profile:
             for name in [v for v in args.profile.split(",") if v]:
-                print(profile_variant(name, model_path, workdir, body, args.profile_clients,
+                print(profile_variant(name, *model_for(name)[:1], workdir, model_for(name)[1], args.profile_clients,
                                       args.seconds, args.profile_dir), flush=True)
             return
 
         # Check the answer shape once on the baseline-compatible contract.
         results: dict[str, dict] = {}
         for name in [v for v in args.variants.split(",") if v]:
-            if name not in VARIANTS:
-                raise SystemExit(f"unknown variant {name!r}")
             print(f"[{name}] {VARIANTS[name]['about']}", flush=True)
             t0 = time.time()
+            path, body = model_for(name)
             try:
-                server = Server(name, model_path, workdir, body)
+                server = Server(name, path, workdir, body)
             except Exception as exc:  # noqa: BLE001 - report and go on
                 print(f"[{name}] failed to start: {exc}", flush=True)
                 results[name] = {"error": str(exc)[:500]}
@@ -907,7 +1027,7 @@ def main() -> None:
                                              headers={"content-type": "application/json"})
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     answer = json.loads(resp.read())
-                assert set(answer) == {"prediction", "probabilities"}, answer
+                assert {"prediction", "probabilities"} <= set(answer), answer
                 print(f"[{name}] up in {time.time() - t0:.1f}s at {server.info['url']}; "
                       f"answer {answer}; load avg {loadavg()}", flush=True)
                 res: dict[str, Any] = {"url": server.info["url"], "about": VARIANTS[name]["about"]}

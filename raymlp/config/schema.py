@@ -574,6 +574,12 @@ class ServeConfig(Section):
     route: str = Field(default="/", description="Route prefix of the endpoint; starts with '/'.", pattern=r"^/[\w\-./]*$")
     host: str = Field(default="127.0.0.1", min_length=1, description="Address the HTTP proxy listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
+    ingress: Literal["haproxy", "proxy"] = Field(
+        default="haproxy",
+        description="haproxy: Serve's HAProxy ingress, straight to the replicas' own ports (fast); "
+        "proxy: Serve's Python HTTP proxy. Fixed when Serve first starts on a cluster.",
+    )
+    access_log: bool = Field(default=False, description="Log every request in the replicas' logs (costs throughput).")
     num_replicas: int | None = Field(default=None, ge=1, le=10_000, description="Fixed replica count.")
     autoscaling: AutoscalingConfig | None = Field(default=None, description="Replica autoscaling.")
     batching: BatchingConfig | None = Field(

@@ -178,21 +178,17 @@ class RecordParser:
         return body, {"Record": record}
 
 
-def _probability_columns(frame: Any) -> list[str]:
-    return [column for column in frame.columns if column.startswith("probability_")]
-
-
 def answers_for(package: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The JSON answer of each record: its prediction, and class probabilities for a classifier."""
-    import pandas as pd
+    import numpy as np
 
-    result = package.predict(pd.DataFrame.from_records(records, columns=package.feature_names))
-    predictions = [_json_safe(value) for value in result["prediction"].tolist()]
-    columns = _probability_columns(result)
+    result = package.predict_table(package.records_table(records))
+    predictions = [_json_safe(value) for value in result.column("prediction").to_pylist()]
+    columns = [column for column in result.column_names if column.startswith("probability_")]
     if not columns:
         return [{"prediction": value} for value in predictions]
     names = [column.removeprefix("probability_") for column in columns]
-    rows = result[columns].to_numpy(dtype="float64").tolist()
+    rows = np.column_stack([result.column(column).to_numpy() for column in columns]).astype("float64").tolist()
     return [{"prediction": value, "probabilities": {name: _json_safe(p) for name, p in zip(names, row)}}
             for value, row in zip(predictions, rows)]
 
@@ -505,12 +501,12 @@ class ModelServer:
         api.openapi_schema = schema
 
 
-def build_app(spec: EndpointSpec, serve_config: Any) -> Any:
+def build_app(spec: EndpointSpec, serve_config: Any, *, quiet: bool = False) -> Any:
     """The Serve application for a spec, with replicas, autoscaling, queue bounds and batching from the job."""
-    return ModelServer.options(**deployment_options(serve_config, spec)).bind(spec.model_dump())
+    return ModelServer.options(**deployment_options(serve_config, spec, quiet=quiet)).bind(spec.model_dump())
 
 
-def deployment_options(serve_config: Any, spec: EndpointSpec) -> dict[str, Any]:
+def deployment_options(serve_config: Any, spec: EndpointSpec, *, quiet: bool = False) -> dict[str, Any]:
     actor_options: dict[str, Any] = {"num_cpus": serve_config.cpus_per_replica}
     if serve_config.gpus_per_replica:
         actor_options["num_gpus"] = serve_config.gpus_per_replica
@@ -519,6 +515,7 @@ def deployment_options(serve_config: Any, spec: EndpointSpec) -> dict[str, Any]:
         "max_ongoing_requests": serve_config.max_ongoing_requests,
         "max_queued_requests": serve_config.max_queued_requests,
         "user_config": {"traffic": spec.traffic},
+        "logging_config": {"log_level": "WARNING" if quiet else "INFO", "enable_access_log": serve_config.access_log},
     }
     if serve_config.autoscaling is not None:
         options["autoscaling_config"] = serve_config.autoscaling.model_dump()

@@ -46,8 +46,8 @@ class _PackagePredictor:
     """One actor of the pool: loads the package once, then scores block after block, in model calls
     of at most `batch_size` rows.
 
-    Blocks come in and go out as Arrow tables: only the feature columns become a pandas frame for
-    the package; the input columns go out as they came, with the prediction columns appended.
+    Blocks come in and go out as Arrow tables, and the package scores them in Arrow; the input
+    columns go out as they came, with the prediction columns appended.
     """
 
     def __init__(self, package_path: str, batch_size: int):
@@ -58,16 +58,13 @@ class _PackagePredictor:
 
     def __call__(self, block: Any) -> Any:
         import pyarrow as pa
-        from ray.data.block import BlockAccessor
 
         if block.num_rows == 0:  # nothing to score (the models refuse 0 rows); the writer skips it
             return block
         features = [name for name in self.package.feature_names if name in block.column_names]
         inputs = block.select(features)
-        parts = []
-        for start in range(0, block.num_rows, self.batch_size):
-            frame = BlockAccessor.for_block(inputs.slice(start, self.batch_size)).to_pandas()
-            parts.append(BlockAccessor.for_block(self.package.predict(frame).reset_index(drop=True)).to_arrow())
+        parts = [self.package.predict_table(inputs.slice(start, self.batch_size))
+                 for start in range(0, block.num_rows, self.batch_size)]
         predictions = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
         for name, column in zip(predictions.column_names, predictions.columns):
             block = block.append_column(name, column)

@@ -83,7 +83,7 @@ def serve_config_file(spec: EndpointSpec, config: ServeConfig, app_name: str, ou
     http_options: dict[str, Any] = {"host": config.host, "port": config.port}
     if config.request_timeout_s is not None:
         http_options["request_timeout_s"] = config.request_timeout_s
-    document = {
+    document: dict[str, Any] = {
         "proxy_location": "EveryNode",
         "http_options": http_options,
         "applications": [{
@@ -95,6 +95,8 @@ def serve_config_file(spec: EndpointSpec, config: ServeConfig, app_name: str, ou
             "deployments": [deployment],
         }],
     }
+    if config.ingress == "haproxy":
+        document["controller_options"] = {"runtime_env": {"env_vars": haproxy_env(this_cluster=False)}}
     ServeDeploySchema.model_validate(document)  # what `serve deploy` will check
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -109,26 +111,94 @@ def serve_config_file(spec: EndpointSpec, config: ServeConfig, app_name: str, ou
 
 
 def deploy(spec: EndpointSpec, config: ServeConfig, app_name: str, *, quiet: bool = False) -> Endpoint:
-    """Start Serve's HTTP proxy where the job says and run the application on its route.
+    """Start Serve's ingress where the job says and run the application on its route.
 
-    `quiet` keeps Serve's INFO lines (access logs, controller steps) off the console.
+    `quiet` keeps Serve's INFO lines (controller steps) off the console.
     """
     from ray import serve
 
     from .app import build_app
 
-    logging_config = {"log_level": "WARNING"} if quiet else None
-    http_options: dict[str, Any] = {"host": config.host, "port": config.port}
-    if config.request_timeout_s is not None:
-        http_options["request_timeout_s"] = config.request_timeout_s
-    serve.start(http_options=http_options, logging_config=logging_config)
+    start_serve(config, quiet=quiet)
     try:
-        serve.run(build_app(spec, config), name=app_name, route_prefix=config.route,
-                  blocking=False, logging_config=logging_config)
+        serve.run(build_app(spec, config, quiet=quiet), name=app_name, route_prefix=config.route, blocking=False)
     except Exception as error:
         raise WorkFailed(f"Serve could not start application '{app_name}': {error}") from None
     base = f"http://{_display_host(config.host)}:{config.port}{config.route.rstrip('/')}"
     return Endpoint(app_name=app_name, url=f"{base}/predict", health_url=f"{base}/health")
+
+
+def start_serve(config: ServeConfig, *, quiet: bool = False) -> None:
+    """Start Serve on the connected cluster with the job's HTTP options and ingress.
+
+    Serve fixes these when it first starts on a cluster; where it already runs, they are ignored.
+    """
+    from ray import serve
+
+    http_options: dict[str, Any] = {"host": config.host, "port": config.port}
+    if config.request_timeout_s is not None:
+        http_options["request_timeout_s"] = config.request_timeout_s
+    controller_options = {"runtime_env": {"env_vars": haproxy_env(this_cluster=True)}} if config.ingress == "haproxy" else None
+    serve.start(http_options=http_options, logging_config={"log_level": "WARNING" if quiet else "INFO"},
+                controller_options=controller_options)
+
+
+def haproxy_env(*, this_cluster: bool) -> dict[str, str]:
+    """The Serve controller's environment for HAProxy ingress.
+
+    HAProxy forwards each request straight to a replica's own HTTP port: one hop where Serve's
+    Python proxy makes several actor calls. For `this_cluster` (the one Ray is connected to),
+    HAProxy's files go in a folder of the cluster's own and its side ports are free ones, so
+    several clusters can share a host; a Serve config file keeps Serve's defaults for those.
+    """
+    import os
+
+    env = {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # Off: the HAProxyManager would parse a log line per request in Python; replicas then
+        # count the ingress requests themselves.
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        # A stopping replica stays reachable this long so HAProxy, which the controller updates
+        # itself, stops sending to it first (Ray's 30 s default is sized for external balancers).
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+    }
+    if not this_cluster:
+        return env
+    import hashlib
+    import tempfile
+
+    import ray
+
+    # Short: Serve adds the node id (56 characters) below it and HAProxy allows 97 for a socket path.
+    cluster = hashlib.sha256(ray.get_runtime_context().gcs_address.encode()).hexdigest()[:8]
+    folder = os.path.join(tempfile.gettempdir(), f"rmlp-{cluster}")
+    stats_port, metrics_port, fallback_http_port, fallback_grpc_port = _free_ports(4)
+    return {
+        **env,
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(4, (os.cpu_count() or 2) // 2))),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(folder, "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(folder, "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(folder, "metrics.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": folder,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(folder, "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http_port),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc_port),
+    }
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for each in sockets:
+            each.bind(("127.0.0.1", 0))
+        return [each.getsockname()[1] for each in sockets]
+    finally:
+        for each in sockets:
+            each.close()
 
 
 def _display_host(host: str) -> str:

@@ -53,11 +53,12 @@ def ray_4_cpus():
 
 @pytest.fixture(scope="session")
 def serve_port(ray_4_cpus) -> int:
-    """The one HTTP port Serve listens on in this session (Serve fixes it when it first starts)."""
-    from ray import serve
+    """The one HTTP port Serve listens on in this session (Serve fixes it, and the ingress, when it first starts)."""
+    from raymlp.config.schema import ServeConfig
+    from raymlp.serve.deploy import start_serve
 
     port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_serve(ServeConfig(port=port), quiet=True)
     return port
 
 

@@ -110,8 +110,19 @@ def test_sklearn_torch_and_tensorflow_endpoints_answer_what_the_package_predicts
             record = spec["components"]["schemas"]["Record"]
             assert set(record["required"]) == set(records[0]) and record["additionalProperties"] is False
         _assert_metrics_exported({"serve-sk", "serve-torch", "serve-tf"})
+        assert _listener(serve_port).startswith("haproxy"), "the default ingress is Serve's HAProxy"
     finally:
         _delete(*names.values())
+
+
+def _listener(port: int) -> str:
+    """The name of the process listening on 127.0.0.1:`port`."""
+    import psutil
+
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            return psutil.Process(connection.pid).name()
+    return ""
 
 
 def _assert_metrics_exported(apps: set[str]) -> None:

@@ -106,4 +106,13 @@ def test_serve_build_writes_a_config_serve_accepts(tmp_path):
     assert application["args"]["spec"]["api_keys_env"] == "WINE_KEYS" and application["args"]["spec"]["api_key_sha256"] == []
     deployment = application["deployments"][0]
     assert deployment["autoscaling_config"]["max_replicas"] == 4 and deployment["max_queued_requests"] == 256
+    assert deployment["logging_config"]["enable_access_log"] is False
+    # The HAProxy ingress travels as the controller's environment; host-specific paths and ports do not.
+    env = document["controller_options"]["runtime_env"]["env_vars"]
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and not any("PORT" in key or "FILE" in key for key in env)
     assert [path.name for path in target.parent.iterdir()] == ["serve.yaml"]
+    proxy = ServeConfig(ingress="proxy", access_log=True)
+    document = yaml.safe_load(serve_config_file(endpoint_spec(proxy, "wine", version=1, package="/p"), proxy, "wine",
+                                                tmp_path / "proxy.yaml").read_text())
+    assert "controller_options" not in document
+    assert document["applications"][0]["deployments"][0]["logging_config"]["enable_access_log"] is True
