@@ -226,9 +226,11 @@ def predict_batch(
     if progress_bars is not None:
         context.enable_progress_bars = progress_bars
     # One task per block (batch_size=None): Ray Data would otherwise gather small blocks into
-    # bundles of batch_size rows one by one, and the pool waited on that.
+    # bundles of batch_size rows one by one, and the pool waited on that. Ray Data refuses
+    # batch_size=None with GPUs; blocks are planned at one call's rows, so that size keeps them whole.
     scored = dataset.map_batches(
-        _PackagePredictor, fn_constructor_args=(package_path, batch_size), batch_format="pyarrow", batch_size=None,
+        _PackagePredictor, fn_constructor_args=(package_path, batch_size), batch_format="pyarrow",
+        batch_size=batch_size if use_gpu else None,
         zero_copy_batch=True, compute=ray.data.ActorPoolStrategy(size=pool),
         num_cpus=_replica_cpus(pool), num_gpus=1 if use_gpu else 0,
     )
