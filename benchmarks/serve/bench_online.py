@@ -896,7 +896,8 @@ def loadavg() -> str:
 
 
 def fmt_table(results: dict[str, dict], client_counts: list[int]) -> str:
-    base = results.get("baseline")
+    # The baseline loads the raymlp package; the pickle app is the reference otherwise.
+    base = results.get("baseline_package") or results.get("baseline")
     head = ["variant"]
     for c in client_counts:
         head += [f"{c}c req/s", f"{c}c p50 ms", f"{c}c p99 ms", f"{c}c x base"]
@@ -1015,15 +1016,15 @@ def main() -> None:
         for name in [v for v in args.variants.split(",") if v]:
             print(f"[{name}] {VARIANTS[name]['about']}", flush=True)
             t0 = time.time()
-            path, body = model_for(name)
+            path, variant_body = model_for(name)
             try:
-                server = Server(name, path, workdir, body)
+                server = Server(name, path, workdir, variant_body)
             except Exception as exc:  # noqa: BLE001 - report and go on
                 print(f"[{name}] failed to start: {exc}", flush=True)
                 results[name] = {"error": str(exc)[:500]}
                 continue
             try:
-                req = urllib.request.Request(server.info["url"], data=body,
+                req = urllib.request.Request(server.info["url"], data=variant_body,
                                              headers={"content-type": "application/json"})
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     answer = json.loads(resp.read())
@@ -1035,7 +1036,7 @@ def main() -> None:
                     tries = []
                     for _ in range(args.repeat):
                         wait_quiet(server.proc.pid, args.quiet_cores, args.quiet_wait)
-                        r = measure_point(server, body, clients, args.warmup, args.seconds)
+                        r = measure_point(server, variant_body, clients, args.warmup, args.seconds)
                         tries.append(r)
                         print(f"[{name}] {clients:>3} clients: {r['rps']:8.1f} req/s  "
                               f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
