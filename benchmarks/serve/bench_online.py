@@ -455,26 +455,39 @@ def _wait_http_ok(url: str, body: bytes, timeout_s: float) -> None:
     raise RuntimeError(f"{url} not ready after {timeout_s}s: {last}")
 
 
+def _stop_flag() -> dict[str, Any]:
+    """{"flag": False}, set by SIGTERM/SIGINT (the handlers go in now and again after ray.init)."""
+    stop: dict[str, Any] = {"flag": False}
+
+    def _on_term(signum, frame):
+        stop["flag"] = True
+
+    stop["handler"] = _on_term
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    return stop
+
+
+def _start_local_ray(workdir: str, stop: dict[str, Any]) -> None:
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False,
+             object_store_memory=200 * 1024 * 1024,
+             _temp_dir=os.path.join(workdir, "ray"), log_to_driver=False)
+    # Ray's own failure-signal handler replaces ours; put ours back so SIGTERM only
+    # sets the flag and the server's finally shuts Serve and Ray down cleanly.
+    signal.signal(signal.SIGTERM, stop["handler"])
+    signal.signal(signal.SIGINT, stop["handler"])
+
+
 def run_serve_server(model_path: str, variant_name: str, workdir: str, body: bytes) -> None:
     variant = VARIANTS[variant_name]
     import ray
     from ray import serve
 
-    stop = {"flag": False}
-
-    def _on_term(signum, frame):
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGINT, _on_term)
+    stop = _stop_flag()
     try:
-        ray.init(address="local", num_cpus=4, include_dashboard=False,
-                 object_store_memory=200 * 1024 * 1024,
-                 _temp_dir=os.path.join(workdir, "ray"), log_to_driver=False)
-        # Ray's own failure-signal handler replaces ours; put ours back so SIGTERM only
-        # sets the flag and the finally below shuts Serve and Ray down cleanly.
-        signal.signal(signal.SIGTERM, _on_term)
-        signal.signal(signal.SIGINT, _on_term)
+        _start_local_ray(workdir, stop)
         serve.start(http_options={"host": "127.0.0.1", "port": PORT_SERVE_HTTP})
         app = build_serve_app(model_path, variant["app"], dict(variant.get("options", {})))
         serve.run(app, name="default", route_prefix="/")
@@ -510,22 +523,13 @@ def run_serve_server(model_path: str, variant_name: str, workdir: str, body: byt
 def run_raymlp_server(package_path: str, variant_name: str, workdir: str, body: bytes) -> None:
     """raymlp's own endpoint, deployed as `raymlp serve` deploys it, on a fresh local cluster."""
     variant = VARIANTS[variant_name]
-    import ray
 
     from raymlp.config.schema import ServeConfig
     from raymlp.serve.deploy import deploy, endpoint_spec
 
-    stop = {"flag": False}
-
-    def _on_term(signum, frame):
-        stop["flag"] = True
-
+    stop = _stop_flag()
     try:
-        ray.init(address="local", num_cpus=4, include_dashboard=False,
-                 object_store_memory=200 * 1024 * 1024,
-                 _temp_dir=os.path.join(workdir, "ray"), log_to_driver=False)
-        signal.signal(signal.SIGTERM, _on_term)
-        signal.signal(signal.SIGINT, _on_term)
+        _start_local_ray(workdir, stop)
         config = ServeConfig(port=PORT_SERVE_HTTP, **variant["serve"])
         endpoint = deploy(endpoint_spec(config, "wine-serve-bench", package=package_path), config,
                           app_name="default", quiet=True)
