@@ -1,4 +1,5 @@
-"""Batch prediction with Ray Data: an actor pool of package replicas, output written atomically."""
+"""Batch prediction with Ray Data: scoring tasks on CPUs (an actor per GPU with `use_gpu`), each
+worker process loading the package once; output written atomically."""
 
 from __future__ import annotations
 
@@ -43,12 +44,8 @@ class BatchResult:
 
 
 class _PackagePredictor:
-    """One actor of the pool: loads the package once, then scores block after block, in model calls
-    of at most `batch_size` rows.
-
-    Blocks come in and go out as Arrow tables, and the package scores them in Arrow; the input
-    columns go out as they came, with the prediction columns appended.
-    """
+    """One actor of the GPU pool: loads the package once (onto its GPU), then scores block after
+    block, in model calls of at most `batch_size` rows."""
 
     def __init__(self, package_path: str, batch_size: int):
         from raymlp.train.package import load_package
@@ -57,18 +54,47 @@ class _PackagePredictor:
         self.batch_size = batch_size
 
     def __call__(self, block: Any) -> Any:
-        import pyarrow as pa
+        return _scored(self.package, block, self.batch_size)
 
-        if block.num_rows == 0:  # nothing to score (the models refuse 0 rows); the writer skips it
-            return block
-        features = [name for name in self.package.feature_names if name in block.column_names]
-        inputs = block.select(features)
-        parts = [self.package.predict_table(inputs.slice(start, self.batch_size))
-                 for start in range(0, block.num_rows, self.batch_size)]
-        predictions = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-        for name, column in zip(predictions.column_names, predictions.columns):
-            block = block.append_column(name, column)
+
+#: Packages loaded in this worker process, by (folder, description file's mtime and size): the
+#: last one only. Ray keeps a job's task workers alive between tasks and between runs, so a
+#: worker loads a package once, not once per block (see `_score_block`).
+_LOADED: dict[tuple[str, int, int], Any] = {}
+
+
+def _package_in_this_process(package_path: str) -> Any:
+    from raymlp.train.package import DESCRIPTION_FILE, load_package
+
+    stat = os.stat(os.path.join(package_path, DESCRIPTION_FILE))
+    key = (package_path, stat.st_mtime_ns, stat.st_size)
+    package = _LOADED.get(key)
+    if package is None:
+        _LOADED.clear()  # one model at a time per worker: a long-lived worker does not collect them
+        package = _LOADED[key] = load_package(package_path)
+    return package
+
+
+def _score_block(block: Any, package_path: str, batch_size: int) -> Any:
+    """A Ray Data task on CPUs: score one block with the package this worker holds (loaded on its
+    first block)."""
+    return _scored(_package_in_this_process(package_path), block, batch_size)
+
+
+def _scored(package: Any, block: Any, batch_size: int) -> Any:
+    """`block` (Arrow) with the package's prediction columns appended, scored in Arrow in model
+    calls of at most `batch_size` rows; the input columns go out as they came."""
+    import pyarrow as pa
+
+    if block.num_rows == 0:  # nothing to score (the models refuse 0 rows); the writer skips it
         return block
+    features = [name for name in package.feature_names if name in block.column_names]
+    inputs = block.select(features)
+    parts = [package.predict_table(inputs.slice(start, batch_size)) for start in range(0, block.num_rows, batch_size)]
+    predictions = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+    for name, column in zip(predictions.column_names, predictions.columns):
+        block = block.append_column(name, column)
+    return block
 
 
 def _reader_for(path: str) -> str:
@@ -84,15 +110,25 @@ def _reader_for(path: str) -> str:
     raise UsageError(f"--input {path}: cannot tell the format; use a .csv, .parquet or .jsonl file or a folder of them")
 
 
-def _read(reader: str, source: str, blocks: int | None, progress_bars: bool | None):
-    """Ray Data's reader for `source`, split into `blocks` blocks.
+def _read(reader: str, source: str, batch_size: int, pool: int, concurrency: int, progress_bars: bool | None):
+    """A Ray Data dataset of `source`'s rows, in input order, in blocks of about one model call,
+    and whether it reads row groups.
 
-    Parquet goes through Ray Data's first datasource (V1): V2 lists files by starting 32
-    footer-reading actors per read (one Python process each), which cost 1-4 s before the first
-    row on a 2-core machine, and hands a single file on as one block whatever its size.
+    Local Parquet is read in row groups (`row_groups.RowGroupDatasource`: reads that fuse with the
+    scoring). Other inputs go through Ray Data's readers, Parquet through its first datasource
+    (V1): V2 lists files by starting 32 footer-reading actors per read (one Python process each),
+    which cost 1-4 s before the first row on a 2-core machine.
     """
     import ray.data
 
+    files = _local_parquet_files(source) if reader == "read_parquet" else None
+    if files is not None:
+        from raymlp.serve.row_groups import RowGroupDatasource, plan_slices
+
+        slices = plan_slices(files, batch_size, pool)
+        if slices is not None:
+            # The scoring's concurrency: Ray Data fuses only reads and maps that agree on it.
+            return ray.data.read_datasource(RowGroupDatasource(slices), override_num_blocks=len(slices), concurrency=concurrency), True
     context = ray.data.DataContext.get_current()
     saved = {name: getattr(context, name) for name in ("use_datasource_v2", "enable_progress_bars") if hasattr(context, name)}
     try:
@@ -100,37 +136,29 @@ def _read(reader: str, source: str, blocks: int | None, progress_bars: bool | No
             context.use_datasource_v2 = False
         if progress_bars is not None:  # the reader's own bar (Parquet sampling) follows the run's choice
             context.enable_progress_bars = progress_bars
-        return getattr(ray.data, reader)(source, override_num_blocks=blocks)
+        return getattr(ray.data, reader)(source, override_num_blocks=_planned_blocks(source, pool)), False
     finally:
         for name, value in saved.items():
             setattr(context, name, value)
 
 
-def _input_rows(source: str, reader: str) -> int | None:
-    """Rows of a local Parquet input from its footers (at most 64 files), else None."""
-    if reader != "read_parquet" or "://" in source:
-        return None
-    import pyarrow.parquet as pq
+def _local_parquet_files(source: str) -> list[str] | None:
+    """The files of a local Parquet input (a file, a folder or a glob; at most
+    `row_groups.MAX_FILES`), or None: remote, or too many to read their footers here."""
+    from raymlp.serve.row_groups import MAX_FILES
 
+    if "://" in source:
+        return None
     if os.path.isdir(source):
-        files = [entry.path for entry in os.scandir(source) if entry.is_file() and not entry.name.startswith((".", "_"))]
+        files = sorted(entry.path for entry in os.scandir(source) if entry.is_file() and not entry.name.startswith((".", "_")))
     else:
-        files = [name for name in glob.glob(source) if os.path.isfile(name)]
-    if not files or len(files) > 64:
-        return None
-    try:
-        return sum(pq.read_metadata(name).num_rows for name in files)
-    except Exception:  # not Parquet after all, or unreadable: Ray Data's reader will say
-        return None
+        files = sorted(name for name in glob.glob(source) if os.path.isfile(name))
+    return files if files and len(files) <= MAX_FILES else None
 
 
-def _planned_blocks(source: str, reader: str, batch_size: int, pool: int) -> int | None:
-    """How many blocks to read `source` into: one model call's worth of rows each (Parquet counts
-    its rows; other local files guess from their size), at least one per replica; None (Ray Data's
-    own split) for a remote input."""
-    rows = _input_rows(source, reader)
-    if rows is not None:  # no empty blocks: the models refuse 0 rows
-        return max(1, min(max(pool, math.ceil(rows / batch_size)), rows, MAX_BLOCKS))
+def _planned_blocks(source: str, pool: int) -> int | None:
+    """Blocks to read a CSV or JSON input into: about 8 MiB each, at least one per replica; None
+    (Ray Data's own split) for a remote input."""
     size = _input_bytes(source)
     if size is None:
         return None
@@ -189,6 +217,17 @@ def _replica_cpus(pool: int) -> float:
     return max(0.0, min(0.5, math.floor((free - 1.0) / pool * 100) / 100))
 
 
+def _in_flight(pool: int) -> int:
+    """Scoring tasks Ray Data keeps submitted: twice the pool where the pool takes every free CPU
+    (Ray's CPU accounting still runs `pool` at once; the rest wait in Ray's queue and start the
+    moment a CPU frees, instead of after Ray Data's scheduling loop in the driver notices: 1.05 →
+    0.95 s for 1M rows on 2 CPUs), else the pool (more would run more replicas than asked)."""
+    import ray
+
+    free = int(ray.available_resources().get("CPU", 0))
+    return 2 * pool if pool >= free else pool
+
+
 def predict_batch(
     package_path: str,
     source: str,
@@ -202,9 +241,10 @@ def predict_batch(
 ) -> BatchResult:
     """Score every row of `source` and write input columns plus predictions to `output`.
 
-    `batch_size`: rows per model call (default `DEFAULT_BATCH_SIZE`). `replicas`: actors in the pool
-    (default: one per free CPU, fewer for a small input). `use_gpu`: each replica holds a GPU and the
-    pool has one per GPU; a UsageError before anything runs where the cluster has none.
+    `batch_size`: rows per model call (default `DEFAULT_BATCH_SIZE`). `replicas`: model replicas, i.e.
+    scoring tasks at once on CPUs (default: one per free CPU, fewer for a small input). `use_gpu`: an
+    actor per GPU holds the model there, as many as the cluster has GPUs; a UsageError before
+    anything runs where the cluster has none.
     `progress(rows)` is called as rows reach a single output file; `progress_bars` turns Ray Data's
     own progress bars on or off for this run (None: as the current DataContext says).
     """
@@ -220,20 +260,34 @@ def predict_batch(
     reader = _reader_for(source)
     pool = _pool_size(source, use_gpu, replicas)
     batch_size = batch_size or DEFAULT_BATCH_SIZE
-    dataset = _read(reader, source, _planned_blocks(source, reader, batch_size, pool), progress_bars)
+    concurrency = pool if use_gpu else _in_flight(pool)
+    dataset, by_row_groups = _read(reader, source, batch_size, pool, concurrency, progress_bars)
     context = dataset.context  # this dataset's own copy: the caller's DataContext is left as it was
     context.execution_options.preserve_order = True
+    if by_row_groups and not use_gpu:
+        # One fused operator (read and score) feeding this process: there is nothing to split
+        # resources between. Ray Data 2.60 reserves them from a coordinator actor's answer, which
+        # only comes after the execution's first second; until then it ran one task at a time
+        # (a 1M-row call took 1.4 s instead of 1.0 on 2 CPUs). Its downstream-capacity policy
+        # still holds finished blocks back from outpacing the writer.
+        context.op_resource_reservation_enabled = False
     if progress_bars is not None:
         context.enable_progress_bars = progress_bars
-    # One task per block (batch_size=None): Ray Data would otherwise gather small blocks into
-    # bundles of batch_size rows one by one, and the pool waited on that. Ray Data refuses
-    # batch_size=None with GPUs; blocks are planned at one call's rows, so that size keeps them whole.
-    scored = dataset.map_batches(
-        _PackagePredictor, fn_constructor_args=(package_path, batch_size), batch_format="pyarrow",
-        batch_size=batch_size if use_gpu else None,
-        zero_copy_batch=True, compute=ray.data.ActorPoolStrategy(size=pool),
-        num_cpus=_replica_cpus(pool), num_gpus=1 if use_gpu else 0,
-    )
+    if use_gpu:
+        # An actor per GPU holds the model on its device. Ray Data refuses batch_size=None with
+        # GPUs; blocks are planned at one call's rows, so that size keeps them whole.
+        scored = dataset.map_batches(
+            _PackagePredictor, fn_constructor_args=(package_path, batch_size), batch_format="pyarrow",
+            batch_size=batch_size, zero_copy_batch=True, compute=ray.data.ActorPoolStrategy(size=pool),
+            num_cpus=_replica_cpus(pool), num_gpus=1,
+        )
+    else:
+        # Tasks, one per block (batch_size=None: Ray Data would otherwise gather small blocks into
+        # bundles one by one), that fuse with the read; each worker keeps the package it loaded.
+        scored = dataset.map_batches(
+            _score_block, fn_args=(package_path, batch_size), batch_format="pyarrow",
+            batch_size=None, zero_copy_batch=True, concurrency=concurrency,
+        )
     target = Path(os.path.abspath(output))  # a folder output is written by Ray workers
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
@@ -244,7 +298,7 @@ def predict_batch(
             rows = _write_single_file(scored, staging, suffix, progress)
         else:
             scored.write_parquet(str(staging))
-            rows = scored.count()
+            rows = _parquet_rows(staging)  # not scored.count(): that would score everything again
         if target.is_dir() and suffix not in (".csv", ".parquet"):
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -252,6 +306,12 @@ def predict_batch(
         if staging.exists():
             shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
     return BatchResult(output=target, rows=rows, seconds=time.perf_counter() - started)
+
+
+def _parquet_rows(folder: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(path).num_rows for path in folder.rglob("*.parquet"))
 
 
 def _write_single_file(scored, staging: Path, suffix: str, progress: Callable[[int], None] | None = None) -> int:
@@ -290,3 +350,4 @@ def _dictionary_columns(schema) -> list[str]:
     import pyarrow as pa
 
     return [field.name for field in schema if not pa.types.is_floating(field.type)]
+

@@ -159,7 +159,13 @@ def test_bad_requests_get_4xx_naming_the_problem_and_schemathesis_finds_no_5xx(m
         assert not_json.status_code == 400 and "not JSON" in not_json.json()["detail"]
         huge = requests.post(f"{base}/predict", data=b"[" + b"1," * (5 << 20) + b"1]", timeout=60)
         assert huge.status_code == 413 and "at most 1048576" in huge.json()["detail"]
-        for answer in (not_json, huge):
+        # Serve's request timeout (`serve.request_timeout_s`, 30 s here) is enforced by the replica
+        # in HAProxy mode; Serve's header shortens it for one request. The replica answers after.
+        late = requests.post(f"{base}/predict", json=_wine_records(170) * 12, timeout=30,
+                             headers={"x-request-timeout-seconds": "0.001"})
+        assert late.status_code == 408 and "timed out" in late.text
+        assert requests.post(f"{base}/predict", json=_wine_records(3), timeout=30).status_code == 200
+        for answer in (not_json, huge, late):
             assert "Traceback" not in answer.text
 
         result = subprocess.run(
