@@ -151,6 +151,39 @@ def test_batch_predict_of_parquet_keeps_row_order_in_every_layout(trained, rows,
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_batch_predict_gpu_path_runs_an_actor_per_gpu_over_row_group_reads(trained, rows, tmp_path):
+    """`use_gpu`'s wiring where Ray is told of a GPU that torch cannot see (CI has none): a separate
+    local Ray declaring one GPU, row-group reads feeding one actor that holds it, rows in input
+    order, the package's answers. tests/integration/test_gpu.py proves the device on a real GPU."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    package = trained["project"] / ".raymlp" / "runs" / trained["summary"]["run_id"] / "package"
+    source = tmp_path / "input"
+    source.mkdir()
+    table = pa.Table.from_pandas(rows["frame"], preserve_index=False)
+    for name, start, stop in (("part-0.parquet", 0, 60), ("part-1.parquet", 60, ROWS)):
+        pq.write_table(table.slice(start, stop - start), source / name, row_group_size=9)
+    script = (
+        "import json, sys, ray\n"
+        "from raymlp.serve.batch import predict_batch\n"
+        "ray.init(address='local', num_cpus=2, num_gpus=1, include_dashboard=False, logging_level='WARNING')\n"
+        "result = predict_batch(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=16, use_gpu=True, progress_bars=False)\n"
+        "print(json.dumps({'rows': result.rows}))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    done = subprocess.run([sys.executable, "-c", script, str(package), str(source), str(tmp_path / "scored.parquet")],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"rows": ROWS}
+    # Not fused: the actor asks for a GPU, the reads for a CPU each.
+    assert "TaskPoolMapOperator[ReadParquetRowGroups] -> ActorPoolMapOperator[MapBatches(_PackagePredictor)]" in done.stderr, \
+        done.stderr[-3000:]
+    scored = pq.read_table(tmp_path / "scored.parquet").to_pandas()
+    np.testing.assert_array_equal(scored[list(rows["frame"].columns)].to_numpy(), rows["frame"].to_numpy())
+    assert_same_predictions(scored, rows["reference"])
+
+
 def test_mlflow_pyfunc_from_the_registry_matches_the_package(trained, rows):
     previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     mlflow.set_tracking_uri(trained["store"])
