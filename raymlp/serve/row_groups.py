@@ -48,15 +48,14 @@ def plan_slices(files: list[str], rows_per_read: int, reads_wanted: int) -> list
     groups = [group for group in groups if group[2] > 0]
     if not groups:
         return None
+    slices: list[Slice] = []
     if len(groups) < reads_wanted:
         pieces = math.ceil(reads_wanted / len(groups))
-        slices = []
         for path, index, rows, size in groups:
             step = max(math.ceil(rows / pieces), 1)
             slices += [Slice(path, (index,), start, min(rows, start + step), False, size * min(step, rows - start) // rows)
                        for start in range(0, rows, step)]
         return slices
-    slices: list[Slice] = []
     pending: list[tuple[str, int, int, int]] = []
 
     def close() -> None:
