@@ -114,8 +114,8 @@ def _read(reader: str, source: str, batch_size: int, pool: int, concurrency: int
     """A Ray Data dataset of `source`'s rows, in input order, in blocks of about one model call,
     and whether it reads row groups.
 
-    Local Parquet is read in row groups (`row_groups.RowGroupDatasource`: reads that fuse with the
-    scoring). Other inputs go through Ray Data's readers, Parquet through its first datasource
+    Local Parquet is read in row groups (`row_groups.RowGroupDatasource`: on CPUs, reads that fuse
+    with the scoring). Other inputs go through Ray Data's readers, Parquet through its first datasource
     (V1): V2 lists files by starting 32 footer-reading actors per read (one Python process each),
     which cost 1-4 s before the first row on a 2-core machine.
     """
@@ -350,4 +350,3 @@ def _dictionary_columns(schema) -> list[str]:
     import pyarrow as pa
 
     return [field.name for field in schema if not pa.types.is_floating(field.type)]
-

@@ -25,13 +25,13 @@ MAX_FILES = 64
 
 @dataclass(frozen=True)
 class Slice:
-    """Rows [start, stop) of row group `group` of `path`; a read of whole groups when `whole`."""
+    """Rows [start, stop) of the row groups `groups` of `path`, read together (a slice of one group
+    where `groups` has one and the group holds more rows)."""
 
     path: str
     groups: tuple[int, ...]
     start: int
     stop: int
-    whole: bool
     size_bytes: int
 
 
@@ -53,7 +53,7 @@ def plan_slices(files: list[str], rows_per_read: int, reads_wanted: int) -> list
         pieces = math.ceil(reads_wanted / len(groups))
         for path, index, rows, size in groups:
             step = max(math.ceil(rows / pieces), 1)
-            slices += [Slice(path, (index,), start, min(rows, start + step), False, size * min(step, rows - start) // rows)
+            slices += [Slice(path, (index,), start, min(rows, start + step), size * min(step, rows - start) // rows)
                        for start in range(0, rows, step)]
         return slices
     pending: list[tuple[str, int, int, int]] = []
@@ -61,7 +61,7 @@ def plan_slices(files: list[str], rows_per_read: int, reads_wanted: int) -> list
     def close() -> None:
         if pending:
             rows = sum(group[2] for group in pending)
-            slices.append(Slice(pending[0][0], tuple(group[1] for group in pending), 0, rows, True, sum(group[3] for group in pending)))
+            slices.append(Slice(pending[0][0], tuple(group[1] for group in pending), 0, rows, sum(group[3] for group in pending)))
             pending.clear()
 
     for group in groups:
@@ -74,9 +74,7 @@ def plan_slices(files: list[str], rows_per_read: int, reads_wanted: int) -> list
 
 def _read(slice_: Slice) -> Iterable[pa.Table]:
     table = pq.ParquetFile(slice_.path).read_row_groups(list(slice_.groups))
-    if not slice_.whole:
-        table = table.slice(slice_.start, slice_.stop - slice_.start)
-    yield table
+    yield table.slice(slice_.start, slice_.stop - slice_.start)  # zero-copy; all of it for whole groups
 
 
 class RowGroupDatasource(Datasource):

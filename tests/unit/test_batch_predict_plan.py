@@ -37,14 +37,14 @@ def test_whole_row_groups_are_packed_up_to_a_calls_rows_and_never_span_files(tmp
 def test_a_row_group_larger_than_a_call_is_read_whole(tmp_path):
     path = _write(tmp_path / "big-groups.parquet", 1000, 500)
     slices = plan_slices([path], rows_per_read=100, reads_wanted=2)
-    assert [(s.groups, s.whole) for s in slices] == [((0,), True), ((1,), True)]
+    assert [(s.groups, s.start, s.stop) for s in slices] == [((0,), 0, 500), ((1,), 0, 500)]
     assert _rows(slices) == list(range(1000))
 
 
 def test_fewer_row_groups_than_replicas_are_sliced_so_every_replica_scores(tmp_path):
     path = _write(tmp_path / "one-group.parquet", 1001, 10_000)
     slices = plan_slices([path], rows_per_read=65536, reads_wanted=4)
-    assert len(slices) == 4 and not any(s.whole for s in slices)
+    assert len(slices) == 4 and {s.groups for s in slices} == {(0,)}
     assert [s.stop - s.start for s in slices] == [251, 251, 251, 248]
     assert _rows(slices) == list(range(1001))
 
