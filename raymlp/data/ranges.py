@@ -374,19 +374,27 @@ class _Runner:
 
 class _RayRunner:
     """The same work as Ray tasks (one CPU each), for a cluster of several nodes: the files and the
-    storage root must be on storage every node sees (the loader says so for clusters)."""
+    storage root must be on storage every node sees (the loader says so for clusters). Each task
+    is named for the dashboard: `<label>: read range 3/8` (`label` is `job/stage`)."""
 
-    def __init__(self, progress: Callable[[int, int], None] | None):
+    def __init__(self, progress: Callable[[int, int], None] | None, label: str | None = None, total: int = 0):
         import ray
 
         self.task = ray.remote(num_cpus=1)(read_range)
         self.progress = progress
+        self.label = label or "raymlp"
+        self.total = total
+
+    def _start(self, item: ReadRange, how: RangeRead):
+        again = " again" if how.conform_to is not None or how.seen is not None else ""
+        name = f"{self.label}: read range {item.index + 1}/{self.total or '?'}{again}"
+        return self.task.options(name=name).remote(item, replace(how, bytes_read=None))
 
     def run(self, items: list[tuple[ReadRange, RangeRead]], stop_at_quarantine: bool = False) -> dict[int, RangeResult]:
         import ray
         from ray.exceptions import RayTaskError
 
-        pending = [self.task.remote(item, replace(how, bytes_read=None)) for item, how in items]
+        pending = [self._start(item, how) for item, how in items]
         results: dict[int, RangeResult] = {}
         try:
             while pending:
@@ -408,7 +416,7 @@ class _RayRunner:
         return results
 
     def submit(self, item: ReadRange, how: RangeRead):
-        return self.task.remote(item, replace(how, bytes_read=None))
+        return self._start(item, how)
 
     def result(self, handle) -> RangeResult:
         import ray
@@ -429,9 +437,10 @@ class _RayRunner:
         pass
 
 
-def _runner(workers: int, progress: Callable[[int, int], None] | None):
+def _runner(workers: int, progress: Callable[[int, int], None] | None, label: str | None = None, total: int = 0):
     """Threads on this machine; Ray tasks when this process is connected to a cluster of several
-    nodes, or when RAYMLP_READ_ON_RAY=1 (then Ray must be connected)."""
+    nodes, or when RAYMLP_READ_ON_RAY=1 (then Ray must be connected). `label` (`job/stage`) and
+    `total` (ranges planned) name the Ray tasks."""
     import sys
 
     forced = os.environ.get(READ_ON_RAY_ENV, "").lower() in ("1", "true", "yes")
@@ -440,7 +449,7 @@ def _runner(workers: int, progress: Callable[[int, int], None] | None):
     if forced and not connected:
         raise UsageError(f"{READ_ON_RAY_ENV}=1 but this process is not connected to Ray")
     if forced or (connected and sum(1 for node in ray.nodes() if node.get("Alive")) > 1):
-        return _RayRunner(progress)
+        return _RayRunner(progress, label, total)
     return _Runner(workers, progress)
 
 
@@ -547,10 +556,12 @@ def read_files(
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
     summarize: bool = True,
+    label: str | None = None,
 ) -> FilesRead:
     """Read `files` range by range in parallel (see the module's description).
 
     `summarize=False` skips the content digest and statistics (a collect keeps only the rows).
+    `label` (`job/stage`) names the Ray tasks where ranges are read on a cluster.
 
     With `part_folder`, each range becomes a Parquet part there (the parts are listed in order);
     with `keep_table`, the rows are also returned as one table (for collect and small sources).
@@ -570,7 +581,7 @@ def read_files(
             names[str(path)], starts[str(path)] = read_header(path, source.delimiter)
     total = sum(os.path.getsize(path) for path in files)
     plan = plan_ranges(files, file_format, range_bytes(total, workers), starts)
-    runner = _runner(workers, progress)
+    runner = _runner(workers, progress, label, len(plan))
     fed = None  # where each file's ranges start: their bytes make the first hash (threads only)
     if isinstance(runner, _Runner) and file_format != "parquet":
         fed = {str(path): starts.get(str(path), 0) for path in files}
@@ -617,7 +628,7 @@ class RangeTables:
     """
 
     def __init__(self, files: list[Path], source: SourceConfig, progress: Callable[[int, int], None] | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, label: str | None = None):
         from raymlp import settings
 
         from .csvfile import read_header
@@ -626,6 +637,7 @@ class RangeTables:
         self.paths = [Path(os.path.abspath(path)) for path in files]
         self.file_format = source.format
         self.progress = progress
+        self.label = label  # `job/stage`: names the Ray tasks of ranges read on a cluster
         self.files: list[dict[str, str]] = []
         self.bytes = 0
         self.records = 0
@@ -646,7 +658,7 @@ class RangeTables:
     def __iter__(self):
         from .sql import LoadPiece
 
-        runner = _runner(self.workers, None)
+        runner = _runner(self.workers, None, self.label, len(self.plan))
         fed = None
         if isinstance(runner, _Runner) and self.file_format != "parquet":
             fed = {str(path): self.starts.get(str(path), 0) for path in self.paths}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from raymlp import metrics
 from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
 
@@ -33,9 +34,12 @@ def collect_stage(context: StageContext) -> Collected:
 
     data = context.config.data
     target = data.collect
+    job = context.config.name
     started = time.perf_counter()
     with context.reporter.progress("collect", None) as progress:
-        written, origin, size = _load_source(data.source, target, progress, context.reporter)
+        written, origin, size = _load_source(data.source, target, metrics.counting(progress, job, "collect"),
+                                             context.reporter, label=f"{job}/collect")
+    metrics.inc(metrics.ROWS_COLLECTED, written.rows, metrics.tags(job, "collect", table=target.table))
     context.catalog.record_collection(
         source_uri=", ".join(item["path"] for item in origin if "path" in item) or str(origin[0]),
         source_sha256=", ".join(item.get("sha256", "") for item in origin) or "",
@@ -53,15 +57,16 @@ def collect_stage(context: StageContext) -> Collected:
     return Collected(url=redact_url(target.url), table=target.table, rows=written.rows, column_types=written.column_types)
 
 
-def _load_source(source, target, progress, reporter) -> tuple[Any, list[dict[str, str]], int | None]:
+def _load_source(source, target, progress, reporter, label: str | None = None) -> tuple[Any, list[dict[str, str]], int | None]:
     """The source's rows into the target table: files range by range as they are parsed (memory
     holds a few ranges), anything else read whole first. Returns what was written, the source
-    files (path, sha256) and the bytes read."""
+    files (path, sha256) and the bytes read. `label` (`job/stage`) names the Ray tasks of ranges
+    read on a cluster."""
     from .ranges import RangeTables
     from .sql import TypesWidened, write_table, write_tables
 
     if source.format in ("csv", "json", "parquet"):
-        ranges = RangeTables(expand_paths(source.path, source.format), source, progress)
+        ranges = RangeTables(expand_paths(source.path, source.format), source, progress, label=label)
         try:
             written = write_tables(target.url, target.table, ranges, target.mode)
             return written, ranges.files, ranges.bytes
@@ -140,12 +145,14 @@ def _convert_files(context: StageContext) -> PublishedVersion:
     from .versions import VersionStaging
 
     data = context.config.data
+    job = context.config.name
     started = time.perf_counter()
     files = expand_paths(data.source.path, data.source.format)  # type: ignore[arg-type]
     rules = data.schema_
     with VersionStaging(context.storage.root, data.dataset.name) as staging, \
             context.reporter.progress("convert", sum(path.stat().st_size for path in files)) as progress:
-        read = read_files(files, data.source, rules, part_folder=staging.path, progress=progress)
+        read = read_files(files, data.source, rules, part_folder=staging.path,
+                          progress=metrics.counting(progress, job, "convert"), label=f"{job}/convert")
         version = _publish_read(context, staging, read, files_description(data.source, read.files))
     _report_convert(context, version, version.manifest["validation"], read.records, read.bytes, started)
     return version
@@ -190,7 +197,8 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
         with VersionStaging(context.storage.root, data.dataset.name) as staging, \
                 context.reporter.progress("convert", None) as progress:
             read = read_stream(stream.chunks, stream.names, stream.column_types, f"table {data.collect.table}",
-                               booleans=POSTGRES_BOOLEANS, rules=rules, part_folder=staging.path, progress=progress)
+                               booleans=POSTGRES_BOOLEANS, rules=rules, part_folder=staging.path,
+                               progress=metrics.counting(progress, context.config.name, "convert"))
             if rules is not None and rules.on_error == "fail" and read.quarantine is not None:
                 _fail_with_first_reasons(read.quarantine)
             version = _publish_read(context, staging, read, {
@@ -207,6 +215,9 @@ def _fail_with_first_reasons(quarantine) -> None:
 
 def _report_convert(context: StageContext, version: PublishedVersion, validation: dict[str, Any], rows_in: int,
                     size: int | None, started: float) -> None:
+    counted = metrics.tags(context.config.name, "convert", dataset=context.config.data.dataset.name)
+    metrics.inc(metrics.ROWS_CONVERTED, version.manifest["row_count"], counted)
+    metrics.inc(metrics.ROWS_QUARANTINED, validation.get("rows_quarantined") or 0, counted)
     aside = f", {validation['rows_quarantined']} quarantined" if validation.get("rows_quarantined") else ""
     context.reporter.stage(
         "convert", f"{version.ref}: {version.manifest['row_count']} rows{aside}, {version.manifest['content_digest'][:19]} "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlp.errors import UsageError, WorkFailed
+from raymlp.metrics import training_job
 
 from .backend import FitOutcome, TrainRequest, ray_train_settings, start_checkpoint
 from .features import FEATURES_COLUMN, LABEL_COLUMN
@@ -200,7 +201,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             saved = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
             if rank == 0:
                 report_epoch(config["progress"], epoch + 1, config["epochs"],
-                             {key: value for key, value in metrics.items() if key != "epoch"}, int(total_rows), seconds)
+                             {key: value for key, value in metrics.items() if key != "epoch"}, int(total_rows), seconds,
+                             job=config.get("job"))
             ray.train.report(metrics, checkpoint=saved)
         if stop:
             break
@@ -264,6 +266,7 @@ def fit(request: TrainRequest) -> FitOutcome:
         "target_std": (request.target_scale or {}).get("std", 1.0),
         "early_stopping": train.early_stopping.model_dump() if train.early_stopping else None,
         "progress": request.progress,
+        "job": training_job(request),  # tags the epochs' Ray metrics
         "start_checkpoint": request.start_checkpoint,
     }
     trainer = TensorflowTrainer(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlp.errors import WorkFailed
+from raymlp.metrics import training_job
 
 from .backend import FitOutcome, TrainRequest, ray_train_settings, start_checkpoint
 from .features import FEATURES_COLUMN, LABEL_COLUMN
@@ -185,7 +186,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
                 )
                 saved = ray.train.Checkpoint.from_directory(folder)
                 report_epoch(config["progress"], epoch + 1, config["epochs"],
-                             {k: v for k, v in metrics.items() if k not in BOOKKEEPING}, int(sums[1]), seconds)
+                             {k: v for k, v in metrics.items() if k not in BOOKKEEPING}, int(sums[1]), seconds,
+                             job=config.get("job"))
             ray.train.report(metrics, checkpoint=saved)
         if stop:
             break
@@ -221,6 +223,7 @@ def fit(request: TrainRequest) -> FitOutcome:
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
         "mixed_precision": train.mixed_precision,
         "progress": request.progress,
+        "job": training_job(request),  # tags the epochs' Ray metrics
         "train_blocks": SharedBlocks.of(request.datasets["train"]),
         "validation_blocks": SharedBlocks.of(request.datasets["validation"]),
         "start_checkpoint": request.start_checkpoint,

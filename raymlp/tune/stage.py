@@ -148,8 +148,10 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
     # driver killed between two saves would run again the trials that finished in between.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     try:
-        spec = TrialSpec(job_path=str(context.job.path), overrides=list(context.job.overrides),
-                         raymlp_home=os.environ.get("RAYMLP_HOME"), parent_mlflow_run=parent, sweep_run_id=context.run_id,
+        # Absolute: a trial's process has the cluster's working directory, not this one's.
+        home = os.environ.get("RAYMLP_HOME")
+        spec = TrialSpec(job_path=str(Path(context.job.path).resolve()), overrides=list(context.job.overrides),
+                         raymlp_home=os.path.abspath(home) if home else None, parent_mlflow_run=parent, sweep_run_id=context.run_id,
                          dataset=dataset.name, dataset_version=dataset.version, pbt=settings.scheduler.type == "pbt")
         light = light_trials(job)
         trainable = _trainable(spec, job) if light else _full_trainable(spec)
@@ -165,7 +167,8 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
                 f"scheduler {settings.scheduler.type}, metric {settings.metric} ({settings.mode}), "
                 f"{'light' if light else 'full'} trials on {dataset.name}@{dataset.version}"
                 + ("; the first trial has the job's own values" if first else ""))
-            tuner = _new_tuner(trainable, settings, first, most_epochs(job.train.epochs, settings.space), experiment, light)
+            tuner = _new_tuner(trainable, settings, first, most_epochs(job.train.epochs, settings.space), experiment, light,
+                               job.name)
         from .progress import showing
 
         with showing(context.reporter, settings.metric, settings.space):
@@ -261,7 +264,8 @@ def _write_report(context: StageContext, tracker: Any, results: dict[str, Any]) 
     return str(path)
 
 
-def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epochs: int, experiment: Path, light: bool) -> Any:
+def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epochs: int, experiment: Path, light: bool,
+               job: str = "") -> Any:
     from ray import tune
 
     from .progress import SweepProgress
@@ -277,7 +281,7 @@ def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epoc
             time_budget_s=settings.time_budget_s, reuse_actors=light,
         ),
         run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0,
-                                  callbacks=[SweepProgress()],
+                                  callbacks=[SweepProgress(), trials_finished(job)],
                                   # PBT: the checkpoints a trial may hand on (each a copy of a Ray Train one).
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=4) if settings.scheduler.type == "pbt" else None),
     )
@@ -398,3 +402,47 @@ def _grid_points(settings: Any) -> int:
         if dimension.grid is not None:
             points *= len(dimension.grid)
     return points
+
+
+def trials_finished(job: str) -> Any:
+    """A `TrialsFinished` callback counting the trials of `job`'s sweep."""
+    return __getattr__("TrialsFinished")(job)
+
+
+def _trials_finished_class() -> type:
+    """`TrialsFinished`: a Ray Tune callback in the sweep's driver that counts every trial that ends
+    as `raymlp_tune_trials_finished{job, stage="tune", status=finished|stopped|error}`.
+
+    Made on first use (PEP 562 `__getattr__` below) so that importing this module does not import
+    Ray Tune; Tune pickles it with the experiment's state (the job's name only) and a restored
+    sweep finds it again by this module's attribute."""
+    from ray.tune import Callback
+
+    from raymlp import metrics
+
+    class TrialsFinished(Callback):
+        def __init__(self, job: str):
+            self.job = job
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            result = getattr(trial, "last_result", None) or {}
+            done = result.get("done") is True and ("raymlp_run_id" in result or bool(result.get("light")))
+            self._count("finished" if done else "stopped")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._count("error")
+
+        def _count(self, status: str) -> None:
+            metrics.inc(metrics.TUNE_TRIALS, 1, metrics.tags(self.job, "tune", status=status))
+
+    TrialsFinished.__module__ = __name__
+    TrialsFinished.__qualname__ = "TrialsFinished"
+    return TrialsFinished
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrialsFinished":
+        made = globals().get(name) or _trials_finished_class()
+        globals()[name] = made
+        return made
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
