@@ -66,15 +66,15 @@ def _selected_stages(loaded: LoadedJob, only: list[str] | None) -> list[str]:
 
 
 def _runtime_env(loaded: LoadedJob) -> dict[str, Any] | None:
+    """The runtime_env `ray.init` gets for the job's `env` (`default`: none; NAME of envs/NAME.yaml;
+    inline). Inside a submitted Ray job, only what the submission's runtime_env does not already
+    hold: Ray refuses a key given twice, and a submission that disagrees with the job file is a
+    usage error naming both."""
+    from raymlp.launch.envs import job_runtime_env, outside_the_submission
+
     env = loaded.config.env
-    if env == "default":
-        return None
-    runtime_env: dict[str, Any] = {}
-    if env.pip:
-        runtime_env["pip"] = list(env.pip)
-    if env.env_vars:
-        runtime_env["env_vars"] = dict(env.env_vars)
-    return runtime_env or None
+    described = f"the job file's env ({env})" if isinstance(env, str) else "the job file's inline env"
+    return outside_the_submission(job_runtime_env(loaded), described)
 
 
 def run_job(
@@ -131,7 +131,9 @@ def run_job(
                     # Data stages join a cluster that is there (to read ranges on every node) but never start one.
                     needs_ray = stage in _NEEDS_RAY or (cluster is not None and stage in _READS_ON_A_CLUSTER)
                     if needs_ray and summary.ray_startup_seconds is None:
-                        runtime = stack.enter_context(ray_runtime(address, runtime_env=_runtime_env(loaded)))
+                        runtime = stack.enter_context(ray_runtime(address, runtime_env=_runtime_env(loaded), metadata={
+                            "raymlp.job": loaded.config.name, "raymlp.stages": ",".join(stages),
+                            "raymlp.run_id": run.id, "raymlp.job_file": str(loaded.path)}))
                         summary.ray_startup_seconds = runtime.startup_seconds
                         summary.ray_address = runtime.address or "embedded local Ray"
                         _quiet_ray_data()
@@ -275,6 +277,12 @@ def _register(context: StageContext, summary: RunSummary) -> None:
     summary.alias, summary.alias_moved = registered.alias, registered.alias_moved
 
 
+def _stage_runtime_env(value: Any) -> dict[str, Any] | None:
+    from raymlp.launch.envs import stage_runtime_env
+
+    return stage_runtime_env(value)
+
+
 def _model_package(context: StageContext) -> tuple[str, dict[str, Any]]:
     """The package this run trained, else the registered model the job names."""
     if "trained" in context.results:
@@ -299,7 +307,8 @@ def _predict(context: StageContext, summary: RunSummary) -> None:
 
     config = context.config.predict
     package, _ = _model_package(context)
-    result = predict_batch(package, config.input, config.output, config.batch_size)
+    result = predict_batch(package, config.input, config.output, config.batch_size,
+                           runtime_env=_stage_runtime_env(config.env))
     summary.predictions, summary.predicted_rows = str(result.output), result.rows
     context.reporter.stage("predict", f"{result.rows} rows -> {result.output} in {result.seconds:.1f}s")
 
@@ -312,7 +321,7 @@ def _serve(context: StageContext, summary: RunSummary) -> None:
     package, metadata = _model_package(context)
     config = context.config.serve
     spec = endpoint_spec(config, metadata["model"], version=metadata["version"], package=package,
-                         storage=context.storage, run_id=metadata.get("run_id"))
+                         storage=context.storage, run_id=metadata.get("run_id"), job=context.config.name)
     endpoint = deploy(spec, config, app_name=context.config.name, quiet=True)
     records = _example_records(context, package)
     api_key = os.environ.get(config.api_keys_env, "").split(",")[0].strip() if config.api_keys_env else None

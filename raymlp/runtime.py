@@ -28,8 +28,13 @@ class RayRuntime:
 
 
 @contextmanager
-def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | None = None) -> Iterator[RayRuntime]:
-    """Connect to Ray for the duration of the block; an embedded Ray started here is shut down after."""
+def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | None = None,
+                metadata: dict[str, str] | None = None) -> Iterator[RayRuntime]:
+    """Connect to Ray for the duration of the block; an embedded Ray started here is shut down after.
+
+    `metadata` labels this driver's Ray job (the dashboard's Jobs view); a connection that already
+    exists (a notebook, a test session) keeps its own.
+    """
     import ray
 
     if ray.is_initialized():
@@ -55,9 +60,13 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
     outer_env = {name: os.environ.get(name) for name in embedded_env}
     os.environ.update(embedded_env)
     if not dashboard_port and os.environ.get(API_SERVER_ENV):
-        runtime_env = _with_env_var(runtime_env, API_SERVER_ENV, os.environ[API_SERVER_ENV])
+        from raymlp.launch.envs import outside_the_submission
+
+        # Inside a submitted job whose runtime_env already sets it, Ray would refuse the same name twice.
+        runtime_env = outside_the_submission(_with_env_var(runtime_env, API_SERVER_ENV, os.environ[API_SERVER_ENV]),
+                                             API_SERVER_ENV)
     try:
-        with _ray_connected(address, runtime_env, dashboard_port, started) as runtime:
+        with _ray_connected(address, runtime_env, dashboard_port, started, metadata) as runtime:
             yield runtime
     finally:
         for name, value in outer_env.items():
@@ -66,15 +75,20 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
 
 @contextmanager
 def _ray_connected(address: str | None, runtime_env: dict[str, Any] | None, dashboard_port: int | None,
-                   started: float) -> Iterator[RayRuntime]:
+                   started: float, metadata: dict[str, str] | None = None) -> Iterator[RayRuntime]:
     import ray
+    from ray.job_config import JobConfig
 
-    common: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": runtime_env or None}
+    common: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": runtime_env or None,
+                              "job_config": JobConfig(metadata={key: str(value) for key, value in
+                                                                (metadata or {}).items()})}
     try:
         if address:
             info = ray.init(address=address, **common)
         else:
             info = ray.init(
+                # Never whichever cluster `ray start` last left in /tmp/ray (Ray joins it on a bare init).
+                address="local",
                 num_cpus=settings.local_cpus(),
                 object_store_memory=settings.local_object_store_bytes(),
                 dashboard_host="127.0.0.1",

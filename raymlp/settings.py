@@ -21,6 +21,10 @@ LOCAL_CPUS_ENV = "RAYMLP_LOCAL_CPUS"
 #: Object store size in bytes for an embedded local Ray (default: Ray's own choice).
 LOCAL_OBJECT_STORE_ENV = "RAYMLP_LOCAL_OBJECT_STORE_BYTES"
 
+#: Set to 1 where every node of the cluster sees the same local storage (`raymlp cluster up --local`
+#: sets it for its jobs: all its nodes are one machine); the same as a job's `storage.shared: true`.
+STORAGE_SHARED_ENV = "RAYMLP_STORAGE_SHARED"
+
 #: How often Ray Train's controller polls workers (Ray's default is 2 s). A report waits for
 #: that poll, so with Ray's default every epoch shorter than 2 s costs 2 s.
 TRAIN_POLL_INTERVAL_ENV = "RAYMLP_TRAIN_POLL_INTERVAL_S"
@@ -40,6 +44,11 @@ def debug() -> bool:
 def ray_address() -> str | None:
     """The cluster address from the environment, if any."""
     return os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+def storage_shared() -> bool:
+    """True when the environment says local storage is the same on every node."""
+    return os.environ.get(STORAGE_SHARED_ENV, "").lower() in {"1", "true", "yes"}
 
 
 def local_cpus() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -32,9 +33,11 @@ def check(function: Check) -> Check:
     return function
 
 
-def run_checks(config: JobConfig) -> list[Finding]:
-    """Every finding of every rule."""
-    return [finding for rule in CHECKS for finding in rule(config)]
+def run_checks(config: JobConfig, job_path: Path | None = None) -> list[Finding]:
+    """Every finding of every rule, then those about the runtime environments the job names (looked
+    up in envs/ of the working directory, else beside `job_path`: `raymlp.launch.envs.env_roots`)."""
+    findings = [finding for rule in CHECKS for finding in rule(config)]
+    return findings + list(_environments_exist_and_combine(config, job_path))
 
 
 def reported_metrics(task: str, cross_validated: bool = False) -> set[str]:
@@ -65,9 +68,9 @@ def _options(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def annotations_at(path: tuple[str | int, ...]) -> list[Any]:
-    """Types a value at `path` of a job may have; empty when no such path exists."""
-    current: list[Any] = [JobConfig]
+def annotations_at(path: tuple[str | int, ...], root: type[BaseModel] = JobConfig) -> list[Any]:
+    """Types a value at `path` of a job (or of another `root` model's file) may have; empty when no such path exists."""
+    current: list[Any] = [root]
     for part in path:
         following: list[Any] = []
         for annotation in current:
@@ -87,11 +90,11 @@ def annotations_at(path: tuple[str | int, ...]) -> list[Any]:
     return current
 
 
-def model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+def model_at(path: tuple[str | int, ...], root: type[BaseModel] = JobConfig) -> type[BaseModel] | None:
     """The one section model that validates the mapping at `path`, if exactly one does."""
     models = {
         option
-        for annotation in annotations_at(path)
+        for annotation in annotations_at(path, root)
         for option in _options(annotation)
         if isinstance(option, type) and issubclass(option, BaseModel)
     }
@@ -245,3 +248,48 @@ def _predict_and_serve_need_a_model(job: JobConfig) -> Iterator[Finding]:
 
 def _unknown_metric(name: str, metrics: set[str]) -> str:
     return f"'{name}' is not a metric the trainer reports; reported: {', '.join(sorted(metrics))}"
+
+
+#: Job-file paths of the `env` settings: the job's, then each stage's that Ray lays over it.
+ENV_PATHS: tuple[tuple[str, ...], ...] = (("env",), ("train", "env"), ("predict", "env"), ("serve", "env"))
+
+
+def _environments_exist_and_combine(job: JobConfig, job_path: Path | None) -> Iterator[Finding]:
+    """Every named environment is a valid envs/NAME.yaml; a stage's environment can be laid over the
+    job's the way Ray merges them (per key: the stage's pip/uv/image_uri replace the job's, env_vars add up)."""
+    from raymlp.launch.envs import EnvLookupError, env_roots, resolve_env
+
+    roots = env_roots(job_path)
+    resolved: dict[tuple[str, ...], dict[str, Any] | None] = {}
+    for path in ENV_PATHS:
+        section = job if len(path) == 1 else getattr(job, path[0])
+        value = getattr(section, "env", None) if section is not None else None
+        if value is None:
+            continue
+        if value == "default" and len(path) > 1 and job.env != "default":
+            yield path, ("`default` means the cluster's own environment, which a stage cannot return to: Ray lays a "
+                         "stage's environment over the job's `env`. Remove it to run in the job's environment")
+            continue
+        try:
+            resolved[path] = resolve_env(value, roots)
+        except EnvLookupError as error:
+            yield path, str(error)
+    train, tune = job.train, job.tune
+    if train is not None and tune is not None and resolved.get(("train", "env")) is not None and (
+            tune.trials == "light" or (tune.trials == "auto" and train.framework == "sklearn")):
+        yield ("train", "env"), ("light tune trials fit inside Ray Tune's trial processes, which run in the job's `env` "
+                                 "(Tune gives trials no environment of their own): set tune.trials: full, or move this "
+                                 "environment to the job's `env`")
+    base = resolved.get(("env",)) or {}
+    for path, stage in resolved.items():
+        if len(path) == 1 or not stage:
+            continue
+        merged = {**base, **stage}
+        installers = [key for key in ("pip", "uv") if key in merged]
+        if len(installers) > 1:
+            yield path, (f"this environment installs with {'uv' if 'uv' in stage else 'pip'} and the job's `env` with "
+                         f"{'pip' if 'uv' in stage else 'uv'}: Ray merges a stage's environment into the job's key by key, so "
+                         "these workers would get both, and Ray supports one. Use the same installer in both")
+        elif "image_uri" in merged and installers:
+            yield path, ("a container environment and a pip/uv one cannot be laid over each other (Ray merges them key by key, "
+                         "and Ray 2.60's image_uri goes with env_vars only): give the job's `env` and this stage's the same kind")

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -24,6 +24,7 @@ from .checks import model_at, run_checks
 from .schema import CURRENT_VERSION, JobConfig
 
 Path_ = tuple[str | int, ...]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 #: version -> function that rewrites a raw job of that version into the next version.
 #: Each returns the new raw mapping and a mapping of renamed dotted paths (old -> new).
@@ -47,13 +48,18 @@ class ConfigIssue:
 
 
 class ConfigError(UsageError):
-    """All problems found in one job file, in file order, then those of --set overrides."""
+    """All problems found in one job file (or `what` other file), in file order, then those of --set overrides."""
 
-    def __init__(self, issues: list[ConfigIssue]):
+    def __init__(self, issues: list[ConfigIssue], what: str = "the job file"):
         issues = sorted(issues, key=_file_order)
         self.issues = issues
         count = f"{len(issues)} problem{'s' if len(issues) != 1 else ''}"
-        super().__init__("\n".join([*map(str, issues), f"{count} in the job file"]))
+        super().__init__("\n".join([*map(str, issues), f"{count} in {what}"]))
+        self.what = what
+
+    def __reduce__(self):
+        # Ray and Tune re-raise an error from a worker by copying it; the default copy passes the message as `issues`.
+        return (type(self), (self.issues, self.what))
 
 
 @dataclass
@@ -85,11 +91,11 @@ class LoadedJob:
         return data
 
 
-def _file_order(issue: ConfigIssue) -> tuple[int, int]:
-    _, _, line = issue.where.rpartition(":")
+def _file_order(issue: ConfigIssue) -> tuple[int, str, int]:
+    label, _, line = issue.where.rpartition(":")
     if issue.where.startswith("--set") or not line.isdigit():
-        return (1, 0)
-    return (0, int(line))
+        return (1, "", 0)
+    return (0, label, int(line))
 
 
 # --- YAML with line numbers ---------------------------------------------------------------------
@@ -152,7 +158,7 @@ def _scalar(node: yaml.Node) -> Any:
         loader.dispose()
 
 
-def _parse_yaml(text: str, source: _Source) -> Any:
+def _parse_yaml(text: str, source: _Source, empty: str = "the file is empty; a job needs version, name and data") -> Any:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
@@ -165,7 +171,7 @@ def _parse_yaml(text: str, source: _Source) -> Any:
         source.issues.append(ConfigIssue(f"{source.label}:1", "", f"invalid YAML: {error}"))
         return None
     if node is None:
-        source.issues.append(ConfigIssue(f"{source.label}:1", "", "the file is empty; a job needs version, name and data"))
+        source.issues.append(ConfigIssue(f"{source.label}:1", "", empty))
         return None
     return _construct(node, (), source)
 
@@ -293,7 +299,8 @@ def _migrate(raw: dict[str, Any], source: _Source) -> dict[str, Any] | None:
 
 # --- pydantic errors -> issues ------------------------------------------------------------------
 
-_UNION_TAGS = {"mlp", "cnn", "custom", "xgboost", "estimator", "InlineEnv", "literal['default']"}
+_UNION_TAGS = {"mlp", "cnn", "custom", "xgboost", "estimator", "InlineEnv", "literal['default']", "env-name", "env-inline",
+               "[key]"}
 
 
 def _preprocess_step_models() -> dict[str, type[BaseModel]]:
@@ -327,10 +334,10 @@ def _allowed_keys(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
-def _message(error: Any, path: Path_) -> str:
+def _message(error: Any, path: Path_, root: type[BaseModel] = JobConfig) -> str:
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
-        parent = model_at(path[:-1])
+        parent = model_at(path[:-1], root)
         loc = error["loc"]
         if parent is None and len(loc) > 3 and loc[0] == "preprocess" and loc[2] in _PREPROCESS_TYPES:
             parent = _PREPROCESS_TYPES[loc[2]]
@@ -352,11 +359,11 @@ def _message(error: Any, path: Path_) -> str:
     return message
 
 
-def _validation_issues(error: ValidationError, source: _Source) -> None:
+def _validation_issues(error: ValidationError, source: _Source, root: type[BaseModel] = JobConfig) -> None:
     seen: set[tuple[Path_, str]] = set()
     for item in error.errors(include_url=False):
         path = _clean_location(item["loc"])
-        message = _message(item, path)
+        message = _message(item, path, root)
         if item["type"] == "union_tag_invalid":
             path = (*path, item.get("ctx", {}).get("discriminator", "type").strip("'"))
         if (path, message) in seen:
@@ -409,7 +416,7 @@ def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -
         _validation_issues(error, source)
         raise ConfigError(source.issues) from None
 
-    for rule_path, message in run_checks(config):
+    for rule_path, message in run_checks(config, file):
         source.add(rule_path, message)
     if source.issues:
         raise ConfigError(source.issues)
@@ -427,6 +434,42 @@ def _report_schema_too(raw: dict[str, Any], source: _Source) -> None:
         extra.lines, extra.origin = source.lines, source.origin
         _validation_issues(error, extra)
         source.issues += [issue for issue in extra.issues if (issue.where, issue.key) not in known]
+
+
+def load_yaml_model(path: str | os.PathLike[str], model: type[ModelT], *, what: str, empty: str,
+                    label: str | None = None) -> tuple[ModelT, dict[Path_, str]]:
+    """Load another raymlp YAML file (an environment of envs/, ...) the way a job is loaded: lines kept,
+    `${ENV}` interpolated, validated by `model`; every problem raised at once as a `ConfigError` of
+    `FILE:LINE: key: message` lines ending "N problems in `what`". Returns the model and the paths whose
+    values came from `${ENV}` (as their templates)."""
+    file = Path(path)
+    label = label or str(path)
+    source = _Source(label)
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(label, "", "no such file")], what) from None
+    except OSError as error:
+        raise ConfigError([ConfigIssue(label, "", f"cannot read the file: {error.strerror}")], what) from None
+    except UnicodeDecodeError as error:
+        line = file.read_bytes()[: error.start].count(b"\n") + 1
+        raise ConfigError([ConfigIssue(f"{label}:{line}", "", "the file is not UTF-8 text")], what) from None
+    raw = _parse_yaml(text, source, empty)
+    if raw is not None and not isinstance(raw, dict):
+        source.add((), f"the top level must be a mapping of settings, got {type(raw).__name__}")
+        raw = None
+    if raw is None:
+        raise ConfigError(source.issues, what)
+    secrets: dict[Path_, str] = {}
+    raw = _interpolate(raw, (), source, secrets)
+    try:
+        loaded = model.model_validate(raw)
+    except ValidationError as error:
+        _validation_issues(error, source, model)
+        loaded = None
+    if source.issues:
+        raise ConfigError(source.issues, what)
+    return loaded, secrets
 
 
 def job_json_schema() -> dict[str, Any]:

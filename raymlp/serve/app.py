@@ -47,6 +47,8 @@ class EndpointSpec(BaseModel):
     api_key_sha256: list[str] = Field(default_factory=list)
     api_keys_env: Optional[str] = None
     run_id: Optional[str] = None
+    job: Optional[str] = Field(default=None, description="The raymlp job serving it (metrics' `job` tag; default: the app's name).")
+    route: Optional[str] = Field(default=None, description="The app's route prefix (metrics' `route` tag).")
 
 
 def key_digest(key: str) -> str:
@@ -194,34 +196,52 @@ def answers_for(package: Any, records: list[dict[str, Any]]) -> list[dict[str, A
 
 
 class _Metrics:
-    """raymlp's own endpoint metrics, exported through Ray's metrics agent (dashboard, Prometheus)."""
+    """raymlp's own endpoint metrics, exported through Ray's metrics agent (dashboard, Prometheus):
+    `raymlp_serve_*` (`raymlp.metrics`), tagged job, stage (`serve`), app, route and version, and
+    answers also with their HTTP status code (`code="422"`; `code=~"5.."` in PromQL for a class).
 
-    def __init__(self, app: str):
-        from ray.util import metrics
+    Requests are latency-critical: the tag dicts are made once per (version, status code), not per
+    request; a request costs a dict lookup and the Ray calls themselves."""
 
-        tags = ("app", "version", "status")
-        self.requests = metrics.Counter("raymlp_serve_requests", "Requests answered, by HTTP status class.", tag_keys=tags)
-        self.errors = metrics.Counter("raymlp_serve_errors", "Requests that failed (4xx and 5xx).", tag_keys=tags)
-        self.latency = metrics.Histogram(
-            "raymlp_serve_latency_ms", "Time from request to answer inside the replica, in ms.",
-            boundaries=[0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000], tag_keys=tags,
-        )
-        self.records = metrics.Counter("raymlp_serve_records", "Records scored.", tag_keys=("app", "version"))
-        self.batch_size = metrics.Histogram(
-            "raymlp_serve_batch_records", "Records per model call (after request batching).",
-            boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 8192], tag_keys=("app", "version"),
-        )
-        self.app = app
+    def __init__(self, app: str, job: str, route: str):
+        from raymlp import metrics
+
+        self.requests = metrics.get(metrics.SERVE_REQUESTS)
+        self.errors = metrics.get(metrics.SERVE_ERRORS)
+        self.latency = metrics.get(metrics.SERVE_LATENCY)
+        self.records = metrics.get(metrics.SERVE_RECORDS)
+        self.batch_size = metrics.get(metrics.SERVE_BATCH_RECORDS)
+        self.enabled = self.requests is not None
+        self.base = {"job": job, "stage": "serve", "app": app, "route": route}
+        self._answer_tags: dict[tuple[Any, int], dict[str, str]] = {}
+        self._version_tags: dict[Any, dict[str, str]] = {}
+
+    def _tags_of_answer(self, version: Any, status: int) -> dict[str, str]:
+        tags = self._answer_tags.get((version, status))
+        if tags is None:
+            tags = self._answer_tags[(version, status)] = {
+                **self.base, "version": str(version), "code": str(status)}
+        return tags
+
+    def _tags_of_version(self, version: Any) -> dict[str, str]:
+        tags = self._version_tags.get(version)
+        if tags is None:
+            tags = self._version_tags[version] = {**self.base, "version": str(version)}
+        return tags
 
     def answered(self, version: Any, status: int, started: float) -> None:
-        tags = {"app": self.app, "version": str(version), "status": f"{status // 100}xx"}
+        if not self.enabled:
+            return
+        tags = self._tags_of_answer(version, status)
         self.requests.inc(1, tags)
         if status >= 400:
             self.errors.inc(1, tags)
         self.latency.observe((time.perf_counter() - started) * 1000.0, tags)
 
     def scored(self, version: Any, count: int) -> None:
-        tags = {"app": self.app, "version": str(version)}
+        if not self.enabled or count <= 0:
+            return
+        tags = self._tags_of_version(version)
         self.records.inc(count, tags)
         self.batch_size.observe(count, tags)
 
@@ -321,7 +341,7 @@ class ModelServer:
         self.key_digests = set(self.spec.api_key_sha256)
         if self.spec.api_keys_env:
             self.key_digests |= {key_digest(key.strip()) for key in os.environ.get(self.spec.api_keys_env, "").split(",") if key.strip()}
-        self.metrics = _Metrics(self.app_name)
+        self.metrics = _Metrics(self.app_name, self.spec.job or self.app_name, self.spec.route or "")
         self._install_openapi()
         self.batcher = _Batcher(self.metrics, **self.spec.batching) if self.spec.batching else None
         self._stop = threading.Event()
@@ -510,6 +530,12 @@ def deployment_options(serve_config: Any, spec: EndpointSpec, *, quiet: bool = F
     actor_options: dict[str, Any] = {"num_cpus": serve_config.cpus_per_replica}
     if serve_config.gpus_per_replica:
         actor_options["num_gpus"] = serve_config.gpus_per_replica
+    if getattr(serve_config, "env", None) is not None:  # serve.env: Serve lays it over the app's (the job's)
+        from raymlp.launch.envs import stage_runtime_env
+
+        runtime_env = stage_runtime_env(serve_config.env)
+        if runtime_env:
+            actor_options["runtime_env"] = runtime_env
     options: dict[str, Any] = {
         "ray_actor_options": actor_options,
         "max_ongoing_requests": serve_config.max_ongoing_requests,

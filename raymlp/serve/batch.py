@@ -94,7 +94,16 @@ def _scored(package: Any, block: Any, batch_size: int) -> Any:
     predictions = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
     for name, column in zip(predictions.column_names, predictions.columns):
         block = block.append_column(name, column)
+    _count_scored(package, block.num_rows)
     return block
+
+
+def _count_scored(package: Any, rows: int) -> None:
+    """`raymlp_predict_rows_scored` of the job that trained the package (one call per block)."""
+    from raymlp import metrics
+
+    job = ((package.description.get("lineage") or {}).get("job") or {}).get("name", "")
+    metrics.inc(metrics.PREDICT_ROWS, rows, metrics.tags(job, "predict"))
 
 
 def _reader_for(path: str) -> str:
@@ -110,7 +119,8 @@ def _reader_for(path: str) -> str:
     raise UsageError(f"--input {path}: cannot tell the format; use a .csv, .parquet or .jsonl file or a folder of them")
 
 
-def _read(reader: str, source: str, batch_size: int, pool: int, concurrency: int, progress_bars: bool | None):
+def _read(reader: str, source: str, batch_size: int, pool: int, concurrency: int, progress_bars: bool | None,
+          runtime_env: dict[str, Any] | None = None):
     """A Ray Data dataset of `source`'s rows, in input order, in blocks of about one model call,
     and whether it reads row groups.
 
@@ -128,7 +138,9 @@ def _read(reader: str, source: str, batch_size: int, pool: int, concurrency: int
         slices = plan_slices(files, batch_size, pool)
         if slices is not None:
             # The scoring's concurrency: Ray Data fuses only reads and maps that agree on it.
-            return ray.data.read_datasource(RowGroupDatasource(slices), override_num_blocks=len(slices), concurrency=concurrency), True
+            # The scoring's runtime_env too: Ray Data fuses only ops whose remote args are equal.
+            return ray.data.read_datasource(RowGroupDatasource(slices), override_num_blocks=len(slices), concurrency=concurrency,
+                                            runtime_env=runtime_env), True
     context = ray.data.DataContext.get_current()
     saved = {name: getattr(context, name) for name in ("use_datasource_v2", "enable_progress_bars") if hasattr(context, name)}
     try:
@@ -136,7 +148,7 @@ def _read(reader: str, source: str, batch_size: int, pool: int, concurrency: int
             context.use_datasource_v2 = False
         if progress_bars is not None:  # the reader's own bar (Parquet sampling) follows the run's choice
             context.enable_progress_bars = progress_bars
-        return getattr(ray.data, reader)(source, override_num_blocks=_planned_blocks(source, pool)), False
+        return getattr(ray.data, reader)(source, override_num_blocks=_planned_blocks(source, pool), runtime_env=runtime_env), False
     finally:
         for name, value in saved.items():
             setattr(context, name, value)
@@ -238,6 +250,7 @@ def predict_batch(
     use_gpu: bool = False,
     progress: Callable[[int], None] | None = None,
     progress_bars: bool | None = None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> BatchResult:
     """Score every row of `source` and write input columns plus predictions to `output`.
 
@@ -247,6 +260,7 @@ def predict_batch(
     anything runs where the cluster has none.
     `progress(rows)` is called as rows reach a single output file; `progress_bars` turns Ray Data's
     own progress bars on or off for this run (None: as the current DataContext says).
+    `runtime_env`: the reading and scoring tasks' (the job's `predict.env`), laid by Ray over the job's.
     """
     import ray
     import ray.data
@@ -261,7 +275,7 @@ def predict_batch(
     pool = _pool_size(source, use_gpu, replicas)
     batch_size = batch_size or DEFAULT_BATCH_SIZE
     concurrency = pool if use_gpu else _in_flight(pool)
-    dataset, by_row_groups = _read(reader, source, batch_size, pool, concurrency, progress_bars)
+    dataset, by_row_groups = _read(reader, source, batch_size, pool, concurrency, progress_bars, runtime_env)
     context = dataset.context  # this dataset's own copy: the caller's DataContext is left as it was
     context.execution_options.preserve_order = True
     if by_row_groups and not use_gpu:
@@ -279,14 +293,14 @@ def predict_batch(
         scored = dataset.map_batches(
             _PackagePredictor, fn_constructor_args=(package_path, batch_size), batch_format="pyarrow",
             batch_size=batch_size, zero_copy_batch=True, compute=ray.data.ActorPoolStrategy(size=pool),
-            num_cpus=_replica_cpus(pool), num_gpus=1,
+            num_cpus=_replica_cpus(pool), num_gpus=1, runtime_env=runtime_env,
         )
     else:
         # Tasks, one per block (batch_size=None: Ray Data would otherwise gather small blocks into
         # bundles one by one), that fuse with the read; each worker keeps the package it loaded.
         scored = dataset.map_batches(
             _score_block, fn_args=(package_path, batch_size), batch_format="pyarrow",
-            batch_size=None, zero_copy_batch=True, concurrency=concurrency,
+            batch_size=None, zero_copy_batch=True, concurrency=concurrency, runtime_env=runtime_env,
         )
     target = Path(os.path.abspath(output))  # a folder output is written by Ray workers
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ def endpoint_spec(
     storage: Any = None,
     run_id: str | None = None,
     keys_from_replica_env: bool = False,
+    job: str | None = None,
 ) -> EndpointSpec:
     """What the endpoint serves: the traffic split over a registered model's aliases and versions,
     or one package folder (a run without a registry entry)."""
@@ -62,6 +63,7 @@ def endpoint_spec(
         batching=config.batching.model_dump() if config.batching else None,
         max_body_bytes=config.max_body_bytes, max_records=config.max_records,
         api_key_sha256=digests, api_keys_env=config.api_keys_env if keys_from_replica_env else None, run_id=run_id,
+        job=job, route=config.route,
     )
 
 
@@ -91,7 +93,9 @@ def serve_config_file(spec: EndpointSpec, config: ServeConfig, app_name: str, ou
             "route_prefix": config.route,
             "import_path": "raymlp.serve.app:app_builder",
             "args": {"spec": spec.model_dump(exclude_none=True),
-                     "serve": config.model_dump(exclude_none=True, exclude={"host", "port", "route"})},
+                     # serve.env is resolved here, into the deployment's ray_actor_options.runtime_env
+                     # (envs/ is not on the cluster): the builder there must not look it up again.
+                     "serve": config.model_dump(exclude_none=True, exclude={"host", "port", "route", "env"})},
             "deployments": [deployment],
         }],
     }

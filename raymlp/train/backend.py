@@ -50,6 +50,8 @@ class TrainRequest:
     #: A checkpoint folder to start from when the run has none of its own (a PBT trial going on
     #: from a better trial's model, with its own optimizer settings): epoch-wise backends only.
     start_checkpoint: str | None = None
+    #: The raymlp job it trains for: the `job` tag of its metrics.
+    job: str = ""
 
 
 @dataclass
@@ -93,11 +95,23 @@ def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None 
             ),
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            worker_runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
+            worker_runtime_env=worker_runtime_env(request, worker_env),
             callbacks=_tune_report_callbacks(),
         ),
         **(datasets if with_datasets else {}),
     }
+
+
+def worker_runtime_env(request: TrainRequest, worker_env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The runtime_env of the training workers: `train.env` (NAME of envs/NAME.yaml, or inline), which
+    Ray lays over the job's `env` (its pip/uv/container replace the job's for these workers, its
+    env_vars are added), plus the backend's own `worker_env` variables (the environment's win)."""
+    from raymlp.launch.envs import stage_runtime_env
+
+    runtime_env = dict(stage_runtime_env(request.train.env) or {})
+    if worker_env:
+        runtime_env["env_vars"] = {**worker_env, **runtime_env.get("env_vars", {})}
+    return runtime_env or None
 
 
 def start_checkpoint(loop_config: dict[str, Any]) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from raymlp.errors import RaymlpError, UsageError, WorkFailed
+from raymlp.metrics import job_and_run, ray_name, training_job
 
 from .backend import FitOutcome, TrainRequest
 from .features import FEATURES_COLUMN, LABEL_COLUMN
@@ -219,6 +220,11 @@ def _task_options(request: TrainRequest) -> dict[str, Any]:
         options["memory"] = memory
     if resources:
         options["resources"] = resources
+    from .backend import worker_runtime_env
+
+    runtime_env = worker_runtime_env(request)  # train.env, as Ray Train's workers get it
+    if runtime_env:
+        options["runtime_env"] = runtime_env
     return options
 
 
@@ -361,18 +367,21 @@ def fit(request: TrainRequest) -> FitOutcome:
         labels = np.concatenate([arrays["train"][1], arrays["validation"][1]])
         folds = _fold_rows(features, labels, train.cv_folds, request.task, train.seed)
 
+    job, run = training_job(request), job_and_run(request.run_name)[1]  # for the tasks' names and the epoch's metrics
+    of_run = f" (run {run})" if run else ""
     pending: list[Any] = []
     try:
         train_ref, validation_ref = ray.put(arrays["train"]), ray.put(arrays["validation"])
-        fit_ref = ray.remote(_fit_task).options(name=f"{request.run_name}-fit", **options).remote(
-            estimator, train_ref, validation_ref, spec)
+        fit_ref = ray.remote(_fit_task).options(name=ray_name(job, "train", f"fit {model['type'].rsplit('.', 1)[-1]}{of_run}"),
+                                                **options).remote(estimator, train_ref, validation_ref, spec)
         pending.append(fit_ref)
         fold_refs = []
         if folds:
             features_ref, labels_ref = ray.put(features), ray.put(labels)
             fold_task = ray.remote(_fold_task)
             for number, (train_rows, test_rows) in enumerate(folds, start=1):
-                fold_refs.append(fold_task.options(name=f"{request.run_name}-cv-fold-{number}", **options).remote(
+                fold_refs.append(fold_task.options(name=ray_name(job, "train", f"cv fold {number}/{len(folds)}{of_run}"),
+                                                   **options).remote(
                     clone(estimator), features_ref, labels_ref, train_rows, test_rows, number, spec))
             pending.extend(fold_refs)
         waiting = list(pending)
@@ -390,7 +399,7 @@ def fit(request: TrainRequest) -> FitOutcome:
     row: dict[str, float] = {"epoch": 1, **fitted["metrics"]}
     if fold_results:
         row.update(_cv_summary(fold_results))
-    report_epoch(request.progress, 1, 1, row, samples=len(arrays["train"][1]), seconds=fitted["seconds"])
+    report_epoch(request.progress, 1, 1, row, samples=len(arrays["train"][1]), seconds=fitted["seconds"], job=job)
 
     output_dir = Path(request.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

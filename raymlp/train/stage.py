@@ -236,13 +236,13 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
             "train", f"{train.framework} {train.model.type} on {dataset_ref}: {len(train_frame)} train / "
             f"{len(validation_frame)} validation / {len(test_frame)} test rows, {_how_it_runs(train)}"
         )
-        with TrainingProgress(context.reporter) as progress:
+        with TrainingProgress(context.reporter, name=f"{job.name}/train: progress of run {context.run_id[:8]}") as progress:
             outcome = fit(TrainRequest(
                 train=train, task=task, input_dim=input_dim, output_dim=output_dim, datasets=datasets,
                 target_scale=target_scale,
                 storage_path=str(context.storage.folder("ray_results")), run_name=f"{job.name}-{context.run_id[:8]}",
                 output_dir=run_folder, model_spec=model_spec, progress=progress.queue,
-                start_checkpoint=(context.sweep_trial or {}).get("start_checkpoint"),
+                start_checkpoint=(context.sweep_trial or {}).get("start_checkpoint"), job=job.name,
             ))
         tracker.log_metrics(mlflow_run, outcome.history)
         description = {
@@ -325,8 +325,10 @@ def _check_storage_reaches_every_node(context: StageContext) -> None:
     cluster of several nodes the storage root must be one every node sees."""
     import ray
 
+    from raymlp import settings
+
     root = context.storage.root
-    if "://" in str(root) or context.config.storage.shared:
+    if "://" in str(root) or context.config.storage.shared or settings.storage_shared():
         return
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     if len(nodes) > 1:

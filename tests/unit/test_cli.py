@@ -44,7 +44,7 @@ def test_validate_prints_all_three_mistakes_and_exits_2(tmp_path):
         f"{job}:11: train.epochs: Input should be greater than or equal to 1 (got -1)",
         f"{job}:12: train.batchsize: unknown key; did you mean 'batch_size'? allowed keys: framework, task, model, "
         "epochs, batch_size, optimizer, scaling, checkpoint, max_failures, seed, early_stopping, "
-        "gradient_accumulation_steps, mixed_precision, cv_folds",
+        "gradient_accumulation_steps, mixed_precision, cv_folds, env",
         "3 problems in the job file",
     ]
     assert "Traceback" not in result.stderr

@@ -63,7 +63,7 @@ BROKEN = {
         VALID.replace("  epochs: 3", "  epoch: 3"),
         ["{f}:17: train.epoch: unknown key; did you mean 'epochs'? allowed keys: framework, task, model, epochs, "
          "batch_size, optimizer, scaling, checkpoint, max_failures, seed, early_stopping, gradient_accumulation_steps, "
-         "mixed_precision, cv_folds"],
+         "mixed_precision, cv_folds, env"],
     ),
     "wrong type": (
         VALID.replace("epochs: 3", "epochs: three"),
@@ -152,7 +152,7 @@ def test_every_independent_mistake_is_reported_at_once(tmp_path):
         f"{path}:16: train.model.hidden_layers.1: Input should be greater than or equal to 1 (got 0)",
         f"{path}:17: train.epoch: unknown key; did you mean 'epochs'? allowed keys: framework, task, model, epochs, "
         "batch_size, optimizer, scaling, checkpoint, max_failures, seed, early_stopping, gradient_accumulation_steps, "
-        "mixed_precision, cv_folds",
+        "mixed_precision, cv_folds, env",
     ]
 
 
@@ -292,7 +292,7 @@ def test_bad_set_is_reported_with_the_override(tmp_path):
         "integer (got 'lots')",
         "--set train.epochz=3: train.epochz: unknown key; did you mean 'epochs'? allowed keys: framework, task, "
         "model, epochs, batch_size, optimizer, scaling, checkpoint, max_failures, seed, early_stopping, gradient_accumulation_steps, "
-        "mixed_precision, cv_folds",
+        "mixed_precision, cv_folds, env",
     ]
 
 

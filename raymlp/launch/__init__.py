@@ -1,0 +1,1 @@
+"""Launch: job submission to clusters, named runtime environments, cluster files."""

@@ -1,0 +1,49 @@
+"""Ray's fake_multinode node provider, with each worker node keeping its runtime environments apart.
+
+Ray's fake nodes are raylets on one machine sharing one session folder, so they also share the
+folder where runtime environments are unpacked. A node that sets up a job's working_dir unpacks it
+with `overwrite=True`, deleting the copy the job's driver on the head is running in (its working
+directory vanishes mid-job). Real nodes each have their own disk; here each fake worker node gets
+its own `runtime_resources_<node id>` folder, as Ray's `RayParams(runtime_env_dir_name=...)` allows.
+Everything else is Ray's provider. `raymlp cluster up --local` runs it as an `external` provider.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+
+#: What `raymlp cluster up --local` puts in provider.module.
+MODULE = f"{__name__}.LocalNodeProvider"
+
+_patching = threading.Lock()
+
+
+class LocalNodeProvider(FakeMultiNodeProvider):
+    def _create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels) -> None:
+        with _own_runtime_env_dir(f"runtime_resources_{uuid.uuid4().hex[:12]}"):
+            super()._create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
+
+
+@contextmanager
+def _own_runtime_env_dir(name: str) -> Iterator[None]:
+    """While Ray's provider builds a node's RayParams, give them `runtime_env_dir_name=name`."""
+    import ray._private.parameter as parameter
+
+    original = parameter.RayParams
+
+    class _RayParams(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("runtime_env_dir_name", name)
+            super().__init__(*args, **kwargs)
+
+    with _patching:
+        parameter.RayParams = _RayParams
+        try:
+            yield
+        finally:
+            parameter.RayParams = original
