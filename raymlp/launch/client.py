@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
 TOKEN_ENV = "RAY_AUTH_TOKEN"
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 
 HOW_TO_SUPPLY_A_TOKEN = (
@@ -86,7 +89,8 @@ def connect(address: str | None, *, warn_unauthenticated: bool = True) -> Cluste
     token = find_token()
     headers = {"Authorization": f"Bearer {token.value}"} if token else {}
     try:
-        client = JobSubmissionClient(url, headers=headers)
+        with _address_as_given():
+            client = JobSubmissionClient(url, headers=headers)
     except AuthenticationError as error:
         raise WorkFailed(_refusal(url, token, str(error))) from None
     except (ConnectionError, requests.exceptions.RequestException) as error:
@@ -100,6 +104,17 @@ def connect(address: str | None, *, warn_unauthenticated: bool = True) -> Cluste
               "its dashboard can run code there. Start it with RAY_AUTH_MODE=token (as the files in clusters/ do; "
               "https://docs.ray.io/en/latest/ray-security/token-auth.html).", file=sys.stderr)
     return Cluster(client=client, dashboard_url=dashboard, token=token, requires_token=requires)
+
+
+@contextmanager
+def _address_as_given() -> Iterator[None]:
+    """Ray's client lets RAY_API_SERVER_ADDRESS, then RAY_ADDRESS, override the address it is given;
+    raymlp already chose (--address, else RAY_ADDRESS), so neither may redirect it elsewhere."""
+    saved = {name: os.environ.pop(name) for name in (API_SERVER_ENV, settings.RAY_ADDRESS_ENV) if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _refusal(url: str, token: Token | None, detail: str) -> str:

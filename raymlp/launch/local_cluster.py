@@ -113,7 +113,7 @@ def up(config_file: Path, *, port: int | None = None, dashboard_port: int | None
     return cluster
 
 
-def down(config_file: Path, *, grace_s: float = 20.0) -> LocalCluster | None:
+def down(config_file: Path, *, grace_s: float = 10.0) -> LocalCluster | None:
     """Stop the cluster `up` started from `config_file` (its head, autoscaler and every worker node)."""
     name = _load(config_file).get("cluster_name") or config_file.stem
     cluster = _read_state(name)

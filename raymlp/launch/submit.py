@@ -71,6 +71,7 @@ def submit(request: SubmitRequest, *, root: Path | None = None) -> tuple[Submiss
     runtime_env = {**_job_env(loaded, request.env, root), **folder.runtime_env()}
     if request.env_vars:
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **request.env_vars}
+    _warn_if_state_stays_in_the_upload(loaded, runtime_env)
     entrypoint = shlex.join(["raymlp", "run", relative_job.as_posix(),
                              *[part for override in request.overrides for part in ("--set", override)]])
     submission_id = request.submission_id or _submission_id(loaded.config.name)
@@ -87,6 +88,27 @@ def submit(request: SubmitRequest, *, root: Path | None = None) -> tuple[Submiss
         entrypoint=entrypoint, runtime_env=runtime_env, uploaded_files=len(folder.files),
         uploaded_bytes=folder.total_bytes,
     ), cluster
+
+
+def _warn_if_state_stays_in_the_upload(loaded, runtime_env: dict[str, Any]) -> None:
+    """A job whose catalog, MLflow store or artifacts resolve inside its working_dir keeps them in the
+    cluster's unpacked copy of the upload, which Ray removes with its cache."""
+    storage = loaded.config.storage
+    if "RAYMLP_HOME" in (runtime_env.get("env_vars") or {}):
+        return
+    local = [name for name in ("root", "catalog", "tracking")
+             if getattr(storage, name) is None or not _outside_the_upload(getattr(storage, name))]
+    if local:
+        print(f"warning: the job's storage ({', '.join(local)}) resolves inside its working_dir on the cluster "
+              "(RAYMLP_HOME defaults to ./.raymlp), which Ray deletes with the uploaded files; give the job "
+              "shared storage (storage: in the job file, or --env-var RAYMLP_HOME=/mnt/shared/raymlp)", file=sys.stderr)
+
+
+def _outside_the_upload(location: str) -> bool:
+    """s3://, postgresql://..., an absolute path or sqlite:////abs/path: not inside the job's folder."""
+    if location.startswith("sqlite:///"):
+        return location[len("sqlite:///"):].startswith("/")
+    return "://" in location or location.startswith("/")
 
 
 def _submit_job(cluster: Cluster, entrypoint: str, runtime_env: dict, submission_id: str, metadata: dict,

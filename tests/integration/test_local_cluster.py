@@ -47,6 +47,16 @@ def cluster(tmp_path_factory):
         requests.get(f"{url}/api/version", timeout=5)
 
 
+def _shell(*overrides: dict[str, str], drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """A laptop's shell for Ray's own CLI: Ray lets RAY_API_SERVER_ADDRESS and RAY_ADDRESS override
+    `--address`, and this test process has them set for the session's cluster."""
+    merged = {**os.environ}
+    for extra in overrides:
+        merged.update(extra)
+    return {name: value for name, value in merged.items()
+            if name not in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS", *drop)}
+
+
 def _nodes(cluster) -> list[dict]:
     reply = requests.get(f"{cluster['url']}/api/v0/nodes?limit=100", timeout=10,
                          headers={"Authorization": f"Bearer {cluster['token']}"})
@@ -73,48 +83,53 @@ def test_a_submission_without_the_right_token_is_refused_and_told_how_to_supply_
         [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster["url"], "--working-dir", ".",
          "--", "raymlp", "run", "jobs/quickstart.yaml"],
         cwd=cluster["project"], capture_output=True, text=True, timeout=120,
-        env={name: value for name, value in {**os.environ, **no_token}.items() if name != "RAY_AUTH_MODE"})
+        env=_shell(no_token, drop=("RAY_AUTH_MODE",)))
     assert ray_cli.returncode != 0  # a laptop's shell: no RAY_AUTH_MODE, no token; the cluster says 401
     assert "Authentication required" in ray_cli.stderr and "RAY_AUTH_TOKEN" in ray_cli.stderr
     assert json_output(run_cli("jobs", "list", "--json", "--address", cluster["url"], cwd=cluster["project"],
                                env=cluster["env"])) == []
 
 
-def test_raymlp_submit_follow_runs_the_quickstart_on_workers_that_join(cluster):
+def test_the_quickstart_runs_through_raymlp_submit_and_through_ray_job_submit_on_workers_that_join(cluster):
     assert _workers(cluster, "ALIVE") == set()  # the head alone: one CPU, and training wants two workers
-    home = cluster["project"] / "state-submit"
-    submitted = run_cli("submit", "jobs/quickstart.yaml", "--address", cluster["url"], "--follow",
-                        "--env-var", f"RAYMLP_HOME={home}", "--set", f"serve.port={cluster['serve_port']}",
-                        cwd=cluster["project"], env=cluster["env"], timeout=900)
+    home, ray_home = cluster["project"] / "state-submit", cluster["project"] / "state-ray-cli"
+    # Ray's own CLI sends the same job at the same time (its own name and route: both stay served).
+    by_ray = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster["url"], "--working-dir", ".",
+         "--runtime-env-json", f'{{"env_vars": {{"RAYMLP_HOME": "{ray_home}"}}}}',
+         "--", "raymlp", "run", "jobs/quickstart.yaml", "--set", f"serve.port={cluster['serve_port']}",
+         "--set", "name=wine-by-ray", "--set", "serve.route=/wine-by-ray"],
+        cwd=cluster["project"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_shell(cluster["env"], {"RAY_AUTH_MODE": "token"}))
+    try:
+        submitted = run_cli("submit", "jobs/quickstart.yaml", "--address", cluster["url"], "--follow",
+                            "--env-var", f"RAYMLP_HOME={home}", "--set", f"serve.port={cluster['serve_port']}",
+                            cwd=cluster["project"], env=cluster["env"], timeout=900)
+        ray_out, ray_err = by_ray.communicate(timeout=900)
+    finally:
+        if by_ray.poll() is None:
+            by_ray.kill()
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     submission_id = re.search(r"submitted (raymlp-wine-quickstart-\S+)", submitted.stderr).group(1)
     assert f"dashboard: {cluster['url']}/#/jobs/{submission_id}" in submitted.stderr
-    assert "Adding 1 node(s) of type ray.worker.cpu" in submitted.stdout  # the autoscaler, in the job's log
+    assert re.search(r"Adding \d node\(s\) of type ray.worker.cpu", submitted.stdout)  # the autoscaler, in the job's log
     assert "answered: 'class_" in submitted.stdout and f"{submission_id}: SUCCEEDED" in submitted.stderr
+
+    assert by_ray.returncode == 0, ray_out[-3000:] + ray_err[-3000:]
+    assert re.search(r"Job 'raysubmit_\w+' succeeded", ray_out + ray_err)
+    assert "/wine-by-ray/predict (answered: 'class_" in ray_out
+
     cluster["workers_seen"] |= _workers(cluster, "ALIVE") | _workers(cluster, "DEAD")
     assert cluster["workers_seen"]
-
-    made = json_output(run_cli("data", "list", "--json", cwd=cluster["project"], env={"RAYMLP_HOME": str(home)}))
-    assert [(item["name"], item["version"], item["rows"]) for item in made] == [("wine", 1, 178)]
+    for state, job in ((home, "wine"), (ray_home, "wine")):
+        made = json_output(run_cli("data", "list", "--json", cwd=cluster["project"], env={"RAYMLP_HOME": str(state)}))
+        assert [(item["name"], item["version"], item["rows"]) for item in made] == [(job, 1, 178)]
     status = json_output(run_cli("jobs", "status", submission_id, "--json", "--address", cluster["url"],
                                  cwd=cluster["project"], env=cluster["env"]))
     assert status["status"] == "SUCCEEDED" and status["raymlp_job"] == "wine-quickstart"
     logs = run_cli("jobs", "logs", submission_id, "--address", cluster["url"], cwd=cluster["project"],
                    env=cluster["env"])
     assert logs.returncode == 0 and "wine@1: 178 rows" in logs.stdout
-
-
-def test_ray_job_submit_runs_the_same_job(cluster):
-    home = cluster["project"] / "state-ray-cli"
-    submitted = subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster["url"], "--working-dir", ".",
-         "--runtime-env-json", f'{{"env_vars": {{"RAYMLP_HOME": "{home}"}}}}',
-         "--", "raymlp", "run", "jobs/quickstart.yaml", "--set", f"serve.port={cluster['serve_port']}"],
-        cwd=cluster["project"], capture_output=True, text=True, timeout=900,
-        env={**os.environ, **cluster["env"], "RAY_AUTH_MODE": "token"})
-    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-    assert re.search(r"Job 'raysubmit_\w+' succeeded", submitted.stdout + submitted.stderr)
-    assert "answered: 'class_" in submitted.stdout
     listed = json_output(run_cli("jobs", "list", "--json", "--address", cluster["url"], cwd=cluster["project"],
                                  env=cluster["env"]))
     assert sorted(job["status"] for job in listed) == ["SUCCEEDED", "SUCCEEDED"]

@@ -72,6 +72,11 @@ def test_an_unreachable_cluster_is_one_clear_line(project):
     done = _raymlp("submit", "jobs/quickstart.yaml", "--address", NOBODY, cwd=project)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach the Ray dashboard at {NOBODY}")
+    # the quickstart keeps its state under ./.raymlp: on a cluster that is inside the uploaded copy
+    assert "warning: the job's storage (root, catalog, tracking) resolves inside its working_dir" in done.stderr
+    shared = _raymlp("submit", "jobs/quickstart.yaml", "--address", NOBODY, "--env-var", "RAYMLP_HOME=/mnt/shared",
+                     cwd=project)
+    assert shared.returncode == 1 and "warning" not in shared.stderr
     no_address = _raymlp("jobs", "list", cwd=project)
     assert no_address.returncode == 2 and "pass --address http://HEAD:8265" in no_address.stderr
 
