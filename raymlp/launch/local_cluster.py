@@ -24,6 +24,8 @@ from raymlp import settings
 from raymlp.errors import UsageError, WorkFailed
 
 DEFAULT_DASHBOARD_PORT = 8265
+#: Ports the cluster's own servers take: above Ray's worker ports (10002-19999), below the ephemeral range.
+SPARE_PORTS = (20000, 32768)
 #: The head answers within seconds; a loaded machine (CI) may take a minute.
 START_TIMEOUT_S = 180.0
 
@@ -61,8 +63,8 @@ def up(config_file: Path, *, port: int | None = None, dashboard_port: int | None
 
     import ray._private.services as services
 
-    port = port or _free_port(0)
-    dashboard_port = dashboard_port or _free_port(DEFAULT_DASHBOARD_PORT)
+    port = port or spare_port(0)
+    dashboard_port = dashboard_port or spare_port(DEFAULT_DASHBOARD_PORT)
     gcs_address = f"{services.get_node_ip_address()}:{port}"
     from .local_provider import MODULE
 
@@ -78,8 +80,8 @@ def up(config_file: Path, *, port: int | None = None, dashboard_port: int | None
         token = _new_token()
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     command = [_ray_cli(), "start", "--head", "--block", f"--port={port}", "--dashboard-host=127.0.0.1",
-               f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={_free_port(0)}",
-               f"--ray-client-server-port={_free_port(0)}", f"--autoscaling-config={effective}", "--disable-usage-stats",
+               f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={spare_port(0)}",
+               f"--ray-client-server-port={spare_port(0)}", f"--autoscaling-config={effective}", "--disable-usage-stats",
                f"--num-cpus={int(head.get('CPU', 1))}", f"--num-gpus={int(head.get('GPU', 0))}"]
     environment = {
         **os.environ,
@@ -256,15 +258,20 @@ def _ray_cli() -> str:
     return found
 
 
-def _free_port(preferred: int) -> int:
-    for candidate in (preferred, 0) if preferred else (0,):
+def spare_port(preferred: int = 0) -> int:
+    """`preferred` when free, else a free port below the kernel's ephemeral range (32768+): a port
+    taken from that range could be handed to another process's connection before Ray binds it."""
+    import random
+
+    candidates = ([preferred] if preferred else []) + random.sample(range(*SPARE_PORTS), 200)
+    for candidate in candidates:
         with socket.socket() as probe:
             try:
-                probe.bind(("127.0.0.1", candidate))
+                probe.bind(("", candidate))
             except OSError:
                 continue
-            return probe.getsockname()[1]
-    raise WorkFailed("no free port on this machine")
+            return candidate
+    raise WorkFailed(f"no free port in {SPARE_PORTS[0]}-{SPARE_PORTS[1] - 1} on this machine")
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import REPO, _free_port, json_output, run_cli
+from raymlp.launch.local_cluster import spare_port
+
+from .conftest import REPO, json_output, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,12 +34,11 @@ def cluster(tmp_path_factory):
     # This cluster's own token, so that "no token" below cannot be rescued by another cluster's.
     env = {"RAYMLP_HOME": str(project / ".raymlp"), "RAY_ADDRESS": "", "RAY_AUTH_TOKEN": token}
     assert run_cli("data", "sample", "wine", "-o", "data/wine.csv", cwd=project, env=env).returncode == 0
-    up = run_cli("cluster", "up", "--local", str(CLUSTER_FILE), "--dashboard-port", str(_free_port()),
-                 cwd=project, env=env, timeout=300)
+    up = run_cli("cluster", "up", "--local", str(CLUSTER_FILE), cwd=project, env=env, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     url = re.search(r"dashboard (http://\S+)", up.stdout).group(1)
     state = {"project": project, "env": env, "url": url, "token": token, "workers_seen": set(),
-             "serve_port": _free_port()}  # Serve keeps the port it first started with, as on any cluster
+             "serve_port": spare_port()}  # Serve keeps the port it first started with, as on any cluster
     try:
         yield state
     finally:
@@ -152,11 +153,11 @@ def test_idle_worker_nodes_leave(cluster):
 def test_a_cluster_that_takes_jobs_without_a_token_gets_a_warning(tmp_path):
     import signal
 
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = spare_port(), spare_port()
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={_free_port()}",
-         f"--ray-client-server-port={_free_port()}", "--num-cpus=0", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={spare_port()}",
+         f"--ray-client-server-port={spare_port()}", "--num-cpus=0", "--disable-usage-stats"],
         env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
     try:
