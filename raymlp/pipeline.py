@@ -105,6 +105,12 @@ def run_job(
     else:
         loaded = load_job(job, overrides)
     stages = _selected_stages(loaded, only)
+    if sweep_trial is None:  # a sweep's trials run what its driver checked
+        from raymlp.config.inputs import check_inputs
+
+        findings = check_inputs(loaded, stages)  # missing files, columns, imports: exit 2 before anything starts
+        if findings:
+            raise loaded.config_error(findings)
     reporter = reporter or Reporter()
     storage = resolve_storage(loaded.config.storage)
     started = time.perf_counter()

@@ -47,10 +47,10 @@ def _storage_for(job: Path | None):
 @app.command()
 def validate(job: JobArg, overrides: SetOpt = None) -> None:
     """Check a job file; print every problem as FILE:LINE: key: message (exit 2 when any)."""
-    from raymlp.data.modules import validate_job_refs
+    from raymlp.config.inputs import validate_inputs
 
     loaded = _load(job, overrides)
-    note = validate_job_refs(loaded)
+    note = validate_inputs(loaded)  # what the job reads: files, headers, imports, module refs
     if note:
         print(f"warning: {note}", file=sys.stderr)
     typer.echo(f"{job}: ok ({', '.join(loaded.config.stages())})")
@@ -245,6 +245,11 @@ def predict(
     if gpu and not (address or settings.ray_address()) and local_gpus() == 0:
         raise UsageError(NO_GPU)  # before the package is fetched and an embedded Ray started for nothing
     ref = parse_model_ref(model)
+    from raymlp.config.inputs import input_problem
+
+    missing_input = input_problem(input)
+    if missing_input:
+        raise UsageError(f"--input {missing_input}")  # before Ray starts
     storage = _storage_for(job)
     package, version = Tracker(storage.tracking_uri, Path(storage.root)).package_for(ref, storage.folder("cache", "models"))
     # Ray Data draws bars only where stdout is a terminal (elsewhere it logs blocks of lines every

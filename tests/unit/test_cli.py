@@ -61,8 +61,20 @@ def test_run_on_a_broken_job_exits_2_without_starting_ray(tmp_path):
     assert not (tmp_path / "home").exists(), "a refused job must not create state"
 
 
-def test_valid_job_validates_with_its_stages():
-    result = raymlp("validate", "jobs/quickstart.yaml", cwd=REPO)
+def quickstart_project(folder: Path) -> Path:
+    """A copy of jobs/quickstart.yaml in `folder` with the data/wine.csv it reads (as `make demo` writes it)."""
+    from raymlp.data.sources import sklearn_frame
+
+    (folder / "jobs").mkdir()
+    (folder / "data").mkdir()
+    (folder / "jobs" / "quickstart.yaml").write_text((REPO / "jobs" / "quickstart.yaml").read_text())
+    sklearn_frame("wine").head(5).to_csv(folder / "data" / "wine.csv", index=False)
+    return folder / "jobs" / "quickstart.yaml"
+
+
+def test_valid_job_validates_with_its_stages(tmp_path):
+    quickstart_project(tmp_path)
+    result = raymlp("validate", "jobs/quickstart.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "jobs/quickstart.yaml: ok (collect, convert, train, register, predict, serve)"
 
@@ -76,8 +88,7 @@ def test_bad_usage_exits_2():
 
 
 def test_help_and_validate_import_no_framework(tmp_path):
-    job = tmp_path / "ok.yaml"
-    job.write_text((REPO / "jobs" / "quickstart.yaml").read_text())
+    job = quickstart_project(tmp_path)  # validate reads the CSV's header: no framework for that either
     probe = textwrap.dedent(f"""
         import json, sys
         from raymlp.cli import main
@@ -85,7 +96,7 @@ def test_help_and_validate_import_no_framework(tmp_path):
         heavy = sorted(name for name in ("torch", "tensorflow", "xgboost", "ray", "mlflow") if name in sys.modules)
         print(json.dumps({{"codes": codes, "heavy": heavy}}))
     """)
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"codes": [0, 0, 0], "heavy": []}
 
