@@ -28,6 +28,8 @@ class RunSummary:
     stages: dict[str, float] = field(default_factory=dict)
     ray_startup_seconds: float | None = None
     ray_address: str | None = None
+    collected_rows: int | None = None  # rows loaded into the data.collect table
+    rejected_rows: int | None = None  # malformed records the collect kept in the table's __rejects table
     dataset: str | None = None
     dataset_rows: int | None = None
     quarantined_rows: int | None = None
@@ -211,7 +213,8 @@ def _quiet_ray_data() -> None:
 def _collect(context: StageContext, summary: RunSummary) -> None:
     from raymlp.data.stage import collect_stage
 
-    context.results["collect"] = collect_stage(context)
+    collected = context.results["collect"] = collect_stage(context)
+    summary.collected_rows, summary.rejected_rows = collected.rows, collected.rejected
 
 
 def _convert(context: StageContext, summary: RunSummary) -> None:

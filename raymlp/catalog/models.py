@@ -117,6 +117,8 @@ class Collection(Base):
     row_count: Mapped[int] = mapped_column(BigInteger)
     column_types: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    rows_rejected: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    rejects_table: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class Run(Base):

@@ -120,6 +120,8 @@ class CollectionRecord:
     row_count: int
     column_types: dict[str, Any]
     created_at: datetime
+    rows_rejected: int = 0  # malformed records kept in `rejects_table`
+    rejects_table: str | None = None
 
 
 @dataclass(frozen=True)
@@ -457,6 +459,8 @@ def _collection_record(row: Collection) -> CollectionRecord:
         row_count=row.row_count,
         column_types=dict(row.column_types),
         created_at=row.created_at,
+        rows_rejected=row.rows_rejected or 0,
+        rejects_table=row.rejects_table,
     )
 
 
@@ -698,8 +702,11 @@ class Catalog:
         mode: str,
         row_count: int,
         column_types: dict[str, Any],
+        rows_rejected: int = 0,
+        rejects_table: str | None = None,
     ) -> CollectionRecord:
-        """Record that ``source_uri`` was collected into ``target_table``; URLs are stored without passwords."""
+        """Record that ``source_uri`` was collected into ``target_table`` (``rows_rejected`` malformed
+        records kept in ``rejects_table``); URLs are stored without passwords."""
         row = Collection(
             source_uri=redact_url(str(source_uri)),
             source_sha256=source_sha256,
@@ -709,6 +716,8 @@ class Catalog:
             row_count=int(row_count),
             column_types=_clean_json(dict(column_types), "column_types", redact_keys=False),
             created_at=utcnow(),
+            rows_rejected=int(rows_rejected),
+            rejects_table=None if rejects_table is None else _name(rejects_table, "rejects_table"),
         )
         with self._session(write=True) as session:
             session.add(row)

@@ -26,6 +26,7 @@ SOURCE_COLUMN = "_raymlp_source"
 ROW_COLUMN = "_raymlp_row"
 REASON_COLUMN = "_raymlp_reason"
 TEXT_COLUMN = "_raymlp_text"
+RAW_COLUMN = "_raymlp_raw"  # a malformed record's bytes exactly as the file holds them (no line end)
 
 
 @dataclass
@@ -200,6 +201,7 @@ def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
     bad_lines: list[int] = []
     reasons: list[str] = []
     texts: list[str] = []
+    raws: list[bytes] = []
     all_lines = _split_lines(data.decode("utf-8", "surrogateescape"))
     width, offset = len(names), 0
     reader = csv.reader(iter(all_lines), delimiter=delimiter, strict=True)
@@ -215,6 +217,8 @@ def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
             texts.append(all_lines[start - 1].rstrip("\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                          if start <= len(all_lines) else "")
             spans_lines = offset + reader.line_num > start
+            end = start if spans_lines else offset + reader.line_num  # an open quote costs its first line only
+            raws.append(_raw(all_lines[start - 1:end]))
             if spans_lines or "unexpected end of data" in str(error):
                 reasons.append("malformed CSV: a quoted field is never closed")
             else:
@@ -238,6 +242,7 @@ def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
         if reason:
             bad_lines.append(start)
             reasons.append(reason)
+            raws.append(_raw(all_lines[start - 1:previous_end]))
             texts.append(delimiter.join(value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                                         for value in record))
             continue
@@ -245,11 +250,19 @@ def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
         lines.append(start)
     table = _read_typed_else_inferred(good_text.getvalue().encode("utf-8"), names, ",", column_types, True)
     return ParsedCsv(table=table, lines=np.asarray(lines, dtype=np.int64),
-                     malformed=malformed_records(source, bad_lines, reasons, texts))
+                     malformed=malformed_records(source, bad_lines, reasons, texts, raws))
 
 
-def malformed_records(source: str, lines: list[int], reasons: list[str], texts: list[str]) -> pa.Table | None:
-    """Quarantine rows for records that could not be parsed: file, line, reason, the text as read."""
+def _raw(lines: list[str]) -> bytes:
+    """A record's lines as the file's bytes, without the line end after the last."""
+    data = "".join(lines).encode("utf-8", "surrogateescape")
+    return data.removesuffix(b"\n").removesuffix(b"\r") if data.endswith(b"\n") else data
+
+
+def malformed_records(source: str, lines: list[int], reasons: list[str], texts: list[str],
+                      raws: list[bytes]) -> pa.Table | None:
+    """Quarantine rows for records that could not be parsed: file, line, reason, the text as read
+    (bytes that are not UTF-8 shown as U+FFFD) and the record's bytes exactly."""
     if not lines:
         return None
     return pa.table({
@@ -257,6 +270,7 @@ def malformed_records(source: str, lines: list[int], reasons: list[str], texts: 
         ROW_COLUMN: pa.array(lines, pa.int64()),
         REASON_COLUMN: pa.array(reasons, pa.string()),
         TEXT_COLUMN: pa.array(texts, pa.string()),
+        RAW_COLUMN: pa.array(raws, pa.binary()),
     })
 
 

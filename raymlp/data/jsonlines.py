@@ -46,6 +46,7 @@ def parse_json_range(data: bytes, source: str, column_types: dict[str, pa.DataTy
     bad_lines: list[int] = []
     reasons: list[str] = []
     texts: list[str] = []
+    raws: list[bytes] = []
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -62,9 +63,10 @@ def parse_json_range(data: bytes, source: str, column_types: dict[str, pa.DataTy
             bad_lines.append(number)
             reasons.append(reason)
             texts.append(line.decode("utf-8", "replace"))
+            raws.append(line)
         else:
             good.append(line)
             lines.append(number)
     table = _read_typed_else_inferred(b"\n".join(good) + b"\n", column_types) if good else pa.table({})
     return ParsedCsv(table=table, lines=np.asarray(lines, dtype=np.int64),
-                     malformed=malformed_records(source, bad_lines, reasons, texts))
+                     malformed=malformed_records(source, bad_lines, reasons, texts, raws))

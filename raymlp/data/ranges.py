@@ -35,7 +35,7 @@ import pyarrow as pa
 from raymlp.config.schema import SchemaConfig, SourceConfig
 from raymlp.errors import UsageError, WorkFailed
 
-from .csvfile import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, TEXT_COLUMN, physical_lines
+from .csvfile import RAW_COLUMN, REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, TEXT_COLUMN, physical_lines
 from .integrity import ContentDigest, canonical, file_sha256, plain_types, row_hash_sum
 from .statistics import finish_statistics, merge_statistics, partial_statistics
 
@@ -46,6 +46,10 @@ READ_ON_RAY_ENV = "RAYMLP_READ_ON_RAY"
 _MAX_RANGE_BYTES = 64 << 20
 _MIN_RANGE_BYTES = 8 << 20
 _FIRST_REASONS = 20
+#: Why a collect with `on_error: fail` refuses malformed records, and the ways out.
+MALFORMED_IN_A_TABLE = ("a table cannot hold them aside with data.schema.on_error: fail (with quarantine, a "
+                        "collect keeps them in the table's __rejects table; a convert straight from the files "
+                        "quarantines them)")
 
 
 @dataclass(frozen=True)
@@ -623,12 +627,14 @@ class RangeTables:
     range whose own types differ being read again with that union. The union can still widen
     after earlier tables were handed over (a column all null so far, int -> float, or a string
     where a number was): the consumer widens what it stored, or starts over reading whole.
-    Malformed records fail at the first range that has them (a table cannot hold them aside).
+    Malformed records fail at the first range that has them, unless `keep_rejects`: then each
+    piece carries its range's malformed records (`LoadPiece.rejects`: file, absolute line, reason,
+    text, raw bytes). `records` counts every record read (loaded + rejected), `rejected` the latter.
     After the last table, `files` holds each source file's path and sha256 (unchanged since).
     """
 
     def __init__(self, files: list[Path], source: SourceConfig, progress: Callable[[int, int], None] | None = None,
-                 workers: int | None = None, label: str | None = None):
+                 workers: int | None = None, label: str | None = None, keep_rejects: bool = False):
         from raymlp import settings
 
         from .csvfile import read_header
@@ -641,7 +647,9 @@ class RangeTables:
         self.files: list[dict[str, str]] = []
         self.bytes = 0
         self.records = 0
-        self._lines_before: dict[int, int] = {}  # per file: lines before the next range (for messages)
+        self.rejected = 0
+        self.keep_rejects = keep_rejects
+        self._lines_before: dict[int, int] = {}  # per file: lines before the next range (absolute line numbers)
         names: dict[str, list[str]] = {}
         self.starts: dict[str, int] = {}
         if self.file_format == "csv":
@@ -669,8 +677,10 @@ class RangeTables:
         try:
             handed_over = False
             for result in self._final_results(runner, how, queued, upcoming):
-                self._fail_on_malformed(result)
-                yield self._with_union_types(result, runner, how)
+                rejects = self._malformed(result)
+                piece = self._with_union_types(result, runner, how)
+                piece.rejects = rejects
+                yield piece
                 handed_over = True
             if not handed_over:
                 yield LoadPiece(self.schema.empty_table())
@@ -714,16 +724,21 @@ class RangeTables:
             return group[0]
         return runner.result(runner.submit(replace(group[0].range, end=group[-1].range.end), how))
 
-    def _fail_on_malformed(self, result: RangeResult) -> None:
+    def _malformed(self, result: RangeResult) -> pa.Table | None:
+        """The range's malformed records with absolute line numbers (kept, or a failure)."""
         before = self._lines_before
         offset = 0 if self.file_format == "parquet" else before.get(result.range.file_index, 1 if self.file_format == "csv" else 0)
         before[result.range.file_index] = offset + result.lines
-        if result.malformed:
-            shown = _absolute(result.quarantine, offset).slice(0, _FIRST_REASONS).to_pylist()
-            raise WorkFailed(
-                f"{result.malformed}+ malformed records in the source; a table cannot hold them aside "
-                "(convert straight from the files to quarantine them). First ones:\n  "
-                + "\n  ".join(f"{row[SOURCE_COLUMN] or result.range.file}:{row[ROW_COLUMN]}: {row[REASON_COLUMN]}" for row in shown))
+        if not result.malformed:
+            return None
+        malformed = _absolute(result.quarantine, offset)
+        if self.keep_rejects:
+            self.rejected += malformed.num_rows
+            return malformed
+        shown = [f"{row[SOURCE_COLUMN] or result.range.file}:{row[ROW_COLUMN]}: {row[REASON_COLUMN]}"
+                 for row in malformed.slice(0, _FIRST_REASONS).to_pylist()]
+        raise WorkFailed(f"{result.malformed}+ malformed records in the source; {MALFORMED_IN_A_TABLE}. "
+                         "First ones:\n  " + "\n  ".join(shown))
 
     def _with_union_types(self, result: RangeResult, runner, how: RangeRead):
         """The range's rows in the union of every type handed over so far and its own; read again
@@ -937,7 +952,8 @@ def _assemble(ordered: list[RangeResult], schema: pa.Schema, file_hashes: dict[s
     quarantine = None
     if quarantines:
         quarantine = pa.concat_tables(quarantines, promote_options="permissive")
-        text_first = [c for c in (SOURCE_COLUMN, ROW_COLUMN, REASON_COLUMN, TEXT_COLUMN) if c in quarantine.column_names]
+        text_first = [c for c in (SOURCE_COLUMN, ROW_COLUMN, REASON_COLUMN, TEXT_COLUMN, RAW_COLUMN)
+                      if c in quarantine.column_names]
         quarantine = quarantine.select(text_first + [c for c in quarantine.column_names if c not in text_first])
     table = None
     if keep_table:

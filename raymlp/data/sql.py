@@ -643,6 +643,69 @@ class WrittenTable:
     rows: int
     column_types: dict[str, str]
     method: str = ""  # how the rows went in: COPY FROM STDIN, LOAD DATA LOCAL INFILE, ...
+    rejected: int = 0  # malformed records kept in `rejects_table`
+    rejects_table: str | None = None  # written (created, replaced or appended to) with the table
+
+
+#: A collect's malformed records live in `<table>__rejects`, written in the same transaction as the table.
+REJECTS_SUFFIX = "__rejects"
+#: The rejects table's columns, and the quarantine columns they hold (file, line, reason, text, raw bytes).
+REJECTS_COLUMNS = {"file": "_raymlp_source", "line": "_raymlp_row", "reason": "_raymlp_reason",
+                   "text": "_raymlp_text", "raw": "_raymlp_raw"}
+
+
+def rejects_table_name(table: str) -> str:
+    return table + REJECTS_SUFFIX
+
+
+def _rejects_columns():
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
+
+    long_text = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")  # MySQL's TEXT stops at 64 KiB
+    return [sa.Column("file", long_text), sa.Column("line", sa.BigInteger()), sa.Column("reason", long_text),
+            sa.Column("text", long_text),
+            sa.Column("raw", sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"))]
+
+
+def _rejects_rows(malformed: pa.Table) -> pa.Table:
+    """Quarantine rows of malformed records as the rejects table's rows (PostgreSQL text cannot hold NUL)."""
+    import pyarrow.compute as pc
+
+    columns = []
+    for name, quarantine_name in REJECTS_COLUMNS.items():
+        kind = {"line": pa.int64(), "raw": pa.binary()}.get(name, pa.string())
+        column = malformed.column(quarantine_name).cast(kind) if quarantine_name in malformed.column_names \
+            else pa.nulls(malformed.num_rows, kind)
+        if name == "text":
+            column = pc.replace_substring(column, "\x00", "\ufffd")
+        columns.append(column)
+    return pa.table(columns, names=list(REJECTS_COLUMNS))
+
+
+def read_rejects(url: str, table: str) -> pa.Table | None:
+    """The malformed records a collect kept beside `table` (as quarantine rows, in file and line
+    order), or None when the table has no rejects table."""
+    import sqlalchemy as sa
+
+    name = rejects_table_name(table)
+    engine = engine_for(url)
+    try:
+        with _read_errors(url, name, engine), engine.connect() as connection:
+            if not sa.inspect(connection).has_table(name):
+                return None
+            quote = engine.dialect.identifier_preparer.quote
+            file, line, reason, text, raw = (quote(column) for column in REJECTS_COLUMNS)
+            result = connection.execute(sa.text(f"SELECT {file}, {line}, {reason}, {text}, {raw} FROM {quote(name)} "
+                                                f"ORDER BY {file}, {line}"))
+            rows = result.fetchall()
+    finally:
+        engine.dispose()
+    values = list(zip(*rows)) or [()] * len(REJECTS_COLUMNS)
+    kinds = [pa.string(), pa.int64(), pa.string(), pa.string(), pa.binary()]
+    values[4] = [None if value is None else bytes(value) for value in values[4]]  # memoryview from some drivers
+    return pa.table([pa.array(list(column), kind) for column, kind in zip(values, kinds)],
+                    names=list(REJECTS_COLUMNS.values()))
 
 
 def _sql_type(arrow_type: pa.DataType):
@@ -702,6 +765,7 @@ class LoadPiece:
     csv_text: bytes | None = None
     csv_columns: list[str] = dataclasses.field(default_factory=list)
     delimiter: str = ","
+    rejects: pa.Table | None = None  # malformed records of the same source piece (quarantine columns)
 
 
 class TypesWidened(Exception):
@@ -714,7 +778,8 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
     return write_tables(url, name, [LoadPiece(table)], mode, batch_rows)
 
 
-def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, batch_rows: int = 50_000) -> WrittenTable:
+def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, batch_rows: int = 50_000,
+                 keep_rejects: bool = False) -> WrittenTable:
     """Write the rows of `pieces`, loaded one after the other as they come, into database table
     `name` so that it appears complete or not at all.
 
@@ -723,6 +788,11 @@ def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, ba
     (fail, when it does not exist). A later table whose types are wider (see `_widen`) widens the
     staging table in place on PostgreSQL; where that cannot keep the loaded values, or on another
     database, `TypesWidened` is raised and nothing is written.
+
+    With `keep_rejects`, the pieces' malformed records go into `<name>__rejects` (file, line,
+    reason, text, raw) the same way and in the same step: replaced, appended to or created with
+    the table, even when there are none (a replaced table's old rejects go with it). Without it,
+    replace drops an existing rejects table, whose records belonged to the rows replaced.
     """
     import sqlalchemy as sa
 
@@ -730,52 +800,94 @@ def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, ba
 
     engine = engine_for(url, bulk_load=True)
     staging_name = f"_raymlp_stage_{uuid.uuid4().hex[:12]}"
+    rejects_name = rejects_table_name(name)
     preparer = engine.dialect.identifier_preparer
     target_sql, staging_sql = preparer.quote(name), preparer.quote(staging_name)
+    rejects_sql = preparer.quote(rejects_name)
+    rejects_staging_name = f"_raymlp_stage_{uuid.uuid4().hex[:12]}"
+    rejects_staging_sql = preparer.quote(rejects_staging_name)
+    mysql = engine.dialect.name in ("mysql", "mariadb")
     pieces = iter(pieces)
     first_piece = next(pieces, None)
     if first_piece is None:
         raise ValueError("write_tables needs at least one piece (its schema creates the staging table)")
     first = first_piece.table
+    created_rejects = False  # an empty rejects table made up front for an append (dropped by hand on failure)
     try:
         with engine.connect() as connection:
-            exists = sa.inspect(connection).has_table(name)
-            existing = [column["name"] for column in sa.inspect(connection).get_columns(name)] if exists else []
+            inspector = sa.inspect(connection)
+            exists = inspector.has_table(name)
+            existing = [column["name"] for column in inspector.get_columns(name)] if exists else []
+            rejects_exist = inspector.has_table(rejects_name)
         if exists and mode == "fail":
             raise WorkFailed(f"table '{name}' already exists in {redact_url(url)}; set data.collect.mode to append or replace")
+        if rejects_exist and mode == "fail":
+            raise WorkFailed(f"table '{rejects_name}' already exists in {redact_url(url)} (malformed records of an "
+                             f"earlier collect into '{name}'); drop it, or set data.collect.mode to append or replace")
         if exists and mode == "append" and existing != first.schema.names:
             raise WorkFailed(f"cannot append to '{name}': its columns are {existing}, the source has {first.schema.names}")
-        # MariaDB/MySQL commit DDL implicitly: the staging table is dropped by hand if anything fails.
+        # MariaDB/MySQL commit DDL implicitly: the staging tables are dropped by hand if anything fails.
         with engine.begin() as connection:
             staging = sa.Table(staging_name, sa.MetaData(),
                                *[sa.Column(field.name, _sql_type(field.type), nullable=True) for field in first.schema])
             staging.create(connection)
+            rejects_staging = None
+            if keep_rejects:
+                rejects_staging = sa.Table(rejects_staging_name, sa.MetaData(), *_rejects_columns())
+                rejects_staging.create(connection)
+                if mode == "append" and not rejects_exist:
+                    sa.Table(rejects_name, sa.MetaData(), *_rejects_columns()).create(connection)
+                    created_rejects = rejects_exist = True
             loaded = _LoadedColumns(first.schema)
-            rows, methods = 0, []
+            rows, rejected, methods = 0, 0, []
             for piece in itertools.chain([first_piece], pieces):
                 if not piece.table.schema.equals(loaded.schema):
                     staging = _widen(connection, staging, staging_sql, loaded, piece.table.schema)
                 methods.append(_bulk_load(connection, staging, staging_sql, piece, batch_rows))
                 loaded.add(piece.table)
                 rows += piece.table.num_rows
+                if piece.rejects is not None and piece.rejects.num_rows:
+                    if rejects_staging is None:
+                        raise ValueError("a piece has malformed records but write_tables was not asked to keep them")
+                    kept = LoadPiece(_rejects_rows(piece.rejects))
+                    _bulk_load(connection, rejects_staging, rejects_staging_sql, kept, batch_rows)
+                    rejected += piece.rejects.num_rows
             if exists and mode == "append" and existing != loaded.schema.names:
                 raise WorkFailed(f"cannot append to '{name}': its columns are {existing}, the source has {loaded.schema.names}")
+            renames: list[tuple[str, str]] = []  # done in one step: one RENAME TABLE on MariaDB/MySQL
+            retired: list[str] = []
             if exists and mode == "append":
                 connection.execute(sa.text(f"INSERT INTO {target_sql} SELECT * FROM {staging_sql}"))
-                connection.execute(sa.text(f"DROP TABLE {staging_sql}"))
-            elif exists and engine.dialect.name in ("mysql", "mariadb"):
-                retired = preparer.quote(f"_raymlp_old_{uuid.uuid4().hex[:12]}")
-                connection.execute(sa.text(f"RENAME TABLE {target_sql} TO {retired}, {staging_sql} TO {target_sql}"))
-                connection.execute(sa.text(f"DROP TABLE {retired}"))
+                retired.append(staging_sql)
             else:
                 if exists:
-                    connection.execute(sa.text(f"DROP TABLE {target_sql}"))
-                connection.execute(sa.text(f"ALTER TABLE {staging_sql} RENAME TO {target_sql}"))
-    except sa.exc.SQLAlchemyError as error:
+                    retired.append(preparer.quote(f"_raymlp_old_{uuid.uuid4().hex[:12]}"))
+                    renames.append((target_sql, retired[-1]))
+                renames.append((staging_sql, target_sql))
+            if keep_rejects and rejects_exist and mode == "append":
+                connection.execute(sa.text(f"INSERT INTO {rejects_sql} SELECT * FROM {rejects_staging_sql}"))
+                retired.append(rejects_staging_sql)
+            else:
+                if rejects_exist and mode == "replace":
+                    retired.append(preparer.quote(f"_raymlp_old_{uuid.uuid4().hex[:12]}"))
+                    renames.append((rejects_sql, retired[-1]))
+                if keep_rejects:
+                    renames.append((rejects_staging_sql, rejects_sql))
+            if mysql and renames:
+                connection.execute(sa.text("RENAME TABLE " + ", ".join(f"{old} TO {new}" for old, new in renames)))
+            else:
+                for old, new in renames:
+                    connection.execute(sa.text(f"ALTER TABLE {old} RENAME TO {new}"))
+            for quoted in retired:
+                connection.execute(sa.text(f"DROP TABLE {quoted}"))
+    except BaseException as error:
         _drop_quietly(engine, staging_sql)
-        raise WorkFailed(f"writing table '{name}' to {redact_url(url)} failed: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}") from None
-    except BaseException:
-        _drop_quietly(engine, staging_sql)
+        _drop_quietly(engine, rejects_staging_sql)
+        if created_rejects and mysql:
+            _drop_quietly(engine, rejects_sql)
+        if isinstance(error, sa.exc.SQLAlchemyError):
+            raise WorkFailed(f"writing table '{name}' to {redact_url(url)} failed: {error.__class__.__name__}: "
+                             f"{getattr(error, 'orig', None) or error}") from None
         raise
     finally:
         if hasattr(pieces, "close"):  # a generator: stop its readers now, not when it is collected
@@ -783,7 +895,8 @@ def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, ba
         engine.dispose()
     column_types = {column.name: str(column.type.compile(dialect=engine.dialect)) for column in staging.columns}
     method = " + ".join(dict.fromkeys(methods)) + (f" ({len(methods)} pieces)" if len(methods) > 1 else "")
-    return WrittenTable(table=name, rows=rows, column_types=column_types, method=method)
+    return WrittenTable(table=name, rows=rows, column_types=column_types, method=method, rejected=rejected,
+                        rejects_table=rejects_name if keep_rejects else None)
 
 
 class _LoadedColumns:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from raymlp import metrics
 from raymlp.context import StageContext
-from raymlp.errors import WorkFailed
+from raymlp.errors import UsageError, WorkFailed
 
 from .integrity import plain_types
 from .sources import expand_paths, read_source
@@ -26,6 +26,8 @@ class Collected:
     table: str
     rows: int
     column_types: dict[str, str]
+    rejected: int = 0  # malformed records kept in `rejects_table`
+    rejects_table: str | None = None
 
 
 def collect_stage(context: StageContext) -> Collected:
@@ -35,10 +37,17 @@ def collect_stage(context: StageContext) -> Collected:
     data = context.config.data
     target = data.collect
     job = context.config.name
+    keep_rejects = data.schema_ is not None and data.schema_.on_error == "quarantine"
+    if keep_rejects:
+        from .sql import rejects_table_name
+
+        if len(rejects_table_name(target.table)) > 63:  # PostgreSQL would cut the name short, silently
+            raise UsageError(f"data.collect.table: '{target.table}' is too long to keep malformed records beside it "
+                             f"in '{rejects_table_name(target.table)}' (at most 63 characters); shorten it to 54")
     started = time.perf_counter()
     with context.reporter.progress("collect", None) as progress:
         written, origin, size = _load_source(data.source, target, metrics.counting(progress, job, "collect"),
-                                             context.reporter, label=f"{job}/collect")
+                                             context.reporter, label=f"{job}/collect", keep_rejects=keep_rejects)
     metrics.inc(metrics.ROWS_COLLECTED, written.rows, metrics.tags(job, "collect", table=target.table))
     context.catalog.record_collection(
         source_uri=", ".join(item["path"] for item in origin if "path" in item) or str(origin[0]),
@@ -48,39 +57,48 @@ def collect_stage(context: StageContext) -> Collected:
         mode=target.mode,
         row_count=written.rows,
         column_types=written.column_types,
+        rows_rejected=written.rejected,
+        rejects_table=written.rejects_table,
     )
     types = ", ".join(f"{name} {kind}" for name, kind in written.column_types.items())
+    records = written.rows + written.rejected
+    rejects = "" if written.rejects_table is None else (
+        f"; {written.rejected} malformed records -> {written.rejects_table} ({records} records read)")
     context.reporter.stage(
-        "collect", f"{written.rows} rows -> {redact_url(target.url)} table {target.table} ({target.mode}) "
-        f"{_rate(written.rows, size, time.perf_counter() - started)} by {written.method}; columns: {types}"
+        "collect", f"{written.rows} rows -> {redact_url(target.url)} table {target.table} ({target.mode}){rejects} "
+        f"{_rate(records, size, time.perf_counter() - started)} by {written.method}; columns: {types}"
     )
-    return Collected(url=redact_url(target.url), table=target.table, rows=written.rows, column_types=written.column_types)
+    return Collected(url=redact_url(target.url), table=target.table, rows=written.rows,
+                     column_types=written.column_types, rejected=written.rejected, rejects_table=written.rejects_table)
 
 
-def _load_source(source, target, progress, reporter, label: str | None = None) -> tuple[Any, list[dict[str, str]], int | None]:
+def _load_source(source, target, progress, reporter, label: str | None = None,
+                 keep_rejects: bool = False) -> tuple[Any, list[dict[str, str]], int | None]:
     """The source's rows into the target table: files range by range as they are parsed (memory
     holds a few ranges), anything else read whole first. Returns what was written, the source
     files (path, sha256) and the bytes read. `label` (`job/stage`) names the Ray tasks of ranges
-    read on a cluster."""
-    from .ranges import RangeTables
-    from .sql import TypesWidened, write_table, write_tables
+    read on a cluster. `keep_rejects`: malformed records go into the table's rejects table
+    instead of failing the collect."""
+    from .ranges import MALFORMED_IN_A_TABLE, RangeTables
+    from .sql import LoadPiece, TypesWidened, write_tables
 
     if source.format in ("csv", "json", "parquet"):
-        ranges = RangeTables(expand_paths(source.path, source.format), source, progress, label=label)
+        ranges = RangeTables(expand_paths(source.path, source.format), source, progress, label=label,
+                             keep_rejects=keep_rejects)
         try:
-            written = write_tables(target.url, target.table, ranges, target.mode)
+            written = write_tables(target.url, target.table, ranges, target.mode, keep_rejects=keep_rejects)
             return written, ranges.files, ranges.bytes
         except TypesWidened as reason:
             reporter.stage("collect", f"a column's type widened after rows were loaded ({reason}); reading the files whole")
     source_data = read_source(source, progress)
-    if source_data.malformed_rows:
+    if source_data.malformed_rows and not keep_rejects:
         first = source_data.malformed.slice(0, 20).to_pylist()
         raise WorkFailed(
-            f"{source_data.malformed_rows} malformed records in the source; a table cannot hold them aside "
-            "(convert straight from the files to quarantine them). First ones:\n  "
+            f"{source_data.malformed_rows} malformed records in the source; {MALFORMED_IN_A_TABLE}. First ones:\n  "
             + "\n  ".join(f"{row['_raymlp_source']}:{row['_raymlp_row']}: {row['_raymlp_reason']}" for row in first)
         )
-    written = write_table(target.url, target.table, source_data.table, target.mode)
+    written = write_tables(target.url, target.table, [LoadPiece(source_data.table, rejects=source_data.malformed)],
+                           target.mode, keep_rejects=keep_rejects)
     return written, source_data.description.get("files", [source_data.description]), _bytes_read(source_data)
 
 
@@ -100,15 +118,17 @@ def convert_stage(context: StageContext) -> PublishedVersion:
     if data.collect is not None:
         from raymlp.catalog import redact_url
 
-        from .sql import read_sql
+        from .sql import read_rejects, read_sql
 
+        malformed = read_rejects(data.collect.url, data.collect.table)
         table = read_sql(data.collect.url, table=data.collect.table, shard_key=data.collect.shard_key,
                          shards=data.collect.shards, where="data.collect")
         source_info: dict[str, Any] = {"kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
-                                       "rows": table.num_rows}
+                                       **_rejects_info(data.collect.table, malformed),
+                                       "rows": table.num_rows + (0 if malformed is None else malformed.num_rows)}
         if data.collect.shard_key is not None:
             source_info.update({"shard_key": data.collect.shard_key, "shards": data.collect.shards})
-        row_ids = row_sources = malformed = None
+        row_ids = row_sources = None
     else:  # sources read whole: SQL, scikit-learn, images
         source = read_source(data.source)
         table, row_ids, row_sources, malformed = source.table, source.row_ids, source.row_sources, source.malformed
@@ -116,10 +136,8 @@ def convert_stage(context: StageContext) -> PublishedVersion:
     quarantined = malformed
     validation: dict[str, Any] = {"rules": None, "rows_in": source_info["rows"],
                                   "rows_malformed": 0 if malformed is None else malformed.num_rows}
-    if malformed is not None and data.schema_ is not None and data.schema_.on_error == "fail":
-        raise WorkFailed(f"{malformed.num_rows} malformed records in the source (data.schema.on_error: fail); first: "
-                         + "; ".join(f"{row['_raymlp_source']}: {row['_raymlp_reason']}"
-                                     for row in malformed.slice(0, 20).to_pylist()))
+    if malformed is not None and malformed.num_rows and data.schema_ is not None and data.schema_.on_error == "fail":
+        _fail_with_malformed(malformed)
     if data.schema_ is not None:
         checked = check_rows(table, data.schema_, row_ids=row_ids, row_sources=row_sources)
         table = checked.good
@@ -158,22 +176,45 @@ def _convert_files(context: StageContext) -> PublishedVersion:
     return version
 
 
-def _publish_read(context: StageContext, staging, read, source: dict[str, Any]) -> PublishedVersion:
-    """Publish the parts a range or stream read wrote into `staging`, with its counts reconciled."""
+def _publish_read(context: StageContext, staging, read, source: dict[str, Any],
+                  rejects: pa.Table | None = None) -> PublishedVersion:
+    """Publish the parts a range or stream read wrote into `staging`, with its counts reconciled.
+    `rejects`: malformed records a collect kept beside the table read (quarantine rows), counted
+    as records read and set aside."""
     data = context.config.data
     rules = data.schema_
-    validation: dict[str, Any] = {"rules": None, "rows_in": read.records, "rows_malformed": read.malformed,
-                                  "rows_kept": read.rows, "rows_quarantined": read.malformed + read.invalid}
+    rejected = 0 if rejects is None else rejects.num_rows
+    records, malformed = read.records + rejected, read.malformed + rejected
+    validation: dict[str, Any] = {"rules": None, "rows_in": records, "rows_malformed": malformed,
+                                  "rows_kept": read.rows, "rows_quarantined": malformed + read.invalid}
     if rules is not None:
         validation.update({"on_error": rules.on_error, "rows_invalid": read.invalid,
                            "rules": rules.model_dump(mode="json", by_alias=True)})
     if read.rows == 0:
-        raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({read.records} read, none kept)")
+        raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({records} read, none kept)")
+    quarantine = read.quarantine
+    if rejected:
+        quarantine = rejects if quarantine is None else \
+            pa.concat_tables([rejects, quarantine], promote_options="permissive")
     return staging.publish(
         context.catalog, schema=read.schema, row_count=read.rows, files=read.parts,
-        content_digest=read.content_digest, statistics=read.statistics, source={**source, "rows": read.records},
-        quarantined=read.quarantine, validation=validation,
+        content_digest=read.content_digest, statistics=read.statistics, source={**source, "rows": records},
+        quarantined=quarantine, validation=validation,
     )
+
+
+def _rejects_info(table: str, rejects: pa.Table | None) -> dict[str, Any]:
+    """What a version records of the malformed records a collect kept beside its table."""
+    from .sql import rejects_table_name
+
+    return {} if rejects is None else {"rejects_table": rejects_table_name(table), "rejected": rejects.num_rows}
+
+
+def _fail_with_malformed(malformed: pa.Table) -> None:
+    shown = [f"{row['_raymlp_source']}:{row['_raymlp_row']}: {row['_raymlp_reason']}"
+             for row in malformed.slice(0, 20).to_pylist()]
+    raise WorkFailed(f"{malformed.num_rows} malformed records in the source (data.schema.on_error: fail); "
+                     "first ones:\n  " + "\n  ".join(shown))
 
 
 def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
@@ -182,7 +223,7 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
     from raymlp.catalog import redact_url
 
     from .ranges import read_stream
-    from .sql import POSTGRES_BOOLEANS, postgres_copy_stream
+    from .sql import POSTGRES_BOOLEANS, postgres_copy_stream, read_rejects
     from .versions import VersionStaging
 
     from .ranges import RANGE_BYTES_ENV
@@ -194,6 +235,9 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
     with postgres_copy_stream(data.collect.url, table=data.collect.table, chunk_bytes=chunk_bytes) as stream:
         if stream is None:
             return None
+        rejects = read_rejects(data.collect.url, data.collect.table)
+        if rejects is not None and rejects.num_rows and rules is not None and rules.on_error == "fail":
+            _fail_with_malformed(rejects)
         with VersionStaging(context.storage.root, data.dataset.name) as staging, \
                 context.reporter.progress("convert", None) as progress:
             read = read_stream(stream.chunks, stream.names, stream.column_types, f"table {data.collect.table}",
@@ -202,8 +246,10 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
             if rules is not None and rules.on_error == "fail" and read.quarantine is not None:
                 _fail_with_first_reasons(read.quarantine)
             version = _publish_read(context, staging, read, {
-                "kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table})
-    _report_convert(context, version, version.manifest["validation"], read.records, read.bytes, started)
+                "kind": "table", "url": redact_url(data.collect.url), "table": data.collect.table,
+                **_rejects_info(data.collect.table, rejects)}, rejects)
+    _report_convert(context, version, version.manifest["validation"], version.manifest["validation"]["rows_in"],
+                    read.bytes, started)
     return version
 
 

@@ -39,7 +39,7 @@ def source_yield(manifest: dict[str, Any], url: str | None = None) -> tuple[Sour
     from .integrity import plain_types
     from .ranges import read_files
     from .sources import read_sklearn
-    from .sql import read_sql
+    from .sql import read_rejects, read_sql
     from .validate import check_rows
 
     source = manifest["source"]
@@ -68,19 +68,25 @@ def source_yield(manifest: dict[str, Any], url: str | None = None) -> tuple[Sour
             checked = check_rows(table, rules)
             table, quarantined = checked.good, quarantined + checked.quarantined_rows
         return SourceYield(records, table.num_rows, quarantined, content_digest(plain_types(table))), []
+    rejected = 0  # malformed records a collect kept beside the table, in its rejects table
     if kind in ("table", "sql"):
         try:
             table = read_sql(url or source["url"], table=source.get("table"), query=source.get("query"))
+            if source.get("rejects_table"):
+                rejects = read_rejects(url or source["url"], source["table"])
+                if rejects is None:
+                    return SourceYield(), [f"the rejects table {source['rejects_table']} is gone"]
+                rejected = rejects.num_rows
         except WorkFailed as error:
             return SourceYield(), [f"cannot read the source: {error} (give the database URL with --source-url or --job)"]
     elif kind == "sklearn":
         table = read_sklearn(source["name"]).table
     else:
         return SourceYield(), [f"cannot verify against a source of kind {kind!r}"]
-    records, quarantined = table.num_rows, 0
+    records, quarantined = table.num_rows + rejected, rejected
     if rules is not None:
         checked = check_rows(table, rules)
-        table, quarantined = checked.good, checked.quarantined_rows
+        table, quarantined = checked.good, quarantined + checked.quarantined_rows
     return SourceYield(records, table.num_rows, quarantined, content_digest(plain_types(table))), []
 
 
