@@ -158,14 +158,32 @@ def _scalar(node: yaml.Node) -> Any:
         loader.dispose()
 
 
+#: What PyYAML's context names, as a user sees it opened.
+_OPENERS = {"flow mapping": "'{'", "flow sequence": "'['", "quoted scalar": "a quote"}
+
+
+def _yaml_problem(error: yaml.MarkedYAMLError) -> tuple[int, str]:
+    """The line and words for a YAML syntax error: tabs and unclosed brackets or quotes said plainly,
+    at the line where the bracket or quote opened (PyYAML notices only at a later line)."""
+    mark = error.problem_mark or error.context_mark
+    line = mark.line + 1 if mark else 1
+    problem, context = error.problem or "", error.context or ""
+    if "'\\t'" in problem or "tab character" in problem:
+        return line, "tab character; indent with spaces"
+    opened = error.context_mark
+    if opened is not None and mark is not None and opened.line != mark.line:
+        opener = next((shown for kind, shown in _OPENERS.items() if kind in context), None)
+        if opener:
+            return opened.line + 1, f"{opener} opened on this line is not closed (at line {line}: {problem})"
+    return line, "invalid YAML: " + " ".join(part for part in (context, problem) if part)
+
+
 def _parse_yaml(text: str, source: _Source, empty: str = "the file is empty; a job needs version, name and data") -> Any:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark else 1
-        problem = " ".join(part for part in (error.context, error.problem) if part)
-        source.issues.append(ConfigIssue(f"{source.label}:{line}", "", f"invalid YAML: {problem}"))
+        line, problem = _yaml_problem(error)
+        source.issues.append(ConfigIssue(f"{source.label}:{line}", "", problem))
         return None
     except yaml.YAMLError as error:
         source.issues.append(ConfigIssue(f"{source.label}:1", "", f"invalid YAML: {error}"))

@@ -75,7 +75,15 @@ BROKEN = {
     ),
     "bad YAML syntax": (
         VALID.replace("  epochs: 3", "  epochs: [3"),
-        ["{f}:18: invalid YAML: while parsing a flow sequence expected ',' or ']', but got ':'"],
+        ["{f}:17: '[' opened on this line is not closed (at line 18: expected ',' or ']', but got ':')"],
+    ),
+    "unclosed brace, reported where it opened": (
+        VALID.replace("  dataset: {name: wine}", "  dataset: {name: wine"),
+        ["{f}:5: '{{' opened on this line is not closed (at line 6: expected ',' or '}}', but got ':')"],
+    ),
+    "tab indentation": (
+        VALID.replace("  epochs: 3", "\tepochs: 3"),
+        ["{f}:17: tab character; indent with spaces"],
     ),
     "out-of-range value": (
         VALID.replace("validation: 0.2", "validation: 1.5"),
