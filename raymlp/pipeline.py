@@ -32,6 +32,7 @@ class RunSummary:
     rejected_rows: int | None = None  # malformed records the collect kept in the table's __rejects table
     dataset: str | None = None
     dataset_rows: int | None = None
+    dataset_reused: bool | None = None  # convert found the latest version's rows again and published nothing
     quarantined_rows: int | None = None
     content_digest: str | None = None
     mlflow_run_id: str | None = None
@@ -154,11 +155,36 @@ def run_job(
                 if summary.endpoint and on_serving is not None:
                     on_serving(summary)
         except BaseException as error:
+            _withdraw_unused_version(context, summary)
             catalog.finish_run(run.id, "failed", summary=_as_dict(summary), error=f"{type(error).__name__}: {error}"[:4000])
             raise
         summary.total_seconds = round(time.perf_counter() - started, 3)
         catalog.finish_run(run.id, "succeeded", summary=_as_dict(summary))
     return summary
+
+
+def _withdraw_unused_version(context: StageContext, summary: RunSummary) -> None:
+    """A run that fails publishes nothing new: the dataset version its convert made is taken back,
+    unless something uses it already (a model trained on it, or training or a sweep that started on it,
+    which `--resume` continues on that version)."""
+    from raymlp.data.versions import PublishedVersion, withdraw_version
+    from raymlp.train.stage import TRAINING_STARTED_FILE
+    from raymlp.tune.stage import SWEEP_STARTED_FILE
+
+    version = context.results.get("dataset")
+    if not isinstance(version, PublishedVersion) or version.reused:
+        return
+    run_folder = Path(context.storage.root, "runs", context.run_id) if context.storage.local_root else None
+    started = run_folder is not None and any((run_folder / name).exists() for name in (TRAINING_STARTED_FILE, SWEEP_STARTED_FILE))
+    try:
+        if started or context.catalog.models_using_dataset(version.name, version.version):
+            return
+        withdraw_version(context.catalog, version)
+    except Exception as error:  # noqa: BLE001 - the run's own failure is what the user must see
+        context.reporter.stage("convert", f"could not withdraw {version.ref} after the failure: {error}")
+        return
+    summary.dataset = summary.dataset_rows = summary.content_digest = None
+    context.reporter.stage("convert", f"withdrew {version.ref}: the run failed before anything used it")
 
 
 def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: list[str], storage: Any) -> Any:
@@ -222,7 +248,7 @@ def _convert(context: StageContext, summary: RunSummary) -> None:
 
     version = convert_stage(context)
     context.results["dataset"] = version
-    summary.dataset = version.ref
+    summary.dataset, summary.dataset_reused = version.ref, version.reused
     summary.dataset_rows = version.manifest["row_count"]
     summary.quarantined_rows = (version.manifest.get("quarantine") or {}).get("rows", 0)
     summary.content_digest = version.manifest["content_digest"]

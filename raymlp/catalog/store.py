@@ -29,6 +29,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     create_engine,
+    delete,
     event,
     func,
     inspect,
@@ -683,6 +684,12 @@ class Catalog:
             names = session.scalars(select(Dataset.name).order_by(Dataset.name)).all()
             raise CatalogError(f"no dataset named {name!r} (datasets: {_listing(names)})")
 
+    def delete_dataset_version(self, name: str, version: int) -> None:
+        """Forget version ``version`` of dataset ``name`` (its files are the caller's); CatalogError if there is none."""
+        self.get_dataset_version(name, version)  # the usual error when it is not there
+        with self._session(write=True) as session:
+            session.execute(delete(DatasetVersion).where(DatasetVersion.name == name, DatasetVersion.version == version))
+
     def list_dataset_versions(self, name: str | None = None) -> list[DatasetVersionRecord]:
         """Every registered dataset version (of ``name`` only, if given), by name then version."""
         query = select(DatasetVersion).order_by(DatasetVersion.name, DatasetVersion.version)
@@ -869,6 +876,13 @@ class Catalog:
             query = query.where(ModelVersion.model_name == model_name)
         with self._session(write=False) as session:
             return [_model_version_record(row) for row in session.scalars(query)]
+
+    def delete_model_version(self, model_name: str, model_version: int | str) -> int:
+        """Forget the lineage of a model version (after the registry deleted it); the rows removed."""
+        with self._session(write=True) as session:
+            result = session.execute(delete(ModelVersion).where(ModelVersion.model_name == model_name,
+                                                                ModelVersion.model_version == str(model_version)))
+            return int(result.rowcount or 0)
 
     def models_using_dataset(self, name: str, version: int | None = None) -> list[ModelVersionRecord]:
         """The model versions trained on dataset ``name`` (on ``version`` only, if given)."""

@@ -399,9 +399,11 @@ def data_convert(job: JobArg, overrides: SetOpt = None, as_json: JsonOpt = False
 
     summary = run_job(_load(job, overrides), only=["convert"])
     if as_json:
-        print_json({"dataset": summary.dataset, "rows": summary.dataset_rows, "content_digest": summary.content_digest})
+        print_json({"dataset": summary.dataset, "rows": summary.dataset_rows, "content_digest": summary.content_digest,
+                    "reused": bool(summary.dataset_reused)})
     else:
-        typer.echo(f"{summary.dataset}: {summary.dataset_rows} rows, {summary.content_digest}")
+        reused = " (reused: the latest version has these rows; nothing new published)" if summary.dataset_reused else ""
+        typer.echo(f"{summary.dataset}: {summary.dataset_rows} rows, {summary.content_digest}{reused}")
 
 
 @data_app.command("list")
@@ -547,6 +549,41 @@ def data_sample(
     frame.to_csv(temporary, index=False)
     os.replace(temporary, output)
     typer.echo(f"{output}: {len(frame)} rows of scikit-learn's {name}")
+
+
+@data_app.command("rm")
+def data_rm(
+    ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="The dataset version to remove.")],
+    force: Annotated[bool, typer.Option("--force", help="Remove it even though models were trained on it.")] = False,
+    job: JobOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a dataset version: its files and its catalog entry (its number is not used again).
+
+    A version models were trained on is kept unless --force (their lineage would name a version
+    that is gone).
+    """
+    from raymlp.data.versions import remove_version
+    from raymlp.errors import UsageError
+
+    name, version = _dataset_ref(ref)
+    if version is None:
+        raise UsageError(f"data rm takes NAME@VERSION, got '{ref}' (one version at a time: raymlp data list shows them)")
+    with _catalog(job) as catalog:
+        catalog.get_dataset_version(name, version)  # the usual error when there is no such version
+        models = catalog.models_using_dataset(name, version)
+        if models and not force:
+            raise UsageError(f"{name}@{version} is the training data of "
+                             + ", ".join(f"model {m.model_name}:{m.model_version}" for m in models)
+                             + "; remove those first (raymlp models rm), or remove it anyway with --force")
+        removed = remove_version(catalog, name, version)
+    removed["models"] = [f"{m.model_name}:{m.model_version}" for m in models]
+    if as_json:
+        print_json(removed)
+        return
+    typer.echo(f"removed {name}@{version}: {removed['rows']} rows, {len(removed['files'])} files "
+               f"({removed['bytes']:,} bytes) from {removed['path']}, and its catalog entry"
+               + (f"; models trained on it: {', '.join(removed['models'])}" if models else ""))
 
 
 # --- data modules ---------------------------------------------------------------------------------
@@ -711,6 +748,36 @@ def models_promote(
     tracker.resolve(ref)
     tracker.set_alias(ref.name, alias, ref.version, by="promote")
     typer.echo(f"{ref.name}@{alias} -> version {ref.version}")
+
+
+@models_app.command("rm")
+def models_rm(
+    model: Annotated[str, typer.Argument(metavar="NAME:VERSION", help="The registered model version to delete.")],
+    force: Annotated[bool, typer.Option("--force", help="Delete it even though an alias points at it (the alias goes).")] = False,
+    job: JobOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a registered model version from the MLflow registry (its MLflow run stays).
+
+    A version an alias points at (what serve and predict use) is kept unless --force.
+    """
+    from raymlp.errors import UsageError
+    from raymlp.tracking import parse_model_ref
+
+    ref = parse_model_ref(model)
+    if ref.version is None:
+        raise UsageError(f"models rm takes NAME:VERSION, got '{model}'")
+    storage = _storage_for(job)
+    removed = _tracker(job, storage).remove_version(ref.name, ref.version, force=force)
+    from raymlp.catalog import Catalog
+
+    with Catalog(storage.catalog_url) as catalog:
+        catalog.delete_model_version(ref.name, ref.version)  # its lineage: the dataset is no longer in use by it
+    if as_json:
+        print_json(removed)
+        return
+    gone = f" (alias {', '.join(removed['aliases'])} removed with it)" if removed["aliases"] else ""
+    typer.echo(f"removed {ref.name}:{removed['version']} from the registry{gone}; its MLflow run {removed['run_id']} stays")
 
 
 @models_app.command("rollback")

@@ -31,6 +31,7 @@ def print_summary(summary: Any) -> None:
         rows.append(["ray", f"{summary.ray_address} (up in {summary.ray_startup_seconds:.1f}s)"])
     if summary.dataset:
         extra = f", {summary.quarantined_rows} quarantined" if summary.quarantined_rows else ""
+        extra += ", reused: same rows as before" if summary.dataset_reused else ""
         rows.append(["dataset version", f"{summary.dataset} ({summary.dataset_rows} rows{extra})" if summary.dataset_rows else summary.dataset])
     if summary.mlflow_run_id:
         rows.append(["MLflow run", summary.mlflow_run_id])

@@ -119,6 +119,10 @@ def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
     do not fit them make the types inferred from this piece instead (the caller unifies pieces).
     `scan` is `scan_csv(data, delimiter)` when the caller has made it already.
     """
+    if not data.strip(b"\r\n"):  # a header and no records: zero rows, not pyarrow's "Empty CSV file"
+        types = column_types or {}
+        table = pa.table({name: pa.nulls(0, types.get(name, pa.null())) for name in names})
+        return ParsedCsv(table=table, lines=np.arange(1, 1), malformed=None, one_record_per_line=True)
     scan = scan or scan_csv(data, delimiter)
     quotes = scan.quotes
     if scan.stray_quote:

@@ -148,7 +148,7 @@ def convert_stage(context: StageContext) -> PublishedVersion:
                            "rules": data.schema_.model_dump(mode="json", by_alias=True)})
     validation.update({"rows_kept": table.num_rows, "rows_quarantined": 0 if quarantined is None else quarantined.num_rows})
     if table.num_rows == 0:
-        raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({source_info['rows']} read, none kept)")
+        raise WorkFailed(_no_rows(data.dataset.name, source_info["rows"]))
     version = publish_version(
         context.catalog, context.storage.root, data.dataset.name, plain_types(table), source_info, quarantined, validation
     )
@@ -191,7 +191,7 @@ def _publish_read(context: StageContext, staging, read, source: dict[str, Any],
         validation.update({"on_error": rules.on_error, "rows_invalid": read.invalid,
                            "rules": rules.model_dump(mode="json", by_alias=True)})
     if read.rows == 0:
-        raise WorkFailed(f"dataset '{data.dataset.name}': no rows to publish ({records} read, none kept)")
+        raise WorkFailed(_no_rows(data.dataset.name, records))
     quarantine = read.quarantine
     if rejected:
         quarantine = rejects if quarantine is None else \
@@ -253,6 +253,14 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
     return version
 
 
+def _no_rows(dataset: str, records: int) -> str:
+    """Why a version is not published when nothing is left to put in it (an empty version is refused)."""
+    if records == 0:
+        return (f"dataset '{dataset}': the source has no rows (a CSV file with only its header, an empty table); "
+                "no version was made")
+    return f"dataset '{dataset}': no rows to publish ({records} read, none kept); no version was made"
+
+
 def _fail_with_first_reasons(quarantine) -> None:
     rows = quarantine.slice(0, 20).to_pylist()
     raise WorkFailed(f"{quarantine.num_rows} rows break data.schema (on_error: fail); first reasons:\n  "
@@ -265,9 +273,11 @@ def _report_convert(context: StageContext, version: PublishedVersion, validation
     metrics.inc(metrics.ROWS_CONVERTED, version.manifest["row_count"], counted)
     metrics.inc(metrics.ROWS_QUARANTINED, validation.get("rows_quarantined") or 0, counted)
     aside = f", {validation['rows_quarantined']} quarantined" if validation.get("rows_quarantined") else ""
+    reused = (" (reused: the same rows as the latest version, so nothing new was published)"
+              if version.reused else "")
     context.reporter.stage(
         "convert", f"{version.ref}: {version.manifest['row_count']} rows{aside}, {version.manifest['content_digest'][:19]} "
-        f"{_rate(rows_in, size, time.perf_counter() - started)}"
+        f"{_rate(rows_in, size, time.perf_counter() - started)}{reused}"
     )
 
 

@@ -24,6 +24,8 @@ from .statistics import column_statistics
 MANIFEST_NAME = "manifest.json"
 QUARANTINE_NAME = "quarantine.parquet"
 MANIFEST_FORMAT = "raymlp.dataset/1"
+#: What `raymlp data rm` leaves in a removed version's folder, so its number is not used again.
+REMOVED_NAME = "REMOVED.json"
 ROWS_PER_FILE = 1_000_000
 
 
@@ -35,6 +37,8 @@ class PublishedVersion:
     version: int
     path: Path
     manifest: dict[str, Any]
+    #: True when the rows were those of the latest version, which is returned instead of a new one.
+    reused: bool = False
 
     @property
     def ref(self) -> str:
@@ -112,6 +116,10 @@ class VersionStaging:
             pq.write_table(quarantined, self.path / QUARANTINE_NAME)
             manifest["quarantine"] = {"path": QUARANTINE_NAME, "rows": quarantined.num_rows,
                                       "sha256": file_sha256(self.path / QUARANTINE_NAME)}
+        same = _same_as_latest(catalog, self.name, manifest)
+        if same is not None:  # nothing new: the staging folder goes when the block ends
+            return PublishedVersion(name=self.name, version=same.version, path=Path(same.path), manifest=same.manifest,
+                                    reused=True)
         for attempt in range(20):
             version = max(catalog.next_dataset_version(self.name), _next_free_folder(self.datasets))
             manifest["version"] = version
@@ -157,6 +165,61 @@ def publish_version(
             return staging.publish(catalog, schema=table.schema, row_count=table.num_rows, files=files,
                                    content_digest=digest.result(), statistics=statistics, source=source,
                                    quarantined=quarantined, validation=validation)
+
+
+def _same_as_latest(catalog, name: str, manifest: dict[str, Any]) -> Any:
+    """The latest version of `name` when `manifest` describes the same version of it again: the same
+    content digest, the same rows set aside (count and file sha256) and the same data.schema rules."""
+    from raymlp.catalog import CatalogError
+
+    try:
+        latest = catalog.get_dataset_version(name)
+    except CatalogError:
+        return None
+    before = latest.manifest
+
+    def aside(described: dict[str, Any]) -> tuple[Any, Any]:
+        quarantine = described.get("quarantine") or {}
+        return quarantine.get("rows", 0), quarantine.get("sha256")
+
+    if (latest.content_digest == manifest["content_digest"] and aside(before) == aside(manifest)
+            and (before.get("validation") or {}).get("rules") == (manifest.get("validation") or {}).get("rules")):
+        return latest
+    return None
+
+
+def withdraw_version(catalog, version: PublishedVersion) -> None:
+    """Take back a version this process just published (its run failed before anything used it):
+    catalog row and folder, so the number is free again."""
+    catalog.delete_dataset_version(version.name, version.version)
+    shutil.rmtree(version.path, ignore_errors=True)
+
+
+def remove_version(catalog, name: str, version: int) -> dict[str, Any]:
+    """`raymlp data rm`: the version's catalog row and its files. The folder is first renamed aside (so a
+    failure leaves either the whole version or nothing usable), and a `vN/REMOVED.json` stays behind
+    so the number is never given to other rows. Returns what was removed."""
+    record = catalog.get_dataset_version(name, version)
+    folder = Path(record.path)
+    aside = folder.with_name(f".removing-{folder.name}-{uuid.uuid4().hex[:8]}")
+    moved = folder.exists()
+    if moved:
+        os.rename(folder, aside)
+    try:
+        catalog.delete_dataset_version(name, version)
+    except BaseException:
+        if moved:
+            os.rename(aside, folder)
+        raise
+    files = sorted(str(path.relative_to(aside)) for path in aside.rglob("*") if path.is_file()) if moved else []
+    size = sum(path.stat().st_size for path in aside.rglob("*") if path.is_file()) if moved else 0
+    folder.mkdir(exist_ok=True)
+    _write_json(folder / REMOVED_NAME, {"name": name, "version": version, "content_digest": record.content_digest,
+                                        "removed_at": datetime.now(timezone.utc).isoformat()})
+    if moved:
+        shutil.rmtree(aside, ignore_errors=True)
+    return {"name": name, "version": version, "path": str(folder), "files": files, "bytes": size,
+            "rows": record.row_count, "content_digest": record.content_digest}
 
 
 def _remove_abandoned_staging(datasets: Path) -> None:

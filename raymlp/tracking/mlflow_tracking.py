@@ -327,6 +327,23 @@ class Tracker:
         self._write_alias_history(name, alias, history)
         return current, target
 
+    def remove_version(self, name: str, version: int, *, force: bool = False) -> dict[str, Any]:
+        """Delete a registered model version (`raymlp models rm`); one that an alias points at only with
+        `force` (the alias goes with it). Its run and artifacts stay in MLflow. Returns what was removed."""
+        from mlflow.exceptions import MlflowException
+
+        number, found = self.resolve(ModelRef(name, version=version))
+        aliases = sorted(found.aliases or [])
+        if aliases and not force:
+            raise UsageError(f"{name}:{number} is what {', '.join(f'{name}@{alias}' for alias in aliases)} points at; "
+                             f"move the alias first (raymlp models promote {name}:VERSION --alias {aliases[0]}), "
+                             "or remove it anyway with --force")
+        try:
+            self.client.delete_model_version(name, str(number))
+        except MlflowException as error:
+            raise WorkFailed(f"cannot delete {name}:{number}: {error.message}") from None
+        return {"model": name, "version": number, "aliases": aliases, "run_id": found.run_id}
+
     def _registered_model(self, name: str) -> Any:
         from mlflow.exceptions import MlflowException
 

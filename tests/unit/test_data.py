@@ -140,7 +140,10 @@ def test_published_version_has_manifest_hashes_and_reads_back(tmp_path, catalog)
                                      "mean": pytest.approx(13.0006, abs=1e-4)}
     assert statistics["target"] == {"nulls": 0, "distinct": 3}
     assert catalog.get_dataset_version("wine").version == 1
-    assert publish_version(catalog, str(tmp_path), "wine", table, {"kind": "test"}).version == 2
+    again = publish_version(catalog, str(tmp_path), "wine", table, {"kind": "test"})
+    assert (again.version, again.reused) == (1, True), "the same rows again are the latest version, not a new one"
+    changed = publish_version(catalog, str(tmp_path), "wine", table.slice(1), {"kind": "test"})
+    assert (changed.version, changed.reused) == (2, False)
 
 
 def test_tampering_is_detected(tmp_path, catalog):
