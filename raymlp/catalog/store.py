@@ -52,7 +52,7 @@ from raymlp.catalog.models import (
     Run,
     utcnow,
 )
-from raymlp.errors import RaymlpError
+from raymlp.errors import RaymlpError, UsageError
 
 #: Folder holding Alembic's env.py and the versions/ scripts (found relative to this file).
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -79,6 +79,10 @@ _REDACTED = "***"
 
 class CatalogError(RaymlpError):
     """The catalog could not do what was asked; the message says what was found."""
+
+
+class NotInCatalog(CatalogError, UsageError):
+    """A name or version the caller gave is not in the catalog: bad usage (exit 2), like an unknown model."""
 
 
 class DatasetVersionExists(CatalogError):
@@ -678,11 +682,11 @@ class Catalog:
                 select(DatasetVersion.version).where(DatasetVersion.name == name).order_by(DatasetVersion.version)
             ).all()
             if versions:
-                raise CatalogError(f"dataset {name!r} has no version {version} (versions: {_listing(versions)})")
+                raise NotInCatalog(f"dataset {name!r} has no version {version} (versions: {_listing(versions)})")
             if session.get(Dataset, name) is not None:
-                raise CatalogError(f"dataset {name!r} has no versions yet")
+                raise NotInCatalog(f"dataset {name!r} has no versions yet")
             names = session.scalars(select(Dataset.name).order_by(Dataset.name)).all()
-            raise CatalogError(f"no dataset named {name!r} (datasets: {_listing(names)})")
+            raise NotInCatalog(f"no dataset named {name!r} (datasets: {_listing(names)})")
 
     def delete_dataset_version(self, name: str, version: int) -> None:
         """Forget version ``version`` of dataset ``name`` (its files are the caller's); CatalogError if there is none."""
@@ -967,9 +971,9 @@ class Catalog:
                 select(Module.version).where(Module.name == name).order_by(Module.version)
             ).all()
             if versions:
-                raise CatalogError(f"module {name!r} has no version {version} (versions: {_listing(versions)})")
+                raise NotInCatalog(f"module {name!r} has no version {version} (versions: {_listing(versions)})")
             names = session.scalars(select(Module.name).distinct().order_by(Module.name)).all()
-            raise CatalogError(
+            raise NotInCatalog(
                 f"no module named {name!r} (modules: {_listing(names)}); add it with: raymlp data modules add FILE.py"
             )
 

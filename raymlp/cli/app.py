@@ -9,27 +9,54 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .output import print_json, print_table
+from .typer_app import App, job_group
 
-app = typer.Typer(
+app = App(
     help="raymlp: one YAML job from raw files to a served model, on Ray.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every subcommand inherits it
 )
-data_app = typer.Typer(help="Datasets: collect, convert, list, show, verify; preprocessing modules.", no_args_is_help=True)
-models_app = typer.Typer(help="Registered models (MLflow registry).", no_args_is_help=True)
-modules_app = typer.Typer(
+data_app = App(help="Datasets: collect, convert, list, show, verify; preprocessing modules.", no_args_is_help=True)
+models_app = App(help="Registered models (MLflow registry).", no_args_is_help=True)
+modules_app = App(
     help="Preprocessing modules: your own Python transform functions, versioned in the catalog.", no_args_is_help=True
 )
 data_app.add_typer(modules_app, name="modules")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 
-JobArg = Annotated[Path, typer.Argument(help="Job file (YAML).", show_default=False)]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: --set train.epochs=5 (repeatable).")]
+JobArg = Annotated[Path, typer.Argument(metavar="JOB.yaml", help="Job file (YAML).", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a setting: --set train.epochs=5 (repeatable).")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local Ray).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from raymlp import __version__
+
+        try:
+            ray = version("ray")
+        except PackageNotFoundError:
+            ray = "not installed"
+        typer.echo(f"raymlp {__version__} (Ray {ray}, Python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="Print raymlp's version and Ray's, and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=(
+        "Let Ray, MLflow and the other libraries print their own lines, and stream the output of "
+        "Ray's worker processes (also RAYMLP_VERBOSE=1; any command takes it)."))] = False,
+) -> None:
+    """raymlp: one YAML job from raw files to a served model, on Ray."""
 
 
 def _load(job: Path, overrides: list[str] | None):
@@ -45,14 +72,29 @@ def _storage_for(job: Path | None):
 
 
 @app.command()
-def validate(job: JobArg, overrides: SetOpt = None) -> None:
-    """Check a job file; print every problem as FILE:LINE: key: message (exit 2 when any)."""
+def validate(job: JobArg, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Check a job file; print every problem as FILE:LINE: key: message (exit 2 when any).
+
+    With --json the result goes to stdout as JSON as well, problems or not: ok, stages, warnings,
+    and problems (each with where, key and message).
+    """
+    from raymlp.config import ConfigError
     from raymlp.config.inputs import validate_inputs
 
-    loaded = _load(job, overrides)
-    note = validate_inputs(loaded)  # what the job reads: files, headers, imports, module refs
+    try:
+        loaded = _load(job, overrides)
+        note = validate_inputs(loaded)  # what the job reads: files, headers, imports, module refs
+    except ConfigError as error:
+        if as_json:
+            print_json({"job": str(job), "ok": False, "stages": [], "warnings": [],
+                        "problems": [{"where": i.where, "key": i.key, "message": i.message} for i in error.issues]})
+        raise
     if note:
         print(f"warning: {note}", file=sys.stderr)
+    if as_json:
+        print_json({"job": str(job), "ok": True, "stages": loaded.config.stages(), "warnings": [note] if note else [],
+                    "problems": []})
+        return
     typer.echo(f"{job}: ok ({', '.join(loaded.config.stages())})")
 
 
@@ -68,7 +110,7 @@ def schema() -> None:
 def run(
     job: JobArg,
     overrides: SetOpt = None,
-    only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated stages to run, e.g. data,train.")] = None,
+    only: Annotated[Optional[str], typer.Option("--only", metavar="STAGES", help="Comma-separated stages to run: data (collect and convert), collect, convert, train, tune, register, predict, serve.")] = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
     keep_serving: Annotated[bool, typer.Option("--keep-serving", help="After the serve stage, keep the endpoint up until Ctrl-C.")] = False,
@@ -77,18 +119,19 @@ def run(
     from raymlp.pipeline import run_job
 
     loaded = _load(job, overrides)
-    stages = _expand_only(only)
+    stages = _expand_only(only, loaded.config.stages())
     keep = (lambda summary: _wait_for_interrupt(summary.endpoint)) if keep_serving else None
     summary = run_job(loaded, only=stages, address=address, on_serving=keep)
     _print_summary(summary, as_json)
 
 
-def _expand_only(only: str | None) -> list[str] | None:
+def _expand_only(only: str | None, stages: list[str]) -> list[str] | None:
+    """--only's stage names; `data` is the job's data stages (collect when it has one, and convert)."""
     if not only:
         return None
     names: list[str] = []
     for name in (part.strip() for part in only.split(",") if part.strip()):
-        names += ["collect", "convert"] if name == "data" else [name]
+        names += [stage for stage in ("collect", "convert") if stage in stages] if name == "data" else [name]
     return names
 
 
@@ -135,36 +178,32 @@ def train(
     _print_summary(run_job(loaded, only=stages, address=address, resume=resume), as_json)
 
 
-@app.command()
+tune_default = App()  # `raymlp tune JOB.yaml`; `raymlp tune results JOB.yaml` is tune_app's subcommand
+tune_app = App(cls=job_group(tune_default), no_args_is_help=True,
+               help="Run the job's sweep (and register the best trial); `tune results JOB.yaml`: its results table.")
+app.add_typer(tune_app, name="tune")
+
+
+@tune_default.command("tune")
 def tune(
-    job: Annotated[str, typer.Argument(help="Job file (YAML); or `results` followed by the job file.", show_default=False)],
-    results_of: Annotated[Optional[Path], typer.Argument(help="With `results`: the job file.", show_default=False)] = None,
+    job: JobArg,
     overrides: SetOpt = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Go on with the job's newest sweep that did not finish (its driver died); finished trials are not run again.")] = False,
     retry_errored: Annotated[bool, typer.Option("--retry-errored", help="With --resume: run the trials that errored again.")] = False,
 ) -> None:
-    """Run the job's sweep (and register the best trial when the job says so); `tune results JOB`
-    prints the latest sweep's results table."""
+    """Run the job's sweep (and register the best trial when the job says so)."""
     from raymlp.errors import UsageError
-
-    if job == "results":
-        if results_of is None:
-            raise UsageError("tune results: name the job file: raymlp tune results JOB.yaml")
-        _print_tune_results(results_of, as_json)
-        return
-    if results_of is not None:
-        raise UsageError(f"tune: one job file, got '{job}' and '{results_of}' (for a sweep's results: raymlp tune results JOB.yaml)")
     from raymlp.pipeline import run_job
 
-    loaded = _load(Path(job), overrides)
+    loaded = _load(job, overrides)
     if loaded.config.tune is None:
         raise UsageError(f"{job}: the job has no tune section")
     stages = [name for name in ("tune", "register") if name in loaded.config.stages()]
     if retry_errored and not resume:
         raise UsageError("--retry-errored goes with --resume")
-    sweep = _unfinished_sweep(Path(job), loaded) if resume else None
+    sweep = _unfinished_sweep(job, loaded) if resume else None
     _print_summary(run_job(loaded, only=stages, address=address, resume=sweep, retry_errored=retry_errored), as_json)
 
 
@@ -184,14 +223,20 @@ def _unfinished_sweep(job: Path, loaded) -> str:
                      f"({len(runs)} sweep(s), all finished or never started)")
 
 
+@tune_app.command("results")
+def tune_results(job: JobArg, as_json: JsonOpt = False) -> None:
+    """The job's newest finished sweep: every trial's parameters, metric, state and MLflow run."""
+    _print_tune_results(job, as_json)
+
+
 def _print_tune_results(job: Path, as_json: bool) -> None:
     import json
 
+    loaded = _load(job, [])
     from raymlp.catalog import Catalog
     from raymlp.errors import UsageError
     from raymlp.tune.stage import RESULTS_FILE
 
-    loaded = _load(job, [])
     storage = _storage_for(job)
     with Catalog(storage.catalog_url) as catalog:
         runs = catalog.list_runs(loaded.config.name, limit=1000)
@@ -220,18 +265,18 @@ def _print_tune_results(job: Path, as_json: bool) -> None:
 
 @app.command()
 def predict(
-    model: Annotated[str, typer.Option("--model", help="NAME, NAME@ALIAS or NAME:VERSION in the registry.")],
-    input: Annotated[str, typer.Option("--input", help="csv/parquet/jsonl file, folder or glob.")],
+    model: Annotated[str, typer.Option("--model", metavar="NAME[@ALIAS|:VERSION]", help="The registered model: NAME (its latest version), NAME@ALIAS or NAME:VERSION.")],
+    input: Annotated[str, typer.Option("--input", metavar="PATH", help="csv/parquet/jsonl file, folder or glob.")],
     output: Annotated[Path, typer.Option("--output", help="Output .csv or .parquet file, or a folder.")],
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Rows per model call (default 65536).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="ROWS", min=1, help="Rows per model call (default 65536).")] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="One GPU per model replica, as many replicas as the cluster has GPUs.")] = False,
     job: Annotated[Optional[Path], typer.Option("--job", help="Take storage locations from this job file.")] = None,
     address: AddressOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Batch predictions with a registered model, on Ray Data.
 
-    On a terminal Ray Data's progress bars show; otherwise (a pipe, a log file) one plain line on
-    stderr every few seconds.
+    Progress is a line on stderr every few seconds (Ray Data's own bars with -v on a terminal).
     """
     import logging
     import time
@@ -261,27 +306,40 @@ def predict(
         now = time.perf_counter() - clock["start"]
         if now - clock["shown"] >= 2.0:
             clock["shown"] = now
-            print(f"predict: {rows:,} rows scored ({now:.1f}s)", file=sys.stderr, flush=True)
+            print(f"{'predict':>9}  {rows:,} rows scored ({now:.1f}s)", file=sys.stderr, flush=True)
 
-    if not terminal:  # no "progress bars disabled" notice in a log: the lines above stand for them
+    if not terminal:  # no "progress bars disabled" notice: the lines above stand for them
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     with ray_runtime(address):
         clock["start"] = time.perf_counter()
         result = predict_batch(str(package), input, str(output), batch_size, use_gpu=gpu,
                                progress=None if terminal else show, progress_bars=terminal)
+    if as_json:
+        print_json({"model": ref.name, "version": version, "rows": result.rows, "output": str(result.output),
+                    "seconds": round(result.seconds, 3)})
+        return
     typer.echo(f"{result.rows} rows scored by {ref.name} version {version} -> {result.output} ({result.seconds:.1f}s)")
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+serve_default = App()  # `raymlp serve [JOB.yaml]`; `raymlp serve build JOB.yaml -o FILE` is serve_app's subcommand
+serve_app = App(cls=job_group(serve_default),
+                help="Put a registered model behind an HTTP endpoint on Ray Serve; `serve build`: a Serve config file.")
+app.add_typer(serve_app, name="serve")
+ModelServedOpt = Annotated[Optional[str], typer.Option("--model", metavar="NAME[@ALIAS|:VERSION]", help="The registered model to serve (default: the job's register section).")]
+TrafficOpt = Annotated[Optional[str], typer.Option("--traffic", metavar="REF=SHARE,...", help="Split between aliases or versions: champion=90,challenger=10.")]
+HostOpt = Annotated[Optional[str], typer.Option("--host", metavar="HOST", help="Listen address (default 127.0.0.1).")]
+PortOpt = Annotated[Optional[int], typer.Option("--port", metavar="PORT", min=1, max=65535, help="HTTP port (default 8000).")]
+RouteOpt = Annotated[Optional[str], typer.Option("--route", metavar="PREFIX", help="Route prefix (default /).")]
+
+
+@serve_default.command("serve")
 def serve(
-    job: Annotated[Optional[str], typer.Argument(help="Job file whose serve section (and model) to use; or 'build'.")] = None,
-    build_job: Annotated[Optional[Path], typer.Argument(help="With 'build': the job file to write a Serve config for.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="NAME@ALIAS, NAME:VERSION or NAME to serve.")] = None,
-    traffic: Annotated[Optional[str], typer.Option("--traffic", help="Split between aliases or versions: champion=90,challenger=10.")] = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="HTTP port (default 8000).")] = None,
-    route: Annotated[Optional[str], typer.Option("--route", help="Route prefix (default /).")] = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="With 'build': where to write the Serve config.")] = None,
+    job: Annotated[Optional[Path], typer.Argument(metavar="JOB.yaml", help="Job file whose serve section (and model) to use.", show_default=False)] = None,
+    model: ModelServedOpt = None,
+    traffic: TrafficOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    route: RouteOpt = None,
     overrides: SetOpt = None,
     address: AddressOpt = None,
     block: Annotated[Optional[bool], typer.Option("--block/--no-block", help="Stay in the foreground until Ctrl-C (default: yes on an embedded Ray, no on a cluster).")] = None,
@@ -291,32 +349,12 @@ def serve(
     `raymlp serve build JOB.yaml -o serve.yaml` writes the same application as a Serve config file
     for `serve deploy` or a KubeRay RayService instead.
     """
-    from raymlp.errors import UsageError
+    ref, config, storage, tracker, package, version = _serving(job, overrides, model, traffic, host, port, route)
     from raymlp.runtime import ray_runtime
-    from raymlp.serve.deploy import deploy, endpoint_spec, serve_config_file, wait_until_healthy
+    from raymlp.serve.deploy import deploy, endpoint_spec, wait_until_healthy
 
-    building = job == "build"
-    if building:
-        if build_job is None or output is None:
-            raise UsageError("usage: raymlp serve build JOB.yaml -o serve.yaml")
-        job_path: Path | None = build_job
-    else:
-        if build_job is not None or output is not None:
-            raise UsageError("-o and a second file only go with 'raymlp serve build JOB.yaml -o serve.yaml'")
-        job_path = Path(job) if job else None
-    loaded = _load(job_path, overrides) if job_path else None
-    ref, config = _served_model(loaded, model, traffic, {"host": host, "port": port, "route": route})
-    storage = _storage_for(job_path)
-    tracker = _tracker(None, storage)
-    package, version = tracker.package_for(ref, storage.folder("cache", "models"))
     pinned = ref.alias is None and config.traffic is None
     app_name = ref.name
-    if building:
-        spec = endpoint_spec(config, ref.name, alias=ref.alias, version=None if not pinned else version,
-                             storage=storage, keys_from_replica_env=True)
-        written = serve_config_file(spec, config, app_name, output)
-        typer.echo(f"wrote {written}: application '{app_name}' on {config.route} ({', '.join(f'{key}={value:g}' for key, value in spec.traffic.items())})")
-        return
     spec = endpoint_spec(config, ref.name, alias=ref.alias, version=version,
                          package=str(package) if pinned else None, storage=storage)
     for reference in spec.traffic:  # every alias and version exists before anything starts
@@ -330,6 +368,39 @@ def serve(
         sys.stdout.flush()
         if block if block is not None else runtime.embedded:
             _wait_for_interrupt(endpoint.url)
+
+
+@serve_app.command("build")
+def serve_build(
+    job: JobArg,
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="FILE.yaml", help="Where to write the Serve config.")],
+    model: ModelServedOpt = None,
+    traffic: TrafficOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    route: RouteOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Write the job's endpoint as a Serve config file, for `serve deploy` or a KubeRay RayService."""
+    ref, config, storage, _, _, version = _serving(job, overrides, model, traffic, host, port, route)
+    from raymlp.serve.deploy import endpoint_spec, serve_config_file
+
+    pinned = ref.alias is None and config.traffic is None
+    app_name = ref.name
+    spec = endpoint_spec(config, ref.name, alias=ref.alias, version=None if not pinned else version,
+                         storage=storage, keys_from_replica_env=True)
+    written = serve_config_file(spec, config, app_name, output)
+    typer.echo(f"wrote {written}: application '{app_name}' on {config.route} ({', '.join(f'{key}={value:g}' for key, value in spec.traffic.items())})")
+
+
+def _serving(job: Path | None, overrides, model, traffic, host, port, route):
+    """(ref, ServeConfig, storage, tracker, package folder, version) of the model to serve; fetched and checked."""
+    loaded = _load(job, overrides) if job else None
+    ref, config = _served_model(loaded, model, traffic, {"host": host, "port": port, "route": route})
+    storage = _storage_for(job)
+    tracker = _tracker(None, storage)
+    package, version = tracker.package_for(ref, storage.folder("cache", "models"))
+    return ref, config, storage, tracker, package, version
 
 
 def _model_ref(name: str, reference: str):
@@ -377,11 +448,15 @@ def _catalog(job: Path | None):
     return Catalog(_storage_for(job).catalog_url)
 
 
-JobOpt = Annotated[Optional[Path], typer.Option("--job", help="Take storage locations from this job file.")]
+JobOpt = Annotated[Optional[Path], typer.Option("--job", metavar="JOB.yaml", help="Take storage locations from this job file.")]
+
+
+DataAddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="ADDRESS", help=(
+    "Ray cluster to read ranges on (default: RAY_ADDRESS; with neither, this machine's threads: no Ray is started)."))]
 
 
 @data_app.command("collect")
-def data_collect(job: JobArg, overrides: SetOpt = None) -> None:
+def data_collect(job: JobArg, overrides: SetOpt = None, address: DataAddressOpt = None) -> None:
     """Load the job's source into its data.collect table (atomically)."""
     from raymlp.errors import UsageError
     from raymlp.pipeline import run_job
@@ -389,15 +464,15 @@ def data_collect(job: JobArg, overrides: SetOpt = None) -> None:
     loaded = _load(job, overrides)
     if loaded.config.data.collect is None:
         raise UsageError(f"{job}: data.collect is not set; nothing to collect into")
-    run_job(loaded, only=["collect"])
+    run_job(loaded, only=["collect"], address=address)
 
 
 @data_app.command("convert")
-def data_convert(job: JobArg, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+def data_convert(job: JobArg, overrides: SetOpt = None, as_json: JsonOpt = False, address: DataAddressOpt = None) -> None:
     """Make a new immutable dataset version from the job's table or source."""
     from raymlp.pipeline import run_job
 
-    summary = run_job(_load(job, overrides), only=["convert"])
+    summary = run_job(_load(job, overrides), only=["convert"], address=address)
     if as_json:
         print_json({"dataset": summary.dataset, "rows": summary.dataset_rows, "content_digest": summary.content_digest,
                     "reused": bool(summary.dataset_reused)})
@@ -423,44 +498,62 @@ def data_list(as_json: JsonOpt = False, job: JobOpt = None) -> None:
                     [[r["name"], r["version"], r["rows"], r["content_digest"][:19], r["created_at"]] for r in rows])
 
 
-def _dataset_ref(ref: str) -> tuple[str, int | None]:
+def _dataset_ref(ref: str, what: str = "dataset") -> tuple[str, int | None]:
+    """NAME or NAME@VERSION; `wine:1` (a model's form) is refused with the right one."""
     from raymlp.errors import UsageError
 
     name, _, version = ref.partition("@")
+    if not version and ":" in name:
+        before, _, after = name.rpartition(":")
+        if after.isdigit():
+            raise UsageError(f"'{ref}': a {what} version is NAME@VERSION; did you mean {before}@{after}? "
+                             "(NAME:VERSION is a model's version)")
+        if what == "module":
+            raise UsageError(f"'{ref}' is a function ref (MODULE:FUNCTION); name the module: {before} or {before}@VERSION")
     if version and not version.isdigit():
-        raise UsageError(f"'{ref}' is not NAME or NAME@VERSION (a version is a number)")
+        raise UsageError(f"'{ref}' is not NAME or NAME@VERSION (a {what} version is a number)")
     return name, int(version) if version else None
 
 
 @data_app.command("show")
-def data_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], as_json: JsonOpt = False, job: JobOpt = None) -> None:
+def data_show(ref: Annotated[str, typer.Argument(metavar="NAME[@VERSION]", help="A dataset (its latest version) or one version.")], as_json: JsonOpt = False, job: JobOpt = None) -> None:
     """A dataset version: schema, counts, source and the models trained on it."""
+    from .output import number, print_lines, timestamp
+
     name, version = _dataset_ref(ref)
     with _catalog(job) as catalog:
         record = catalog.get_dataset_version(name, version)
         models = catalog.models_using_dataset(record.name, record.version)
+        collections = catalog.list_collections(record.source["table"]) if record.source.get("kind") == "table" else []
     manifest = record.manifest
+    collected = next((item for item in reversed(collections) if item.created_at <= record.created_at), None)
     shown = {
         "name": record.name, "version": record.version, "path": record.path, "rows": record.row_count,
-        "content_digest": record.content_digest, "schema": manifest["schema"], "source": record.source,
-        "quarantine": manifest.get("quarantine"), "validation": manifest.get("validation"),
+        "content_digest": record.content_digest, "created_at": record.created_at, "schema": manifest["schema"],
+        "source": record.source, "quarantine": manifest.get("quarantine"), "validation": manifest.get("validation"),
         "files": manifest["files"], "statistics": manifest.get("statistics", {}),
         "models": [{"model": m.model_name, "version": m.model_version, "run_id": m.run_id} for m in models],
         "lineage": _lineage(record, models),
+        "collected_from": None if collected is None else {
+            "source": collected.source_uri, "sha256": collected.source_sha256, "rows": collected.row_count,
+            "at": collected.created_at},
     }
     if as_json:
         print_json(shown)
         return
-    print_table(f"{record.name}@{record.version}", ["field", "value"], [
-        ["rows", record.row_count], ["digest", record.content_digest], ["path", record.path],
-        ["source", shown["source"]], ["quarantined", (shown["quarantine"] or {}).get("rows", 0)],
+    aside = (shown["quarantine"] or {}).get("rows", 0)
+    print_table(f"dataset {record.name}@{record.version}", ["field", "value"], [
+        ["rows", f"{record.row_count:,}" + (f" (+{aside:,} quarantined)" if aside else "")],
+        ["digest", record.content_digest], ["path", record.path], ["created", timestamp(record.created_at) + " UTC"],
+        ["source", _source_line(record.source)], ["files", f"{len(manifest['files'])} Parquet file" + ("s" if len(manifest["files"]) != 1 else "")],
         ["models", ", ".join(f"{m['model']}:{m['version']}" for m in shown["models"]) or "none"],
     ])
-    print_table("lineage", ["step"], [[step] for step in shown["lineage"]])
+    steps = shown["lineage"]
+    if collected is not None:
+        steps = [collected.source_uri + (f" (sha256 {collected.source_sha256[:12]}...)" if collected.source_sha256 else ""),
+                 f"{steps[0]} (collected {timestamp(collected.created_at)} UTC, {collected.row_count:,} rows)", *steps[1:]]
+    print_lines("lineage", [steps[0], *(f"-> {step}" for step in steps[1:])])
     statistics = shown["statistics"]
-
-    def number(value) -> str:
-        return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
 
     def distinct(entry: dict) -> str:
         return f"> {entry['distinct_over']:,}" if "distinct_over" in entry else number(entry.get("distinct"))
@@ -472,16 +565,26 @@ def data_show(ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")], 
     ])
 
 
+def _source_line(source: dict) -> str:
+    """A version's recorded source in one line: files, a table, a query or a scikit-learn dataset."""
+    kind = source.get("kind")
+    if kind == "files":
+        files = source.get("files", [])
+        shown = ", ".join(item["path"] for item in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        return f"{source.get('format', '')} files {shown}".strip()
+    if kind == "table":
+        return f"table {source['table']} in {source['url']}"
+    if kind == "sql":
+        return f"query on {source['url']}: {source.get('query') or source.get('table')}"
+    if kind == "sklearn":
+        return f"scikit-learn's {source.get('name')}"
+    return f"{kind} {source.get('name') or ''}".strip()
+
+
 def _lineage(record, models) -> list[str]:
-    """source -> table -> version -> models, as lines."""
-    source = record.source
-    steps = []
-    if source.get("kind") == "table":
-        steps.append(f"table {source['table']} in {source['url']}")
-    elif source.get("kind") == "files":
-        steps.append("files " + ", ".join(item["path"] for item in source["files"]))
-    else:
-        steps.append(f"{source.get('kind')} {source.get('name') or source.get('table') or source.get('query') or ''}".strip())
+    """source -> version -> models, one step each (`data show --json` gives these strings)."""
+    steps = [_source_line(record.source) if record.source.get("kind") != "files"
+             else "files " + ", ".join(item["path"] for item in record.source["files"])]
     steps.append(f"dataset {record.name}@{record.version} ({record.row_count} rows)")
     steps += [f"model {m.model_name} version {m.model_version} (run {m.run_id})" for m in models]
     return steps
@@ -489,12 +592,20 @@ def _lineage(record, models) -> list[str]:
 
 @data_app.command("verify")
 def data_verify(
-    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    ref: Annotated[str, typer.Argument(metavar="NAME[@VERSION]", help="A dataset (its latest version) or one version.")],
     job: JobOpt = None,
     source: Annotated[bool, typer.Option("--source/--no-source", help="Also re-derive the version from its source.")] = True,
-    source_url: Annotated[Optional[str], typer.Option("--source-url", help="Database URL of the source (when it needs a password).")] = None,
+    source_url: Annotated[Optional[str], typer.Option("--source-url", metavar="URL", help="Database URL of the source (when it needs a password).")] = None,
+    address: DataAddressOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Re-hash a version against its manifest, then prove its source yields the same rows and digest."""
+    """Re-hash a version against its manifest, then prove its source yields the same rows and digest.
+
+    Exit 1 when either check fails; with --json the findings are printed as JSON as well.
+    """
+    import contextlib
+
+    from raymlp import settings
     from raymlp.data.verify import verify_against_source
     from raymlp.data.versions import verify_version
     from raymlp.errors import WorkFailed
@@ -502,20 +613,38 @@ def data_verify(
     name, version = _dataset_ref(ref)
     with _catalog(job) as catalog:
         record = catalog.get_dataset_version(name, version)
+    label = f"{record.name}@{record.version}"
+    aside = (record.manifest.get("quarantine") or {}).get("rows", 0)
+    report = {"dataset": record.name, "version": record.version, "rows": record.row_count, "quarantined": aside,
+              "files": len(record.manifest["files"]), "content_digest": record.content_digest,
+              "manifest": {"ok": True, "problems": []}, "source": None}
     problems = verify_version(record.path, record.manifest)
     if problems:
-        raise WorkFailed(f"{record.name}@{record.version} is damaged:\n  " + "\n  ".join(problems))
-    typer.echo(f"{record.name}@{record.version}: {len(record.manifest['files'])} files and {record.row_count} rows "
-               f"match the manifest ({record.content_digest})")
-    if not source:
-        return
-    url = source_url or _source_url_from_job(job, record.manifest["source"])
-    problems = verify_against_source(record.manifest, url)
-    if problems:
-        raise WorkFailed(f"{record.name}@{record.version} differs from its source:\n  " + "\n  ".join(problems))
-    aside = (record.manifest.get("quarantine") or {}).get("rows", 0)
-    typer.echo(f"{record.name}@{record.version}: its source yields the same {record.row_count} rows"
-               + (f" (+{aside} quarantined)" if aside else "") + " and the same content digest")
+        report["manifest"] = {"ok": False, "problems": problems}
+        if as_json:
+            print_json(report)
+        raise WorkFailed(f"{label} is damaged:\n  " + "\n  ".join(problems))
+    if not as_json:
+        typer.echo(f"{label}: {report['files']} files and {record.row_count} rows match the manifest ({record.content_digest})")
+    if source:
+        url = source_url or _source_url_from_job(job, record.manifest["source"])
+        cluster = address or settings.ray_address()  # ranges read on a cluster's nodes, as convert reads them
+        with contextlib.ExitStack() as stack:
+            if cluster:
+                from raymlp.runtime import ray_runtime
+
+                stack.enter_context(ray_runtime(address))
+            problems = verify_against_source(record.manifest, url)
+        report["source"] = {"ok": not problems, "problems": problems}
+        if problems:
+            if as_json:
+                print_json(report)
+            raise WorkFailed(f"{label} differs from its source:\n  " + "\n  ".join(problems))
+        if not as_json:
+            typer.echo(f"{label}: its source yields the same {record.row_count} rows"
+                       + (f" (+{aside} quarantined)" if aside else "") + " and the same content digest")
+    if as_json:
+        print_json(report)
 
 
 def _source_url_from_job(job: Path | None, source: dict) -> str | None:
@@ -647,19 +776,15 @@ def modules_list(as_json: JsonOpt = False, job: JobOpt = None) -> None:
 
 @modules_app.command("show")
 def modules_show(
-    ref: Annotated[str, typer.Argument(help="NAME (every version) or NAME@VERSION")],
+    ref: Annotated[str, typer.Argument(metavar="NAME[@VERSION]", help="A module (every version) or one version.")],
     as_json: JsonOpt = False,
     source: Annotated[bool, typer.Option("--source", help="Also print the source (of NAME@VERSION, or the latest).")] = False,
     job: JobOpt = None,
 ) -> None:
     """A module's versions: sha256, where each came from, and the functions it defines."""
-    from raymlp.errors import UsageError
-
-    name, _, number = ref.partition("@")
-    if number and not number.isdigit():
-        raise UsageError(f"'{ref}' is not NAME or NAME@VERSION (a version is a number)")
+    name, number = _dataset_ref(ref, "module")
     with _catalog(job) as catalog:
-        chosen = catalog.get_module(name, int(number) if number else None)  # a clear error when there is none
+        chosen = catalog.get_module(name, number)  # a clear error when there is none
         versions = [chosen] if number else catalog.list_modules(name)
     if as_json:
         print_json({"name": name, "latest_version": versions[-1].version,
@@ -709,9 +834,12 @@ def models_list(as_json: JsonOpt = False, job: JobOpt = None) -> None:
                     [[r["name"], r["version"], ",".join(r["aliases"]), r["dataset"], r["run_id"]] for r in rows])
 
 
+ModelArg = Annotated[str, typer.Argument(metavar="NAME[@ALIAS|:VERSION]", help="NAME (its latest version), NAME@ALIAS or NAME:VERSION.")]
+
+
 @models_app.command("show")
-def models_show(model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION")], as_json: JsonOpt = False, job: JobOpt = None) -> None:
-    """One model version: metrics, lineage and features."""
+def models_show(model: ModelArg, as_json: JsonOpt = False, job: JobOpt = None) -> None:
+    """One model version: metrics, features, preprocessing and lineage."""
     import json
 
     from raymlp.tracking import parse_model_ref
@@ -727,15 +855,58 @@ def models_show(model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or N
              "preprocess": description.get("preprocess", []), "modules": description.get("modules", [])}
     if as_json:
         print_json(shown)
-    else:
-        print_table(f"{ref.name} version {version}", ["field", "value"], [[key, value] for key, value in shown.items()])
+        return
+    aliases = sorted(alias for alias, at in (tracker.client.get_registered_model(ref.name).aliases or {}).items()
+                     if str(at) == str(version))
+    _print_model(shown, aliases)
+
+
+def _print_model(shown: dict, aliases: list[str]) -> None:
+    """`models show` for people: a summary, then metrics, features, preprocessing and lineage."""
+    from .output import cell, number, print_lines, timestamp
+
+    name, version, lineage = shown["name"], shown["version"], shown["lineage"] or {}
+    features = shown["features"]
+    print_table(f"model {name}:{version}" + (f" ({', '.join('@' + alias for alias in aliases)})" if aliases else ""),
+                ["field", "value"], [
+        ["framework", shown["framework"]], ["task", shown["task"]], ["label", shown["label"]],
+        *([["classes", cell(shown["classes"])]] if shown["classes"] else []),
+        ["features", f"{len(features)}: " + ", ".join(f"{f['name']} ({f['type']})" for f in features[:8])
+         + (f", and {len(features) - 8} more" if len(features) > 8 else "")],
+        ["trained", timestamp(_parse_time(lineage.get("trained_at"))) + " UTC" if lineage.get("trained_at") else ""],
+    ])
+    print_table("metrics", ["metric", "value"], [[key, number(value)] for key, value in sorted(shown["metrics"].items())])
+    print_lines("preprocessing", [f"{index}. {step.get('type', '?')}: " + cell({k: v for k, v in step.items() if k != "type"})
+                                  for index, step in enumerate(shown["preprocess"], 1)])
+    print_lines("modules", [f"{m['name']}@{m['version']} ({', '.join(m['functions'])}; sha256 {m['sha256'][:12]}...)"
+                            for m in shown["modules"]])
+    dataset, job = lineage.get("dataset") or {}, lineage.get("job") or {}
+    steps = []
+    if dataset:
+        steps.append(f"dataset {dataset['name']}@{dataset['version']} ({dataset.get('digest', '')[:19]})")
+    if job:
+        steps.append(f"job {job['name']} ({job.get('path')}, sha256 {str(job.get('sha256'))[:12]}...)")
+    if lineage.get("run_id"):
+        steps.append(f"run {lineage['run_id']} (MLflow run {lineage.get('mlflow_run_id')}, best epoch {lineage.get('best_epoch')})")
+    steps.append(f"model {name}:{version}")
+    print_lines("lineage", [steps[0], *(f"-> {step}" for step in steps[1:])])
+
+
+def _parse_time(text: str):
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 @models_app.command("promote")
 def models_promote(
-    model: Annotated[str, typer.Argument(help="NAME:VERSION to point the alias at")],
+    model: Annotated[str, typer.Argument(metavar="NAME:VERSION", help="The version to point the alias at.")],
     alias: Annotated[str, typer.Option("--alias", help="Alias to move, e.g. champion.")],
     job: JobOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Point an alias at a version."""
     from raymlp.errors import UsageError
@@ -746,8 +917,13 @@ def models_promote(
         raise UsageError(f"promote needs NAME:VERSION, got '{model}'")
     tracker = _tracker(job)
     tracker.resolve(ref)
+    before = (tracker.client.get_registered_model(ref.name).aliases or {}).get(alias)
     tracker.set_alias(ref.name, alias, ref.version, by="promote")
-    typer.echo(f"{ref.name}@{alias} -> version {ref.version}")
+    if as_json:
+        print_json({"model": ref.name, "alias": alias, "version": ref.version,
+                    "previous_version": None if before is None else int(before)})
+        return
+    typer.echo(f"{ref.name}@{alias} -> version {ref.version}" + (f" (was version {before})" if before is not None else ""))
 
 
 @models_app.command("rm")
@@ -782,9 +958,10 @@ def models_rm(
 
 @models_app.command("rollback")
 def models_rollback(
-    model: Annotated[str, typer.Argument(help="NAME of the registered model")],
+    model: Annotated[str, typer.Argument(metavar="NAME", help="The registered model.")],
     alias: Annotated[str, typer.Option("--alias", help="Alias to move back, e.g. champion.")],
     job: JobOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Move an alias back to its previous version.
 
@@ -798,4 +975,7 @@ def models_rollback(
     if ref.alias or ref.version:
         raise UsageError(f"rollback takes the model NAME and --alias ALIAS, got '{model}'")
     before, after = _tracker(job).rollback_alias(ref.name, alias)
+    if as_json:
+        print_json({"model": ref.name, "alias": alias, "version": after, "previous_version": before})
+        return
     typer.echo(f"{ref.name}@{alias} -> version {after} (was version {before})")

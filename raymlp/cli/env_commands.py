@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from .app import JsonOpt, app
+from .typer_app import App
 from .output import print_json, print_table
 
-env_app = typer.Typer(help="Named runtime environments (envs/*.yaml): list, show, check on a cluster.",
+env_app = App(help="Named runtime environments (envs/*.yaml): list, show, check on a cluster.",
                       no_args_is_help=True)
 app.add_typer(env_app, name="env")
 

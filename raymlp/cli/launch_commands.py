@@ -9,10 +9,11 @@ from typing import Annotated, Optional
 import typer
 
 from .app import JobArg, JsonOpt, SetOpt, app
+from .typer_app import App
 from .output import print_json, print_table
 
-jobs_app = typer.Typer(help="Ray jobs on a cluster: list, status, logs, stop.", no_args_is_help=True)
-cluster_app = typer.Typer(help="Cluster files (clusters/): validate, up, down.", no_args_is_help=True)
+jobs_app = App(help="Ray jobs on a cluster: list, status, logs, stop.", no_args_is_help=True)
+cluster_app = App(help="Cluster files (clusters/): validate, up, down.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(cluster_app, name="cluster")
 
@@ -32,7 +33,7 @@ def submit(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the job's logs until it ends; exit 1 unless it succeeded.")] = False,
     env_vars: Annotated[Optional[list[str]], typer.Option("--env-var", metavar="NAME=VALUE", help="Environment variable for the job, e.g. RAYMLP_HOME=/mnt/shared/raymlp (repeatable).")] = None,
     excludes: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="Leave files out of the upload (gitignore syntax; repeatable; also read from .rayignore).")] = None,
-    submission_id: Annotated[Optional[str], typer.Option("--submission-id", help="Id for the job (default: raymlp-NAME-TIME-XXXX).")] = None,
+    submission_id: Annotated[Optional[str], typer.Option("--submission-id", metavar="ID", help="Id for the job (default: raymlp-NAME-TIME-XXXX).")] = None,
     cpus: Annotated[Optional[float], typer.Option("--entrypoint-num-cpus", help="CPUs reserved for the job's driver.")] = None,
     gpus: Annotated[Optional[float], typer.Option("--entrypoint-num-gpus", help="GPUs reserved for the job's driver.")] = None,
     memory: Annotated[Optional[int], typer.Option("--entrypoint-memory", help="Memory (bytes) reserved for the job's driver.")] = None,

@@ -3,12 +3,53 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from datetime import datetime, timezone
 from typing import Any
+
+PIPE_WIDTH = 200  # off a terminal, without COLUMNS
 
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def number(value: Any) -> str:
+    """A float to 6 significant digits (0.972222, 1.2e-05); anything else as it is."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def timestamp(value: datetime | int | float | None) -> str:
+    """A time to the second, in UTC: a datetime, or milliseconds since the epoch (MLflow's)."""
+    if value is None:
+        return ""
+    if not isinstance(value, datetime):
+        value = datetime.fromtimestamp(value / 1000, timezone.utc)
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cell(value: Any) -> str:
+    """One table cell, never a Python repr: lists joined, mappings as key=value, floats shortened."""
+    if isinstance(value, datetime):
+        return timestamp(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={cell(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(cell(item) for item in value)
+    return number(value)
+
+
+def width() -> int | None:
+    """Table width: the terminal's; else COLUMNS when set; else a wide default a script can grep."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return None if sys.stdout.isatty() else PIPE_WIDTH
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -19,9 +60,15 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        table.add_row(*(cell(item) for item in row))
     # Into a pipe or a file, rich would wrap at 80 columns, cutting cells over lines that scripts grep.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    Console(highlight=False, width=width()).print(table)
+
+
+def print_lines(title: str, lines: list[str]) -> None:
+    """A titled list of plain lines (lineage, preprocessing steps): one per line, never wrapped into a box."""
+    if lines:
+        sys.stdout.write(f"{title}\n" + "".join(f"  {line}\n" for line in lines))
 
 
 def print_summary(summary: Any) -> None:

@@ -42,9 +42,21 @@ def parse_model_ref(text: str) -> ModelRef:
     """Parse a model reference, or explain the accepted forms."""
     match = _REF.match(text.strip())
     if not match:
-        raise UsageError(f"--model '{text}' is not NAME, NAME@ALIAS or NAME:VERSION")
+        raise UsageError(f"model '{text}' is not NAME, NAME@ALIAS or NAME:VERSION{_other_form(text.strip())}")
     version = match.group("version")
     return ModelRef(match.group("name"), match.group("alias"), int(version) if version else None)
+
+
+def _other_form(text: str) -> str:
+    """A hint when `text` uses a dataset's NAME@VERSION, or ':' before an alias."""
+    name, at, after = text.rpartition("@") if "@" in text else text.rpartition(":")
+    if not name or not _REF.match(name):
+        return ""
+    if at == "@" and after.isdigit():
+        return f"; did you mean {name}:{after}? (a model version is NAME:VERSION; NAME@ALIAS names an alias)"
+    if at == ":" and _REF.match(f"{name}@{after}"):
+        return f"; did you mean {name}@{after}? (an alias is NAME@ALIAS; NAME:VERSION takes a number)"
+    return ""
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -395,11 +407,26 @@ class Tracker:
                     raise MlflowException(f"no versions of {ref.name}")
                 found = max(versions, key=lambda item: int(item.version))
         except MlflowException:
-            known = [model.name for model in self.client.search_registered_models()]
-            raise UsageError(
-                f"model {ref} is not in the registry at {self.uri} (registered models: {', '.join(known) or 'none'})"
-            ) from None
+            raise UsageError(self._missing(ref)) from None
         return int(found.version), found
+
+    def _missing(self, ref: ModelRef) -> str:
+        """Why `ref` names nothing: the model is not registered, or it has no such version or alias."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_registered_model(ref.name)
+        except MlflowException:
+            known = [model.name for model in self.client.search_registered_models()]
+            return f"model {ref.name} is not in the registry at {self.uri} (registered models: {', '.join(known) or 'none'})"
+        versions = sorted(int(item.version) for item in self.client.search_model_versions(f"name = '{ref.name}'"))
+        listing = ", ".join(map(str, versions)) or "none"
+        if ref.alias:
+            aliases = ", ".join(f"{alias} -> {version}" for alias, version in sorted((model.aliases or {}).items()))
+            return f"model {ref.name} has no alias '{ref.alias}' (aliases: {aliases or 'none'}; versions: {listing})"
+        if ref.version:
+            return f"model {ref.name} has no version {ref.version} (versions: {listing})"
+        return f"model {ref.name} has no versions"
 
     def package_for(self, ref: ModelRef, cache: Path) -> tuple[Path, int]:
         """A local copy of the package that `ref` names (kept in `cache` per name and version)."""

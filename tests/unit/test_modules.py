@@ -133,7 +133,7 @@ def test_add_names_and_usage_errors_exit_2(project):
     missing = cli(project, "data", "modules", "add", "nowhere.py")
     assert missing.returncode == 2 and "nowhere.py: no such file" in missing.stderr
     unknown = cli(project, "data", "modules", "show", "nothing")
-    assert unknown.returncode == 1 and unknown.stderr.startswith("error: no module named 'nothing' (modules: mine)")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: no module named 'nothing' (modules: mine)")
 
 
 # --- refs in job files ------------------------------------------------------------------------------

@@ -99,6 +99,19 @@ def test_unknown_models_are_usage_errors(store):
         tracker.rollback_alias("nope", "champion")
 
 
+def test_a_missing_version_or_alias_is_named_with_what_exists(store):
+    from raymlp.tracking import ModelRef
+
+    tracker = _model(store, "named", 2)
+    tracker.set_alias("named", "champion", 2)
+    with pytest.raises(UsageError, match=r"^model named has no version 7 \(versions: 1, 2\)$"):
+        tracker.resolve(ModelRef("named", version=7))
+    with pytest.raises(UsageError, match=r"^model named has no alias 'best' \(aliases: champion -> 2; versions: 1, 2\)$"):
+        tracker.resolve(ModelRef("named", alias="best"))
+    with pytest.raises(UsageError, match=r"^model nameless is not in the registry at .*\(registered models: .*named"):
+        tracker.resolve(ModelRef("nameless", version=1))
+
+
 def test_a_long_history_stays_within_one_tag_and_still_rolls_back(store):
     tracker = _model(store, "long", 2)
     for _ in range(60):
