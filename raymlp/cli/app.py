@@ -526,7 +526,8 @@ def data_show(ref: Annotated[str, typer.Argument(metavar="NAME[@VERSION]", help=
         models = catalog.models_using_dataset(record.name, record.version)
         collections = catalog.list_collections(record.source["table"]) if record.source.get("kind") == "table" else []
     manifest = record.manifest
-    collected = next((item for item in reversed(collections) if item.created_at <= record.created_at), None)
+    collected = next((item for item in reversed(collections)  # the collect this version read
+                      if item.target_url == record.source.get("url") and item.created_at <= record.created_at), None)
     shown = {
         "name": record.name, "version": record.version, "path": record.path, "rows": record.row_count,
         "content_digest": record.content_digest, "created_at": record.created_at, "schema": manifest["schema"],
