@@ -25,7 +25,7 @@ from .schema import MODULE_STEP_TYPES, CustomModel, EstimatorModel
 
 #: What each stage reads (besides the catalog, which every stage opens):
 #: "source" = data.source; "collect" = the data.collect database; "model" = the model class or
-#: builder module; "tracking" = the MLflow store; "predict" = predict.input.
+#: builder module; "tracking" = the MLflow store (not checked: its folder is made); "predict" = predict.input.
 STAGE_READS: dict[str, set[str]] = {
     "collect": {"source", "collect"},
     "convert": {"collect"},  # and the source itself when there is no collect table (below)
@@ -93,16 +93,14 @@ def input_problem(pattern: str) -> str | None:
 
 
 def _sqlite_folders(job: Any, reads: set[str], visible: _Visibility) -> Iterator[Finding]:
+    """A SQLite source must exist; a collect database's folder must (SQLite makes the file, not folders)."""
     from raymlp import settings
 
     storage = job.storage
     root = storage.root if storage.root and "://" not in storage.root else None
     made_by_raymlp = {os.path.abspath(os.path.expanduser(folder)) for folder in (settings.home(), root) if folder}
+    # raymlp's own stores (storage.catalog, storage.tracking) get their folders made by raymlp and MLflow.
     urls: list[tuple[tuple[str, ...], str, bool]] = []  # (path, url, must the file exist)
-    if storage.catalog:
-        urls.append((("storage", "catalog"), storage.catalog, False))
-    if storage.tracking and "tracking" in reads:
-        urls.append((("storage", "tracking"), storage.tracking, False))
     if job.data.collect is not None and "collect" in reads:
         urls.append((("data", "collect", "url"), job.data.collect.url, False))
     if job.data.source.sql is not None and "source" in reads:

@@ -116,19 +116,23 @@ def test_a_builder_module_that_does_not_import(project, capsys, source, expected
 
 def test_sqlite_urls_in_folders_that_do_not_exist(project, capsys):
     extra = """\
-storage: {tracking: "sqlite:///no/such/folder/mlflow.db", catalog: "sqlite:///home/catalog.db"}
+storage: {tracking: "sqlite:///state/mlflow.db", catalog: "sqlite:///state/catalog.db"}
 """
     text = csv_job(extra=extra).replace("  dataset:", "  collect: {url: 'sqlite:///nowhere/w.db', table: wine_raw}\n  dataset:")
     path = job(project, text)
+    sql = job(project, csv_job().replace("{format: csv, path: data/wine.csv}",
+                                         "{format: sql, sql: {url: 'sqlite:///data/nosuch.db', table: wine}}"), "sql.yaml")
     code, err = validate(path, capsys)
     assert code == 2
     assert err == [
         f"{path}:5: data.collect.url: the folder '{project / 'nowhere'}' of SQLite database 'w.db' does not exist; "
         "create it, or correct the path (sqlite:///relative/path.db or sqlite:////absolute/path.db)",
-        f"{path}:12: storage.tracking: the folder '{project / 'no/such/folder'}' of SQLite database 'mlflow.db' does "
-        "not exist; create it, or correct the path (sqlite:///relative/path.db or sqlite:////absolute/path.db)",
-        "2 problems in the job file",
-    ]  # the catalog's folder is RAYMLP_HOME, which raymlp makes itself
+        "1 problem in the job file",
+    ]  # raymlp makes the folders of its own catalog and MLflow store
+    code, err = validate(sql, capsys)
+    assert code == 2
+    assert err[0] == (f"{sql}:4: data.source.sql.url: SQLite database 'data/nosuch.db' does not exist "
+                      f"(working directory: {project}); a source is read, never created")
 
 
 def test_every_problem_at_once_and_run_refuses_before_anything_starts(project, capsys, monkeypatch):
