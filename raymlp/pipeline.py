@@ -228,8 +228,11 @@ def _quiet_ray_data() -> None:
 
     import ray.data
 
+    from raymlp import settings
+
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = sys.stderr.isatty()
+    # Bars for the stages' own small datasets are Ray Data's output: shown with -v only.
+    context.enable_progress_bars = settings.verbose() and sys.stderr.isatty()
     context.print_on_execution_start = False
 
 

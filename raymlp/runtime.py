@@ -5,7 +5,6 @@ This is the one place that decides; every command goes through `ray_runtime`.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Iterator
@@ -79,7 +78,11 @@ def _ray_connected(address: str | None, runtime_env: dict[str, Any] | None, dash
     import ray
     from ray.job_config import JobConfig
 
-    common: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": runtime_env or None,
+    from raymlp.verbosity import quiet_ray_driver, ray_init_options
+
+    quiet_ray_driver()
+
+    common: dict[str, Any] = {**ray_init_options(), "runtime_env": runtime_env or None,
                               "job_config": JobConfig(metadata={key: str(value) for key, value in
                                                                 (metadata or {}).items()})}
     try:

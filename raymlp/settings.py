@@ -12,6 +12,9 @@ DEFAULT_HOME = ".raymlp"
 #: Set to 1 to print full tracebacks instead of one-line errors.
 DEBUG_ENV = "RAYMLP_DEBUG"
 
+#: Set to 1 (what `raymlp -v` does) to let Ray, MLflow and the other libraries print their own lines.
+VERBOSE_ENV = "RAYMLP_VERBOSE"
+
 #: Address of a Ray cluster to join; Ray's own variable, honoured as Ray does.
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 
@@ -39,6 +42,11 @@ def home() -> Path:
 def debug() -> bool:
     """True when tracebacks should be shown."""
     return os.environ.get(DEBUG_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def verbose() -> bool:
+    """True when the libraries' own output should reach the terminal (`-v`, or debugging)."""
+    return debug() or os.environ.get(VERBOSE_ENV, "").lower() in {"1", "true", "yes"}
 
 
 def ray_address() -> str | None:

@@ -12,7 +12,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning raymlp errors into one message and an exit code."""
     from raymlp import settings
     from raymlp.errors import RaymlpError
+    from raymlp.verbosity import quiet_libraries
 
+    argv = _take_verbose(sys.argv[1:] if argv is None else list(argv))
+    quiet_libraries()
     try:
         app(args=argv, prog_name="raymlp", standalone_mode=True)
     except SystemExit as exit_:
@@ -37,6 +40,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def _take_verbose(argv: list[str]) -> list[str]:
+    """`-v`/`--verbose` anywhere before `--` (so `raymlp run JOB -v` works too) sets RAYMLP_VERBOSE."""
+    from raymlp import settings
+
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = {"-v", "--verbose"}
+    if not flags & set(argv[:end]):
+        return argv
+    import os
+
+    os.environ[settings.VERBOSE_ENV] = "1"
+    return [arg for arg in argv[:end] if arg not in flags] + argv[end:]
 
 
 def entry() -> None:

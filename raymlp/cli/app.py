@@ -298,8 +298,8 @@ def predict(
     storage = _storage_for(job)
     package, version = Tracker(storage.tracking_uri, Path(storage.root)).package_for(ref, storage.folder("cache", "models"))
     # Ray Data draws bars only where stdout is a terminal (elsewhere it logs blocks of lines every
-    # 10 s); the bars themselves go to stderr.
-    terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    # 10 s); they are a library's output, shown with -v.
+    terminal = settings.verbose() and sys.stdout.isatty() and sys.stderr.isatty()
     clock = {"start": time.perf_counter(), "shown": 0.0}
 
     def show(rows: int) -> None:

@@ -300,7 +300,8 @@ def predict_batch(
         # bundles one by one), that fuse with the read; each worker keeps the package it loaded.
         scored = dataset.map_batches(
             _score_block, fn_args=(package_path, batch_size), batch_format="pyarrow",
-            batch_size=None, zero_copy_batch=True, concurrency=concurrency, runtime_env=runtime_env,
+            batch_size=None, zero_copy_batch=True, compute=ray.data.TaskPoolStrategy(size=concurrency),
+            runtime_env=runtime_env,
         )
     target = Path(os.path.abspath(output))  # a folder output is written by Ray workers
     target.parent.mkdir(parents=True, exist_ok=True)

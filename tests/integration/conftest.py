@@ -41,8 +41,13 @@ def ray_4_cpus():
         # virtualenv here): `raymlp env check`'s failing case stops its job at the first failure and
         # then waits out Ray's own last attempt.
         os.environ.setdefault("RUNTIME_ENV_RETRY_TIMES", "2")
+        # As quiet as the command line: example jobs run in this process are checked for library output.
+        from raymlp.verbosity import quiet_libraries, quiet_ray_driver, ray_init_options
+
+        quiet_libraries()
+        quiet_ray_driver()
         ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                 logging_level="WARNING", object_store_memory=1_500_000_000,
+                 object_store_memory=1_500_000_000, **ray_init_options(),
                  runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": os.environ["RAY_API_SERVER_ADDRESS"]}})
     finally:
         os.chdir(here)
@@ -72,6 +77,38 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str], timeout: int = 900) -> s
         [sys.executable, "-m", "raymlp", *args], cwd=cwd, env={**os.environ, **env},
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def run_on_terminal(*args: str, cwd: Path, env: dict[str, str], timeout: int = 600) -> tuple[int, str]:
+    """Run `raymlp ARGS` on a pseudo-terminal, as in a user's shell; its exit code and what the terminal got."""
+    import pty
+    import select
+    import time
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "raymlp", *args], cwd=cwd, env={**os.environ, "COLUMNS": "120", **env},
+                               stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    received = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # the terminal closed: every process holding it ended
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            elif process.poll() is not None:
+                break
+        else:
+            process.kill()
+    finally:
+        os.close(controller)
+    return process.wait(timeout=30), received.decode("utf-8", "replace")
 
 
 def json_output(result: subprocess.CompletedProcess) -> object:

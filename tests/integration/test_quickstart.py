@@ -29,7 +29,7 @@ def quickstart(tmp_path_factory, ray_4_cpus, serve_port):
     result = run_cli("run", "jobs/quickstart.yaml", "--set", f"serve.port={serve_port}", "--json", cwd=project, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     yield {"project": project, "env": env, "summary": json_output(result), "source_bytes": source_bytes,
-           "port": serve_port}
+           "port": serve_port, "stdout": result.stdout, "stderr": result.stderr}
     from ray import serve
 
     for app in ("wine-quickstart", "wine-classifier"):
@@ -46,6 +46,10 @@ def test_the_run_made_everything_it_promises(quickstart):
     assert summary["sample_prediction"] in CLASSES
     assert summary["endpoint"] == f"http://127.0.0.1:{quickstart['port']}/wine/predict"
     assert list(summary["stages"]) == ["collect", "convert", "train", "register", "predict", "serve"]
+    # Off a terminal too, the libraries print nothing of their own (on one: the test at the end).
+    from tests.conftest import foreign_lines
+
+    assert foreign_lines(quickstart["stdout"]) == [] and foreign_lines(quickstart["stderr"]) == []
 
 
 def test_the_source_file_is_never_changed(quickstart):
@@ -140,8 +144,11 @@ def test_the_endpoint_answers_real_http(quickstart):
 def test_predict_cli_matches_the_run_and_serve_cli_matches_predict(quickstart):
     project, env, port = quickstart["project"], quickstart["env"], quickstart["port"]
     result = run_cli("predict", "--model", "wine-classifier@champion", "--input", "data/wine.csv",
-                     "--output", "scored.parquet", cwd=project, env=env)
+                     "--output", "scored.parquet", "-v", cwd=project, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    from tests.conftest import library_lines
+
+    assert library_lines(result.stderr), "-v brings the libraries' own lines back"
     scored = pd.read_parquet(project / "scored.parquet")
     from_run = pd.read_csv(project / ".raymlp" / "predictions" / "wine.csv")
     assert scored["prediction"].tolist() == from_run["prediction"].tolist()
@@ -149,23 +156,35 @@ def test_predict_cli_matches_the_run_and_serve_cli_matches_predict(quickstart):
     served = run_cli("serve", "--model", "wine-classifier:1", "--route", "/wine-v1", "--port", str(port),
                      cwd=project, env=env)
     assert served.returncode == 0, served.stderr[-3000:]
+    assert library_lines(served.stdout + served.stderr) == []
     assert f"at http://127.0.0.1:{port}/wine-v1/predict" in served.stdout
     features = scored.drop(columns=[c for c in scored.columns if c.startswith("probability_")] + ["prediction", "target"])
     online = requests.post(f"http://127.0.0.1:{port}/wine-v1/predict", json=features.head(20).to_dict("records"), timeout=30)
     assert [item["prediction"] for item in online.json()["predictions"]] == scored["prediction"].head(20).tolist()
 
 
-def test_predict_without_an_address_starts_and_stops_its_own_ray(quickstart, tmp_path):
+def test_a_run_on_a_terminal_prints_only_raymlps_lines_and_stops_its_own_ray(quickstart, tmp_path):
+    """`raymlp run` with no address, on a pseudo-terminal: an embedded Ray starts (its token warning),
+    Ray Data scores on a terminal (its progress bars), MLflow downloads the model (tqdm), Serve starts
+    and shuts down (its log lines, the controller's retry notice). None of it reaches the user."""
     import subprocess
     import tempfile
+
+    from tests.conftest import foreign_lines
+
+    from .conftest import _free_port, run_on_terminal
 
     # Its own short temp root (Unix socket paths are limited), so its processes can be told apart.
     ray_root = tempfile.mkdtemp(prefix="rq", dir="/tmp")
     env = {**quickstart["env"], "RAY_ADDRESS": "", "RAY_TMPDIR": ray_root}
-    result = run_cli("predict", "--model", "wine-classifier", "--input", "data/wine.csv",
-                     "--output", str(tmp_path / "local.csv"), cwd=quickstart["project"], env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(pd.read_csv(tmp_path / "local.csv")) == 178
+    output = tmp_path / "local.csv"
+    code, transcript = run_on_terminal(
+        "run", "jobs/quickstart.yaml", "--only", "predict,serve", "--set", f"predict.output={output}",
+        "--set", f"serve.port={_free_port()}", cwd=quickstart["project"], env=env)
+    assert code == 0, transcript[-3000:]
+    assert len(pd.read_csv(output)) == 178
+    assert foreign_lines(transcript) == [], transcript[-3000:]
+    assert "answered a POST" in transcript
     assert any(Path(ray_root).iterdir()), "the command should have started a Ray of its own under RAY_TMPDIR"
     left = subprocess.run(["pgrep", "-f", ray_root], capture_output=True, text=True).stdout.split()
     assert left == [], "the embedded Ray must be shut down when the command ends"

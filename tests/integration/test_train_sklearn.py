@@ -11,11 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-from raymlp import load_job, run_job
+from raymlp import load_job
 from raymlp.context import Reporter
 from raymlp.errors import UsageError
 from raymlp.train import sklearn_backend
 
+from tests.conftest import run_job_quietly
 from .conftest import REPO
 
 pytestmark = [pytest.mark.integration]
@@ -60,7 +61,7 @@ def wine_run(ray_4_cpus, tmp_path_factory):
         patch.setenv("RAYMLP_HOME", str(home))
         patch.setattr(sklearn_backend, "fit", _recording_fit(outcomes))
         actors_before = set(_pool_actors())
-        summary = run_job(load_job(WINE_JOB), reporter=QUIET)
+        summary = run_job_quietly(load_job(WINE_JOB), reporter=QUIET)
     new_actors = {key: value for key, value in _pool_actors().items() if key not in actors_before}
     return {"home": home, "summary": summary, "outcome": outcomes[0], "pool_actors": new_actors}
 
@@ -151,7 +152,7 @@ def test_registered_package_predicts_in_plain_python_as_the_stage_measured(wine_
 def test_ridge_regression_on_diabetes(ray_4_cpus, raymlp_home):
     overrides = ["train.framework=sklearn", "train.model={type: sklearn.linear_model.Ridge, params: {alpha: 0.5}}",
                  "register.require.test_r2=>= 0.35"]
-    summary = run_job(load_job(DIABETES_JOB, overrides), reporter=QUIET)
+    summary = run_job_quietly(load_job(DIABETES_JOB, overrides), reporter=QUIET)
     assert {"train_loss", "val_rmse", "val_mae", "val_r2", "test_rmse", "test_r2"} <= set(summary.metrics)
     assert summary.metrics["test_r2"] >= 0.35, summary.metrics
     assert summary.alias_moved is True
@@ -161,7 +162,7 @@ def test_ridge_regression_on_diabetes(ray_4_cpus, raymlp_home):
 
 def test_cv_folds_are_parallel_ray_tasks_with_mean_and_std(ray_4_cpus, raymlp_home, fit_outcomes):
     overrides = ["train.cv_folds=3", "train.model.params={n_estimators: 50, max_depth: 4, n_jobs: 1}"]
-    summary = run_job(load_job(WINE_JOB, overrides), only=["convert", "train"], reporter=QUIET)
+    summary = run_job_quietly(load_job(WINE_JOB, overrides), only=["convert", "train"], reporter=QUIET)
     metrics = summary.metrics
     for name in ("loss", "accuracy", "f1", "roc_auc"):
         assert {f"cv_{name}_mean", f"cv_{name}_std"} <= set(metrics)
@@ -193,7 +194,7 @@ def test_cv_folds_are_parallel_ray_tasks_with_mean_and_std(ray_4_cpus, raymlp_ho
 def test_a_bad_estimator_is_a_usage_error_naming_the_key(wine_run, monkeypatch, override, message):
     monkeypatch.setenv("RAYMLP_HOME", str(wine_run["home"]))  # its dataset is in the catalog
     with pytest.raises(UsageError) as raised:
-        run_job(load_job(WINE_JOB, [override]), only=["train"], reporter=QUIET)
+        run_job_quietly(load_job(WINE_JOB, [override]), only=["train"], reporter=QUIET)
     assert raised.value.exit_code == 2
     assert str(raised.value).startswith(message), str(raised.value)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raymlp import load_job, run_job
+from raymlp import load_job
 from raymlp.context import Reporter
 
+from tests.conftest import run_job_quietly
 from .conftest import REPO
 
 pytestmark = [pytest.mark.integration]
@@ -36,7 +37,7 @@ def test_wine_on_two_workers_reaches_the_gate_and_its_package_predicts_the_same_
 
     job = load_job(WINE)
     assert job.config.train.scaling.num_workers == 2
-    summary = run_job(job, reporter=Reporter(quiet=True))
+    summary = run_job_quietly(job, reporter=Reporter(quiet=True))
     assert summary.metrics["test_accuracy"] >= 0.9, summary.metrics
     assert summary.metrics["val_accuracy"] >= 0.9, summary.metrics
     assert (summary.model_version, summary.alias_moved) == (1, True)
@@ -54,7 +55,7 @@ def test_wine_on_two_workers_reaches_the_gate_and_its_package_predicts_the_same_
 
 
 def test_digits_cnn_reaches_the_gate(ray_4_cpus, raymlp_home):
-    summary = run_job(load_job(DIGITS), reporter=Reporter(quiet=True))
+    summary = run_job_quietly(load_job(DIGITS), reporter=Reporter(quiet=True))
     assert summary.metrics["test_accuracy"] >= 0.9, summary.metrics
     assert summary.alias_moved
 

@@ -8,9 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from raymlp import load_job, run_job
+from raymlp import load_job
 from raymlp.context import Reporter
 
+from tests.conftest import run_job_quietly
 from .conftest import REPO
 
 pytestmark = [pytest.mark.integration]
@@ -32,7 +33,7 @@ def _package(summary):
 
 
 def test_wine_on_two_workers_reaches_the_bar(ray_4_cpus, raymlp_home):
-    summary = run_job(load_job(REPO / "jobs" / "wine-torch.yaml"), reporter=Reporter(quiet=True))
+    summary = run_job_quietly(load_job(REPO / "jobs" / "wine-torch.yaml"), reporter=Reporter(quiet=True))
     assert summary.metrics["test_accuracy"] >= 0.9
     assert {"test_f1", "test_roc_auc", "val_roc_auc"} <= set(summary.metrics)
     assert summary.alias_moved
@@ -41,14 +42,14 @@ def test_wine_on_two_workers_reaches_the_bar(ray_4_cpus, raymlp_home):
 def test_digits_as_images_with_a_cnn_reach_the_bar(ray_4_cpus, raymlp_home):
     import json
 
-    summary = run_job(load_job(REPO / "jobs" / "digits-cnn-torch.yaml"), reporter=Reporter(quiet=True))
+    summary = run_job_quietly(load_job(REPO / "jobs" / "digits-cnn-torch.yaml"), reporter=Reporter(quiet=True))
     assert summary.metrics["test_accuracy"] >= 0.9
     described = json.loads((_package(summary) / "raymlp-package.json").read_text())["model"]
     assert (described["type"], described["image_shape"]) == ("cnn", [8, 8, 1])
 
 
 def test_diabetes_regression_reaches_the_bar(ray_4_cpus, raymlp_home):
-    summary = run_job(load_job(REPO / "jobs" / "diabetes-regression.yaml"), reporter=Reporter(quiet=True))
+    summary = run_job_quietly(load_job(REPO / "jobs" / "diabetes-regression.yaml"), reporter=Reporter(quiet=True))
     assert summary.metrics["test_r2"] >= 0.35
 
 
@@ -84,7 +85,7 @@ def test_a_users_builder_trains_and_its_package_needs_no_builder_file(ray_4_cpus
     job.write_text((REPO / "jobs" / "wine-torch.yaml").read_text()
                    .replace("model: {type: mlp, hidden_layers: [32, 16], dropout: 0.1}",
                             'model: {type: custom, builder: "models.nets:build", params: {width: 24}}'))
-    summary = run_job(load_job(job), reporter=Reporter(quiet=True))
+    summary = run_job_quietly(load_job(job), reporter=Reporter(quiet=True))
     assert summary.metrics["test_accuracy"] >= 0.9
     shutil.rmtree(folder / "models")
     package = load_package(_package(summary))
@@ -106,7 +107,7 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(ray_4_cp
         "train.early_stopping.min_delta=100", "train.early_stopping.patience=2", "train.scaling.num_workers=1",
         "register.require.test_accuracy=>= 0.0",
     ])
-    summary = run_job(job, only=["convert", "train"], reporter=Reporter(quiet=True))
+    summary = run_job_quietly(job, only=["convert", "train"], reporter=Reporter(quiet=True))
     assert _epochs_run(summary.mlflow_run_id) == 3
 
 
@@ -115,5 +116,5 @@ def test_accumulated_gradients_on_elastic_workers(ray_4_cpus, raymlp_home):
     job = load_job(REPO / "jobs" / "wine-torch.yaml", [
         "train.scaling.num_workers=[1, 2]", "train.gradient_accumulation_steps=2", "train.batch_size=8",
     ])
-    summary = run_job(job, only=["convert", "train"], reporter=Reporter(quiet=True))
+    summary = run_job_quietly(job, only=["convert", "train"], reporter=Reporter(quiet=True))
     assert summary.metrics["test_accuracy"] >= 0.9

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raymlp import load_job, run_job
+from raymlp import load_job
 from raymlp.context import Reporter
 
+from tests.conftest import run_job_quietly
 from .conftest import REPO
 
 pytestmark = [pytest.mark.integration]
@@ -23,7 +24,7 @@ def wine_run(ray_4_cpus, tmp_path_factory):
     home = tmp_path_factory.mktemp("wine-xgboost") / "home"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAYMLP_HOME", str(home))
-        summary = run_job(load_job(REPO / "jobs" / "wine-xgboost.yaml"), reporter=Reporter(quiet=True))
+        summary = run_job_quietly(load_job(REPO / "jobs" / "wine-xgboost.yaml"), reporter=Reporter(quiet=True))
         yield summary, home
 
 
@@ -83,7 +84,7 @@ def test_diabetes_regression_with_xgboost(ray_4_cpus, raymlp_home):
         "data.split.seed=2",
         "register.require.test_r2=>= 0.35",
     ])
-    summary = run_job(job, reporter=Reporter(quiet=True))
+    summary = run_job_quietly(job, reporter=Reporter(quiet=True))
     assert summary.metrics["test_r2"] >= 0.35
     assert {"train_loss", "val_loss", "val_rmse", "val_mae", "val_r2", "test_rmse"} <= set(summary.metrics)
     # Metrics are in the label's units (diabetes progression, std about 77): RMSE far above 1.

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from raymlp import run_job
 from raymlp.context import Reporter
 
+from tests.conftest import run_job_quietly
 from .conftest import REPO, json_output, run_cli
 
 pytestmark = [pytest.mark.integration]
@@ -40,10 +40,10 @@ def _child_runs(parent: str, experiment: str) -> list:
 
 def test_an_optuna_sweep_nests_every_trial_in_mlflow_and_registers_the_best(ray_4_cpus, tmp_path, monkeypatch):
     monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
-    run_job(SKLEARN_SWEEP, only=["convert"], reporter=QUIET)
-    default = run_job(SKLEARN_SWEEP, only=["train"], reporter=QUIET)
+    run_job_quietly(SKLEARN_SWEEP, only=["convert"], reporter=QUIET)
+    default = run_job_quietly(SKLEARN_SWEEP, only=["train"], reporter=QUIET)
 
-    summary = run_job(SKLEARN_SWEEP, overrides=["tune.num_samples=4"], only=["tune", "register"], reporter=QUIET)
+    summary = run_job_quietly(SKLEARN_SWEEP, overrides=["tune.num_samples=4"], only=["tune", "register"], reporter=QUIET)
 
     results = _sweep_results(summary)
     assert summary.trials == 4 and len(results["trials"]) == 4
@@ -92,12 +92,12 @@ def test_an_optuna_sweep_nests_every_trial_in_mlflow_and_registers_the_best(ray_
 def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4_cpus, tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("RAYMLP_HOME", str(home))
-    run_job(TORCH_SWEEP, only=["convert"], reporter=QUIET)
+    run_job_quietly(TORCH_SWEEP, only=["convert"], reporter=QUIET)
     # Distributed trials: each trial trains on 2 Ray Train workers (DDP).
     overrides = ["tune.num_samples=4", "tune.max_concurrent=1", "train.epochs=4", "tune.scheduler.grace_period=1",
                  "train.scaling.num_workers=2"]
 
-    summary = run_job(TORCH_SWEEP, overrides=overrides, only=["tune"], reporter=QUIET)
+    summary = run_job_quietly(TORCH_SWEEP, overrides=overrides, only=["tune"], reporter=QUIET)
     from mlflow.tracking import MlflowClient
 
     from raymlp.storage import resolve_storage
@@ -211,8 +211,8 @@ def test_a_tensorflow_random_sweep_reports_every_epoch_of_every_trial(ray_4_cpus
 
     monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
     job = REPO / "jobs" / "wine-tensorflow-sweep.yaml"
-    run_job(job, only=["convert"], reporter=QUIET)
-    summary = run_job(job, overrides=["tune.num_samples=2", "tune.max_concurrent=1", "train.epochs=3"],
+    run_job_quietly(job, only=["convert"], reporter=QUIET)
+    summary = run_job_quietly(job, overrides=["tune.num_samples=2", "tune.max_concurrent=1", "train.epochs=3"],
                       only=["tune"], reporter=QUIET)
 
     results = _sweep_results(summary)
@@ -234,12 +234,12 @@ def test_pbt_hands_a_poor_trial_a_better_ones_checkpoint_with_new_optimizer_sett
 
     monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
     job = REPO / "jobs" / "wine-torch-pbt.yaml"
-    run_job(job, only=["convert"], reporter=QUIET)
+    run_job_quietly(job, only=["convert"], reporter=QUIET)
     # Synchronous PBT: both trials stop at epoch 2, the worse takes over the better's checkpoint.
     overrides = ["tune.num_samples=2", "tune.max_concurrent=2", "train.epochs=4", "tune.scheduler.perturbation_interval=2",
                  "tune.scheduler.synch=true", "tune.scheduler.resample_probability=0"]
 
-    summary = run_job(job, overrides=overrides, only=["tune", "register"], reporter=QUIET)
+    summary = run_job_quietly(job, overrides=overrides, only=["tune", "register"], reporter=QUIET)
 
     results = _sweep_results(summary)
     assert [row["state"] for row in results["trials"]] == ["finished", "finished"]
@@ -267,10 +267,10 @@ def test_pbt_hands_a_poor_trial_a_better_ones_checkpoint_with_new_optimizer_sett
 
 def test_a_time_budget_ends_the_sweep_and_the_best_trial_so_far_is_registered(ray_4_cpus, tmp_path, monkeypatch):
     monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
-    run_job(SKLEARN_SWEEP, only=["convert"], reporter=QUIET)
+    run_job_quietly(SKLEARN_SWEEP, only=["convert"], reporter=QUIET)
 
     # Long enough for the trial processes to start and a few trials to finish on a slow machine.
-    summary = run_job(SKLEARN_SWEEP, overrides=["tune.num_samples=500", "tune.time_budget_s=40"], only=["tune", "register"],
+    summary = run_job_quietly(SKLEARN_SWEEP, overrides=["tune.num_samples=500", "tune.time_budget_s=40"], only=["tune", "register"],
                       reporter=QUIET)
 
     results = _sweep_results(summary)

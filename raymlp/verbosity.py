@@ -1,0 +1,90 @@
+"""What the command line prints: raymlp's own lines, and the libraries' only when asked (`-v`).
+
+Ray, Ray Data, MLflow, TensorFlow and tqdm each print in their own way (loggers with their own
+handlers, Python warnings, C++ logs, progress bars, the output of Ray's worker processes streamed
+to the driver). `quiet_libraries` turns each off at its source before those libraries are
+imported; `RAYMLP_VERBOSE=1` (what `-v` sets) or `RAYMLP_DEBUG=1` leaves them as they are.
+Only the command line calls it: a notebook importing raymlp keeps its libraries' defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+from raymlp import settings
+
+#: Environment defaults that keep a library quiet at its source; inherited by an embedded Ray's
+#: worker processes, whose output also stays in Ray's log files (`log_to_driver=False`).
+QUIET_ENV = {
+    "RAY_DATA_LOG_LEVEL": "ERROR",  # "Dataset ... execution finished", "Progress bars disabled"
+    "MLFLOW_LOGGING_LEVEL": "ERROR",  # "Creating initial MLflow database tables", pyfunc warnings
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts: 100%|..."
+    "TQDM_DISABLE": "1",  # any other tqdm bar a library opens
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up lines
+    "PYTHONWARNINGS": "ignore",  # library deprecation and user warnings in Ray's worker processes
+}
+
+#: Loggers of libraries that print on their own handlers; raised to ERROR in this process.
+LIBRARY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "mlflow", "alembic", "tensorflow",
+                   "absl", "xgboost", "py.warnings", "urllib3", "filelock", "fsspec")
+
+
+_quieted = False
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own output in this process and the processes it starts, unless verbose."""
+    global _quieted
+    if settings.verbose():
+        return
+    _quieted = True
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    warnings.filterwarnings("ignore")
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.ERROR)
+        # Some libraries set their logger's level again when imported (Serve sets INFO); a filter stays.
+        logger.addFilter(_errors_only)
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
+def _without_retry_notices(print_to_stdstream):
+    """Ray's driver prints every error its cluster publishes for the job, retries included."""
+
+    def printing(data, ignore_prefix: bool):
+        lines = [line for line in data.get("lines", []) if RETRY_NOTICE not in line]
+        if lines:
+            print_to_stdstream({**data, "lines": lines}, ignore_prefix)
+
+    return printing
+
+
+#: Ray's notice that a task failed and will be retried (Serve's controller ends this way on every
+#: `serve.shutdown`); the retry either succeeds or its failure is raised where raymlp reports it.
+RETRY_NOTICE = "retries remaining, so the task will be retried"
+
+
+def quiet_ray_driver() -> None:
+    """Once Ray is imported: leave Ray's retry notices out of what its driver prints (quiet mode only)."""
+    if not _quieted:
+        return
+    from ray._private import worker
+
+    if not getattr(worker.print_to_stdstream, "_raymlp_quiet", False):
+        worker.print_to_stdstream = _without_retry_notices(worker.print_to_stdstream)
+        worker.print_to_stdstream._raymlp_quiet = True
+
+
+def ray_init_options() -> dict[str, object]:
+    """`ray.init` arguments that keep Ray's own lines and its workers' output off this terminal."""
+    if settings.verbose():
+        return {"logging_level": logging.INFO, "log_to_driver": True}
+    if _quieted:
+        return {"logging_level": logging.ERROR, "log_to_driver": False}
+    return {"logging_level": logging.WARNING}  # the Python API (a notebook): Ray's warnings, workers' output
