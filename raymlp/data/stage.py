@@ -62,7 +62,7 @@ def collect_stage(context: StageContext) -> Collected:
     )
     types = ", ".join(f"{name} {kind}" for name, kind in written.column_types.items())
     records = written.rows + written.rejected
-    rejects = "" if written.rejects_table is None else (
+    rejects = "" if written.rejects_table is None or not written.rejected else (
         f"; {written.rejected} malformed records -> {written.rejects_table} ({records} records read)")
     context.reporter.stage(
         "collect", f"{written.rows} rows -> {redact_url(target.url)} table {target.table} ({target.mode}){rejects} "
