@@ -148,7 +148,7 @@ def run_job(
                         _quiet_ray_data()
                         where = f"joined {runtime.address}" if runtime.address else "started an embedded local Ray"
                         reporter.stage("ray", f"{where} in {runtime.startup_seconds:.1f}s"
-                                       + (f"; dashboard {runtime.dashboard_url}" if runtime.dashboard_url else ""))
+                                       + (f"; dashboard {runtime.dashboard}" if runtime.dashboard_url else ""))
                     stage_started = time.perf_counter()
                     _STAGE_FUNCTIONS[stage](context, summary)
                     summary.stages[stage] = round(time.perf_counter() - stage_started, 3)

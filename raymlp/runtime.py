@@ -25,6 +25,19 @@ class RayRuntime:
     startup_seconds: float
     dashboard_url: str | None
 
+    @property
+    def dashboard(self) -> str | None:
+        """The dashboard link as printed: with how to get past its token prompt when token auth is on."""
+        if self.dashboard_url is None:
+            return None
+        from raymlp.launch.client import dashboard_line, find_token, local_token_auth
+
+        try:
+            token = find_token()
+        except Exception:  # an unreadable RAY_AUTH_TOKEN_PATH: the link alone
+            token = None
+        return dashboard_line(self.dashboard_url, token, local_token_auth())
+
 
 @contextmanager
 def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | None = None,

@@ -33,6 +33,7 @@ def submit(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the job's logs until it ends; exit 1 unless it succeeded.")] = False,
     env_vars: Annotated[Optional[list[str]], typer.Option("--env-var", metavar="NAME=VALUE", help="Environment variable for the job, e.g. RAYMLP_HOME=/mnt/shared/raymlp (repeatable).")] = None,
     excludes: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="Leave files out of the upload (gitignore syntax; repeatable; also read from .rayignore).")] = None,
+    includes: Annotated[Optional[list[str]], typer.Option("--include", metavar="PATH", help="Upload this file or folder even though .gitignore, .rayignore or an exclude leaves it out, e.g. data/wine.csv (repeatable; within Ray's upload limit).")] = None,
     submission_id: Annotated[Optional[str], typer.Option("--submission-id", metavar="ID", help="Id for the job (default: raymlp-NAME-TIME-XXXX).")] = None,
     cpus: Annotated[Optional[float], typer.Option("--entrypoint-num-cpus", help="CPUs reserved for the job's driver.")] = None,
     gpus: Annotated[Optional[float], typer.Option("--entrypoint-num-gpus", help="GPUs reserved for the job's driver.")] = None,
@@ -48,6 +49,7 @@ def submit(
 
     request = SubmitRequest(job_file=job, address=address, env=env, overrides=list(overrides or []),
                             env_vars=_pairs(env_vars, "--env-var"), excludes=list(excludes or []),
+                            includes=list(includes or []),
                             submission_id=submission_id, entrypoint_num_cpus=cpus, entrypoint_num_gpus=gpus,
                             entrypoint_memory=memory)
     submission, cluster = submit_job(request)
@@ -56,9 +58,14 @@ def submit(
                     "entrypoint": submission.entrypoint, "files": submission.uploaded_files,
                     "bytes": submission.uploaded_bytes})
         return
+    shown = ", ".join(submission.carried[:3]) + (f" and {len(submission.carried) - 3} more"
+                                                 if len(submission.carried) > 3 else "")
+    carried = f"; --include carried {shown}" if submission.carried else ""
     print(f"submitted {submission.submission_id} ({submission.uploaded_files} files, "
-          f"{submission.uploaded_bytes / 1024:.0f} KiB): {submission.entrypoint}", file=sys.stderr)
-    print(f"dashboard: {submission.job_url}", file=sys.stderr)
+          f"{submission.uploaded_bytes / 1024:.0f} KiB{carried}): {submission.entrypoint}", file=sys.stderr)
+    from raymlp.launch.client import dashboard_line
+
+    print(f"dashboard: {dashboard_line(submission.job_url, cluster.token, cluster.requires_token)}", file=sys.stderr)
     if not follow:
         print(f"follow it with: raymlp jobs logs {submission.submission_id} --follow --address "
               f"{submission.dashboard_url}", file=sys.stderr)
@@ -202,7 +209,10 @@ def cluster_up(
         from raymlp.launch import local_cluster
 
         cluster = local_cluster.up(file, port=port, dashboard_port=dashboard_port)
-        typer.echo(f"cluster {cluster.name} is up: dashboard {cluster.dashboard_url}")
+        from raymlp.launch.client import Token, dashboard_line
+
+        token = Token("", cluster.token_source)  # where the token is; its value is never printed
+        typer.echo(f"cluster {cluster.name} is up: dashboard {dashboard_line(cluster.dashboard_url, token, True)}")
         typer.echo(f"  submit:  raymlp submit JOB.yaml --address {cluster.dashboard_url}")
         typer.echo(f"  workers: join when work needs them, leave when idle (see {file}); token from {cluster.token_source}")
         typer.echo(f"  stop:    raymlp cluster down --local {file}   (log: {cluster.log})")

@@ -51,7 +51,10 @@ def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
         else:
             matches = sorted(glob.glob(expanded, recursive=True))
         if not matches:
-            raise UsageError(f"data.source.path: '{item}' matches no {file_format} files (working directory: {os.getcwd()})")
+            from raymlp.launch.workdir import left_behind
+
+            raise UsageError(f"data.source.path: '{item}' matches no {file_format} files (working directory: "
+                             f"{os.getcwd()}){left_behind(item)}")
         found += [Path(match) for match in matches if os.path.isfile(match)]
     return list(dict.fromkeys(found))
 

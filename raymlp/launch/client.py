@@ -69,6 +69,33 @@ def find_token() -> Token | None:
     return None
 
 
+def dashboard_line(url: str, token: Token | None, token_auth: bool | None) -> str:
+    """`url`, and when the cluster checks tokens, how to get past the token prompt its dashboard
+    shows in a browser: where the token is and `ray get-auth-token`, never the token itself."""
+    if not token_auth:
+        return url
+    if token is None:
+        return f"{url} (the dashboard asks for a token: on the head node `ray get-auth-token` prints it)"
+    if token.source == TOKEN_ENV:
+        where = f"${TOKEN_ENV}"
+    else:
+        where = token.source.removeprefix(f"{TOKEN_PATH_ENV} (").rstrip(")")
+    return f"{url} (the dashboard asks for a token: `ray get-auth-token` prints it; it is in {where})"
+
+
+def local_token_auth() -> bool:
+    """Whether the Ray this process started or joined checks tokens (Ray sets RAY_AUTH_MODE=token in
+    the process that starts a local cluster with token auth, the 2.60 default)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return True
+    try:
+        from ray._raylet import AuthenticationMode, get_authentication_mode
+
+        return get_authentication_mode() == AuthenticationMode.TOKEN
+    except Exception:  # an older Ray, or none connected: say nothing rather than something wrong
+        return False
+
+
 def submission_address(address: str | None) -> str:
     """The Jobs API address: --address, else RAY_ADDRESS; `HOST:8265` gets http:// added."""
     address = (address or settings.ray_address() or "").strip().rstrip("/")

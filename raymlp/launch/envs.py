@@ -510,7 +510,7 @@ def check_env(name: str, address: str | None = None, root: str | os.PathLike[str
     from raymlp.runtime import ray_runtime
 
     with ray_runtime() as runtime:
-        print(f"env check: started an embedded local Ray (dashboard {runtime.dashboard_url})", file=out, flush=True)
+        print(f"env check: started an embedded local Ray; dashboard {runtime.dashboard}", file=out, flush=True)
         return _check_on(_connect_when_ready(runtime.dashboard_url), named, out, timeout_s, python=sys.executable)
 
 

@@ -31,6 +31,7 @@ class SubmitRequest:
     overrides: list[str] = field(default_factory=list)
     env_vars: dict[str, str] = field(default_factory=dict)
     excludes: list[str] = field(default_factory=list)
+    includes: list[str] = field(default_factory=list)
     submission_id: str | None = None
     entrypoint_num_cpus: float | None = None
     entrypoint_num_gpus: float | None = None
@@ -46,13 +47,18 @@ class Submission:
     runtime_env: dict[str, Any]
     uploaded_files: int
     uploaded_bytes: int
+    carried: tuple[str, ...] = ()  # files --include added that .gitignore, .rayignore or the excludes leave out
 
 
 def submit(request: SubmitRequest, *, root: Path | None = None) -> tuple[Submission, Cluster]:
-    """Check the job file and the project folder here, then submit; nothing is uploaded when a check fails."""
+    """Check the job file, what it reads and the project folder here, then submit; nothing is uploaded
+    when a check fails."""
+    import tempfile
+
     from raymlp.config import load_job
 
-    from .workdir import check_fits, plan_working_dir
+    from .reads import check_reads
+    from .workdir import check_fits, plan_working_dir, write_package
 
     root = (root or Path.cwd()).resolve()
     job_file = request.job_file.resolve()
@@ -62,31 +68,37 @@ def submit(request: SubmitRequest, *, root: Path | None = None) -> tuple[Submiss
         raise UsageError(f"{request.job_file}: the job file must be inside the project folder {root}, which is "
                          "uploaded as the job's working_dir; run raymlp submit from the project root") from None
     loaded = load_job(job_file, list(request.overrides))
-    folder = plan_working_dir(root, request.excludes)
-    if str(relative_job) not in {path for path, _ in folder.files}:
+    folder = plan_working_dir(root, request.excludes, request.includes)
+    if not folder.uploads(str(relative_job)):
         raise UsageError(f"{relative_job}: excluded from the upload (.gitignore, .rayignore or --exclude); the "
                          "cluster would not find it")
+    warnings = check_reads(loaded, folder, request.excludes)
     check_fits(folder)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
 
-    runtime_env = {**_job_env(loaded, request.env, root), **folder.runtime_env()}
-    if request.env_vars:
-        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **request.env_vars}
-    _warn_if_state_stays_in_the_upload(loaded, runtime_env)
-    entrypoint = shlex.join(["raymlp", "run", relative_job.as_posix(),
-                             *[part for override in request.overrides for part in ("--set", override)]])
-    submission_id = request.submission_id or _submission_id(loaded.config.name)
-    cluster = connect(request.address)
-    resources = {key: value for key, value in (("entrypoint_num_cpus", request.entrypoint_num_cpus),
-                                               ("entrypoint_num_gpus", request.entrypoint_num_gpus),
-                                               ("entrypoint_memory", request.entrypoint_memory)) if value is not None}
-    metadata = {"raymlp.job": loaded.config.name, "raymlp.file": relative_job.as_posix(),
-                "raymlp.stages": ",".join(loaded.config.stages())}
-    submitted = guard(lambda: _submit_job(cluster, entrypoint, runtime_env, submission_id, metadata, resources),
-                      cluster.dashboard_url, cluster.token)
+    with tempfile.TemporaryDirectory(prefix="raymlp-submit-") as scratch:
+        package = write_package(folder, Path(scratch)) if folder.carried else None
+        runtime_env = {**_job_env(loaded, request.env, root), **folder.runtime_env(package)}
+        if request.env_vars:
+            runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **request.env_vars}
+        _warn_if_state_stays_in_the_upload(loaded, runtime_env)
+        entrypoint = shlex.join(["raymlp", "run", relative_job.as_posix(),
+                                 *[part for override in request.overrides for part in ("--set", override)]])
+        submission_id = request.submission_id or _submission_id(loaded.config.name)
+        cluster = connect(request.address)
+        resources = {key: value for key, value in (("entrypoint_num_cpus", request.entrypoint_num_cpus),
+                                                   ("entrypoint_num_gpus", request.entrypoint_num_gpus),
+                                                   ("entrypoint_memory", request.entrypoint_memory))
+                     if value is not None}
+        metadata = {"raymlp.job": loaded.config.name, "raymlp.file": relative_job.as_posix(),
+                    "raymlp.stages": ",".join(loaded.config.stages())}
+        submitted = guard(lambda: _submit_job(cluster, entrypoint, runtime_env, submission_id, metadata, resources),
+                          cluster.dashboard_url, cluster.token)
     return Submission(
         submission_id=submitted, dashboard_url=cluster.dashboard_url, job_url=job_url(cluster.dashboard_url, submitted),
         entrypoint=entrypoint, runtime_env=runtime_env, uploaded_files=len(folder.files),
-        uploaded_bytes=folder.total_bytes,
+        uploaded_bytes=folder.total_bytes, carried=folder.carried,
     ), cluster
 
 

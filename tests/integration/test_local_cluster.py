@@ -1,12 +1,16 @@
-"""A cluster as users meet one: `raymlp cluster up --local clusters/local-autoscaling.yaml` (a head of
-one CPU, with token auth and the dashboard), the quickstart sent with `raymlp submit --follow` and
-with Ray's own `ray job submit`, worker nodes joining for the training and leaving when idle."""
+"""A cluster as users meet one, driven by the commands of README.md's section 8 as written there, in a
+copy of the project folder after `raymlp data sample wine -o data/wine.csv` (data/ is in .gitignore):
+`raymlp cluster up --local clusters/local-autoscaling.yaml` (a head of one CPU, with token auth and
+the dashboard) takes the quickstart from Ray's own `ray job submit`, worker nodes joining for the
+training and leaving when idle; a plain `ray start --head` takes it from `raymlp submit --include
+data/wine.csv --follow`."""
 
 from __future__ import annotations
 
 import os
 import re
 import secrets
+import signal
 import shutil
 import subprocess
 import sys
@@ -23,29 +27,126 @@ from .conftest import REPO, json_output, run_cli
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLUSTER_FILE = REPO / "clusters" / "local-autoscaling.yaml"
+README_ADDRESS = "http://127.0.0.1:8265"
+
+# README.md section 8's commands, each run below as written there. What the test changes, and why:
+# the address becomes the cluster's own (8265 may be taken on a test machine), `--set serve.port=N`
+# is added (so is 8000), and `ray start --head` gets --block, its own temp folder and ports (other
+# Rays run beside this one; --block lets the test end it, since `ray stop` would end them all).
+RAY_START = "ray start --head"
+CLUSTER_UP = "raymlp cluster up --local clusters/local-autoscaling.yaml"
+SUBMIT = "raymlp submit jobs/quickstart.yaml"
+JOBS_LIST = "raymlp jobs list"
+CLUSTER_DOWN = "raymlp cluster down --local clusters/local-autoscaling.yaml"
+RAY_JOB_SUBMIT = "RAY_AUTH_MODE=token ray job submit"
+
+
+def readme_commands() -> list[str]:
+    """The command lines of README.md's section 8 (its bash blocks, comments dropped)."""
+    section = (REPO / "README.md").read_text().split("### 8. Run it on a cluster", 1)[1]
+    section = re.split(r"\n##+ ", section, maxsplit=1)[0]
+    lines = [re.sub(r"(^|\s)#.*$", "", line).strip()
+             for block in re.findall(r"```bash\n(.*?)```", section, re.S) for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def readme(start: str) -> str:
+    """The one README command (however often it appears) that begins with `start`."""
+    found = {line for line in readme_commands() if line.startswith(start)}
+    assert len(found) == 1, f"README section 8 has {len(found)} different commands starting {start!r}: {found}"
+    return found.pop()
+
+
+def test_every_command_of_the_readmes_cluster_section_is_run_here():
+    known = (RAY_START, CLUSTER_UP, SUBMIT, JOBS_LIST, CLUSTER_DOWN, RAY_JOB_SUBMIT)
+    assert [line for line in readme_commands() if not line.startswith(known)] == []
+    assert all(readme(start) for start in known)
+
+
+def run_readme(start: str, cluster_url: str, env: dict[str, str], cwd: Path, *, extra: str = "", background=False,
+               timeout: int = 900, output=subprocess.PIPE):
+    """A README command through bash (as pasted into a shell), with this environment's address."""
+    line = readme(start).replace(README_ADDRESS, cluster_url) + extra
+    shell_env = {**_shell(env), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if "RAY_API_SERVER_ADDRESS" in env:  # a head's own processes are told their dashboard
+        shell_env["RAY_API_SERVER_ADDRESS"] = env["RAY_API_SERVER_ADDRESS"]
+    if background:
+        return subprocess.Popen(["bash", "-c", line], cwd=cwd, env=shell_env, stdout=output,
+                                stderr=subprocess.STDOUT if output is not subprocess.PIPE else subprocess.PIPE,
+                                text=True, start_new_session=True)
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=shell_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _project_copy(tmp_path_factory) -> Path:
+    """This project folder as a user has it: its files (not .git, .venv, state), data/ written by `data sample`."""
+    project = tmp_path_factory.mktemp("cluster-project")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    for name in listed:
+        if (REPO / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, project / name)
+    assert "/data/" in (project / ".gitignore").read_text().splitlines()
+    return project
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    project = tmp_path_factory.mktemp("cluster-project")
-    (project / "jobs").mkdir()
-    shutil.copy(REPO / "jobs" / "quickstart.yaml", project / "jobs" / "quickstart.yaml")
+    project = _project_copy(tmp_path_factory)
     token = secrets.token_hex(32)
     # This cluster's own token, so that "no token" below cannot be rescued by another cluster's.
     env = {"RAYMLP_HOME": str(project / ".raymlp"), "RAY_ADDRESS": "", "RAY_AUTH_TOKEN": token}
     assert run_cli("data", "sample", "wine", "-o", "data/wine.csv", cwd=project, env=env).returncode == 0
-    up = run_cli("cluster", "up", "--local", str(CLUSTER_FILE), cwd=project, env=env, timeout=300)
+    up = run_readme(CLUSTER_UP, README_ADDRESS, env, project, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     url = re.search(r"dashboard (http://\S+)", up.stdout).group(1)
-    state = {"project": project, "env": env, "url": url, "token": token, "workers_seen": set(),
-             "serve_port": spare_port()}  # Serve keeps the port it first started with, as on any cluster
+    # where to get the token the dashboard asks for, never the token
+    assert "(the dashboard asks for a token: `ray get-auth-token` prints it; it is in $RAY_AUTH_TOKEN)" in up.stdout
+    assert token not in up.stdout + up.stderr
+    state = {"project": project, "env": env, "url": url, "token": token, "workers_seen": set()}
     try:
         yield state
     finally:
-        down = run_cli("cluster", "down", "--local", str(CLUSTER_FILE), cwd=project, env=env, timeout=120)
+        down = run_readme(CLUSTER_DOWN, url, env, project, timeout=120)
         assert down.returncode == 0, down.stderr
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"{url}/api/version", timeout=5)
+
+
+@pytest.fixture(scope="module")
+def ray_start_head(cluster, tmp_path_factory):
+    """README's `ray start --head`, as a user who ran `make demo` (a token exists, so Ray turns token auth on)."""
+    import tempfile
+
+    from raymlp.launch.local_cluster import _end_group
+
+    dashboard = spare_port()
+    url = f"http://127.0.0.1:{dashboard}"
+    temp_dir = tempfile.mkdtemp(prefix="rmlp-head-", dir="/tmp")  # short: Ray's socket paths live under it
+    own = (f" --block --temp-dir={temp_dir} --port={spare_port()} --dashboard-port={dashboard}"
+           f" --dashboard-agent-listen-port={spare_port()} --ray-client-server-port={spare_port()}")
+    env = {**cluster["env"], "RAY_API_SERVER_ADDRESS": url}
+    env.pop("RAYMLP_HOME")  # the job keeps its state in its working_dir, as README's users' does (and is warned)
+    log = tmp_path_factory.mktemp("ray-start") / "head.log"
+    with log.open("w") as sink:
+        head = run_readme(RAY_START, url, env, cluster["project"], extra=own, background=True, output=sink)
+    try:
+        deadline = time.monotonic() + 180
+        while head.poll() is None and time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/api/jobs/", timeout=2,
+                                headers={"Authorization": f"Bearer {cluster['token']}"}).ok:
+                    break
+            except requests.exceptions.RequestException:
+                pass
+            time.sleep(0.5)
+        assert head.poll() is None, log.read_text()[-3000:]
+        yield {**cluster, "url": url, "env": {name: value for name, value in env.items() if name != "RAY_API_SERVER_ADDRESS"}}
+    finally:
+        _end_group(head.pid, 30.0)
+        head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _shell(*overrides: dict[str, str], drop: tuple[str, ...] = ()) -> dict[str, str]:
@@ -71,8 +172,8 @@ def _workers(cluster, state: str) -> set[str]:
 
 def test_a_submission_without_the_right_token_is_refused_and_told_how_to_supply_one(cluster, tmp_path):
     no_token = {**cluster["env"], "RAY_AUTH_TOKEN": "", "HOME": str(tmp_path)}
-    refused = run_cli("submit", "jobs/quickstart.yaml", "--address", cluster["url"], cwd=cluster["project"],
-                      env=no_token)
+    refused = run_cli("submit", "jobs/quickstart.yaml", "--include", "data/wine.csv", "--address", cluster["url"],
+                      cwd=cluster["project"], env=no_token)
     assert refused.returncode == 1
     assert f"the Ray cluster at {cluster['url']} requires a token and none was found" in refused.stderr
     assert "RAY_AUTH_TOKEN" in refused.stderr and "~/.ray/auth_token" in refused.stderr
@@ -91,49 +192,41 @@ def test_a_submission_without_the_right_token_is_refused_and_told_how_to_supply_
                                env=cluster["env"])) == []
 
 
-def test_the_quickstart_runs_through_raymlp_submit_and_through_ray_job_submit_on_workers_that_join(cluster):
+def test_the_readmes_quickstart_runs_through_ray_job_submit_on_workers_that_join_and_raymlp_submit_on_ray_start(
+        cluster, ray_start_head):
     assert _workers(cluster, "ALIVE") == set()  # the head alone: one CPU, and training wants two workers
-    home, ray_home = cluster["project"] / "state-submit", cluster["project"] / "state-ray-cli"
-    # Ray's own CLI sends the same job at the same time (its own name and route: both stay served).
-    by_ray = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster["url"], "--working-dir", ".",
-         "--runtime-env-json", f'{{"env_vars": {{"RAYMLP_HOME": "{ray_home}"}}}}',
-         "--", "raymlp", "run", "jobs/quickstart.yaml", "--set", f"serve.port={cluster['serve_port']}",
-         "--set", "name=wine-by-ray", "--set", "serve.route=/wine-by-ray"],
-        cwd=cluster["project"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_shell(cluster["env"], {"RAY_AUTH_MODE": "token"}))
+    project = cluster["project"]
+    # Ray's own CLI on the autoscaling cluster, raymlp's on `ray start --head`, at the same time.
+    by_ray = run_readme(RAY_JOB_SUBMIT, cluster["url"], cluster["env"], project, background=True,
+                        extra=f" --set serve.port={spare_port()}")
     try:
-        submitted = run_cli("submit", "jobs/quickstart.yaml", "--address", cluster["url"], "--follow",
-                            "--env-var", f"RAYMLP_HOME={home}", "--set", f"serve.port={cluster['serve_port']}",
-                            cwd=cluster["project"], env=cluster["env"], timeout=900)
+        submitted = run_readme(SUBMIT, ray_start_head["url"], ray_start_head["env"], project,
+                               extra=f" --set serve.port={spare_port()}")
         ray_out, ray_err = by_ray.communicate(timeout=900)
     finally:
         if by_ray.poll() is None:
-            by_ray.kill()
+            os.killpg(by_ray.pid, signal.SIGKILL)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     submission_id = re.search(r"submitted (raymlp-wine-quickstart-\S+)", submitted.stderr).group(1)
-    assert f"dashboard: {cluster['url']}/#/jobs/{submission_id}" in submitted.stderr
-    assert re.search(r"Adding \d node\(s\) of type ray.worker.cpu", submitted.stdout)  # the autoscaler, in the job's log
+    assert re.search(r"files, \d+ KiB; --include carried data/wine.csv\)", submitted.stderr)
+    assert (f"dashboard: {ray_start_head['url']}/#/jobs/{submission_id} (the dashboard asks for a token: "
+            "`ray get-auth-token` prints it; it is in $RAY_AUTH_TOKEN)") in submitted.stderr
     assert "answered: 'class_" in submitted.stdout and f"{submission_id}: SUCCEEDED" in submitted.stderr
 
     assert by_ray.returncode == 0, ray_out[-3000:] + ray_err[-3000:]
     assert re.search(r"Job 'raysubmit_\w+' succeeded", ray_out + ray_err)
-    assert "/wine-by-ray/predict (answered: 'class_" in ray_out
+    assert "/wine/predict (answered: 'class_" in ray_out
 
     cluster["workers_seen"] |= _workers(cluster, "ALIVE") | _workers(cluster, "DEAD")
-    assert cluster["workers_seen"]
-    for state, job in ((home, "wine"), (ray_home, "wine")):
-        made = json_output(run_cli("data", "list", "--json", cwd=cluster["project"], env={"RAYMLP_HOME": str(state)}))
-        assert [(item["name"], item["version"], item["rows"]) for item in made] == [(job, 1, 178)]
-    status = json_output(run_cli("jobs", "status", submission_id, "--json", "--address", cluster["url"],
-                                 cwd=cluster["project"], env=cluster["env"]))
+    assert cluster["workers_seen"]  # the autoscaler added worker nodes for the training
+    head = ray_start_head
+    status = json_output(run_cli("jobs", "status", submission_id, "--json", "--address", head["url"],
+                                 cwd=project, env=head["env"]))
     assert status["status"] == "SUCCEEDED" and status["raymlp_job"] == "wine-quickstart"
-    logs = run_cli("jobs", "logs", submission_id, "--address", cluster["url"], cwd=cluster["project"],
-                   env=cluster["env"])
+    logs = run_cli("jobs", "logs", submission_id, "--address", head["url"], cwd=project, env=head["env"])
     assert logs.returncode == 0 and "wine@1: 178 rows" in logs.stdout
-    listed = json_output(run_cli("jobs", "list", "--json", "--address", cluster["url"], cwd=cluster["project"],
-                                 env=cluster["env"]))
-    assert sorted(job["status"] for job in listed) == ["SUCCEEDED", "SUCCEEDED"]
+    listed = run_readme(JOBS_LIST, cluster["url"], cluster["env"], project)
+    assert listed.returncode == 0 and re.search(r"raysubmit_\w+\s.*SUCCEEDED", listed.stdout), listed.stdout
 
 
 def test_idle_worker_nodes_leave(cluster):

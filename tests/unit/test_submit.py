@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,109 @@ def test_cluster_up_refuses_what_it_cannot_start(project):
     down = _raymlp("cluster", "down", "--local", str(REPO / "clusters" / "local-autoscaling.yaml"), cwd=project,
                    RAYMLP_HOME=str(project / ".raymlp"))
     assert down.returncode == 0 and "no local cluster" in down.stdout
+
+
+# --- what the job reads goes with it (issue 18, section 1) ---------------------------------------
+
+
+@pytest.fixture
+def ignored_data(project):
+    """The project as `make demo` leaves it: data/ written, and .gitignore leaving it out."""
+    (project / ".gitignore").write_text("/.raymlp/\n/data/\n__pycache__/\n")
+    return project
+
+
+def test_data_that_gitignore_leaves_out_is_refused_before_upload_naming_the_rule(ignored_data):
+    done = _raymlp("submit", "jobs/quickstart.yaml", "--address", NOBODY, cwd=ignored_data)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "would be left out" in line]
+    assert [line.removeprefix("error: ").split(":")[0] for line in lines] == ["data.source.path", "predict.input"]
+    for line in lines:
+        assert "data/wine.csv would be left out of the upload by .gitignore:2: /data/, so the job" in line
+        assert "--include data/wine.csv" in line and "absolute path on storage every node sees" in line
+        assert line.endswith("nothing was uploaded")
+    assert "cannot reach" not in done.stderr and "submitted" not in done.stderr
+
+
+def test_include_carries_an_ignored_file_in_the_package_ray_uploads(ignored_data, tmp_path_factory):
+    import zipfile
+
+    from raymlp.launch.workdir import plan_working_dir, write_package
+
+    planned = plan_working_dir(ignored_data, includes=["data/wine.csv"])
+    assert planned.carried == ("data/wine.csv",)
+    package = write_package(planned, tmp_path_factory.mktemp("package"))
+    assert sorted(zipfile.ZipFile(package).namelist()) == [".gitignore", "data/wine.csv", "jobs/quickstart.yaml"]
+    assert planned.runtime_env(package) == {"working_dir": str(package)}
+    # the same files make the same package, so Ray (content-addressed) uploads it once
+    assert package.read_bytes() == write_package(planned, tmp_path_factory.mktemp("again")).read_bytes()
+
+    elsewhere = _raymlp("submit", "jobs/quickstart.yaml", "--address", NOBODY, "--include", "/etc/hostname",
+                        cwd=ignored_data)
+    assert elsewhere.returncode == 2 and "--include /etc/hostname: not inside the project folder" in elsewhere.stderr
+
+
+def test_other_rules_are_named_and_absolute_paths_only_warn(ignored_data, tmp_path_factory):
+    from raymlp.config import load_job
+    from raymlp.errors import UsageError
+    from raymlp.launch.reads import check_reads
+    from raymlp.launch.workdir import plan_working_dir
+
+    shared = tmp_path_factory.mktemp("shared") / "wine.csv"
+    shared.write_text((ignored_data / "data" / "wine.csv").read_text())
+    (ignored_data / "inputs").mkdir()
+    (ignored_data / "inputs" / "score.csv").write_text("alcohol\n1.0\n")
+    job = ignored_data / "jobs" / "quickstart.yaml"
+    loaded = load_job(job, [f"data.source.path={shared}", "predict.input=inputs/score.csv"])
+    assert check_reads(loaded, plan_working_dir(ignored_data), []) == [
+        f"warning: data.source.path: {shared} is outside the project folder, so it is not uploaded: it must exist "
+        "at that path on the cluster's nodes (shared storage)"]
+    with pytest.raises(UsageError, match=r"predict.input: inputs/score.csv would be left out of the upload "
+                                         r"by --exclude inputs/, so"):
+        check_reads(loaded, plan_working_dir(ignored_data, ["inputs/"]), ["inputs/"])
+    (ignored_data / "inputs" / ".rayignore").write_text("# scratch\n*.csv\n")
+    with pytest.raises(UsageError, match=r"upload by inputs/.rayignore:2: \*.csv, so"):
+        check_reads(loaded, plan_working_dir(ignored_data), [])
+    missing = load_job(job, ["predict.input=inputs/nothing-*.csv", f"data.source.path={shared}"])
+    with pytest.raises(UsageError, match="predict.input: inputs/nothing-.*.csv matches nothing in the project folder"):
+        check_reads(missing, plan_working_dir(ignored_data), [])
+
+
+def test_a_job_run_in_an_uploaded_copy_says_which_rule_left_its_data_behind(ignored_data, tmp_path_factory):
+    # What Ray unpacks on a node: the upload without data/ (the .gitignore goes with it), cwd _ray_pkg_<sha>.
+    copy = tmp_path_factory.mktemp("runtime_resources") / "_ray_pkg_0123456789abcdef"
+    shutil.copytree(ignored_data, copy, ignore=shutil.ignore_patterns("data"))
+    done = _raymlp("run", "jobs/quickstart.yaml", cwd=copy, RAYMLP_HOME=str(copy / ".raymlp"))
+    assert done.returncode == 2, done.stderr
+    assert "'data/wine.csv' matches no csv files" in done.stderr
+    assert (f"this job runs in an uploaded copy of the project folder ({copy}), and .gitignore:2: /data/ left "
+            "'data/wine.csv' out of the upload: submit with `raymlp submit --include data/wine.csv`") in done.stderr
+
+
+# --- the dashboard link says how to get in (issue 18, section 5) ---------------------------------
+
+
+def test_the_dashboard_link_says_where_the_token_is_and_never_prints_it():
+    from raymlp.launch.client import Token, dashboard_line
+
+    url = "http://127.0.0.1:8265"
+    assert dashboard_line(url, Token("s3cr3t", "~/.ray/auth_token"), True) == (
+        f"{url} (the dashboard asks for a token: `ray get-auth-token` prints it; it is in ~/.ray/auth_token)")
+    assert dashboard_line(url, Token("s3cr3t", "RAY_AUTH_TOKEN_PATH (/etc/ray/token)"), True).endswith(
+        "it is in /etc/ray/token)")
+    assert dashboard_line(url, Token("s3cr3t", "RAY_AUTH_TOKEN"), True).endswith("it is in $RAY_AUTH_TOKEN)")
+    assert "ray get-auth-token" in dashboard_line(url, None, True)
+    assert dashboard_line(url, Token("s3cr3t", "RAY_AUTH_TOKEN"), False) == url
+    assert dashboard_line(url, None, None) == url
+
+
+def test_the_embedded_rays_dashboard_link_says_how_to_get_in(monkeypatch):
+    from raymlp.runtime import RayRuntime
+
+    embedded = RayRuntime(address=None, embedded=True, startup_seconds=1.0, dashboard_url="http://127.0.0.1:8265")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "s3cr3t")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what Ray 2.60 sets in the process that starts a local cluster
+    assert embedded.dashboard == ("http://127.0.0.1:8265 (the dashboard asks for a token: `ray get-auth-token` "
+                                  "prints it; it is in $RAY_AUTH_TOKEN)")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert embedded.dashboard == "http://127.0.0.1:8265"
