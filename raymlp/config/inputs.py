@@ -141,7 +141,7 @@ def _sqlite_file(url: str) -> str | None:
 
 
 def _source_and_columns(job: Any, visible: _Visibility) -> Iterator[Finding]:
-    from raymlp.errors import UsageError
+    from raymlp.errors import UsageError, WorkFailed
 
     source = job.data.source
     if source.format == "sql":
@@ -170,6 +170,9 @@ def _source_and_columns(job: Any, visible: _Visibility) -> Iterator[Finding]:
             return
         try:
             columns = _file_columns(files[:MAX_HEADER_FILES], source)
+        except WorkFailed as error:  # what convert would say about the header (an empty file, say)
+            yield where, str(error)
+            return
         except (OSError, ValueError) as error:
             yield where, f"cannot read the header of the source: {error}"
             return
@@ -213,9 +216,13 @@ def _first_line(file: Path, limit: int = 1 << 20) -> bytes:
 
 
 def _csv_header(file: Path, delimiter: str) -> list[str]:
-    text = _first_line(file).decode("utf-8", "replace").removeprefix("\ufeff")
-    row = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
-    return [name for name in row if name != ""]
+    """The names convert will read (`csvfile.read_header`: a byte-order mark stays part of the first)."""
+    if not file.name.lower().endswith(".gz"):
+        from raymlp.data.csvfile import read_header
+
+        return read_header(file, delimiter)[0]
+    text = _first_line(file).decode("utf-8", "replace")
+    return next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
 
 
 def _json_first_keys(file: Path) -> list[str]:
