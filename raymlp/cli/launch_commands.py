@@ -56,7 +56,7 @@ def submit(
     if as_json and not follow:
         print_json({"submission_id": submission.submission_id, "url": submission.job_url,
                     "entrypoint": submission.entrypoint, "files": submission.uploaded_files,
-                    "bytes": submission.uploaded_bytes})
+                    "bytes": submission.uploaded_bytes, "carried": list(submission.carried)})
         return
     shown = ", ".join(submission.carried[:3]) + (f" and {len(submission.carried) - 3} more"
                                                  if len(submission.carried) > 3 else "")
