@@ -31,7 +31,8 @@ class Read:
 
 
 def job_reads(loaded: Any) -> list[Read]:
-    """Every local path the loaded job reads (URLs left out)."""
+    """Every local path the loaded job reads (URLs left out, and values set by `${ENV}`: the cluster
+    expands those with its own environment)."""
     job = loaded.config
     reads: list[Read] = []
     source = job.data.source
@@ -54,7 +55,9 @@ def job_reads(loaded: Any) -> list[Read]:
                        ("serve.env", getattr(job.serve, "env", None))):
         if isinstance(value, str) and value != "default":
             reads += [Read(key, str(path)) for path in _env_files(value, loaded)]
-    return [read for read in reads if "://" not in read.path or read.path.startswith("file://")]
+    from_env = {".".join(str(part) for part in where) for where in getattr(loaded, "secret_paths", {})}
+    return [read for read in reads if ("://" not in read.path or read.path.startswith("file://"))
+            and read.key.replace("[", ".").rstrip("]") not in from_env]
 
 
 def check_reads(loaded: Any, folder: WorkingDir, extra_excludes: list[str]) -> list[str]:
