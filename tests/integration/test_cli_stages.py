@@ -40,6 +40,8 @@ def test_convert_then_train_then_promote(tmp_path, ray_4_cpus):
     assert [(m["name"], m["version"], m["aliases"]) for m in models] == [("diabetes-regressor", 1, ["champion"])]
     shown = json_output(run_cli("models", "show", "diabetes-regressor@champion", "--json", cwd=tmp_path, env=env))
     assert shown["task"] == "regression" and shown["lineage"]["dataset"]["name"] == "diabetes"
+    kept = run_cli("data", "rm", "diabetes@1", cwd=tmp_path, env=env)  # the model's lineage keeps its data
+    assert kept.returncode == 2 and "diabetes@1 is the training data of model diabetes-regressor:1" in kept.stderr
 
     with Catalog(f"sqlite:///{tmp_path / '.raymlp' / 'catalog.db'}") as catalog:
         runs = catalog.list_runs("diabetes-regression")
