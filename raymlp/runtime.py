@@ -173,4 +173,7 @@ def _shutdown_serve_quietly() -> None:
         serve.shutdown()
     except Exception:  # Serve never started in this cluster, or is already gone
         pass
+    from raymlp.serve.deploy import remove_ingress_files
+
+    remove_ingress_files()
 

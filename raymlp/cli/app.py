@@ -147,8 +147,16 @@ def _print_summary(summary, as_json: bool) -> None:
 
 
 def _wait_for_interrupt(endpoint: str) -> None:
+    import signal
     import time
 
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (`kill`, a service manager, a container stop) ends the endpoint as Ctrl-C does, so
+    # Serve, its HAProxy and their files go with it; SIGINT too where a shell started us ignoring it.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     print(f"serving {endpoint}; press Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         while True:

@@ -89,6 +89,11 @@ class RequestProblem(Exception):
         self.status, self.message, self.errors = status, message, errors
 
 
+#: What a number feature may be: the model takes its features as float32 (`train.features.feature_matrix`);
+#: ints are bounded to int64. Beyond, a request is refused (422) where the schema says so.
+NUMBER_BOUNDS: dict[str, int | float] = {"float": 3.4028234663852886e38, "int": 9223372036854775807}
+
+
 def record_model(features: list[dict[str, Any]]) -> type[BaseModel]:
     """A pydantic model of one record: every feature required, with its type; nothing else allowed."""
     import datetime
@@ -101,7 +106,9 @@ def record_model(features: list[dict[str, Any]]) -> type[BaseModel]:
     for feature in features:
         kind = kinds.get(feature["type"], str)
         lax = feature["type"] in ("date", "datetime")  # ISO text in JSON
-        fields[f"f{len(fields)}"] = (kind, Field(alias=feature["name"], strict=False if lax else None))
+        bound = NUMBER_BOUNDS.get(feature["type"])
+        limits = {"ge": -bound, "le": bound} if bound else {}
+        fields[f"f{len(fields)}"] = (kind, Field(alias=feature["name"], strict=False if lax else None, **limits))
     return create_model(
         "Record", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=False), **fields
     )
@@ -112,6 +119,9 @@ def _error_entries(error: Any, single: bool) -> list[dict[str, Any]]:
     for item in error.errors(include_url=False)[:_MAX_LISTED_ERRORS]:
         location = list(item.get("loc", ()))
         entry: dict[str, Any] = {"message": item["msg"]}
+        bound = (item.get("ctx") or {}).get("le", (item.get("ctx") or {}).get("ge"))
+        if item["type"] in ("less_than_equal", "greater_than_equal") and isinstance(bound, (int, float)):
+            entry["message"] = f"Input should be {'at most' if item['type'] == 'less_than_equal' else 'at least'} {bound:.9g}"
         if not single and location and isinstance(location[0], int):
             entry["record"] = location.pop(0)
         if location:
@@ -507,16 +517,27 @@ class ModelServer:
         schema = api.openapi()
         body, components = self.parser.openapi_body()
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-        problem = {"content": {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}}
+        detail = {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}
+        problem = {"content": {"application/json": detail}}
+        text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
         operation = schema["paths"]["/predict"]["post"]
         operation["summary"] = f"Predict with {self.spec.model}"
+        operation["description"] = (f"A body is at most {self.spec.max_body_bytes} bytes (else 413). Numbers are finite; "
+                                    "the model takes floats as float32, so their magnitude is at most 3.4028234663852886e38.")
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         operation["responses"] = {
             "200": {"description": "The prediction (one record) or predictions (a list), and the version that answered.",
                     "content": {"application/json": {"schema": {"type": "object"}}}},
-            **{str(code): {"description": text, **problem} for code, text in (
-                (400, "The body is not JSON."), (401, "No valid API key."), (413, "The body or the list is too large."),
-                (422, "A record does not match the model's features."), (503, "Every replica's queue is full."))},
+            **{str(code): {"description": description, **problem} for code, description in (
+                (400, "The body is not JSON."), (401, "No valid API key."),
+                (413, f"The body is over {self.spec.max_body_bytes} bytes or the list over {self.spec.max_records} records."),
+                (422, "A record does not match the model's features, or the model cannot score its values."))},
+            # Serve's own answers (plain text): the request timeout, and a full queue.
+            "408": {"description": "The request took longer than the endpoint's request timeout.", **text},
+            "500": {"description": "The prediction failed; the replica's log has the details.",
+                    "content": {"application/json": detail, "text/plain": {"schema": {"type": "string"}}}},
+            "503": {"description": "The replicas' queues are full: try again after Retry-After seconds.",
+                    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 0}}}, **text},
         }
         api.openapi_schema = schema
 
@@ -540,6 +561,8 @@ def deployment_options(serve_config: Any, spec: EndpointSpec, *, quiet: bool = F
         "ray_actor_options": actor_options,
         "max_ongoing_requests": serve_config.max_ongoing_requests,
         "max_queued_requests": serve_config.max_queued_requests,
+        # A refused request says when to try again (Serve sends no Retry-After by default).
+        "backpressure_config": {"status_code": 503, "retry_after_s": 1},
         "user_config": {"traffic": spec.traffic},
         "logging_config": {"log_level": "WARNING" if quiet else "INFO", "enable_access_log": serve_config.access_log},
     }

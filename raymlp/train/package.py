@@ -143,6 +143,9 @@ class ModelPackage:
                 features = features.set_column(index, feature["name"], _as_float64(features.column(index)))
         transformed = self.preprocessor.transform_batch(features) if self.preprocessor is not None else features
         matrix = feature_matrix(transformed, self.description["model"]["feature_columns"])
+        # A value the preprocessing took past float32's range (a scaler on a huge input) saturates at
+        # its largest value, as the model could not take an infinity; missing values stay NaN.
+        np.clip(matrix, -_FLOAT32_MAX, _FLOAT32_MAX, out=matrix)
         scores = backend(self.description["framework"]).predict_scores(self.network, matrix)
         if self.description["task"] == "classification":
             shifted = scores - scores.max(axis=1, keepdims=True)
@@ -154,6 +157,9 @@ class ModelPackage:
             return pa.table(columns)
         scale = self.description["model"].get("target_scale") or {"mean": 0.0, "std": 1.0}
         return pa.table({PREDICTION_COLUMN: pa.array(scores.reshape(-1).astype(np.float64) * scale["std"] + scale["mean"])})
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _as_float64(column: pa.ChunkedArray) -> pa.ChunkedArray:

