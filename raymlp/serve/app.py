@@ -145,10 +145,12 @@ def _describe(entries: list[dict[str, Any]]) -> str:
 class RecordParser:
     """Turns a request body into validated records, or a RequestProblem that says what is wrong."""
 
-    def __init__(self, features: list[dict[str, Any]], max_records: int):
+    def __init__(self, features: list[dict[str, Any]], max_records: int, max_body_bytes: int | None = None):
         from pydantic import TypeAdapter
 
         self.names = [feature["name"] for feature in features]
+        self.features = features
+        self.max_body_bytes = max_body_bytes
         self.model = record_model(features)
         self.single = TypeAdapter(self.model)
         self.many = TypeAdapter(list[self.model])  # type: ignore[valid-type]
@@ -184,9 +186,16 @@ class RecordParser:
 
     def openapi_body(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(request body schema, component schemas) for /openapi.json."""
+        import json
+
         record = self.model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
         reference = {"$ref": "#/components/schemas/Record"}
-        body = {"anyOf": [reference, {"type": "array", "items": reference, "minItems": 1, "maxItems": self.max_records}]}
+        most = self.max_records
+        if self.max_body_bytes:  # no longer list fits in the byte limit, even of the shortest records
+            shortest = {"bool": False, "string": "", "date": "2000-01-01", "datetime": "2000-01-01T00:00:00"}
+            one = json.dumps({f["name"]: shortest.get(f["type"], 0) for f in self.features}, separators=(",", ":"))
+            most = max(1, min(most, (self.max_body_bytes - 1) // (len(one.encode()) + 1)))
+        body = {"anyOf": [reference, {"type": "array", "items": reference, "minItems": 1, "maxItems": most}]}
         return body, {"Record": record}
 
 
@@ -346,7 +355,7 @@ class ModelServer:
         self._lock = threading.Lock()
         self._routing = self._resolve(self.spec.traffic, {})
         first = next(iter(self._routing.packages.values()))
-        self.parser = RecordParser(first.features, self.spec.max_records)
+        self.parser = RecordParser(first.features, self.spec.max_records, self.spec.max_body_bytes)
         self.features = first.features
         self.key_digests = set(self.spec.api_key_sha256)
         if self.spec.api_keys_env:

@@ -72,6 +72,8 @@ def test_openapi_body_documents_every_feature_with_its_type(parser):
     assert record["required"] == [f["name"] for f in FEATURES] and record["additionalProperties"] is False
     assert record["properties"]["od280/od315"]["type"] == "integer" and record["properties"]["harvest"]["format"] == "date"
     assert body["anyOf"][1]["maxItems"] == 3
+    # No longer list fits in the byte limit: {"alcohol":0,"od280/od315":0,"colour":"","harvest":"2000-01-01","organic":false}
+    assert RecordParser(FEATURES, max_records=10_000, max_body_bytes=1000).openapi_body()[0]["anyOf"][1]["maxItems"] == 12
 
 
 def test_traffic_shares_are_checked():
