@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from typing import Any
 
 from raymlp import settings
 
@@ -22,13 +23,10 @@ QUIET_ENV = {
     "MLFLOW_LOGGING_LEVEL": "ERROR",  # "Creating initial MLflow database tables", pyfunc warnings
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts: 100%|..."
     "TQDM_DISABLE": "1",  # any other tqdm bar a library opens
-    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up lines
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ lines (a machine without CUDA: "failed call to cuInit")
+    "RAY_AIR_NEW_OUTPUT": "0",  # Tune's "Configuration for experiment" table, printed even at verbose=0
     "PYTHONWARNINGS": "ignore",  # library deprecation and user warnings in Ray's worker processes
 }
-
-#: Loggers of libraries that print on their own handlers; raised to ERROR in this process.
-LIBRARY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "mlflow", "alembic", "tensorflow",
-                   "absl", "xgboost", "py.warnings", "urllib3", "filelock", "fsspec")
 
 
 _quieted = False
@@ -43,22 +41,17 @@ def quiet_libraries() -> None:
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     warnings.filterwarnings("ignore")
-    for name in LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.ERROR)
-        # Some libraries set their logger's level again when imported (Serve sets INFO); a filter stays.
-        logger.addFilter(_errors_only)
+    # Libraries set their loggers' levels again when imported (Serve and Optuna set INFO, with handlers
+    # of their own), so levels alone do not hold: below ERROR, nothing is logged in this process.
+    # raymlp's own lines are printed, never logged.
+    logging.disable(logging.WARNING)
 
 
-def _errors_only(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.ERROR
-
-
-def _without_retry_notices(print_to_stdstream):
-    """Ray's driver prints every error its cluster publishes for the job, retries included."""
+def _without_notices(print_to_stdstream):
+    """Ray's driver prints every error its cluster publishes for the job, notices included."""
 
     def printing(data, ignore_prefix: bool):
-        lines = [line for line in data.get("lines", []) if RETRY_NOTICE not in line]
+        lines = [line for line in data.get("lines", []) if not _is_notice(line)]
         if lines:
             print_to_stdstream({**data, "lines": lines}, ignore_prefix)
 
@@ -70,6 +63,11 @@ def _without_retry_notices(print_to_stdstream):
 RETRY_NOTICE = "retries remaining, so the task will be retried"
 
 
+def _is_notice(line: str) -> bool:
+    """A raylet's retry notice or warning (e.g. "8 PYTHON worker processes have been started"), not an error."""
+    return RETRY_NOTICE in line or line.lstrip().startswith("WARNING:")
+
+
 def quiet_ray_driver() -> None:
     """Once Ray is imported: leave Ray's retry notices out of what its driver prints (quiet mode only)."""
     if not _quieted:
@@ -77,8 +75,29 @@ def quiet_ray_driver() -> None:
     from ray._private import worker
 
     if not getattr(worker.print_to_stdstream, "_raymlp_quiet", False):
-        worker.print_to_stdstream = _without_retry_notices(worker.print_to_stdstream)
+        worker.print_to_stdstream = _without_notices(worker.print_to_stdstream)
         worker.print_to_stdstream._raymlp_quiet = True
+
+
+def import_quietly(module: str) -> Any:
+    """Import a module whose first import writes to this process's stderr from C++, before any setting
+    of its own applies (TensorFlow's absl: "Could not find cuda drivers on your machine"); in quiet
+    mode that first import runs with file descriptor 2 on /dev/null."""
+    import importlib
+    import sys
+
+    if not _quieted or module in sys.modules:
+        return importlib.import_module(module)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        return importlib.import_module(module)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def ray_init_options() -> dict[str, object]:

@@ -125,7 +125,7 @@ def foreign_lines(transcript: str) -> list[str]:
 #: Shapes of lines only libraries print: a logging record's timestamp or level, a Ray process prefix, a
 #: tqdm bar, a Python warning or traceback.
 _LIBRARY_LINE = __import__("re").compile(
-    r"^(\d{4}[-/]\d\d[-/]\d\d[ T]\d\d:\d\d|(DEBUG|INFO|WARNING|ERROR|CRITICAL)[ :]|[IWEF]\d{4} \d\d:|\((raylet|autoscaler|"
+    r"^(\d{4}[-/]\d\d[-/]\d\d[ T]\d\d:\d\d|(DEBUG|INFO|WARNING|ERROR|CRITICAL)[ :]|[IWEF]\d{4} \d\d:|\[[IWE] \d{4}-|\((raylet|autoscaler|"
     r"gcs_server|monitor)\)|\([\w:.-]+ pid=\d+|Traceback \(most recent call last\))|\d+%\||\w+Warning: ")
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from raymlp.errors import UsageError, WorkFailed
 from raymlp.metrics import training_job
+from raymlp.verbosity import import_quietly
 
 from .backend import FitOutcome, TrainRequest, ray_train_settings, start_checkpoint
 from .features import FEATURES_COLUMN, LABEL_COLUMN
@@ -243,6 +244,7 @@ def _save_state(folder: Path, model: Any, optimizer: Any, spec: dict[str, Any], 
 def fit(request: TrainRequest) -> FitOutcome:
     """Train with TensorflowTrainer and return the best checkpoint's model file and the metric history."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # ray.train.tensorflow imports TensorFlow here too
+    import_quietly("tensorflow")
     import ray.train
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -313,6 +315,7 @@ def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
     """The trained Keras model, on CPU: the saved .keras model, or for a custom model the builder's
     network with the saved weights."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_quietly("tensorflow")
     import keras
     import tensorflow as tf
 
