@@ -3,6 +3,9 @@ models, bad requests, API keys, a full queue, a replica killed under load, a can
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -39,13 +42,17 @@ def _wine_records(count: int, seed: int = 0) -> list[dict]:
 @pytest.fixture(scope="module")
 def models(ray_4_cpus, tmp_path_factory):
     """One registry with wine-sklearn versions 1 (a forest) and 2 (logistic regression), wine-torch
-    and wine-tensorflow (short runs on one worker), and the storage they live in."""
+    and wine-tensorflow (short runs on one worker), breast-cancer (logistic regression; 30 features
+    whose names have spaces), and the storage they live in."""
     home = tmp_path_factory.mktemp("serve") / "home"
     runs = [
         ("wine-sklearn.yaml", []),
         ("wine-sklearn.yaml", ["train.model.type=sklearn.linear_model.LogisticRegression", "train.model.params={max_iter: 500}"]),
         ("wine-torch.yaml", ["train.scaling.num_workers=1", "train.epochs=4", "register.require={}"]),
         ("wine-tensorflow.yaml", ["train.scaling.num_workers=1", "train.epochs=3", "register.require={}"]),
+        ("wine-sklearn.yaml", ["data.source.sklearn.name=breast_cancer", "data.dataset.name=breast-cancer",
+                               "register.model=breast-cancer", "register.require={}",
+                               "train.model.type=sklearn.linear_model.LogisticRegression", "train.model.params={max_iter: 500}"]),
     ]
     summaries = []
     with pytest.MonkeyPatch.context() as patch:
@@ -54,7 +61,7 @@ def models(ray_4_cpus, tmp_path_factory):
             summaries.append(run_job(load_job(REPO / "jobs" / job, overrides), reporter=QUIET))
         storage = resolve_storage(None)
     assert [(s.model, s.model_version) for s in summaries] == [
-        ("wine-sklearn", 1), ("wine-sklearn", 2), ("wine-torch", 1), ("wine-tensorflow", 1)]
+        ("wine-sklearn", 1), ("wine-sklearn", 2), ("wine-torch", 1), ("wine-tensorflow", 1), ("breast-cancer", 1)]
     return {"home": home, "storage": storage, "summaries": summaries}
 
 
@@ -119,10 +126,20 @@ def _listener(port: int) -> str:
     """The name of the process listening on 127.0.0.1:`port`."""
     import psutil
 
+    pid = _listener_pid(port)
+    try:
+        return psutil.Process(pid).name() if pid else ""
+    except psutil.Error:
+        return ""
+
+
+def _listener_pid(port: int) -> int | None:
+    import psutil
+
     for connection in psutil.net_connections(kind="tcp"):
         if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
-            return psutil.Process(connection.pid).name()
-    return ""
+            return connection.pid
+    return None
 
 
 def _assert_metrics_exported(apps: set[str]) -> None:
@@ -168,17 +185,31 @@ def test_bad_requests_get_4xx_naming_the_problem_and_schemathesis_finds_no_5xx(m
         for answer in (not_json, huge, late):
             assert "Traceback" not in answer.text
 
+        # Every schemathesis check, on a model whose 30 feature names have spaces: what /openapi.json
+        # promises is what the endpoint answers (numbers up to float32's range are scored, each status
+        # it sends is listed). A body over the byte limit is refused with 413, which JSON Schema cannot
+        # express: schemathesis is told that 413 is a refusal, and the one answer besides 2xx and 401
+        # that valid data may get (stricter than its defaults, which accept any 5xx).
+        cancer = _serve(models, serve_port, "breast-cancer", "serve-cancer", alias=None, version=1)
+        (tmp_path / "schemathesis.toml").write_text(
+            "[checks.negative_data_rejection]\nexpected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]\n"
+            '[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", 401, 413]\n')
         result = subprocess.run(
-            [str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
+            [str(Path(sys.executable).with_name("schemathesis")), "run", f"{cancer}/openapi.json", "--checks", "all",
              "--max-examples", "60", "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
              "--seed", "7", "--no-color"],
             capture_output=True, text=True, timeout=600, cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-        import re
 
         passed = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
         assert "No issues found" in result.stdout and passed and int(passed.group(2)) >= 100, result.stdout[-3000:]
+        names = [feature["name"] for feature in requests.get(f"{cancer}/metadata", timeout=10).json()["features"]]
+        assert "mean radius" in names and len(names) == 30
+        extreme = {name: 3.4028234663852886e38 for name in names}  # scaled past float32, scored saturated
+        assert requests.post(f"{cancer}/predict", json=extreme, timeout=30).status_code == 200
+        assert requests.post(f"{cancer}/predict", data=json.dumps(extreme).replace("3.4028234663852886e+38", "1.8e308"),
+                             timeout=30).status_code == 422
 
         keyed = _serve(models, serve_port, "wine-sklearn", "serve-keyed", api_keys_env="RAYMLP_TEST_KEYS")
         refused = requests.post(f"{keyed}/predict", json=good, timeout=30)
@@ -189,7 +220,7 @@ def test_bad_requests_get_4xx_naming_the_problem_and_schemathesis_finds_no_5xx(m
             assert requests.post(f"{keyed}/predict", json=good, headers=headers, timeout=30).status_code == 200
         assert requests.get(f"{keyed}/health", timeout=30).status_code == 200
     finally:
-        _delete("serve-bad", "serve-keyed")
+        _delete("serve-bad", "serve-keyed", "serve-cancer")
 
 
 def test_a_full_queue_answers_503_and_nothing_else_fails(models, serve_port):
@@ -208,6 +239,57 @@ def test_a_full_queue_answers_503_and_nothing_else_fails(models, serve_port):
         assert set(statuses) <= {200, 503} and statuses.count(503) >= 10 and statuses.count(200) >= 2, statuses
     finally:
         _delete("serve-queue")
+
+
+async def _hammer(url: str, body: bytes, count: int, clients: int) -> tuple[list[tuple[int, float, bool]], float]:
+    """`count` POSTs of `body` from `clients` concurrent keep-alive clients: (status, seconds, has Retry-After) each,
+    and the seconds it all took. Every request is bounded (60 s) and so is the whole."""
+    import asyncio
+
+    import aiohttp
+
+    answers: list[tuple[int, float, bool]] = []
+    todo = iter(range(count))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def client() -> None:
+            for _ in todo:
+                started = time.perf_counter()
+                async with session.post(url, data=body, headers={"content-type": "application/json"}) as answer:
+                    await answer.read()
+                answers.append((answer.status, time.perf_counter() - started, "retry-after" in answer.headers))
+
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), 120)
+    return answers, time.perf_counter() - started
+
+
+def test_a_burst_right_after_start_is_shed_at_once_and_the_rest_answered(models, serve_port):
+    """One replica holding 4 requests and queueing 16, hit the moment it is up by 128 concurrent clients:
+    every answer is 200 or 503 with Retry-After (none parked until the request timeout), refusals come at
+    once, the goodput is at least half the 32-client throughput, and the endpoint answers right after."""
+    import asyncio
+    import statistics
+
+    try:
+        base = _serve(models, serve_port, "breast-cancer", "serve-burst", alias=None, version=1,
+                      max_ongoing_requests=4, max_queued_requests=16)
+        package = _package(models, "breast-cancer")
+        body = json.dumps({name: 1.0 for name in package.feature_names}).encode()
+        burst, burst_s = asyncio.run(_hammer(f"{base}/predict", body, 2000, 128))
+        assert requests.post(f"{base}/predict", data=body, timeout=10).status_code == 200
+        steady, steady_s = asyncio.run(_hammer(f"{base}/predict", body, 600, 32))
+    finally:
+        _delete("serve-burst")
+    statuses = {status for status, _, _ in burst}
+    refused = [seconds for status, seconds, _ in burst if status == 503]
+    assert statuses <= {200, 503} and refused, statuses
+    assert all(retry for status, _, retry in burst if status == 503), "a 503 without Retry-After"
+    assert max(seconds for _, seconds, _ in burst) < 10, "a request was parked"
+    assert statistics.median(refused) < 0.25, f"refusals took {statistics.median(refused):.3f} s (median)"
+    goodput = sum(status == 200 for status, _, _ in burst) / burst_s
+    throughput = sum(status == 200 for status, _, _ in steady) / steady_s
+    assert goodput >= 0.5 * throughput, (goodput, throughput)
 
 
 class _Load:
@@ -346,3 +428,85 @@ def test_serve_build_writes_a_config_whose_application_serve_deploy_would_build(
         assert answer.status_code == 200 and answer.json()["model"] == "wine-sklearn", answer.text
     finally:
         _delete(application["name"])
+
+
+def _ray_processes_of(session_dir: str) -> list:
+    """Ray's own processes of one cluster: those naming its session folder, and its workers (`ray::*`), which
+    write their logs there. Not HAProxy, which Serve starts but which is no Ray process."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid == os.getpid():
+                continue
+            if session_dir in " ".join(process.cmdline()) or (
+                    process.name().startswith("ray::") and any(f.path.startswith(session_dir) for f in process.open_files())):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _serve_subprocess(home: Path, port: int, cwd: Path) -> subprocess.Popen:
+    """`raymlp serve` on its own embedded Ray, in its own process group; returns once it says it serves."""
+    env = {**os.environ, "RAYMLP_HOME": str(home)}
+    env.pop("RAY_ADDRESS", None)
+    log = cwd / f"serve-{port}-{len(list(cwd.glob('serve-*.log')))}.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "raymlp", "serve", "--model", "breast-cancer:1", "--port", str(port)],
+                                   cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if "press Ctrl-C to stop" in log.read_text(errors="replace"):
+            return process
+        time.sleep(1)
+    process.kill()
+    raise AssertionError(f"raymlp serve never said it serves: {log.read_text(errors='replace')[-3000:]}")
+
+
+def test_a_hard_killed_serving_ray_leaves_nothing_on_its_port_and_serve_can_start_there_again(models, tmp_path):
+    """SIGKILL of `raymlp serve`'s process group and of its Ray's processes: HAProxy ends with them, the port
+    is free, and a new `raymlp serve` there answers; stopped with Ctrl-C, it leaves no HAProxy folder behind."""
+    import signal
+
+    import psutil
+
+    from .conftest import _free_port
+
+    port = _free_port()
+    first = _serve_subprocess(models["home"], port, tmp_path)
+    try:
+        session = next(re.search(r"(/\S+/session_[\w.-]+)", " ".join(child.cmdline())).group(1)
+                       for child in psutil.Process(first.pid).children(recursive=True)
+                       if re.search(r"/session_[\w.-]+", " ".join(child.cmdline())))
+        victims = _ray_processes_of(session)
+        assert any(victim.name().startswith("ray::HAProxy") for victim in victims)
+        os.killpg(first.pid, signal.SIGKILL)
+        for victim in victims:
+            try:
+                victim.kill()
+            except psutil.Error:
+                pass
+        first.wait(30)
+        deadline = time.monotonic() + 15
+        while _listener(port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _listener(port) == "", f"{_listener(port)} still listens on port {port} after its Ray was killed"
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    second = _serve_subprocess(models["home"], port, tmp_path)
+    try:
+        features = requests.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()["features"]
+        answer = requests.post(f"http://127.0.0.1:{port}/predict", json={f["name"]: 1.0 for f in features}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        config = next(part for part in psutil.Process(_listener_pid(port)).cmdline() if part.endswith("haproxy.cfg"))
+        folder = Path(config).parents[1]
+        assert folder.name.startswith("rmlp-")
+        second.send_signal(signal.SIGINT)
+        assert second.wait(60) == 0
+        assert not folder.exists() and _listener(port) == ""
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
