@@ -55,7 +55,10 @@ def ray_4_cpus():
     try:
         from ray import serve
 
+        from raymlp.serve.deploy import remove_ingress_files
+
         serve.shutdown()
+        remove_ingress_files()  # HAProxy's folder ($TMPDIR/rmlp-*), as an embedded Ray's shutdown does
     finally:
         ray.shutdown()
 
