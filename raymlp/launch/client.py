@@ -86,8 +86,9 @@ def dashboard_line(url: str, token: Token | None, token_auth: bool | None) -> st
 def local_token_auth() -> bool:
     """Whether the Ray this process started or joined checks tokens (Ray sets RAY_AUTH_MODE=token in
     the process that starts a local cluster with token auth, the 2.60 default)."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
-        return True
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    if mode:  # said outright: Ray's own setting for this process
+        return mode == "token"
     try:
         from ray._raylet import AuthenticationMode, get_authentication_mode
 

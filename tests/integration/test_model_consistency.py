@@ -171,7 +171,11 @@ def test_batch_predict_gpu_path_runs_an_actor_per_gpu_over_row_group_reads(train
         "result = predict_batch(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=16, use_gpu=True, progress_bars=False)\n"
         "print(json.dumps({'rows': result.rows}))\n"
     )
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    from raymlp.verbosity import QUIET_ENV
+
+    # Ray Data's own log line shows the plan: the session's quiet settings are left out.
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", *QUIET_ENV)}
     done = subprocess.run([sys.executable, "-c", script, str(package), str(source), str(tmp_path / "scored.parquet")],
                           capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]

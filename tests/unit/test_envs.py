@@ -171,7 +171,7 @@ def test_file_level_problems(project):
     assert "envs/empty.yaml:1: the file is empty; an environment needs pip, uv, env_vars or container" in found
     assert "envs/list.yaml:1: the top level must be a mapping of settings, got list" in found
     assert "envs/opts.yaml:1: install_options: installer settings need pip or uv packages" in found
-    assert any(line.startswith("envs/syntax.yaml:2: invalid YAML") for line in found)
+    assert any(line.startswith("envs/syntax.yaml:1: '[' opened on this line is not closed") for line in found)
     assert "envs/twice.yaml: environment 'twice' has two files (envs/twice.yaml, envs/twice.yml); keep one" in found
     assert str(caught.value).endswith("problems in the environment files")
 
