@@ -110,7 +110,7 @@ def _sqlite_folders(job: Any, reads: set[str], visible: _Visibility) -> Iterator
     for path, url, must_exist in urls:
         if not visible(path, url, url=True):
             continue
-        database = _sqlite_file(url)
+        database = sqlite_file(url)
         if database is None:
             continue
         folder = os.path.dirname(os.path.abspath(database))
@@ -122,7 +122,7 @@ def _sqlite_folders(job: Any, reads: set[str], visible: _Visibility) -> Iterator
                          "create it, or correct the path (sqlite:///relative/path.db or sqlite:////absolute/path.db)")
 
 
-def _sqlite_file(url: str) -> str | None:
+def sqlite_file(url: str) -> str | None:
     """The database file a sqlite URL names (expanded); None for other databases and in-memory ones."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError

@@ -41,7 +41,9 @@ def job_reads(loaded: Any) -> list[Read]:
         reads += [Read("data.source.path" if len(paths) == 1 else f"data.source.path[{index}]", path)
                   for index, path in enumerate(paths)]
     if source.format == "sql" and source.sql is not None:
-        database = _sqlite_file(source.sql.url)
+        from raymlp.config.inputs import sqlite_file
+
+        database = sqlite_file(source.sql.url)
         if database:
             reads.append(Read("data.source.sql.url", database))
     if job.predict is not None:
@@ -143,14 +145,6 @@ def _first(paths: list[str]) -> str:
     """What --include to suggest for several files: their common folder."""
     common = os.path.commonpath(paths) if len(paths) > 1 else paths[0]
     return common or paths[0]
-
-
-def _sqlite_file(url: str) -> str | None:
-    """The database file of a sqlite:/// URL (relative: sqlite:///data/x.db; absolute: sqlite:////abs)."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = url[len("sqlite:///"):].split("?", 1)[0]
-    return path if path and path != ":memory:" else None
 
 
 def _env_files(name: str, loaded: Any) -> list[Path]:
