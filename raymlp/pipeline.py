@@ -109,7 +109,7 @@ def run_job(
         loaded = load_job(job, overrides)
     stages = _selected_stages(loaded, only)
     if sweep_trial is None:  # a sweep's trials run what its driver checked
-        from raymlp.config.inputs import check_inputs
+        from raymlp.services.inputs import check_inputs
 
         findings = check_inputs(loaded, stages)  # missing files, columns, imports: exit 2 before anything starts
         if findings:

@@ -79,7 +79,7 @@ def validate(job: JobArg, overrides: SetOpt = None, as_json: JsonOpt = False) ->
     and problems (each with where, key and message).
     """
     from raymlp.config import ConfigError
-    from raymlp.config.inputs import validate_inputs
+    from raymlp.services.inputs import validate_inputs
 
     try:
         loaded = _load(job, overrides)
@@ -298,7 +298,7 @@ def predict(
     if gpu and not (address or settings.ray_address()) and local_gpus() == 0:
         raise UsageError(NO_GPU)  # before the package is fetched and an embedded Ray started for nothing
     ref = parse_model_ref(model)
-    from raymlp.config.inputs import input_problem
+    from raymlp.services.inputs import input_problem
 
     missing_input = input_problem(input)
     if missing_input:

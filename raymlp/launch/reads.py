@@ -41,7 +41,7 @@ def job_reads(loaded: Any) -> list[Read]:
         reads += [Read("data.source.path" if len(paths) == 1 else f"data.source.path[{index}]", path)
                   for index, path in enumerate(paths)]
     if source.format == "sql" and source.sql is not None:
-        from raymlp.config.inputs import sqlite_file
+        from raymlp.services.inputs import sqlite_file
 
         database = sqlite_file(source.sql.url)
         if database:

@@ -11,7 +11,7 @@ import pytest
 
 from raymlp.cli import main
 from raymlp.config import load_job
-from raymlp.config.inputs import check_inputs
+from raymlp.services.inputs import check_inputs
 
 HEADER = "alcohol,malic_acid,fixed_acidity,target\n"
 ROWS = "".join(f"{12 + i / 10},{1 + i / 10},{7 + i / 10},class_{i % 2}\n" for i in range(20))

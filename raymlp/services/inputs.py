@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .checks import Finding
-from .schema import MODULE_STEP_TYPES, CustomModel, EstimatorModel
+from raymlp.config.checks import Finding
+from raymlp.config.schema import MODULE_STEP_TYPES, CustomModel, EstimatorModel
 
 #: What each stage reads (besides the catalog, which every stage opens):
 #: "source" = data.source; "collect" = the data.collect database; "model" = the model class or
@@ -324,7 +324,7 @@ def validate_inputs(loaded: Any) -> str | None:
     Returns a note when the catalog could not be consulted."""
     from raymlp.data.modules import validate_job_refs
 
-    from .loader import ConfigError
+    from raymlp.config.loader import ConfigError
 
     found = loaded.config_error(check_inputs(loaded)).issues
     try:
