@@ -55,3 +55,13 @@ def resolve_storage(config: StorageConfig | None = None) -> Storage:
     catalog = _absolute_sqlite(config.catalog) if config.catalog else _sqlite_in(state_folder, "catalog.db")
     tracking = _absolute_sqlite(config.tracking) if config.tracking else _sqlite_in(state_folder, "mlflow.db")
     return Storage(root=root, catalog_url=catalog, tracking_uri=tracking)
+
+
+def write_json_atomically(path: Path, value: object) -> None:
+    """`path` holds the old JSON or the new, never part of one."""
+    import json
+    import os
+
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
+    os.replace(temporary, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,6 +14,7 @@ import pandas as pd
 
 from raymlp.context import StageContext
 from raymlp.errors import UsageError, WorkFailed
+from raymlp.storage import write_json_atomically
 
 from .backend import TrainRequest, backend, fit
 from .features import (
@@ -346,13 +346,6 @@ TRAINING_STARTED_FILE = "training.json"
 def training_started(context: StageContext) -> dict[str, Any]:
     """The dataset version and MLflow run an earlier training of this run started with."""
     return json.loads((context.storage.folder("runs", context.run_id) / TRAINING_STARTED_FILE).read_text())
-
-
-def write_json_atomically(path: Path, value: Any) -> None:
-    """`path` holds the old JSON or the new, never part of one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    os.replace(temporary, path)
 
 
 def _how_it_runs(train: Any) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
-from raymlp.train.stage import write_json_atomically
+from raymlp.storage import write_json_atomically
 
 from .space import decoded, param_space
 
