@@ -208,7 +208,7 @@ def _tune_is_well_formed(job: JobConfig) -> Iterator[Finding]:
 def _pbt_fits(job: JobConfig) -> Iterator[Finding]:
     """PBT hands a trial a better trial's checkpoint and new optimizer settings: it needs a framework
     that trains in epochs from checkpoints, Tune's own sampling, and settings it may change mid-run."""
-    from raymlp.tune.space import pbt_mutable
+    from .search import pbt_mutable
 
     tune = job.tune
     if job.train.framework not in ("torch", "tensorflow"):

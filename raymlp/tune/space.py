@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from raymlp.config.schema import SchedulerConfig, SearchDimension, TuneConfig
+from raymlp.config.search import pbt_mutable
 
 
 def param_space(space: dict[str, SearchDimension]) -> dict[str, Any]:
@@ -127,12 +128,6 @@ def _within(dimension: SearchDimension, value: Any) -> bool:
     if dimension.randint is not None:
         return isinstance(value, int) and bounds[0] <= value < bounds[1]
     return bounds[0] <= value <= bounds[1]
-
-
-def pbt_mutable(path: str) -> bool:
-    """Whether PBT may change a setting between epochs: the optimizer's and the batch size, which a
-    checkpoint of another trial can go on with (the model's shape could not)."""
-    return path.startswith("train.optimizer.") or path == "train.batch_size"
 
 
 def scheduler(settings: SchedulerConfig, epochs: int, space: dict[str, SearchDimension] | None = None) -> Any:
