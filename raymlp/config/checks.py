@@ -9,22 +9,21 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from raymlp.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, names_where, said
+
 from .schema import MODULE_STEP_TYPES, CNNModel, CustomModel, EstimatorModel, JobConfig, MLPModel, XGBoostModel
 
 Finding = tuple[tuple[str | int, ...], str]
 Check = Callable[[JobConfig], Iterator[Finding]]
 CHECKS: list[Check] = []
 
-#: Frameworks with a training backend in this version (import paths live in raymlp.train.backends).
-AVAILABLE_FRAMEWORKS = ("torch", "tensorflow", "sklearn", "xgboost")
+#: Frameworks with a training backend in this version (the table `raymlp.frameworks.FRAMEWORKS`).
+AVAILABLE_FRAMEWORKS = FRAMEWORK_NAMES
 
-#: Model types each framework builds.
-FRAMEWORK_MODELS = {
-    "torch": (MLPModel, CNNModel, CustomModel),
-    "tensorflow": (MLPModel, CNNModel, CustomModel),
-    "sklearn": (EstimatorModel,),
-    "xgboost": (XGBoostModel,),
-}
+#: The model kind (`raymlp.frameworks.ModelKind`) of each model section, and how a message names it.
+_MODEL_KINDS = {MLPModel: "mlp", CNNModel: "cnn", CustomModel: "custom", XGBoostModel: "xgboost",
+                EstimatorModel: "estimator"}
+_KIND_SAID = {"estimator": "an estimator class path such as sklearn.ensemble.RandomForestClassifier"}
 
 
 def check(function: Check) -> Check:
@@ -152,23 +151,19 @@ def _train_is_possible(job: JobConfig) -> Iterator[Finding]:
             f"'{train.framework}' has no training backend in this version of raymlp; available: "
             + ", ".join(AVAILABLE_FRAMEWORKS),
         )
-    allowed = FRAMEWORK_MODELS.get(train.framework, ())
-    if allowed and not isinstance(train.model, allowed):
-        kinds = {MLPModel: "mlp", CNNModel: "cnn", CustomModel: "custom", XGBoostModel: "xgboost",
-                 EstimatorModel: "an estimator class path such as sklearn.ensemble.RandomForestClassifier"}
-        yield (("train", "model", "type"),
-               f"'{train.model.type}' is not a model for {train.framework}; use " + " or ".join(kinds[kind] for kind in allowed))
+    row = FRAMEWORKS.get(train.framework)
+    if row is not None and _MODEL_KINDS.get(type(train.model)) not in row.models:
+        yield (("train", "model", "type"), f"'{train.model.type}' is not a model for {train.framework}; use "
+               + " or ".join(_KIND_SAID.get(kind, kind) for kind in row.models))
     workers = train.scaling.num_workers
     if isinstance(workers, tuple) and workers[0] > workers[1]:
         yield ("train", "scaling", "num_workers"), f"[min, max] needs min <= max, got {list(workers)}"
-    if isinstance(workers, tuple) and train.framework not in ("torch", "tensorflow", "xgboost"):
+    if isinstance(workers, tuple) and train.framework not in names_where(epoch_wise=True):
         yield ("train", "scaling", "num_workers"), f"elastic [min, max] workers need a Ray Train backend, not {train.framework}"
-    if train.gradient_accumulation_steps > 1 and train.framework != "torch":
-        yield ("train", "gradient_accumulation_steps"), "gradient accumulation is a torch option"
-    if train.mixed_precision and train.framework != "torch":
-        yield ("train", "mixed_precision"), "mixed precision is a torch option"
-    if train.cv_folds is not None and train.framework != "sklearn":
-        yield ("train", "cv_folds"), "cross-validation folds are a sklearn option"
+    for owner in FRAMEWORKS.values():  # settings only one framework reads, set for another
+        for option, what in owner.own_options:
+            if owner.name != train.framework and getattr(train, option) != type(train).model_fields[option].default:
+                yield ("train", option), f"{what} a {owner.name} option"
     if job.data.split.validation == 0:
         yield ("data", "split", "validation"), "training needs a validation split (checkpoints are ranked on it); give a fraction > 0"
     metrics = reported_metrics(train.task, train.cv_folds is not None)
@@ -198,8 +193,10 @@ def _tune_is_well_formed(job: JobConfig) -> Iterator[Finding]:
             yield ("tune", "space", key), "every trial of a sweep trains on the one dataset version it started with; search other settings"
         elif dimension.grid is not None and tune.search in ("optuna", "hyperopt"):
             yield ("tune", "space", key), f"grid needs search: grid or random ({tune.search} samples; use choice)"
-    if tune.trials == "light" and job.train.framework != "sklearn":
-        yield ("tune", "trials"), (f"light trials fit in the trial's own process, which only sklearn does ({job.train.framework} "
+    light = names_where(light_trials=True)
+    if tune.trials == "light" and job.train.framework not in light:
+        yield ("tune", "trials"), (f"light trials fit in the trial's own process, which only {said(light)} does "
+                                   f"({job.train.framework} "
                                    "trains on Ray Train); use full or auto")
     if tune.scheduler.type == "pbt":
         yield from _pbt_fits(job)
@@ -211,8 +208,9 @@ def _pbt_fits(job: JobConfig) -> Iterator[Finding]:
     from .search import pbt_mutable
 
     tune = job.tune
-    if job.train.framework not in ("torch", "tensorflow"):
-        yield ("tune", "scheduler", "type"), (f"pbt continues trials from other trials' checkpoints, which torch and tensorflow "
+    pbt = names_where(pbt=True)
+    if job.train.framework not in pbt:
+        yield ("tune", "scheduler", "type"), (f"pbt continues trials from other trials' checkpoints, which {said(pbt)} "
                                               f"training does; {job.train.framework} does not (use asha, median or fifo)")
     if tune.search != "random":
         yield ("tune", "search"), f"pbt samples the first settings itself; use search: random (not {tune.search})"
@@ -276,7 +274,7 @@ def _environments_exist_and_combine(job: JobConfig, job_path: Path | None) -> It
             yield path, str(error)
     train, tune = job.train, job.tune
     if train is not None and tune is not None and resolved.get(("train", "env")) is not None and (
-            tune.trials == "light" or (tune.trials == "auto" and train.framework == "sklearn")):
+            tune.trials == "light" or (tune.trials == "auto" and train.framework in names_where(light_trials=True))):
         yield ("train", "env"), ("light tune trials fit inside Ray Tune's trial processes, which run in the job's `env` "
                                  "(Tune gives trials no environment of their own): set tune.trials: full, or move this "
                                  "environment to the job's `env`")
