@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
-
-from pydantic import BaseModel
+from typing import Any
 
 from raymlp.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, names_where, said
 
 from .schema import MODULE_STEP_TYPES, CNNModel, CustomModel, EstimatorModel, JobConfig, MLPModel, XGBoostModel
+from .yamlfile import _options, annotations_at, model_at  # noqa: F401  (re-exported: the type walk lived here)
 
 Finding = tuple[tuple[str | int, ...], str]
 Check = Callable[[JobConfig], Iterator[Finding]]
@@ -53,51 +51,6 @@ def reported_metrics(task: str, cross_validated: bool = False) -> set[str]:
             if cross_validated:
                 names |= {f"cv_{metric}_{summary}" for metric in metrics for summary in ("mean", "std")}
     return names
-
-
-# --- walking the job's type tree by dotted path -----------------------------------------------------
-
-
-def _options(annotation: Any) -> list[Any]:
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _options(get_args(annotation)[0])
-    if origin in (Union, types.UnionType):
-        return [option for argument in get_args(annotation) for option in _options(argument)]
-    return [annotation]
-
-
-def annotations_at(path: tuple[str | int, ...], root: type[BaseModel] = JobConfig) -> list[Any]:
-    """Types a value at `path` of a job (or of another `root` model's file) may have; empty when no such path exists."""
-    current: list[Any] = [root]
-    for part in path:
-        following: list[Any] = []
-        for annotation in current:
-            for option in _options(annotation):
-                origin = get_origin(option)
-                if isinstance(option, type) and issubclass(option, BaseModel) and isinstance(part, str):
-                    following += [
-                        info.annotation
-                        for name, info in option.model_fields.items()
-                        if part in (name, info.alias)
-                    ]
-                elif origin is list and isinstance(part, int):
-                    following.append(get_args(option)[0])
-                elif origin is dict and isinstance(part, str):
-                    following.append(get_args(option)[1])
-        current = following
-    return current
-
-
-def model_at(path: tuple[str | int, ...], root: type[BaseModel] = JobConfig) -> type[BaseModel] | None:
-    """The one section model that validates the mapping at `path`, if exactly one does."""
-    models = {
-        option
-        for annotation in annotations_at(path, root)
-        for option in _options(annotation)
-        if isinstance(option, type) and issubclass(option, BaseModel)
-    }
-    return models.pop() if len(models) == 1 else None
 
 
 def _parse_path(text: str) -> tuple[str | int, ...]:
