@@ -188,3 +188,35 @@ def start_ray_data_actors() -> None:
 
     get_or_create_stats_actor()
     get_or_create_autoscaling_coordinator()
+
+
+# --- a Tune trial's session (ray.train._internal.session) ----------------------------------------------------
+
+#: The metric under which Ray's `TuneReportCallback` (`ray.tune.integration.ray_train.CHECKPOINT_PATH_KEY`)
+#: hands Tune a Ray Train checkpoint's folder.
+TRAIN_CHECKPOINT_PATH_KEY = "checkpoint_path"
+
+
+def report_train_checkpoints_to_tune() -> None:
+    """In a Tune trial's process: every result that carries a Ray Train checkpoint's folder under
+    `TRAIN_CHECKPOINT_PATH_KEY` (what Ray's `TuneReportCallback` hands the trial's session, each
+    epoch) is reported to Tune with that folder as the result's Tune checkpoint, which Tune copies
+    into the trial's storage. Ray Tune 2.60 reports those results through the session's `report`
+    (`ray.train._internal.session.get_session()`; `_TrainSession._get_result_from_queues` calls
+    `self.report(item)`), which this wraps, once per session; outside a trial it does nothing."""
+    from ray.train._internal.session import get_session
+    from ray.tune import Checkpoint
+
+    session = get_session()
+    if session is None or getattr(session, "raymlp_reports_checkpoints", False):
+        return
+    report = session.report
+
+    def report_with_checkpoint(metrics: dict[str, Any], checkpoint: Any = None) -> None:
+        folder = metrics.get(TRAIN_CHECKPOINT_PATH_KEY)
+        if checkpoint is None and folder and Path(folder).is_dir():
+            checkpoint = Checkpoint.from_directory(folder)
+        report(metrics, checkpoint=checkpoint)
+
+    session.report = report_with_checkpoint  # type: ignore[method-assign]
+    session.raymlp_reports_checkpoints = True  # type: ignore[attr-defined]

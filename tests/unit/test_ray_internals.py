@@ -139,3 +139,35 @@ def test_start_ray_data_actors():
     needs("ray.data._internal.stats", "get_or_create_stats_actor", "start_ray_data_actors")
     needs("ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator",
           "get_or_create_autoscaling_coordinator", "start_ray_data_actors")
+
+
+def test_report_train_checkpoints_to_tune(tmp_path: Path, monkeypatch):
+    import inspect
+
+    needs("ray.train._internal.session", "get_session", "report_train_checkpoints_to_tune")
+    needs("ray.train._internal.session", "_TrainSession.report", "report_train_checkpoints_to_tune")
+    queued = needs("ray.train._internal.session", "_TrainSession._get_result_from_queues", "report_train_checkpoints_to_tune")
+    if "self.report(" not in inspect.getsource(queued):  # the results TuneReportCallback queues go through `report`
+        pytest.fail("ray.train._internal.session._TrainSession._get_result_from_queues no longer calls self.report: "
+                    "raymlp.ray_internals.report_train_checkpoints_to_tune needs updating")
+    key = needs("ray.tune.integration.ray_train", "CHECKPOINT_PATH_KEY", "report_train_checkpoints_to_tune")
+    assert key == ray_internals.TRAIN_CHECKPOINT_PATH_KEY
+    import ray.train._internal.session as train_session
+
+    ray_internals.report_train_checkpoints_to_tune()  # outside a trial: nothing to wrap
+    reported: list[tuple[dict, object]] = []
+
+    class Session:
+        def report(self, metrics: dict, checkpoint: object = None) -> None:
+            reported.append((metrics, checkpoint))
+
+    session = Session()
+    monkeypatch.setattr(train_session, "get_session", lambda: session)
+    ray_internals.report_train_checkpoints_to_tune()
+    ray_internals.report_train_checkpoints_to_tune()  # once per session
+    session.report({"epoch": 1, "checkpoint_path": str(tmp_path)})
+    session.report({"epoch": 2, "checkpoint_path": str(tmp_path / "gone")})
+    session.report({"done": True})
+    assert [(metrics.get("epoch"), checkpoint is not None) for metrics, checkpoint in reported] == [
+        (1, True), (2, False), (None, False)]
+    assert Path(reported[0][1].path) == tmp_path
