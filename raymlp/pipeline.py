@@ -288,11 +288,18 @@ def _train(context: StageContext, summary: RunSummary) -> None:
     summary.content_digest = summary.content_digest or trained.dataset_digest
 
 
+def train_trial(job_path: str, overrides: list[str], sweep_trial: dict[str, str]) -> RunSummary:
+    """A sweep's trial (or the best light trial's settings again): the job's train stage with the
+    trial's overrides, quietly, as that trial of the sweep. The runner the pipeline hands the tune
+    stage (`raymlp.tune.trial.TrainRunner`), which sends it to the trial processes by name."""
+    return run_job(job_path, overrides=overrides, only=["train"], reporter=Reporter(quiet=True), sweep_trial=sweep_trial)
+
+
 def _tune(context: StageContext, summary: RunSummary) -> None:
     from raymlp.train.stage import TrainedModel
     from raymlp.tune.stage import tune_stage
 
-    results = tune_stage(context, summary)
+    results = tune_stage(context, summary, runner=train_trial)
     best = results["best"]
     summary.best_trial, summary.trials = best, len(results["trials"])
     summary.mlflow_run_id, summary.metrics = best["mlflow_run_id"], best["metrics"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .stage import TrialSpec
+from .trial import TrialSpec
 
 #: Prepared data of this process, by the settings that make it (Tune reuses a trial's process).
 _PREPARED: dict[str, Any] = {}
@@ -43,13 +43,13 @@ def run_light_trial(config: dict[str, Any], spec: LightTrialSpec) -> None:
     from raymlp.storage import resolve_storage
     from raymlp.train.sklearn_backend import fit_here
 
-    from .space import decoded, trial_overrides
+    from .space import decoded
 
     if spec.raymlp_home:
         os.environ["RAYMLP_HOME"] = spec.raymlp_home
     started = time.perf_counter()
     space = _space(spec.job_path, tuple(spec.overrides))
-    loaded = load_job(spec.job_path, [*spec.overrides, *trial_overrides(decoded(space, config))])
+    loaded = load_job(spec.job_path, spec.job_overrides(decoded(space, config)))
     job = loaded.config
     storage = resolve_storage(job.storage)
     prepared, dataset, arrays = _prepared(job, storage, spec)

@@ -1,12 +1,12 @@
 """The tune stage: Ray Tune trials, each a run of the job's train stage with the trial's settings.
 
-The sweep is one Ray Tune experiment. A trial is a function trainable that runs
-`run_job(JOB, overrides=<its values>, only=["train"])` in its own process (connected to the same
-Ray), so a trial is exactly a `raymlp train` run: its own catalog run, MLflow run (nested under the
-sweep's), checkpoints and model package. Ray Train backends send every epoch to Tune through Ray's
-`TuneReportCallback` (so ASHA and the median rule can stop a trial between epochs); when the run
-ends the trial reports once more, with the best epoch's metrics, the test metrics and where its
-package is.
+The sweep is one Ray Tune experiment. A full trial is a function trainable (`trial.run_trial`)
+that runs the job's train stage with its values in its own process (connected to the same Ray),
+through the runner the pipeline hands `tune_stage` (`trial.TrainRunner`), so a trial is exactly a
+`raymlp train` run: its own catalog run, MLflow run (nested under the sweep's), checkpoints and
+model package. Ray Train backends send every epoch to Tune through Ray's `TuneReportCallback` (so
+ASHA and the median rule can stop a trial between epochs); when the run ends the trial reports
+once more, with the best epoch's metrics, the test metrics and where its package is.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,97 +23,17 @@ from raymlp.errors import WorkFailed
 from raymlp.storage import write_json_atomically
 
 from .space import decoded, param_space
+from .trial import TRIAL_KEYS, TrainRunner, TrialSpec, run_trial, train_run
 
 RESULTS_FILE = "tune_results.json"
 SWEEP_STARTED_FILE = "sweep_started.json"
 TRIAL_CPU = 0.01
-#: What a trial's last report carries besides metrics (Tune keeps them with the trial's result).
-TRIAL_KEYS = ("raymlp_run_id", "mlflow_run_id", "model_uri", "package_dir", "best_epoch", "dataset", "dataset_digest",
-              "framework")
 
 
-@dataclass
-class TrialSpec:
-    """What every trial needs, sent to the trial processes (plain values only)."""
-
-    job_path: str
-    overrides: list[str]
-    raymlp_home: str | None
-    parent_mlflow_run: str
-    sweep_run_id: str
-    dataset: str
-    dataset_version: int
-    pbt: bool = False
-
-
-def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
-    """One full trial (in a Tune trial process): the train stage with the trial's values. Under
-    PBT, every epoch's checkpoint goes to Tune too, and a trial PBT restarted from a better trial's
-    checkpoint (with new optimizer settings) trains on from it."""
-    from ray import tune
-
-    from raymlp.config import load_job
-
-    space = load_job(spec.job_path, spec.overrides).config.tune.space
-    start = None
-    if spec.pbt:
-        _report_train_checkpoints_to_tune()
-        checkpoint = tune.get_checkpoint()
-        start = checkpoint.path if checkpoint is not None else None
-    tune.report(train_run(spec, decoded(space, config), tune.get_context().get_trial_id(), start_checkpoint=start))
-
-
-def _report_train_checkpoints_to_tune() -> None:
-    """Ray's `TuneReportCallback` hands Tune each epoch's metrics with the Ray Train checkpoint's
-    folder as `checkpoint_path`, not as a Tune checkpoint, and PBT can only exploit the latter: this
-    trial process's Tune session reports that folder as the result's checkpoint (Tune copies it
-    into the trial's storage). Ray Tune 2.60 internals, kept to this one place."""
-    from ray.train._internal.session import get_session
-    from ray.tune import Checkpoint
-
-    session = get_session()
-    if session is None or getattr(session, "raymlp_reports_checkpoints", False):
-        return
-    report = session.report
-
-    def report_with_checkpoint(metrics: dict[str, Any], checkpoint: Any = None) -> None:
-        folder = metrics.get("checkpoint_path")
-        if checkpoint is None and folder and Path(folder).is_dir():
-            checkpoint = Checkpoint.from_directory(folder)
-        report(metrics, checkpoint=checkpoint)
-
-    session.report = report_with_checkpoint
-    session.raymlp_reports_checkpoints = True
-
-
-def train_run(spec: TrialSpec, values: dict[str, Any], trial_id: str, refit: bool = False,
-              start_checkpoint: str | None = None) -> dict[str, Any]:
-    """A train run of the job with `values` (a trial's, or the best light trial's again: `refit`),
-    its MLflow run nested under the sweep's; what the trial reports when it ends."""
-    from raymlp.context import Reporter
-    from raymlp.pipeline import run_job
-
-    from .space import trial_overrides
-
-    if spec.raymlp_home:  # the driver's storage, whatever this process inherited
-        os.environ["RAYMLP_HOME"] = spec.raymlp_home
-    trial = {"mlflow_run": spec.parent_mlflow_run, "run_id": spec.sweep_run_id, "trial": trial_id,
-             "dataset": spec.dataset, "dataset_version": str(spec.dataset_version), **({"refit": "true"} if refit else {}),
-             **({"start_checkpoint": start_checkpoint} if start_checkpoint else {})}
-    summary = run_job(spec.job_path, overrides=[*spec.overrides, *trial_overrides(values)], only=["train"],
-                      reporter=Reporter(quiet=True), sweep_trial=trial)
-    final = {key: value for key, value in summary.metrics.items() if isinstance(value, int | float)}
-    final.update(raymlp_run_id=summary.run_id, mlflow_run_id=summary.mlflow_run_id, model_uri=summary.model_uri or "",
-                 package_dir=summary.package_dir or "", best_epoch=summary.best_epoch or 0, epochs=summary.epochs or 0,
-                 dataset=summary.dataset or "",
-                 dataset_digest=summary.content_digest or "", framework=summary.framework or "",
-                 metrics_json=json.dumps(summary.metrics), done=True)
-    return final
-
-
-def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
+def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict[str, Any]:
     """Run the job's sweep (or go on with it: `context.resuming`); return its results, with every
-    trial's row and the best finished trial's."""
+    trial's row and the best finished trial's. `runner` runs a trial's train stage (a full trial's,
+    or the best light trial's again); the pipeline hands it in."""
     from ray import tune
 
     from raymlp.tracking import Tracker
@@ -152,7 +71,8 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
         home = os.environ.get("RAYMLP_HOME")
         spec = TrialSpec(job_path=str(Path(context.job.path).resolve()), overrides=list(context.job.overrides),
                          raymlp_home=os.path.abspath(home) if home else None, parent_mlflow_run=parent, sweep_run_id=context.run_id,
-                         dataset=dataset.name, dataset_version=dataset.version, pbt=settings.scheduler.type == "pbt")
+                         dataset=dataset.name, dataset_version=dataset.version, runner=runner,
+                         pbt=settings.scheduler.type == "pbt")
         light = light_trials(job)
         trainable = _trainable(spec, job) if light else _full_trainable(spec)
         first = job_values(context.job.public_dict(), settings.space) if settings.start_from_job else None
@@ -173,19 +93,9 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
 
         with showing(context.reporter, settings.metric, settings.space):
             grid = tuner.fit()
-        rows = trial_rows(grid, settings.metric, settings.mode, settings.space)
-        _close_stopped_trials(context, tracker, parent, rows, settings.scheduler.type, epoch_histories(grid))
-        best = best_row(rows, settings.mode)
-        refit_started = time.perf_counter()
-        if light and best is not None:
-            _train_best(context, spec, best, settings.metric)
-        refit_seconds = round(time.perf_counter() - refit_started, 3)
-        results = {"job": job.name, "run_id": context.run_id, "mlflow_run_id": parent, "metric": settings.metric,
-                   "mode": settings.mode, "seconds": round(time.perf_counter() - started, 3), "light_trials": light,
-                   "best_refit_seconds": refit_seconds if light else None, "best": best, "trials": rows}
         results_file = context.storage.folder("runs", context.run_id) / RESULTS_FILE
-        results["report"] = _write_report(context, tracker, results)
-        write_json_atomically(results_file, results)
+        results = _results(context, tracker, parent, spec, grid, light, started, results_file)
+        best, rows = results["best"], results["trials"]
         tracker.log_artifact(parent, results_file)
         if results["report"]:
             tracker.log_artifact(parent, Path(results["report"]))
@@ -199,6 +109,32 @@ def tune_stage(context: StageContext, summary: Any) -> dict[str, Any]:
     show_results(context.reporter, results)
     if best is None:
         raise WorkFailed(f"tune: no trial finished ({len(rows)} trial(s); see {results_file})")
+    return results
+
+
+def _results(context: StageContext, tracker: Any, parent: str, spec: TrialSpec, grid: Any, light: bool, started: float,
+             results_file: Path) -> dict[str, Any]:
+    """The sweep's results from Tune's (`started`: when it began, by `time.perf_counter`): every
+    trial's row, with the trials the scheduler stopped ended in MLflow and the catalog, and the best
+    finished trial's. They are written to `results_file` before a light sweep trains its best
+    trial's settings again, so a refit that fails loses none of them, and written again with the
+    refit's runs and the HTML report."""
+    settings = context.config.tune
+    rows = trial_rows(grid, settings.metric, settings.mode, settings.space)
+    _close_stopped_trials(context, tracker, parent, rows, settings.scheduler.type, epoch_histories(grid))
+    best = best_row(rows, settings.mode)
+    results = {"job": context.config.name, "run_id": context.run_id, "mlflow_run_id": parent, "metric": settings.metric,
+               "mode": settings.mode, "seconds": round(time.perf_counter() - started, 3), "light_trials": light,
+               "best_refit_seconds": None, "best": best, "trials": rows, "report": None}
+    write_json_atomically(results_file, results)
+    if light:
+        refit_started = time.perf_counter()
+        if best is not None:
+            _train_best(context, spec, best, settings.metric)
+        results.update(seconds=round(time.perf_counter() - started, 3),
+                       best_refit_seconds=round(time.perf_counter() - refit_started, 3))
+    results["report"] = _write_report(context, tracker, results)
+    write_json_atomically(results_file, results)
     return results
 
 

@@ -1,0 +1,74 @@
+"""A sweep's results file: written before the best light trial is trained again, by the runner the
+pipeline hands the sweep."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from raymlp.config.schema import SearchDimension
+from raymlp.context import Reporter
+from raymlp.tune import stage
+from raymlp.tune.trial import TrialSpec
+
+SPACE = {"train.model.params.max_depth": SearchDimension(randint=(2, 16))}
+
+
+def _result(trial: str, accuracy: float, depth: int):
+    metrics = {"trial_id": trial, "val_accuracy": accuracy, "done": True, "light": True, "epochs": 1, "mlflow_run_id": f"r-{trial}",
+               "metrics_json": json.dumps({"val_accuracy": accuracy})}
+    return SimpleNamespace(metrics=metrics, config={"train.model.params.max_depth": depth}, error=None, metrics_dataframe=None,
+                           path=f"/tmp/{trial}")
+
+
+def _sweep(tmp_path, runner):
+    tune = SimpleNamespace(metric="val_accuracy", mode="max", space=SPACE, scheduler=SimpleNamespace(type="fifo"))
+    context = SimpleNamespace(config=SimpleNamespace(name="wine", tune=tune), run_id="sweep-1", reporter=Reporter(quiet=True))
+    tracker = SimpleNamespace(client=SimpleNamespace(search_runs=lambda *args, **kwargs: []), experiment_id=lambda name: "1")
+    spec = TrialSpec(job_path="job.yaml", overrides=["train.seed=1"], raymlp_home=None, parent_mlflow_run="parent",
+                     sweep_run_id="sweep-1", dataset="wine", dataset_version=1, runner=runner)
+    grid = [_result("a", 0.8, 3), _result("b", 0.9, 7)]
+    return context, tracker, spec, grid
+
+
+def test_a_refit_that_fails_leaves_the_sweeps_results_file(tmp_path, monkeypatch):
+    calls = []
+
+    def failing_runner(job_path, overrides, sweep_trial):
+        calls.append((job_path, overrides, sweep_trial))
+        raise RuntimeError("the refit's cluster went away")
+
+    monkeypatch.setattr(stage, "_write_report", lambda *args: pytest.fail("no report before the refit"))
+    context, tracker, spec, grid = _sweep(tmp_path, failing_runner)
+    results_file = tmp_path / "tune_results.json"
+    with pytest.raises(RuntimeError, match="cluster went away"):
+        stage._results(context, tracker, "parent", spec, grid, True, 0.0, results_file)
+
+    # The runner was handed the best trial's values on top of the job's overrides, as the refit of that trial.
+    [(job_path, overrides, sweep_trial)] = calls
+    assert (job_path, overrides) == ("job.yaml", ["train.seed=1", "train.model.params.max_depth=7"])
+    assert sweep_trial == {"mlflow_run": "parent", "run_id": "sweep-1", "trial": "b", "dataset": "wine",
+                           "dataset_version": "1", "refit": "true"}
+    kept = json.loads(results_file.read_text())
+    assert [(row["trial"], row["state"], row["metric"]) for row in kept["trials"]] == [("a", "finished", 0.8),
+                                                                                      ("b", "finished", 0.9)]
+    assert kept["best"]["trial"] == "b" and kept["light_trials"] is True and kept["best_refit_seconds"] is None
+
+
+def test_the_refits_run_becomes_the_best_rows_in_the_results_file(tmp_path, monkeypatch):
+    def runner(job_path, overrides, sweep_trial):
+        return SimpleNamespace(metrics={"val_accuracy": 0.9, "test_accuracy": 0.85}, run_id="refit-run", mlflow_run_id="refit-mlflow",
+                               model_uri="models:/x", package_dir="/pkg", best_epoch=1, epochs=1, dataset="wine@1",
+                               content_digest="d", framework="sklearn")
+
+    monkeypatch.setattr(stage, "_write_report", lambda *args: "/report.html")
+    context, tracker, spec, grid = _sweep(tmp_path, runner)
+    results_file = tmp_path / "tune_results.json"
+    results = stage._results(context, tracker, "parent", spec, grid, True, 0.0, results_file)
+
+    assert json.loads(results_file.read_text()) == json.loads(json.dumps(results, sort_keys=True, default=str))
+    assert results["best"]["mlflow_run_id"] == "refit-mlflow" and results["best"]["trial_mlflow_run_id"] == "r-b"
+    assert results["best"]["metrics"]["test_accuracy"] == 0.85 and results["report"] == "/report.html"
+    assert results["best_refit_seconds"] is not None
