@@ -168,14 +168,13 @@ def _withdraw_unused_version(context: StageContext, summary: RunSummary) -> None
     unless something uses it already (a model trained on it, or training or a sweep that started on it,
     which `--resume` continues on that version)."""
     from raymlp.data.versions import PublishedVersion, withdraw_version
-    from raymlp.train.stage import TRAINING_STARTED_FILE
-    from raymlp.tune.stage import SWEEP_STARTED_FILE
+    from raymlp.storage import RunFolder
 
     version = context.results.get("dataset")
     if not isinstance(version, PublishedVersion) or version.reused:
         return
-    run_folder = Path(context.storage.root, "runs", context.run_id) if context.storage.local_root else None
-    started = run_folder is not None and any((run_folder / name).exists() for name in (TRAINING_STARTED_FILE, SWEEP_STARTED_FILE))
+    run_folder = context.storage.run(context.run_id)
+    started = any(run_folder.has(name) for name in (RunFolder.TRAINING_STARTED, RunFolder.SWEEP_STARTED))
     try:
         if started or context.catalog.models_using_dataset(version.name, version.version):
             return
@@ -190,8 +189,8 @@ def _withdraw_unused_version(context: StageContext, summary: RunSummary) -> None
 def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: list[str], storage: Any) -> Any:
     """The run to resume, checked: same job, same settings, training started, not finished."""
     from raymlp.catalog import CatalogError
+    from raymlp.storage import RunFolder
     from raymlp.tracking.mlflow_tracking import flatten
-    from raymlp.train.stage import TRAINING_STARTED_FILE
 
     try:
         record = catalog.get_run(run_id)
@@ -208,10 +207,8 @@ def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: lis
     if changed:
         raise UsageError(f"--resume: the job's settings changed since run {run_id} ({', '.join(changed[:10])}); "
                          "resuming would mix two models. Start a new run instead")
-    from raymlp.tune.stage import SWEEP_STARTED_FILE
-
-    started = TRAINING_STARTED_FILE if "train" in stages else SWEEP_STARTED_FILE
-    if not storage.folder("runs", run_id).joinpath(started).exists():
+    started = RunFolder.TRAINING_STARTED if "train" in stages else RunFolder.SWEEP_STARTED
+    if not storage.run(run_id).has(started):
         raise UsageError(f"--resume: run {run_id} never started {'training' if 'train' in stages else 'its sweep'}; "
                          "start a new run instead")
     return catalog.reopen_run(run_id)

@@ -30,6 +30,87 @@ class Storage:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def run(self, run_id: str) -> RunFolder:
+        """The folder of run `run_id` (runs/RUN/) and where its other state lives."""
+        return RunFolder(self, run_id)
+
+    def model_cache(self) -> Path:
+        """Where registered models' packages are fetched to (shared by predict, serve and replicas)."""
+        return self.folder("cache", "models")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's files: the one place the run-folder layout is spelled.
+
+    ```
+    ROOT/runs/RUN/package/             the model package the run trained (train, a sweep's refit)
+    ROOT/runs/RUN/training.json        dataset version and MLflow run a training started with (--resume)
+    ROOT/runs/RUN/sweep_started.json   the same for a sweep
+    ROOT/runs/RUN/tune_results.json    a finished sweep's trials (`raymlp tune results`)
+    ROOT/runs/RUN/tune_report.html     its HTML report
+    ROOT/ray_results/JOB-RUN8/         Ray Train's run: checkpoints (train)
+    ROOT/tune/JOB-RUN8/                Ray Tune's experiment state (a sweep, `tune --resume`)
+    ```
+    Paths are not created by naming them; `create()` makes the run's folder. A remote root has no
+    run folder on this machine: `has` says False, the paths raise ValueError.
+    """
+
+    storage: Storage
+    run_id: str
+
+    PACKAGE = "package"
+    TRAINING_STARTED = "training.json"
+    SWEEP_STARTED = "sweep_started.json"
+    TUNE_RESULTS = "tune_results.json"
+    TUNE_REPORT = "tune_report.html"
+
+    @property
+    def path(self) -> Path:
+        if self.storage.local_root is None:
+            raise ValueError(f"storage root {self.storage.root} is not local")
+        return self.storage.local_root / "runs" / self.run_id
+
+    def create(self) -> Path:
+        """The run's folder, made if needed."""
+        return self.storage.folder("runs", self.run_id)
+
+    def has(self, name: str) -> bool:
+        """Whether the run's folder holds `name` (False on a remote root)."""
+        return self.storage.local_root is not None and (self.path / name).exists()
+
+    @property
+    def package(self) -> Path:
+        return self.path / self.PACKAGE
+
+    @property
+    def training_started(self) -> Path:
+        return self.path / self.TRAINING_STARTED
+
+    @property
+    def sweep_started(self) -> Path:
+        return self.path / self.SWEEP_STARTED
+
+    @property
+    def tune_results(self) -> Path:
+        return self.path / self.TUNE_RESULTS
+
+    @property
+    def tune_report(self) -> Path:
+        return self.path / self.TUNE_REPORT
+
+    def short_name(self, job: str) -> str:
+        """JOB-RUN8: the run's name in Ray Train, Ray Tune and MLflow."""
+        return f"{job}-{self.run_id[:8]}"
+
+    def train_checkpoints(self) -> Path:
+        """Ray Train's storage_path (made if needed); the run's checkpoints are under short_name(job) in it."""
+        return self.storage.folder("ray_results")
+
+    def tune_experiment(self, job: str) -> Path:
+        """Ray Tune's experiment folder of the run's sweep (its parent made if needed)."""
+        return self.storage.folder("tune") / self.short_name(job)
+
 
 def _sqlite_in(folder: Path, name: str) -> str:
     return f"sqlite:///{(folder / name).resolve()}"

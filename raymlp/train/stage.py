@@ -209,7 +209,8 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     if modules:
         shown = ", ".join(f"{step.ref} (sha256 {step.sha256[:12]})" for step in _module_steps(preprocessor))
         context.reporter.stage("preprocess", f"module steps {shown}")
-    run_folder = context.storage.folder("runs", context.run_id)
+    run_files = context.storage.run(context.run_id)
+    run_folder = run_files.create()
     tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
     dataset_ref = f"{dataset.name}@{dataset.version}"
     digest = dataset.manifest["content_digest"]
@@ -223,7 +224,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                   "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path),
                   **_sweep_tags(context)},
         )
-        write_json_atomically(run_folder / TRAINING_STARTED_FILE,
+        write_json_atomically(run_files.training_started,
                                {"dataset": dataset.name, "version": dataset.version, "mlflow_run_id": mlflow_run})
     try:
         tracker.log_params(mlflow_run, context.job.public_dict())
@@ -240,7 +241,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
             outcome = fit(TrainRequest(
                 train=train, task=task, input_dim=input_dim, output_dim=output_dim, datasets=datasets,
                 target_scale=target_scale,
-                storage_path=str(context.storage.folder("ray_results")), run_name=f"{job.name}-{context.run_id[:8]}",
+                storage_path=str(run_files.train_checkpoints()), run_name=run_files.short_name(job.name),
                 output_dir=run_folder, model_spec=model_spec, progress=progress.queue,
                 start_checkpoint=(context.sweep_trial or {}).get("start_checkpoint"), job=job.name,
             ))
@@ -264,9 +265,9 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                 "trained_at": datetime.now(timezone.utc).isoformat(),
             },
         }
-        if context.resuming and (run_folder / "package").exists():  # written before the driver died, never registered
-            shutil.rmtree(run_folder / "package")
-        package_dir = write_package(run_folder / "package", description=description, preprocessor=preprocessor,
+        if context.resuming and run_files.package.exists():  # written before the driver died, never registered
+            shutil.rmtree(run_files.package)
+        package_dir = write_package(run_files.package, description=description, preprocessor=preprocessor,
                                     weights=outcome.weights, builder_source=model_spec.get("builder_source"))
         package = load_package(package_dir)
         metrics = {key: value for key, value in outcome.best_metrics.items() if key not in ("epoch", "train_seconds", "attempt", "workers")}
@@ -339,13 +340,9 @@ def _check_storage_reaches_every_node(context: StageContext) -> None:
         )
 
 
-#: Written in a run's folder when its training starts: what `--resume` needs to go on with it.
-TRAINING_STARTED_FILE = "training.json"
-
-
 def training_started(context: StageContext) -> dict[str, Any]:
     """The dataset version and MLflow run an earlier training of this run started with."""
-    return json.loads((context.storage.folder("runs", context.run_id) / TRAINING_STARTED_FILE).read_text())
+    return json.loads(context.storage.run(context.run_id).training_started.read_text())
 
 
 def _how_it_runs(train: Any) -> str:

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-REPORT_FILE = "tune_report.html"
 BEST_CURVES = 5
 _STATE_COLOURS = {"finished": "#1f77b4", "stopped early": "#ff7f0e", "error": "#d62728"}
 

@@ -25,8 +25,6 @@ from raymlp.storage import write_json_atomically
 from .space import decoded, param_space
 from .trial import TRIAL_KEYS, TrainRunner, TrialSpec, run_trial, train_run
 
-RESULTS_FILE = "tune_results.json"
-SWEEP_STARTED_FILE = "sweep_started.json"
 TRIAL_CPU = 0.01
 
 
@@ -43,8 +41,10 @@ def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict
     job = context.config
     settings = job.tune
     tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
-    started_file = context.storage.folder("runs", context.run_id) / SWEEP_STARTED_FILE
-    experiment = context.storage.folder("tune") / f"{job.name}-{context.run_id[:8]}"
+    run_folder = context.storage.run(context.run_id)
+    run_folder.create()
+    started_file = run_folder.sweep_started
+    experiment = run_folder.tune_experiment(job.name)
     if context.resuming:  # the same Tune experiment, MLflow run and dataset version go on
         sweep_started = json.loads(started_file.read_text())
         parent = sweep_started["mlflow_run_id"]
@@ -93,7 +93,7 @@ def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict
 
         with showing(context.reporter, settings.metric, settings.space):
             grid = tuner.fit()
-        results_file = context.storage.folder("runs", context.run_id) / RESULTS_FILE
+        results_file = context.storage.run(context.run_id).tune_results
         results = _results(context, tracker, parent, spec, grid, light, started, results_file)
         best, rows = results["best"], results["trials"]
         tracker.log_artifact(parent, results_file)
@@ -188,11 +188,11 @@ def _train_best(context: StageContext, spec: TrialSpec, best: dict[str, Any], me
 
 def _write_report(context: StageContext, tracker: Any, results: dict[str, Any]) -> str | None:
     """The HTML report next to the run; a sweep that finished stays finished when it cannot be drawn."""
-    from .report import REPORT_FILE, learning_curves, write_report
+    from .report import learning_curves, write_report
 
     try:
         path = write_report(results, learning_curves(tracker, results), context.config.tune.space,
-                            context.storage.folder("runs", context.run_id) / REPORT_FILE)
+                            context.storage.run(context.run_id).tune_report)
     except Exception as error:  # noqa: BLE001 - the trials' results matter more than their plots
         context.reporter.info(f"    tune  the HTML report was not written: {type(error).__name__}: {error}")
         return None
