@@ -68,16 +68,15 @@ def _selected_stages(loaded: LoadedJob, only: list[str] | None) -> list[str]:
     return stages
 
 
-def _runtime_env(loaded: LoadedJob) -> dict[str, Any] | None:
-    """The runtime_env `ray.init` gets for the job's `env` (`default`: none; NAME of envs/NAME.yaml;
-    inline). Inside a submitted Ray job, only what the submission's runtime_env does not already
-    hold: Ray refuses a key given twice, and a submission that disagrees with the job file is a
-    usage error naming both."""
-    from raymlp.launch.envs import job_runtime_env, outside_the_submission
+def _runtime_env(loaded: LoadedJob) -> dict[str, Any]:
+    """`ray_runtime`'s arguments for the job's `env` (`default`: none; NAME of envs/NAME.yaml; inline):
+    the runtime_env, and how messages name it. Inside a submitted Ray job `ray_runtime` gives `ray.init`
+    only what the submission's runtime_env does not already hold (`raymlp.runtime.envs`)."""
+    from raymlp.config.envs import job_runtime_env
 
     env = loaded.config.env
     described = f"the job file's env ({env})" if isinstance(env, str) else "the job file's inline env"
-    return outside_the_submission(job_runtime_env(loaded), described)
+    return {"runtime_env": job_runtime_env(loaded), "env_described": described}
 
 
 def run_job(
@@ -140,7 +139,7 @@ def run_job(
                     # Data stages join a cluster that is there (to read ranges on every node) but never start one.
                     needs_ray = stage in _NEEDS_RAY or (cluster is not None and stage in _READS_ON_A_CLUSTER)
                     if needs_ray and summary.ray_startup_seconds is None:
-                        runtime = stack.enter_context(ray_runtime(address, runtime_env=_runtime_env(loaded), metadata={
+                        runtime = stack.enter_context(ray_runtime(address, **_runtime_env(loaded), metadata={
                             "raymlp.job": loaded.config.name, "raymlp.stages": ",".join(stages),
                             "raymlp.run_id": run.id, "raymlp.job_file": str(loaded.path)}))
                         summary.ray_startup_seconds = runtime.startup_seconds
@@ -320,7 +319,7 @@ def _register(context: StageContext, summary: RunSummary) -> None:
 
 
 def _stage_runtime_env(value: Any) -> dict[str, Any] | None:
-    from raymlp.launch.envs import stage_runtime_env
+    from raymlp.runtime.envs import stage_runtime_env
 
     return stage_runtime_env(value)
 

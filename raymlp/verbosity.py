@@ -72,11 +72,9 @@ def quiet_ray_driver() -> None:
     """Once Ray is imported: leave Ray's retry notices out of what its driver prints (quiet mode only)."""
     if not _quieted:
         return
-    from ray._private import worker
+    from raymlp import ray_internals
 
-    if not getattr(worker.print_to_stdstream, "_raymlp_quiet", False):
-        worker.print_to_stdstream = _without_notices(worker.print_to_stdstream)
-        worker.print_to_stdstream._raymlp_quiet = True
+    ray_internals.wrap_driver_printer(_without_notices, "_raymlp_quiet")
 
 
 def import_quietly(module: str) -> Any:

@@ -27,7 +27,7 @@ def _summary(named) -> dict:
 @env_app.command("list")
 def env_list(as_json: JsonOpt = False) -> None:
     """The environments of envs/ in the working directory (exit 2 when a file is not valid)."""
-    from raymlp.launch.envs import ENVS_DIR, list_envs
+    from raymlp.config.envs import ENVS_DIR, list_envs
 
     envs = list_envs()
     if as_json:
@@ -45,7 +45,7 @@ def env_show(name: NameArg, as_json: JsonOpt = False) -> None:
     """An environment's settings and the Ray runtime_env it becomes (values from ${ENV} shown as such)."""
     import json
 
-    from raymlp.launch.envs import load_env
+    from raymlp.config.envs import load_env
 
     named = load_env(name)
     shown = {"name": named.name, "file": named.label, "kind": named.kind, "settings": named.public_settings(),
@@ -72,7 +72,7 @@ def env_check(
 ) -> None:
     """Build the environment on the cluster (a Ray job whose runtime_env it is) and import its packages
     there; print the build log and the versions found. Exit 1 when the build or an import fails."""
-    from raymlp.launch.envs import check_env
+    from raymlp.launch.env_check import check_env
 
     result = check_env(name, address=address, out=sys.stderr, timeout_s=timeout)
     if as_json:

@@ -32,7 +32,7 @@ def check(function: Check) -> Check:
 
 def run_checks(config: JobConfig, job_path: Path | None = None) -> list[Finding]:
     """Every finding of every rule, then those about the runtime environments the job names (looked
-    up in envs/ of the working directory, else beside `job_path`: `raymlp.launch.envs.env_roots`)."""
+    up in envs/ of the working directory, else beside `job_path`: `raymlp.config.envs.env_roots`)."""
     findings = [finding for rule in CHECKS for finding in rule(config)]
     return findings + list(_environments_exist_and_combine(config, job_path))
 
@@ -208,7 +208,7 @@ ENV_PATHS: tuple[tuple[str, ...], ...] = (("env",), ("train", "env"), ("predict"
 def _environments_exist_and_combine(job: JobConfig, job_path: Path | None) -> Iterator[Finding]:
     """Every named environment is a valid envs/NAME.yaml; a stage's environment can be laid over the
     job's the way Ray merges them (per key: the stage's pip/uv/image_uri replace the job's, env_vars add up)."""
-    from raymlp.launch.envs import EnvLookupError, env_roots, resolve_env
+    from .envs import EnvLookupError, env_roots, resolve_env
 
     roots = env_roots(job_path)
     resolved: dict[tuple[str, ...], dict[str, Any] | None] = {}

@@ -51,7 +51,7 @@ def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
         else:
             matches = sorted(glob.glob(expanded, recursive=True))
         if not matches:
-            from raymlp.launch.workdir import left_behind
+            from raymlp.runtime.upload import left_behind
 
             raise UsageError(f"data.source.path: '{item}' matches no {file_format} files (working directory: "
                              f"{os.getcwd()}){left_behind(item)}")

@@ -61,11 +61,11 @@ def up(config_file: Path, *, port: int | None = None, dashboard_port: int | None
                          f"raymlp cluster down --local {config_file} stops it")
     state_dir.mkdir(parents=True, exist_ok=True)
 
-    import ray._private.services as services
+    from ray.util import get_node_ip_address
 
     port = port or spare_port(0)
     dashboard_port = dashboard_port or spare_port(DEFAULT_DASHBOARD_PORT)
-    gcs_address = f"{services.get_node_ip_address()}:{port}"
+    gcs_address = f"{get_node_ip_address()}:{port}"
     from .local_provider import MODULE
 
     # Ray's fake_multinode provider, run as an external one that keeps each node's unpacked

@@ -13,9 +13,9 @@ from __future__ import annotations
 import threading
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Iterator
 
-from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
+from raymlp import ray_internals
 
 #: What `raymlp cluster up --local` puts in provider.module.
 MODULE = f"{__name__}.LocalNodeProvider"
@@ -23,7 +23,7 @@ MODULE = f"{__name__}.LocalNodeProvider"
 _patching = threading.Lock()
 
 
-class LocalNodeProvider(FakeMultiNodeProvider):
+class LocalNodeProvider(ray_internals.fake_multinode_provider()):  # type: ignore[misc]
     def _create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels) -> None:
         with _own_runtime_env_dir(f"runtime_resources_{uuid.uuid4().hex[:12]}"):
             super()._create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
@@ -32,18 +32,5 @@ class LocalNodeProvider(FakeMultiNodeProvider):
 @contextmanager
 def _own_runtime_env_dir(name: str) -> Iterator[None]:
     """While Ray's provider builds a node's RayParams, give them `runtime_env_dir_name=name`."""
-    import ray._private.parameter as parameter
-
-    original = parameter.RayParams
-
-    class _RayParams(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("runtime_env_dir_name", name)
-            super().__init__(*args, **kwargs)
-
-    with _patching:
-        parameter.RayParams = _RayParams
-        try:
-            yield
-        finally:
-            parameter.RayParams = original
+    with _patching, ray_internals.node_params_default("runtime_env_dir_name", name):
+        yield

@@ -137,9 +137,9 @@ def _job_env(loaded, env_name: str | None, root: Path) -> dict[str, Any]:
     chosen = env_name if env_name is not None else loaded.config.env
     if chosen == "default":
         return {}
-    from . import envs
+    from raymlp.config.envs import named_runtime_env
 
-    return dict(envs.named_runtime_env(chosen, root) or {})
+    return dict(named_runtime_env(chosen, root) or {})
 
 
 def _submission_id(job_name: str) -> str:

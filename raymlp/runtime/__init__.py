@@ -1,13 +1,16 @@
 """How a process gets Ray: join RAY_ADDRESS / --address, else start an embedded local Ray.
 
-This is the one place that decides; every command goes through `ray_runtime`.
+This is the one place that decides; every command goes through `ray_runtime`. It is also the one place
+that reconciles the job's runtime_env with a submitted job's own (`envs.outside_the_submission`).
+Below it: `envs` (stage and submission runtime envs), `tokens` (Ray's auth token, the dashboard
+line), `upload` (what Ray's working_dir upload leaves out, and why).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +33,7 @@ class RayRuntime:
         """The dashboard link as printed: with how to get past its token prompt when token auth is on."""
         if self.dashboard_url is None:
             return None
-        from raymlp.launch.client import dashboard_line, find_token, local_token_auth
+        from .tokens import dashboard_line, find_token, local_token_auth
 
         try:
             token = find_token()
@@ -41,15 +44,22 @@ class RayRuntime:
 
 @contextmanager
 def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | None = None,
-                metadata: dict[str, str] | None = None) -> Iterator[RayRuntime]:
+                metadata: dict[str, str] | None = None, env_described: str = "the job file's env") -> Iterator[RayRuntime]:
     """Connect to Ray for the duration of the block; an embedded Ray started here is shut down after.
 
+    `runtime_env` (the job's `env`, as `raymlp.config.envs` resolves it) is what `ray.init` gets;
+    inside a submitted Ray job only what the submission's own runtime_env lacks
+    (`envs.outside_the_submission`, `env_described` naming it in its messages): a submission that
+    disagrees on packages or image is a `UsageError`, raised before anything connects.
     `metadata` labels this driver's Ray job (the dashboard's Jobs view); a connection that already
     exists (a notebook, a test session) keeps its own.
     """
     import ray
 
+    from .envs import outside_the_submission
+
     if ray.is_initialized():
+        outside_the_submission(runtime_env, env_described)  # the same refusal; the connection is not changed
         context = ray.get_runtime_context()
         yield RayRuntime(address=context.gcs_address, embedded=False, startup_seconds=0.0, dashboard_url=None)
         return
@@ -69,14 +79,12 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
     # process started before a run's first step) has nothing to watch there, unless asked for.
     embedded_env = {API_SERVER_ENV: f"http://127.0.0.1:{dashboard_port}",
                     PREEMPTION_WATCHER_ENV: os.environ.get(PREEMPTION_WATCHER_ENV, "0")} if dashboard_port else {}
+    # A joined cluster's job gets this driver's RAY_API_SERVER_ADDRESS forwarded in its runtime_env;
+    # inside a submitted job whose runtime_env already sets it, Ray would refuse the same name twice.
+    forwarded = {API_SERVER_ENV: os.environ[API_SERVER_ENV]} if not dashboard_port and os.environ.get(API_SERVER_ENV) else None
+    runtime_env = outside_the_submission(runtime_env, env_described, forwarded)
     outer_env = {name: os.environ.get(name) for name in embedded_env}
     os.environ.update(embedded_env)
-    if not dashboard_port and os.environ.get(API_SERVER_ENV):
-        from raymlp.launch.envs import outside_the_submission
-
-        # Inside a submitted job whose runtime_env already sets it, Ray would refuse the same name twice.
-        runtime_env = outside_the_submission(_with_env_var(runtime_env, API_SERVER_ENV, os.environ[API_SERVER_ENV]),
-                                             API_SERVER_ENV)
     try:
         with _ray_connected(address, runtime_env, dashboard_port, started, metadata) as runtime:
             yield runtime
@@ -149,12 +157,6 @@ def _dashboard_port() -> int:
     raise WorkFailed("no free port for the Ray dashboard")
 
 
-def _with_env_var(runtime_env: dict[str, Any] | None, name: str, value: str) -> dict[str, Any]:
-    merged = dict(runtime_env or {})
-    merged["env_vars"] = {name: value, **(merged.get("env_vars") or {})}
-    return merged
-
-
 def _restore_env(name: str, value: str | None) -> None:
     if value is None:
         os.environ.pop(name, None)
@@ -173,7 +175,18 @@ def _shutdown_serve_quietly() -> None:
         serve.shutdown()
     except Exception:  # Serve never started in this cluster, or is already gone
         pass
-    from raymlp.serve.deploy import remove_ingress_files
+    for hook in _AFTER_SERVE_SHUTDOWN:
+        hook()
 
-    remove_ingress_files()
+
+#: What raymlp's layers above ask to be run once Serve has shut down in an embedded Ray, before Ray
+#: stops (serve: remove the HAProxy ingress folder of the cluster).
+_AFTER_SERVE_SHUTDOWN: list[Callable[[], None]] = []
+
+
+def after_serve_shutdown(hook: Callable[[], None]) -> None:
+    """Run `hook` whenever an embedded Ray this process started shuts down after Serve ran in it
+    (once Serve is shut down, while Ray is still connected). Registering the same hook again is a no-op."""
+    if hook not in _AFTER_SERVE_SHUTDOWN:
+        _AFTER_SERVE_SHUTDOWN.append(hook)
 

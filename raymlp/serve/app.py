@@ -561,7 +561,7 @@ def deployment_options(serve_config: Any, spec: EndpointSpec, *, quiet: bool = F
     if serve_config.gpus_per_replica:
         actor_options["num_gpus"] = serve_config.gpus_per_replica
     if getattr(serve_config, "env", None) is not None:  # serve.env: Serve lays it over the app's (the job's)
-        from raymlp.launch.envs import stage_runtime_env
+        from raymlp.runtime.envs import stage_runtime_env
 
         runtime_env = stage_runtime_env(serve_config.env)
         if runtime_env:

@@ -189,12 +189,10 @@ def _input_bytes(source: str) -> int | None:
 def local_gpus() -> int | None:
     """GPUs an embedded Ray started on this machine would have (Ray's own detection, CUDA_VISIBLE_DEVICES
     included), or None where that cannot be told."""
-    try:
-        from ray._private.accelerators import get_accelerator_manager_for_resource
+    from raymlp.ray_internals import local_gpu_counts
 
-        manager = get_accelerator_manager_for_resource("GPU")
-        count = manager.get_current_node_num_accelerators()
-        visible = manager.get_current_process_visible_accelerator_ids()
+    try:
+        count, visible = local_gpu_counts()
         return min(count, len(visible)) if visible is not None else count
     except Exception:  # a private Ray API: where it moved, the check after start-up still holds
         return None

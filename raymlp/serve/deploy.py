@@ -142,6 +142,10 @@ def start_serve(config: ServeConfig, *, quiet: bool = False) -> None:
     http_options: dict[str, Any] = {"host": config.host, "port": config.port}
     if config.request_timeout_s is not None:
         http_options["request_timeout_s"] = config.request_timeout_s
+    from raymlp.runtime import after_serve_shutdown
+
+    # An embedded Ray's shutdown removes HAProxy's folder of the cluster once Serve has stopped there.
+    after_serve_shutdown(remove_ingress_files)
     controller_options = {"runtime_env": {"env_vars": haproxy_env(this_cluster=True)}} if config.ingress == "haproxy" else None
     if not _serve_running() and _nodes_on_this_host():
         _claim_port(config.host, config.port)
@@ -268,10 +272,12 @@ def _nodes_on_this_host() -> bool:
 
 def _serve_running() -> bool:
     import ray
-    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
+    from raymlp.ray_internals import serve_controller
+
+    name, namespace = serve_controller()
     try:
-        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        ray.get_actor(name, namespace=namespace)
     except ValueError:
         return False
     return True

@@ -85,7 +85,7 @@ def input_problem(pattern: str) -> str | None:
     expanded = os.path.expanduser(pattern.removeprefix("file://"))
     if os.path.exists(expanded) or glob.glob(expanded, recursive=True):
         return None
-    from raymlp.launch.workdir import left_behind
+    from raymlp.runtime.upload import left_behind
 
     kind = "matches no files" if any(ch in pattern for ch in "*?[") else "no such file or folder"
     return f"'{pattern}': {kind} (working directory: {os.getcwd()}){left_behind(pattern)}"

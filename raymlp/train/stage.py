@@ -309,14 +309,10 @@ def _start_ray_data_actors() -> None:
     on the other cores while this process prepares the data. Otherwise the trainer's controller and
     the train split's coordinator each wait for one, in turn, before the first step. Best effort:
     these are Ray Data internals, and without them Ray Data starts the actors itself as before."""
-    try:
-        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
-            get_or_create_autoscaling_coordinator,
-        )
-        from ray.data._internal.stats import get_or_create_stats_actor
+    from raymlp.ray_internals import start_ray_data_actors
 
-        get_or_create_stats_actor()
-        get_or_create_autoscaling_coordinator()
+    try:
+        start_ray_data_actors()
     except Exception:  # pragma: no cover - moved or renamed in another Ray release
         pass
 

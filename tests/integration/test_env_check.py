@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from raymlp.launch import envs
+from raymlp.launch import env_check
 
 pytestmark = [pytest.mark.integration]
 
@@ -61,7 +61,7 @@ def jobs_api(ray_4_cpus):
             time.sleep(1.0)
     while str(client.get_job_status(probe).value) not in ("SUCCEEDED", "FAILED", "STOPPED"):
         time.sleep(0.5)
-    envs._delete(client, probe, sys.stderr)
+    env_check._delete(client, probe, sys.stderr)
     return client
 
 
@@ -178,7 +178,7 @@ def test_a_submitted_job_gets_the_job_files_env_without_a_conflict(tmp_path, ray
         logs = client.get_job_logs(submission)
         assert str(client.get_job_status(submission).value) == "SUCCEEDED", logs[-3000:]
     finally:
-        envs._delete(client, submission, sys.stderr)
+        env_check._delete(client, submission, sys.stderr)
     result = json.loads(next(line for line in logs.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
     assert result["given"] == {"env_vars": {"RAYMLP_FROM_JOB_FILE": "added"}}
     assert result["seen"] == {"RAYMLP_FROM_SUBMISSION": "same", "RAYMLP_FROM_JOB_FILE": "added"}

@@ -14,8 +14,9 @@ import pytest
 
 from raymlp.config import ConfigError, load_job
 from raymlp.errors import UsageError
-from raymlp.launch import envs
-from raymlp.launch.envs import EnvLookupError, import_name, list_envs, load_env
+from raymlp.config import envs
+from raymlp.config.envs import EnvLookupError, import_name, list_envs, load_env
+from raymlp.launch import env_check
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,9 +51,9 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(envs, "_RESOLVED", {})
     monkeypatch.delenv("TUNE_ORIG_WORKING_DIR", raising=False)
-    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+    from raymlp.ray_internals import job_config_env_var
 
-    monkeypatch.delenv(RAY_JOB_CONFIG_JSON_ENV_VAR, raising=False)
+    monkeypatch.delenv(job_config_env_var(), raising=False)
     write(tmp_path, "envs/torch.yaml", """\
         description: torch training
         pip: [torch==2.13.0]
@@ -204,9 +205,17 @@ def test_the_repositorys_example_envs_load():
 # --- jobs naming environments ---------------------------------------------------------------------------
 
 
-def test_inline_and_named_envs_in_a_job(project):
-    from raymlp.pipeline import _runtime_env
+def _runtime_env(loaded) -> dict | None:
+    """What `ray_runtime` gives `ray.init` for a job's `env`: the pipeline's arguments, reconciled with
+    the submission's runtime_env as `ray_runtime` does (`raymlp.runtime.envs.outside_the_submission`)."""
+    from raymlp.pipeline import _runtime_env as arguments
+    from raymlp.runtime.envs import outside_the_submission
 
+    given = arguments(loaded)
+    return outside_the_submission(given["runtime_env"], given["env_described"])
+
+
+def test_inline_and_named_envs_in_a_job(project):
     named = load_job(write(project, "named.yaml", job_text(env="torch")))
     assert named.config.env == "torch"
     assert _runtime_env(named) == {"pip": ["torch==2.13.0"], "env_vars": {"OMP_NUM_THREADS": "2"}}
@@ -314,14 +323,12 @@ def test_the_json_schema_documents_env():
 
 
 def _submitted_with(monkeypatch, runtime_env: dict) -> None:
-    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+    from raymlp.ray_internals import job_config_env_var
 
-    monkeypatch.setenv(RAY_JOB_CONFIG_JSON_ENV_VAR, json.dumps({"runtime_env": runtime_env, "metadata": {}}))
+    monkeypatch.setenv(job_config_env_var(), json.dumps({"runtime_env": runtime_env, "metadata": {}}))
 
 
 def test_inside_a_submitted_job_ray_init_gets_only_what_the_submission_lacks(project, monkeypatch):
-    from raymlp.pipeline import _runtime_env
-
     loaded = load_job(write(project, "job.yaml", job_text(env="torch")))
     # raymlp submit sent the same environment (and the working dir): nothing more for ray.init.
     _submitted_with(monkeypatch, {"working_dir": "gcs://_ray_pkg_x.zip", "pip": ["torch==2.13.0"],
@@ -342,8 +349,6 @@ def test_inside_a_submitted_job_ray_init_gets_only_what_the_submission_lacks(pro
 
 
 def test_a_submission_that_disagrees_with_the_job_file_is_a_usage_error(project, monkeypatch):
-    from raymlp.pipeline import _runtime_env
-
     loaded = load_job(write(project, "job.yaml", job_text(env="torch")))
     _submitted_with(monkeypatch, {"pip": ["torch==2.12.0"]})
     with pytest.raises(UsageError) as caught:
@@ -360,8 +365,6 @@ def test_a_submission_that_disagrees_with_the_job_file_is_a_usage_error(project,
 
 
 def test_an_env_var_the_submission_sets_otherwise_keeps_the_submissions_value(project, monkeypatch, capsys):
-    from raymlp.pipeline import _runtime_env
-
     loaded = load_job(write(project, "job.yaml", job_text(env="torch")))
     _submitted_with(monkeypatch, {"pip": ["torch==2.13.0"], "env_vars": {"OMP_NUM_THREADS": "8"}})  # submit --env-var
     assert _runtime_env(loaded) is None
@@ -384,7 +387,8 @@ def test_named_runtime_env_for_submissions(project):
 
 
 def test_train_workers_get_the_train_env_over_the_backends_variables(project, tmp_path_factory, monkeypatch):
-    from raymlp.train.backend import TrainRequest, worker_runtime_env
+    from raymlp.train.backend import TrainRequest
+    from raymlp.train.driver import worker_runtime_env
 
     loaded = load_job(write(project, "job.yaml", job_text(env="torch", train_env="tf")))
     request = TrainRequest(train=loaded.config.train, task="classification", input_dim=1, output_dim=2, datasets={},
@@ -439,14 +443,14 @@ def test_the_check_script_runs_anywhere_and_reports_versions(project):
         pip: [PyYAML, raymlp-no-such-module-xyz]
         env_vars: {RAYMLP_PROBE_SET: "1", RAYMLP_PROBE_UNSET: "1"}
         """)
-    entrypoint = envs.check_entrypoint(load_env("probe"))
+    entrypoint = env_check.check_entrypoint(load_env("probe"))
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     environment = {**os.environ, "PATH": path, "RAYMLP_PROBE_SET": "1"}
     environment.pop("RAYMLP_PROBE_UNSET", None)
     environment.pop("VIRTUAL_ENV", None)  # set by Ray's activation of a pip/uv environment
     result = subprocess.run(["sh", "-c", entrypoint], capture_output=True, text=True, env=environment, timeout=60)
     assert result.returncode == 1  # one module does not import, one variable is missing
-    report = envs._report(result.stdout)
+    report = env_check._report(result.stdout)
     import yaml
 
     assert report["modules"]["yaml"]["version"] == __import__("importlib.metadata").metadata.version("PyYAML")
@@ -465,7 +469,7 @@ def test_pip_errors_are_picked_out_of_a_failed_build():
         ERROR: Could not find a version that satisfies the requirement raymlp-no-such-package-xyz==1.0 (from versions: none)
         ERROR: No matching distribution found for raymlp-no-such-package-xyz==1.0
         """)
-    assert envs._error_lines(message) == [
+    assert env_check._error_lines(message) == [
         "ERROR: Could not find a version that satisfies the requirement raymlp-no-such-package-xyz==1.0 (from versions: none)",
         "ERROR: No matching distribution found for raymlp-no-such-package-xyz==1.0",
     ]
