@@ -171,3 +171,39 @@ def test_report_train_checkpoints_to_tune(tmp_path: Path, monkeypatch):
     assert [(metrics.get("epoch"), checkpoint is not None) for metrics, checkpoint in reported] == [
         (1, True), (2, False), (None, False)]
     assert Path(reported[0][1].path) == tmp_path
+
+
+def _private_ray_name(module: str, names: list[str]) -> str | None:
+    """The Ray private module or underscore name an import reaches, if any."""
+    parts = module.split(".")
+    if parts[0] != "ray":
+        return None
+    for part in parts[1:]:
+        if part.startswith("_"):  # ray._private, ray._raylet, ray.serve._private, ray.data._internal, ...
+            return module
+    for name in names:
+        if name.startswith("_"):  # from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+            return f"{module}.{name}"
+    return None
+
+
+def test_only_ray_internals_touches_rays_private_apis():
+    """Every import in raymlp/ (inside functions too) of a Ray private module or underscore name is in
+    raymlp/ray_internals.py; import-linter cannot see inside Ray, so this walks the source."""
+    import ast
+
+    package = Path(__file__).resolve().parents[2] / "raymlp"
+    found: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "ray_internals.py" and path.parent == package:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            reached: list[str | None] = []
+            if isinstance(node, ast.Import):
+                reached = [_private_ray_name(alias.name, []) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                reached = [_private_ray_name(node.module, [alias.name for alias in node.names])]
+            for name in filter(None, reached):
+                found.append(f"{path.relative_to(package.parent)}:{node.lineno}: {name}")
+    assert not found, ("Ray private APIs used outside raymlp/ray_internals.py (give each a named function "
+                       "there, with a test here):\n" + "\n".join(found))
