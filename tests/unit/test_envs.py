@@ -372,6 +372,24 @@ def test_an_env_var_the_submission_sets_otherwise_keeps_the_submissions_value(pr
         "note: env_vars OMP_NUM_THREADS: the submission's values are used, not the job file's env (torch)'s")
 
 
+def test_the_forwarded_api_server_address_is_reconciled_with_the_job_env(project, monkeypatch, capsys):
+    """`ray_runtime` forwards RAY_API_SERVER_ADDRESS to a joined cluster's job under the job env's own
+    env_vars; inside a submission that sets it otherwise, the submission's value stays (said by name)."""
+    from raymlp.runtime.envs import outside_the_submission
+
+    forwarded = {"RAY_API_SERVER_ADDRESS": "http://127.0.0.1:8265"}
+    job_env = {"pip": ["torch==2.13.0"], "env_vars": {"OMP_NUM_THREADS": "2"}}
+    # Outside a submitted job: the job's env with the variable added (the job's own value would win).
+    assert outside_the_submission(job_env, "the job file's env (torch)", forwarded) == {
+        "pip": ["torch==2.13.0"], "env_vars": {"RAY_API_SERVER_ADDRESS": "http://127.0.0.1:8265", "OMP_NUM_THREADS": "2"}}
+    assert outside_the_submission(None, "the job file's env", forwarded) == {"env_vars": forwarded}
+    # Inside one whose runtime_env has the same env and another address: nothing more for ray.init.
+    _submitted_with(monkeypatch, {**job_env, "env_vars": {"OMP_NUM_THREADS": "2", "RAY_API_SERVER_ADDRESS": "http://h:1"}})
+    assert outside_the_submission(job_env, "the job file's env (torch)", forwarded) is None
+    assert capsys.readouterr().err.strip() == (
+        "note: env_vars RAY_API_SERVER_ADDRESS: the submission's values are used, not RAY_API_SERVER_ADDRESS's")
+
+
 def test_named_runtime_env_for_submissions(project):
     assert envs.named_runtime_env("torch", project) == {"pip": ["torch==2.13.0"], "env_vars": {"OMP_NUM_THREADS": "2"}}
     assert envs.named_runtime_env("default", project) is None
