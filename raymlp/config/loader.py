@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from raymlp.textfiles import TextFileError, decode_utf8, read_bytes
+
 from .checks import run_checks
 from .schema import CURRENT_VERSION, JobConfig
 from .yamlfile import (  # noqa: F401  (re-exported: where these names were first read from)
@@ -178,16 +180,10 @@ def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -
     overrides = list(overrides or [])
     source = _Source(label)
     try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError([ConfigIssue(label, "", "no such job file")]) from None
-    except OSError as error:
-        raise ConfigError([ConfigIssue(label, "", f"cannot read the job file: {error.strerror}")]) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise ConfigError([ConfigIssue(f"{label}:{line}", "", "the file is not UTF-8 text")]) from None
+        data = read_bytes(file, label, what="job file")
+        text = decode_utf8(data, label)
+    except TextFileError as error:
+        raise ConfigError([ConfigIssue(error.where, "", error.problem)]) from None
 
     raw = _parse_yaml(text, source)
     if raw is not None and not isinstance(raw, dict):

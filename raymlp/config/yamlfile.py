@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from raymlp.errors import UsageError
+from raymlp.textfiles import TextFileError, read_utf8
 
 from .schema import JobConfig
 
@@ -322,14 +323,9 @@ def load_yaml_model(path: str | os.PathLike[str], model: type[ModelT], *, what: 
     label = label or str(path)
     source = _Source(label)
     try:
-        text = file.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigIssue(label, "", "no such file")], what) from None
-    except OSError as error:
-        raise ConfigError([ConfigIssue(label, "", f"cannot read the file: {error.strerror}")], what) from None
-    except UnicodeDecodeError as error:
-        line = file.read_bytes()[: error.start].count(b"\n") + 1
-        raise ConfigError([ConfigIssue(f"{label}:{line}", "", "the file is not UTF-8 text")], what) from None
+        text = read_utf8(file, label)
+    except TextFileError as error:
+        raise ConfigError([ConfigIssue(error.where, "", error.problem)], what) from None
     raw = _parse_yaml(text, source, empty)
     if raw is not None and not isinstance(raw, dict):
         source.add((), f"the top level must be a mapping of settings, got {type(raw).__name__}")

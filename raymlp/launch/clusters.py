@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from raymlp.errors import UsageError
+from raymlp.textfiles import TextFileError, read_utf8
 
 if TYPE_CHECKING:
     from raymlp.config.loader import ConfigIssue, _Source
@@ -65,16 +66,9 @@ def validate_cluster_file(path: str | os.PathLike[str]) -> ClusterFile:
 
     file, label = Path(path), str(path)
     try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise ClusterFileError([ConfigIssue(label, "", "no such cluster file")]) from None
-    except OSError as error:
-        raise ClusterFileError([ConfigIssue(label, "", f"cannot read the cluster file: {error.strerror}")]) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise ClusterFileError([ConfigIssue(f"{label}:{line}", "", "the file is not UTF-8 text")]) from None
+        text = read_utf8(file, label, what="cluster file")
+    except TextFileError as error:
+        raise ClusterFileError([ConfigIssue(error.where, "", error.problem)]) from None
 
     documents, issues = _documents(text, label)
     found: ClusterFile | None = None
