@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from raymlp.config.schema import FUNCTION_REF_PATTERN, MODULE_NAME_PATTERN, MODULE_STEP_TYPES
 from raymlp.errors import UsageError, WorkFailed
+from raymlp.textfiles import TextFileError, decode_utf8, read_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,19 +103,13 @@ def read_module_file(path: str | os.PathLike[str], name: str | None = None) -> M
     if file.is_dir():
         raise UsageError(f"{file}: is a folder; give one .py file")
     try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{file}: no such file") from None
-    except OSError as error:
-        raise UsageError(f"{file}: cannot read it: {error.strerror}") from None
-    if len(data) > MAX_SOURCE_BYTES:
-        raise UsageError(f"{file}: {len(data)} bytes is more than a module may hold ({MAX_SOURCE_BYTES}); "
-                         "keep data out of preprocessing modules")
-    try:
-        source = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise UsageError(f"{file}:{line}: the file is not UTF-8 text") from None
+        data = read_bytes(file, it="it")
+        if len(data) > MAX_SOURCE_BYTES:
+            raise UsageError(f"{file}: {len(data)} bytes is more than a module may hold ({MAX_SOURCE_BYTES}); "
+                             "keep data out of preprocessing modules")
+        source = decode_utf8(data, str(file))
+    except TextFileError as error:
+        raise UsageError(str(error)) from None
     name = name if name is not None else file.stem
     if not re.match(MODULE_NAME_PATTERN, name):
         hint = "" if name != file.stem else "; name it with --name NAME"
