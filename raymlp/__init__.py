@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from raymlp.catalog import Catalog
     from raymlp.config import ConfigError, JobConfig, load_job
     from raymlp.pipeline import run_job
-    from raymlp.train.package import load_package
+    from raymlp.package import load_package
 
 _LAZY = {
     "Catalog": "raymlp.catalog",
@@ -22,7 +22,7 @@ _LAZY = {
     "JobConfig": "raymlp.config",
     "load_job": "raymlp.config",
     "run_job": "raymlp.pipeline",
-    "load_package": "raymlp.train.package",
+    "load_package": "raymlp.package",
 }
 
 

@@ -378,7 +378,7 @@ def _example_records(context: StageContext, package: str) -> list[dict[str, Any]
 
     import pyarrow.parquet as pq
 
-    from raymlp.train.package import DESCRIPTION_FILE
+    from raymlp.package import DESCRIPTION_FILE
 
     description = json.loads((Path(package) / DESCRIPTION_FILE).read_text())
     names = [feature["name"] for feature in description["features"]]

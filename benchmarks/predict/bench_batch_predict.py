@@ -81,7 +81,7 @@ def baseline(package_path: str, source: Path, output: Path, chunk: int, tuned_wr
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raymlp.train.package import load_package
+    from raymlp.package import load_package
 
     started = time.perf_counter()
     package = load_package(package_path)
@@ -160,7 +160,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="raymlp-bench-predict-") as folder:
         work = Path(folder)
         package_path = train(work / "home")
-        from raymlp.train.package import load_package
+        from raymlp.package import load_package
 
         features = load_package(package_path).feature_names
         source = work / "input.parquet"

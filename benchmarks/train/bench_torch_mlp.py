@@ -248,7 +248,7 @@ def rates(rows: int, seconds: list[float]) -> dict:
 def run_baseline(data: Path, args: argparse.Namespace, train_rows: int) -> dict:
     import torch
 
-    from raymlp.train.models import build_torch_mlp
+    from raymlp.package.networks import build_torch_mlp
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -265,7 +265,7 @@ def _ddp_rank(rank: int, world: int, port: int, data: str, train_rows: int, args
     import torch
     import torch.distributed as dist
 
-    from raymlp.train.models import build_torch_mlp
+    from raymlp.package.networks import build_torch_mlp
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -854,7 +854,7 @@ def models_show(model: ModelArg, as_json: JsonOpt = False, job: JobOpt = None) -
     from raymlp.tracking import parse_model_ref
 
     ref = parse_model_ref(model)
-    from raymlp.train.package import DESCRIPTION_FILE
+    from raymlp.package import DESCRIPTION_FILE
 
     storage = _storage_for(job)
     tracker = _tracker(job, storage)

@@ -18,7 +18,9 @@ each batch is handed over as a one-partition dask frame and computed with Ray's 
 Steps are `raymlp.data.transform.FunctionTransform`s, Ray Data preprocessors that carry the module's
 source text and sha256 (never a reference to an importable module), so they pickle into the model
 package, and batch predict and Serve replicas run the exact code the model was trained with, without
-the catalog.
+the catalog. Running a step (building the module from its source, applying it to a batch) is in
+`transform.py`; the package's copy of the sources in `raymlp.package.sources`. This module imports
+neither Ray nor `transform.py`.
 """
 
 from __future__ import annotations
@@ -31,26 +33,19 @@ import linecache
 import os
 import re
 import sys
-import threading
 import traceback
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from raymlp.config.schema import FUNCTION_REF_PATTERN, MODULE_NAME_PATTERN, MODULE_STEP_TYPES
 from raymlp.errors import UsageError, WorkFailed
 from raymlp.textfiles import TextFileError, decode_utf8, read_bytes
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 #: Largest module source accepted (the catalog keeps it whole; a preprocessing module is code, not data).
 MAX_SOURCE_BYTES = 1024 * 1024
-
-#: Folder of a model package that holds the module sources it was trained with, one file per version.
-PACKAGE_MODULES_DIR = "modules"
 
 
 # --- references -------------------------------------------------------------------------------
@@ -133,7 +128,7 @@ def _import_isolated(name: str, source: str, file: Path) -> types.ModuleType:
     sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") not in hidden or entry in _package_roots()]
     try:
         with contextlib.redirect_stdout(sys.stderr):  # what the module prints must not mix with --json output
-            return _execute(name, source, str(file))
+            return module_from_source(name, source, str(file))
     except BaseException as error:  # report any failure of the user's code as where it happened
         if isinstance(error, KeyboardInterrupt):
             raise
@@ -180,7 +175,7 @@ def _public_functions(module: types.ModuleType, tree: ast.Module) -> list[dict[s
     return found
 
 
-def _execute(name: str, source: str, filename: str) -> types.ModuleType:
+def module_from_source(name: str, source: str, filename: str) -> types.ModuleType:
     """A fresh module object running `source`; tracebacks show its lines. Never put in sys.modules:
     cloudpickle then ships the functions it defines by value, so Ray workers need no import."""
     module = types.ModuleType(name)
@@ -188,25 +183,6 @@ def _execute(name: str, source: str, filename: str) -> types.ModuleType:
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     code = compile(source, filename, "exec", dont_inherit=True)
     exec(code, module.__dict__)  # noqa: S102 - running the user's registered module is the point
-    return module
-
-
-_LOADED: dict[tuple[str, str], types.ModuleType] = {}
-_LOADED_LOCK = threading.Lock()
-
-
-def _loaded_module(name: str, version: int, sha256: str, source: str) -> types.ModuleType:
-    """The module built from a stored source, once per process and sha256; refuses a source whose hash differs."""
-    key = (name, sha256)
-    with _LOADED_LOCK:
-        module = _LOADED.get(key)
-        if module is None:
-            actual = source_sha256(source)
-            if actual != sha256:
-                raise WorkFailed(f"module {name}@{version}: its source has sha256 {actual}, not the recorded {sha256}; "
-                                 "the copy was changed after it was registered")
-            module = _execute(name, source, f"<raymlp module {name}@{version}>")
-            _LOADED[key] = module
     return module
 
 
@@ -311,138 +287,3 @@ def resolve_steps(steps: list[Any], catalog: Any) -> dict[str, Any]:
         version = ref.version if ref.version is not None else max(record.version for record in candidates)
         resolved[step.ref] = next(record for record in candidates if record.version == version)
     return resolved
-
-
-# --- the step itself (raymlp.data.transform.FunctionTransform wraps these for Ray Data) ------------
-
-
-def function_transform(kind: str, ref: str, record: Any) -> Any:
-    """A fitted-state-free Ray Data step for a job step of type `kind` ('function' or 'dask') and its module record."""
-    from .transform import FunctionTransform
-
-    return FunctionTransform(kind=kind, module=record.name, version=record.version, sha256=record.sha256,
-                             source=record.source, function=parse_ref(ref).function)
-
-
-def module_function(module: str, version: int, sha256: str, source: str, function: str) -> Callable[..., Any]:
-    """The function `function` of a stored module source (built once per process)."""
-    loaded = _loaded_module(module, version, sha256, source)
-    found = getattr(loaded, function, None)
-    if not callable(found):
-        raise WorkFailed(f"module {module}@{version} defines no function '{function}'")
-    return found
-
-
-def apply_step(kind: str, ref: str, function: Callable[..., Any], df: pd.DataFrame) -> pd.DataFrame:
-    """Run one module step on a pandas batch and check the result keeps the batch's rows."""
-    if kind == "dask":
-        result = _apply_dask(ref, function, df)
-    else:
-        try:
-            result = function(df.copy())
-        except Exception as error:
-            raise WorkFailed(f"preprocess step {ref} failed on a batch of {len(df)} rows: "
-                             f"{type(error).__name__}: {error}") from error
-    return _aligned(ref, df, result)
-
-
-def _apply_dask(ref: str, function: Callable[..., Any], df: pd.DataFrame) -> pd.DataFrame:
-    import dask.dataframe as dd
-
-    frame = dd.from_pandas(df.copy(), npartitions=1, sort=False)
-    try:
-        result = function(frame)
-    except Exception as error:
-        raise WorkFailed(f"dask step {ref} failed building its graph for a batch of {len(df)} rows: "
-                         f"{type(error).__name__}: {error}") from error
-    if not isinstance(result, dd.DataFrame):
-        raise WorkFailed(f"dask step {ref} returned {type(result).__name__}; it must return a dask DataFrame")
-    try:
-        return result.compute(**dask_compute_options())
-    except Exception as error:
-        raise WorkFailed(f"dask step {ref} failed on a batch of {len(df)} rows: "
-                         f"{type(error).__name__}: {error}") from error
-
-
-def dask_compute_options() -> dict[str, Any]:
-    """How a dask step's graph is computed: as Ray tasks when this process is connected to Ray.
-
-    The tasks take no CPU of their own: the batch's caller (a Ray Data worker, a Serve replica)
-    waits for them with its CPU held, so asking for more could deadlock a full cluster. Outside
-    Ray (a plain Python process loading a package) dask's synchronous scheduler runs the same graph.
-    """
-    import ray
-
-    if not ray.is_initialized():
-        return {"scheduler": "sync"}
-    from ray.util.dask import ray_dask_get
-
-    return {"scheduler": ray_dask_get, "ray_remote_args": {"num_cpus": 0}}
-
-
-def _aligned(ref: str, df: pd.DataFrame, result: Any) -> pd.DataFrame:
-    """`result` with the batch's index; WorkFailed when it is not one row per input row."""
-    import pandas as pd
-
-    if not isinstance(result, pd.DataFrame):
-        raise WorkFailed(f"preprocess step {ref} returned {type(result).__name__}; it must return a pandas "
-                         "DataFrame (one row per input row)")
-    if len(result) != len(df):
-        raise WorkFailed(f"preprocess step {ref} returned {len(result)} rows for a batch of {len(df)}; a step "
-                         "must return one row per input row, in the same order (it cannot filter rows)")
-    if result.index.equals(df.index):
-        return result
-    if result.index.is_unique and df.index.is_unique and set(result.index) == set(df.index):
-        return result.loc[df.index]  # reordered by the step: put rows back where they came from
-    return result.set_axis(df.index, axis=0)  # a new index (reset_index): rows are taken in order
-
-
-# --- the package's copy of the sources -------------------------------------------------------------
-
-
-def package_transforms(preprocessor: Any) -> list[Any]:
-    """The FunctionTransform steps of a (fitted) chain, in order."""
-    if preprocessor is None:
-        return []
-    children = getattr(preprocessor, "preprocessors", None)
-    steps = list(children() if callable(children) else children) if children is not None else [preprocessor]
-    return [step for step in steps if type(step).__name__ == "FunctionTransform" and hasattr(step, "sha256")]
-
-
-def module_file_name(name: str, version: int) -> str:
-    return f"{name}@{version}.py"
-
-
-def package_modules(preprocessor: Any) -> list[dict[str, Any]]:
-    """Description entries of the distinct module versions a chain runs: name, version, sha256, file, functions."""
-    entries: dict[tuple[str, int], dict[str, Any]] = {}
-    for step in package_transforms(preprocessor):
-        entry = entries.setdefault((step.module, step.version), {
-            "name": step.module, "version": step.version, "sha256": step.sha256,
-            "file": f"{PACKAGE_MODULES_DIR}/{module_file_name(step.module, step.version)}", "functions": [],
-        })
-        if step.function not in entry["functions"]:
-            entry["functions"].append(step.function)
-    return list(entries.values())
-
-
-def write_package_sources(preprocessor: Any, folder: Path) -> None:
-    """Write each module version's exact source into `folder/modules/` (for people and audits)."""
-    for step in package_transforms(preprocessor):
-        target = folder / PACKAGE_MODULES_DIR / module_file_name(step.module, step.version)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(step.source.encode("utf-8", "surrogateescape"))
-
-
-def verify_package_sources(preprocessor: Any, description: dict[str, Any], folder: Path) -> None:
-    """WorkFailed unless every module step's source matches the sha256 the package recorded for it."""
-    recorded = {(entry["name"], entry["version"]): entry["sha256"] for entry in description.get("modules", [])}
-    for step in package_transforms(preprocessor):
-        expected = recorded.get((step.module, step.version))
-        if expected is None:
-            raise WorkFailed(f"{folder}: the preprocessor runs module {step.module}@{step.version}, which the "
-                             "package description does not list")
-        for what, digest in (("pickled preprocessor", source_sha256(step.source)), ("recorded step", step.sha256)):
-            if digest != expected:
-                raise WorkFailed(f"{folder}: the {what}'s copy of module {step.module}@{step.version} has sha256 "
-                                 f"{digest}, not the package's {expected}")

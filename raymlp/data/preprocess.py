@@ -17,7 +17,7 @@ def build_step(step: PreprocessStep, columns: list[str], modules: dict[str, Any]
     from ray.data import preprocessors as rdp
 
     if step.type in MODULE_STEP_TYPES:
-        from raymlp.data.modules import function_transform
+        from raymlp.data.transform import function_transform
 
         if not modules or step.ref not in modules:
             raise WorkFailed(f"preprocess step {step.ref}: its module was not resolved from the catalog")

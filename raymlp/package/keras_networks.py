@@ -1,4 +1,4 @@
-"""Keras networks for model specs (mlp, cnn, custom), the Keras twins of `models.build_torch_*`.
+"""Keras networks for model specs (mlp, cnn, custom), the Keras twins of `networks.build_torch_*`.
 
 Keras is imported on first use. Every network maps a float32 row of `input_dim` values to logits
 (no softmax) for classification, or to one standardised value for regression.
@@ -10,7 +10,7 @@ from typing import Any
 
 from raymlp.errors import UsageError, WorkFailed
 
-from .models import call_builder, image_shape
+from .networks import call_builder, image_shape
 
 
 def build_keras_mlp(input_dim: int, output_dim: int, hidden_layers: list[int], dropout: float, activation: str) -> Any:
@@ -58,7 +58,7 @@ def build_keras_model(spec: dict[str, Any], input_dim: int, output_dim: int) -> 
     if spec["type"] == "custom":
         if "builder_source" not in spec:
             raise WorkFailed(f"train.model.builder {spec['builder']}: the model spec carries no builder source "
-                             "(it is resolved by models.resolve_model_spec)")
+                             "(it is resolved by raymlp.train.models.resolve_model_spec)")
         network = call_builder(spec, (input_dim,), output_dim)
         if not isinstance(network, keras.Model):
             raise WorkFailed(f"train.model.builder {spec['builder']} returned {type(network).__name__}, not a keras.Model "

@@ -1,23 +1,11 @@
-"""The model package: one folder with everything needed to predict, and the one loader for it.
-
-Layout::
-
-    raymlp-package.json   format, framework, task, label, classes, features, model, metrics, lineage,
-                          preprocess (the steps as run), modules (name, version, sha256, file of each)
-    preprocessor.pkl      the fitted Ray Data preprocessor chain (None when the job has no preprocess steps);
-                          function and dask steps inside it carry their module's exact source
-    modules/NAME@V.py     the source of every module version the chain runs, byte for byte (to read;
-                          loading checks the pickled copies against the recorded sha256)
-    model/                weights in the framework's own format; builder.py for a custom model
-"""
+"""Loading a package: `load_package`, the one loader (batch predict, Serve replicas, evaluation, the
+MLflow pyfunc model), and `ModelPackage.predict`."""
 
 from __future__ import annotations
 
 import json
 import os
 import pickle
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,17 +14,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from raymlp.data.modules import verify_package_sources, write_package_sources
 from raymlp.errors import UsageError, WorkFailed
 
-from .backend import backend
 from .features import feature_matrix
-from .models import BUILDER_FILE
-
-PACKAGE_FORMAT = "raymlp.package/1"
-DESCRIPTION_FILE = "raymlp-package.json"
-PREPROCESSOR_FILE = "preprocessor.pkl"
-PREDICTION_COLUMN = "prediction"
+from .formats import model_format
+from .layout import BUILDER_FILE, DESCRIPTION_FILE, MODEL_DIR, PACKAGE_FORMAT, PREDICTION_COLUMN, PREPROCESSOR_FILE
+from .sources import verify_package_sources
 
 
 def numeric_features_as_float(frame: pd.DataFrame, features: list[dict[str, Any]]) -> pd.DataFrame:
@@ -50,36 +33,6 @@ def numeric_features_as_float(frame: pd.DataFrame, features: list[dict[str, Any]
         if feature["type"] in ("int", "float") and name in frame.columns and frame[name].dtype != np.float64:
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     return frame
-
-
-def write_package(
-    destination: Path,
-    *,
-    description: dict[str, Any],
-    preprocessor: Any,
-    weights: Path,
-    builder_source: str | None = None,
-) -> Path:
-    """Write a package folder atomically (built beside `destination`, then renamed into place).
-    A custom model's builder source goes to `model/builder.py` (the description keeps its sha256)."""
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = destination.parent / f".staging-{uuid.uuid4().hex}"
-    (staging / "model").mkdir(parents=True)
-    try:
-        shutil.copy2(weights, staging / "model" / weights.name)
-        if builder_source is not None:
-            (staging / "model" / BUILDER_FILE).write_text(builder_source)
-        with open(staging / PREPROCESSOR_FILE, "wb") as handle:
-            pickle.dump(preprocessor, handle)
-        write_package_sources(preprocessor, staging)
-        (staging / DESCRIPTION_FILE).write_text(
-            json.dumps({"format": PACKAGE_FORMAT, **description}, indent=2, sort_keys=True, default=str)
-        )
-        os.rename(staging, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return destination
 
 
 @dataclass
@@ -146,7 +99,7 @@ class ModelPackage:
         # A value the preprocessing took past float32's range (a scaler on a huge input) saturates at
         # its largest value, as the model could not take an infinity; missing values stay NaN.
         np.clip(matrix, -_FLOAT32_MAX, _FLOAT32_MAX, out=matrix)
-        scores = backend(self.description["framework"]).predict_scores(self.network, matrix)
+        scores = model_format(self.description["framework"]).predict_scores(self.network, matrix)
         if self.description["task"] == "classification":
             shifted = scores - scores.max(axis=1, keepdims=True)
             probabilities = np.exp(shifted)
@@ -194,6 +147,6 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
     verify_package_sources(preprocessor, description, folder)
     spec = dict(description["model"])
     if spec.get("type") == "custom":  # the builder runs from the source the package carries
-        spec["builder_source"] = (folder / "model" / BUILDER_FILE).read_text()
-    network = backend(description["framework"]).load_for_inference(folder, spec)
+        spec["builder_source"] = (folder / MODEL_DIR / BUILDER_FILE).read_text()
+    network = model_format(description["framework"]).load_for_inference(folder, spec)
     return ModelPackage(path=folder, description=description, preprocessor=preprocessor, network=network)

@@ -388,7 +388,7 @@ class ModelServer:
 
     def _resolve(self, traffic: dict[str, float], loaded: dict[Any, Any]) -> _Routing:
         """Where each share of the traffic goes now, loading packages not held yet."""
-        from raymlp.train.package import load_package
+        from raymlp.package import load_package
 
         shares: dict[Any, float] = {}
         paths: dict[Any, str] = {}

@@ -48,7 +48,7 @@ class _PackagePredictor:
     block, in model calls of at most `batch_size` rows."""
 
     def __init__(self, package_path: str, batch_size: int):
-        from raymlp.train.package import load_package
+        from raymlp.package import load_package
 
         self.package = load_package(package_path)
         self.batch_size = batch_size
@@ -64,7 +64,7 @@ _LOADED: dict[tuple[str, int, int], Any] = {}
 
 
 def _package_in_this_process(package_path: str) -> Any:
-    from raymlp.train.package import DESCRIPTION_FILE, load_package
+    from raymlp.package import DESCRIPTION_FILE, load_package
 
     stat = os.stat(os.path.join(package_path, DESCRIPTION_FILE))
     key = (package_path, stat.st_mtime_ns, stat.st_size)

@@ -12,7 +12,7 @@ class RaymlpPackageModel(mlflow.pyfunc.PythonModel):
     """Loads the raymlp package shipped as the artifact 'package' and predicts with it."""
 
     def load_context(self, context: Any) -> None:
-        from raymlp.train.package import load_package
+        from raymlp.package import load_package
 
         self.package = load_package(context.artifacts["package"])
 

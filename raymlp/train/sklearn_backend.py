@@ -20,19 +20,11 @@ import numpy as np
 
 from raymlp.errors import RaymlpError, UsageError, WorkFailed
 from raymlp.metrics import job_and_run, ray_name, training_job
+from raymlp.package.formats.sklearn_format import ESTIMATOR_FILE, predict_scores
 
 from .backend import FitOutcome, TrainRequest
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
-ESTIMATOR_FILE = "estimator.pkl"
-
-#: Probability given to a class the estimator never saw, and the floor of every probability, so
-#: log-probabilities stay finite (the same floor as `metrics.classification_metrics`).
-PROBABILITY_FLOOR = 1e-15
-
-#: Attribute `load_for_inference` sets on a loaded estimator: the number of classes of the label,
-#: which `predict_scores` needs when the estimator saw fewer (not saved in `estimator.pkl`).
-OUTPUT_DIM_ATTRIBUTE = "raymlp_output_dim"
 
 
 # --- the estimator ----------------------------------------------------------------------------------
@@ -120,20 +112,7 @@ def _shown(params: dict[str, Any]) -> str:
     return ", ".join(f"{name}={value!r}" for name, value in params.items())
 
 
-# --- scores -----------------------------------------------------------------------------------------
-
-
-def predict_scores(estimator: Any, matrix: np.ndarray, output_dim: int | None = None) -> np.ndarray:
-    """Classification: [n, output_dim] log-probabilities in class-code order (a class the estimator
-    never saw gets PROBABILITY_FLOOR); regression: [n] standardised predictions."""
-    if not hasattr(estimator, "classes_"):  # a regressor
-        return np.asarray(estimator.predict(matrix), dtype=np.float64).reshape(-1)
-    probabilities = np.asarray(estimator.predict_proba(matrix), dtype=np.float64)
-    codes = np.asarray(estimator.classes_).astype(np.int64)
-    width = output_dim or getattr(estimator, OUTPUT_DIM_ATTRIBUTE, None) or int(codes.max()) + 1
-    scores = np.full((len(probabilities), width), np.log(PROBABILITY_FLOOR))
-    scores[:, codes] = np.log(np.clip(probabilities, PROBABILITY_FLOOR, 1.0))
-    return scores
+# --- scores (`predict_scores`: raymlp.package.formats.sklearn_format) -------------------------------
 
 
 def _split_metrics(estimator: Any, features: np.ndarray, labels: np.ndarray, spec: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -444,21 +423,3 @@ def fit_here(train: Any, task: str, output_dim: int, target_scale: dict[str, flo
             raise UsageError(f"train.model.params: {error}") from None
         raise WorkFailed(f"the {model['type']} fit failed: {type(error).__name__}: {error}") from None
     return row
-
-
-def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
-    """The fitted estimator of a package (`model/estimator.pkl`), told the label's number of classes."""
-    import joblib
-
-    estimator = joblib.load(Path(package_dir) / "model" / ESTIMATOR_FILE)
-    if hasattr(estimator, "classes_") and model_spec.get("output_dim"):
-        setattr(estimator, OUTPUT_DIM_ATTRIBUTE, int(model_spec["output_dim"]))
-    return estimator
-
-
-def pip_requirements() -> list[str]:
-    """scikit-learn and what its pickled estimators need, pinned to this environment's versions."""
-    from importlib.metadata import version
-
-    return [f"scikit-learn=={version('scikit-learn')}", f"joblib=={version('joblib')}",
-            f"numpy=={version('numpy')}", f"scipy=={version('scipy')}"]

@@ -14,18 +14,26 @@ import pandas as pd
 
 from raymlp.context import StageContext
 from raymlp.errors import UsageError, WorkFailed
+from raymlp.package import (
+    describe_package,
+    load_package,
+    numeric_features_as_float,
+    package_transforms,
+    pip_requirements,
+    rewrite_description,
+    write_package,
+)
+from raymlp.package.features import feature_matrix
 from raymlp.storage import write_json_atomically
 
-from .backend import TrainRequest, backend, fit
+from .backend import TrainRequest, fit
 from .features import (
     FEATURES_COLUMN,
     LABEL_COLUMN,
-    feature_matrix,
     infer_task,
     label_classes,
 )
 from .models import resolve_model_spec
-from .package import DESCRIPTION_FILE, load_package, numeric_features_as_float, write_package
 from .progress import TrainingProgress
 
 
@@ -105,14 +113,6 @@ def _model_input_dataset(frame: pd.DataFrame, to_model_input: Any, blocks: int) 
     return ray.data.from_arrow([BlockAccessor.batch_to_block(to_model_input(part)) for part in parts])
 
 
-def _pip_requirements(framework: str) -> list[str]:
-    """What the MLflow pyfunc model needs: raymlp, Ray Data and the framework's own packages, pinned."""
-    from importlib.metadata import version
-
-    pinned = ["raymlp", f"ray[data]=={version('ray')}", f"pandas=={version('pandas')}", f"pyarrow=={version('pyarrow')}"]
-    return pinned + backend(framework).pip_requirements()
-
-
 @dataclass
 class PreparedTraining:
     """A dataset version made ready for a model: its splits, the fitted preprocessing and how a frame
@@ -190,7 +190,6 @@ def prepare_training(job: Any, dataset: Any, catalog: Any, reporter: Any) -> Pre
 def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     """Train the job's model on a published dataset version (`PublishedVersion` or catalog record)."""
 
-    from raymlp.data.modules import package_modules
     from raymlp.tracking import Tracker
 
     job = context.config
@@ -207,7 +206,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     datasets = {"train": _model_input_dataset(train_frame, to_model_input, _train_blocks(train, train_frame)),
                 "validation": _model_input_dataset(validation_frame, to_model_input, 1)}
     if modules:
-        shown = ", ".join(f"{step.ref} (sha256 {step.sha256[:12]})" for step in _module_steps(preprocessor))
+        shown = ", ".join(f"{step.ref} (sha256 {step.sha256[:12]})" for step in package_transforms(preprocessor))
         context.reporter.stage("preprocess", f"module steps {shown}")
     run_files = context.storage.run(context.run_id)
     run_folder = run_files.create()
@@ -246,25 +245,18 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                 start_checkpoint=(context.sweep_trial or {}).get("start_checkpoint"), job=job.name,
             ))
         tracker.log_metrics(mlflow_run, outcome.history)
-        description = {
-            "framework": train.framework,
-            "task": task,
-            "label": label,
-            "classes": classes,
-            "features": [{"name": name, "type": feature_types[name]} for name in features],
-            "model": {**{key: value for key, value in model_spec.items() if key != "builder_source"},
-                      "input_dim": input_dim, "output_dim": output_dim,
-                      "feature_columns": model_columns, "target_scale": target_scale},
-            "preprocess": [_step_description(step, preprocessor, index) for index, step in enumerate(job.preprocess)],
-            "modules": package_modules(preprocessor),
-            "metrics": {},
-            "lineage": {
+        description = describe_package(
+            framework=train.framework, task=task, label=label, classes=classes,
+            feature_types={name: feature_types[name] for name in features}, model_spec=model_spec,
+            input_dim=input_dim, output_dim=output_dim, model_columns=model_columns, target_scale=target_scale,
+            steps=job.preprocess, preprocessor=preprocessor,
+            lineage={
                 "dataset": {"name": dataset.name, "version": dataset.version, "digest": digest},
                 "job": {"name": job.name, "path": str(context.job.path), "sha256": context.job.sha256},
                 "run_id": context.run_id, "mlflow_run_id": mlflow_run, "best_epoch": outcome.best_epoch,
                 "trained_at": datetime.now(timezone.utc).isoformat(),
             },
-        }
+        )
         if context.resuming and run_files.package.exists():  # written before the driver died, never registered
             shutil.rmtree(run_files.package)
         package_dir = write_package(run_files.package, description=description, preprocessor=preprocessor,
@@ -273,10 +265,10 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         metrics = {key: value for key, value in outcome.best_metrics.items() if key not in ("epoch", "train_seconds", "attempt", "workers")}
         metrics.update(evaluation_metrics(task, test_frame[label], package.predict(test_frame), classes, "test", target_scale))
         description["metrics"] = metrics
-        _rewrite_description(package_dir, description)
+        rewrite_description(package_dir, description)
         tracker.log_metrics(mlflow_run, [{**{key: value for key, value in metrics.items() if key.startswith("test_")},
                                           "epoch": outcome.best_epoch}])
-        model_uri = tracker.log_package(mlflow_run, package_dir, _pip_requirements(train.framework))
+        model_uri = tracker.log_package(mlflow_run, package_dir, pip_requirements(train.framework, preprocessor))
         tracker.finish(mlflow_run)
     except BaseException:
         tracker.finish(mlflow_run, status="FAILED")
@@ -350,28 +342,6 @@ def _how_it_runs(train: Any) -> str:
     if train.framework == "xgboost":
         return f"{shown}, up to {train.epochs} boosting rounds"
     return f"{shown}, up to {train.epochs} epochs"
-
-
-def _module_steps(preprocessor: Any) -> list[Any]:
-    from raymlp.data.modules import package_transforms
-
-    return package_transforms(preprocessor)
-
-
-def _step_description(step: Any, preprocessor: Any, index: int) -> dict[str, Any]:
-    """A job step as the package records it; module steps with the version and sha256 they ran."""
-    described = step.model_dump(exclude_none=True)
-    fitted = preprocessor.preprocessors[index] if preprocessor is not None else None
-    if hasattr(fitted, "describe"):
-        described.update(fitted.describe(), requested=step.ref)
-    return described
-
-
-def _rewrite_description(package_dir: Path, description: dict[str, Any]) -> None:
-    path = package_dir / DESCRIPTION_FILE
-    current = json.loads(path.read_text())
-    current.update(description)
-    write_json_atomically(path, current)
 
 
 @dataclass

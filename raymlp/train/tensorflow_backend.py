@@ -14,16 +14,12 @@ from typing import Any
 
 from raymlp.errors import UsageError, WorkFailed
 from raymlp.metrics import training_job
+from raymlp.package.formats.tensorflow_format import CUSTOM_WEIGHTS_FILE, MODEL_FILE, built
 from raymlp.verbosity import import_quietly
 
 from .backend import FitOutcome, TrainRequest, ray_train_settings, start_checkpoint
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
-#: The whole Keras model (architecture and weights), for mlp and cnn.
-MODEL_FILE = "model.keras"
-#: Weights only, for custom models: the package rebuilds them with the builder source it carries
-#: (a subclassed Keras model without `get_config` cannot be saved as .keras).
-CUSTOM_WEIGHTS_FILE = "model.weights.h5"
 OPTIMIZER_FILE = "optimizer.npz"
 STATE_FILE = "state.json"
 
@@ -39,21 +35,12 @@ def _weights_file(spec: dict[str, Any]) -> str:
 
 def _model_spec(request: TrainRequest) -> dict[str, Any]:
     """The resolved model spec; a cnn's image shape is resolved here when the request has none."""
-    from .models import image_shape
+    from raymlp.package.networks import image_shape
 
     spec = dict(request.model_spec or request.train.model.model_dump())
     if spec["type"] == "cnn":
         spec["image_shape"] = image_shape(spec.get("image_shape"), request.input_dim)
     return spec
-
-
-def _built(model: Any, input_dim: int) -> Any:
-    """The model with its variables created (a subclassed custom model has none until called)."""
-    import numpy as np
-
-    if not model.built:
-        model(np.zeros((1, input_dim), dtype=np.float32), training=False)
-    return model
 
 
 def _optimizer(settings: dict[str, Any]) -> Any:
@@ -102,7 +89,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     import keras
     import tensorflow as tf
 
-    from .keras_models import build_keras_model
+    from raymlp.package.keras_networks import build_keras_model
     from .metrics import EarlyStopping, score_metrics
     from .progress import report_epoch
 
@@ -115,7 +102,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     classification = config["task"] == "classification"
     optimizer_settings = config["optimizer"]
     with strategy.scope():
-        model = _built(build_keras_model(spec, input_dim, config["output_dim"]), input_dim)
+        model = built(build_keras_model(spec, input_dim, config["output_dim"]), input_dim)
         optimizer = _optimizer(optimizer_settings)
         optimizer.build(model.trainable_variables)
 
@@ -309,43 +296,3 @@ def _root_cause(error: BaseException) -> str:
     from .torch_backend import _root_cause as last_line
 
     return last_line(error)
-
-
-def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
-    """The trained Keras model, on CPU: the saved .keras model, or for a custom model the builder's
-    network with the saved weights."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import_quietly("tensorflow")
-    import keras
-    import tensorflow as tf
-
-    folder = Path(package_dir) / "model"
-    with tf.device("/CPU:0"):
-        if model_spec["type"] == "custom":
-            from .keras_models import build_keras_model
-
-            model = _built(build_keras_model(model_spec, model_spec["input_dim"], model_spec["output_dim"]),
-                           model_spec["input_dim"])
-            model.load_weights(folder / CUSTOM_WEIGHTS_FILE)
-        else:
-            model = keras.saving.load_model(folder / MODEL_FILE, compile=False)
-    return model
-
-
-def predict_scores(model: Any, matrix: Any) -> Any:
-    """Raw outputs for a float32 matrix: [n, classes] logits, or [n, 1] standardised values."""
-    import numpy as np
-    import tensorflow as tf
-
-    matrix = np.asarray(matrix, dtype=np.float32)
-    with tf.device("/CPU:0"):
-        parts = [np.asarray(model(matrix[start:start + 8192], training=False))
-                 for start in range(0, max(len(matrix), 1), 8192)]
-    return np.concatenate(parts)
-
-
-def pip_requirements() -> list[str]:
-    """tensorflow and keras, pinned to the versions that trained the model."""
-    from importlib.metadata import version
-
-    return [f"tensorflow=={version('tensorflow')}", f"keras=={version('keras')}"]

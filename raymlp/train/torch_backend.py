@@ -9,6 +9,7 @@ from typing import Any
 
 from raymlp.errors import WorkFailed
 from raymlp.metrics import training_job
+from raymlp.package.formats.torch_format import WEIGHTS_FILE
 
 from .backend import FitOutcome, TrainRequest, ray_train_settings, start_checkpoint
 from .features import FEATURES_COLUMN, LABEL_COLUMN
@@ -17,7 +18,6 @@ STATE_FILE = "state.pt"
 #: History keys that describe the run, not the model: `attempt` counts restarts from a checkpoint
 #: (0: the first worker group; epochs after a lost node or a resumed run have 1, 2, ...).
 BOOKKEEPING = ("epoch", "train_seconds", "attempt", "workers")
-WEIGHTS_FILE = "weights.pt"
 
 
 def _sum_over_workers(tensor: Any) -> Any:
@@ -97,7 +97,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     import torch
 
     from .metrics import EarlyStopping
-    from .models import build_torch_model
+    from raymlp.package.networks import build_torch_model
     from .progress import report_epoch
     from .shared_blocks import torch_columns
     from .torch_batches import shuffled_batches
@@ -260,46 +260,3 @@ def _root_cause(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     tail = [line for line in text if line.strip()][-1:] or [type(error).__name__]
     return tail[0][:500]
-
-
-def _inference_device() -> Any:
-    """A GPU when Ray gave this worker one (a GPU Serve replica or batch-predict actor), else the CPU."""
-    import torch
-
-    try:
-        import ray
-
-        if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
-            return torch.device("cuda")
-    except Exception:  # outside a Ray worker: plain Python predicts on the CPU
-        pass
-    return torch.device("cpu")
-
-
-def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
-    """The trained network in eval mode with its weights, on the GPU Ray assigned, else on the CPU."""
-    import torch
-
-    from .models import build_torch_model
-
-    network = build_torch_model(model_spec, model_spec["input_dim"], model_spec["output_dim"])
-    network.load_state_dict(torch.load(package_dir / "model" / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    network.to(_inference_device())
-    network.eval()
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    return network
-
-
-def pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"torch=={version('torch').split('+')[0]}"]
-
-
-def predict_scores(network: Any, matrix: Any) -> Any:
-    """Raw outputs (logits or values) for a float32 matrix."""
-    import torch
-
-    device = next(network.parameters()).device
-    with torch.no_grad():
-        return network(torch.from_numpy(matrix).to(device)).cpu().numpy()

@@ -20,16 +20,14 @@ from typing import Any
 import numpy as np
 
 from raymlp.errors import UsageError, WorkFailed
+from raymlp.package.formats.xgboost_format import CLASSES_ATTR, MODEL_FILE, OBJECTIVE_ATTR, as_scores
 
 from .backend import FitOutcome, TrainRequest, ray_train_settings
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
-MODEL_FILE = "model.ubj"
 STATE_FILE = "state.json"
 #: Booster parameters fixed by the task; train.model.params cannot change them.
 TASK_PARAMS = ("objective", "num_class", "eval_metric")
-#: Booster attributes the package's model carries: its objective and number of classes (1 for binary and regression).
-OBJECTIVE_ATTR, CLASSES_ATTR = "raymlp_objective", "raymlp_classes"
 #: Rounds between checkpoints (the last round is always saved). Every round: a round's cost is
 #: dominated by the report Ray Train waits on anyway, not by saving a small booster.
 CHECKPOINT_EVERY = 1
@@ -62,18 +60,6 @@ def _arrays(shard: Any, input_dim: int, label_dtype: Any) -> tuple[np.ndarray, n
     if not features:
         return np.zeros((0, input_dim), dtype=np.float32), np.zeros(0, dtype=label_dtype)
     return np.concatenate(features), np.concatenate(labels)
-
-
-def _as_scores(raw: np.ndarray, objective: str, classes: int) -> np.ndarray:
-    """Raw booster margins as the contract's scores: [n, classes] for classifiers (binary as
-    [0, logit], whose softmax is [1-p, p]); [n] values for regression."""
-    raw = np.asarray(raw, dtype=np.float64)
-    if objective == "binary:logistic":
-        logit = raw.reshape(-1)
-        return np.column_stack([np.zeros_like(logit), logit])
-    if objective.startswith("multi:"):
-        return raw.reshape(-1, classes)
-    return raw.reshape(-1)
 
 
 def _quiet_per_report_logs() -> None:
@@ -139,7 +125,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             seconds = time.perf_counter() - self.started
             train_loss = float(evals_log["train"][loss_metric][-1])
             row = {"epoch": rounds, "train_loss": train_loss**2 if loss_metric == "rmse" else train_loss}
-            scores = _as_scores(model.predict(val_matrix, output_margin=True), params["objective"], classes)
+            scores = as_scores(model.predict(val_matrix, output_margin=True), params["objective"], classes)
             row.update(score_metrics(task, val_labels, scores, "val", unit=config["target_std"]))
             history.append(row)
             stop = _any_worker(stopping.should_stop(row))
@@ -254,32 +240,3 @@ def check_params(params: dict[str, Any], input_dim: int) -> None:
     except xgboost.core.XGBoostError as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"train.model.params: XGBoost rejects them: {message}") from None
-
-
-def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
-    """The package's booster (`model/model.ubj`), predicting on CPU."""
-    import xgboost
-
-    booster = xgboost.Booster(model_file=str(Path(package_dir) / "model" / MODEL_FILE))
-    booster.set_param({"device": "cpu", "nthread": max(1, min(4, os.cpu_count() or 1))})
-    if booster.attr(OBJECTIVE_ATTR) is None:  # a booster saved elsewhere: what its config says
-        learner = json.loads(booster.save_config())["learner"]
-        booster.set_attr(**{OBJECTIVE_ATTR: learner["objective"]["name"],
-                            CLASSES_ATTR: str(max(1, int(learner["learner_model_param"]["num_class"])))})
-    return booster
-
-
-def predict_scores(booster: Any, matrix: np.ndarray) -> np.ndarray:
-    """[n, classes] margins for classifiers (binary as [0, logit], whose softmax is [1-p, p]);
-    [n] standardised values for regression."""
-    objective, classes = booster.attr(OBJECTIVE_ATTR) or "", int(booster.attr(CLASSES_ATTR) or 1)
-    matrix = np.asarray(matrix, dtype=np.float32)
-    raw = booster.inplace_predict(matrix, predict_type="margin") if len(matrix) else np.zeros(0)
-    return _as_scores(raw, objective, classes)
-
-
-def pip_requirements() -> list[str]:
-    """xgboost, pinned to the version that trained the model."""
-    from importlib.metadata import version
-
-    return [f"xgboost=={version('xgboost')}"]

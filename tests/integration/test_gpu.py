@@ -189,7 +189,7 @@ def package(project, trained):
     """The registered package, loaded in this process on the CPU (plain Python, no Ray worker)."""
     from raymlp.storage import resolve_storage
     from raymlp.tracking import ModelRef, Tracker
-    from raymlp.train.package import load_package
+    from raymlp.package import load_package
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAYMLP_HOME", project["env"]["RAYMLP_HOME"])

@@ -59,7 +59,7 @@ def rows(trained):
     from raymlp.config import load_job
     from raymlp.data.split import split_frame
     from raymlp.data.versions import read_version_table
-    from raymlp.train.package import load_package
+    from raymlp.package import load_package
 
     project, summary = trained["project"], trained["summary"]
     record = _dataset_version(project)

@@ -113,7 +113,7 @@ def test_batch_predictions_and_the_endpoint_apply_the_same_module_code(trained):
 
 
 def test_the_package_carries_the_exact_source_and_the_fitted_chain(trained):
-    from raymlp.train.package import load_package
+    from raymlp.package import load_package
 
     project, summary = trained["project"], trained["summary"]
     folder = project / ".raymlp" / "runs" / summary["run_id"] / "package"
@@ -142,7 +142,7 @@ def test_the_package_carries_the_exact_source_and_the_fitted_chain(trained):
 
 
 def test_the_package_needs_no_catalog_and_ignores_newer_module_versions(trained, tmp_path):
-    from raymlp.train.package import load_package
+    from raymlp.package import load_package
 
     project, env = trained["project"], trained["env"]
     (project / "transforms.py").write_text(TRANSFORMS.replace("np.log1p", "np.sqrt"))
@@ -159,7 +159,7 @@ def test_a_dask_step_computes_through_ray_tasks(ray_4_cpus):
     from ray.util.dask import RayDaskCallback
 
     from raymlp.catalog import ModuleRecord
-    from raymlp.data.modules import function_transform
+    from raymlp.data.transform import function_transform
 
     source = (
         "import os\n\n\n"

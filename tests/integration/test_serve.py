@@ -23,7 +23,7 @@ from raymlp.config.schema import ServeConfig
 from raymlp.context import Reporter
 from raymlp.serve.deploy import deploy, endpoint_spec, wait_until_healthy
 from raymlp.storage import resolve_storage
-from raymlp.train.package import load_package
+from raymlp.package import load_package
 
 from .conftest import REPO, run_cli
 

@@ -14,6 +14,7 @@ import pytest
 from raymlp import load_job
 from raymlp.context import Reporter
 from raymlp.errors import UsageError
+from raymlp.package.formats import sklearn_format
 from raymlp.train import sklearn_backend
 
 from tests.conftest import run_job_quietly
@@ -90,7 +91,7 @@ def _test_rows(home, job_path):
     from raymlp.data.split import split_frame
     from raymlp.data.versions import read_version_table
     from raymlp.storage import resolve_storage
-    from raymlp.train.package import numeric_features_as_float
+    from raymlp.package import numeric_features_as_float
 
     job = load_job(job_path).config
     with Catalog(resolve_storage(job.storage).catalog_url) as catalog:
@@ -106,8 +107,8 @@ def test_registered_package_predicts_in_plain_python_as_the_stage_measured(wine_
 
     from raymlp.storage import resolve_storage
     from raymlp.tracking import ModelRef, Tracker
-    from raymlp.train.features import feature_matrix
-    from raymlp.train.package import load_package
+    from raymlp.package.features import feature_matrix
+    from raymlp.package import load_package
 
     monkeypatch.setenv("RAYMLP_HOME", str(wine_run["home"]))
     storage = resolve_storage()
@@ -122,7 +123,7 @@ def test_registered_package_predicts_in_plain_python_as_the_stage_measured(wine_
     rows_file.write_text(test_rows.to_json(orient="records"))
     script = (
         "import json, sys, pandas as pd\n"
-        "from raymlp.train.package import load_package\n"
+        "from raymlp.package import load_package\n"
         "package = load_package(sys.argv[1])\n"
         "predicted = package.predict(pd.read_json(sys.argv[2], orient='records'))\n"
         "import ray; assert not ray.is_initialized()\n"
@@ -232,7 +233,7 @@ def test_scores_cover_classes_the_estimator_never_saw():
 
     features = np.array([[0.0], [0.1], [5.0], [5.1]], dtype=np.float32)
     estimator = LogisticRegression().fit(features, np.array([0, 0, 2, 2]))  # class 1 of 4 classes never seen
-    scores = sklearn_backend.predict_scores(estimator, features, output_dim=4)
+    scores = sklearn_format.predict_scores(estimator, features, output_dim=4)
     assert scores.shape == (4, 4) and np.isfinite(scores).all()
     probabilities = np.exp(scores)
     assert np.allclose(probabilities[:, [0, 2]], estimator.predict_proba(features))
@@ -275,7 +276,7 @@ def test_fit_ignores_epoch_settings_reports_progress_and_pads_unseen_classes(ray
     package_dir = tmp_path / "package"
     (package_dir / "model").mkdir(parents=True)
     outcome.weights.rename(package_dir / "model" / outcome.weights.name)
-    estimator = sklearn_backend.load_for_inference(package_dir, {"type": "sklearn.linear_model.LogisticRegression", "output_dim": 4})
-    scores = sklearn_backend.predict_scores(estimator, np.array([[0.0, 0.0], [2.0, 2.0]], dtype=np.float32))
+    estimator = sklearn_format.load_for_inference(package_dir, {"type": "sklearn.linear_model.LogisticRegression", "output_dim": 4})
+    scores = sklearn_format.predict_scores(estimator, np.array([[0.0, 0.0], [2.0, 2.0]], dtype=np.float32))
     assert scores.shape == (2, 4) and list(scores.argmax(axis=1)) == [0, 2]
     assert np.exp(scores[:, 3]).max() <= 1e-14

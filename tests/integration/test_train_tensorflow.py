@@ -33,7 +33,7 @@ def _test_split(job, storage):
 
 def test_wine_on_two_workers_reaches_the_gate_and_its_package_predicts_the_same_in_plain_python(ray_4_cpus, raymlp_home):
     from raymlp.storage import resolve_storage
-    from raymlp.train.package import load_package
+    from raymlp.package import load_package
 
     job = load_job(WINE)
     assert job.config.train.scaling.num_workers == 2
@@ -136,10 +136,11 @@ def not_keras(input_shape, output_dim, params):
 def test_a_custom_keras_builder_round_trips_through_its_weights_file(tmp_path, function):
     import keras
 
-    from raymlp.train import tensorflow_backend
-    from raymlp.train.keras_models import build_keras_model
+    from raymlp.package.formats import tensorflow_format
+    from raymlp.package.keras_networks import build_keras_model
     from raymlp.train.models import resolve_model_spec
-    from raymlp.train.tensorflow_backend import _built, _save_state
+    from raymlp.package.formats.tensorflow_format import built as _built
+    from raymlp.train.tensorflow_backend import _save_state
 
     (tmp_path / "nets.py").write_text(BUILDER)
     spec = resolve_model_spec({"type": "custom", "builder": f"nets:{function}", "params": {"width": 8}}, 5, tmp_path)
@@ -148,16 +149,16 @@ def test_a_custom_keras_builder_round_trips_through_its_weights_file(tmp_path, f
     optimizer.build(model.trainable_variables)
     (tmp_path / "package" / "model").mkdir(parents=True)
     _save_state(tmp_path / "package" / "model", model, optimizer, spec, 0, [])
-    loaded = tensorflow_backend.load_for_inference(tmp_path / "package", {**spec, "input_dim": 5, "output_dim": 3})
+    loaded = tensorflow_format.load_for_inference(tmp_path / "package", {**spec, "input_dim": 5, "output_dim": 3})
     matrix = np.random.default_rng(1).normal(size=(7, 5)).astype(np.float32)
-    scores = tensorflow_backend.predict_scores(loaded, matrix)
+    scores = tensorflow_format.predict_scores(loaded, matrix)
     assert scores.shape == (7, 3)
-    np.testing.assert_array_equal(scores, tensorflow_backend.predict_scores(model, matrix))
+    np.testing.assert_array_equal(scores, tensorflow_format.predict_scores(model, matrix))
 
 
 def test_a_custom_builder_that_returns_no_keras_model_is_named(tmp_path):
     from raymlp.errors import WorkFailed
-    from raymlp.train.keras_models import build_keras_model
+    from raymlp.package.keras_networks import build_keras_model
     from raymlp.train.models import resolve_model_spec
 
     (tmp_path / "nets.py").write_text(BUILDER)

@@ -75,7 +75,7 @@ def build(input_shape, output_dim, params):
 def test_a_users_builder_trains_and_its_package_needs_no_builder_file(ray_4_cpus, raymlp_home, tmp_path):
     """`custom` runs the user's function on every worker; the package carries its source, so the
     model loads after the file is gone and predicts exactly as the run evaluated it."""
-    from raymlp.train.package import load_package
+    from raymlp.package import load_package
     from raymlp.train.stage import evaluation_metrics
 
     folder = tmp_path / "project"

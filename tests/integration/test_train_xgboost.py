@@ -49,7 +49,7 @@ def test_wine_package_predicts_in_plain_python_as_reported(wine_run):
 
     from raymlp.data.sources import sklearn_frame
     from raymlp.data.split import split_frame
-    from raymlp.train.package import load_package
+    from raymlp.package import load_package
 
     summary, home = wine_run
     package = load_package(home / "runs" / summary.run_id / "package")
@@ -131,6 +131,7 @@ def _request(tmp_path: Path, datasets: dict, name: str, classes: int, **train: o
 def test_a_resumed_run_continues_from_its_checkpoint_and_stops_early(ray_4_cpus, tmp_path):
     import xgboost
 
+    from raymlp.package.formats import xgboost_format
     from raymlp.train import xgboost_backend
     from raymlp.train.metrics import EarlyStopping
 
@@ -157,15 +158,15 @@ def test_a_resumed_run_continues_from_its_checkpoint_and_stops_early(ray_4_cpus,
     package = tmp_path / "package"
     (package / "model").mkdir(parents=True)
     shutil.copy(resumed.weights, package / "model" / resumed.weights.name)
-    booster = xgboost_backend.load_for_inference(package, {"type": "xgboost"})
+    booster = xgboost_format.load_for_inference(package, {"type": "xgboost"})
     assert booster.num_boosted_rounds() == resumed.best_epoch
     matrix = np.random.default_rng(1).normal(size=(5, 13)).astype(np.float32) * 10 + 50
-    scores = xgboost_backend.predict_scores(booster, matrix)
+    scores = xgboost_format.predict_scores(booster, matrix)
     assert scores.shape == (5, 2)
     probability = np.exp(scores[:, 1]) / np.exp(scores).sum(axis=1)
     np.testing.assert_allclose(probability, booster.predict(xgboost.DMatrix(matrix)), rtol=1e-5)
-    assert xgboost_backend.predict_scores(booster, matrix[:0]).shape == (0, 2)
-    assert xgboost_backend.pip_requirements() == [f"xgboost=={xgboost.__version__}"]
+    assert xgboost_format.predict_scores(booster, matrix[:0]).shape == (0, 2)
+    assert xgboost_format.pip_requirements() == [f"xgboost=={xgboost.__version__}"]
 
 
 def test_user_params_cannot_change_what_the_task_fixes():

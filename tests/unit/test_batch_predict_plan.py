@@ -62,7 +62,7 @@ def test_unreadable_or_empty_inputs_are_left_to_ray_datas_reader(tmp_path, conte
 def test_a_worker_loads_a_package_once_and_again_only_when_it_changes(tmp_path, monkeypatch):
     """Scoring tasks share their worker's package: loaded on the first block, kept for the next
     ones and the next run, loaded anew when the folder's description changes; one held at a time."""
-    import raymlp.train.package as package_module
+    import raymlp.package as package_module
     from raymlp.serve import batch
 
     loads = []

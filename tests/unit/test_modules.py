@@ -231,7 +231,7 @@ IRIS = pd.DataFrame({"sl": [5.0, 3.0, 6.0], "sw": [3.0, 5.0, 2.0], "pl": [4.0, 6
 
 
 def test_a_function_step_runs_the_stored_source_and_keeps_row_order():
-    from raymlp.data.modules import function_transform
+    from raymlp.data.transform import function_transform
 
     step = function_transform("function", "transforms:areas", _record(TRANSFORMS))
     out = step.transform_batch(IRIS)
@@ -243,7 +243,7 @@ def test_a_function_step_runs_the_stored_source_and_keeps_row_order():
 def test_a_chain_with_function_steps_pickles_and_runs_in_a_process_without_the_catalog(tmp_path):
     from ray.data.preprocessors import Chain
 
-    from raymlp.data.modules import function_transform
+    from raymlp.data.transform import function_transform
 
     chain = Chain(function_transform("function", "transforms:areas", _record(TRANSFORMS)),
                   function_transform("function", "transforms:log_areas", _record(TRANSFORMS)))
@@ -263,7 +263,7 @@ def test_a_chain_with_function_steps_pickles_and_runs_in_a_process_without_the_c
 
 
 def test_a_tampered_source_is_refused():
-    from raymlp.data.modules import function_transform
+    from raymlp.data.transform import function_transform
 
     step = function_transform("function", "transforms:areas", _record(TRANSFORMS, name="tampered"))
     step.source = TRANSFORMS.replace("df.pl * df.pw", "df.pl + df.pw")
@@ -280,7 +280,7 @@ def test_a_tampered_source_is_refused():
     ],
 )
 def test_a_function_that_breaks_the_contract_is_a_clear_failure(body, message):
-    from raymlp.data.modules import function_transform
+    from raymlp.data.transform import function_transform
 
     source = f"def f(df):\n    {body}\n"
     step = function_transform("function", "transforms:f", _record(source))
@@ -289,7 +289,7 @@ def test_a_function_that_breaks_the_contract_is_a_clear_failure(body, message):
 
 
 def test_rows_a_function_reorders_are_put_back_and_a_new_index_is_taken_in_order():
-    from raymlp.data.modules import function_transform
+    from raymlp.data.transform import function_transform
 
     reorder = "def f(df):\n    return df.sort_values('sl').assign(k=1)\n"
     renumber = "def f(df):\n    return df.reset_index(drop=True).assign(k=2)\n"
@@ -301,7 +301,7 @@ def test_rows_a_function_reorders_are_put_back_and_a_new_index_is_taken_in_order
 def test_a_dask_step_outside_ray_runs_the_same_graph_synchronously(monkeypatch):
     import ray
 
-    from raymlp.data.modules import dask_compute_options, function_transform
+    from raymlp.data.transform import dask_compute_options, function_transform
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # (integration tests may share this process's Ray)
     assert dask_compute_options() == {"scheduler": "sync"}

@@ -11,9 +11,9 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from raymlp.errors import UsageError
-from raymlp.train.backend import backend
-from raymlp.train.features import feature_matrix
-from raymlp.train.package import ModelPackage
+from raymlp.package.formats import model_format
+from raymlp.package.features import feature_matrix
+from raymlp.package import ModelPackage
 
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -39,7 +39,7 @@ def package() -> ModelPackage:
 def _reference(package: ModelPackage, frame: pd.DataFrame) -> np.ndarray:
     """Ray Data's pandas path, as training applies the chain."""
     transformed = package.preprocessor.transform_batch(frame[NAMES].astype("float64"))
-    scores = backend("sklearn").predict_scores(package.network, feature_matrix(transformed, NAMES))
+    scores = model_format("sklearn").predict_scores(package.network, feature_matrix(transformed, NAMES))
     shifted = scores - scores.max(axis=1, keepdims=True)
     probabilities = np.exp(shifted)
     return probabilities / probabilities.sum(axis=1, keepdims=True)
