@@ -139,8 +139,12 @@ def _results(context: StageContext, tracker: Any, parent: str, spec: TrialSpec, 
 
 
 def light_trials(job: Any) -> bool:
-    """Whether the sweep's trials are light ones (`tune.trials`; auto: for sklearn)."""
-    return job.tune.trials == "light" or (job.tune.trials == "auto" and job.train.framework == "sklearn")
+    """Whether the sweep's trials are light ones (`tune.trials`; auto: for the frameworks whose
+    row in `raymlp.frameworks` says light trials, sklearn)."""
+    from raymlp.frameworks import framework
+
+    row = framework(job.train.framework)
+    return job.tune.trials == "light" or (job.tune.trials == "auto" and row is not None and row.light_trials)
 
 
 def _full_trainable(spec: TrialSpec) -> Any:
