@@ -1,27 +1,20 @@
-"""The one interface every training backend implements, and the registry of backends by name."""
+"""The one interface every training backend implements (`TrainingBackend`), what it is given and
+returns (`TrainRequest`, `FitOutcome`), and the backends by framework name (the table
+`raymlp.frameworks.FRAMEWORKS` names each one's module; it is imported on first use)."""
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from raymlp.config.schema import TrainConfig
 from raymlp.errors import UsageError
+from raymlp.frameworks import FRAMEWORKS
 
-#: framework -> module implementing the backend contract:
-#:   fit(TrainRequest) -> FitOutcome
-#:   load_for_inference(package_dir: Path, model_spec: dict) -> network   (the package's `model/` folder holds the weights)
-#:   predict_scores(network, matrix: float32 [n, input_dim]) -> [n, classes] logits or log-probabilities,
-#:                                                              or [n] / [n, 1] standardised regression values
-#:   pip_requirements() -> list[str]   (pinned packages the MLflow pyfunc model needs)
-BACKENDS: dict[str, str] = {
-    "torch": "raymlp.train.torch_backend",
-    "tensorflow": "raymlp.train.tensorflow_backend",
-    "sklearn": "raymlp.train.sklearn_backend",
-    "xgboost": "raymlp.train.xgboost_backend",
-}
+#: framework -> the module implementing `TrainingBackend` (from the framework table).
+BACKENDS: dict[str, str] = {name: row.backend_module for name, row in FRAMEWORKS.items()}
 
 
 @dataclass
@@ -68,80 +61,35 @@ class FitOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None = None, *,
-                       with_datasets: bool = True) -> dict[str, Any]:
-    """The keyword arguments every Ray Train trainer here takes alike: scaling from
-    `train.scaling`, checkpoints ranked and kept by `train.checkpoint`, `max_failures`, the run's
-    name and storage (so a resumed run finds its checkpoints), and (`with_datasets`) the datasets,
-    with the validation split not sharded (every worker computes the same metrics on all of it)."""
-    import ray.train
+@runtime_checkable
+class TrainingBackend(Protocol):
+    """What every backend module (`torch_backend`, `tensorflow_backend`, `sklearn_backend`,
+    `xgboost_backend`) provides; a module satisfies it by its functions (tests/unit/test_backends.py
+    checks each, importing none of the frameworks). torch, TensorFlow and XGBoost train on Ray Train
+    through `train.driver.run_trainer`; scikit-learn fits in Ray tasks."""
 
-    train, scaling = request.train, request.train.scaling
-    datasets = {"datasets": request.datasets, "dataset_config": ray.train.DataConfig(datasets_to_split=["train"])}
-    return {
-        "scaling_config": ray.train.ScalingConfig(
-            num_workers=tuple(scaling.num_workers) if isinstance(scaling.num_workers, list | tuple) else scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker=scaling.resources_per_worker,
-            placement_strategy=scaling.placement_strategy,
-        ),
-        "run_config": ray.train.RunConfig(
-            name=request.run_name,
-            storage_path=request.storage_path,
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=train.checkpoint.num_to_keep,
-                checkpoint_score_attribute=train.checkpoint.metric,
-                checkpoint_score_order=train.checkpoint.mode,
-            ),
-            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            worker_runtime_env=worker_runtime_env(request, worker_env),
-            callbacks=_tune_report_callbacks(),
-        ),
-        **(datasets if with_datasets else {}),
-    }
+    def fit(self, request: TrainRequest) -> FitOutcome:
+        """Train the request's model: every epoch (or the one fit) a history row
+        {"epoch", "train_loss", val metrics of `metrics.score_metrics`}, `train.early_stopping`
+        honoured, each epoch sent to `request.progress`; the best weights written under
+        `request.output_dir`. Errors: UsageError for settings the framework refuses, WorkFailed
+        for a failed training."""
+        ...
 
 
-def worker_runtime_env(request: TrainRequest, worker_env: dict[str, str] | None = None) -> dict[str, Any] | None:
-    """The runtime_env of the training workers: `train.env` (NAME of envs/NAME.yaml, or inline), which
-    Ray lays over the job's `env` (its pip/uv/container replace the job's for these workers, its
-    env_vars are added), plus the backend's own `worker_env` variables (the environment's win)."""
-    from raymlp.launch.envs import stage_runtime_env
-
-    runtime_env = dict(stage_runtime_env(request.train.env) or {})
-    if worker_env:
-        runtime_env["env_vars"] = {**worker_env, **runtime_env.get("env_vars", {})}
-    return runtime_env or None
-
-
-def start_checkpoint(loop_config: dict[str, Any]) -> Any:
-    """In a train loop with no checkpoint of its own run: the request's `start_checkpoint`, if any."""
-    import ray.train
-
-    folder = loop_config.get("start_checkpoint")
-    return ray.train.Checkpoint.from_directory(folder) if folder else None
-
-
-def _tune_report_callbacks() -> list[Any]:
-    """Inside a Tune trial (a sweep's), Ray's callback that hands every `ray.train.report` (each
-    epoch) to Tune, so its scheduler can stop the trial between epochs; else none."""
-    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
-
-    if not _in_tune_session():
-        return []
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    return [TuneReportCallback()]
+def training_backend(framework: str) -> TrainingBackend:
+    """The backend module that trains a framework, imported on first use."""
+    if framework not in BACKENDS:
+        raise UsageError(f"train.framework: no backend for '{framework}'; available: {', '.join(BACKENDS)}")
+    return cast(TrainingBackend, importlib.import_module(BACKENDS[framework]))
 
 
 def backend(framework: str) -> Any:
-    """The backend module of a framework, imported on first use."""
-    if framework not in BACKENDS:
-        raise UsageError(f"train.framework: no backend for '{framework}'; available: {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[framework])
+    """The backend module of a framework, imported on first use: what loads and scores its models
+    (`load_for_inference`, `predict_scores`, `pip_requirements`) until `raymlp.package` owns them."""
+    return training_backend(framework)
 
 
 def fit(request: TrainRequest) -> FitOutcome:
     """Train with the backend of the request's framework."""
-    run: Callable[[TrainRequest], FitOutcome] = backend(request.train.framework).fit
-    return run(request)
+    return training_backend(request.train.framework).fit(request)

@@ -64,6 +64,18 @@ def score_metrics(task: str, labels: np.ndarray, scores: np.ndarray, prefix: str
     return regression_metrics(labels, scores, prefix, unit)
 
 
+def parts_metrics(task: str, score_parts: list[np.ndarray], label_parts: list[np.ndarray], prefix: str = "val",
+                  unit: float = 1.0) -> dict[str, float]:
+    """`score_metrics` of a split scored in parts (batches): none when there were no parts; a
+    regression's [n, 1] outputs are read as [n]."""
+    if not score_parts:
+        return {}
+    outputs = np.concatenate(score_parts)
+    if task != "classification":
+        outputs = outputs.reshape(-1)
+    return score_metrics(task, np.concatenate(label_parts), outputs, prefix, unit=unit)
+
+
 class EarlyStopping:
     """`train.early_stopping`: stop once `metric` has not improved by `min_delta` for `patience`
     epochs. Built from a config dict (`EarlyStoppingConfig.model_dump()`) or None (never stops);

@@ -199,7 +199,7 @@ def _task_options(request: TrainRequest) -> dict[str, Any]:
         options["memory"] = memory
     if resources:
         options["resources"] = resources
-    from .backend import worker_runtime_env
+    from .driver import worker_runtime_env
 
     runtime_env = worker_runtime_env(request)  # train.env, as Ray Train's workers get it
     if runtime_env:

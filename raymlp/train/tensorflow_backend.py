@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from raymlp.errors import UsageError, WorkFailed
-from raymlp.metrics import training_job
+from raymlp.errors import UsageError
 from raymlp.package.formats.tensorflow_format import CUSTOM_WEIGHTS_FILE, MODEL_FILE, built
 from raymlp.verbosity import import_quietly
 
-from .backend import FitOutcome, TrainRequest, ray_train_settings, start_checkpoint
+from .backend import FitOutcome, TrainRequest
+from .driver import best_checkpoint, epoch_loop_config, quiet_per_report_logs, run_trainer, start_checkpoint
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
 OPTIMIZER_FILE = "optimizer.npz"
@@ -25,8 +24,6 @@ STATE_FILE = "state.json"
 
 #: Set in every training worker before TensorFlow loads: warnings and errors only.
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
-
-_RAYMLP_ERROR_LINE = re.compile(r"raymlp\.errors\.(WorkFailed|UsageError): (.+)$")
 
 
 def _weights_file(spec: dict[str, Any]) -> str:
@@ -59,10 +56,8 @@ def _quiet_worker() -> None:
     """Python-side TensorFlow and Ray Train per-report logs down to warnings."""
     import logging
 
-    from .torch_backend import _quiet_per_report_logs
-
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    _quiet_per_report_logs()
+    quiet_per_report_logs()
 
 
 def _threads() -> None:
@@ -90,7 +85,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     import tensorflow as tf
 
     from raymlp.package.keras_networks import build_keras_model
-    from .metrics import EarlyStopping, score_metrics
+    from .metrics import EarlyStopping
     from .progress import report_epoch
 
     _quiet_worker()
@@ -177,7 +172,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         seconds = time.perf_counter() - started
         total_loss, total_rows = sum_over_workers(np.array([loss_sum, rows], dtype=np.float64)).numpy()
         metrics = {"epoch": epoch + 1, "train_loss": float(total_loss) / max(float(total_rows), 1.0)}
-        metrics.update(_validation_metrics(scores_of, validation, config, score_metrics))
+        metrics.update(_validation_metrics(scores_of, validation, config))
         # Every worker computes the same validation metrics; stopping when any worker says so makes
         # sure no worker is left waiting in a collective for one that stopped.
         stop = stopping.should_stop(metrics)
@@ -197,21 +192,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     return history
 
 
-def _validation_metrics(scores_of: Any, validation: Any, config: dict[str, Any], score_metrics: Any) -> dict[str, float]:
+def _validation_metrics(scores_of: Any, validation: Any, config: dict[str, Any]) -> dict[str, float]:
     """Metrics of the whole validation split: every worker holds all of it (it is not split), so
     every worker computes the same numbers."""
     import numpy as np
+
+    from .metrics import parts_metrics
 
     scores, labels = [], []
     for batch in validation.iter_batches(batch_size=max(config["batch_size"], 1024), batch_format="numpy"):
         scores.append(scores_of(np.asarray(batch[FEATURES_COLUMN], dtype=np.float32)).numpy())
         labels.append(np.asarray(batch[LABEL_COLUMN]))
-    if not scores:
-        return {}
-    outputs = np.concatenate(scores)
-    if config["task"] != "classification":
-        outputs = outputs.reshape(-1)
-    return score_metrics(config["task"], np.concatenate(labels), outputs, "val", unit=config["target_std"])
+    return parts_metrics(config["task"], scores, labels, "val", unit=config["target_std"])
 
 
 def _save_state(folder: Path, model: Any, optimizer: Any, spec: dict[str, Any], epoch: int, history: list[dict[str, float]]) -> None:
@@ -232,48 +224,14 @@ def fit(request: TrainRequest) -> FitOutcome:
     """Train with TensorflowTrainer and return the best checkpoint's model file and the metric history."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # ray.train.tensorflow imports TensorFlow here too
     import_quietly("tensorflow")
-    import ray.train
     from ray.train.tensorflow import TensorflowTrainer
 
-    from raymlp import settings
-
-    # Read by the Train controller, which Ray starts with the driver's copy of this variable.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(settings.train_poll_interval_s()))
-    train = request.train
     spec = _model_spec(request)
     if spec["type"] not in ("mlp", "cnn", "custom"):
         raise UsageError(f"train.model.type: tensorflow builds mlp, cnn or custom, not '{spec['type']}'")
-    loop_config = {
-        "task": request.task,
-        "input_dim": request.input_dim,
-        "output_dim": request.output_dim,
-        "model_spec": spec,
-        "optimizer": train.optimizer.model_dump(),
-        "epochs": train.epochs,
-        "batch_size": train.batch_size,
-        "seed": train.seed,
-        "target_std": (request.target_scale or {}).get("std", 1.0),
-        "early_stopping": train.early_stopping.model_dump() if train.early_stopping else None,
-        "progress": request.progress,
-        "job": training_job(request),  # tags the epochs' Ray metrics
-        "start_checkpoint": request.start_checkpoint,
-    }
-    trainer = TensorflowTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        **ray_train_settings(request, WORKER_ENV),
-    )
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as error:
-        cause = _root_cause(error)
-        raymlp_error = _RAYMLP_ERROR_LINE.search(cause)
-        if raymlp_error:  # a WorkFailed raised in a worker (e.g. a custom builder's): the user's message
-            raise (WorkFailed if raymlp_error.group(1) == "WorkFailed" else UsageError)(raymlp_error.group(2).strip()) from None
-        raise WorkFailed(f"training failed: {cause}") from None
-    best = result.get_best_checkpoint(train.checkpoint.metric, train.checkpoint.mode) or result.checkpoint
-    if best is None:
-        raise WorkFailed("training finished without a checkpoint")
+    loop_config = {**epoch_loop_config(request), "model_spec": spec}
+    result = run_trainer(TensorflowTrainer, train_loop_per_worker, loop_config, request, worker_env=WORKER_ENV)
+    best = best_checkpoint(result, request)
     weights = Path(request.output_dir) / _weights_file(spec)
     weights.parent.mkdir(parents=True, exist_ok=True)
     with best.as_directory() as folder:
@@ -290,9 +248,3 @@ def fit(request: TrainRequest) -> FitOutcome:
         checkpoint_path=best.path,
         result_path=result.path,
     )
-
-
-def _root_cause(error: BaseException) -> str:
-    from .torch_backend import _root_cause as last_line
-
-    return last_line(error)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from raymlp.errors import WorkFailed
-from raymlp.metrics import training_job
 from raymlp.package.formats.torch_format import WEIGHTS_FILE
 
-from .backend import FitOutcome, TrainRequest, ray_train_settings, start_checkpoint
+from .backend import FitOutcome, TrainRequest
+from .driver import best_checkpoint, epoch_loop_config, quiet_per_report_logs, run_trainer, start_checkpoint
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
 STATE_FILE = "state.pt"
@@ -31,10 +29,9 @@ def _sum_over_workers(tensor: Any) -> Any:
 def _validation_metrics(model: Any, validation: list[dict[str, Any]], config: dict[str, Any], device: Any) -> dict[str, float]:
     """Metrics of the whole validation split: every worker holds all of it (it is not split), so
     every worker computes the same numbers and stops on the same epoch."""
-    import numpy as np
     import torch
 
-    from .metrics import score_metrics
+    from .metrics import parts_metrics
 
     model.eval()
     scores, labels = [], []
@@ -45,24 +42,7 @@ def _validation_metrics(model: Any, validation: list[dict[str, Any]], config: di
                 output = model(block[FEATURES_COLUMN][start:start + step].to(device))
                 scores.append(output.float().cpu().numpy())
                 labels.append(block[LABEL_COLUMN][start:start + step].numpy())
-    if not scores:
-        return {}
-    outputs = np.concatenate(scores)
-    if config["task"] != "classification":
-        outputs = outputs.reshape(-1)
-    return score_metrics(config["task"], np.concatenate(labels), outputs, "val", unit=config["target_std"])
-
-
-def _quiet_per_report_logs() -> None:
-    """Ray Train logs two INFO lines per report through a logger named by its file path, which
-    its own LoggingConfig level does not reach; raise that logger to WARNING."""
-    import logging
-
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:  # a Ray without that module has no such logger
-        return
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    return parts_metrics(config["task"], scores, labels, "val", unit=config["target_std"])
 
 
 def _with_last(items: Any) -> Any:
@@ -102,7 +82,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     from .shared_blocks import torch_columns
     from .torch_batches import shuffled_batches
 
-    _quiet_per_report_logs()
+    quiet_per_report_logs()
 
     context = ray.train.get_context()
     rank = context.get_world_rank()
@@ -196,51 +176,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
 
 def fit(request: TrainRequest) -> FitOutcome:
     """Train with TorchTrainer and return the best checkpoint's weights and the metric history."""
-    import ray.train
     import torch
     from ray.train.torch import TorchTrainer
 
-    from raymlp import settings
-
     from .shared_blocks import SharedBlocks
 
-    # Read by the Train controller, which Ray starts with the driver's copy of this variable.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(settings.train_poll_interval_s()))
     train = request.train
     classification = request.task == "classification"
     loop_config = {
-        "task": request.task,
-        "input_dim": request.input_dim,
-        "output_dim": request.output_dim,
+        **epoch_loop_config(request),
         "label_dtype": torch.long if classification else torch.float32,
         "model_spec": request.model_spec,
-        "optimizer": train.optimizer.model_dump(),
-        "epochs": train.epochs,
-        "batch_size": train.batch_size,
-        "seed": train.seed,
-        "target_std": (request.target_scale or {}).get("std", 1.0),
-        "early_stopping": train.early_stopping.model_dump() if train.early_stopping else None,
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
         "mixed_precision": train.mixed_precision,
-        "progress": request.progress,
-        "job": training_job(request),  # tags the epochs' Ray metrics
         "train_blocks": SharedBlocks.of(request.datasets["train"]),
         "validation_blocks": SharedBlocks.of(request.datasets["validation"]),
-        "start_checkpoint": request.start_checkpoint,
     }
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        **ray_train_settings(request, with_datasets=False),
-    )
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as error:
-        raise WorkFailed(f"training failed: {_root_cause(error)}") from None
+    result = run_trainer(TorchTrainer, train_loop_per_worker, loop_config, request, with_datasets=False)
     history = result.return_value or []
-    best = result.get_best_checkpoint(train.checkpoint.metric, train.checkpoint.mode) or result.checkpoint
-    if best is None:
-        raise WorkFailed("training finished without a checkpoint")
+    best = best_checkpoint(result, request)
     weights = Path(request.output_dir) / WEIGHTS_FILE
     with best.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
@@ -254,9 +208,3 @@ def fit(request: TrainRequest) -> FitOutcome:
         checkpoint_path=best.path,
         result_path=result.path,
     )
-
-
-def _root_cause(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    tail = [line for line in text if line.strip()][-1:] or [type(error).__name__]
-    return tail[0][:500]

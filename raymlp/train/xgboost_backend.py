@@ -10,8 +10,6 @@ metrics, so all stop on the same round.
 from __future__ import annotations
 
 import json
-import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +20,8 @@ import numpy as np
 from raymlp.errors import UsageError, WorkFailed
 from raymlp.package.formats.xgboost_format import CLASSES_ATTR, MODEL_FILE, OBJECTIVE_ATTR, as_scores
 
-from .backend import FitOutcome, TrainRequest, ray_train_settings
+from .backend import FitOutcome, TrainRequest
+from .driver import best_checkpoint, quiet_per_report_logs, run_trainer
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
 STATE_FILE = "state.json"
@@ -62,17 +61,6 @@ def _arrays(shard: Any, input_dim: int, label_dtype: Any) -> tuple[np.ndarray, n
     return np.concatenate(features), np.concatenate(labels)
 
 
-def _quiet_per_report_logs() -> None:
-    """Ray Train logs two INFO lines per report through a logger named by its file path; raise it to WARNING."""
-    import logging
-
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:  # a Ray without that module has no such logger
-        return
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
-
-
 def _any_worker(flag: bool) -> bool:
     """True on every worker when it is True on one (XGBoost's collective; a single process as is)."""
     from xgboost import collective
@@ -90,7 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     from .metrics import EarlyStopping, score_metrics
     from .progress import report_epoch
 
-    _quiet_per_report_logs()
+    quiet_per_report_logs()
     rank = ray.train.get_context().get_world_rank()
     task, params, epochs = config["task"], config["params"], config["epochs"]
     label_dtype = np.int64 if task == "classification" else np.float32
@@ -161,14 +149,9 @@ def best_row(history: list[dict[str, float]], metric: str, mode: str) -> dict[st
 
 def fit(request: TrainRequest) -> FitOutcome:
     """Train with XGBoostTrainer; the package gets the booster cut at the best round."""
-    import ray.train
     import xgboost
     from ray.train.xgboost import XGBoostTrainer
 
-    from raymlp import settings
-
-    # Read by the Train controller, which Ray starts with the driver's copy of this variable.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(settings.train_poll_interval_s()))
     train, scaling = request.train, request.train.scaling
     params = booster_params(request.task, request.output_dim, dict(train.model.params), train.seed, scaling.use_gpu)
     check_params(params, request.input_dim)
@@ -183,15 +166,7 @@ def fit(request: TrainRequest) -> FitOutcome:
         "train_rows": int(request.datasets["train"].count()),
         "progress": request.progress,
     }
-    trainer = XGBoostTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
-        **ray_train_settings(request),
-    )
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as error:
-        raise WorkFailed(f"training failed: {_root_cause(error)}") from None
+    result = run_trainer(XGBoostTrainer, train_loop_per_worker, loop_config, request)
     history = result.return_value or []
     if not history or result.checkpoint is None:
         raise WorkFailed("training finished without a checkpoint")
@@ -205,7 +180,7 @@ def fit(request: TrainRequest) -> FitOutcome:
     weights = Path(request.output_dir) / MODEL_FILE
     weights.parent.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(weights))
-    kept = result.get_best_checkpoint(train.checkpoint.metric, train.checkpoint.mode) or result.checkpoint
+    kept = best_checkpoint(result, request)
     return FitOutcome(
         history=history,
         best_metrics=best,
@@ -214,20 +189,6 @@ def fit(request: TrainRequest) -> FitOutcome:
         checkpoint_path=kept.path,
         result_path=result.path,
     )
-
-
-_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception)): (.+)$", re.MULTILINE)
-
-
-def _root_cause(error: BaseException) -> str:
-    """The last exception line of a worker's traceback (`XGBoostError: value -1 for Parameter
-    max_depth ...`), else the last line."""
-    text = str(error).strip()
-    found = _EXCEPTION_LINE.findall(text)
-    if found:
-        return f"{found[-1][0]}: {found[-1][1].strip()}"[:500]
-    lines = [line for line in text.splitlines() if line.strip()][-1:] or [type(error).__name__]
-    return lines[0][:500]
 
 
 def check_params(params: dict[str, Any], input_dim: int) -> None:
