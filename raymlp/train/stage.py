@@ -14,6 +14,7 @@ import pandas as pd
 
 from raymlp.context import StageContext
 from raymlp.errors import UsageError, WorkFailed
+from raymlp.frameworks import FRAMEWORKS
 from raymlp.package import (
     describe_package,
     load_package,
@@ -337,11 +338,10 @@ def _how_it_runs(train: Any) -> str:
     """Workers and passes, in the framework's own terms."""
     workers = train.scaling.num_workers
     shown = f"{workers[0]}-{workers[1]} workers (elastic)" if isinstance(workers, tuple) else f"{workers} worker(s)"
-    if train.framework == "sklearn":
+    row = FRAMEWORKS[train.framework]
+    if not row.epoch_wise:  # one fit in a Ray task (sklearn)
         return "one Ray task" + (f", {train.cv_folds} cross-validation fold tasks" if train.cv_folds else "")
-    if train.framework == "xgboost":
-        return f"{shown}, up to {train.epochs} boosting rounds"
-    return f"{shown}, up to {train.epochs} epochs"
+    return f"{shown}, up to {train.epochs} {row.passes}"
 
 
 @dataclass

@@ -92,3 +92,17 @@ def test_a_workers_own_raymlp_error_comes_back_as_itself(kind):
     # A class of the same name elsewhere is not raymlp's: reported as a training failure.
     other = training_failure(RuntimeError(WORKER_TRACEBACK.format(last=f"theirs.{kind.__name__}: {message}")))
     assert type(other) is WorkFailed and str(other) == f"training failed: {kind.__name__}: {message}"
+
+
+@pytest.mark.parametrize(("framework", "model", "said"), [
+    ("torch", {"type": "mlp"}, "2 worker(s), up to 10 epochs"),
+    ("tensorflow", {"type": "mlp"}, "2 worker(s), up to 10 epochs"),
+    ("xgboost", {"type": "xgboost"}, "2 worker(s), up to 10 boosting rounds"),
+    ("sklearn", {"type": "sklearn.linear_model.Ridge"}, "one Ray task"),
+])
+def test_the_stage_says_how_each_framework_runs_from_the_table(framework, model, said):
+    from raymlp.config.schema import TrainConfig
+    from raymlp.train.stage import _how_it_runs
+
+    train = TrainConfig(framework=framework, model=model, scaling={"num_workers": 2})
+    assert _how_it_runs(train) == said
