@@ -1,22 +1,19 @@
 """The catalog: a SQL metadata store of dataset versions, collections, runs, model lineage and modules."""
 
-from raymlp.catalog.store import (
-    Catalog,
-    CatalogError,
+from raymlp.catalog.engine import default_url, with_installed_driver
+from raymlp.catalog.errors import CatalogError, DatasetVersionExists
+from raymlp.catalog.records import (
     CollectionRecord,
     DatasetRecord,
-    DatasetVersionExists,
     DatasetVersionRecord,
     ModelVersionRecord,
     ModuleAdded,
     ModuleRecord,
     RunRecord,
-    default_url,
-    head_revision,
-    migrate,
-    redact_url,
-    with_installed_driver,
 )
+from raymlp.catalog.redact import redact_url
+from raymlp.catalog.revisions import head_revision, migrate
+from raymlp.catalog.store import Catalog
 
 __all__ = [
     "Catalog",
