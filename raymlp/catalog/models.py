@@ -27,8 +27,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 #: mistakes another Alembic-managed schema (MLflow's, for one) for its own.
 VERSION_TABLE = "raymlp_alembic_version"
 
-#: Run states; a run starts ``running`` and is finished as one of the other two.
-RUN_STATUSES = ("running", "succeeded", "failed")
+#: Run states; a run starts ``running`` and is finished as one of the others (``stopped``: a sweep's trial
+#: that its scheduler stopped early; since revision 0005).
+RUN_STATUSES = ("running", "succeeded", "failed", "stopped")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -127,7 +128,7 @@ class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
         # "status" becomes ck_runs_status through the naming convention.
-        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+        CheckConstraint("status IN ('running', 'succeeded', 'failed', 'stopped')", name="status"),
         Index("ix_runs_job_name_started_at", "job_name", "started_at"),
     )
 

@@ -346,7 +346,8 @@ class Catalog:
         summary: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> RunRecord:
-        """Mark a running run ``succeeded`` or ``failed``, with its summary or error."""
+        """Mark a running run ``succeeded``, ``failed`` or ``stopped`` (a sweep's trial that its scheduler
+        stopped early), with its summary or error."""
         if status not in _FINISHED_STATUSES:
             raise CatalogError(f"a run finishes as one of {', '.join(_FINISHED_STATUSES)}, not {status!r}")
         cleaned = None if summary is None else clean_json(dict(summary), "summary")

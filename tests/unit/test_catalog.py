@@ -365,10 +365,46 @@ def test_a_run_is_started_finished_and_listed_newest_first(catalog: Catalog) -> 
 
     with pytest.raises(CatalogError, match="already finished as succeeded"):
         catalog.finish_run(first.id, "failed")
-    with pytest.raises(CatalogError, match="one of succeeded, failed, not 'done'"):
+    with pytest.raises(CatalogError, match="one of succeeded, failed, stopped, not 'done'"):
         catalog.finish_run(other.id, "done")
     with pytest.raises(CatalogError, match="no run with id 'nope'"):
         catalog.get_run("nope")
+
+
+def test_a_store_at_0004_upgrades_to_the_stopped_status_and_keeps_its_runs(store_url: str) -> None:
+    runs = sa.table(
+        "runs",
+        *(sa.column(name) for name in ("id", "job_name", "job_path", "job_sha256", "status")),
+        sa.column("config", sa.JSON()),
+        sa.column("stages", sa.JSON()),
+        sa.column("started_at", sa.DateTime(timezone=True)),
+    )
+    started = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+    def run(run_id: str, status: str) -> dict[str, object]:
+        return {"id": run_id, "job_name": "train", "job_path": "jobs/train.yaml", "job_sha256": "sha256:a",
+                "status": status, "config": {}, "stages": ["train"], "started_at": started}
+
+    with raw_engine(store_url) as engine:
+        with engine.begin() as connection:
+            assert migrate(connection, "0004") == "0004"
+            connection.execute(sa.insert(runs).values(run("old-running", "running")))
+            connection.execute(sa.insert(runs).values(run("old-failed", "failed")))
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            connection.execute(sa.insert(runs).values(run("too-early", "stopped")))
+
+    with Catalog(store_url) as catalog:
+        assert catalog.revision() == newest_script_revision()
+        assert (catalog.get_run("old-failed").status, catalog.get_run("old-running").started_at) == ("failed", started)
+        stopped = catalog.finish_run("old-running", "stopped", summary={"sweep": "s1"}, error="stopped by asha")
+        assert (stopped.status, stopped.summary, stopped.error) == ("stopped", {"sweep": "s1"}, "stopped by asha")
+        assert catalog.get_run("old-running") == stopped
+        with pytest.raises(CatalogError, match="run old-running stopped; only a run that failed or never finished"):
+            catalog.reopen_run("old-running")
+    with raw_engine(store_url) as engine:
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            connection.execute(sa.insert(runs).values(run("bogus", "paused")))
+        assert [check["name"] for check in sa.inspect(engine).get_check_constraints("runs")] == ["ck_runs_status"]
 
 
 def test_model_lineage_answers_which_models_used_a_dataset(catalog: Catalog) -> None:
