@@ -18,10 +18,10 @@ pytestmark = [pytest.mark.integration]
 EPOCHS = 12
 
 
-def _job(folder):
+def _job(folder, epochs=EPOCHS):
     text = (REPO / "jobs" / "wine-torch.yaml").read_text()
     text = text.replace("  early_stopping: {metric: val_loss, mode: min, patience: 8}\n", "")
-    text = text.replace("epochs: 30", f"epochs: {EPOCHS}").replace("num_workers: 2", "num_workers: 1")
+    text = text.replace("epochs: 30", f"epochs: {epochs}").replace("num_workers: 2", "num_workers: 1")
     path = folder / "job.yaml"
     path.write_text(text)
     return path
@@ -45,11 +45,11 @@ def _registered_checkpoints(home) -> int:
     return count
 
 
-def _train_actors() -> set[str]:
+def _train_actors(classes=("TrainController", "RayTrainWorker")) -> set[str]:
     from ray.util.state import list_actors
 
     return {actor.actor_id for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if actor.class_name in ("TrainController", "RayTrainWorker")}
+            if actor.class_name in classes}
 
 
 def _wait_for_the_dead_runs_actors_to_go(earlier: set[str], timeout: float = 120.0) -> None:
@@ -107,3 +107,34 @@ def test_a_run_whose_driver_died_resumes_from_its_checkpoint(ray_4_cpus, tmp_pat
         assert catalog.get_run(run.id).status == "succeeded"
     again = run_cli("train", str(job), "--resume", run.id, cwd=tmp_path, env=env)
     assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+def test_resume_is_refused_while_the_runs_controller_is_alive(ray_4_cpus, tmp_path):
+    """A resume while the run's Ray Train controller still trains (its driver alive, here) would train
+    into the same checkpoints: refused, naming the run, and the running training is left alone."""
+    from raymlp.catalog import Catalog
+
+    home = tmp_path / "home"
+    env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus}
+    job = _job(tmp_path, epochs=100_000)
+    assert run_cli("data", "convert", str(job), cwd=tmp_path, env=env).returncode == 0
+    earlier = _train_actors()
+    driver = subprocess.Popen([sys.executable, "-m", "raymlp", "train", str(job)], cwd=tmp_path,
+                              env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not _train_actors(("TrainController",)) - earlier and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert driver.poll() is None, "training ended before its resume could be tried"
+        with Catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:
+            [run] = [run for run in catalog.list_runs("wine-torch") if "train" in run.stages]
+        refused = run_cli("train", str(job), "--resume", run.id, cwd=tmp_path, env=env, timeout=120)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert f"--resume: run {run.id} is still training: its Ray Train controller is alive" in refused.stderr
+        assert driver.poll() is None  # the training that runs was left alone
+        with Catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:
+            assert catalog.get_run(run.id).status == "running"
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        _wait_for_the_dead_runs_actors_to_go(earlier)

@@ -106,3 +106,30 @@ def test_the_stage_says_how_each_framework_runs_from_the_table(framework, model,
 
     train = TrainConfig(framework=framework, model=model, scaling={"num_workers": 2})
     assert _how_it_runs(train) == said
+
+
+def test_a_resume_is_refused_while_the_runs_controller_lives(monkeypatch):
+    from types import SimpleNamespace
+
+    from raymlp.train import resume
+
+    asked = []
+    alive = [SimpleNamespace(actor_id="9f3c2a1b7e6d5c4b3a29", pid=4242, job_id="05000000")]
+    monkeypatch.setattr(resume, "alive_controllers", lambda run_id, address: asked.append((run_id, address)) or alive)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    resume.refuse_while_training("run-1", None)  # an embedded Ray, started afresh: nothing to look at
+    assert asked == []
+    with pytest.raises(UsageError) as refused:
+        resume.refuse_while_training("run-1", "10.0.0.1:6379")
+    assert asked == [("run-1", "10.0.0.1:6379")]
+    assert str(refused.value).startswith("--resume: run run-1 is still training: its Ray Train controller is alive on "
+                                         "the cluster (actor 9f3c2a1b7e6d (pid 4242))")
+    assert "then run --resume run-1 again" in str(refused.value)
+    alive.clear()
+    resume.refuse_while_training("run-1", "10.0.0.1:6379")
+
+    def unreachable(run_id, address):
+        raise ConnectionError("no dashboard")
+
+    monkeypatch.setattr(resume, "alive_controllers", unreachable)
+    resume.refuse_while_training("run-1", "10.0.0.1:6379")  # nothing to go on: the resume goes on as before
