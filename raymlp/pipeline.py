@@ -122,7 +122,7 @@ def run_job(
 
             check_job_refs(loaded, catalog)  # unknown module refs are config errors (exit 2), before any run
         if resume is not None:
-            run = _reopen_for_resume(catalog, loaded, resume, stages, storage, address)
+            run = _reopen_for_resume(catalog, loaded, resume, stages, storage)
         else:
             run = catalog.start_run(
                 job_name=loaded.config.name, job_path=str(loaded.path), job_sha256=loaded.sha256,
@@ -185,10 +185,8 @@ def _withdraw_unused_version(context: StageContext, summary: RunSummary) -> None
     context.reporter.stage("convert", f"withdrew {version.ref}: the run failed before anything used it")
 
 
-def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: list[str], storage: Any,
-                       address: str | None = None) -> Any:
-    """The run to resume, checked: same job, same settings, training started, not finished, and no
-    Ray Train controller of it still alive on the cluster (`address`)."""
+def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: list[str], storage: Any) -> Any:
+    """The run to resume, checked: same job, same settings, training started, not finished."""
     from raymlp.catalog import CatalogError
     from raymlp.storage import RunFolder
     from raymlp.tracking.mlflow_tracking import flatten
@@ -212,10 +210,6 @@ def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: lis
     if not storage.run(run_id).has(started):
         raise UsageError(f"--resume: run {run_id} never started {'training' if 'train' in stages else 'its sweep'}; "
                          "start a new run instead")
-    if "train" in stages:
-        from raymlp.train.resume import refuse_while_training
-
-        refuse_while_training(run_id, address)
     return catalog.reopen_run(run_id)
 
 
@@ -341,41 +335,30 @@ def _model_package(context: StageContext) -> tuple[str, dict[str, Any]]:
     register = context.config.register
     if register is None:
         raise UsageError("predict/serve without train in this run needs a register section naming the model")
-    from raymlp.tracking import ModelRef, Tracker
+    from raymlp.services.models import registered_package
 
-    tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
-    ref = ModelRef(register.model, alias=register.alias)
-    package, version = tracker.package_for(ref, context.storage.folder("cache", "models"))
-    return str(package), {"model": register.model, "version": version}
+    return registered_package(context.storage, register.model, register.alias)
 
 
 def _predict(context: StageContext, summary: RunSummary) -> None:
-    from raymlp.serve.batch import predict_batch
+    from raymlp.services.predict import predict_package
 
     config = context.config.predict
     package, _ = _model_package(context)
-    result = predict_batch(package, config.input, config.output, config.batch_size,
-                           runtime_env=_stage_runtime_env(config.env))
+    result = predict_package(package, config.input, config.output, config.batch_size,
+                             runtime_env=_stage_runtime_env(config.env))
     summary.predictions, summary.predicted_rows = str(result.output), result.rows
     context.reporter.stage("predict", f"{result.rows} rows -> {result.output} in {result.seconds:.1f}s")
 
 
 def _serve(context: StageContext, summary: RunSummary) -> None:
-    import os
-
-    from raymlp.serve.deploy import deploy, endpoint_spec, smoke_request
+    from raymlp.services.serving import serve_package
 
     package, metadata = _model_package(context)
-    config = context.config.serve
-    spec = endpoint_spec(config, metadata["model"], version=metadata["version"], package=package,
-                         storage=context.storage, run_id=metadata.get("run_id"), job=context.config.name)
-    endpoint = deploy(spec, config, app_name=context.config.name, quiet=True)
-    records = _example_records(context, package)
-    api_key = os.environ.get(config.api_keys_env, "").split(",")[0].strip() if config.api_keys_env else None
-    answer = smoke_request(endpoint, records[:1] if records else [{}], api_key=api_key)
-    summary.endpoint = endpoint.url
-    summary.sample_prediction = answer.get("predictions", [answer])[0].get("prediction") if answer else None
-    context.reporter.stage("serve", f"{endpoint.url} answered a POST with prediction {summary.sample_prediction!r}")
+    summary.endpoint, summary.sample_prediction = serve_package(
+        context.config.serve, package, metadata, context.storage, app_name=context.config.name, job=context.config.name,
+        records=lambda: _example_records(context, package))
+    context.reporter.stage("serve", f"{summary.endpoint} answered a POST with prediction {summary.sample_prediction!r}")
 
 
 def _example_records(context: StageContext, package: str) -> list[dict[str, Any]]:

@@ -39,6 +39,11 @@ class Storage:
         return self.folder("cache", "models")
 
 
+def _in_run(name: str) -> property:
+    """A file or folder of the run's folder, by name (a property of RunFolder)."""
+    return property(lambda run: run.path / name, doc=f"runs/RUN/{name}")
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """One run's files: the one place the run-folder layout is spelled.
@@ -79,25 +84,11 @@ class RunFolder:
         """Whether the run's folder holds `name` (False on a remote root)."""
         return self.storage.local_root is not None and (self.path / name).exists()
 
-    @property
-    def package(self) -> Path:
-        return self.path / self.PACKAGE
-
-    @property
-    def training_started(self) -> Path:
-        return self.path / self.TRAINING_STARTED
-
-    @property
-    def sweep_started(self) -> Path:
-        return self.path / self.SWEEP_STARTED
-
-    @property
-    def tune_results(self) -> Path:
-        return self.path / self.TUNE_RESULTS
-
-    @property
-    def tune_report(self) -> Path:
-        return self.path / self.TUNE_REPORT
+    package = _in_run(PACKAGE)
+    training_started = _in_run(TRAINING_STARTED)
+    sweep_started = _in_run(SWEEP_STARTED)
+    tune_results = _in_run(TUNE_RESULTS)
+    tune_report = _in_run(TUNE_REPORT)
 
     def short_name(self, job: str) -> str:
         """JOB-RUN8: the run's name in Ray Train, Ray Tune and MLflow."""

@@ -65,6 +65,15 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     Console(highlight=False, width=width()).print(table)
 
 
+def print_listing(rows: list[dict[str, Any]], as_json: bool, title: str, columns: list[str],
+                  cells: Any) -> None:
+    """A `list` command's answer: the rows as JSON, else a table of `cells(row)` under `columns`."""
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(title, columns, [cells(row) for row in rows])
+
+
 def print_lines(title: str, lines: list[str]) -> None:
     """A titled list of plain lines (lineage, preprocessing steps): one per line, never wrapped into a box."""
     if lines:

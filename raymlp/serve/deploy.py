@@ -58,7 +58,7 @@ def endpoint_spec(
         model=model, traffic=traffic, packages=packages,
         tracking_uri=storage.tracking_uri if registry else None,
         storage_root=str(storage.root) if registry else None,
-        cache_dir=str(storage.folder("cache", "models")) if registry else None,
+        cache_dir=str(storage.model_cache()) if registry else None,
         follow_aliases_s=config.follow_aliases_s,
         batching=config.batching.model_dump() if config.batching else None,
         max_body_bytes=config.max_body_bytes, max_records=config.max_records,

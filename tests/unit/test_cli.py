@@ -227,7 +227,7 @@ def test_tables_honour_columns_and_are_wide_in_a_pipe_without_it(monkeypatch, ca
 
 
 def test_models_show_prints_tables_and_lines_not_python_values(capsys):
-    from raymlp.cli.app import _print_model
+    from raymlp.cli.model_commands import _print_model
 
     _print_model({
         "name": "wine-sklearn", "version": 3, "framework": "sklearn", "task": "classification", "label": "target",
