@@ -62,7 +62,7 @@ def test_binary_and_awkward_values_round_trip_by_the_fast_path(database_url):  #
 
 def test_mariadb_falls_back_to_multi_row_inserts_when_local_infile_is_off(monkeypatch):
     """The server's answer is replaced; the INSERT path then runs for real."""
-    import raymlp.data.sql as sql
+    import raymlp.data.sql.loaders as sql
 
     require_service(MYSQL_URL, "mariadb")
     monkeypatch.setattr(sql, "_server_allows_local_infile", lambda cursor: False)

@@ -142,7 +142,7 @@ def test_hostile_key_and_table_names_are_quoted(database_url):  # noqa: F811
 def test_the_shards_are_read_in_parallel_on_their_own_connections(keyed):
     import threading
 
-    import raymlp.data.sql as sql
+    import raymlp.data.sql.shards as sql
 
     url, name, _ = keyed
     seen: set[str] = set()
@@ -166,7 +166,7 @@ def test_a_write_between_plan_and_read_is_caught_or_not_seen(keyed, monkeypatch)
     SQLite: the planning transaction's read lock keeps the writer out until the read ends."""
     import sqlalchemy as sa
 
-    import raymlp.data.sql as sql
+    import raymlp.data.sql.shards as sql
 
     url, name, table = keyed
     original = sql._plan_shards
