@@ -160,7 +160,9 @@ def test_a_submitted_job_gets_the_job_files_env_without_a_conflict(tmp_path, ray
         import json, os, ray
         from raymlp.config import load_job
         from raymlp.pipeline import _runtime_env
-        runtime_env = _runtime_env(load_job({str(job)!r}))
+        from raymlp.runtime.envs import outside_the_submission
+        given = _runtime_env(load_job({str(job)!r}))  # what ray_runtime reconciles, as it does
+        runtime_env = outside_the_submission(given["runtime_env"], given["env_described"])
         ray.init({ray_4_cpus!r}, runtime_env=runtime_env, logging_level="WARNING")
         seen = ray.get(ray.remote(lambda: {{name: os.environ.get(name) for name in
                        ("RAYMLP_FROM_SUBMISSION", "RAYMLP_FROM_JOB_FILE")}}).remote())
