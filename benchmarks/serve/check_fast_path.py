@@ -1,7 +1,7 @@
 """Does the fast path keep Serve's operational behaviour? (HAProxy + direct ingress, Ray 2.60)
 
-Companion to bench_online.py. Starts a local Ray cluster with the flags the fast path needs
-(RAY_SERVE_ENABLE_HA_PROXY=1, which turns RAY_SERVE_ENABLE_DIRECT_INGRESS on, plus
+Companion to bench_online.py (both import online_harness.py). Starts a local Ray cluster
+with the flags the fast path needs (RAY_SERVE_ENABLE_HA_PROXY=1, which turns RAY_SERVE_ENABLE_DIRECT_INGRESS on, plus
 HAProxy's 1 thread and no metrics log; user code stays in its own thread unless
 --main-loop) and checks, through HAProxy's
 port, with the same load generator as the benchmark:
@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,9 +31,9 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_online as bo
+import online_harness as harness  # noqa: E402
 
-FLAGS = {**bo.HAPROXY_TUNED,
+FLAGS = {**harness.HAPROXY_TUNED,
          # Short enough for a check, long enough to see the drain (default 30 s).
          "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5"}
 
@@ -62,14 +61,14 @@ def build_app(model_path: str, options: dict):
     from fastapi import FastAPI
     from ray import serve
 
-    WineRecord = bo.make_record_model()
+    WineRecord = harness.make_record_model()
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     @serve.deployment(name="model")
     @serve.ingress(api)
     class Model:
         def __init__(self, path: str):
-            self.model = bo.load_model(path)
+            self.model = harness.load_model(path)
             self.version = "none"
 
         def reconfigure(self, config: dict) -> None:
@@ -77,7 +76,7 @@ def build_app(model_path: str, options: dict):
 
         @api.post("/predict")
         async def predict(self, record: WineRecord) -> dict:  # type: ignore[valid-type]
-            return bo.predict_one(self.model, bo.record_values(record))
+            return harness.predict_one(self.model, harness.record_values(record))
 
         @api.get("/version")
         async def get_version(self) -> dict:
@@ -98,20 +97,8 @@ def target_ports(controller) -> list[int]:
     return sorted(t.port for g in groups if g.app_name == "default" for t in g.targets)
 
 
-def start_load(url: str, body: bytes, clients: int, seconds: float) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [bo.PYTHON, os.path.abspath(bo.__file__), "_load", url, str(clients), "0", str(seconds)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdin
-    proc.stdin.write(body.decode())
-    proc.stdin.close()
-    proc.stdin = None  # so communicate() does not touch it again
-    return proc
-
-
-def finish_load(proc: subprocess.Popen) -> dict:
-    out, _ = proc.communicate(timeout=600)
-    return json.loads(out.strip().splitlines()[-1])
+start_load = harness.start_load_process
+finish_load = harness.finish_load_process
 
 
 def main() -> None:
@@ -121,13 +108,13 @@ def main() -> None:
                         help="also RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 (faster, but a "
                              "fast CPU-bound handler then reports 0 ongoing requests)")
     args = parser.parse_args()
-    flags = {**FLAGS, **(bo.MAIN_LOOP if args.main_loop else {})}
+    flags = {**FLAGS, **(harness.MAIN_LOOP if args.main_loop else {})}
 
     workdir = tempfile.mkdtemp(prefix="rsc_", dir="/tmp")
     model_path = os.path.join(workdir, "wine.pkl")
-    body = json.dumps(bo.train_model(model_path)).encode()
+    body = json.dumps(harness.train_model(model_path)).encode()
     # Ports and HAProxy file locations of the benchmark (never the defaults other clusters use).
-    env = bo.serve_env({"env": {}}, workdir)
+    env = harness.serve_env({"env": {}}, workdir)
     env.pop("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", None)
     env.pop("RAY_SERVE_PORT_QUARANTINE_S", None)
     controller_env = {}
@@ -144,12 +131,12 @@ def main() -> None:
     from ray.serve.context import _get_global_client
 
     results: dict[str, object] = {"flags_via": args.flags_via, "flags": flags}
-    url = f"http://127.0.0.1:{bo.PORT_SERVE_HTTP}"
+    url = f"http://127.0.0.1:{harness.PORT_SERVE_HTTP}"
     try:
         ray.init(address="local", num_cpus=4, include_dashboard=False,
                  object_store_memory=200 * 1024 * 1024,
                  _temp_dir=os.path.join(workdir, "ray"), log_to_driver=False)
-        start_kwargs: dict = {"http_options": {"host": "127.0.0.1", "port": bo.PORT_SERVE_HTTP}}
+        start_kwargs: dict = {"http_options": {"host": "127.0.0.1", "port": harness.PORT_SERVE_HTTP}}
         if controller_env:
             start_kwargs["controller_options"] = {"runtime_env": {"env_vars": controller_env}}
         serve.start(**start_kwargs)
@@ -161,12 +148,12 @@ def main() -> None:
                        "look_back_period_s": 2, "metrics_interval_s": 0.5}
         serve.run(build_app(model_path, {"autoscaling_config": autoscaling,
                                          "max_ongoing_requests": 64,
-                                         "logging_config": bo.QUIET,
+                                         "logging_config": harness.QUIET,
                                          "user_config": {"version": "v1"}}),
                   name="default", route_prefix="/")
-        bo._wait_http_ok(f"{url}/predict", body, 120)
+        harness.wait_http_ok(f"{url}/predict", body, 120)
         ports0 = target_ports(controller)
-        pids = bo.serve_process_pids(os.getpid())
+        pids = harness.serve_process_pids(os.getpid())
         results["processes_at_start"] = sorted(pids)
         results["haproxy_targets_at_start"] = ports0
         load = start_load(f"{url}/predict", body, 32, 25)
@@ -190,7 +177,7 @@ def main() -> None:
         time.sleep(3)
         serve.run(build_app(model_path, {"autoscaling_config": autoscaling,
                                          "max_ongoing_requests": 64,
-                                         "logging_config": bo.QUIET,
+                                         "logging_config": harness.QUIET,
                                          "ray_actor_options": {"num_cpus": 0.5},
                                          "user_config": {"version": "v2"}}),
                   name="default", route_prefix="/", blocking=False)
@@ -205,7 +192,7 @@ def main() -> None:
         # 3. backpressure: one running + one queued request per replica; the rest 503.
         serve.run(build_app(model_path, {"num_replicas": 1, "max_ongoing_requests": 1,
                                          "max_queued_requests": 1,
-                                         "logging_config": bo.QUIET}),
+                                         "logging_config": harness.QUIET}),
                   name="default", route_prefix="/")
         time.sleep(8)  # let HAProxy drop the replicas that were just stopped
 
@@ -244,7 +231,7 @@ def main() -> None:
         results["drain_healthz_codes"] = seen
         print("drain: replica /-/healthz codes over 12 s:", seen, flush=True)
     finally:
-        bo.shutdown_serve_and_ray()
+        harness.shutdown_serve_and_ray()
     print(json.dumps(results))
 
 
