@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from raymlp.catalog.engine import WRITE_OPTION, create_catalog_engine, default_url
 from raymlp.catalog.errors import CatalogError, DatasetVersionExists, NotInCatalog
-from raymlp.catalog.models import RUN_STATUSES, Dataset, DatasetVersion, Module, ModelVersion, Run, Collection, utcnow
+from raymlp.catalog.models import RUN_STATUSES, Collection, Dataset, DatasetVersion, ModelVersion, Module, Run, utcnow
 from raymlp.catalog.records import (
     CollectionRecord,
     DatasetRecord,
@@ -67,8 +67,6 @@ def _versioned(session: Session, table: type[DatasetVersion] | type[Module], kin
                version: int | None) -> Any:
     """The row of ``table`` for version ``version`` of ``name`` (None: the latest), or None when ``name`` has no
     versions; NotInCatalog naming the versions there are when it has others."""
-    if version is not None:
-        _positive_int(version, f"{kind} version")
     query = select(table).where(table.name == name)
     if version is None:
         query = query.order_by(table.version.desc()).limit(1)
@@ -253,6 +251,8 @@ class Catalog:
 
     def get_dataset_version(self, name: str, version: int | None = None) -> DatasetVersionRecord:
         """Version ``version`` of dataset ``name`` (None: the latest); CatalogError if there is none."""
+        if version is not None:
+            _positive_int(version, "dataset version")
         with self._session(write=False) as session:
             row = _versioned(session, DatasetVersion, "dataset", name, version)
             if row is not None:
@@ -511,6 +511,8 @@ class Catalog:
 
     def get_module(self, name: str, version: int | None = None) -> ModuleRecord:
         """Version ``version`` of module ``name`` (None: the latest); CatalogError naming what exists."""
+        if version is not None:
+            _positive_int(version, "module version")
         with self._session(write=False) as session:
             row = _versioned(session, Module, "module", name, version)
             if row is not None:
