@@ -244,7 +244,8 @@ def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows
                           histories: dict[str, list[dict[str, float]]]) -> None:
     """Trials the scheduler stopped (or that died) leave their MLflow run RUNNING (or FAILED, when
     the stop reached the trial's own process first) and their catalog run running or failed: end
-    both as stopped, say why, log the epochs the trial got through (the train stage logs a run's
+    both as stopped (MLflow KILLED; catalog `stopped` for a run the scheduler stopped, `failed` for
+    one that ended otherwise), say why, log the epochs the trial got through (the train stage logs a run's
     history when it ends, which a stopped one never reaches) and put the MLflow run on the trial's
     row."""
     by_trial = {row["trial"]: row for row in rows}
@@ -257,7 +258,8 @@ def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows
         row = by_trial.get(child.data.tags.get("raymlp.trial_id", ""), {})
         row.setdefault("mlflow_run_id", child.info.run_id)
         stopped = row.get("state") == "stopped early"
-        if scheduler == "pbt" and child.info.run_id != row.get("mlflow_run_id"):
+        left_by_pbt = scheduler == "pbt" and child.info.run_id != row.get("mlflow_run_id")
+        if left_by_pbt:
             why = ("PBT stopped this run of the trial: the trial went on from a checkpoint (a better trial's, with new "
                    f"optimizer settings, or its own after a pause) in MLflow run {row.get('mlflow_run_id')}")
         elif stopped:
@@ -272,7 +274,8 @@ def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows
         run_id = child.data.tags.get("raymlp.run_id")
         if run_id:
             try:
-                context.catalog.finish_run(run_id, "failed", summary={"sweep": context.run_id}, error=why)
+                context.catalog.finish_run(run_id, "stopped" if stopped or left_by_pbt else "failed",
+                                           summary={"sweep": context.run_id}, error=why)
             except Exception:  # already finished (the trial's own process got that far)
                 pass
 

@@ -100,6 +100,7 @@ def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4
     summary = run_job_quietly(TORCH_SWEEP, overrides=overrides, only=["tune"], reporter=QUIET)
     from mlflow.tracking import MlflowClient
 
+    from raymlp.catalog import Catalog
     from raymlp.storage import resolve_storage
 
     results = _sweep_results(summary)
@@ -115,6 +116,9 @@ def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4
         child = children[row["mlflow_run_id"]]
         if row["state"] == "stopped early":
             assert child.info.status == "KILLED" and "stopped by the asha scheduler" in child.data.tags["raymlp.trial_outcome"]
+            with Catalog(resolve_storage().catalog_url) as catalog:  # its catalog run ended stopped, not failed
+                record = catalog.get_run(child.data.tags["raymlp.run_id"])
+            assert record.status == "stopped" and "stopped by the asha scheduler" in record.error
             # The epochs it got through are in its run, as a finished trial's are.
             history = MlflowClient(resolve_storage().tracking_uri).get_metric_history(child.info.run_id, "val_accuracy")
             assert sorted(point.step for point in history) == list(range(1, row["epochs"] + 1))

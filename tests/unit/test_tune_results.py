@@ -72,3 +72,31 @@ def test_the_refits_run_becomes_the_best_rows_in_the_results_file(tmp_path, monk
     assert results["best"]["mlflow_run_id"] == "refit-mlflow" and results["best"]["trial_mlflow_run_id"] == "r-b"
     assert results["best"]["metrics"]["test_accuracy"] == 0.85 and results["report"] == "/report.html"
     assert results["best_refit_seconds"] is not None
+
+
+def test_trials_the_scheduler_stopped_end_stopped_in_the_catalog_and_killed_in_mlflow():
+    def child(run_id: str, trial: str, status: str = "RUNNING"):
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status),
+                               data=SimpleNamespace(tags={"raymlp.trial_id": trial, "raymlp.run_id": f"cat-{run_id}"}))
+
+    finished: dict[str, tuple[str, str]] = {}
+    mlflow: dict[str, str] = {}
+    catalog = SimpleNamespace(finish_run=lambda run_id, status, summary, error: finished.__setitem__(run_id, (status, error)))
+    searches = iter([[child("m-c", "c"), child("m-n", "n"), child("m-d", "d", "FAILED")], [child("m-p1", "p")]])
+    client = SimpleNamespace(search_runs=lambda *args, **kwargs: next(searches),
+                             get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(metrics={"val_accuracy": 0.5})))
+    tracker = SimpleNamespace(client=client, experiment_id=lambda name: "1", set_tags=lambda run_id, tags: None,
+                              log_metrics=lambda run_id, rows: None, finish=lambda run_id, status: mlflow.__setitem__(run_id, status))
+    tune = SimpleNamespace(metric="val_accuracy")
+    context = SimpleNamespace(config=SimpleNamespace(name="wine", tune=tune), run_id="sweep-1", catalog=catalog)
+    rows = [{"trial": "c", "state": "stopped early", "epochs": 2}, {"trial": "n", "state": "not run"},
+            {"trial": "d", "state": "error"}, {"trial": "p", "state": "finished", "mlflow_run_id": "m-p2"}]
+
+    stage._close_stopped_trials(context, tracker, "parent", rows[:3], "asha", {})
+    stage._close_stopped_trials(context, tracker, "parent", rows[3:], "pbt", {})
+
+    assert mlflow == {"m-c": "KILLED", "m-n": "KILLED", "m-p1": "KILLED"}  # the trial that failed keeps FAILED
+    assert finished["cat-m-c"][0] == "stopped" and "stopped by the asha scheduler after 2 epoch(s)" in finished["cat-m-c"][1]
+    assert finished["cat-m-p1"][0] == "stopped" and finished["cat-m-p1"][1].startswith("PBT stopped this run")
+    assert finished["cat-m-n"][0] == "failed"  # it ended without the scheduler stopping it
+    assert "cat-m-d" not in finished
