@@ -72,6 +72,24 @@ def build(input_shape, output_dim, params):
 '''
 
 
+def test_a_workers_own_error_is_reported_as_itself(ray_4_cpus, raymlp_home, tmp_path):
+    """A custom builder that makes no torch module fails in the Ray Train worker: the driver raises
+    that WorkFailed with its own message (the shared driver maps a worker's raymlp errors back)."""
+    from raymlp.errors import WorkFailed
+
+    folder = tmp_path / "project"
+    (folder / "models").mkdir(parents=True)
+    (folder / "models" / "nets.py").write_text("def not_a_module(input_shape, output_dim, params):\n    return 'a string'\n")
+    job = folder / "job.yaml"
+    job.write_text((REPO / "jobs" / "wine-torch.yaml").read_text()
+                   .replace("model: {type: mlp, hidden_layers: [32, 16], dropout: 0.1}",
+                            'model: {type: custom, builder: "models.nets:not_a_module"}')
+                   .replace("num_workers: 2", "num_workers: 1"))
+    with pytest.raises(WorkFailed) as failed:
+        run_job_quietly(load_job(job), only=["convert", "train"], reporter=Reporter(quiet=True))
+    assert str(failed.value) == "train.model.builder models.nets:not_a_module returned str, not a torch.nn.Module"
+
+
 def test_a_users_builder_trains_and_its_package_needs_no_builder_file(ray_4_cpus, raymlp_home, tmp_path):
     """`custom` runs the user's function on every worker; the package carries its source, so the
     model loads after the file is gone and predicts exactly as the run evaluated it."""
