@@ -91,7 +91,7 @@ class RunFolder:
     tune_report = _in_run(TUNE_REPORT)
 
     def short_name(self, job: str) -> str:
-        """JOB-RUN8: the run's name in Ray Train, Ray Tune and MLflow."""
+        """JOB-RUN8: the name of the run's folder in Ray Train's and Ray Tune's storage."""
         return f"{job}-{self.run_id[:8]}"
 
     def train_checkpoints(self) -> Path:
