@@ -28,18 +28,24 @@ def _job(folder, shared: bool):
     return path
 
 
-def _run(job, home) -> dict:
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "integration" / "node_loss.py"), str(job), str(home)],
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, dict]:
+    """Both jobs on one three-node cluster (its start is the slow part), in one RAYMLP_HOME: first the one
+    with a local storage root, refused before it trains, then the shared one, which loses a node."""
+    folder = tmp_path_factory.mktemp("node-loss")
+    jobs = {"local": _job(folder, shared=False), "shared": _job(folder, shared=True)}
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "integration" / "node_loss.py"), str(folder / "home"),
+                           str(jobs["local"]), str(jobs["shared"])],
                           capture_output=True, text=True, timeout=900, env={**os.environ, "RAY_ADDRESS": "",
                           # the session cluster's dashboard is not this cluster's; port 9 answers nobody
-                          "RAY_API_SERVER_ADDRESS": "http://127.0.0.1:9"}, cwd=job.parent)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert lines, done.stdout[-3000:] + done.stderr[-5000:]
-    return json.loads(lines[-1])
+                          "RAY_API_SERVER_ADDRESS": "http://127.0.0.1:9"}, cwd=folder)
+    printed = {found["job"]: found for found in (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))}
+    return {kind: printed.get(str(job), {"error": "no outcome: " + done.stdout[-3000:] + done.stderr[-5000:]})
+            for kind, job in jobs.items()}
 
 
-def test_training_survives_the_loss_of_a_workers_node(tmp_path):
-    outcome = _run(_job(tmp_path, shared=True), tmp_path / "home")
+def test_training_survives_the_loss_of_a_workers_node(outcomes):
+    outcome = outcomes["shared"]
     assert "error" not in outcome, outcome
     assert outcome["killed"]
     attempts = {int(epoch): attempt for epoch, attempt in outcome["attempts"].items()}
@@ -49,6 +55,6 @@ def test_training_survives_the_loss_of_a_workers_node(tmp_path):
     assert outcome["metrics"]["test_accuracy"] >= 0.9
 
 
-def test_a_local_storage_root_is_refused_on_several_nodes(tmp_path):
-    outcome = _run(_job(tmp_path, shared=False), tmp_path / "home")
-    assert outcome["error"].startswith("UsageError: storage.root:") and "storage.shared: true" in outcome["error"]
+def test_a_local_storage_root_is_refused_on_several_nodes(outcomes):
+    outcome = outcomes["local"]
+    assert outcome["error"].startswith("UsageError: storage.root:") and "storage.shared: true" in outcome["error"], outcome
