@@ -42,11 +42,11 @@ _FINISHED_STATUSES = tuple(status for status in RUN_STATUSES if status != "runni
 
 def _listing(items: Iterable[object], limit: int = 20) -> str:
     """``a, b, c`` (at most ``limit`` items, then how many more), or ``none``."""
-    items = [str(item) for item in items]
-    if not items:
+    texts = [str(item) for item in items]
+    if not texts:
         return "none"
-    shown = ", ".join(items[:limit])
-    return shown if len(items) <= limit else f"{shown}, ... ({len(items) - limit} more)"
+    shown = ", ".join(texts[:limit])
+    return shown if len(texts) <= limit else f"{shown}, ... ({len(texts) - limit} more)"
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -444,7 +444,7 @@ class Catalog:
         with self._session(write=True) as session:
             result = session.execute(delete(ModelVersion).where(ModelVersion.model_name == model_name,
                                                                 ModelVersion.model_version == str(model_version)))
-            return int(result.rowcount or 0)
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]  # a DELETE's CursorResult
 
     def models_using_dataset(self, name: str, version: int | None = None) -> list[ModelVersionRecord]:
         """The model versions trained on dataset ``name`` (on ``version`` only, if given)."""

@@ -115,7 +115,7 @@ def bulk_load(connection, staging, staging_sql: str, piece: LoadPiece, batch_row
         columns = ", ".join(raw_quote(connection.dialect, column) for column in names)
         delimiter = "'" + piece.delimiter.replace("'", "''") + "'"
         statement = f"COPY {staging_sql} ({columns}) FROM STDIN WITH (FORMAT csv, DELIMITER {delimiter})"
-        stream = io.BytesIO(piece.csv_text) if text else _CsvStream(table, batch_rows)
+        stream = io.BytesIO(piece.csv_text) if piece.csv_text is not None else _CsvStream(table, batch_rows)
         cursor = connection.connection.dbapi_connection.cursor()
         try:
             if hasattr(cursor, "copy_expert"):  # psycopg2

@@ -35,6 +35,8 @@ def read_sql(
     try:
         with read_errors(url, table, engine), engine.connect() as connection:
             declared: dict[str, Any] = {}
+            selectable: Any
+            raw_select: Any
             if table is not None:
                 declared = declared_types(connection, table)
                 # Plain SQL, not a reflected Table: the driver's own values (floats stay floats).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 from .engine import engine_for, read_errors
@@ -61,7 +63,7 @@ def read_rejects(url: str, table: str) -> pa.Table | None:
             rows = result.fetchall()
     finally:
         engine.dispose()
-    values = list(zip(*rows)) or [()] * len(REJECTS_COLUMNS)
+    values: list[Any] = list(zip(*rows)) or [()] * len(REJECTS_COLUMNS)
     kinds = [pa.string(), pa.int64(), pa.string(), pa.string(), pa.binary()]
     values[4] = [None if value is None else bytes(value) for value in values[4]]  # memoryview from some drivers
     return pa.table([pa.array(list(column), kind) for column, kind in zip(values, kinds)],

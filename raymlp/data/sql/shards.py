@@ -43,6 +43,9 @@ def split_points(low: Any, high: Any, count: int) -> list[Any]:
     if count <= 1 or low is None or high is None or not low < high:
         return []
     steps = range(1, count)
+    points: list[Any]
+    first: Any
+    last: Any
     if isinstance(low, datetime.datetime):
         width = (high - low) // datetime.timedelta(microseconds=1)
         points = [low + datetime.timedelta(microseconds=width * step // count) for step in steps]
@@ -218,7 +221,8 @@ def read_shards(url: str, *, query: str | None, table: str | None, shard_key: st
     workers = max(1, min(shards, 64))
     parsed = sa.engine.make_url(url)
     in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
-    engine = engine_for(url, **({} if in_memory else {"pool_size": workers + 1, "max_overflow": 0}))
+    pool: dict[str, Any] = {} if in_memory else {"pool_size": workers + 1, "max_overflow": 0}
+    engine = engine_for(url, **pool)
     errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,)
     if getattr(engine.dialect, "dbapi", None) is not None:
         errors += (engine.dialect.dbapi.Error,)  # raw cursors (COPY) raise the driver's own errors
@@ -275,6 +279,7 @@ def iter_sql_shards(url: str, *, query: str | None = None, table: str | None = N
     """
     from contextlib import closing
 
-    with closing(read_shards(url, query=query, table=table, shard_key=shard_key, shards=shards, where=where)) as pieces:
+    with closing(read_shards(  # type: ignore[type-var]  # a generator has close()
+            url, query=query, table=table, shard_key=shard_key, shards=shards, where=where)) as pieces:
         for _, piece in pieces:
             yield piece
