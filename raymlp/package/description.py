@@ -54,14 +54,17 @@ def describe_package(
 
 
 def pip_requirements(framework: str, preprocessor: Any = None) -> list[str]:
-    """What the MLflow pyfunc model needs installed, pinned to this environment's versions: Ray Data
-    (the fitted chain is Ray Data's), pandas, pyarrow, PyYAML and pydantic (imported by the raymlp code
-    the model carries with it, see `raymlp.tracking.pyfunc`), dask for dask steps, and the
-    framework's own packages. raymlp itself is not a requirement: it is not published."""
+    """What the MLflow pyfunc model needs installed, pinned to this environment's versions: pandas,
+    pyarrow, pydantic and PyYAML (imported by the raymlp code the model carries with it, see
+    `raymlp.tracking.pyfunc`), Ray Data when there is a fitted chain (it pickles Ray Data's
+    preprocessors), dask for dask steps, and the framework's own packages. raymlp itself is not a
+    requirement: it is not published, its code travels with the model."""
     from importlib.metadata import version
 
-    pinned = [f"ray[data]=={version('ray')}", f"pandas=={version('pandas')}", f"pyarrow=={version('pyarrow')}",
+    pinned = [f"pandas=={version('pandas')}", f"pyarrow=={version('pyarrow')}",
               f"pydantic=={version('pydantic')}", f"PyYAML=={version('PyYAML')}"]
+    if preprocessor is not None:
+        pinned.insert(0, f"ray[data]=={version('ray')}")
     if any(step.kind == "dask" for step in package_transforms(preprocessor)):
         pinned.append(f"dask[dataframe]=={version('dask')}")
     return pinned + model_format(framework).pip_requirements()

@@ -276,18 +276,22 @@ class Tracker:
 
     def log_package(self, run_id: str, package_dir: Path, pip_requirements: list[str]) -> str:
         """Log the package as an MLflow pyfunc model; returns its model URI."""
+        import tempfile
+
         import mlflow
         import mlflow.pyfunc
 
-        from .pyfunc import RaymlpPackageModel
+        from .pyfunc import RaymlpPackageModel, carried_code
 
-        with _global_uris(self.uri), mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        with _global_uris(self.uri), mlflow.start_run(run_id=run_id), warnings.catch_warnings(), \
+                tempfile.TemporaryDirectory(prefix="raymlp-code-") as scratch:
             warnings.simplefilter("ignore")
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=RaymlpPackageModel(),
                 artifacts={PACKAGE_ARTIFACT: str(package_dir)},
                 pip_requirements=pip_requirements,
+                code_paths=[str(carried_code(Path(scratch)))],  # raymlp is not on any index: its code goes along
             )
         return info.model_uri
 

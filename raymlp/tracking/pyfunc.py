@@ -1,7 +1,16 @@
-"""The model package as an MLflow pyfunc model, so `mlflow models predict` works on it."""
+"""The model package as an MLflow pyfunc model, so `mlflow models predict` works on it.
+
+raymlp is not published on a package index, so the model carries raymlp's own code with it
+(`mlflow.pyfunc.log_model(code_paths=[carried_code(...)])`: MLflow puts the copy on `sys.path`
+before it unpickles this module's class) and its requirements name only published packages
+(`raymlp.package.pip_requirements`). `mlflow models predict --env-manager virtualenv` can then
+build the model's environment from the index alone.
+"""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
@@ -25,3 +34,14 @@ class RaymlpPackageModel(mlflow.pyfunc.PythonModel):
         """
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return self.package.predict(frame)
+
+
+def carried_code(scratch: Path) -> Path:
+    """A copy of the running raymlp's source folder under `scratch` (without byte-code caches), for
+    `code_paths`: MLflow copies it into the model's `code/` folder."""
+    import raymlp
+
+    target = Path(scratch) / "raymlp"
+    shutil.copytree(Path(raymlp.__file__).resolve().parent, target,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+    return target

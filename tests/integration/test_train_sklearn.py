@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,6 +149,52 @@ def test_registered_package_predicts_in_plain_python_as_the_stage_measured(wine_
     assert predicted["prediction"] == classes[estimator.predict(matrix)].tolist()
     for index, name in enumerate(package.classes):
         assert np.allclose(predicted[f"probability_{name}"], estimator.predict_proba(matrix)[:, index], atol=1e-6)
+
+
+def test_mlflow_models_predict_builds_the_model_its_own_virtualenv(wine_run, monkeypatch, tmp_path):
+    """The logged model needs nothing unpublished: `mlflow models predict --env-manager virtualenv`
+    (pyenv's Python, a fresh venv, its requirements installed from the package index, raymlp's code
+    carried in the model's code/ folder) gives the package's own predictions. MLflow's predict
+    command builds that environment anew in a temporary folder on every call; a pyenv hook
+    (pyenv_hooks/) lends it this machine's pyenv CPython of the same version instead of a download
+    and compile."""
+    import shutil
+
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from raymlp.package import load_package
+    from raymlp.storage import resolve_storage
+
+    pyenv = shutil.which("pyenv")
+    assert pyenv, "MLflow's virtualenv env manager needs pyenv on PATH"
+    monkeypatch.setenv("RAYMLP_HOME", str(wine_run["home"]))
+    storage = resolve_storage()
+    features = _test_rows(wine_run["home"], WINE_JOB).drop(columns=["target"])
+    features.to_csv(tmp_path / "input.csv", index=False)
+    model_uri = wine_run["summary"].model_uri
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(storage.tracking_uri)
+    try:
+        requirements = Path(mlflow.pyfunc.get_model_dependencies(model_uri)).read_text().split()
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert "raymlp" not in [line.split("=")[0] for line in requirements], requirements
+
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("mlflow")), "models", "predict", "-m", model_uri,
+         "--env-manager", "virtualenv", "-i", "input.csv", "-t", "csv"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "MLFLOW_TRACKING_URI": storage.tracking_uri,
+             "PYENV_HOOK_PATH": str(Path(__file__).with_name("pyenv_hooks")),
+             "RAYMLP_TEST_PYENV_ROOT": subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    predicted = pd.DataFrame(json.loads(result.stdout.strip().splitlines()[-1])["predictions"])
+    expected = load_package(wine_run["summary"].package_dir).predict(features)
+    assert predicted["prediction"].tolist() == expected["prediction"].tolist()
+    probabilities = [column for column in expected.columns if column.startswith("probability_")]
+    np.testing.assert_allclose(predicted[probabilities].to_numpy(), expected[probabilities].to_numpy(), atol=1e-9)
 
 
 def test_ridge_regression_on_diabetes(ray_4_cpus, raymlp_home):
