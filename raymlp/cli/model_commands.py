@@ -50,7 +50,7 @@ def _print_model(shown: dict, aliases: list[str]) -> None:
         *([["classes", cell(shown["classes"])]] if shown["classes"] else []),
         ["features", f"{len(features)}: " + ", ".join(f"{f['name']} ({f['type']})" for f in features[:8])
          + (f", and {len(features) - 8} more" if len(features) > 8 else "")],
-        ["trained", timestamp(_parse_time(lineage.get("trained_at"))) + " UTC" if lineage.get("trained_at") else ""],
+        ["trained", timestamp(_parse_time(lineage["trained_at"])) + " UTC" if lineage.get("trained_at") else ""],
     ])
     print_table("metrics", ["metric", "value"], [[key, number(value)] for key, value in sorted(shown["metrics"].items())])
     print_lines("preprocessing", [f"{index}. {step.get('type', '?')}: " + cell({k: v for k, v in step.items() if k != "type"})
