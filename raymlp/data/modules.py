@@ -144,9 +144,7 @@ def _import_isolated(name: str, source: str, file: Path) -> types.ModuleType:
 
 def _package_roots() -> set[str]:
     """sys.path entries that hold raymlp itself (kept, so raymlp's own lazy imports still work)."""
-    import raymlp
-
-    return {str(Path(raymlp.__file__).resolve().parents[1])}
+    return {str(Path(__file__).resolve().parents[2])}
 
 
 def _line_in(error: BaseException, filename: str) -> int:
