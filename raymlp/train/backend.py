@@ -84,12 +84,6 @@ def training_backend(framework: str) -> TrainingBackend:
     return cast(TrainingBackend, importlib.import_module(BACKENDS[framework]))
 
 
-def backend(framework: str) -> Any:
-    """The backend module of a framework, imported on first use: what loads and scores its models
-    (`load_for_inference`, `predict_scores`, `pip_requirements`) until `raymlp.package` owns them."""
-    return training_backend(framework)
-
-
 def fit(request: TrainRequest) -> FitOutcome:
     """Train with the backend of the request's framework."""
     return training_backend(request.train.framework).fit(request)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlp.errors import UsageError
+from raymlp.frameworks import FRAMEWORKS, said
 from raymlp.package.formats.tensorflow_format import CUSTOM_WEIGHTS_FILE, MODEL_FILE, built
 from raymlp.verbosity import import_quietly
 
@@ -227,8 +228,9 @@ def fit(request: TrainRequest) -> FitOutcome:
     from ray.train.tensorflow import TensorflowTrainer
 
     spec = _model_spec(request)
-    if spec["type"] not in ("mlp", "cnn", "custom"):
-        raise UsageError(f"train.model.type: tensorflow builds mlp, cnn or custom, not '{spec['type']}'")
+    builds = FRAMEWORKS["tensorflow"].models
+    if spec["type"] not in builds:
+        raise UsageError(f"train.model.type: tensorflow builds {said(builds, 'or')}, not '{spec['type']}'")
     loop_config = {**epoch_loop_config(request), "model_spec": spec}
     result = run_trainer(TensorflowTrainer, train_loop_per_worker, loop_config, request, worker_env=WORKER_ENV)
     best = best_checkpoint(result, request)
