@@ -8,6 +8,7 @@ source once per process (`module_function`) and each batch goes through `apply_s
 from __future__ import annotations
 
 import threading
+import traceback
 import types
 from collections.abc import Callable
 from typing import Any
@@ -101,8 +102,17 @@ def apply_step(kind: str, ref: str, function: Callable[..., Any], df: pd.DataFra
             result = function(df.copy())
         except Exception as error:
             raise WorkFailed(f"preprocess step {ref} failed on a batch of {len(df)} rows: "
-                             f"{type(error).__name__}: {error}") from error
+                             f"{type(error).__name__}: {error}{_where(error, ref)}") from error
     return _aligned(ref, df, result)
+
+
+def _where(error: BaseException, ref: str) -> str:
+    """' (MODULE@VERSION.py:LINE)': the last line of the step's module in the error's traceback (the
+    package's copy is modules/MODULE@VERSION.py); '' when the error did not pass through it."""
+    pinned = ref.rpartition(":")[0]
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if frame.filename == f"<raymlp module {pinned}>" and frame.lineno]
+    return f" ({pinned}.py:{lines[-1]})" if lines else ""
 
 
 def _apply_dask(ref: str, function: Callable[..., Any], df: pd.DataFrame) -> pd.DataFrame:
@@ -113,14 +123,14 @@ def _apply_dask(ref: str, function: Callable[..., Any], df: pd.DataFrame) -> pd.
         result = function(frame)
     except Exception as error:
         raise WorkFailed(f"dask step {ref} failed building its graph for a batch of {len(df)} rows: "
-                         f"{type(error).__name__}: {error}") from error
+                         f"{type(error).__name__}: {error}{_where(error, ref)}") from error
     if not isinstance(result, dd.DataFrame):
         raise WorkFailed(f"dask step {ref} returned {type(result).__name__}; it must return a dask DataFrame")
     try:
         return result.compute(**dask_compute_options())
     except Exception as error:
         raise WorkFailed(f"dask step {ref} failed on a batch of {len(df)} rows: "
-                         f"{type(error).__name__}: {error}") from error
+                         f"{type(error).__name__}: {error}{_where(error, ref)}") from error
 
 
 def dask_compute_options() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from raymlp.errors import UsageError
+from raymlp.errors import UsageError, raised_in_a_worker
 
 _READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet", ".json": "read_json", ".jsonl": "read_json"}
 
@@ -315,6 +315,13 @@ def predict_batch(
         if target.is_dir() and suffix not in (".csv", ".parquet"):
             shutil.rmtree(target)
         os.replace(staging, target)
+    except Exception as error:
+        # A scoring task's own failure (a module step's WorkFailed: the user's exception, the step,
+        # its line) comes back wrapped by Ray Data; say it as the step said it.
+        raised = raised_in_a_worker(error)
+        if raised is None or raised is error:
+            raise
+        raise raised from None
     finally:
         if staging.exists():
             shutil.rmtree(staging) if staging.is_dir() else staging.unlink()

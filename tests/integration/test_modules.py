@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 
 import numpy as np
@@ -24,6 +25,8 @@ import numpy as np
 
 def areas(df):
     """Replace lengths and widths by areas."""
+    if (df["{PL}"] < 0).any():
+        raise ValueError("a petal length below 0")
     return pd_frame(petal_area=df["{PL}"] * df["{PW}"], sepal_area=df["{SL}"] * df["{SW}"])
 
 
@@ -110,6 +113,21 @@ def test_batch_predictions_and_the_endpoint_apply_the_same_module_code(trained):
     classes = sorted(online[0]["probabilities"])
     np.testing.assert_allclose([[item["probabilities"][c] for c in classes] for item in online], offline, atol=1e-6)
     assert "module steps transforms@1:areas" in trained["stderr"]
+
+
+def test_batch_predict_says_a_failing_module_step_s_own_error(trained):
+    """A module step that raises in a scoring task: `raymlp predict` says the step's own message (its
+    pinned ref, the user's exception, the module's line), exit 1, not Ray Data's wrapper."""
+    project = trained["project"]
+    ROWS.assign(**{PL: -1.0}).to_csv(project / "negative.csv", index=False)
+    result = run_cli("predict", "--model", "iris-areas:1", "--input", "negative.csv", "--output", "never.csv",
+                     cwd=project, env=trained["env"])
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert re.search(r"^error: preprocess step transforms@1:areas failed on a batch of \d+ rows: "
+                     r"ValueError: a petal length below 0 \(transforms@1\.py:8\)$", result.stderr, re.MULTILINE), \
+        result.stderr[-3000:]
+    assert "UserCodeException" not in result.stderr and "unexpected" not in result.stderr, result.stderr[-3000:]
+    assert not (project / "never.csv").exists()
 
 
 def test_the_package_carries_the_exact_source_and_the_fitted_chain(trained):

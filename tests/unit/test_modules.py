@@ -276,7 +276,9 @@ def test_a_tampered_source_is_refused():
     [
         ("return df.head(1)", r"transforms@1:f returned 1 rows for a batch of 3; a step must return one row per input"),
         ("return df['sl']", r"transforms@1:f returned Series; it must return a pandas DataFrame"),
-        ("raise KeyError('color')", r"preprocess step transforms@1:f failed on a batch of 3 rows: KeyError: 'color'"),
+        # The user's own exception, and where in the module (the package's modules/transforms@1.py) it was raised.
+        ("raise KeyError('color')",
+         r"preprocess step transforms@1:f failed on a batch of 3 rows: KeyError: 'color' \(transforms@1\.py:2\)$"),
     ],
 )
 def test_a_function_that_breaks_the_contract_is_a_clear_failure(body, message):
