@@ -61,7 +61,9 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     from raymlp.config import load_job
     from raymlp.ray_internals import report_train_checkpoints_to_tune
 
-    space = load_job(spec.job_path, spec.overrides).config.tune.space
+    settings = load_job(spec.job_path, spec.overrides).config.tune
+    assert settings is not None, "a sweep's trial runs a job with a tune section"
+    space = settings.space
     start = None
     if spec.pbt:
         # Ray's `TuneReportCallback` hands Tune each epoch's Ray Train checkpoint only as a folder
@@ -84,7 +86,7 @@ def train_run(spec: TrialSpec, values: dict[str, Any], trial_id: str, refit: boo
              "dataset": spec.dataset, "dataset_version": str(spec.dataset_version), **({"refit": "true"} if refit else {}),
              **({"start_checkpoint": start_checkpoint} if start_checkpoint else {})}
     summary = spec.runner(spec.job_path, spec.job_overrides(values), trial)
-    final = {key: value for key, value in summary.metrics.items() if isinstance(value, int | float)}
+    final: dict[str, Any] = {key: value for key, value in summary.metrics.items() if isinstance(value, int | float)}
     final.update(raymlp_run_id=summary.run_id, mlflow_run_id=summary.mlflow_run_id, model_uri=summary.model_uri or "",
                  package_dir=summary.package_dir or "", best_epoch=summary.best_epoch or 0, epochs=summary.epochs or 0,
                  dataset=summary.dataset or "",
