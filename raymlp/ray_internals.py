@@ -81,7 +81,7 @@ def ignore_gitignore_env_var() -> str:
 
 def token_auth_mode() -> bool:
     """Whether the Ray of this process checks tokens (`ray._raylet.get_authentication_mode`)."""
-    from ray._raylet import AuthenticationMode, get_authentication_mode
+    from ray._raylet import AuthenticationMode, get_authentication_mode  # type: ignore[attr-defined]
 
     return get_authentication_mode() == AuthenticationMode.TOKEN
 
@@ -127,11 +127,11 @@ def node_params_default(key: str, value: Any) -> Iterator[None]:
             kwargs.setdefault(key, value)
             super().__init__(*args, **kwargs)
 
-    parameter.RayParams = _RayParams
+    parameter.RayParams = _RayParams  # type: ignore[misc]
     try:
         yield
     finally:
-        parameter.RayParams = original
+        parameter.RayParams = original  # type: ignore[misc]
 
 
 # --- Serve (ray.serve._private) --------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def local_gpu_counts() -> tuple[int, list[str] | None]:
     ids this process may see through CUDA_VISIBLE_DEVICES, None when it does not restrict them)."""
     from ray._private.accelerators import get_accelerator_manager_for_resource
 
-    manager = get_accelerator_manager_for_resource("GPU")
+    manager: Any = get_accelerator_manager_for_resource("GPU")  # None where Ray knows no GPUs: AttributeError
     return manager.get_current_node_num_accelerators(), manager.get_current_process_visible_accelerator_ids()
 
 

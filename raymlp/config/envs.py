@@ -131,7 +131,7 @@ class NamedEnv:
         """The file's settings with values that came from ${ENV} shown as their reference."""
         shown = self.config.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
         for path, template in self.secret_paths.items():
-            target = shown
+            target: Any = shown
             for part in path[:-1]:
                 target = target.get(part) if isinstance(target, dict) else None
             if isinstance(target, dict) and path[-1] in target:

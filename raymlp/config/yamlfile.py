@@ -339,6 +339,6 @@ def load_yaml_model(path: str | os.PathLike[str], model: type[ModelT], *, what: 
     except ValidationError as error:
         _validation_issues(error, source, model)
         loaded = None
-    if source.issues:
+    if source.issues or loaded is None:
         raise ConfigError(source.issues, what)
     return loaded, secrets

@@ -111,7 +111,7 @@ def _requires_token(dashboard: str, headers: dict[str, str]) -> bool | None:
         mode = reply.json().get("authentication_mode") if reply.ok else None
     except (requests.exceptions.RequestException, ValueError):
         return None
-    return {"token": True, "disabled": False}.get(mode)
+    return {"token": True, "disabled": False}.get(mode)  # type: ignore[arg-type]
 
 
 def guard(call, url: str, token: Token | None):

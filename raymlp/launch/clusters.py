@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 from raymlp.errors import UsageError
 from raymlp.textfiles import TextFileError, read_utf8
@@ -210,7 +210,7 @@ def _schema_problems(validator: Any, instance: Any, source: _Source, prefix: Pat
                 source.add(located, message)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -234,7 +234,7 @@ def _check_launcher(config: Any, source: _Source) -> None:
 
     if not isinstance(config, dict):
         return
-    provider = config.get("provider")
+    provider: Any = config.get("provider")
     provider_type = provider.get("type") if isinstance(provider, dict) else None
     instance = config
     if provider_type == "local" and "min_workers" in config:

@@ -274,7 +274,7 @@ class _BuildLog:
         if self.nodes is None:
             self.nodes = []
             try:
-                reply = requests.get(f"{self.base}/api/v0/nodes", params={"limit": 1000, "detail": "false"},
+                reply = requests.get(f"{self.base}/api/v0/nodes", params={"limit": "1000", "detail": "false"},
                                      headers=self.headers, timeout=10)
                 rows = reply.json().get("data", {}).get("result", {}).get("result", []) if reply.ok else []
                 alive = [row for row in rows if row.get("state") == "ALIVE"]
@@ -293,7 +293,7 @@ class _BuildLog:
         for candidate in nodes:
             try:
                 reply = requests.get(f"{self.base}/api/v0/logs/file", headers=self.headers, timeout=30,
-                                     params={"node_id": candidate, "filename": self.filename, "lines": 5000})
+                                     params={"node_id": candidate, "filename": self.filename, "lines": "5000"})
             except requests.exceptions.RequestException:
                 continue
             if reply.status_code == 200 and reply.text.strip():

@@ -151,7 +151,7 @@ def _zipped_size(folder: WorkingDir) -> int:
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _size(count: int) -> str:
+def _size(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from raymlp import ray_internals, settings
 
@@ -48,7 +49,7 @@ def exclusion(root: Path, relative: str, extra_excludes: list[str] | tuple[str, 
     return None
 
 
-def _exclude_rules(root: Path, extra: list[str] | tuple[str, ...]) -> list[tuple[object, str]]:
+def _exclude_rules(root: Path, extra: list[str] | tuple[str, ...]) -> list[tuple[Any, str]]:
     labelled = ([(pattern, f"raymlp's default excludes ({pattern})") for pattern in EXCLUDES]
                 + [(pattern, f"RAYMLP_HOME, raymlp's own state ({pattern})") for pattern in home_inside(root)]
                 + [(pattern, f"Ray's default excludes ({pattern})") for pattern in ray_default_excludes()]
@@ -56,7 +57,7 @@ def _exclude_rules(root: Path, extra: list[str] | tuple[str, ...]) -> list[tuple
     return [(ray_internals.gitwildmatch_pattern(pattern), label) for pattern, label in labelled]
 
 
-def _ignore_rules(root: Path, folder: Path) -> list[tuple[Path, list[tuple[object, str]]]]:
+def _ignore_rules(root: Path, folder: Path) -> list[tuple[Path, list[tuple[Any, str]]]]:
     """The ignore files in `folder` Ray's walk reads, each as (folder, [(pattern, 'FILE:LINE: text')])."""
     found = []
     for name in IGNORE_FILES:
@@ -75,7 +76,7 @@ def _ignore_rules(root: Path, folder: Path) -> list[tuple[Path, list[tuple[objec
     return found
 
 
-def _last_match(rules: list[tuple[object, str]], relative: str) -> str | None:
+def _last_match(rules: list[tuple[Any, str]], relative: str) -> str | None:
     """gitignore's reading: the last pattern that matches decides (a `!pattern` takes a file back)."""
     decided: str | None = None
     for pattern, label in rules:
