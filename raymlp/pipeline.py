@@ -122,7 +122,7 @@ def run_job(
 
             check_job_refs(loaded, catalog)  # unknown module refs are config errors (exit 2), before any run
         if resume is not None:
-            run = _reopen_for_resume(catalog, loaded, resume, stages, storage)
+            run = _reopen_for_resume(catalog, loaded, resume, stages, storage, address)
         else:
             run = catalog.start_run(
                 job_name=loaded.config.name, job_path=str(loaded.path), job_sha256=loaded.sha256,
@@ -185,8 +185,10 @@ def _withdraw_unused_version(context: StageContext, summary: RunSummary) -> None
     context.reporter.stage("convert", f"withdrew {version.ref}: the run failed before anything used it")
 
 
-def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: list[str], storage: Any) -> Any:
-    """The run to resume, checked: same job, same settings, training started, not finished."""
+def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: list[str], storage: Any,
+                       address: str | None = None) -> Any:
+    """The run to resume, checked: same job, same settings, training started, not finished, and no
+    Ray Train controller of it still alive on the cluster (`address`)."""
     from raymlp.catalog import CatalogError
     from raymlp.storage import RunFolder
     from raymlp.tracking.mlflow_tracking import flatten
@@ -210,6 +212,10 @@ def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: lis
     if not storage.run(run_id).has(started):
         raise UsageError(f"--resume: run {run_id} never started {'training' if 'train' in stages else 'its sweep'}; "
                          "start a new run instead")
+    if "train" in stages:
+        from raymlp.train.resume import refuse_while_training
+
+        refuse_while_training(run_id, address)
     return catalog.reopen_run(run_id)
 
 
