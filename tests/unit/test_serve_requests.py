@@ -22,6 +22,9 @@ class _Storage:
     def folder(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    def model_cache(self) -> str:
+        return self.folder("cache", "models")
+
 
 @pytest.fixture
 def parser() -> RecordParser:
