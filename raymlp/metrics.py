@@ -94,6 +94,7 @@ def _make(name: str) -> Any:
             return metrics.Counter(name, description, tag_keys=tag_keys)
         if kind == "gauge":
             return metrics.Gauge(name, description, tag_keys=tag_keys)
+        assert boundaries is not None  # every histogram of DEFINITIONS has its boundaries
         return metrics.Histogram(name, description, boundaries=boundaries, tag_keys=tag_keys)
     except Exception:  # a Ray without metrics here (a Ray Client connection): record nothing, ask no more
         return False

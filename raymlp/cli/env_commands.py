@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -48,8 +48,9 @@ def env_show(name: NameArg, as_json: JsonOpt = False) -> None:
     from raymlp.config.envs import load_env
 
     named = load_env(name)
-    shown = {"name": named.name, "file": named.label, "kind": named.kind, "settings": named.public_settings(),
-             "imports": named.imports(), "runtime_env": named.public_runtime_env()}
+    shown: dict[str, Any] = {"name": named.name, "file": named.label, "kind": named.kind,
+                             "settings": named.public_settings(), "imports": named.imports(),
+                             "runtime_env": named.public_runtime_env()}
     if as_json:
         print_json(shown)
         return

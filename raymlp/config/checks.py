@@ -161,6 +161,7 @@ def _pbt_fits(job: JobConfig) -> Iterator[Finding]:
     from .search import pbt_mutable
 
     tune = job.tune
+    assert tune is not None and job.train is not None  # _tune_is_well_formed calls this with both
     pbt = names_where(pbt=True)
     if job.train.framework not in pbt:
         yield ("tune", "scheduler", "type"), (f"pbt continues trials from other trials' checkpoints, which {said(pbt)} "

@@ -42,7 +42,7 @@ def parse_json_range(data: bytes, source: str, column_types: dict[str, pa.DataTy
     if table is not None and (physical_lines(data) if lines is None else lines) == table.num_rows:
         return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None)
     good: list[bytes] = []
-    lines: list[int] = []
+    good_lines: list[int] = []  # (`lines`, the parameter, is the count)
     bad_lines: list[int] = []
     reasons: list[str] = []
     texts: list[str] = []
@@ -66,7 +66,7 @@ def parse_json_range(data: bytes, source: str, column_types: dict[str, pa.DataTy
             raws.append(line)
         else:
             good.append(line)
-            lines.append(number)
+            good_lines.append(number)
     table = _read_typed_else_inferred(b"\n".join(good) + b"\n", column_types) if good else pa.table({})
-    return ParsedCsv(table=table, lines=np.asarray(lines, dtype=np.int64),
+    return ParsedCsv(table=table, lines=np.asarray(good_lines, dtype=np.int64),
                      malformed=malformed_records(source, bad_lines, reasons, texts, raws))

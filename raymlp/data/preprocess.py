@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from raymlp.config.schema import MODULE_STEP_TYPES, PreprocessStep
+from raymlp.config.schema import MODULE_STEP_TYPES, DaskStep, FunctionStep, PreprocessStep
 from raymlp.errors import WorkFailed
 
 _NUMERIC_KINDS = ("int", "float", "bool")
@@ -19,6 +19,7 @@ def build_step(step: PreprocessStep, columns: list[str], modules: dict[str, Any]
     if step.type in MODULE_STEP_TYPES:
         from raymlp.data.transform import function_transform
 
+        assert isinstance(step, (FunctionStep, DaskStep))  # the step types MODULE_STEP_TYPES names
         if not modules or step.ref not in modules:
             raise WorkFailed(f"preprocess step {step.ref}: its module was not resolved from the catalog")
         return function_transform(step.type, step.ref, modules[step.ref])
@@ -37,7 +38,8 @@ def build_step(step: PreprocessStep, columns: list[str], modules: dict[str, Any]
     if step.type == "ordinal_encoder":
         return rdp.OrdinalEncoder(columns)
     if step.type == "simple_imputer":
-        return rdp.SimpleImputer(columns, strategy=step.strategy, fill_value=step.fill_value)
+        # Ray's stub says numbers.Number, which a float is at run time (mypy misses the ABC registration).
+        return rdp.SimpleImputer(columns, strategy=step.strategy, fill_value=step.fill_value)  # type: ignore[arg-type]
     raise AssertionError(step.type)  # pragma: no cover - the schema admits no other type
 
 

@@ -21,6 +21,7 @@ its lines.
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -101,7 +102,8 @@ class RangeResult:
     part: dict[str, Any] | None
     unique_values: dict[str, Any]
     table: pa.Table | None
-    csv_text: bytes | None = None  # the range's bytes: one record per line, read exactly as COPY reads CSV
+    # builtins.bytes: in this class `bytes` names the field above
+    csv_text: builtins.bytes | None = None  # the range's bytes: one record per line, read exactly as COPY reads CSV
 
 
 @dataclass
@@ -452,7 +454,7 @@ def _runner(workers: int, progress: Callable[[int, int], None] | None, label: st
     connected = ray is not None and ray.is_initialized()
     if forced and not connected:
         raise UsageError(f"{READ_ON_RAY_ENV}=1 but this process is not connected to Ray")
-    if forced or (connected and sum(1 for node in ray.nodes() if node.get("Alive")) > 1):
+    if forced or (connected and ray is not None and sum(1 for node in ray.nodes() if node.get("Alive")) > 1):
         return _RayRunner(progress, label, total)
     return _Runner(workers, progress)
 
@@ -495,6 +497,7 @@ class _SourceHashes:
         import hashlib
 
         fed = self._fed or {}
+        waiting: dict[str, dict[int, tuple[int, bytes]]]  # per file: start -> (end, bytes) arrived early
         digests, offsets, waiting = {}, {}, {}
         for path in self.files:
             name = str(path)
@@ -939,7 +942,7 @@ def _assemble(ordered: list[RangeResult], schema: pa.Schema, file_hashes: dict[s
     merged: dict[str, dict[str, Any]] = {}
     quarantines = []
     offsets = _line_offsets(ordered, file_format)
-    parts = []
+    parts: list[dict[str, Any]] = []
     for result in ordered:
         digest.add_sum(result.rows, result.hash_sum)
         merge_statistics(merged, result.statistics)

@@ -92,6 +92,7 @@ def _load_source(source, target, progress, reporter, label: str | None = None,
             reporter.stage("collect", f"a column's type widened after rows were loaded ({reason}); reading the files whole")
     source_data = read_source(source, progress)
     if source_data.malformed_rows and not keep_rejects:
+        assert source_data.malformed is not None  # malformed_rows counts its rows
         first = source_data.malformed.slice(0, 20).to_pylist()
         raise WorkFailed(
             f"{source_data.malformed_rows} malformed records in the source; {MALFORMED_IN_A_TABLE}. First ones:\n  "

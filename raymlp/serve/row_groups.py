@@ -9,6 +9,7 @@ slice and scores it) and spread the slices over every CPU. Imported only where R
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -89,7 +90,7 @@ class RowGroupDatasource(Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         return [
-            ReadTask(lambda slice_=slice_: _read(slice_),
+            ReadTask(functools.partial(_read, slice_),
                      BlockMetadata(num_rows=slice_.stop - slice_.start, size_bytes=int(slice_.size_bytes),
                                    exec_stats=None, input_files=(slice_.path,)),
                      schema=self._schema, per_task_row_limit=per_task_row_limit)

@@ -51,6 +51,7 @@ def run_light_trial(config: dict[str, Any], spec: LightTrialSpec) -> None:
     space = _space(spec.job_path, tuple(spec.overrides))
     loaded = load_job(spec.job_path, spec.job_overrides(decoded(space, config)))
     job = loaded.config
+    assert job.train is not None  # a sweep's job trains (config checks)
     storage = resolve_storage(job.storage)
     prepared, dataset, arrays = _prepared(job, storage, spec)
     output_dim = len(prepared.classes) if prepared.classes else 1
@@ -78,7 +79,9 @@ def run_light_trial(config: dict[str, Any], spec: LightTrialSpec) -> None:
 def _space(job_path: str, overrides: tuple[str, ...]) -> dict[str, Any]:
     from raymlp.config import load_job
 
-    return load_job(job_path, list(overrides)).config.tune.space
+    tune = load_job(job_path, list(overrides)).config.tune
+    assert tune is not None  # a light trial runs a sweep's job
+    return tune.space
 
 
 _TRACKERS: dict[tuple[str, str], tuple[Any, str]] = {}

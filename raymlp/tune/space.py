@@ -125,6 +125,7 @@ def _within(dimension: SearchDimension, value: Any) -> bool:
     bounds = dimension.uniform or dimension.loguniform or dimension.quniform or dimension.randint
     if not isinstance(value, int | float) or isinstance(value, bool):
         return False
+    assert bounds is not None  # a dimension has exactly one kind (schema)
     if dimension.randint is not None:
         return isinstance(value, int) and bounds[0] <= value < bounds[1]
     return bounds[0] <= value <= bounds[1]
@@ -147,9 +148,10 @@ def scheduler(settings: SchedulerConfig, epochs: int, space: dict[str, SearchDim
                                   min_samples_required=settings.min_samples_required)
     from .pbt import EpochBoundedPBT
 
-    domains = param_space(space or {})
+    space = space or {}
+    domains = param_space(space)
     # A list makes PBT move a choice to a neighbouring option; a choice domain it would multiply.
-    mutations = {path: (list(_indices_if_nested(space[path].choice)) if space[path].choice is not None else domain)
+    mutations = {path: (list(_indices_if_nested(choice)) if (choice := space[path].choice) is not None else domain)
                  for path, domain in domains.items() if pbt_mutable(path)}
     return EpochBoundedPBT(
         epochs, time_attr="epoch", perturbation_interval=settings.perturbation_interval, synch=settings.synch,
