@@ -197,7 +197,7 @@ def check_refs(steps: list[Any], modules: list[Any]) -> list[tuple[tuple[str | i
     by_name: dict[str, dict[int, Any]] = {}
     for record in modules:
         by_name.setdefault(record.name, {})[record.version] = record
-    findings = []
+    findings: list[tuple[tuple[str | int, ...], str]] = []
     for index, step in module_steps(steps):
         problem = _ref_problem(parse_ref(step.ref), by_name)
         if problem:

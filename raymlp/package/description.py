@@ -12,7 +12,7 @@ def step_description(step: Any, preprocessor: Any, index: int) -> dict[str, Any]
     """A job step as the package records it; module steps with the version and sha256 they ran."""
     described = step.model_dump(exclude_none=True)
     fitted = preprocessor.preprocessors[index] if preprocessor is not None else None
-    if hasattr(fitted, "describe"):
+    if fitted is not None and hasattr(fitted, "describe"):
         described.update(fitted.describe(), requested=step.ref)
     return described
 

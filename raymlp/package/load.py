@@ -105,7 +105,7 @@ class ModelPackage:
             probabilities = np.exp(shifted)
             probabilities /= probabilities.sum(axis=1, keepdims=True)
             columns = {PREDICTION_COLUMN: pa.array(self.classes).take(pa.array(probabilities.argmax(axis=1)))}
-            for index, name in enumerate(self.classes):
+            for index, name in enumerate(self.classes or []):
                 columns[f"probability_{name}"] = pa.array(probabilities[:, index])
             return pa.table(columns)
         scale = self.description["model"].get("target_scale") or {"mean": 0.0, "std": 1.0}

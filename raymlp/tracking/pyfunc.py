@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 import pandas as pd  # module level: MLflow resolves the type hints of `predict` in this module
 
 
-class RaymlpPackageModel(mlflow.pyfunc.PythonModel):
+class RaymlpPackageModel(PythonModel):
     """Loads the raymlp package shipped as the artifact 'package' and predicts with it."""
 
     def load_context(self, context: Any) -> None:
