@@ -75,6 +75,20 @@ def quiet_ray_driver() -> None:
     from raymlp import ray_internals
 
     ray_internals.wrap_driver_printer(_without_notices, "_raymlp_quiet")
+    _quiet_ray_data_console()
+
+
+def _quiet_ray_data_console() -> None:
+    """Ray Data logs a failed task at ERROR on its console handler ("An exception was raised from a task
+    of operator ...", "Exception occurred in user code ...") before it raises the error, which raymlp
+    reports in its own words: in quiet mode its console shows only CRITICAL; its log file
+    (logs/ray-data/ray-data.log in the session folder) keeps everything. Ray Data sets up its handlers
+    when imported, so it is imported here."""
+    import ray.data  # noqa: F401
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.CRITICAL)
 
 
 def import_quietly(module: str) -> Any:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import requests
 
+from ..conftest import library_lines
 from .conftest import json_output, run_cli
 
 pytestmark = [pytest.mark.integration]
@@ -127,6 +128,7 @@ def test_batch_predict_says_a_failing_module_step_s_own_error(trained):
                      r"ValueError: a petal length below 0 \(transforms@1\.py:8\)$", result.stderr, re.MULTILINE), \
         result.stderr[-3000:]
     assert "UserCodeException" not in result.stderr and "unexpected" not in result.stderr, result.stderr[-3000:]
+    assert library_lines(result.stdout + result.stderr) == [], result.stderr[-3000:]
     assert not (project / "never.csv").exists()
 
 
