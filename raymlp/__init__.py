@@ -13,8 +13,8 @@ __all__ = ["Catalog", "ConfigError", "JobConfig", "load_job", "load_package", "p
 if TYPE_CHECKING:
     from raymlp.catalog import Catalog
     from raymlp.config import ConfigError, JobConfig, load_job
-    from raymlp.pipeline import run_job
     from raymlp.package import load_package
+    from raymlp.pipeline import run_job
 
 _LAZY = {
     "Catalog": "raymlp.catalog",

@@ -178,7 +178,7 @@ def _withdraw_unused_version(context: StageContext, summary: RunSummary) -> None
         if started or context.catalog.models_using_dataset(version.name, version.version):
             return
         withdraw_version(context.catalog, version)
-    except Exception as error:  # noqa: BLE001 - the run's own failure is what the user must see
+    except Exception as error:
         context.reporter.stage("convert", f"could not withdraw {version.ref} after the failure: {error}")
         return
     summary.dataset = summary.dataset_rows = summary.content_digest = None

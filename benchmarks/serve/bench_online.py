@@ -77,7 +77,6 @@ from online_harness import (  # noqa: E402
 )
 from online_harness import run_load_process as _run_load_process  # noqa: E402
 
-
 # --------------------------------------------------------------------------------------------
 # The model as a raymlp package, and the FastAPI baselines (the pickled model and its request
 # shape are the harness's: online_harness.py)
@@ -127,8 +126,8 @@ def build_package_fastapi_app(package_path: str):
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    from raymlp.serve.app import RecordParser, answers_for
     from raymlp.package import load_package
+    from raymlp.serve.app import RecordParser, answers_for
 
     package = load_package(package_path)
     parser = RecordParser(package.features, max_records=10_000)
@@ -408,7 +407,7 @@ class Server:
             args = ["_raymlp" if variant["server"] == "raymlp" else "_serve", model_path, variant_name, workdir]
             env = serve_env(variant, workdir)
         self.log_path = os.path.join(workdir, f"{variant_name}.server.log")
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [PYTHON, os.path.abspath(__file__), *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
@@ -685,7 +684,7 @@ def main() -> None:
             path, variant_body = model_for(name)
             try:
                 server = Server(name, path, workdir, variant_body)
-            except Exception as exc:  # noqa: BLE001 - report and go on
+            except Exception as exc:
                 print(f"[{name}] failed to start: {exc}", flush=True)
                 results[name] = {"error": str(exc)[:500]}
                 continue

@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import online_harness as harness  # noqa: E402
+import online_harness as harness
 
 FLAGS = {**harness.HAPROXY_TUNED,
          # Short enough for a check, long enough to see the drain (default 30 s).

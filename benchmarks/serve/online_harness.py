@@ -191,7 +191,7 @@ def wait_http_ok(url: str, body: bytes, timeout_s: float) -> None:
                 if resp.status == 200:
                     return
                 last = resp.status
-        except Exception as exc:  # noqa: BLE001 - not ready yet
+        except Exception as exc:
             last = exc
         time.sleep(0.25)
     raise RuntimeError(f"{url} not ready after {timeout_s}s: {last}")
@@ -204,7 +204,7 @@ def shutdown_serve_and_ray() -> None:
 
     try:
         serve.shutdown()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"serve.shutdown: {exc}", file=sys.stderr)
     ray.shutdown()
 
@@ -291,7 +291,7 @@ async def load(url: str, body: bytes, clients: int, warmup_s: float, seconds: fl
             t0 = time.perf_counter()
             try:
                 status = await asyncio.wait_for(conn.send(), timeout=30)
-            except Exception as exc:  # noqa: BLE001 - count and reconnect
+            except Exception as exc:
                 error(str(exc) if isinstance(exc, ConnectionError) else type(exc).__name__)
                 if conn.transport is not None:
                     conn.transport.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from .app import app
 from . import env_commands, launch_commands  # noqa: F401  (they add their commands to app)
+from .app import app
 
 
 def main(argv: list[str] | None = None) -> int:

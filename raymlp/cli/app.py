@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -98,7 +98,7 @@ def schema() -> None:
 def run(
     job: JobArg,
     overrides: SetOpt = None,
-    only: Annotated[Optional[str], typer.Option("--only", metavar="STAGES", help="Comma-separated stages to run: data (collect and convert), collect, convert, train, tune, register, predict, serve.")] = None,
+    only: Annotated[str | None, typer.Option("--only", metavar="STAGES", help="Comma-separated stages to run: data (collect and convert), collect, convert, train, tune, register, predict, serve.")] = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
     keep_serving: Annotated[bool, typer.Option("--keep-serving", help="After the serve stage, keep the endpoint up until Ctrl-C.")] = False,
@@ -159,7 +159,7 @@ def train(
     overrides: SetOpt = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
-    resume: Annotated[Optional[str], typer.Option(
+    resume: Annotated[str | None, typer.Option(
         "--resume", metavar="RUN", help="Continue run RUN (its driver died, or it failed) from its latest checkpoint.")] = None,
 ) -> None:
     """Train (and register, when the job says so) on the dataset's latest version."""
@@ -224,9 +224,9 @@ def predict(
     model: Annotated[str, typer.Option("--model", metavar="NAME[@ALIAS|:VERSION]", help="The registered model: NAME (its latest version), NAME@ALIAS or NAME:VERSION.")],
     input: Annotated[str, typer.Option("--input", metavar="PATH", help="csv/parquet/jsonl file, folder or glob.")],
     output: Annotated[Path, typer.Option("--output", help="Output .csv or .parquet file, or a folder.")],
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="ROWS", min=1, help="Rows per model call (default 65536).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="ROWS", min=1, help="Rows per model call (default 65536).")] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="One GPU per model replica, as many replicas as the cluster has GPUs.")] = False,
-    job: Annotated[Optional[Path], typer.Option("--job", help="Take storage locations from this job file.")] = None,
+    job: Annotated[Path | None, typer.Option("--job", help="Take storage locations from this job file.")] = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -266,11 +266,11 @@ serve_default = App()  # `raymlp serve [JOB.yaml]`; `raymlp serve build JOB.yaml
 serve_app = App(cls=job_group(serve_default),
                 help="Put a registered model behind an HTTP endpoint on Ray Serve; `serve build`: a Serve config file.")
 app.add_typer(serve_app, name="serve")
-ModelServedOpt = Annotated[Optional[str], typer.Option("--model", metavar="NAME[@ALIAS|:VERSION]", help="The registered model to serve (default: the job's register section).")]
-TrafficOpt = Annotated[Optional[str], typer.Option("--traffic", metavar="REF=SHARE,...", help="Split between aliases or versions: champion=90,challenger=10.")]
-HostOpt = Annotated[Optional[str], typer.Option("--host", metavar="HOST", help="Listen address (default 127.0.0.1).")]
-PortOpt = Annotated[Optional[int], typer.Option("--port", metavar="PORT", min=1, max=65535, help="HTTP port (default 8000).")]
-RouteOpt = Annotated[Optional[str], typer.Option("--route", metavar="PREFIX", help="Route prefix (default /).")]
+ModelServedOpt = Annotated[str | None, typer.Option("--model", metavar="NAME[@ALIAS|:VERSION]", help="The registered model to serve (default: the job's register section).")]
+TrafficOpt = Annotated[str | None, typer.Option("--traffic", metavar="REF=SHARE,...", help="Split between aliases or versions: champion=90,challenger=10.")]
+HostOpt = Annotated[str | None, typer.Option("--host", metavar="HOST", help="Listen address (default 127.0.0.1).")]
+PortOpt = Annotated[int | None, typer.Option("--port", metavar="PORT", min=1, max=65535, help="HTTP port (default 8000).")]
+RouteOpt = Annotated[str | None, typer.Option("--route", metavar="PREFIX", help="Route prefix (default /).")]
 #: What `serve` and `serve build` both take, in this order, in the place of their `endpoint` parameter.
 _ENDPOINT_OPTIONS = {"model": ModelServedOpt, "traffic": TrafficOpt, "host": HostOpt, "port": PortOpt,
                      "route": RouteOpt, "overrides": SetOpt}
@@ -313,10 +313,10 @@ def _resolve_serving(job, endpoint: dict):
 @serve_default.command("serve")
 @_endpoint_options
 def serve(
-    job: Annotated[Optional[Path], typer.Argument(metavar="JOB.yaml", help="Job file whose serve section (and model) to use.", show_default=False)] = None,
+    job: Annotated[Path | None, typer.Argument(metavar="JOB.yaml", help="Job file whose serve section (and model) to use.", show_default=False)] = None,
     endpoint: dict = None,  # type: ignore[assignment]  # _endpoint_options: --model ... --set
     address: AddressOpt = None,
-    block: Annotated[Optional[bool], typer.Option("--block/--no-block", help="Stay in the foreground until Ctrl-C (default: yes on an embedded Ray, no on a cluster).")] = None,
+    block: Annotated[bool | None, typer.Option("--block/--no-block", help="Stay in the foreground until Ctrl-C (default: yes on an embedded Ray, no on a cluster).")] = None,
 ) -> None:
     """Put a registered model behind an HTTP endpoint on Ray Serve.
 

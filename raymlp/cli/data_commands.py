@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,7 +19,7 @@ modules_app = App(
 )
 data_app.add_typer(modules_app, name="modules")
 
-DataAddressOpt = Annotated[Optional[str], typer.Option("--address", metavar="ADDRESS", help=(
+DataAddressOpt = Annotated[str | None, typer.Option("--address", metavar="ADDRESS", help=(
     "Ray cluster to read ranges on (default: RAY_ADDRESS; with neither, this machine's threads: no Ray is started)."))]
 DatasetArg = Annotated[str, typer.Argument(metavar="NAME[@VERSION]", help="A dataset (its latest version) or one version.")]
 
@@ -119,7 +119,7 @@ def data_verify(
     ref: DatasetArg,
     job: JobOpt = None,
     source: Annotated[bool, typer.Option("--source/--no-source", help="Also re-derive the version from its source.")] = True,
-    source_url: Annotated[Optional[str], typer.Option("--source-url", metavar="URL", help="Database URL of the source (when it needs a password).")] = None,
+    source_url: Annotated[str | None, typer.Option("--source-url", metavar="URL", help="Database URL of the source (when it needs a password).")] = None,
     address: DataAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -156,7 +156,7 @@ def data_sample(
     typer.echo(f"{output}: {rows} rows of scikit-learn's {name}")
 
 
-def _remove_dataset(ref: str, job: Optional[Path], force: bool) -> tuple[dict, str]:
+def _remove_dataset(ref: str, job: Path | None, force: bool) -> tuple[dict, str]:
     from raymlp.services.datasets import remove_dataset
 
     name, version = _dataset_ref(ref)
@@ -180,7 +180,7 @@ remove_command(data_app, "NAME@VERSION", "The dataset version to remove.", "Remo
 @modules_app.command("add")
 def modules_add(
     file: Annotated[Path, typer.Argument(help="A self-contained Python file of transform functions.", show_default=False)],
-    name: Annotated[Optional[str], typer.Option("--name", help="Module name used in refs (default: the file's stem).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Module name used in refs (default: the file's stem).")] = None,
     as_json: JsonOpt = False,
     job: JobOpt = None,
 ) -> None:

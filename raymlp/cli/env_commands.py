@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from .app import JsonOpt, app
-from .typer_app import App
 from .output import print_json, print_table
+from .typer_app import App
 
 env_app = App(help="Named runtime environments (envs/*.yaml): list, show, check on a cluster.",
                       no_args_is_help=True)
@@ -65,9 +65,9 @@ def env_show(name: NameArg, as_json: JsonOpt = False) -> None:
 @env_app.command("check")
 def env_check(
     name: NameArg,
-    address: Annotated[Optional[str], typer.Option(
+    address: Annotated[str | None, typer.Option(
         "--address", help="The cluster's dashboard, e.g. http://HEAD:8265 (default: RAY_ADDRESS, else an embedded local Ray).")] = None,
-    timeout: Annotated[Optional[float], typer.Option(
+    timeout: Annotated[float | None, typer.Option(
         "--timeout", min=1, help="Seconds to wait for the build and the imports (default: 900, or the file's setup_timeout_s + 300).")] = None,
     as_json: JsonOpt = False,
 ) -> None:

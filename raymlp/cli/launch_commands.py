@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from .app import JobArg, JsonOpt, SetOpt, app
-from .typer_app import App
 from .output import print_json, print_table
+from .typer_app import App
 
 jobs_app = App(help="Ray jobs on a cluster: list, status, logs, stop.", no_args_is_help=True)
 cluster_app = App(help="Cluster files (clusters/): validate, up, down.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(cluster_app, name="cluster")
 
-ClusterAddressOpt = Annotated[Optional[str], typer.Option(
+ClusterAddressOpt = Annotated[str | None, typer.Option(
     "--address", help="The cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS).")]
 SubmissionArg = Annotated[str, typer.Argument(help="Submission id (raymlp jobs list shows them).", show_default=False)]
 ClusterFileArg = Annotated[Path, typer.Argument(help="A file in clusters/: launcher YAML or KubeRay manifest.",
@@ -28,16 +28,16 @@ ClusterFileArg = Annotated[Path, typer.Argument(help="A file in clusters/: launc
 def submit(
     job: JobArg,
     address: ClusterAddressOpt = None,
-    env: Annotated[Optional[str], typer.Option("--env", help="Runtime environment: a name in envs/ (default: the job file's `env`).")] = None,
+    env: Annotated[str | None, typer.Option("--env", help="Runtime environment: a name in envs/ (default: the job file's `env`).")] = None,
     overrides: SetOpt = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the job's logs until it ends; exit 1 unless it succeeded.")] = False,
-    env_vars: Annotated[Optional[list[str]], typer.Option("--env-var", metavar="NAME=VALUE", help="Environment variable for the job, e.g. RAYMLP_HOME=/mnt/shared/raymlp (repeatable).")] = None,
-    excludes: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="Leave files out of the upload (gitignore syntax; repeatable; also read from .rayignore).")] = None,
-    includes: Annotated[Optional[list[str]], typer.Option("--include", metavar="PATH", help="Upload this file or folder even though .gitignore, .rayignore or an exclude leaves it out, e.g. data/wine.csv (repeatable; within Ray's upload limit).")] = None,
-    submission_id: Annotated[Optional[str], typer.Option("--submission-id", metavar="ID", help="Id for the job (default: raymlp-NAME-TIME-XXXX).")] = None,
-    cpus: Annotated[Optional[float], typer.Option("--entrypoint-num-cpus", help="CPUs reserved for the job's driver.")] = None,
-    gpus: Annotated[Optional[float], typer.Option("--entrypoint-num-gpus", help="GPUs reserved for the job's driver.")] = None,
-    memory: Annotated[Optional[int], typer.Option("--entrypoint-memory", help="Memory (bytes) reserved for the job's driver.")] = None,
+    env_vars: Annotated[list[str] | None, typer.Option("--env-var", metavar="NAME=VALUE", help="Environment variable for the job, e.g. RAYMLP_HOME=/mnt/shared/raymlp (repeatable).")] = None,
+    excludes: Annotated[list[str] | None, typer.Option("--exclude", metavar="PATTERN", help="Leave files out of the upload (gitignore syntax; repeatable; also read from .rayignore).")] = None,
+    includes: Annotated[list[str] | None, typer.Option("--include", metavar="PATH", help="Upload this file or folder even though .gitignore, .rayignore or an exclude leaves it out, e.g. data/wine.csv (repeatable; within Ray's upload limit).")] = None,
+    submission_id: Annotated[str | None, typer.Option("--submission-id", metavar="ID", help="Id for the job (default: raymlp-NAME-TIME-XXXX).")] = None,
+    cpus: Annotated[float | None, typer.Option("--entrypoint-num-cpus", help="CPUs reserved for the job's driver.")] = None,
+    gpus: Annotated[float | None, typer.Option("--entrypoint-num-gpus", help="GPUs reserved for the job's driver.")] = None,
+    memory: Annotated[int | None, typer.Option("--entrypoint-memory", help="Memory (bytes) reserved for the job's driver.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a job file on a Ray cluster: `raymlp run JOB` as a Ray job, the project folder as its working_dir.
@@ -45,7 +45,9 @@ def submit(
     The job file is checked here first, and the folder measured against Ray's upload limit, so a
     mistake costs no upload. Prints the submission id and the job's dashboard page.
     """
-    from raymlp.launch.submit import SubmitRequest, describe_failure, exit_code, follow as follow_job, submit as submit_job
+    from raymlp.launch.submit import SubmitRequest, describe_failure, exit_code
+    from raymlp.launch.submit import follow as follow_job
+    from raymlp.launch.submit import submit as submit_job
 
     request = SubmitRequest(job_file=job, address=address, env=env, overrides=list(overrides or []),
                             env_vars=_pairs(env_vars, "--env-var"), excludes=list(excludes or []),
@@ -143,7 +145,8 @@ def jobs_logs(
 ) -> None:
     """A job's driver output."""
     from raymlp.launch.client import connect
-    from raymlp.launch.submit import describe_failure, exit_code, follow as follow_job, logs
+    from raymlp.launch.submit import describe_failure, exit_code, logs
+    from raymlp.launch.submit import follow as follow_job
 
     cluster = connect(address)
     if not follow:
@@ -200,8 +203,8 @@ def cluster_up(
     file: ClusterFileArg,
     local: LocalOpt = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (ray up -y).")] = False,
-    port: Annotated[Optional[int], typer.Option("--port", help="--local: the head's GCS port (default: a free one).")] = None,
-    dashboard_port: Annotated[Optional[int], typer.Option("--dashboard-port", help="--local: dashboard port (default 8265, else a free one).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="--local: the head's GCS port (default: a free one).")] = None,
+    dashboard_port: Annotated[int | None, typer.Option("--dashboard-port", help="--local: dashboard port (default 8265, else a free one).")] = None,
 ) -> None:
     """Start a cluster: `ray up FILE` for a launcher YAML, `kubectl apply -f FILE` for a KubeRay
     manifest, or with --local a fake_multinode cluster on this machine."""

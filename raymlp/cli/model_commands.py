@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -96,7 +96,7 @@ def models_promote(
     typer.echo(f"{moved['model']}@{alias} -> version {moved['version']}" + (f" (was version {before})" if before is not None else ""))
 
 
-def _remove_model_version(model: str, job: Optional[Path], force: bool) -> tuple[dict, str]:
+def _remove_model_version(model: str, job: Path | None, force: bool) -> tuple[dict, str]:
     from raymlp.services.models import remove_model_version
 
     removed = remove_model_version(model, job, force=force)

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from .output import print_json
 
 JobArg = Annotated[Path, typer.Argument(metavar="JOB.yaml", help="Job file (YAML).", show_default=False)]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a setting: --set train.epochs=5 (repeatable).")]
-AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local Ray).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a setting: --set train.epochs=5 (repeatable).")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local Ray).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-JobOpt = Annotated[Optional[Path], typer.Option("--job", metavar="JOB.yaml", help="Take storage locations from this job file.")]
+JobOpt = Annotated[Path | None, typer.Option("--job", metavar="JOB.yaml", help="Take storage locations from this job file.")]
 
 
 def remove_command(group: Any, metavar: str, what: str, force: str, doc: str,
-                   remove: Callable[[str, Optional[Path], bool], tuple[dict[str, Any], str]]) -> None:
+                   remove: Callable[[str, Path | None, bool], tuple[dict[str, Any], str]]) -> None:
     """Add `GROUP rm REF [--force] [--job JOB.yaml] [--json]` to `group`: `remove(ref, job, force)` calls
     the service and returns (what --json prints, the line printed otherwise); `what` and `force` are
     the help of REF and --force, `doc` the command's."""
 
-    def rm(ref: str, force: bool = False, job: Optional[Path] = None, as_json: bool = False) -> None:
+    def rm(ref: str, force: bool = False, job: Path | None = None, as_json: bool = False) -> None:
         removed, line = remove(ref, job, force)
         if as_json:
             print_json(removed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 PIPE_WIDTH = 200  # off a terminal, without COLUMNS
@@ -27,9 +27,9 @@ def timestamp(value: datetime | int | float | None) -> str:
     if value is None:
         return ""
     if not isinstance(value, datetime):
-        value = datetime.fromtimestamp(value / 1000, timezone.utc)
+        value = datetime.fromtimestamp(value / 1000, UTC)
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -109,7 +109,7 @@ def read_image_files(files: list[Path]) -> tuple[pa.Table, np.ndarray, np.ndarra
             bad_files.append(str(path))
             reasons.append("not a readable image: not in any format Pillow reads")
             continue
-        except Exception as error:  # noqa: BLE001 - any failure of a decoder on these bytes marks the file bad
+        except Exception as error:
             bad_files.append(str(path))
             reasons.append(f"not a readable image: {error.__class__.__name__}: {error}")
             continue

@@ -102,7 +102,7 @@ class InMemoryRows:
     def aggregate(self, *aggregators: Any) -> dict[str, Any]:
         return self._table(aggregators).to_pylist()[0]
 
-    def groupby(self, key: Any) -> "_AllRows":
+    def groupby(self, key: Any) -> _AllRows:
         if key is not None:
             raise NotImplementedError("InMemoryRows only aggregates over all rows")
         return _AllRows(self)
@@ -118,7 +118,7 @@ class _AllRows:
     def __init__(self, rows: InMemoryRows) -> None:
         self._rows = rows
 
-    def aggregate(self, *aggregators: Any) -> "_Aggregated":
+    def aggregate(self, *aggregators: Any) -> _Aggregated:
         return _Aggregated(self._rows._table(aggregators))
 
 

@@ -223,11 +223,9 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
     and written on worker threads as the next ones arrive. None when the table needs the general path."""
     from raymlp.catalog import redact_url
 
-    from .ranges import read_stream
+    from .ranges import RANGE_BYTES_ENV, read_stream
     from .sql import POSTGRES_BOOLEANS, postgres_copy_stream, read_rejects
     from .versions import VersionStaging
-
-    from .ranges import RANGE_BYTES_ENV
 
     data = context.config.data
     started = time.perf_counter()

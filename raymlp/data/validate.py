@@ -13,6 +13,7 @@ from raymlp.config.schema import ColumnSpec, SchemaConfig
 from raymlp.errors import WorkFailed
 
 from .csvfile import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN
+
 _MAX_REASONS_SHOWN = 20
 
 _ARROW_TYPES = {

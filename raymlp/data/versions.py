@@ -9,7 +9,7 @@ import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ class VersionStaging:
         self.path = self.datasets / f".staging-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.path.mkdir()
 
-    def __enter__(self) -> "VersionStaging":
+    def __enter__(self) -> VersionStaging:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -102,7 +102,7 @@ class VersionStaging:
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "name": self.name,
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
             "row_count": row_count,
             "schema": schema_description(schema),
             "statistics": statistics,
@@ -120,7 +120,8 @@ class VersionStaging:
         if same is not None:  # nothing new: the staging folder goes when the block ends
             return PublishedVersion(name=self.name, version=same.version, path=Path(same.path), manifest=same.manifest,
                                     reused=True)
-        for attempt in range(20):
+        tries = 20
+        for _ in range(tries):
             version = max(catalog.next_dataset_version(self.name), _next_free_folder(self.datasets))
             manifest["version"] = version
             _write_json(self.path / MANIFEST_NAME, manifest)
@@ -140,7 +141,7 @@ class VersionStaging:
                 shutil.rmtree(final, ignore_errors=True)
                 raise
             return PublishedVersion(name=self.name, version=version, path=final.resolve(), manifest=manifest)
-        raise WorkFailed(f"could not take a version number for dataset '{self.name}' after {attempt + 1} tries")
+        raise WorkFailed(f"could not take a version number for dataset '{self.name}' after {tries} tries")
 
 
 def publish_version(
@@ -215,7 +216,7 @@ def remove_version(catalog, name: str, version: int) -> dict[str, Any]:
     size = sum(path.stat().st_size for path in aside.rglob("*") if path.is_file()) if moved else 0
     folder.mkdir(exist_ok=True)
     _write_json(folder / REMOVED_NAME, {"name": name, "version": version, "content_digest": record.content_digest,
-                                        "removed_at": datetime.now(timezone.utc).isoformat()})
+                                        "removed_at": datetime.now(UTC).isoformat()})
     if moved:
         shutil.rmtree(aside, ignore_errors=True)
     return {"name": name, "version": version, "path": str(folder), "files": files, "bytes": size,

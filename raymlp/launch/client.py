@@ -40,7 +40,7 @@ HOW_TO_SUPPLY_A_TOKEN = (
 class Cluster:
     """A connected Jobs API client and what raymlp learned about the cluster."""
 
-    client: "JobSubmissionClient"
+    client: JobSubmissionClient
     dashboard_url: str
     token: Token | None
     requires_token: bool | None

@@ -206,7 +206,7 @@ _INSTALL_FAILED = re.compile(r"Failed to install (pip|uv) packages")
 
 
 def _wait(client: Any, url: str, token: Any, submission_id: str, started: float, timeout_s: float,
-          out: TextIO, build: "_BuildLog") -> str | None:
+          out: TextIO, build: _BuildLog) -> str | None:
     """The job's final status; `_BUILD_FAILED` when the build log shows the installer's first attempt
     failing (Ray tries 3 times, each from a fresh virtualenv: minutes for the same error), or None
     when it ran past `timeout_s`; in both cases the job is stopped."""

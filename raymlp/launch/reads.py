@@ -149,7 +149,8 @@ def _first(paths: list[str]) -> str:
 
 def _env_files(name: str, loaded: Any) -> list[Path]:
     """The files of envs/ that define NAME, looked up where `raymlp run` will look on the cluster."""
-    from raymlp.config.envs import ENVS_DIR, env_files as files_of
+    from raymlp.config.envs import ENVS_DIR
+    from raymlp.config.envs import env_files as files_of
 
     for root in (Path.cwd(), Path(loaded.path).resolve().parent, Path(loaded.path).resolve().parent.parent):
         paths = files_of(root / ENVS_DIR).get(name)

@@ -182,7 +182,7 @@ async def _until_finished(tailing, cluster: Cluster, submission_id: str, poll_s:
             if str(status) in FINISHED:
                 try:
                     await asyncio.wait_for(asyncio.shield(task), timeout=5)
-                except (asyncio.TimeoutError, Exception):
+                except (TimeoutError, Exception):
                     pass
                 return
             if deadline is not None and time.monotonic() > deadline:

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -37,18 +37,18 @@ class EndpointSpec(BaseModel):
     model: str = Field(description="Registered model name (or the job name for an unregistered package).")
     traffic: dict[str, float] = Field(description="Alias, version or package label -> share of requests.")
     packages: dict[str, str] = Field(default_factory=dict, description="Fixed package folders by label (no registry).")
-    tracking_uri: Optional[str] = None
-    storage_root: Optional[str] = None
-    cache_dir: Optional[str] = None
+    tracking_uri: str | None = None
+    storage_root: str | None = None
+    cache_dir: str | None = None
     follow_aliases_s: float = 5.0
-    batching: Optional[dict[str, float]] = None
+    batching: dict[str, float] | None = None
     max_body_bytes: int = 1 << 20
     max_records: int = 10_000
     api_key_sha256: list[str] = Field(default_factory=list)
-    api_keys_env: Optional[str] = None
-    run_id: Optional[str] = None
-    job: Optional[str] = Field(default=None, description="The raymlp job serving it (metrics' `job` tag; default: the app's name).")
-    route: Optional[str] = Field(default=None, description="The app's route prefix (metrics' `route` tag).")
+    api_keys_env: str | None = None
+    run_id: str | None = None
+    job: str | None = Field(default=None, description="The raymlp job serving it (metrics' `job` tag; default: the app's name).")
+    route: str | None = Field(default=None, description="The app's route prefix (metrics' `route` tag).")
 
 
 def key_digest(key: str) -> str:
@@ -84,7 +84,7 @@ class _Routing:
 class RequestProblem(Exception):
     """A request the endpoint refuses: an HTTP status and a message naming the problem."""
 
-    def __init__(self, status: int, message: str, errors: Optional[list[dict[str, Any]]] = None):
+    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None):
         super().__init__(message)
         self.status, self.message, self.errors = status, message, errors
 
@@ -307,7 +307,7 @@ class _Batcher:
                 elif self.wait_s > 0 and loop.time() < deadline:
                     try:
                         item = await asyncio.wait_for(self.queue.get(), deadline - loop.time())
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                 else:
                     break

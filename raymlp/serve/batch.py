@@ -9,9 +9,10 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from raymlp.errors import UsageError, raised_in_a_worker
 

@@ -305,7 +305,7 @@ def builder_problem(builder: str, job_folder: Path) -> str | None:
     namespace = types.ModuleType(f"raymlp_builder_{module.replace('.', '_')}")
     try:
         exec(code, namespace.__dict__)
-    except Exception as error:  # noqa: BLE001 - whatever the user's module raises on import
+    except Exception as error:
         lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__) if frame.filename == str(path)]
         at = f"{path}:{lines[-1]}" if lines else str(path)
         return f"{at}: the module does not import: {type(error).__name__}: {error}"
@@ -322,9 +322,8 @@ def validate_inputs(loaded: Any) -> str | None:
     """`raymlp validate`'s checks beyond the file itself: what every stage reads (`check_inputs`) and
     the preprocess module refs (against the job's catalog), raised together as one ConfigError.
     Returns a note when the catalog could not be consulted."""
-    from raymlp.data.modules import validate_job_refs
-
     from raymlp.config.loader import ConfigError
+    from raymlp.data.modules import validate_job_refs
 
     found = loaded.config_error(check_inputs(loaded)).issues
     try:

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mlflow.pyfunc import PythonModel
 import pandas as pd  # module level: MLflow resolves the type hints of `predict` in this module
+from mlflow.pyfunc import PythonModel
 
 
 class RaymlpPackageModel(PythonModel):

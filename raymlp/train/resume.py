@@ -53,7 +53,7 @@ def refuse_while_training(run_id: str, address: str | None) -> None:
         return
     try:
         controllers = alive_controllers(run_id, cluster)
-    except Exception:  # noqa: BLE001 - no dashboard, or an older Ray: nothing to go on
+    except Exception:
         return
     if not controllers:
         return

@@ -25,8 +25,6 @@ from raymlp.package.formats.sklearn_format import ESTIMATOR_FILE, predict_scores
 from .backend import FitOutcome, TrainRequest
 from .features import FEATURES_COLUMN, LABEL_COLUMN
 
-
-
 # --- the estimator ----------------------------------------------------------------------------------
 
 
@@ -35,7 +33,7 @@ def estimator_class(path: str) -> type:
     module_name, _, name = path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:  # noqa: BLE001 - ModuleNotFoundError, or any error of the module's own code
+    except Exception as error:
         raise UsageError(
             f"train.model.type: cannot import module '{module_name}' for '{path}' ({type(error).__name__}: {error})"
         ) from None
@@ -86,7 +84,7 @@ def build_estimator(path: str, params: dict[str, Any], task: str, requested_task
                              f"its parameters: {', '.join(names)}")
     try:
         estimator = cls(**params)
-    except Exception as error:  # noqa: BLE001 - the estimator's own constructor may raise anything
+    except Exception as error:
         raise UsageError(f"train.model.params: {path}({_shown(params)}) failed: {type(error).__name__}: {error}") from None
     mismatch = _task_mismatch(path, estimator, task, requested_task)
     if mismatch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -255,7 +255,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                 "dataset": {"name": dataset.name, "version": dataset.version, "digest": digest},
                 "job": {"name": job.name, "path": str(context.job.path), "sha256": context.job.sha256},
                 "run_id": context.run_id, "mlflow_run_id": mlflow_run, "best_epoch": outcome.best_epoch,
-                "trained_at": datetime.now(timezone.utc).isoformat(),
+                "trained_at": datetime.now(UTC).isoformat(),
             },
         )
         if context.resuming and run_files.package.exists():  # written before the driver died, never registered

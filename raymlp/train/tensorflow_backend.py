@@ -86,6 +86,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     import tensorflow as tf
 
     from raymlp.package.keras_networks import build_keras_model
+
     from .metrics import EarlyStopping
     from .progress import report_epoch
 

@@ -76,8 +76,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     import ray.train.torch
     import torch
 
-    from .metrics import EarlyStopping
     from raymlp.package.networks import build_torch_model
+
+    from .metrics import EarlyStopping
     from .progress import report_epoch
     from .shared_blocks import torch_columns
     from .torch_batches import shuffled_batches

@@ -197,7 +197,7 @@ def _write_report(context: StageContext, tracker: Any, results: dict[str, Any]) 
     try:
         path = write_report(results, learning_curves(tracker, results), context.config.tune.space,
                             context.storage.run(context.run_id).tune_report)
-    except Exception as error:  # noqa: BLE001 - the trials' results matter more than their plots
+    except Exception as error:
         context.reporter.info(f"    tune  the HTML report was not written: {type(error).__name__}: {error}")
         return None
     context.reporter.stage("tune", f"report {path}")

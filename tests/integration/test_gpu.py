@@ -31,6 +31,7 @@ import requests
 
 from .conftest import REPO, json_output, run_cli
 
+
 def _cuda_available() -> bool:
     import torch
 
@@ -187,9 +188,9 @@ def trained(project):
 @pytest.fixture(scope="module")
 def package(project, trained):
     """The registered package, loaded in this process on the CPU (plain Python, no Ray worker)."""
+    from raymlp.package import load_package
     from raymlp.storage import resolve_storage
     from raymlp.tracking import ModelRef, Tracker
-    from raymlp.package import load_package
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAYMLP_HOME", project["env"]["RAYMLP_HOME"])

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time

@@ -21,9 +21,9 @@ import requests
 from raymlp import load_job, run_job
 from raymlp.config.schema import ServeConfig
 from raymlp.context import Reporter
+from raymlp.package import load_package
 from raymlp.serve.deploy import deploy, endpoint_spec, wait_until_healthy
 from raymlp.storage import resolve_storage
-from raymlp.package import load_package
 
 from .conftest import REPO, run_cli
 
@@ -314,7 +314,7 @@ class _Load:
             with self.lock:
                 (self.versions if isinstance(outcome, int) else self.failures).append((time.monotonic(), outcome))
 
-    def __enter__(self) -> "_Load":
+    def __enter__(self) -> _Load:
         for worker in self.workers:
             worker.start()
         return self
@@ -364,6 +364,7 @@ def test_a_killed_replica_fails_only_its_in_flight_requests(models, serve_port):
 
 def test_canary_share_then_switch_and_rollback_by_alias_without_failed_requests(models, serve_port, tmp_path):
     from ray import serve
+
     from raymlp.tracking import Tracker
 
     storage = models["storage"]

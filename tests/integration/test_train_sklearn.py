@@ -17,8 +17,8 @@ from raymlp.context import Reporter
 from raymlp.errors import UsageError
 from raymlp.package.formats import sklearn_format
 from raymlp.train import sklearn_backend
-
 from tests.conftest import run_job_quietly
+
 from .conftest import REPO
 
 pytestmark = [pytest.mark.integration]
@@ -91,8 +91,8 @@ def _test_rows(home, job_path):
     from raymlp.catalog import Catalog
     from raymlp.data.split import split_frame
     from raymlp.data.versions import read_version_table
-    from raymlp.storage import resolve_storage
     from raymlp.package import numeric_features_as_float
+    from raymlp.storage import resolve_storage
 
     job = load_job(job_path).config
     with Catalog(resolve_storage(job.storage).catalog_url) as catalog:
@@ -106,10 +106,10 @@ def _test_rows(home, job_path):
 def test_registered_package_predicts_in_plain_python_as_the_stage_measured(wine_run, monkeypatch, tmp_path):
     import joblib
 
+    from raymlp.package import load_package
+    from raymlp.package.features import feature_matrix
     from raymlp.storage import resolve_storage
     from raymlp.tracking import ModelRef, Tracker
-    from raymlp.package.features import feature_matrix
-    from raymlp.package import load_package
 
     monkeypatch.setenv("RAYMLP_HOME", str(wine_run["home"]))
     storage = resolve_storage()

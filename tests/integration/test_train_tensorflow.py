@@ -8,8 +8,8 @@ import pytest
 
 from raymlp import load_job
 from raymlp.context import Reporter
-
 from tests.conftest import run_job_quietly
+
 from .conftest import REPO
 
 pytestmark = [pytest.mark.integration]
@@ -32,8 +32,8 @@ def _test_split(job, storage):
 
 
 def test_wine_on_two_workers_reaches_the_gate_and_its_package_predicts_the_same_in_plain_python(ray_4_cpus, raymlp_home):
-    from raymlp.storage import resolve_storage
     from raymlp.package import load_package
+    from raymlp.storage import resolve_storage
 
     job = load_job(WINE)
     assert job.config.train.scaling.num_workers == 2
@@ -137,9 +137,9 @@ def test_a_custom_keras_builder_round_trips_through_its_weights_file(tmp_path, f
     import keras
 
     from raymlp.package.formats import tensorflow_format
+    from raymlp.package.formats.tensorflow_format import built as _built
     from raymlp.package.keras_networks import build_keras_model
     from raymlp.train.models import resolve_model_spec
-    from raymlp.package.formats.tensorflow_format import built as _built
     from raymlp.train.tensorflow_backend import _save_state
 
     (tmp_path / "nets.py").write_text(BUILDER)

@@ -10,8 +10,8 @@ import pytest
 
 from raymlp import load_job
 from raymlp.context import Reporter
-
 from tests.conftest import run_job_quietly
+
 from .conftest import REPO
 
 pytestmark = [pytest.mark.integration]

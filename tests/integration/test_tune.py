@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from raymlp.context import Reporter
-
 from tests.conftest import run_job_quietly
+
 from .conftest import REPO, json_output, run_cli
 
 pytestmark = [pytest.mark.integration]

@@ -7,7 +7,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
@@ -161,7 +161,7 @@ def test_a_store_at_0001_is_upgraded_on_open_and_keeps_its_datasets(store_url: s
         sa.column("source", sa.JSON()),
         sa.column("created_at", sa.DateTime(timezone=True)),
     )
-    created = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    created = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     with raw_engine(store_url) as engine:
         with engine.begin() as connection:
             assert migrate(connection, "0001") == "0001"
@@ -379,7 +379,7 @@ def test_a_store_at_0004_upgrades_to_the_stopped_status_and_keeps_its_runs(store
         sa.column("stages", sa.JSON()),
         sa.column("started_at", sa.DateTime(timezone=True)),
     )
-    started = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    started = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
     def run(run_id: str, status: str) -> dict[str, object]:
         return {"id": run_id, "job_name": "train", "job_path": "jobs/train.yaml", "job_sha256": "sha256:a",

@@ -93,7 +93,7 @@ def test_data_rm_refuses_a_version_models_use_unless_forced(project, capsys):
     code, out, _ = cli(capsys, "data", "rm", "wine@1")
     folder = project / "home" / "datasets" / "wine" / "v1"
     assert code == 0
-    assert out.startswith(f"removed wine@1: 10 rows, 2 files (") and out.rstrip().endswith(f"from {folder}, and its catalog entry")
+    assert out.startswith("removed wine@1: 10 rows, 2 files (") and out.rstrip().endswith(f"from {folder}, and its catalog entry")
     assert [path.name for path in folder.iterdir()] == ["REMOVED.json"]
     code, out, _ = cli(capsys, "data", "rm", "wine@2", "--force", "--json")
     assert code == 0 and json.loads(out)["models"] == ["wine-clf:3"]

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from raymlp.config import ConfigError, load_job
-from raymlp.errors import UsageError
-from raymlp.config import envs
+from raymlp.config import ConfigError, envs, load_job
 from raymlp.config.envs import EnvLookupError, import_name, list_envs, load_env
+from raymlp.errors import UsageError
 from raymlp.launch import env_check
 
 REPO = Path(__file__).resolve().parents[2]

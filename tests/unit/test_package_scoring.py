@@ -11,9 +11,9 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from raymlp.errors import UsageError
-from raymlp.package.formats import model_format
-from raymlp.package.features import feature_matrix
 from raymlp.package import ModelPackage
+from raymlp.package.features import feature_matrix
+from raymlp.package.formats import model_format
 
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 

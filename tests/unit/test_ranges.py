@@ -216,7 +216,13 @@ def test_a_stream_of_chunks_reads_like_the_whole(tmp_path):
 
 
 def test_statistics_merge_pieces_and_cap_distinct_counts():
-    from raymlp.data.statistics import DISTINCT_LIMIT, column_statistics, finish_statistics, merge_statistics, partial_statistics
+    from raymlp.data.statistics import (
+        DISTINCT_LIMIT,
+        column_statistics,
+        finish_statistics,
+        merge_statistics,
+        partial_statistics,
+    )
 
     table = pa.table({"id": np.arange(DISTINCT_LIMIT + 5), "kind": [f"k{i % 7}" for i in range(DISTINCT_LIMIT + 5)],
                       "x": np.where(np.arange(DISTINCT_LIMIT + 5) % 2 == 0, np.nan, 1.0)})

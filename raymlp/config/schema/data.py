@@ -8,7 +8,6 @@ from pydantic import ConfigDict, Field, model_validator
 
 from .base import IDENTIFIER_PATTERN, Name, Section
 
-
 _SHARD_KEY_HELP = (
     "Column whose MIN..MAX range is cut into `shards` equal-width key ranges read in parallel "
     "(integer, float, decimal, date or timestamp; rows with a NULL key are one more shard)."
@@ -21,7 +20,7 @@ class _ShardedRead(Section):
     shards: int = Field(default=1, ge=1, le=64, description=_SHARDS_HELP)
 
     @model_validator(mode="after")
-    def _shards_need_a_key(self) -> "_ShardedRead":
+    def _shards_need_a_key(self) -> _ShardedRead:
         if self.shards > 1 and self.shard_key is None:
             raise ValueError(f"shards: {self.shards} needs shard_key: the numeric or date column whose range is split")
         return self
@@ -33,7 +32,7 @@ class SqlSource(_ShardedRead):
     table: str | None = Field(default=None, description="A table whose rows are the source.", min_length=1)
 
     @model_validator(mode="after")
-    def _one_of_query_or_table(self) -> "SqlSource":
+    def _one_of_query_or_table(self) -> SqlSource:
         if (self.query is None) == (self.table is None):
             raise ValueError("give exactly one of 'query' or 'table'")
         return self
@@ -58,7 +57,7 @@ class SourceConfig(Section):
     delimiter: str = Field(default=",", min_length=1, max_length=1, description="CSV field delimiter.")
 
     @model_validator(mode="after")
-    def _format_needs_its_fields(self) -> "SourceConfig":
+    def _format_needs_its_fields(self) -> SourceConfig:
         needs = {"sql": "sql", "sklearn": "sklearn"}.get(self.format, "path")
         if getattr(self, needs) in (None, [], ""):
             raise ValueError(f"format '{self.format}' needs '{needs}'")
@@ -92,7 +91,7 @@ class ColumnSpec(Section):
     unique: bool = Field(default=False, description="Whether every value must be distinct.")
 
     @model_validator(mode="after")
-    def _bounds_ordered(self) -> "ColumnSpec":
+    def _bounds_ordered(self) -> ColumnSpec:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if (self.min is not None or self.max is not None) and self.type not in {"int", "float"}:
@@ -116,7 +115,7 @@ class SplitConfig(Section):
     stratify: bool = Field(default=False, description="Keep label proportions in every split.")
 
     @model_validator(mode="after")
-    def _leave_rows_for_training(self) -> "SplitConfig":
+    def _leave_rows_for_training(self) -> SplitConfig:
         if self.validation + self.test >= 1.0:
             raise ValueError(
                 f"validation + test is {self.validation + self.test:g}; it must be below 1 to leave rows for training"

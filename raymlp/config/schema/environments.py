@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from .base import NAME_PATTERN, Section
-
 
 #: An environment variable's name, as a shell would take it.
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
@@ -130,7 +129,7 @@ def _env_kind(value: Any) -> str:
 
 #: A runtime environment: `default`, a NAME of envs/NAME.yaml, or inline {pip | uv, env_vars}.
 EnvRef = Annotated[
-    Union[Annotated[EnvName, Tag("env-name")], Annotated[InlineEnv, Tag("env-inline")]],
+    Annotated[EnvName, Tag("env-name")] | Annotated[InlineEnv, Tag("env-inline")],
     Discriminator(_env_kind),
 ]
 

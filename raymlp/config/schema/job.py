@@ -16,7 +16,6 @@ from .storage import StorageConfig
 from .train import TrainConfig
 from .tune import TuneConfig
 
-
 # `register` is also ABCMeta.register on the class; the field wins on instances, which is all we use.
 warnings.filterwarnings("ignore", message='Field name "register" in "JobConfig" shadows', category=UserWarning)
 

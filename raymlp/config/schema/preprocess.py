@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from .base import Section
-
 
 ColumnList = list[Annotated[str, Field(min_length=1)]]
 
@@ -55,7 +54,7 @@ class SimpleImputerStep(_ColumnsStep):
     fill_value: float | str | None = Field(default=None, description="The value for strategy 'constant'.")
 
     @model_validator(mode="after")
-    def _constant_needs_value(self) -> "SimpleImputerStep":
+    def _constant_needs_value(self) -> SimpleImputerStep:
         if self.strategy == "constant" and self.fill_value is None:
             raise ValueError("strategy 'constant' needs fill_value")
         return self
@@ -106,17 +105,7 @@ class DaskStep(Section):
 
 
 PreprocessStep = Annotated[
-    Union[
-        StandardScalerStep,
-        MinMaxScalerStep,
-        MaxAbsScalerStep,
-        RobustScalerStep,
-        OneHotEncoderStep,
-        OrdinalEncoderStep,
-        SimpleImputerStep,
-        FunctionStep,
-        DaskStep,
-    ],
+    StandardScalerStep | MinMaxScalerStep | MaxAbsScalerStep | RobustScalerStep | OneHotEncoderStep | OrdinalEncoderStep | SimpleImputerStep | FunctionStep | DaskStep,
     Field(discriminator="type"),
 ]
 

@@ -37,7 +37,7 @@ class AutoscalingConfig(Section):
     target_ongoing_requests: float = Field(default=2.0, gt=0, le=10_000, description="Requests per replica to aim for.")
 
     @model_validator(mode="after")
-    def _min_not_above_max(self) -> "AutoscalingConfig":
+    def _min_not_above_max(self) -> AutoscalingConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
         return self
@@ -88,7 +88,7 @@ class ServeConfig(Section):
     env: EnvRef | None = Field(default=None, description=_STAGE_ENV_HELP + " Used by the endpoint's replicas.")
 
     @model_validator(mode="after")
-    def _fixed_or_autoscaled(self) -> "ServeConfig":
+    def _fixed_or_autoscaled(self) -> ServeConfig:
         if self.num_replicas is not None and self.autoscaling is not None:
             raise ValueError("give num_replicas or autoscaling, not both")
         if self.traffic is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
@@ -76,8 +76,7 @@ def _model_kind(value: Any) -> str:
 
 
 ModelConfig = Annotated[
-    Union[Annotated[MLPModel, Tag("mlp")], Annotated[CNNModel, Tag("cnn")], Annotated[CustomModel, Tag("custom")],
-          Annotated[XGBoostModel, Tag("xgboost")], Annotated[EstimatorModel, Tag("estimator")]],
+    Annotated[MLPModel, Tag("mlp")] | Annotated[CNNModel, Tag("cnn")] | Annotated[CustomModel, Tag("custom")] | Annotated[XGBoostModel, Tag("xgboost")] | Annotated[EstimatorModel, Tag("estimator")],
     Discriminator(_model_kind),
 ]
 

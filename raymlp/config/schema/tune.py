@@ -18,7 +18,7 @@ class SearchDimension(Section):
     grid: list[Any] | None = Field(default=None, description="Values tried exhaustively.")
 
     @model_validator(mode="after")
-    def _exactly_one_well_formed(self) -> "SearchDimension":
+    def _exactly_one_well_formed(self) -> SearchDimension:
         given = [name for name in type(self).model_fields if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(

@@ -13,7 +13,6 @@ from raymlp.errors import WorkFailed
 from .columns import declared_types
 from .engine import engine_for, raw_quote, read_errors
 
-
 #: PostgreSQL type OIDs that COPY's CSV text turns back into the same values through pyarrow
 #: (bytea, 17, arrives as `\x` + hex text and is decoded after the read).
 _POSTGRES_ARROW_TYPES = {

@@ -8,7 +8,6 @@ import pyarrow as pa
 
 from .engine import engine_for, read_errors
 
-
 #: A collect's malformed records live in `<table>__rejects`, written in the same transaction as the table.
 REJECTS_SUFFIX = "__rejects"
 #: The rejects table's columns, and the quarantine columns they hold (file, line, reason, text, raw bytes).

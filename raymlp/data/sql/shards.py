@@ -211,8 +211,9 @@ def _read_shard(engine, plan: _ShardPlan, shard: Shard) -> pa.Table:
 def read_shards(url: str, *, query: str | None, table: str | None, shard_key: str, shards: int,
                  where: str) -> Iterator[tuple[int, pa.Table]]:
     """(shard index, rows) as each shard completes; see `iter_sql_shards`."""
-    import sqlalchemy as sa
     from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    import sqlalchemy as sa
 
     from raymlp.catalog import redact_url
 

@@ -14,7 +14,7 @@ from raymlp.errors import WorkFailed
 from .columns import sql_column_type
 from .engine import engine_for, raw_quote
 from .loaders import LoadPiece, bulk_load
-from .rejects import rejects_columns, rejects_table_name, rejects_rows
+from .rejects import rejects_columns, rejects_rows, rejects_table_name
 
 
 @dataclass(frozen=True)
