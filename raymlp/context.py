@@ -39,13 +39,16 @@ class Reporter:
 
         def rates() -> str:
             seconds = max(time.perf_counter() - started, 1e-6)
-            return (f"{done['rows']:,} rows, {done['bytes'] / 1e6:,.1f} MB ({done['rows'] / seconds:,.0f} rows/s, "
-                    f"{done['bytes'] / 1e6 / seconds:,.1f} MB/s)")
+            return (
+                f"{done['rows']:,} rows, {done['bytes'] / 1e6:,.1f} MB ({done['rows'] / seconds:,.0f} rows/s, "
+                f"{done['bytes'] / 1e6 / seconds:,.1f} MB/s)"
+            )
 
         if self.quiet:
             yield lambda rows, size: None
             return
         if not self.console.is_terminal:
+
             def line(rows: int, size: int) -> None:
                 done["rows"] += rows
                 done["bytes"] += size
@@ -57,9 +60,15 @@ class Reporter:
             return
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn(f"[bold]{name:>9}[/bold]"), BarColumn(), DownloadColumn(),
-                      TextColumn("{task.fields[rates]}"), TimeRemainingColumn(), console=self.console,
-                      transient=True) as bar:
+        with Progress(
+            TextColumn(f"[bold]{name:>9}[/bold]"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[rates]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        ) as bar:
             task = bar.add_task(name, total=total_bytes or None, rates="")
 
             def advance(rows: int, size: int) -> None:

@@ -53,22 +53,41 @@ class Framework:
         return f"raymlp.package.formats.{self.name}_format"
 
 
-FRAMEWORKS: dict[str, Framework] = {row.name: row for row in (
-    Framework("torch", "raymlp.train.torch_backend", ("mlp", "cnn", "custom"), pbt=True,
-              own_options=(("gradient_accumulation_steps", "gradient accumulation is"),
-                           ("mixed_precision", "mixed precision is"))),
-    Framework("tensorflow", "raymlp.train.tensorflow_backend", ("mlp", "cnn", "custom"), pbt=True),
-    Framework("sklearn", "raymlp.train.sklearn_backend", ("estimator",), epoch_wise=False, passes="fits", gpu=False,
-              light_trials=True, own_options=(("cv_folds", "cross-validation folds are"),)),
-    Framework("xgboost", "raymlp.train.xgboost_backend", ("xgboost",), passes="boosting rounds"),
-)}
+FRAMEWORKS: dict[str, Framework] = {
+    row.name: row
+    for row in (
+        Framework(
+            "torch",
+            "raymlp.train.torch_backend",
+            ("mlp", "cnn", "custom"),
+            pbt=True,
+            own_options=(
+                ("gradient_accumulation_steps", "gradient accumulation is"),
+                ("mixed_precision", "mixed precision is"),
+            ),
+        ),
+        Framework("tensorflow", "raymlp.train.tensorflow_backend", ("mlp", "cnn", "custom"), pbt=True),
+        Framework(
+            "sklearn",
+            "raymlp.train.sklearn_backend",
+            ("estimator",),
+            epoch_wise=False,
+            passes="fits",
+            gpu=False,
+            light_trials=True,
+            own_options=(("cv_folds", "cross-validation folds are"),),
+        ),
+        Framework("xgboost", "raymlp.train.xgboost_backend", ("xgboost",), passes="boosting rounds"),
+    )
+}
 
 #: Framework names in the table's order (the order messages list them in).
 FRAMEWORK_NAMES: tuple[str, ...] = tuple(FRAMEWORKS)
 
 if set(FRAMEWORK_NAMES) != set(get_args(FrameworkName)):  # pragma: no cover - caught by any import
-    raise ImportError(f"raymlp.frameworks: FrameworkName {get_args(FrameworkName)} and FRAMEWORKS "
-                      f"{FRAMEWORK_NAMES} differ")
+    raise ImportError(
+        f"raymlp.frameworks: FrameworkName {get_args(FrameworkName)} and FRAMEWORKS {FRAMEWORK_NAMES} differ"
+    )
 
 
 def framework(name: str) -> Framework | None:
@@ -78,8 +97,9 @@ def framework(name: str) -> Framework | None:
 
 def names_where(**wanted: object) -> tuple[str, ...]:
     """The frameworks whose rows have every attribute given, e.g. `names_where(pbt=True)`."""
-    return tuple(name for name, row in FRAMEWORKS.items()
-                 if all(getattr(row, key) == value for key, value in wanted.items()))
+    return tuple(
+        name for name, row in FRAMEWORKS.items() if all(getattr(row, key) == value for key, value in wanted.items())
+    )
 
 
 def said(names: tuple[str, ...], joiner: str = "and") -> str:

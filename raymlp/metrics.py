@@ -42,21 +42,44 @@ _SERVE_ANSWER = (*_SERVE, "code")
 
 #: name -> (kind, description, tag keys, histogram boundaries)
 DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
-    ROWS_READ: ("counter", "Source records parsed so far (collect, convert); a range read again counts again.", _STAGE, None),
+    ROWS_READ: (
+        "counter",
+        "Source records parsed so far (collect, convert); a range read again counts again.",
+        _STAGE,
+        None,
+    ),
     ROWS_COLLECTED: ("counter", "Rows a collect loaded into its database table.", (*_STAGE, "table"), None),
     ROWS_CONVERTED: ("counter", "Rows a convert published in a dataset version.", (*_STAGE, "dataset"), None),
-    ROWS_QUARANTINED: ("counter", "Rows a convert set aside (malformed, or breaking data.schema).", (*_STAGE, "dataset"), None),
+    ROWS_QUARANTINED: (
+        "counter",
+        "Rows a convert set aside (malformed, or breaking data.schema).",
+        (*_STAGE, "dataset"),
+        None,
+    ),
     TRAIN_EPOCHS: ("counter", "Training epochs finished (a scikit-learn fit is one).", _STAGE, None),
-    TRAIN_SAMPLES_PER_SECOND: ("gauge", "Training samples per second over all workers, in the last finished epoch.", _STAGE, None),
+    TRAIN_SAMPLES_PER_SECOND: (
+        "gauge",
+        "Training samples per second over all workers, in the last finished epoch.",
+        _STAGE,
+        None,
+    ),
     TUNE_TRIALS: ("counter", "Sweep trials that ended, by how (finished, stopped, error).", (*_STAGE, "status"), None),
     PREDICT_ROWS: ("counter", "Rows batch predict scored.", _STAGE, None),
     SERVE_REQUESTS: ("counter", "Prediction requests answered, by HTTP status code.", _SERVE_ANSWER, None),
     SERVE_ERRORS: ("counter", "Prediction requests that failed (4xx and 5xx).", _SERVE_ANSWER, None),
-    SERVE_LATENCY: ("histogram", "Time from request to answer inside the replica, in ms.", _SERVE_ANSWER,
-                    [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]),
+    SERVE_LATENCY: (
+        "histogram",
+        "Time from request to answer inside the replica, in ms.",
+        _SERVE_ANSWER,
+        [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+    ),
     SERVE_RECORDS: ("counter", "Records scored by the endpoint.", _SERVE, None),
-    SERVE_BATCH_RECORDS: ("histogram", "Records per model call (after request batching).", _SERVE,
-                          [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 8192]),
+    SERVE_BATCH_RECORDS: (
+        "histogram",
+        "Records per model call (after request batching).",
+        _SERVE,
+        [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 8192],
+    ),
 }
 
 _MADE: dict[str, Any] = {}
@@ -148,6 +171,7 @@ def counting(progress: Any, job: str, stage: str) -> Any:
 
 
 # --- names of Ray tasks and actors ----------------------------------------------------------
+
 
 def ray_name(job: str, stage: str, what: str) -> str:
     """What the dashboard shows for a task or actor raymlp starts: `wine-quickstart/collect: read range 3/8`."""

@@ -125,13 +125,23 @@ def run_job(
             run = _reopen_for_resume(catalog, loaded, resume, stages, storage, address)
         else:
             run = catalog.start_run(
-                job_name=loaded.config.name, job_path=str(loaded.path), job_sha256=loaded.sha256,
-                config=loaded.public_dict(), stages=stages,
+                job_name=loaded.config.name,
+                job_path=str(loaded.path),
+                job_sha256=loaded.sha256,
+                config=loaded.public_dict(),
+                stages=stages,
             )
         summary = RunSummary(run_id=run.id, job=loaded.config.name)
-        context = StageContext(job=loaded, storage=storage, catalog=catalog, run_id=run.id, reporter=reporter,
-                               resuming=resume is not None, sweep_trial=sweep_trial,
-                               retry_errored=retry_errored)
+        context = StageContext(
+            job=loaded,
+            storage=storage,
+            catalog=catalog,
+            run_id=run.id,
+            reporter=reporter,
+            resuming=resume is not None,
+            sweep_trial=sweep_trial,
+            retry_errored=retry_errored,
+        )
         try:
             with contextlib.ExitStack() as stack:
                 cluster = address or settings.ray_address()
@@ -139,15 +149,27 @@ def run_job(
                     # Data stages join a cluster that is there (to read ranges on every node) but never start one.
                     needs_ray = stage in _NEEDS_RAY or (cluster is not None and stage in _READS_ON_A_CLUSTER)
                     if needs_ray and summary.ray_startup_seconds is None:
-                        runtime = stack.enter_context(ray_runtime(address, **_runtime_env(loaded), metadata={
-                            "raymlp.job": loaded.config.name, "raymlp.stages": ",".join(stages),
-                            "raymlp.run_id": run.id, "raymlp.job_file": str(loaded.path)}))
+                        runtime = stack.enter_context(
+                            ray_runtime(
+                                address,
+                                **_runtime_env(loaded),
+                                metadata={
+                                    "raymlp.job": loaded.config.name,
+                                    "raymlp.stages": ",".join(stages),
+                                    "raymlp.run_id": run.id,
+                                    "raymlp.job_file": str(loaded.path),
+                                },
+                            )
+                        )
                         summary.ray_startup_seconds = runtime.startup_seconds
                         summary.ray_address = runtime.address or "embedded local Ray"
                         _quiet_ray_data()
                         where = f"joined {runtime.address}" if runtime.address else "started an embedded local Ray"
-                        reporter.stage("ray", f"{where} in {runtime.startup_seconds:.1f}s"
-                                       + (f"; dashboard {runtime.dashboard}" if runtime.dashboard_url else ""))
+                        reporter.stage(
+                            "ray",
+                            f"{where} in {runtime.startup_seconds:.1f}s"
+                            + (f"; dashboard {runtime.dashboard}" if runtime.dashboard_url else ""),
+                        )
                     stage_started = time.perf_counter()
                     _STAGE_FUNCTIONS[stage](context, summary)
                     summary.stages[stage] = round(time.perf_counter() - stage_started, 3)
@@ -155,7 +177,9 @@ def run_job(
                     on_serving(summary)
         except BaseException as error:
             _withdraw_unused_version(context, summary)
-            catalog.finish_run(run.id, "failed", summary=_as_dict(summary), error=f"{type(error).__name__}: {error}"[:4000])
+            catalog.finish_run(
+                run.id, "failed", summary=_as_dict(summary), error=f"{type(error).__name__}: {error}"[:4000]
+            )
             raise
         summary.total_seconds = round(time.perf_counter() - started, 3)
         catalog.finish_run(run.id, "succeeded", summary=_as_dict(summary))
@@ -185,8 +209,9 @@ def _withdraw_unused_version(context: StageContext, summary: RunSummary) -> None
     context.reporter.stage("convert", f"withdrew {version.ref}: the run failed before anything used it")
 
 
-def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: list[str], storage: Any,
-                       address: str | None = None) -> Any:
+def _reopen_for_resume(
+    catalog: Any, loaded: LoadedJob, run_id: str, stages: list[str], storage: Any, address: str | None = None
+) -> Any:
     """The run to resume, checked: same job, same settings, training started, not finished, and no
     Ray Train controller of it still alive on the cluster (`address`)."""
     from raymlp.catalog import CatalogError
@@ -206,12 +231,16 @@ def _reopen_for_resume(catalog: Any, loaded: LoadedJob, run_id: str, stages: lis
     before, now = flatten(record.config), flatten(loaded.public_dict())
     changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
     if changed:
-        raise UsageError(f"--resume: the job's settings changed since run {run_id} ({', '.join(changed[:10])}); "
-                         "resuming would mix two models. Start a new run instead")
+        raise UsageError(
+            f"--resume: the job's settings changed since run {run_id} ({', '.join(changed[:10])}); "
+            "resuming would mix two models. Start a new run instead"
+        )
     started = RunFolder.TRAINING_STARTED if "train" in stages else RunFolder.SWEEP_STARTED
     if not storage.run(run_id).has(started):
-        raise UsageError(f"--resume: run {run_id} never started {'training' if 'train' in stages else 'its sweep'}; "
-                         "start a new run instead")
+        raise UsageError(
+            f"--resume: run {run_id} never started {'training' if 'train' in stages else 'its sweep'}; "
+            "start a new run instead"
+        )
     if "train" in stages:
         from raymlp.train.resume import refuse_while_training
 
@@ -270,7 +299,9 @@ def _dataset_for_training(context: StageContext) -> Any:
         context.reporter.stage("dataset", f"using {record.name}@{record.version}, as run {context.run_id} did")
         return record
     if context.sweep_trial is not None and context.sweep_trial.get("dataset"):  # the version its sweep pinned
-        return context.catalog.get_dataset_version(context.sweep_trial["dataset"], int(context.sweep_trial["dataset_version"]))
+        return context.catalog.get_dataset_version(
+            context.sweep_trial["dataset"], int(context.sweep_trial["dataset_version"])
+        )
     record = context.catalog.get_dataset_version(context.config.data.dataset.name)
     context.reporter.stage("dataset", f"using {record.name}@{record.version} from the catalog")
     return record
@@ -294,7 +325,9 @@ def train_trial(job_path: str, overrides: list[str], sweep_trial: dict[str, str]
     """A sweep's trial (or the best light trial's settings again): the job's train stage with the
     trial's overrides, quietly, as that trial of the sweep. The runner the pipeline hands the tune
     stage (`raymlp.tune.trial.TrainRunner`), which sends it to the trial processes by name."""
-    return run_job(job_path, overrides=overrides, only=["train"], reporter=Reporter(quiet=True), sweep_trial=sweep_trial)
+    return run_job(
+        job_path, overrides=overrides, only=["train"], reporter=Reporter(quiet=True), sweep_trial=sweep_trial
+    )
 
 
 def _tune(context: StageContext, summary: RunSummary) -> None:
@@ -307,9 +340,15 @@ def _tune(context: StageContext, summary: RunSummary) -> None:
     summary.mlflow_run_id, summary.metrics = best["mlflow_run_id"], best["metrics"]
     summary.dataset = summary.dataset or best["dataset"]
     context.results["trained"] = TrainedModel(
-        package_dir=Path(best["package_dir"]), mlflow_run_id=best["mlflow_run_id"], model_uri=best["model_uri"],
-        metrics=best["metrics"], history=[], dataset_ref=best["dataset"], dataset_digest=best["dataset_digest"],
-        framework=best["framework"], best_epoch=best["best_epoch"],
+        package_dir=Path(best["package_dir"]),
+        mlflow_run_id=best["mlflow_run_id"],
+        model_uri=best["model_uri"],
+        metrics=best["metrics"],
+        history=[],
+        dataset_ref=best["dataset"],
+        dataset_digest=best["dataset_digest"],
+        framework=best["framework"],
+        best_epoch=best["best_epoch"],
     )
 
 
@@ -334,9 +373,11 @@ def _model_package(context: StageContext) -> tuple[str, dict[str, Any]]:
     """The package this run trained, else the registered model the job names."""
     if "trained" in context.results:
         registered = context.results.get("registered")
-        metadata = {"model": registered.name if registered else context.config.name,
-                    "version": registered.version if registered else None,
-                    "run_id": context.run_id}
+        metadata = {
+            "model": registered.name if registered else context.config.name,
+            "version": registered.version if registered else None,
+            "run_id": context.run_id,
+        }
         return str(context.results["trained"].package_dir), metadata
     register = context.config.register
     if register is None:
@@ -351,8 +392,9 @@ def _predict(context: StageContext, summary: RunSummary) -> None:
 
     config = context.config.predict
     package, _ = _model_package(context)
-    result = predict_package(package, config.input, config.output, config.batch_size,
-                             runtime_env=_stage_runtime_env(config.env))
+    result = predict_package(
+        package, config.input, config.output, config.batch_size, runtime_env=_stage_runtime_env(config.env)
+    )
     summary.predictions, summary.predicted_rows = str(result.output), result.rows
     context.reporter.stage("predict", f"{result.rows} rows -> {result.output} in {result.seconds:.1f}s")
 
@@ -362,8 +404,14 @@ def _serve(context: StageContext, summary: RunSummary) -> None:
 
     package, metadata = _model_package(context)
     summary.endpoint, summary.sample_prediction = serve_package(
-        context.config.serve, package, metadata, context.storage, app_name=context.config.name, job=context.config.name,
-        records=lambda: _example_records(context, package))
+        context.config.serve,
+        package,
+        metadata,
+        context.storage,
+        app_name=context.config.name,
+        job=context.config.name,
+        records=lambda: _example_records(context, package),
+    )
     context.reporter.stage("serve", f"{summary.endpoint} answered a POST with prediction {summary.sample_prediction!r}")
 
 

@@ -36,8 +36,9 @@ def upload_limit_bytes() -> int:
     return GCS_STORAGE_MAX_SIZE
 
 
-def upload_walk(root: Path, excludes: list[str], visit: Callable[[Path], None], *, include_gitignore: bool,
-                logger: Any) -> None:
+def upload_walk(
+    root: Path, excludes: list[str], visit: Callable[[Path], None], *, include_gitignore: bool, logger: Any
+) -> None:
     """Ray's own packaging walk of a working_dir (`packaging._dir_travel` with `_get_excludes`): calls
     `visit` on every path Ray would upload, leaving out `excludes`, `.gitignore`s and `.rayignore`s."""
     from ray._private.runtime_env.packaging import _dir_travel, _get_excludes

@@ -20,8 +20,9 @@ class TextFileError(Exception):
         self.problem = problem
 
 
-def read_bytes(path: str | os.PathLike[str], label: str | None = None, *, what: str = "file",
-               it: str | None = None) -> bytes:
+def read_bytes(
+    path: str | os.PathLike[str], label: str | None = None, *, what: str = "file", it: str | None = None
+) -> bytes:
     """The file's bytes; `TextFileError(label, "no such WHAT")` when it is missing,
     `(label, "cannot read IT: reason")` when it cannot be read (IT defaults to "the WHAT")."""
     label = str(path) if label is None else label

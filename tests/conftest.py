@@ -126,7 +126,8 @@ def foreign_lines(transcript: str) -> list[str]:
 #: tqdm bar, a Python warning or traceback.
 _LIBRARY_LINE = __import__("re").compile(
     r"^(\d{4}[-/]\d\d[-/]\d\d[ T]\d\d:\d\d|(DEBUG|INFO|WARNING|ERROR|CRITICAL)[ :]|[IWEF]\d{4} \d\d:|\[[IWE] \d{4}-|\((raylet|autoscaler|"
-    r"gcs_server|monitor)\)|\([\w:.-]+ pid=\d+|Traceback \(most recent call last\))|\d+%\||\w+Warning: ")
+    r"gcs_server|monitor)\)|\([\w:.-]+ pid=\d+|Traceback \(most recent call last\))|\d+%\||\w+Warning: "
+)
 
 
 def library_lines(transcript: str) -> list[str]:

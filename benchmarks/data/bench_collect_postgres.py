@@ -28,11 +28,16 @@ COLUMNS = "id BIGINT, value DOUBLE PRECISION, kind TEXT, count BIGINT, score DOU
 
 def write_csv(path: Path, rows: int) -> None:
     rng = np.random.default_rng(0)
-    table = pa.table({
-        "id": np.arange(rows), "value": rng.random(rows), "kind": rng.choice(["alpha", "beta", "gamma"], rows),
-        "count": rng.integers(0, 10_000, rows), "score": rng.normal(size=rows),
-        "note": rng.choice(["", "short note", "a somewhat longer note, with a comma"], rows),
-    })
+    table = pa.table(
+        {
+            "id": np.arange(rows),
+            "value": rng.random(rows),
+            "kind": rng.choice(["alpha", "beta", "gamma"], rows),
+            "count": rng.integers(0, 10_000, rows),
+            "score": rng.normal(size=rows),
+            "note": rng.choice(["", "short note", "a somewhat longer note, with a comma"], rows),
+        }
+    )
     pacsv.write_csv(table, path)
 
 
@@ -49,8 +54,10 @@ def time_psql_copy(csv: Path) -> float:
 
 
 def time_raymlp(csv: Path, home: Path) -> float:
-    job_file = write_job(home, f"  source: {{format: csv, path: '{csv}'}}\n"
-                               f"  collect: {{url: '{URL}', table: bench_raymlp, mode: replace}}\n")
+    job_file = write_job(
+        home,
+        f"  source: {{format: csv, path: '{csv}'}}\n  collect: {{url: '{URL}', table: bench_raymlp, mode: replace}}\n",
+    )
     return time_stage(job_file, home, "collect")[0]
 
 

@@ -27,15 +27,32 @@ def write_csv(path: Path, megabytes: int) -> int:
     """A CSV of about `megabytes` MB (ints, floats, short and quoted text), written in batches."""
     rng = np.random.default_rng(0)
     rows, batch = 0, 500_000
-    with pacsv.CSVWriter(path, pa.schema([("id", pa.int64()), ("value", pa.float64()), ("kind", pa.string()),
-                                          ("count", pa.int64()), ("score", pa.float64()), ("note", pa.string())])) as writer:
+    with pacsv.CSVWriter(
+        path,
+        pa.schema(
+            [
+                ("id", pa.int64()),
+                ("value", pa.float64()),
+                ("kind", pa.string()),
+                ("count", pa.int64()),
+                ("score", pa.float64()),
+                ("note", pa.string()),
+            ]
+        ),
+    ) as writer:
         while path.stat().st_size < megabytes * 1_000_000:
-            writer.write_table(pa.table({
-                "id": np.arange(rows, rows + batch), "value": rng.random(batch),
-                "kind": rng.choice(["alpha", "beta", "gamma"], batch), "count": rng.integers(0, 10_000, batch),
-                "score": rng.normal(size=batch),
-                "note": rng.choice(["", "short note", "a somewhat longer note, with a comma"], batch),
-            }))
+            writer.write_table(
+                pa.table(
+                    {
+                        "id": np.arange(rows, rows + batch),
+                        "value": rng.random(batch),
+                        "kind": rng.choice(["alpha", "beta", "gamma"], batch),
+                        "count": rng.integers(0, 10_000, batch),
+                        "score": rng.normal(size=batch),
+                        "note": rng.choice(["", "short note", "a somewhat longer note, with a comma"], batch),
+                    }
+                )
+            )
             rows += batch
     return rows
 
@@ -71,8 +88,9 @@ def main() -> None:
             seconds, converted = time_raymlp(csv, home)
             assert converted == rows, (converted, rows)
             ours.append(seconds)
-    print(f"CSV -> Parquet dataset: {size / 1e6:,.0f} MB, {rows:,} rows, best of {args.repeats}, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"CSV -> Parquet dataset: {size / 1e6:,.0f} MB, {rows:,} rows, best of {args.repeats}, {os.cpu_count()} cores"
+    )
     print(f"{'pyarrow read_csv+write_table':<30}{min(baseline):>8.2f} s  {size / 1e6 / min(baseline):>7.1f} MB/s")
     print(f"{'raymlp data convert':<30}{min(ours):>8.2f} s  {size / 1e6 / min(ours):>7.1f} MB/s")
     print(f"speed ratio raymlp / pyarrow: {min(baseline) / min(ours):.2f}x (goal: at least 1.0x)")

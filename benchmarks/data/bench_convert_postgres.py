@@ -26,14 +26,20 @@ def time_psql_copy_out() -> float:
     """One `COPY ... TO STDOUT` in CSV, received by psql and thrown away (no disk in the way)."""
     started = time.perf_counter()
     with open(os.devnull, "wb") as sink:
-        subprocess.run(["psql", URL, "-q", "-c", "COPY (SELECT * FROM bench_source) TO STDOUT WITH (FORMAT csv)"],
-                       check=True, stdout=sink)
+        subprocess.run(
+            ["psql", URL, "-q", "-c", "COPY (SELECT * FROM bench_source) TO STDOUT WITH (FORMAT csv)"],
+            check=True,
+            stdout=sink,
+        )
     return time.perf_counter() - started
 
 
 def time_raymlp(home: Path) -> tuple[float, int]:
-    job_file = write_job(home, "  source: {format: csv, path: unused.csv}\n"
-                               f"  collect: {{url: '{URL}', table: bench_source, mode: append}}\n")
+    job_file = write_job(
+        home,
+        "  source: {format: csv, path: unused.csv}\n"
+        f"  collect: {{url: '{URL}', table: bench_source, mode: append}}\n",
+    )
     seconds, summary = time_stage(job_file, home, "convert")
     return seconds, summary.dataset_rows
 
@@ -48,8 +54,10 @@ def main() -> None:
         csv = home / "events.csv"
         write_csv(csv, args.rows)
         psql("DROP TABLE IF EXISTS bench_source")
-        psql("CREATE TABLE bench_source (id BIGINT, value DOUBLE PRECISION, kind TEXT, count BIGINT, "
-             "score DOUBLE PRECISION, note TEXT)")
+        psql(
+            "CREATE TABLE bench_source (id BIGINT, value DOUBLE PRECISION, kind TEXT, count BIGINT, "
+            "score DOUBLE PRECISION, note TEXT)"
+        )
         psql(f"\\copy bench_source FROM '{csv}' CSV HEADER")
         baseline_runs, runs = [], []
         for _ in range(args.repeats):  # alternated, so both sides see the same machine

@@ -30,8 +30,9 @@ BIN = Path(sys.executable).parent
 def _project(root: Path, files: int) -> Path:
     (root / "jobs").mkdir(parents=True)
     shutil.copy(REPO / "jobs" / "quickstart.yaml", root / "jobs" / "quickstart.yaml")
-    subprocess.run([BIN / "raymlp", "data", "sample", "wine", "-o", "data/wine.csv"], cwd=root, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [BIN / "raymlp", "data", "sample", "wine", "-o", "data/wine.csv"], cwd=root, check=True, capture_output=True
+    )
     for number in range(files):
         folder = root / "src" / f"pkg{number // 100}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -51,13 +52,15 @@ def _time(command: list[str], cwd: Path, env: dict[str, str]) -> float:
 def _stop_running(url: str, env: dict[str, str]) -> None:
     import json
 
-    listed = subprocess.run([BIN / "raymlp", "jobs", "list", "--json", "--address", url], env=env,
-                            capture_output=True, text=True)
+    listed = subprocess.run(
+        [BIN / "raymlp", "jobs", "list", "--json", "--address", url], env=env, capture_output=True, text=True
+    )
     text = listed.stdout
-    for job in json.loads(text[text.index("["):]):
+    for job in json.loads(text[text.index("[") :]):
         if job["status"] in ("PENDING", "RUNNING"):
-            subprocess.run([BIN / "raymlp", "jobs", "stop", job["submission_id"], "--address", url], env=env,
-                           capture_output=True)
+            subprocess.run(
+                [BIN / "raymlp", "jobs", "stop", job["submission_id"], "--address", url], env=env, capture_output=True
+            )
 
 
 def main() -> None:
@@ -68,10 +71,20 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-submit-"))
     token = secrets.token_hex(32)
-    env = {**os.environ, "RAYMLP_HOME": str(scratch / "home"), "RAY_AUTH_TOKEN": token, "RAY_AUTH_MODE": "token",
-           "RAY_ADDRESS": ""}
-    up = subprocess.run([BIN / "raymlp", "cluster", "up", "--local", str(REPO / "clusters" / "local-autoscaling.yaml")],
-                        env=env, capture_output=True, text=True, cwd=scratch)
+    env = {
+        **os.environ,
+        "RAYMLP_HOME": str(scratch / "home"),
+        "RAY_AUTH_TOKEN": token,
+        "RAY_AUTH_MODE": "token",
+        "RAY_ADDRESS": "",
+    }
+    up = subprocess.run(
+        [BIN / "raymlp", "cluster", "up", "--local", str(REPO / "clusters" / "local-autoscaling.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=scratch,
+    )
     if up.returncode:
         raise SystemExit(up.stderr)
     url = next(word for line in up.stdout.splitlines() for word in line.split() if word.startswith("http://"))
@@ -80,8 +93,20 @@ def main() -> None:
         for label, files in (("small project (2 files)", 0), (f"{args.files} more source files", args.files)):
             project = _project(scratch / f"project-{files}", files)
             raymlp = [str(BIN / "raymlp"), "submit", "jobs/quickstart.yaml", "--address", url]
-            ray = [str(BIN / "ray"), "job", "submit", "--no-wait", "--address", url, "--working-dir", ".", "--",
-                   "raymlp", "validate", "jobs/quickstart.yaml"]
+            ray = [
+                str(BIN / "ray"),
+                "job",
+                "submit",
+                "--no-wait",
+                "--address",
+                url,
+                "--working-dir",
+                ".",
+                "--",
+                "raymlp",
+                "validate",
+                "jobs/quickstart.yaml",
+            ]
             times: dict[str, list[float]] = {"raymlp": [], "ray": []}
             for _ in range(args.repeat):
                 times["ray"].append(_time(ray, project, env))
@@ -89,8 +114,12 @@ def main() -> None:
                 _stop_running(url, env)
             rows.append((label, statistics.median(times["raymlp"]), statistics.median(times["ray"])))
     finally:
-        subprocess.run([BIN / "raymlp", "cluster", "down", "--local", str(REPO / "clusters" / "local-autoscaling.yaml")],
-                       env=env, capture_output=True, cwd=scratch)
+        subprocess.run(
+            [BIN / "raymlp", "cluster", "down", "--local", str(REPO / "clusters" / "local-autoscaling.yaml")],
+            env=env,
+            capture_output=True,
+            cwd=scratch,
+        )
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n{'project':<28} {'raymlp submit':>14} {'ray job submit':>15} {'ratio':>7}")
     for label, ours, theirs in rows:

@@ -54,8 +54,11 @@ def train(home: Path) -> str:
 
     os.environ["RAYMLP_HOME"] = str(home)
     summary = run_job(load_job(JOB, MODEL_OVERRIDES), reporter=Reporter(quiet=True))
-    print(f"trained {summary.model} version {summary.model_version}: test accuracy "
-          f"{summary.metrics.get('test_accuracy', float('nan')):.3f}", flush=True)
+    print(
+        f"trained {summary.model} version {summary.model_version}: test accuracy "
+        f"{summary.metrics.get('test_accuracy', float('nan')):.3f}",
+        flush=True,
+    )
     return str(summary.package_dir)
 
 
@@ -92,7 +95,11 @@ def baseline(package_path: str, source: Path, output: Path, chunk: int, tuned_wr
             scored = pd.concat([frame, package.predict(frame)], axis=1)
             table = pa.Table.from_pandas(scored, preserve_index=False)
             if writer is None:
-                dictionary = [field.name for field in table.schema if not pa.types.is_floating(field.type)] if tuned_writer else True
+                dictionary = (
+                    [field.name for field in table.schema if not pa.types.is_floating(field.type)]
+                    if tuned_writer
+                    else True
+                )
                 writer = pq.ParquetWriter(output, table.schema, use_dictionary=dictionary)
             writer.write_table(table)
     finally:
@@ -136,8 +143,10 @@ def compare(ours: Path, theirs: Path, rows: int) -> str:
 def baseline_script(package_path: str, source: Path, output: Path, chunk: int) -> float:
     """The baseline loop as a script: a fresh Python process, timed from its start to its exit."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--baseline-child", json.dumps([package_path, str(source), str(output), chunk])],
-                   check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--baseline-child", json.dumps([package_path, str(source), str(output), chunk])],
+        check=True,
+    )
     return time.perf_counter() - started
 
 
@@ -166,20 +175,29 @@ def main() -> None:
         source = work / "input.parquet"
         started = time.perf_counter()
         write_input(source, args.rows, features)
-        print(f"input: {args.rows:,} rows x {len(features)} float64 features, "
-              f"{source.stat().st_size / 1e6:.0f} MB Parquet ({time.perf_counter() - started:.1f} s to write)", flush=True)
+        print(
+            f"input: {args.rows:,} rows x {len(features)} float64 features, "
+            f"{source.stat().st_size / 1e6:.0f} MB Parquet ({time.perf_counter() - started:.1f} s to write)",
+            flush=True,
+        )
 
         for attempt in range(args.repeats):
             times["base"].append(baseline(package_path, source, work / "baseline.parquet", args.chunk))
             times["tuned"].append(baseline(package_path, source, work / "tuned.parquet", args.chunk, tuned_writer=True))
             times["script"].append(baseline_script(package_path, source, work / "script.parquet", args.chunk))
-            print(f"  baseline #{attempt + 1}: {times['base'][-1]:.2f} s, with raymlp's writer settings "
-                  f"{times['tuned'][-1]:.2f} s, as a script {times['script'][-1]:.2f} s ({load()})", flush=True)
+            print(
+                f"  baseline #{attempt + 1}: {times['base'][-1]:.2f} s, with raymlp's writer settings "
+                f"{times['tuned'][-1]:.2f} s, as a script {times['script'][-1]:.2f} s ({load()})",
+                flush=True,
+            )
 
         from raymlp.runtime import ray_runtime
 
         with ray_runtime() as runtime:
-            print(f"Ray start-up (embedded, {os.cpu_count()} CPUs): {runtime.startup_seconds:.1f} s (not in the figures)", flush=True)
+            print(
+                f"Ray start-up (embedded, {os.cpu_count()} CPUs): {runtime.startup_seconds:.1f} s (not in the figures)",
+                flush=True,
+            )
             cold = raymlp_side(package_path, source, work / "raymlp.parquet")
             print(f"  raymlp, first call on the fresh cluster: {cold:.2f} s ({load()})", flush=True)
             for attempt in range(args.repeats):
@@ -190,7 +208,9 @@ def main() -> None:
     best = {name: min(values) for name, values in times.items()}
     median = {name: statistics.median(values) for name, values in times.items()}
     rows = args.rows
-    print(f"\nbatch prediction, {rows:,} rows, best of {args.repeats} (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
+    print(
+        f"\nbatch prediction, {rows:,} rows, best of {args.repeats} (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)"
+    )
     print(f"{'side':<58}{'seconds':>9}{'rows/s':>12}")
     lines = [
         (f"baseline: pandas loop, chunks of {args.chunk}, in-process", best["base"]),
@@ -201,11 +221,15 @@ def main() -> None:
     ]
     for label, seconds in lines:
         print(f"{label:<58}{seconds:>9.2f}{rows / seconds:>12,.0f}")
-    print(f"ratio raymlp / baseline (rows/s): {best['base'] / best['warm']:.2f}x (goal >= 1.5x); "
-          f"against the baseline with raymlp's writer settings {best['tuned'] / best['warm']:.2f}x; "
-          f"first call on a fresh Ray against the baseline script {best['script'] / cold:.2f}x")
-    print(f"medians of {args.repeats}: baseline {median['base']:.2f} s, raymlp {median['warm']:.2f} s, "
-          f"ratio {median['base'] / median['warm']:.2f}x")
+    print(
+        f"ratio raymlp / baseline (rows/s): {best['base'] / best['warm']:.2f}x (goal >= 1.5x); "
+        f"against the baseline with raymlp's writer settings {best['tuned'] / best['warm']:.2f}x; "
+        f"first call on a fresh Ray against the baseline script {best['script'] / cold:.2f}x"
+    )
+    print(
+        f"medians of {args.repeats}: baseline {median['base']:.2f} s, raymlp {median['warm']:.2f} s, "
+        f"ratio {median['base'] / median['warm']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,12 @@ def run_raymlp(workdir: Path, overrides: list[str]) -> dict:
         summary = run_job(job, reporter=Reporter(quiet=True))
     finally:
         os.chdir(previous)
-    return {"stages": summary.stages, "ray_startup": summary.ray_startup_seconds, "total": summary.total_seconds,
-            "test_accuracy": summary.metrics.get("test_accuracy")}
+    return {
+        "stages": summary.stages,
+        "ray_startup": summary.ray_startup_seconds,
+        "total": summary.total_seconds,
+        "test_accuracy": summary.metrics.get("test_accuracy"),
+    }
 
 
 def run_baseline(workdir: Path, epochs: int) -> dict:
@@ -90,8 +94,15 @@ def run_baseline(workdir: Path, epochs: int) -> dict:
     scaler = StandardScaler().fit(train_x)
     tensor = lambda values: torch.tensor(scaler.transform(values), dtype=torch.float32)  # noqa: E731
     torch.manual_seed(7)
-    model = torch.nn.Sequential(torch.nn.Linear(13, 32), torch.nn.ReLU(), torch.nn.Dropout(0.1),
-                                torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(16, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(13, 32),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.1),
+        torch.nn.Linear(32, 16),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.1),
+        torch.nn.Linear(16, 3),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     features, targets = tensor(train_x), torch.tensor(train_y)
     for _ in range(epochs):

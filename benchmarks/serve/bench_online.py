@@ -33,7 +33,6 @@ Never runs `ray stop`: each Serve variant's cluster is shut down by its own subp
 killed by process id. Ports: 8700-8799 only.
 """
 
-
 import argparse
 import glob
 import json
@@ -110,8 +109,7 @@ def train_package(workdir: str) -> tuple[str, dict[str, float]]:
     with open(job, "w") as f:
         f.write(PACKAGE_JOB)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAYMLP_HOME": home}
-    subprocess.run([PYTHON, "-m", "raymlp", "run", job], cwd=workdir, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([PYTHON, "-m", "raymlp", "run", job], cwd=workdir, env=env, check=True, stdout=subprocess.DEVNULL)
     packages = sorted(glob.glob(os.path.join(home, "runs", "*", "package")))
     if not packages:
         raise RuntimeError(f"raymlp run wrote no package under {home}/runs")
@@ -159,6 +157,7 @@ def build_fastapi_app(model_path: str):
 # --------------------------------------------------------------------------------------------
 # Serve deployments (built inside the server subprocess, so flags are set before Ray starts)
 # --------------------------------------------------------------------------------------------
+
 
 def build_serve_app(model_path: str, kind: str, options: dict[str, Any]):
     from ray import serve
@@ -209,73 +208,154 @@ def build_serve_app(model_path: str, kind: str, options: dict[str, Any]):
 # ingress); otherwise to PORT_SERVE_HTTP (the Serve proxy, or HAProxy in HAProxy mode).
 TUNED = {"max_ongoing_requests": 64, "logging_config": QUIET}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline": {"server": "uvicorn", "workers": 1,
-                 "about": "FastAPI + uvicorn, 1 worker (uvloop, httptools)"},
-    "baseline_package": {"server": "uvicorn", "workers": 1, "package": True,
-                         "about": "the issue's baseline: FastAPI + uvicorn (1 worker) loading the raymlp "
-                                  "package, its record model and scoring function"},
-    "raymlp": {"server": "raymlp", "package": True, "serve": {"num_replicas": 2},
-               "about": "raymlp's own endpoint (raymlp.serve.deploy, defaults: HAProxy ingress, no "
-                        "access log, batching), 2 replicas"},
-    "raymlp_1rep": {"server": "raymlp", "package": True, "serve": {"num_replicas": 1},
-                    "about": "raymlp's own endpoint, 1 replica"},
-    "raymlp_proxy": {"server": "raymlp", "package": True, "serve": {"num_replicas": 2, "ingress": "proxy"},
-                     "about": "raymlp's endpoint on Serve's Python proxy (serve.ingress: proxy), 2 replicas"},
-    "baseline_2workers": {"server": "uvicorn", "workers": 2,
-                          "about": "for reference: the same under uvicorn --workers 2"},
-    "serve_proxy": {"server": "serve", "app": "fastapi", "options": {},
-                    "about": "Serve HTTP proxy -> FastAPI ingress replica, all defaults"},
-    "serve_proxy_mor64": {"server": "serve", "app": "fastapi",
-                          "options": {"max_ongoing_requests": 64},
-                          "about": "proxy path, max_ongoing_requests=64 (default 5)"},
+    "baseline": {"server": "uvicorn", "workers": 1, "about": "FastAPI + uvicorn, 1 worker (uvloop, httptools)"},
+    "baseline_package": {
+        "server": "uvicorn",
+        "workers": 1,
+        "package": True,
+        "about": "the issue's baseline: FastAPI + uvicorn (1 worker) loading the raymlp "
+        "package, its record model and scoring function",
+    },
+    "raymlp": {
+        "server": "raymlp",
+        "package": True,
+        "serve": {"num_replicas": 2},
+        "about": "raymlp's own endpoint (raymlp.serve.deploy, defaults: HAProxy ingress, no "
+        "access log, batching), 2 replicas",
+    },
+    "raymlp_1rep": {
+        "server": "raymlp",
+        "package": True,
+        "serve": {"num_replicas": 1},
+        "about": "raymlp's own endpoint, 1 replica",
+    },
+    "raymlp_proxy": {
+        "server": "raymlp",
+        "package": True,
+        "serve": {"num_replicas": 2, "ingress": "proxy"},
+        "about": "raymlp's endpoint on Serve's Python proxy (serve.ingress: proxy), 2 replicas",
+    },
+    "baseline_2workers": {
+        "server": "uvicorn",
+        "workers": 2,
+        "about": "for reference: the same under uvicorn --workers 2",
+    },
+    "serve_proxy": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": {},
+        "about": "Serve HTTP proxy -> FastAPI ingress replica, all defaults",
+    },
+    "serve_proxy_mor64": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": {"max_ongoing_requests": 64},
+        "about": "proxy path, max_ongoing_requests=64 (default 5)",
+    },
     "serve_proxy_tuned": {
-        "server": "serve", "app": "fastapi", "options": TUNED,
+        "server": "serve",
+        "app": "fastapi",
+        "options": TUNED,
         # RAY_SERVE_PROXY_USE_GRPC must be explicit: constants.py derives it from
         # RAY_SERVE_USE_GRPC_BY_DEFAULT before the THROUGHPUT_OPTIMIZED block sets that.
-        "env": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
-                "RAY_SERVE_PROXY_USE_GRPC": "1"},
+        "env": {
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+            "RAY_SERVE_PROXY_USE_GRPC": "1",
+        },
         "about": "proxy path, RAY_SERVE_THROUGHPUT_OPTIMIZED=1 minus direct ingress, "
-                 "RAY_SERVE_PROXY_USE_GRPC=1 (gRPC proxy->replica, user code and router on the "
-                 "main loop), no access log, max_ongoing 64"},
-    "direct": {"server": "serve", "app": "fastapi", "options": {}, "env": DIRECT,
-               "target": "replica",
-               "about": "RAY_SERVE_ENABLE_DIRECT_INGRESS=1, client -> replica's own port"},
-    "direct_main_loop": {"server": "serve", "app": "fastapi", "options": {},
-                         "env": {**DIRECT, **MAIN_LOOP}, "target": "replica",
-                         "about": "direct ingress + user code on the replica's main loop"},
-    "direct_tuned": {"server": "serve", "app": "fastapi", "options": TUNED,
-                     "env": {**DIRECT, **MAIN_LOOP}, "target": "replica",
-                     "about": "direct + main loop + no access log + max_ongoing 64"},
+        "RAY_SERVE_PROXY_USE_GRPC=1 (gRPC proxy->replica, user code and router on the "
+        "main loop), no access log, max_ongoing 64",
+    },
+    "direct": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": {},
+        "env": DIRECT,
+        "target": "replica",
+        "about": "RAY_SERVE_ENABLE_DIRECT_INGRESS=1, client -> replica's own port",
+    },
+    "direct_main_loop": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": {},
+        "env": {**DIRECT, **MAIN_LOOP},
+        "target": "replica",
+        "about": "direct ingress + user code on the replica's main loop",
+    },
+    "direct_tuned": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": TUNED,
+        "env": {**DIRECT, **MAIN_LOOP},
+        "target": "replica",
+        "about": "direct + main loop + no access log + max_ongoing 64",
+    },
     "throughput_optimized": {
-        "server": "serve", "app": "fastapi", "options": TUNED,
-        "env": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, "target": "replica",
-        "about": "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (turns direct ingress on) + no access log "
-                 "+ max_ongoing 64"},
-    "direct_plain_tuned": {"server": "serve", "app": "plain", "options": TUNED,
-                           "env": {**DIRECT, **MAIN_LOOP}, "target": "replica",
-                           "about": "as direct_tuned, plain async __call__ instead of FastAPI"},
-    "haproxy": {"server": "serve", "app": "fastapi", "options": {}, "env": HAPROXY,
-                "about": "RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy -> replica port, defaults"},
-    "haproxy_2rep": {"server": "serve", "app": "fastapi", "options": {"num_replicas": 2},
-                     "env": HAPROXY, "about": "haproxy with 2 replicas, defaults"},
-    "haproxy_lean": {"server": "serve", "app": "fastapi", "options": TUNED, "env": HAPROXY_TUNED,
-                     "about": "HAProxy (1 thread, no metrics log) + no access log + "
-                              "max_ongoing 64; user code keeps its own thread"},
-    "haproxy_lean_2rep": {"server": "serve", "app": "fastapi",
-                          "options": {**TUNED, "num_replicas": 2}, "env": HAPROXY_TUNED,
-                          "about": "haproxy_lean with 2 replicas"},
-    "haproxy_tuned": {"server": "serve", "app": "fastapi", "options": TUNED,
-                      "env": {**HAPROXY_TUNED, **MAIN_LOOP},
-                      "about": "HAProxy (1 thread, no metrics log) + main loop + no access log + "
-                               "max_ongoing 64"},
+        "server": "serve",
+        "app": "fastapi",
+        "options": TUNED,
+        "env": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+        "target": "replica",
+        "about": "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (turns direct ingress on) + no access log + max_ongoing 64",
+    },
+    "direct_plain_tuned": {
+        "server": "serve",
+        "app": "plain",
+        "options": TUNED,
+        "env": {**DIRECT, **MAIN_LOOP},
+        "target": "replica",
+        "about": "as direct_tuned, plain async __call__ instead of FastAPI",
+    },
+    "haproxy": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": {},
+        "env": HAPROXY,
+        "about": "RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy -> replica port, defaults",
+    },
+    "haproxy_2rep": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": {"num_replicas": 2},
+        "env": HAPROXY,
+        "about": "haproxy with 2 replicas, defaults",
+    },
+    "haproxy_lean": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": TUNED,
+        "env": HAPROXY_TUNED,
+        "about": "HAProxy (1 thread, no metrics log) + no access log + max_ongoing 64; user code keeps its own thread",
+    },
+    "haproxy_lean_2rep": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": {**TUNED, "num_replicas": 2},
+        "env": HAPROXY_TUNED,
+        "about": "haproxy_lean with 2 replicas",
+    },
+    "haproxy_tuned": {
+        "server": "serve",
+        "app": "fastapi",
+        "options": TUNED,
+        "env": {**HAPROXY_TUNED, **MAIN_LOOP},
+        "about": "HAProxy (1 thread, no metrics log) + main loop + no access log + max_ongoing 64",
+    },
     "haproxy_tuned_2rep": {
-        "server": "serve", "app": "fastapi", "options": {**TUNED, "num_replicas": 2},
+        "server": "serve",
+        "app": "fastapi",
+        "options": {**TUNED, "num_replicas": 2},
         "env": {**HAPROXY_TUNED, **MAIN_LOOP},
-        "about": "haproxy_tuned with 2 replicas (leastconn over both replica ports)"},
+        "about": "haproxy_tuned with 2 replicas (leastconn over both replica ports)",
+    },
     "haproxy_plain_tuned_2rep": {
-        "server": "serve", "app": "plain", "options": {**TUNED, "num_replicas": 2},
+        "server": "serve",
+        "app": "plain",
+        "options": {**TUNED, "num_replicas": 2},
         "env": {**HAPROXY_TUNED, **MAIN_LOOP},
-        "about": "haproxy_tuned_2rep with the plain async __call__ app"},
+        "about": "haproxy_tuned_2rep with the plain async __call__ app",
+    },
 }
 DEFAULT_VARIANTS = list(VARIANTS)
 
@@ -283,6 +363,7 @@ DEFAULT_VARIANTS = list(VARIANTS)
 # --------------------------------------------------------------------------------------------
 # Server subprocesses
 # --------------------------------------------------------------------------------------------
+
 
 def baseline_app_factory():
     """uvicorn --factory entry point (needed for --workers > 1)."""
@@ -292,19 +373,25 @@ def baseline_app_factory():
 def run_uvicorn_server(model_path: str, port: int, workers: int, package: bool = False) -> None:
     import uvicorn
 
-    print(json.dumps({"url": f"http://127.0.0.1:{port}/predict", "pids": {"uvicorn": os.getpid()}}),
-          flush=True)
+    print(json.dumps({"url": f"http://127.0.0.1:{port}/predict", "pids": {"uvicorn": os.getpid()}}), flush=True)
     if package:
-        uvicorn.run(build_package_fastapi_app(model_path), host="127.0.0.1", port=port,
-                    log_level="warning", access_log=False)
+        uvicorn.run(
+            build_package_fastapi_app(model_path), host="127.0.0.1", port=port, log_level="warning", access_log=False
+        )
     elif workers == 1:
-        uvicorn.run(build_fastapi_app(model_path), host="127.0.0.1", port=port,
-                    log_level="warning", access_log=False)
+        uvicorn.run(build_fastapi_app(model_path), host="127.0.0.1", port=port, log_level="warning", access_log=False)
     else:
         os.environ["BENCH_ONLINE_MODEL_PATH"] = model_path
-        uvicorn.run("bench_online:baseline_app_factory", factory=True, app_dir=HERE,
-                    host="127.0.0.1", port=port, workers=workers, log_level="warning",
-                    access_log=False)
+        uvicorn.run(
+            "bench_online:baseline_app_factory",
+            factory=True,
+            app_dir=HERE,
+            host="127.0.0.1",
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
 
 
 def _stop_flag() -> dict[str, Any]:
@@ -323,9 +410,14 @@ def _stop_flag() -> dict[str, Any]:
 def _start_local_ray(workdir: str, stop: dict[str, Any]) -> None:
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False,
-             object_store_memory=200 * 1024 * 1024,
-             _temp_dir=os.path.join(workdir, "ray"), log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        object_store_memory=200 * 1024 * 1024,
+        _temp_dir=os.path.join(workdir, "ray"),
+        log_to_driver=False,
+    )
     # Ray's own failure-signal handler replaces ours; put ours back so SIGTERM only
     # sets the flag and the server's finally shuts Serve and Ray down cleanly.
     signal.signal(signal.SIGTERM, stop["handler"])
@@ -364,8 +456,7 @@ def run_serve_server(model_path: str, variant_name: str, workdir: str, body: byt
         else:
             url = f"http://127.0.0.1:{PORT_SERVE_HTTP}/predict"
         wait_http_ok(url, body, 180)
-        print(json.dumps({"url": url, "replica_ports": ports,
-                          "pids": serve_process_pids(os.getpid())}), flush=True)
+        print(json.dumps({"url": url, "replica_ports": ports, "pids": serve_process_pids(os.getpid())}), flush=True)
         while not stop["flag"]:
             time.sleep(0.2)
     finally:
@@ -383,11 +474,13 @@ def run_raymlp_server(package_path: str, variant_name: str, workdir: str, body: 
     try:
         _start_local_ray(workdir, stop)
         config = ServeConfig(port=PORT_SERVE_HTTP, **variant["serve"])
-        endpoint = deploy(endpoint_spec(config, "wine-serve-bench", package=package_path), config,
-                          app_name="default", quiet=True)
+        endpoint = deploy(
+            endpoint_spec(config, "wine-serve-bench", package=package_path), config, app_name="default", quiet=True
+        )
         wait_http_ok(endpoint.url, body, 180)
-        print(json.dumps({"url": endpoint.url, "replica_ports": [],
-                          "pids": serve_process_pids(os.getpid())}), flush=True)
+        print(
+            json.dumps({"url": endpoint.url, "replica_ports": [], "pids": serve_process_pids(os.getpid())}), flush=True
+        )
         while not stop["flag"]:
             time.sleep(0.2)
     finally:
@@ -400,8 +493,13 @@ class Server:
     def __init__(self, variant_name: str, model_path: str, workdir: str, body: bytes):
         variant = VARIANTS[variant_name]
         if variant["server"] == "uvicorn":
-            args = ["_uvicorn", model_path, str(PORT_BASELINE), str(variant["workers"]),
-                    "package" if variant.get("package") else "pickle"]
+            args = [
+                "_uvicorn",
+                model_path,
+                str(PORT_BASELINE),
+                str(variant["workers"]),
+                "package" if variant.get("package") else "pickle",
+            ]
             env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         else:
             args = ["_raymlp" if variant["server"] == "raymlp" else "_serve", model_path, variant_name, workdir]
@@ -410,8 +508,12 @@ class Server:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [PYTHON, os.path.abspath(__file__), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
-            start_new_session=True, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            start_new_session=True,
+            text=True,
         )
         if self.proc.stdin:
             self.proc.stdin.write(body.decode())
@@ -455,8 +557,7 @@ class Server:
 # --------------------------------------------------------------------------------------------
 
 
-def measure_point(server: "Server", body: bytes, clients: int, warmup_s: float,
-                  seconds: float) -> dict:
+def measure_point(server: "Server", body: bytes, clients: int, warmup_s: float, seconds: float) -> dict:
     """One load run, with the server's CPU per request and how busy the rest of the box was."""
     root = server.proc.pid
     before = cpu_snapshot(root)
@@ -488,6 +589,7 @@ def run_load_process(url: str, body: bytes, clients: int, warmup_s: float, secon
 # --------------------------------------------------------------------------------------------
 # Profiling (py-spy on the proxy and replica while 32 clients run)
 # --------------------------------------------------------------------------------------------
+
 
 def py_spy_bin() -> str:
     found = os.path.join(os.path.dirname(PYTHON), "py-spy")
@@ -523,8 +625,9 @@ def summarize_collapsed(path: str, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def profile_variant(variant_name: str, model_path: str, workdir: str, body: bytes,
-                    clients: int, seconds: float, out_dir: str) -> str:
+def profile_variant(
+    variant_name: str, model_path: str, workdir: str, body: bytes, clients: int, seconds: float, out_dir: str
+) -> str:
     os.makedirs(out_dir, exist_ok=True)
     server = Server(variant_name, model_path, workdir, body)
     report = [f"## py-spy: {variant_name} at {clients} clients, {seconds:.0f}s"]
@@ -536,11 +639,29 @@ def profile_variant(variant_name: str, model_path: str, workdir: str, body: byte
         for role in ("proxy", "replica", "replica1", "uvicorn"):
             if role in pids:
                 raw = os.path.join(out_dir, f"{variant_name}.{role}.txt")
-                spies[role] = (raw, subprocess.Popen(
-                    [py_spy_bin(), "record", "--nonblocking", "--threads", "--rate", "250",
-                     "--duration", str(int(seconds)), "--format", "raw", "-o", raw,
-                     "--pid", str(pids[role])],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+                spies[role] = (
+                    raw,
+                    subprocess.Popen(
+                        [
+                            py_spy_bin(),
+                            "record",
+                            "--nonblocking",
+                            "--threads",
+                            "--rate",
+                            "250",
+                            "--duration",
+                            str(int(seconds)),
+                            "--format",
+                            "raw",
+                            "-o",
+                            raw,
+                            "--pid",
+                            str(pids[role]),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    ),
+                )
         load = run_load_process(server.info["url"], body, clients, 0.5, seconds)
         report.append(f"load during profile: {load['rps']:.0f} req/s, p50 {load['p50_ms']:.2f} ms")
         for role, (raw, spy) in spies.items():
@@ -566,8 +687,7 @@ def fmt_table(results: dict[str, dict], client_counts: list[int]) -> str:
     head = ["variant"]
     for c in client_counts:
         head += [f"{c}c req/s", f"{c}c p50 ms", f"{c}c p99 ms", f"{c}c x base"]
-    head += ["p50@1c / base", f"cpu ms/req @{client_counts[-1]}c", "other cores busy",
-             "non-200/err"]
+    head += ["p50@1c / base", f"cpu ms/req @{client_counts[-1]}c", "other cores busy", "non-200/err"]
     rows = [head]
     for name, res in results.items():
         row = [name]
@@ -576,18 +696,15 @@ def fmt_table(results: dict[str, dict], client_counts: list[int]) -> str:
             if not r:
                 row += ["-"] * 4
                 continue
-            ratio = (f"{r['rps'] / base[str(c)]['rps']:.2f}x"
-                     if base and str(c) in base and base[str(c)]["rps"] else "-")
+            ratio = f"{r['rps'] / base[str(c)]['rps']:.2f}x" if base and str(c) in base and base[str(c)]["rps"] else "-"
             row += [f"{r['rps']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", ratio]
         lat_ratio = "-"
         if base and "1" in base and "1" in res:
             lat_ratio = f"{res['1']['p50_ms'] / base['1']['p50_ms']:.2f}x"
-        bad = sum(r.get("requests", 0) - r.get("ok", 0) + r.get("errors", 0)
-                  for k, r in res.items() if k.isdigit())
+        bad = sum(r.get("requests", 0) - r.get("ok", 0) + r.get("errors", 0) for k, r in res.items() if k.isdigit())
         last = res.get(str(client_counts[-1]), {})
         cpu = last.get("cpu_ms_per_req", {}).get("server_total")
-        busy = max((r.get("other_cores_busy", 0.0) for k, r in res.items() if k.isdigit()),
-                   default=0.0)
+        busy = max((r.get("other_cores_busy", 0.0) for k, r in res.items() if k.isdigit()), default=0.0)
         row += [lat_ratio, f"{cpu:.2f}" if cpu is not None else "-", f"{busy:.2f}", str(bad)]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -615,8 +732,9 @@ def main() -> None:
         import uvloop
 
         body = sys.stdin.read().encode()
-        res = uvloop.run(load(sys.argv[2], body, int(sys.argv[3]), float(sys.argv[4]),
-                               float(sys.argv[5]), tuple(sys.argv[6:])))
+        res = uvloop.run(
+            load(sys.argv[2], body, int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), tuple(sys.argv[6:]))
+        )
         print(json.dumps(res))
         return
 
@@ -624,22 +742,29 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per point")
     parser.add_argument("--clients", default="1,32", help="comma-separated concurrency levels")
-    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                        help=f"comma-separated, from: {', '.join(VARIANTS)}")
-    parser.add_argument("--profile", default="",
-                        help="comma-separated variants to py-spy instead of benchmarking")
+    parser.add_argument(
+        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}"
+    )
+    parser.add_argument("--profile", default="", help="comma-separated variants to py-spy instead of benchmarking")
     parser.add_argument("--profile-clients", type=int, default=32)
     parser.add_argument("--profile-dir", default="/tmp/serve_bench_profiles")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs per point; the best (highest req/s) is reported")
-    parser.add_argument("--quiet-cores", type=float, default=0.3,
-                        help="before each run wait until other processes use at most this many "
-                             "cores (0: don't wait)")
-    parser.add_argument("--quiet-wait", type=float, default=120.0,
-                        help="wait at most this many seconds for a quiet machine")
-    parser.add_argument("--header", action="append", default=[],
-                        help="extra request header 'Name: value' for every request (e.g. "
-                             "'x-request-disconnect-disabled: 1'); repeatable")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per point; the best (highest req/s) is reported")
+    parser.add_argument(
+        "--quiet-cores",
+        type=float,
+        default=0.3,
+        help="before each run wait until other processes use at most this many cores (0: don't wait)",
+    )
+    parser.add_argument(
+        "--quiet-wait", type=float, default=120.0, help="wait at most this many seconds for a quiet machine"
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="extra request header 'Name: value' for every request (e.g. "
+        "'x-request-disconnect-disabled: 1'); repeatable",
+    )
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     parser.add_argument("--json", default="", help="write the results as JSON here")
     parser.add_argument("--keep-workdir", action="store_true")
@@ -648,8 +773,11 @@ def main() -> None:
     if args.list:
         for name, variant in VARIANTS.items():
             flags = " ".join(f"{k}={v}" for k, v in variant.get("env", {}).items())
-            print(f"{name:26} {variant['about']}" + (f"\n{'':26} env: {flags}" if flags else "")
-                  + (f"\n{'':26} options: {variant['options']}" if variant.get("options") else ""))
+            print(
+                f"{name:26} {variant['about']}"
+                + (f"\n{'':26} env: {flags}" if flags else "")
+                + (f"\n{'':26} options: {variant['options']}" if variant.get("options") else "")
+            )
         return
 
     workdir = tempfile.mkdtemp(prefix="rsb_", dir="/tmp")  # short: Ray socket paths
@@ -672,8 +800,18 @@ def main() -> None:
     try:
         if args.profile:
             for name in [v for v in args.profile.split(",") if v]:
-                print(profile_variant(name, *model_for(name)[:1], workdir, model_for(name)[1], args.profile_clients,
-                                      args.seconds, args.profile_dir), flush=True)
+                print(
+                    profile_variant(
+                        name,
+                        *model_for(name)[:1],
+                        workdir,
+                        model_for(name)[1],
+                        args.profile_clients,
+                        args.seconds,
+                        args.profile_dir,
+                    ),
+                    flush=True,
+                )
             return
 
         # Check the answer shape once on the baseline-compatible contract.
@@ -689,13 +827,17 @@ def main() -> None:
                 results[name] = {"error": str(exc)[:500]}
                 continue
             try:
-                req = urllib.request.Request(server.info["url"], data=variant_body,
-                                             headers={"content-type": "application/json"})
+                req = urllib.request.Request(
+                    server.info["url"], data=variant_body, headers={"content-type": "application/json"}
+                )
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     answer = json.loads(resp.read())
                 assert {"prediction", "probabilities"} <= set(answer), answer
-                print(f"[{name}] up in {time.time() - t0:.1f}s at {server.info['url']}; "
-                      f"answer {answer}; load avg {loadavg()}", flush=True)
+                print(
+                    f"[{name}] up in {time.time() - t0:.1f}s at {server.info['url']}; "
+                    f"answer {answer}; load avg {loadavg()}",
+                    flush=True,
+                )
                 res: dict[str, Any] = {"url": server.info["url"], "about": VARIANTS[name]["about"]}
                 for clients in client_counts:
                     tries = []
@@ -703,11 +845,14 @@ def main() -> None:
                         wait_quiet(server.proc.pid, args.quiet_cores, args.quiet_wait)
                         r = measure_point(server, variant_body, clients, args.warmup, args.seconds)
                         tries.append(r)
-                        print(f"[{name}] {clients:>3} clients: {r['rps']:8.1f} req/s  "
-                              f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-                              f"statuses {r['statuses']} errors {r['errors']}  "
-                              f"(other cores busy {r['other_cores_busy']})\n"
-                              f"      cpu ms/request: {r['cpu_ms_per_req']}", flush=True)
+                        print(
+                            f"[{name}] {clients:>3} clients: {r['rps']:8.1f} req/s  "
+                            f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                            f"statuses {r['statuses']} errors {r['errors']}  "
+                            f"(other cores busy {r['other_cores_busy']})\n"
+                            f"      cpu ms/request: {r['cpu_ms_per_req']}",
+                            flush=True,
+                        )
                     # Best of the tries by throughput: other work on the machine only ever
                     # makes a point slower, never faster.
                     best = max(tries, key=lambda t: t["rps"])
@@ -723,8 +868,16 @@ def main() -> None:
                 print(f"{name}: failed: {res['error'][:200]}")
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"client_counts": client_counts, "seconds": args.seconds,
-                           "warmup": args.warmup, "results": results}, f, indent=2)
+                json.dump(
+                    {
+                        "client_counts": client_counts,
+                        "seconds": args.seconds,
+                        "warmup": args.warmup,
+                        "results": results,
+                    },
+                    f,
+                    indent=2,
+                )
     finally:
         if not args.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)

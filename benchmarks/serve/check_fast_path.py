@@ -33,9 +33,11 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import online_harness as harness
 
-FLAGS = {**harness.HAPROXY_TUNED,
-         # Short enough for a check, long enough to see the drain (default 30 s).
-         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5"}
+FLAGS = {
+    **harness.HAPROXY_TUNED,
+    # Short enough for a check, long enough to see the drain (default 30 s).
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+}
 
 
 def post(url: str, body: bytes, timeout: float = 30) -> tuple[int, str]:
@@ -104,9 +106,12 @@ finish_load = harness.finish_load_process
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flags-via", choices=["env", "controller_options"], default="env")
-    parser.add_argument("--main-loop", action="store_true",
-                        help="also RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 (faster, but a "
-                             "fast CPU-bound handler then reports 0 ongoing requests)")
+    parser.add_argument(
+        "--main-loop",
+        action="store_true",
+        help="also RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 (faster, but a "
+        "fast CPU-bound handler then reports 0 ongoing requests)",
+    )
     args = parser.parse_args()
     flags = {**FLAGS, **(harness.MAIN_LOOP if args.main_loop else {})}
 
@@ -133,9 +138,14 @@ def main() -> None:
     results: dict[str, object] = {"flags_via": args.flags_via, "flags": flags}
     url = f"http://127.0.0.1:{harness.PORT_SERVE_HTTP}"
     try:
-        ray.init(address="local", num_cpus=4, include_dashboard=False,
-                 object_store_memory=200 * 1024 * 1024,
-                 _temp_dir=os.path.join(workdir, "ray"), log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=4,
+            include_dashboard=False,
+            object_store_memory=200 * 1024 * 1024,
+            _temp_dir=os.path.join(workdir, "ray"),
+            log_to_driver=False,
+        )
         start_kwargs: dict = {"http_options": {"host": "127.0.0.1", "port": harness.PORT_SERVE_HTTP}}
         if controller_env:
             start_kwargs["controller_options"] = {"runtime_env": {"env_vars": controller_env}}
@@ -143,14 +153,28 @@ def main() -> None:
         controller = _get_global_client()._controller
 
         # 1. autoscaling 1 -> 2 under load, HAProxy backend follows.
-        autoscaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4,
-                       "upscale_delay_s": 1, "downscale_delay_s": 600,
-                       "look_back_period_s": 2, "metrics_interval_s": 0.5}
-        serve.run(build_app(model_path, {"autoscaling_config": autoscaling,
-                                         "max_ongoing_requests": 64,
-                                         "logging_config": harness.QUIET,
-                                         "user_config": {"version": "v1"}}),
-                  name="default", route_prefix="/")
+        autoscaling = {
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 4,
+            "upscale_delay_s": 1,
+            "downscale_delay_s": 600,
+            "look_back_period_s": 2,
+            "metrics_interval_s": 0.5,
+        }
+        serve.run(
+            build_app(
+                model_path,
+                {
+                    "autoscaling_config": autoscaling,
+                    "max_ongoing_requests": 64,
+                    "logging_config": harness.QUIET,
+                    "user_config": {"version": "v1"},
+                },
+            ),
+            name="default",
+            route_prefix="/",
+        )
         harness.wait_http_ok(f"{url}/predict", body, 120)
         ports0 = target_ports(controller)
         pids = harness.serve_process_pids(os.getpid())
@@ -166,7 +190,9 @@ def main() -> None:
         results["autoscaling"] = {
             "haproxy_targets_over_time": timeline[::3],
             "targets_after": target_ports(controller),
-            "rps": round(res["rps"], 1), "statuses": res["statuses"], "errors": res["errors"],
+            "rps": round(res["rps"], 1),
+            "statuses": res["statuses"],
+            "errors": res["errors"],
             "error_kinds": res["error_kinds"],
         }
         print("autoscaling:", results["autoscaling"], flush=True)
@@ -175,42 +201,63 @@ def main() -> None:
         #    code version (here: changed ray_actor_options) -> replicas replaced one by one.
         load = start_load(f"{url}/predict", body, 8, 60)
         time.sleep(3)
-        serve.run(build_app(model_path, {"autoscaling_config": autoscaling,
-                                         "max_ongoing_requests": 64,
-                                         "logging_config": harness.QUIET,
-                                         "ray_actor_options": {"num_cpus": 0.5},
-                                         "user_config": {"version": "v2"}}),
-                  name="default", route_prefix="/", blocking=False)
+        serve.run(
+            build_app(
+                model_path,
+                {
+                    "autoscaling_config": autoscaling,
+                    "max_ongoing_requests": 64,
+                    "logging_config": harness.QUIET,
+                    "ray_actor_options": {"num_cpus": 0.5},
+                    "user_config": {"version": "v2"},
+                },
+            ),
+            name="default",
+            route_prefix="/",
+            blocking=False,
+        )
         res = finish_load(load)
         versions = {get(f"{url}/version")[1] for _ in range(6)}
         results["rolling_update"] = {
-            "rps": round(res["rps"], 1), "statuses": res["statuses"], "errors": res["errors"],
-            "error_kinds": res["error_kinds"], "versions_after": sorted(versions), "targets_after": target_ports(controller),
+            "rps": round(res["rps"], 1),
+            "statuses": res["statuses"],
+            "errors": res["errors"],
+            "error_kinds": res["error_kinds"],
+            "versions_after": sorted(versions),
+            "targets_after": target_ports(controller),
         }
         print("rolling update:", results["rolling_update"], flush=True)
 
         # 3. backpressure: one running + one queued request per replica; the rest 503.
-        serve.run(build_app(model_path, {"num_replicas": 1, "max_ongoing_requests": 1,
-                                         "max_queued_requests": 1,
-                                         "logging_config": harness.QUIET}),
-                  name="default", route_prefix="/")
+        serve.run(
+            build_app(
+                model_path,
+                {
+                    "num_replicas": 1,
+                    "max_ongoing_requests": 1,
+                    "max_queued_requests": 1,
+                    "logging_config": harness.QUIET,
+                },
+            ),
+            name="default",
+            route_prefix="/",
+        )
         time.sleep(8)  # let HAProxy drop the replicas that were just stopped
 
         async def burst(n: int, path: str) -> list[int]:
             def one() -> int:
                 return get(f"{url}{path}", timeout=30)[0]
+
             return list(await asyncio.gather(*(asyncio.to_thread(one) for _ in range(n))))
 
         codes = asyncio.run(burst(6, "/slow?seconds=0.5"))
         results["backpressure"] = {"codes": sorted(codes)}
-        print("backpressure (6 concurrent, 1 running + 1 queued allowed):", sorted(codes),
-              flush=True)
+        print("backpressure (6 concurrent, 1 running + 1 queued allowed):", sorted(codes), flush=True)
 
         # 4. request timeout (x-request-timeout-seconds; http_options.request_timeout_s is the
         #    default for it), enforced in the replica.
         t = time.time()
-        req = urllib.request.Request(f"{url}/slow?seconds=3",
-                                     headers={"x-request-timeout-seconds": "1"})
+        req = urllib.request.Request(f"{url}/slow?seconds=3", headers={"x-request-timeout-seconds": "1"})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 code, text = resp.status, resp.read().decode()[:200]

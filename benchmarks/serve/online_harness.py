@@ -25,16 +25,26 @@ PYTHON = sys.executable
 
 # The 13 wine features, named as sklearn names them but valid as Python identifiers.
 FEATURES = [
-    "alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols",
-    "flavanoids", "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue",
-    "od280_od315_of_diluted_wines", "proline",
+    "alcohol",
+    "malic_acid",
+    "ash",
+    "alcalinity_of_ash",
+    "magnesium",
+    "total_phenols",
+    "flavanoids",
+    "nonflavanoid_phenols",
+    "proanthocyanins",
+    "color_intensity",
+    "hue",
+    "od280_od315_of_diluted_wines",
+    "proline",
 ]
 
 PORT_BASELINE = 8700
-PORT_SERVE_HTTP = 8701          # Serve proxy, or HAProxy's frontend in HAProxy mode
-PORT_FALLBACK_HTTP = 8702       # Python proxy behind HAProxy (scale-from-zero fallback)
+PORT_SERVE_HTTP = 8701  # Serve proxy, or HAProxy's frontend in HAProxy mode
+PORT_FALLBACK_HTTP = 8702  # Python proxy behind HAProxy (scale-from-zero fallback)
 PORT_FALLBACK_GRPC = 8703
-PORT_DI_HTTP = (8710, 8730)     # direct-ingress replica ports [min, max)
+PORT_DI_HTTP = (8710, 8730)  # direct-ingress replica ports [min, max)
 PORT_DI_GRPC = (8740, 8760)
 PORT_HAPROXY_STATS = 8790
 PORT_HAPROXY_METRICS = 8791
@@ -104,32 +114,33 @@ DIRECT = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
 HAPROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
 # HAProxy tuned for a 2-core box: 1 thread, and no per-request metrics log lines that the
 # HAProxyManager actor parses in Python (the replica then emits the ingress metrics itself).
-HAPROXY_TUNED = {**HAPROXY, "RAY_SERVE_HAPROXY_NBTHREAD": "1",
-                 "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"}
+HAPROXY_TUNED = {**HAPROXY, "RAY_SERVE_HAPROXY_NBTHREAD": "1", "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"}
 
 
 def serve_env(variant: dict[str, Any], workdir: str) -> dict[str, str]:
     """Environment for a Serve server subprocess: a clean Ray env plus this variant's flags."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     hap = os.path.join(workdir, "haproxy")
-    env.update({
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(PORT_DI_HTTP[0]),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(PORT_DI_HTTP[1]),
-        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(PORT_DI_GRPC[0]),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(PORT_DI_GRPC[1]),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(PORT_FALLBACK_HTTP),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(PORT_FALLBACK_GRPC),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(PORT_HAPROXY_STATS),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(PORT_HAPROXY_METRICS),
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(hap, "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(hap, "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": hap,
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(hap, "server-state"),
-        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(hap, "metrics.sock"),
-        # A short drain so the benchmark's teardown does not wait 30 s per replica.
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-        "RAY_SERVE_PORT_QUARANTINE_S": "0",
-    })
+    env.update(
+        {
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(PORT_DI_HTTP[0]),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(PORT_DI_HTTP[1]),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(PORT_DI_GRPC[0]),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(PORT_DI_GRPC[1]),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(PORT_FALLBACK_HTTP),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(PORT_FALLBACK_GRPC),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(PORT_HAPROXY_STATS),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(PORT_HAPROXY_METRICS),
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(hap, "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(hap, "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": hap,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(hap, "server-state"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(hap, "metrics.sock"),
+            # A short drain so the benchmark's teardown does not wait 30 s per replica.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+            "RAY_SERVE_PORT_QUARANTINE_S": "0",
+        }
+    )
     env.update(variant.get("env", {}))
     return env
 
@@ -209,8 +220,9 @@ def shutdown_serve_and_ray() -> None:
     ray.shutdown()
 
 
-async def load(url: str, body: bytes, clients: int, warmup_s: float, seconds: float,
-                headers: tuple[str, ...] = ()) -> dict:
+async def load(
+    url: str, body: bytes, clients: int, warmup_s: float, seconds: float, headers: tuple[str, ...] = ()
+) -> dict:
     import httptools
 
     parsed = httptools.parse_url(url.encode())
@@ -250,9 +262,11 @@ async def load(url: str, body: bytes, clients: int, warmup_s: float, seconds: fl
                 # Closed before any byte of the answer on a reused keep-alive connection
                 # is the classic keep-alive race (safe for a client to retry); after some
                 # bytes, the answer was cut.
-                kind = "closed_mid_response" if self.got_bytes else (
-                    "closed_before_response_reused" if self.used > 1
-                    else "closed_before_response_new")
+                kind = (
+                    "closed_mid_response"
+                    if self.got_bytes
+                    else ("closed_before_response_reused" if self.used > 1 else "closed_before_response_new")
+                )
                 self.waiter.set_exception(ConnectionError(kind))
 
         async def send(self) -> int:
@@ -315,10 +329,18 @@ async def load(url: str, body: bytes, clients: int, warmup_s: float, seconds: fl
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
     return {
-        "clients": clients, "seconds": seconds, "requests": len(latencies), "ok": ok,
-        "rps": ok / seconds, "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
+        "clients": clients,
+        "seconds": seconds,
+        "requests": len(latencies),
+        "ok": ok,
+        "rps": ok / seconds,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
         "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
-        "statuses": statuses, "errors": errors[0], "error_kinds": error_kinds,
+        "statuses": statuses,
+        "errors": errors[0],
+        "error_kinds": error_kinds,
         "completed_total": completed[0],
     }
 
@@ -344,14 +366,14 @@ def cpu_snapshot(root: int) -> dict[int, float]:
     return {pid: _cpu_seconds(pid) for pid in [root, *_descendant_pids(root)]}
 
 
-def cpu_per_request(before: dict[int, float], after: dict[int, float], roles: dict[str, int],
-                    requests: int, loadgen_cpu_s: float) -> dict[str, float]:
+def cpu_per_request(
+    before: dict[int, float], after: dict[int, float], roles: dict[str, int], requests: int, loadgen_cpu_s: float
+) -> dict[str, float]:
     """CPU milliseconds per request, by Serve role and for the server's whole process tree."""
     if not requests:
         return {}
     delta = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
-    out = {role: 1000 * delta.get(pid, 0.0) / requests for role, pid in roles.items()
-           if role != "uvicorn"}
+    out = {role: 1000 * delta.get(pid, 0.0) / requests for role, pid in roles.items() if role != "uvicorn"}
     out["server_total"] = 1000 * sum(delta.values()) / requests
     out["loadgen"] = 1000 * loadgen_cpu_s / requests
     return {k: round(v, 3) for k, v in out.items()}
@@ -384,12 +406,16 @@ def load_command(url: str, clients: int, warmup_s: float, seconds: float, header
     return [PYTHON, os.path.abspath(__file__), "_load", url, str(clients), str(warmup_s), str(seconds), *headers]
 
 
-def run_load_process(url: str, body: bytes, clients: int, warmup_s: float, seconds: float,
-                     headers: tuple[str, ...] = ()) -> dict:
+def run_load_process(
+    url: str, body: bytes, clients: int, warmup_s: float, seconds: float, headers: tuple[str, ...] = ()
+) -> dict:
     """One closed-loop load run in its own process; its results (see `load`)."""
     out = subprocess.run(
         load_command(url, clients, warmup_s, seconds, headers),
-        input=body.decode(), capture_output=True, text=True, check=True,
+        input=body.decode(),
+        capture_output=True,
+        text=True,
+        check=True,
         timeout=warmup_s + seconds + 120,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -397,7 +423,9 @@ def run_load_process(url: str, body: bytes, clients: int, warmup_s: float, secon
 
 def start_load_process(url: str, body: bytes, clients: int, seconds: float) -> subprocess.Popen:
     """A load run started in the background (no warm-up); `finish_load_process` collects its results."""
-    proc = subprocess.Popen(load_command(url, clients, 0, seconds), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        load_command(url, clients, 0, seconds), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdin
     proc.stdin.write(body.decode())
     proc.stdin.close()
@@ -420,8 +448,9 @@ def main() -> None:
         import uvloop
 
         body = sys.stdin.read().encode()
-        res = uvloop.run(load(sys.argv[2], body, int(sys.argv[3]), float(sys.argv[4]),
-                              float(sys.argv[5]), tuple(sys.argv[6:])))
+        res = uvloop.run(
+            load(sys.argv[2], body, int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), tuple(sys.argv[6:]))
+        )
         print(json.dumps(res))
         return
     raise SystemExit(f"usage: {sys.argv[0]} _load URL CLIENTS WARMUP_S SECONDS [HEADER...] < body")

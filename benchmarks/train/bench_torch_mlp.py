@@ -131,8 +131,13 @@ def first_train_iteration_at(ray_tmpdir: str) -> float | None:
         return None
 
 
-def startup(events: list[tuple[float, str, str]], run_started: float, ray_seconds: float,
-            train_seconds: list[float], first_iteration: float | None) -> dict:
+def startup(
+    events: list[tuple[float, str, str]],
+    run_started: float,
+    ray_seconds: float,
+    train_seconds: list[float],
+    first_iteration: float | None,
+) -> dict:
     """Seconds from `run_job` to the first epoch's first batch, in parts (wall clock of this machine).
 
     convert: the convert stage. ray_init: `ray.init` of the embedded Ray. prepare: Ray up to
@@ -149,8 +154,11 @@ def startup(events: list[tuple[float, str, str]], run_started: float, ray_second
     convert_done = ray_up - ray_seconds
     fit_called = next(at for at, name, _ in events if name == "train")
     arrivals = [at for at, name, text in events if name == "info" and "epoch " in text]
-    after_pass = statistics.median(
-        arrivals[i] - arrivals[i - 1] - train_seconds[i] for i in range(1, len(arrivals))) if len(arrivals) > 1 else 0.0
+    after_pass = (
+        statistics.median(arrivals[i] - arrivals[i - 1] - train_seconds[i] for i in range(1, len(arrivals)))
+        if len(arrivals) > 1
+        else 0.0
+    )
     estimated = first_iteration is None
     if estimated:
         first_iteration = arrivals[0] - train_seconds[0] - after_pass
@@ -185,22 +193,38 @@ def child_run(spec: dict) -> dict:
     rows = spec["train_rows"]
     steady = [rows / value for value in seconds[1:]] or [rows / seconds[0]]
     return {
-        "workers": spec["workers"], "wall": wall, "stages": summary.stages, "epoch_train_seconds": seconds,
-        "samples_per_s": max(steady), "samples_per_s_median": statistics.median(steady),
-        "startup": startup(reporter.events, started, summary.ray_startup_seconds, seconds,
-                           first_train_iteration_at(os.environ["RAY_TMPDIR"])),
+        "workers": spec["workers"],
+        "wall": wall,
+        "stages": summary.stages,
+        "epoch_train_seconds": seconds,
+        "samples_per_s": max(steady),
+        "samples_per_s_median": statistics.median(steady),
+        "startup": startup(
+            reporter.events,
+            started,
+            summary.ray_startup_seconds,
+            seconds,
+            first_train_iteration_at(os.environ["RAY_TMPDIR"]),
+        ),
         "val_accuracy": epoch_history(summary.mlflow_run_id, "val_accuracy")[-1],
     }
 
 
 def run_raymlp(home: Path, data: Path, args: argparse.Namespace, workers: int, train_rows: int) -> dict:
-    spec = {"home": str(home / ".raymlp"), "tmp": str(home), "job": str(write_job(home, data, args, workers)),
-            "workers": workers, "train_rows": train_rows}
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=False, capture_output=True, text=True)
+    spec = {
+        "home": str(home / ".raymlp"),
+        "tmp": str(home),
+        "job": str(write_job(home, data, args, workers)),
+        "workers": workers,
+        "train_rows": train_rows,
+    }
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], check=False, capture_output=True, text=True
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         sys.exit(f"raymlp run failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 # --- baselines ---------------------------------------------------------------------------------
@@ -242,7 +266,11 @@ def train_plainly(model, features, labels, batch_size: int, epochs: int) -> list
 
 def rates(rows: int, seconds: list[float]) -> dict:
     steady = [rows / value for value in seconds[1:]] or [rows / seconds[0]]
-    return {"epoch_train_seconds": seconds, "samples_per_s": max(steady), "samples_per_s_median": statistics.median(steady)}
+    return {
+        "epoch_train_seconds": seconds,
+        "samples_per_s": max(steady),
+        "samples_per_s_median": statistics.median(steady),
+    }
 
 
 def run_baseline(data: Path, args: argparse.Namespace, train_rows: int) -> dict:
@@ -290,9 +318,19 @@ def run_ddp_baseline(data: Path, args: argparse.Namespace, train_rows: int, worl
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     out = folder / "ddp.json"
-    mp.start_processes(_ddp_rank, args=(world, port, str(data), train_rows,
-                                        {"hidden": list(args.hidden), "batch_size": args.batch_size, "epochs": args.epochs},
-                                        str(out)), nprocs=world, start_method="spawn")
+    mp.start_processes(
+        _ddp_rank,
+        args=(
+            world,
+            port,
+            str(data),
+            train_rows,
+            {"hidden": list(args.hidden), "batch_size": args.batch_size, "epochs": args.epochs},
+            str(out),
+        ),
+        nprocs=world,
+        start_method="spawn",
+    )
     return rates(train_rows, json.loads(out.read_text()))
 
 
@@ -305,6 +343,7 @@ def load_average() -> str:
 
 def _busy_fraction(seconds: float = 2.0) -> float:
     """Share of all CPUs' time spent busy over `seconds` (Linux /proc/stat)."""
+
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as stat:
             values = [int(value) for value in stat.readline().split()[1:]]
@@ -330,20 +369,28 @@ def _range(runs: list[dict], key: str) -> str:
 
 def report(args: argparse.Namespace, train_rows: int, runs: dict[str, list[dict]]) -> None:
     baseline = max(run["samples_per_s"] for run in runs["baseline"])
-    print(f"torch MLP {args.hidden}, {args.rows:,} rows ({train_rows:,} train), batch {args.batch_size}, Adam, "
-          f"{args.epochs} epochs, {args.repeats} runs each, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(
+        f"torch MLP {args.hidden}, {args.rows:,} rows ({train_rows:,} train), batch {args.batch_size}, Adam, "
+        f"{args.epochs} epochs, {args.repeats} runs each, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    )
     print("samples/s: steady state (epochs after the first), best epoch of the best run; range: best epoch of each run")
     print(f"{'side':<30}{'samples/s':>11}{'range':>20}{'vs baseline':>13}{'start-up s':>13}")
-    print(f"{'baseline (1 process, 1 thread)':<30}{baseline:>11,.0f}{_range(runs['baseline'], 'samples_per_s'):>20}{'1.00x':>13}{'-':>13}")
+    print(
+        f"{'baseline (1 process, 1 thread)':<30}{baseline:>11,.0f}{_range(runs['baseline'], 'samples_per_s'):>20}{'1.00x':>13}{'-':>13}"
+    )
     if runs.get("ddp"):
         best = max(run["samples_per_s"] for run in runs["ddp"])
-        print(f"{'torch DDP, 2 processes':<30}{best:>11,.0f}{_range(runs['ddp'], 'samples_per_s'):>20}{best / baseline:>12.2f}x{'-':>13}")
+        print(
+            f"{'torch DDP, 2 processes':<30}{best:>11,.0f}{_range(runs['ddp'], 'samples_per_s'):>20}{best / baseline:>12.2f}x{'-':>13}"
+        )
     for workers in args.workers:
         done = runs[f"raymlp-{workers}"]
         best = max(run["samples_per_s"] for run in done)
         starts = [run["startup"]["total"] for run in done]
-        print(f"{f'raymlp, {workers} worker(s)':<30}{best:>11,.0f}{_range(done, 'samples_per_s'):>20}{best / baseline:>12.2f}x"
-              f"{f'{min(starts):.1f}-{max(starts):.1f}':>13}")
+        print(
+            f"{f'raymlp, {workers} worker(s)':<30}{best:>11,.0f}{_range(done, 'samples_per_s'):>20}{best / baseline:>12.2f}x"
+            f"{f'{min(starts):.1f}-{max(starts):.1f}':>13}"
+        )
     if len(args.workers) > 1:
         one = max(run["samples_per_s"] for run in runs[f"raymlp-{args.workers[0]}"])
         for workers in args.workers[1:]:
@@ -354,9 +401,12 @@ def report(args: argparse.Namespace, train_rows: int, runs: dict[str, list[dict]
         for run in runs[f"raymlp-{workers}"]:
             parts = run["startup"]
             shown = ", ".join(f"{key} {parts[key]:.1f}" for key in ("convert", "ray_init", "prepare", "trainer"))
-            print(f"  {workers} worker(s): {parts['total']:.1f} = {shown}; first pass +{parts['first_pass_extra']:.1f}, "
-                  f"after each pass {parts['after_pass_per_epoch']:.2f}"
-                  + (" (first pass start estimated)" if parts["estimated"] else "") + f"  [load {run['load']}]")
+            print(
+                f"  {workers} worker(s): {parts['total']:.1f} = {shown}; first pass +{parts['first_pass_extra']:.1f}, "
+                f"after each pass {parts['after_pass_per_epoch']:.2f}"
+                + (" (first pass start estimated)" if parts["estimated"] else "")
+                + f"  [load {run['load']}]"
+            )
     print("goals: 1 worker >= 0.9x the baseline; start-up < 15 s")
 
 
@@ -369,8 +419,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side, alternated")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON too")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="before each run, wait up to this long for the CPUs to be at least 75%% idle (a shared machine)")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for the CPUs to be at least 75%% idle (a shared machine)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -389,18 +444,32 @@ def main() -> None:
                 if workers == args.workers[0]:
                     wait_until_idle(args.wait_idle)
                     runs["baseline"].append({**run_baseline(data, args, train_rows), "load": load_average()})
-                    print(f"[{repeat + 1}/{args.repeats}] baseline: {runs['baseline'][-1]['samples_per_s']:,.0f} samples/s "
-                          f"(load {runs['baseline'][-1]['load']})", file=sys.stderr, flush=True)
+                    print(
+                        f"[{repeat + 1}/{args.repeats}] baseline: {runs['baseline'][-1]['samples_per_s']:,.0f} samples/s "
+                        f"(load {runs['baseline'][-1]['load']})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if workers == 2:
                     wait_until_idle(args.wait_idle)
-                    runs["ddp"].append({**run_ddp_baseline(data, args, train_rows, workers, home), "load": load_average()})
-                    print(f"[{repeat + 1}/{args.repeats}] torch DDP 2 processes: {runs['ddp'][-1]['samples_per_s']:,.0f} "
-                          f"samples/s (load {runs['ddp'][-1]['load']})", file=sys.stderr, flush=True)
+                    runs["ddp"].append(
+                        {**run_ddp_baseline(data, args, train_rows, workers, home), "load": load_average()}
+                    )
+                    print(
+                        f"[{repeat + 1}/{args.repeats}] torch DDP 2 processes: {runs['ddp'][-1]['samples_per_s']:,.0f} "
+                        f"samples/s (load {runs['ddp'][-1]['load']})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 wait_until_idle(args.wait_idle)
                 result = {**run_raymlp(home, data, args, workers, train_rows), "load": load_average()}
                 runs[f"raymlp-{workers}"].append(result)
-                print(f"[{repeat + 1}/{args.repeats}] raymlp {workers} worker(s): {result['samples_per_s']:,.0f} samples/s, "
-                      f"start-up {result['startup']['total']:.1f} s (load {result['load']})", file=sys.stderr, flush=True)
+                print(
+                    f"[{repeat + 1}/{args.repeats}] raymlp {workers} worker(s): {result['samples_per_s']:,.0f} samples/s, "
+                    f"start-up {result['startup']['total']:.1f} s (load {result['load']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
     report(args, train_rows, runs)
     if args.json:
         print(json.dumps({"args": vars(args), "train_rows": train_rows, "runs": runs}))

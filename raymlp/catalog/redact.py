@@ -57,18 +57,14 @@ def clean_json(value: Any, what: str, path: str = "", *, redact_keys: bool = Tru
         cleaned: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise CatalogError(
-                    f"{what}{path} has key {key!r} of type {type(key).__name__}; keys must be strings"
-                )
+                raise CatalogError(f"{what}{path} has key {key!r} of type {type(key).__name__}; keys must be strings")
             if redact_keys and item is not None and _SECRET_KEY.match(key):
                 cleaned[key] = _REDACTED
             else:
                 cleaned[key] = clean_json(item, what, f"{path}.{key}", redact_keys=redact_keys)
         return cleaned
     if isinstance(value, list | tuple):
-        return [
-            clean_json(item, what, f"{path}[{index}]", redact_keys=redact_keys) for index, item in enumerate(value)
-        ]
+        return [clean_json(item, what, f"{path}[{index}]", redact_keys=redact_keys) for index, item in enumerate(value)]
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, PurePath):

@@ -63,8 +63,9 @@ def _name(value: Any, what: str) -> str:
     return value
 
 
-def _versioned(session: Session, table: type[DatasetVersion] | type[Module], kind: str, name: str,
-               version: int | None) -> Any:
+def _versioned(
+    session: Session, table: type[DatasetVersion] | type[Module], kind: str, name: str, version: int | None
+) -> Any:
     """The row of ``table`` for version ``version`` of ``name`` (None: the latest), or None when ``name`` has no
     versions; NotInCatalog naming the versions there are when it has others."""
     query = select(table).where(table.name == name)
@@ -266,7 +267,9 @@ class Catalog:
         """Forget version ``version`` of dataset ``name`` (its files are the caller's); CatalogError if there is none."""
         self.get_dataset_version(name, version)  # the usual error when it is not there
         with self._session(write=True) as session:
-            session.execute(delete(DatasetVersion).where(DatasetVersion.name == name, DatasetVersion.version == version))
+            session.execute(
+                delete(DatasetVersion).where(DatasetVersion.name == name, DatasetVersion.version == version)
+            )
 
     def list_dataset_versions(self, name: str | None = None) -> list[DatasetVersionRecord]:
         """Every registered dataset version (of ``name`` only, if given), by name then version."""
@@ -367,7 +370,9 @@ class Catalog:
         with self._session(write=True) as session:
             row = _run(session, run_id, lock=True)
             if row.status not in ("running", "failed"):
-                raise CatalogError(f"run {run_id} {row.status}; only a run that failed or never finished can be resumed")
+                raise CatalogError(
+                    f"run {run_id} {row.status}; only a run that failed or never finished can be resumed"
+                )
             row.status, row.finished_at, row.summary, row.error = "running", None, None, None
             session.flush()
             return to_record(row)
@@ -442,8 +447,11 @@ class Catalog:
     def delete_model_version(self, model_name: str, model_version: int | str) -> int:
         """Forget the lineage of a model version (after the registry deleted it); the rows removed."""
         with self._session(write=True) as session:
-            result = session.execute(delete(ModelVersion).where(ModelVersion.model_name == model_name,
-                                                                ModelVersion.model_version == str(model_version)))
+            result = session.execute(
+                delete(ModelVersion).where(
+                    ModelVersion.model_name == model_name, ModelVersion.model_version == str(model_version)
+                )
+            )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]  # a DELETE's CursorResult
 
     def models_using_dataset(self, name: str, version: int | None = None) -> list[ModelVersionRecord]:
@@ -475,7 +483,9 @@ class Catalog:
         from raymlp.config.schema import MODULE_NAME_PATTERN
 
         if not isinstance(name, str) or not re.match(MODULE_NAME_PATTERN, name):
-            raise CatalogError(f"module name {name!r} is not a Python name (letters, digits and '_', not starting with a digit)")
+            raise CatalogError(
+                f"module name {name!r} is not a Python name (letters, digits and '_', not starting with a digit)"
+            )
         if not isinstance(source, str):
             raise CatalogError(f"module source must be text, got {type(source).__name__}")
         digest = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()

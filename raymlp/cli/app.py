@@ -44,11 +44,23 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
-                                          help="Print raymlp's version and Ray's, and exit.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=(
-        "Let Ray, MLflow and the other libraries print their own lines, and stream the output of "
-        "Ray's worker processes (also RAYMLP_VERBOSE=1; any command takes it)."))] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print raymlp's version and Ray's, and exit."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help=(
+                "Let Ray, MLflow and the other libraries print their own lines, and stream the output of "
+                "Ray's worker processes (also RAYMLP_VERBOSE=1; any command takes it)."
+            ),
+        ),
+    ] = False,
 ) -> None:
     """raymlp: one YAML job from raw files to a served model, on Ray."""
 
@@ -74,14 +86,28 @@ def validate(job: JobArg, overrides: SetOpt = None, as_json: JsonOpt = False) ->
         note = validate_inputs(loaded)  # what the job reads: files, headers, imports, module refs
     except ConfigError as error:
         if as_json:
-            print_json({"job": str(job), "ok": False, "stages": [], "warnings": [],
-                        "problems": [{"where": i.where, "key": i.key, "message": i.message} for i in error.issues]})
+            print_json(
+                {
+                    "job": str(job),
+                    "ok": False,
+                    "stages": [],
+                    "warnings": [],
+                    "problems": [{"where": i.where, "key": i.key, "message": i.message} for i in error.issues],
+                }
+            )
         raise
     if note:
         print(f"warning: {note}", file=sys.stderr)
     if as_json:
-        print_json({"job": str(job), "ok": True, "stages": loaded.config.stages(), "warnings": [note] if note else [],
-                    "problems": []})
+        print_json(
+            {
+                "job": str(job),
+                "ok": True,
+                "stages": loaded.config.stages(),
+                "warnings": [note] if note else [],
+                "problems": [],
+            }
+        )
         return
     typer.echo(f"{job}: ok ({', '.join(loaded.config.stages())})")
 
@@ -98,10 +124,19 @@ def schema() -> None:
 def run(
     job: JobArg,
     overrides: SetOpt = None,
-    only: Annotated[str | None, typer.Option("--only", metavar="STAGES", help="Comma-separated stages to run: data (collect and convert), collect, convert, train, tune, register, predict, serve.")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            metavar="STAGES",
+            help="Comma-separated stages to run: data (collect and convert), collect, convert, train, tune, register, predict, serve.",
+        ),
+    ] = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
-    keep_serving: Annotated[bool, typer.Option("--keep-serving", help="After the serve stage, keep the endpoint up until Ctrl-C.")] = False,
+    keep_serving: Annotated[
+        bool, typer.Option("--keep-serving", help="After the serve stage, keep the endpoint up until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Run a job's stages end to end and print what was made."""
     from raymlp.pipeline import run_job
@@ -159,8 +194,14 @@ def train(
     overrides: SetOpt = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="RUN", help="Continue run RUN (its driver died, or it failed) from its latest checkpoint.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN",
+            help="Continue run RUN (its driver died, or it failed) from its latest checkpoint.",
+        ),
+    ] = None,
 ) -> None:
     """Train (and register, when the job says so) on the dataset's latest version."""
     from raymlp.pipeline import run_job
@@ -175,8 +216,11 @@ def train(
 
 
 tune_default = App()  # `raymlp tune JOB.yaml`; `raymlp tune results JOB.yaml` is tune_app's subcommand
-tune_app = App(cls=job_group(tune_default), no_args_is_help=True,
-               help="Run the job's sweep (and register the best trial); `tune results JOB.yaml`: its results table.")
+tune_app = App(
+    cls=job_group(tune_default),
+    no_args_is_help=True,
+    help="Run the job's sweep (and register the best trial); `tune results JOB.yaml`: its results table.",
+)
 app.add_typer(tune_app, name="tune")
 
 
@@ -186,8 +230,16 @@ def tune(
     overrides: SetOpt = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Go on with the job's newest sweep that did not finish (its driver died); finished trials are not run again.")] = False,
-    retry_errored: Annotated[bool, typer.Option("--retry-errored", help="With --resume: run the trials that errored again.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Go on with the job's newest sweep that did not finish (its driver died); finished trials are not run again.",
+        ),
+    ] = False,
+    retry_errored: Annotated[
+        bool, typer.Option("--retry-errored", help="With --resume: run the trials that errored again.")
+    ] = False,
 ) -> None:
     """Run the job's sweep (and register the best trial when the job says so)."""
     from raymlp.errors import UsageError
@@ -221,11 +273,22 @@ def tune_results(job: JobArg, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def predict(
-    model: Annotated[str, typer.Option("--model", metavar="NAME[@ALIAS|:VERSION]", help="The registered model: NAME (its latest version), NAME@ALIAS or NAME:VERSION.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            metavar="NAME[@ALIAS|:VERSION]",
+            help="The registered model: NAME (its latest version), NAME@ALIAS or NAME:VERSION.",
+        ),
+    ],
     input: Annotated[str, typer.Option("--input", metavar="PATH", help="csv/parquet/jsonl file, folder or glob.")],
     output: Annotated[Path, typer.Option("--output", help="Output .csv or .parquet file, or a folder.")],
-    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="ROWS", min=1, help="Rows per model call (default 65536).")] = None,
-    gpu: Annotated[bool, typer.Option("--gpu", help="One GPU per model replica, as many replicas as the cluster has GPUs.")] = False,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", metavar="ROWS", min=1, help="Rows per model call (default 65536).")
+    ] = None,
+    gpu: Annotated[
+        bool, typer.Option("--gpu", help="One GPU per model replica, as many replicas as the cluster has GPUs.")
+    ] = False,
     job: Annotated[Path | None, typer.Option("--job", help="Take storage locations from this job file.")] = None,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
@@ -253,27 +316,67 @@ def predict(
     def started() -> None:
         clock["start"] = time.perf_counter()
 
-    result = predict_registered(model, input, output, batch_size, gpu=gpu, job=job, address=address,
-                                progress=None if terminal else show, on_start=started)
+    result = predict_registered(
+        model,
+        input,
+        output,
+        batch_size,
+        gpu=gpu,
+        job=job,
+        address=address,
+        progress=None if terminal else show,
+        on_start=started,
+    )
     if as_json:
-        print_json({"model": result.model, "version": result.version, "rows": result.rows, "output": str(result.output),
-                    "seconds": round(result.seconds, 3)})
+        print_json(
+            {
+                "model": result.model,
+                "version": result.version,
+                "rows": result.rows,
+                "output": str(result.output),
+                "seconds": round(result.seconds, 3),
+            }
+        )
         return
-    typer.echo(f"{result.rows} rows scored by {result.model} version {result.version} -> {result.output} ({result.seconds:.1f}s)")
+    typer.echo(
+        f"{result.rows} rows scored by {result.model} version {result.version} -> {result.output} ({result.seconds:.1f}s)"
+    )
 
 
 serve_default = App()  # `raymlp serve [JOB.yaml]`; `raymlp serve build JOB.yaml -o FILE` is serve_app's subcommand
-serve_app = App(cls=job_group(serve_default),
-                help="Put a registered model behind an HTTP endpoint on Ray Serve; `serve build`: a Serve config file.")
+serve_app = App(
+    cls=job_group(serve_default),
+    help="Put a registered model behind an HTTP endpoint on Ray Serve; `serve build`: a Serve config file.",
+)
 app.add_typer(serve_app, name="serve")
-ModelServedOpt = Annotated[str | None, typer.Option("--model", metavar="NAME[@ALIAS|:VERSION]", help="The registered model to serve (default: the job's register section).")]
-TrafficOpt = Annotated[str | None, typer.Option("--traffic", metavar="REF=SHARE,...", help="Split between aliases or versions: champion=90,challenger=10.")]
+ModelServedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        metavar="NAME[@ALIAS|:VERSION]",
+        help="The registered model to serve (default: the job's register section).",
+    ),
+]
+TrafficOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--traffic", metavar="REF=SHARE,...", help="Split between aliases or versions: champion=90,challenger=10."
+    ),
+]
 HostOpt = Annotated[str | None, typer.Option("--host", metavar="HOST", help="Listen address (default 127.0.0.1).")]
-PortOpt = Annotated[int | None, typer.Option("--port", metavar="PORT", min=1, max=65535, help="HTTP port (default 8000).")]
+PortOpt = Annotated[
+    int | None, typer.Option("--port", metavar="PORT", min=1, max=65535, help="HTTP port (default 8000).")
+]
 RouteOpt = Annotated[str | None, typer.Option("--route", metavar="PREFIX", help="Route prefix (default /).")]
 #: What `serve` and `serve build` both take, in this order, in the place of their `endpoint` parameter.
-_ENDPOINT_OPTIONS = {"model": ModelServedOpt, "traffic": TrafficOpt, "host": HostOpt, "port": PortOpt,
-                     "route": RouteOpt, "overrides": SetOpt}
+_ENDPOINT_OPTIONS = {
+    "model": ModelServedOpt,
+    "traffic": TrafficOpt,
+    "host": HostOpt,
+    "port": PortOpt,
+    "route": RouteOpt,
+    "overrides": SetOpt,
+}
 
 
 def _endpoint_options(command):
@@ -287,8 +390,10 @@ def _endpoint_options(command):
     parameters = []
     for parameter in signature.parameters.values():
         if parameter.name == "endpoint":
-            parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=option)
-                           for name, option in _ENDPOINT_OPTIONS.items()]
+            parameters += [
+                inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=option)
+                for name, option in _ENDPOINT_OPTIONS.items()
+            ]
         else:
             parameters.append(parameter)
 
@@ -298,25 +403,42 @@ def _endpoint_options(command):
         return command(endpoint=endpoint, **values)
 
     hints = typing.get_type_hints(command, include_extras=True)  # this module's annotations are strings
-    with_options.__signature__ = signature.replace(parameters=[  # type: ignore[attr-defined]
-        parameter.replace(annotation=hints.get(parameter.name, parameter.annotation)) for parameter in parameters])
+    with_options.__signature__ = signature.replace(
+        parameters=[  # type: ignore[attr-defined]
+            parameter.replace(annotation=hints.get(parameter.name, parameter.annotation)) for parameter in parameters
+        ]
+    )
     return with_options
 
 
 def _resolve_serving(job, endpoint: dict):
     from raymlp.services.serving import resolve_serving
 
-    return resolve_serving(job, endpoint["overrides"], endpoint["model"], endpoint["traffic"],
-                           {key: endpoint[key] for key in ("host", "port", "route")})
+    return resolve_serving(
+        job,
+        endpoint["overrides"],
+        endpoint["model"],
+        endpoint["traffic"],
+        {key: endpoint[key] for key in ("host", "port", "route")},
+    )
 
 
 @serve_default.command("serve")
 @_endpoint_options
 def serve(
-    job: Annotated[Path | None, typer.Argument(metavar="JOB.yaml", help="Job file whose serve section (and model) to use.", show_default=False)] = None,
+    job: Annotated[
+        Path | None,
+        typer.Argument(metavar="JOB.yaml", help="Job file whose serve section (and model) to use.", show_default=False),
+    ] = None,
     endpoint: dict = None,  # type: ignore[assignment]  # _endpoint_options: --model ... --set
     address: AddressOpt = None,
-    block: Annotated[bool | None, typer.Option("--block/--no-block", help="Stay in the foreground until Ctrl-C (default: yes on an embedded Ray, no on a cluster).")] = None,
+    block: Annotated[
+        bool | None,
+        typer.Option(
+            "--block/--no-block",
+            help="Stay in the foreground until Ctrl-C (default: yes on an embedded Ray, no on a cluster).",
+        ),
+    ] = None,
 ) -> None:
     """Put a registered model behind an HTTP endpoint on Ray Serve.
 
@@ -327,7 +449,9 @@ def serve(
 
     serving = _resolve_serving(job, endpoint)
     with serve_registered(serving, address) as served:
-        typer.echo(f"serving {serving.ref.name} ({served.split}; {serving.ref} is version {serving.version}) at {served.url}")
+        typer.echo(
+            f"serving {serving.ref.name} ({served.split}; {serving.ref} is version {serving.version}) at {served.url}"
+        )
         sys.stdout.flush()
         if block if block is not None else served.embedded:
             _wait_for_interrupt(served.url)
@@ -337,7 +461,9 @@ def serve(
 @_endpoint_options
 def serve_build(
     job: JobArg,
-    output: Annotated[Path, typer.Option("-o", "--output", metavar="FILE.yaml", help="Where to write the Serve config.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", metavar="FILE.yaml", help="Where to write the Serve config.")
+    ],
     endpoint: dict = None,  # type: ignore[assignment]  # _endpoint_options: --model ... --set
 ) -> None:
     """Write the job's endpoint as a Serve config file, for `serve deploy` or a KubeRay RayService."""

@@ -19,9 +19,19 @@ modules_app = App(
 )
 data_app.add_typer(modules_app, name="modules")
 
-DataAddressOpt = Annotated[str | None, typer.Option("--address", metavar="ADDRESS", help=(
-    "Ray cluster to read ranges on (default: RAY_ADDRESS; with neither, this machine's threads: no Ray is started)."))]
-DatasetArg = Annotated[str, typer.Argument(metavar="NAME[@VERSION]", help="A dataset (its latest version) or one version.")]
+DataAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        metavar="ADDRESS",
+        help=(
+            "Ray cluster to read ranges on (default: RAY_ADDRESS; with neither, this machine's threads: no Ray is started)."
+        ),
+    ),
+]
+DatasetArg = Annotated[
+    str, typer.Argument(metavar="NAME[@VERSION]", help="A dataset (its latest version) or one version.")
+]
 
 
 @data_app.command("collect")
@@ -38,15 +48,23 @@ def data_collect(job: JobArg, overrides: SetOpt = None, address: DataAddressOpt 
 
 
 @data_app.command("convert")
-def data_convert(job: JobArg, overrides: SetOpt = None, as_json: JsonOpt = False, address: DataAddressOpt = None) -> None:
+def data_convert(
+    job: JobArg, overrides: SetOpt = None, as_json: JsonOpt = False, address: DataAddressOpt = None
+) -> None:
     """Make a new immutable dataset version from the job's table or source."""
     from raymlp.pipeline import run_job
     from raymlp.services.jobs import load
 
     summary = run_job(load(job, overrides), only=["convert"], address=address)
     if as_json:
-        print_json({"dataset": summary.dataset, "rows": summary.dataset_rows, "content_digest": summary.content_digest,
-                    "reused": bool(summary.dataset_reused)})
+        print_json(
+            {
+                "dataset": summary.dataset,
+                "rows": summary.dataset_rows,
+                "content_digest": summary.content_digest,
+                "reused": bool(summary.dataset_reused),
+            }
+        )
     else:
         reused = " (reused: the latest version has these rows; nothing new published)" if summary.dataset_reused else ""
         typer.echo(f"{summary.dataset}: {summary.dataset_rows} rows, {summary.content_digest}{reused}")
@@ -57,8 +75,13 @@ def data_list(as_json: JsonOpt = False, job: JobOpt = None) -> None:
     """Registered dataset versions."""
     from raymlp.services.datasets import list_datasets
 
-    print_listing(list_datasets(job), as_json, "datasets", ["name", "version", "rows", "digest", "created"],
-                  lambda r: [r["name"], r["version"], r["rows"], r["content_digest"][:19], r["created_at"]])
+    print_listing(
+        list_datasets(job),
+        as_json,
+        "datasets",
+        ["name", "version", "rows", "digest", "created"],
+        lambda r: [r["name"], r["version"], r["rows"], r["content_digest"][:19], r["created_at"]],
+    )
 
 
 def _dataset_ref(ref: str, what: str = "dataset") -> tuple[str, int | None]:
@@ -69,10 +92,14 @@ def _dataset_ref(ref: str, what: str = "dataset") -> tuple[str, int | None]:
     if not version and ":" in name:
         before, _, after = name.rpartition(":")
         if after.isdigit():
-            raise UsageError(f"'{ref}': a {what} version is NAME@VERSION; did you mean {before}@{after}? "
-                             "(NAME:VERSION is a model's version)")
+            raise UsageError(
+                f"'{ref}': a {what} version is NAME@VERSION; did you mean {before}@{after}? "
+                "(NAME:VERSION is a model's version)"
+            )
         if what == "module":
-            raise UsageError(f"'{ref}' is a function ref (MODULE:FUNCTION); name the module: {before} or {before}@VERSION")
+            raise UsageError(
+                f"'{ref}' is a function ref (MODULE:FUNCTION); name the module: {before} or {before}@VERSION"
+            )
     if version and not version.isdigit():
         raise UsageError(f"'{ref}' is not NAME or NAME@VERSION (a {what} version is a number)")
     return name, int(version) if version else None
@@ -91,35 +118,59 @@ def data_show(ref: DatasetArg, as_json: JsonOpt = False, job: JobOpt = None) -> 
         return
     manifest = record.manifest
     aside = (shown["quarantine"] or {}).get("rows", 0)
-    print_table(f"dataset {record.name}@{record.version}", ["field", "value"], [
-        ["rows", f"{record.row_count:,}" + (f" (+{aside:,} quarantined)" if aside else "")],
-        ["digest", record.content_digest], ["path", record.path], ["created", timestamp(record.created_at) + " UTC"],
-        ["source", source_line(record.source)], ["files", f"{len(manifest['files'])} Parquet file" + ("s" if len(manifest["files"]) != 1 else "")],
-        ["models", ", ".join(f"{m['model']}:{m['version']}" for m in shown["models"]) or "none"],
-    ])
+    print_table(
+        f"dataset {record.name}@{record.version}",
+        ["field", "value"],
+        [
+            ["rows", f"{record.row_count:,}" + (f" (+{aside:,} quarantined)" if aside else "")],
+            ["digest", record.content_digest],
+            ["path", record.path],
+            ["created", timestamp(record.created_at) + " UTC"],
+            ["source", source_line(record.source)],
+            ["files", f"{len(manifest['files'])} Parquet file" + ("s" if len(manifest["files"]) != 1 else "")],
+            ["models", ", ".join(f"{m['model']}:{m['version']}" for m in shown["models"]) or "none"],
+        ],
+    )
     steps = shown["lineage"]
     if collected is not None:
-        steps = [collected.source_uri + (f" (sha256 {collected.source_sha256[:12]}...)" if collected.source_sha256 else ""),
-                 f"{steps[0]} (collected {timestamp(collected.created_at)} UTC, {collected.row_count:,} rows)", *steps[1:]]
+        steps = [
+            collected.source_uri + (f" (sha256 {collected.source_sha256[:12]}...)" if collected.source_sha256 else ""),
+            f"{steps[0]} (collected {timestamp(collected.created_at)} UTC, {collected.row_count:,} rows)",
+            *steps[1:],
+        ]
     print_lines("lineage", [steps[0], *(f"-> {step}" for step in steps[1:])])
     statistics = shown["statistics"]
 
     def distinct(entry: dict) -> str:
         return f"> {entry['distinct_over']:,}" if "distinct_over" in entry else number(entry.get("distinct"))
 
-    print_table("columns", ["column", "type", "nulls", "distinct", "min", "max", "mean"], [
-        [c["name"], c["type"], number(statistics.get(c["name"], {}).get("nulls")), distinct(statistics.get(c["name"], {})),
-         *(number(statistics.get(c["name"], {}).get(key)) for key in ("min", "max", "mean"))]
-        for c in manifest["schema"]
-    ])
+    print_table(
+        "columns",
+        ["column", "type", "nulls", "distinct", "min", "max", "mean"],
+        [
+            [
+                c["name"],
+                c["type"],
+                number(statistics.get(c["name"], {}).get("nulls")),
+                distinct(statistics.get(c["name"], {})),
+                *(number(statistics.get(c["name"], {}).get(key)) for key in ("min", "max", "mean")),
+            ]
+            for c in manifest["schema"]
+        ],
+    )
 
 
 @data_app.command("verify")
 def data_verify(
     ref: DatasetArg,
     job: JobOpt = None,
-    source: Annotated[bool, typer.Option("--source/--no-source", help="Also re-derive the version from its source.")] = True,
-    source_url: Annotated[str | None, typer.Option("--source-url", metavar="URL", help="Database URL of the source (when it needs a password).")] = None,
+    source: Annotated[
+        bool, typer.Option("--source/--no-source", help="Also re-derive the version from its source.")
+    ] = True,
+    source_url: Annotated[
+        str | None,
+        typer.Option("--source-url", metavar="URL", help="Database URL of the source (when it needs a password)."),
+    ] = None,
     address: DataAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -131,15 +182,27 @@ def data_verify(
 
     def manifest_ok(report: dict) -> None:
         if not as_json:
-            typer.echo(f"{report['dataset']}@{report['version']}: {report['files']} files and {report['rows']} rows "
-                       f"match the manifest ({report['content_digest']})")
+            typer.echo(
+                f"{report['dataset']}@{report['version']}: {report['files']} files and {report['rows']} rows "
+                f"match the manifest ({report['content_digest']})"
+            )
 
-    report = verify_dataset(*_dataset_ref(ref), job, source=source, source_url=source_url, address=address,
-                            on_report=print_json if as_json else lambda _: None, on_manifest_ok=manifest_ok)
+    report = verify_dataset(
+        *_dataset_ref(ref),
+        job,
+        source=source,
+        source_url=source_url,
+        address=address,
+        on_report=print_json if as_json else lambda _: None,
+        on_manifest_ok=manifest_ok,
+    )
     if source and not as_json:
         aside = report["quarantined"]
-        typer.echo(f"{report['dataset']}@{report['version']}: its source yields the same {report['rows']} rows"
-                   + (f" (+{aside} quarantined)" if aside else "") + " and the same content digest")
+        typer.echo(
+            f"{report['dataset']}@{report['version']}: its source yields the same {report['rows']} rows"
+            + (f" (+{aside} quarantined)" if aside else "")
+            + " and the same content digest"
+        )
     if as_json:
         print_json(report)
 
@@ -161,17 +224,25 @@ def _remove_dataset(ref: str, job: Path | None, force: bool) -> tuple[dict, str]
 
     name, version = _dataset_ref(ref)
     removed = remove_dataset(ref, name, version, job, force=force)
-    return removed, (f"removed {name}@{version}: {removed['rows']} rows, {len(removed['files'])} files "
-                     f"({removed['bytes']:,} bytes) from {removed['path']}, and its catalog entry"
-                     + (f"; models trained on it: {', '.join(removed['models'])}" if removed["models"] else ""))
+    return removed, (
+        f"removed {name}@{version}: {removed['rows']} rows, {len(removed['files'])} files "
+        f"({removed['bytes']:,} bytes) from {removed['path']}, and its catalog entry"
+        + (f"; models trained on it: {', '.join(removed['models'])}" if removed["models"] else "")
+    )
 
 
-remove_command(data_app, "NAME@VERSION", "The dataset version to remove.", "Remove it even though models were trained on it.",
-               """Remove a dataset version: its files and its catalog entry (its number is not used again).
+remove_command(
+    data_app,
+    "NAME@VERSION",
+    "The dataset version to remove.",
+    "Remove it even though models were trained on it.",
+    """Remove a dataset version: its files and its catalog entry (its number is not used again).
 
     A version models were trained on is kept unless --force (their lineage would name a version
     that is gone).
-    """, _remove_dataset)
+    """,
+    _remove_dataset,
+)
 
 
 # --- data modules ---------------------------------------------------------------------------------
@@ -179,8 +250,12 @@ remove_command(data_app, "NAME@VERSION", "The dataset version to remove.", "Remo
 
 @modules_app.command("add")
 def modules_add(
-    file: Annotated[Path, typer.Argument(help="A self-contained Python file of transform functions.", show_default=False)],
-    name: Annotated[str | None, typer.Option("--name", help="Module name used in refs (default: the file's stem).")] = None,
+    file: Annotated[
+        Path, typer.Argument(help="A self-contained Python file of transform functions.", show_default=False)
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Module name used in refs (default: the file's stem).")
+    ] = None,
     as_json: JsonOpt = False,
     job: JobOpt = None,
 ) -> None:
@@ -196,11 +271,14 @@ def modules_add(
         again = f" (same content as version {added.same_as})" if added.same_as else ""
         typer.echo(f"{record.name} version {record.version} added{again}, sha256 {record.sha256}")
     else:
-        typer.echo(f"{record.name}: unchanged, identical to version {record.version} (sha256 {record.sha256}); "
-                   "nothing added")
+        typer.echo(
+            f"{record.name}: unchanged, identical to version {record.version} (sha256 {record.sha256}); nothing added"
+        )
     for function in record.functions:
-        typer.echo(f"  {record.name}:{function['name']}{function['signature']}  line {function['line']}"
-                   + (f"  {function['doc']}" if function["doc"] else ""))
+        typer.echo(
+            f"  {record.name}:{function['name']}{function['signature']}  line {function['line']}"
+            + (f"  {function['doc']}" if function["doc"] else "")
+        )
 
 
 @modules_app.command("list")
@@ -208,16 +286,29 @@ def modules_list(as_json: JsonOpt = False, job: JobOpt = None) -> None:
     """Registered modules: latest version, its sha256 and functions."""
     from raymlp.services.datasets import list_modules
 
-    print_listing(list_modules(job), as_json, "modules", ["name", "latest", "versions", "sha256", "functions", "added"],
-                  lambda r: [r["name"], r["latest_version"], r["versions"], r["sha256"][:16], ", ".join(r["functions"]),
-                             r["created_at"]])
+    print_listing(
+        list_modules(job),
+        as_json,
+        "modules",
+        ["name", "latest", "versions", "sha256", "functions", "added"],
+        lambda r: [
+            r["name"],
+            r["latest_version"],
+            r["versions"],
+            r["sha256"][:16],
+            ", ".join(r["functions"]),
+            r["created_at"],
+        ],
+    )
 
 
 @modules_app.command("show")
 def modules_show(
     ref: Annotated[str, typer.Argument(metavar="NAME[@VERSION]", help="A module (every version) or one version.")],
     as_json: JsonOpt = False,
-    source: Annotated[bool, typer.Option("--source", help="Also print the source (of NAME@VERSION, or the latest).")] = False,
+    source: Annotated[
+        bool, typer.Option("--source", help="Also print the source (of NAME@VERSION, or the latest).")
+    ] = False,
     job: JobOpt = None,
 ) -> None:
     """A module's versions: sha256, where each came from, and the functions it defines."""
@@ -226,15 +317,24 @@ def modules_show(
     name, number = _dataset_ref(ref, "module")
     versions = module_versions(name, number, job)
     if as_json:
-        print_json({"name": name, "latest_version": versions[-1].version,
-                    "versions": [module_json(record, source=source) for record in versions]})
+        print_json(
+            {
+                "name": name,
+                "latest_version": versions[-1].version,
+                "versions": [module_json(record, source=source) for record in versions],
+            }
+        )
         return
-    print_table(f"module {name}", ["version", "sha256", "functions", "file", "added"], [
-        [r.version, r.sha256, ", ".join(f["name"] for f in r.functions), r.filename, r.created_at] for r in versions
-    ])
+    print_table(
+        f"module {name}",
+        ["version", "sha256", "functions", "file", "added"],
+        [[r.version, r.sha256, ", ".join(f["name"] for f in r.functions), r.filename, r.created_at] for r in versions],
+    )
     shown = versions[-1]
-    print_table(f"{name}@{shown.version} functions", ["ref", "signature", "line", "doc"], [
-        [f"{name}:{f['name']}", f["signature"], f["line"], f["doc"]] for f in shown.functions
-    ])
+    print_table(
+        f"{name}@{shown.version} functions",
+        ["ref", "signature", "line", "doc"],
+        [[f"{name}:{f['name']}", f["signature"], f["line"], f["doc"]] for f in shown.functions],
+    )
     if source:
         sys.stdout.write(shown.source if shown.source.endswith("\n") else shown.source + "\n")

@@ -11,17 +11,23 @@ from .app import JsonOpt, app
 from .output import print_json, print_table
 from .typer_app import App
 
-env_app = App(help="Named runtime environments (envs/*.yaml): list, show, check on a cluster.",
-                      no_args_is_help=True)
+env_app = App(help="Named runtime environments (envs/*.yaml): list, show, check on a cluster.", no_args_is_help=True)
 app.add_typer(env_app, name="env")
 
 NameArg = Annotated[str, typer.Argument(help="Environment name: the stem of envs/NAME.yaml.", show_default=False)]
 
 
 def _summary(named) -> dict:
-    return {"name": named.name, "file": named.label, "description": named.config.description, "kind": named.kind,
-            "requirements": named.requirements, "env_vars": sorted(named.config.env_vars),
-            "container": named.config.container, "imports": named.imports()}
+    return {
+        "name": named.name,
+        "file": named.label,
+        "description": named.config.description,
+        "kind": named.kind,
+        "requirements": named.requirements,
+        "env_vars": sorted(named.config.env_vars),
+        "container": named.config.container,
+        "imports": named.imports(),
+    }
 
 
 @env_app.command("list")
@@ -34,10 +40,16 @@ def env_list(as_json: JsonOpt = False) -> None:
         print_json([_summary(named) for named in envs])
         return
     if not envs:
-        print(f"no environments: write {ENVS_DIR}/NAME.yaml (see `raymlp schema` and {ENVS_DIR}/README.md)", file=sys.stderr)
+        print(
+            f"no environments: write {ENVS_DIR}/NAME.yaml (see `raymlp schema` and {ENVS_DIR}/README.md)",
+            file=sys.stderr,
+        )
         return
-    print_table("environments", ["name", "kind", "installs", "description"],
-                [[named.name, named.kind, named.describe(), named.config.description or ""] for named in envs])
+    print_table(
+        "environments",
+        ["name", "kind", "installs", "description"],
+        [[named.name, named.kind, named.describe(), named.config.description or ""] for named in envs],
+    )
 
 
 @env_app.command("show")
@@ -48,14 +60,21 @@ def env_show(name: NameArg, as_json: JsonOpt = False) -> None:
     from raymlp.config.envs import load_env
 
     named = load_env(name)
-    shown: dict[str, Any] = {"name": named.name, "file": named.label, "kind": named.kind,
-                             "settings": named.public_settings(), "imports": named.imports(),
-                             "runtime_env": named.public_runtime_env()}
+    shown: dict[str, Any] = {
+        "name": named.name,
+        "file": named.label,
+        "kind": named.kind,
+        "settings": named.public_settings(),
+        "imports": named.imports(),
+        "runtime_env": named.public_runtime_env(),
+    }
     if as_json:
         print_json(shown)
         return
     rows = [["file", shown["file"]], ["kind", named.kind]]
-    rows += [[key, json.dumps(value) if not isinstance(value, str) else value] for key, value in shown["settings"].items()]
+    rows += [
+        [key, json.dumps(value) if not isinstance(value, str) else value] for key, value in shown["settings"].items()
+    ]
     if named.config.imports is None:
         rows.append(["imports (derived)", ", ".join(shown["imports"]) or "none"])
     rows.append(["runtime_env", json.dumps(shown["runtime_env"])])
@@ -65,10 +84,21 @@ def env_show(name: NameArg, as_json: JsonOpt = False) -> None:
 @env_app.command("check")
 def env_check(
     name: NameArg,
-    address: Annotated[str | None, typer.Option(
-        "--address", help="The cluster's dashboard, e.g. http://HEAD:8265 (default: RAY_ADDRESS, else an embedded local Ray).")] = None,
-    timeout: Annotated[float | None, typer.Option(
-        "--timeout", min=1, help="Seconds to wait for the build and the imports (default: 900, or the file's setup_timeout_s + 300).")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="The cluster's dashboard, e.g. http://HEAD:8265 (default: RAY_ADDRESS, else an embedded local Ray).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=1,
+            help="Seconds to wait for the build and the imports (default: 900, or the file's setup_timeout_s + 300).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build the environment on the cluster (a Ray job whose runtime_env it is) and import its packages
@@ -84,11 +114,17 @@ def env_check(
     rows = [[module, found.get("version") or "?", found.get("file") or ""] for module, found in result.modules.items()]
     rows += [[f"${name}", "set" if present else "MISSING", "env_vars"] for name, present in result.env_vars.items()]
     rows += [["python", result.python or "?", result.executable or ""], ["ray", result.ray or "not importable", ""]]
-    print_table(f"environment {result.name}: built and imported in {result.seconds:.1f}s on {result.dashboard_url}",
-                ["module", "version", "from"], rows)
+    print_table(
+        f"environment {result.name}: built and imported in {result.seconds:.1f}s on {result.dashboard_url}",
+        ["module", "version", "from"],
+        rows,
+    )
     if result.ray is None:
-        print(f"warning: the check ran under {result.executable}, which has no ray: `python` on the cluster's PATH is "
-              "not Ray's Python, so a job's `python ...` entrypoint would not find Ray either", file=sys.stderr)
+        print(
+            f"warning: the check ran under {result.executable}, which has no ray: `python` on the cluster's PATH is "
+            "not Ray's Python, so a job's `python ...` entrypoint would not find Ray either",
+            file=sys.stderr,
+        )
 
 
 @env_app.command("schema")

@@ -17,27 +17,63 @@ cluster_app = App(help="Cluster files (clusters/): validate, up, down.", no_args
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(cluster_app, name="cluster")
 
-ClusterAddressOpt = Annotated[str | None, typer.Option(
-    "--address", help="The cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS).")]
+ClusterAddressOpt = Annotated[
+    str | None, typer.Option("--address", help="The cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS).")
+]
 SubmissionArg = Annotated[str, typer.Argument(help="Submission id (raymlp jobs list shows them).", show_default=False)]
-ClusterFileArg = Annotated[Path, typer.Argument(help="A file in clusters/: launcher YAML or KubeRay manifest.",
-                                                show_default=False)]
+ClusterFileArg = Annotated[
+    Path, typer.Argument(help="A file in clusters/: launcher YAML or KubeRay manifest.", show_default=False)
+]
 
 
 @app.command()
 def submit(
     job: JobArg,
     address: ClusterAddressOpt = None,
-    env: Annotated[str | None, typer.Option("--env", help="Runtime environment: a name in envs/ (default: the job file's `env`).")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", help="Runtime environment: a name in envs/ (default: the job file's `env`).")
+    ] = None,
     overrides: SetOpt = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the job's logs until it ends; exit 1 unless it succeeded.")] = False,
-    env_vars: Annotated[list[str] | None, typer.Option("--env-var", metavar="NAME=VALUE", help="Environment variable for the job, e.g. RAYMLP_HOME=/mnt/shared/raymlp (repeatable).")] = None,
-    excludes: Annotated[list[str] | None, typer.Option("--exclude", metavar="PATTERN", help="Leave files out of the upload (gitignore syntax; repeatable; also read from .rayignore).")] = None,
-    includes: Annotated[list[str] | None, typer.Option("--include", metavar="PATH", help="Upload this file or folder even though .gitignore, .rayignore or an exclude leaves it out, e.g. data/wine.csv (repeatable; within Ray's upload limit).")] = None,
-    submission_id: Annotated[str | None, typer.Option("--submission-id", metavar="ID", help="Id for the job (default: raymlp-NAME-TIME-XXXX).")] = None,
-    cpus: Annotated[float | None, typer.Option("--entrypoint-num-cpus", help="CPUs reserved for the job's driver.")] = None,
-    gpus: Annotated[float | None, typer.Option("--entrypoint-num-gpus", help="GPUs reserved for the job's driver.")] = None,
-    memory: Annotated[int | None, typer.Option("--entrypoint-memory", help="Memory (bytes) reserved for the job's driver.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream the job's logs until it ends; exit 1 unless it succeeded.")
+    ] = False,
+    env_vars: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env-var",
+            metavar="NAME=VALUE",
+            help="Environment variable for the job, e.g. RAYMLP_HOME=/mnt/shared/raymlp (repeatable).",
+        ),
+    ] = None,
+    excludes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            metavar="PATTERN",
+            help="Leave files out of the upload (gitignore syntax; repeatable; also read from .rayignore).",
+        ),
+    ] = None,
+    includes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            metavar="PATH",
+            help="Upload this file or folder even though .gitignore, .rayignore or an exclude leaves it out, e.g. data/wine.csv (repeatable; within Ray's upload limit).",
+        ),
+    ] = None,
+    submission_id: Annotated[
+        str | None,
+        typer.Option("--submission-id", metavar="ID", help="Id for the job (default: raymlp-NAME-TIME-XXXX)."),
+    ] = None,
+    cpus: Annotated[
+        float | None, typer.Option("--entrypoint-num-cpus", help="CPUs reserved for the job's driver.")
+    ] = None,
+    gpus: Annotated[
+        float | None, typer.Option("--entrypoint-num-gpus", help="GPUs reserved for the job's driver.")
+    ] = None,
+    memory: Annotated[
+        int | None, typer.Option("--entrypoint-memory", help="Memory (bytes) reserved for the job's driver.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a job file on a Ray cluster: `raymlp run JOB` as a Ray job, the project folder as its working_dir.
@@ -49,28 +85,50 @@ def submit(
     from raymlp.launch.submit import follow as follow_job
     from raymlp.launch.submit import submit as submit_job
 
-    request = SubmitRequest(job_file=job, address=address, env=env, overrides=list(overrides or []),
-                            env_vars=_pairs(env_vars, "--env-var"), excludes=list(excludes or []),
-                            includes=list(includes or []),
-                            submission_id=submission_id, entrypoint_num_cpus=cpus, entrypoint_num_gpus=gpus,
-                            entrypoint_memory=memory)
+    request = SubmitRequest(
+        job_file=job,
+        address=address,
+        env=env,
+        overrides=list(overrides or []),
+        env_vars=_pairs(env_vars, "--env-var"),
+        excludes=list(excludes or []),
+        includes=list(includes or []),
+        submission_id=submission_id,
+        entrypoint_num_cpus=cpus,
+        entrypoint_num_gpus=gpus,
+        entrypoint_memory=memory,
+    )
     submission, cluster = submit_job(request)
     if as_json and not follow:
-        print_json({"submission_id": submission.submission_id, "url": submission.job_url,
-                    "entrypoint": submission.entrypoint, "files": submission.uploaded_files,
-                    "bytes": submission.uploaded_bytes, "carried": list(submission.carried)})
+        print_json(
+            {
+                "submission_id": submission.submission_id,
+                "url": submission.job_url,
+                "entrypoint": submission.entrypoint,
+                "files": submission.uploaded_files,
+                "bytes": submission.uploaded_bytes,
+                "carried": list(submission.carried),
+            }
+        )
         return
-    shown = ", ".join(submission.carried[:3]) + (f" and {len(submission.carried) - 3} more"
-                                                 if len(submission.carried) > 3 else "")
+    shown = ", ".join(submission.carried[:3]) + (
+        f" and {len(submission.carried) - 3} more" if len(submission.carried) > 3 else ""
+    )
     carried = f"; --include carried {shown}" if submission.carried else ""
-    print(f"submitted {submission.submission_id} ({submission.uploaded_files} files, "
-          f"{submission.uploaded_bytes / 1024:.0f} KiB{carried}): {submission.entrypoint}", file=sys.stderr)
+    print(
+        f"submitted {submission.submission_id} ({submission.uploaded_files} files, "
+        f"{submission.uploaded_bytes / 1024:.0f} KiB{carried}): {submission.entrypoint}",
+        file=sys.stderr,
+    )
     from raymlp.launch.client import dashboard_line
 
     print(f"dashboard: {dashboard_line(submission.job_url, cluster.token, cluster.requires_token)}", file=sys.stderr)
     if not follow:
-        print(f"follow it with: raymlp jobs logs {submission.submission_id} --follow --address "
-              f"{submission.dashboard_url}", file=sys.stderr)
+        print(
+            f"follow it with: raymlp jobs logs {submission.submission_id} --follow --address "
+            f"{submission.dashboard_url}",
+            file=sys.stderr,
+        )
         typer.echo(submission.submission_id)
         return
     info = _following(cluster, submission.submission_id, follow_job)
@@ -86,8 +144,11 @@ def _following(cluster, submission_id: str, follow_job):
     try:
         return follow_job(cluster, submission_id)
     except KeyboardInterrupt:
-        print(f"\nstopped following; {submission_id} goes on running (raymlp jobs stop {submission_id} "
-              f"--address {cluster.dashboard_url} ends it)", file=sys.stderr)
+        print(
+            f"\nstopped following; {submission_id} goes on running (raymlp jobs stop {submission_id} "
+            f"--address {cluster.dashboard_url} ends it)",
+            file=sys.stderr,
+        )
         raise typer.Exit(130) from None
 
 
@@ -114,9 +175,20 @@ def jobs_list(address: ClusterAddressOpt = None, as_json: JsonOpt = False) -> No
     if as_json:
         print_json(rows)
         return
-    print_table(f"jobs on {cluster.dashboard_url}", ["submission id", "status", "raymlp job", "started", "seconds"],
-                [[row["submission_id"] or row["job_id"], row["status"], row["raymlp_job"] or "", row["started"] or "",
-                  row["seconds"] if row["seconds"] is not None else ""] for row in rows])
+    print_table(
+        f"jobs on {cluster.dashboard_url}",
+        ["submission id", "status", "raymlp job", "started", "seconds"],
+        [
+            [
+                row["submission_id"] or row["job_id"],
+                row["status"],
+                row["raymlp_job"] or "",
+                row["started"] or "",
+                row["seconds"] if row["seconds"] is not None else "",
+            ]
+            for row in rows
+        ],
+    )
 
 
 @jobs_app.command("status")
@@ -141,7 +213,9 @@ def jobs_status(submission: SubmissionArg, address: ClusterAddressOpt = None, as
 def jobs_logs(
     submission: SubmissionArg,
     address: ClusterAddressOpt = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends; exit 1 unless it succeeded.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends; exit 1 unless it succeeded.")
+    ] = False,
 ) -> None:
     """A job's driver output."""
     from raymlp.launch.client import connect
@@ -203,8 +277,12 @@ def cluster_up(
     file: ClusterFileArg,
     local: LocalOpt = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (ray up -y).")] = False,
-    port: Annotated[int | None, typer.Option("--port", help="--local: the head's GCS port (default: a free one).")] = None,
-    dashboard_port: Annotated[int | None, typer.Option("--dashboard-port", help="--local: dashboard port (default 8265, else a free one).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="--local: the head's GCS port (default: a free one).")
+    ] = None,
+    dashboard_port: Annotated[
+        int | None, typer.Option("--dashboard-port", help="--local: dashboard port (default 8265, else a free one).")
+    ] = None,
 ) -> None:
     """Start a cluster: `ray up FILE` for a launcher YAML, `kubectl apply -f FILE` for a KubeRay
     manifest, or with --local a fake_multinode cluster on this machine."""
@@ -217,7 +295,9 @@ def cluster_up(
         token = Token("", cluster.token_source)  # where the token is; its value is never printed
         typer.echo(f"cluster {cluster.name} is up: dashboard {dashboard_line(cluster.dashboard_url, token, True)}")
         typer.echo(f"  submit:  raymlp submit JOB.yaml --address {cluster.dashboard_url}")
-        typer.echo(f"  workers: join when work needs them, leave when idle (see {file}); token from {cluster.token_source}")
+        typer.echo(
+            f"  workers: join when work needs them, leave when idle (see {file}); token from {cluster.token_source}"
+        )
         typer.echo(f"  stop:    raymlp cluster down --local {file}   (log: {cluster.log})")
         return
     _wrap(file, "up", yes)
@@ -250,13 +330,17 @@ def _wrap(file: Path, verb: str, yes: bool) -> None:
     checked = validate_cluster_file(file)
     if checked.kind == "launcher":
         if checked.provider == "fake_multinode":
-            raise UsageError(f"{file}: a fake_multinode cluster runs on this machine: raymlp cluster {verb} --local {file}")
+            raise UsageError(
+                f"{file}: a fake_multinode cluster runs on this machine: raymlp cluster {verb} --local {file}"
+            )
         command = [_ray_cli(), verb, str(file), *(["-y"] if yes else [])]
     else:
         kubectl = shutil.which("kubectl")
         if kubectl is None:
-            raise UsageError(f"{file} is a KubeRay {checked.kind}: it needs kubectl on PATH (and the KubeRay operator "
-                             "in the cluster)")
+            raise UsageError(
+                f"{file} is a KubeRay {checked.kind}: it needs kubectl on PATH (and the KubeRay operator "
+                "in the cluster)"
+            )
         command = [kubectl, "apply" if verb == "up" else "delete", "-f", str(file)]
     print("+ " + " ".join(command), file=sys.stderr)
     code = subprocess.call(command)

@@ -65,8 +65,7 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     Console(highlight=False, width=width()).print(table)
 
 
-def print_listing(rows: list[dict[str, Any]], as_json: bool, title: str, columns: list[str],
-                  cells: Any) -> None:
+def print_listing(rows: list[dict[str, Any]], as_json: bool, title: str, columns: list[str], cells: Any) -> None:
     """A `list` command's answer: the rows as JSON, else a table of `cells(row)` under `columns`."""
     if as_json:
         print_json(rows)
@@ -88,13 +87,22 @@ def print_summary(summary: Any) -> None:
     if summary.dataset:
         extra = f", {summary.quarantined_rows} quarantined" if summary.quarantined_rows else ""
         extra += ", reused: same rows as before" if summary.dataset_reused else ""
-        rows.append(["dataset version", f"{summary.dataset} ({summary.dataset_rows} rows{extra})" if summary.dataset_rows else summary.dataset])
+        rows.append(
+            [
+                "dataset version",
+                f"{summary.dataset} ({summary.dataset_rows} rows{extra})" if summary.dataset_rows else summary.dataset,
+            ]
+        )
     if summary.mlflow_run_id:
         rows.append(["MLflow run", summary.mlflow_run_id])
     for key, value in sorted(summary.metrics.items()):
         rows.append([key, f"{value:.4f}"])
     if summary.model:
-        alias = f" (alias {summary.alias} {'moved' if summary.alias_moved else 'NOT moved: gate failed'})" if summary.alias else ""
+        alias = (
+            f" (alias {summary.alias} {'moved' if summary.alias_moved else 'NOT moved: gate failed'})"
+            if summary.alias
+            else ""
+        )
         rows.append(["model version", f"{summary.model} version {summary.model_version}{alias}"])
     if summary.predictions:
         rows.append(["predictions", f"{summary.predictions} ({summary.predicted_rows} rows)"])

@@ -19,8 +19,13 @@ CHECKS: list[Check] = []
 AVAILABLE_FRAMEWORKS = FRAMEWORK_NAMES
 
 #: The model kind (`raymlp.frameworks.ModelKind`) of each model section, and how a message names it.
-_MODEL_KINDS = {MLPModel: "mlp", CNNModel: "cnn", CustomModel: "custom", XGBoostModel: "xgboost",
-                EstimatorModel: "estimator"}
+_MODEL_KINDS = {
+    MLPModel: "mlp",
+    CNNModel: "cnn",
+    CustomModel: "custom",
+    XGBoostModel: "xgboost",
+    EstimatorModel: "estimator",
+}
 _KIND_SAID = {"estimator": "an estimator class path such as sklearn.ensemble.RandomForestClassifier"}
 
 
@@ -70,7 +75,10 @@ def _label_and_features_are_columns(job: JobConfig) -> Iterator[Finding]:
         if feature == data.label:
             yield ("data", "features", index), f"'{feature}' is the label; it cannot also be a feature"
         elif columns is not None and feature not in columns:
-            yield ("data", "features", index), f"'{feature}' is not a column of data.schema (columns: {', '.join(columns)})"
+            yield (
+                ("data", "features", index),
+                f"'{feature}' is not a column of data.schema (columns: {', '.join(columns)})",
+            )
     if data.split.stratify and not data.label:
         yield ("data", "split", "stratify"), "stratify needs data.label"
 
@@ -106,19 +114,28 @@ def _train_is_possible(job: JobConfig) -> Iterator[Finding]:
         )
     row = FRAMEWORKS.get(train.framework)
     if row is not None and _MODEL_KINDS.get(type(train.model)) not in row.models:
-        yield (("train", "model", "type"), f"'{train.model.type}' is not a model for {train.framework}; use "
-               + " or ".join(_KIND_SAID.get(kind, kind) for kind in row.models))
+        yield (
+            ("train", "model", "type"),
+            f"'{train.model.type}' is not a model for {train.framework}; use "
+            + " or ".join(_KIND_SAID.get(kind, kind) for kind in row.models),
+        )
     workers = train.scaling.num_workers
     if isinstance(workers, tuple) and workers[0] > workers[1]:
         yield ("train", "scaling", "num_workers"), f"[min, max] needs min <= max, got {list(workers)}"
     if isinstance(workers, tuple) and train.framework not in names_where(epoch_wise=True):
-        yield ("train", "scaling", "num_workers"), f"elastic [min, max] workers need a Ray Train backend, not {train.framework}"
+        yield (
+            ("train", "scaling", "num_workers"),
+            f"elastic [min, max] workers need a Ray Train backend, not {train.framework}",
+        )
     for owner in FRAMEWORKS.values():  # settings only one framework reads, set for another
         for option, what in owner.own_options:
             if owner.name != train.framework and getattr(train, option) != type(train).model_fields[option].default:
                 yield ("train", option), f"{what} a {owner.name} option"
     if job.data.split.validation == 0:
-        yield ("data", "split", "validation"), "training needs a validation split (checkpoints are ranked on it); give a fraction > 0"
+        yield (
+            ("data", "split", "validation"),
+            "training needs a validation split (checkpoints are ranked on it); give a fraction > 0",
+        )
     metrics = reported_metrics(train.task, train.cv_folds is not None)
     if train.checkpoint.metric not in metrics:
         yield ("train", "checkpoint", "metric"), _unknown_metric(train.checkpoint.metric, metrics)
@@ -143,14 +160,22 @@ def _tune_is_well_formed(job: JobConfig) -> Iterator[Finding]:
         if path[0] in ("tune", "version", "name", "storage") or not annotations_at(path):
             yield ("tune", "space", key), f"'{key}' is not a setting of the job file"
         elif tuple(path[:2]) == ("data", "dataset"):
-            yield ("tune", "space", key), "every trial of a sweep trains on the one dataset version it started with; search other settings"
+            yield (
+                ("tune", "space", key),
+                "every trial of a sweep trains on the one dataset version it started with; search other settings",
+            )
         elif dimension.grid is not None and tune.search in ("optuna", "hyperopt"):
             yield ("tune", "space", key), f"grid needs search: grid or random ({tune.search} samples; use choice)"
     light = names_where(light_trials=True)
     if tune.trials == "light" and job.train.framework not in light:
-        yield ("tune", "trials"), (f"light trials fit in the trial's own process, which only {said(light)} does "
-                                   f"({job.train.framework} "
-                                   "trains on Ray Train); use full or auto")
+        yield (
+            ("tune", "trials"),
+            (
+                f"light trials fit in the trial's own process, which only {said(light)} does "
+                f"({job.train.framework} "
+                "trains on Ray Train); use full or auto"
+            ),
+        )
     if tune.scheduler.type == "pbt":
         yield from _pbt_fits(job)
 
@@ -164,8 +189,13 @@ def _pbt_fits(job: JobConfig) -> Iterator[Finding]:
     assert tune is not None and job.train is not None  # _tune_is_well_formed calls this with both
     pbt = names_where(pbt=True)
     if job.train.framework not in pbt:
-        yield ("tune", "scheduler", "type"), (f"pbt continues trials from other trials' checkpoints, which {said(pbt)} "
-                                              f"training does; {job.train.framework} does not (use asha, median or fifo)")
+        yield (
+            ("tune", "scheduler", "type"),
+            (
+                f"pbt continues trials from other trials' checkpoints, which {said(pbt)} "
+                f"training does; {job.train.framework} does not (use asha, median or fifo)"
+            ),
+        )
     if tune.search != "random":
         yield ("tune", "search"), f"pbt samples the first settings itself; use search: random (not {tune.search})"
     for key, dimension in tune.space.items():
@@ -174,8 +204,13 @@ def _pbt_fits(job: JobConfig) -> Iterator[Finding]:
         elif key == "train.epochs":
             yield ("tune", "space", key), "pbt runs every trial for the same epochs; set train.epochs, do not search it"
     if not any(pbt_mutable(key) for key in tune.space):
-        yield ("tune", "space"), ("pbt changes train.optimizer.* and train.batch_size between epochs (a model's shape "
-                                  "cannot change mid-run); the space searches none of them")
+        yield (
+            ("tune", "space"),
+            (
+                "pbt changes train.optimizer.* and train.batch_size between epochs (a model's shape "
+                "cannot change mid-run); the space searches none of them"
+            ),
+        )
 
 
 @check
@@ -195,7 +230,10 @@ def _register_needs_a_model(job: JobConfig) -> Iterator[Finding]:
 def _predict_and_serve_need_a_model(job: JobConfig) -> Iterator[Finding]:
     for stage in ("predict", "serve"):
         if getattr(job, stage) is not None and job.train is None:
-            yield (stage,), f"{stage} uses the model this job trains; add a train section (or use `raymlp {stage} --model`)"
+            yield (
+                (stage,),
+                f"{stage} uses the model this job trains; add a train section (or use `raymlp {stage} --model`)",
+            )
 
 
 def _unknown_metric(name: str, metrics: set[str]) -> str:
@@ -219,19 +257,33 @@ def _environments_exist_and_combine(job: JobConfig, job_path: Path | None) -> It
         if value is None:
             continue
         if value == "default" and len(path) > 1 and job.env != "default":
-            yield path, ("`default` means the cluster's own environment, which a stage cannot return to: Ray lays a "
-                         "stage's environment over the job's `env`. Remove it to run in the job's environment")
+            yield (
+                path,
+                (
+                    "`default` means the cluster's own environment, which a stage cannot return to: Ray lays a "
+                    "stage's environment over the job's `env`. Remove it to run in the job's environment"
+                ),
+            )
             continue
         try:
             resolved[path] = resolve_env(value, roots)
         except EnvLookupError as error:
             yield path, str(error)
     train, tune = job.train, job.tune
-    if train is not None and tune is not None and resolved.get(("train", "env")) is not None and (
-            tune.trials == "light" or (tune.trials == "auto" and train.framework in names_where(light_trials=True))):
-        yield ("train", "env"), ("light tune trials fit inside Ray Tune's trial processes, which run in the job's `env` "
-                                 "(Tune gives trials no environment of their own): set tune.trials: full, or move this "
-                                 "environment to the job's `env`")
+    if (
+        train is not None
+        and tune is not None
+        and resolved.get(("train", "env")) is not None
+        and (tune.trials == "light" or (tune.trials == "auto" and train.framework in names_where(light_trials=True)))
+    ):
+        yield (
+            ("train", "env"),
+            (
+                "light tune trials fit inside Ray Tune's trial processes, which run in the job's `env` "
+                "(Tune gives trials no environment of their own): set tune.trials: full, or move this "
+                "environment to the job's `env`"
+            ),
+        )
     base = resolved.get(("env",)) or {}
     for path, stage in resolved.items():
         if len(path) == 1 or not stage:
@@ -239,9 +291,19 @@ def _environments_exist_and_combine(job: JobConfig, job_path: Path | None) -> It
         merged = {**base, **stage}
         installers = [key for key in ("pip", "uv") if key in merged]
         if len(installers) > 1:
-            yield path, (f"this environment installs with {'uv' if 'uv' in stage else 'pip'} and the job's `env` with "
-                         f"{'pip' if 'uv' in stage else 'uv'}: Ray merges a stage's environment into the job's key by key, so "
-                         "these workers would get both, and Ray supports one. Use the same installer in both")
+            yield (
+                path,
+                (
+                    f"this environment installs with {'uv' if 'uv' in stage else 'pip'} and the job's `env` with "
+                    f"{'pip' if 'uv' in stage else 'uv'}: Ray merges a stage's environment into the job's key by key, so "
+                    "these workers would get both, and Ray supports one. Use the same installer in both"
+                ),
+            )
         elif "image_uri" in merged and installers:
-            yield path, ("a container environment and a pip/uv one cannot be laid over each other (Ray merges them key by key, "
-                         "and Ray 2.60's image_uri goes with env_vars only): give the job's `env` and this stage's the same kind")
+            yield (
+                path,
+                (
+                    "a container environment and a pip/uv one cannot be laid over each other (Ray merges them key by key, "
+                    "and Ray 2.60's image_uri goes with env_vars only): give the job's `env` and this stage's the same kind"
+                ),
+            )

@@ -116,9 +116,15 @@ class NamedEnv:
                 runtime_env[installer] = list(packages)
             else:
                 prefix = "pip" if installer == "pip" else "uv_pip"
-                runtime_env[installer] = {"packages": list(packages), f"{installer}_check": config.dependency_check,
-                                          **({f"{prefix}_install_options": list(config.install_options)}
-                                             if config.install_options is not None else {})}
+                runtime_env[installer] = {
+                    "packages": list(packages),
+                    f"{installer}_check": config.dependency_check,
+                    **(
+                        {f"{prefix}_install_options": list(config.install_options)}
+                        if config.install_options is not None
+                        else {}
+                    ),
+                }
         if config.container:
             runtime_env["image_uri"] = config.container
         if config.env_vars:
@@ -198,16 +204,37 @@ def _read(name: str, paths: list[Path]) -> NamedEnv:
     label = file_label(paths[0])
     what = "the environment file"
     if len(paths) > 1:
-        raise ConfigError([ConfigIssue(label, "", f"environment '{name}' has two files ({', '.join(map(file_label, paths))}); "
-                                                  "keep one")], what)
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    label, "", f"environment '{name}' has two files ({', '.join(map(file_label, paths))}); keep one"
+                )
+            ],
+            what,
+        )
     if name == DEFAULT:
-        raise ConfigError([ConfigIssue(label, "", "`default` is reserved for the cluster's own environment; rename the "
-                                                  "file")], what)
+        raise ConfigError(
+            [ConfigIssue(label, "", "`default` is reserved for the cluster's own environment; rename the file")], what
+        )
     if not re.match(NAME_PATTERN, name):
-        raise ConfigError([ConfigIssue(label, "", f"'{name}' is not a usable environment name: use 1-100 letters, "
-                                                  "digits, '_', '.' or '-', starting with a letter or digit")], what)
-    config, secrets = load_yaml_model(paths[0], EnvFileConfig, what=what, label=label,
-                                      empty="the file is empty; an environment needs pip, uv, env_vars or container")
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    label,
+                    "",
+                    f"'{name}' is not a usable environment name: use 1-100 letters, "
+                    "digits, '_', '.' or '-', starting with a letter or digit",
+                )
+            ],
+            what,
+        )
+    config, secrets = load_yaml_model(
+        paths[0],
+        EnvFileConfig,
+        what=what,
+        label=label,
+        empty="the file is empty; an environment needs pip, uv, env_vars or container",
+    )
     return NamedEnv(name=name, path=paths[0], config=config, secret_paths=secrets)
 
 
@@ -247,7 +274,9 @@ def env_roots(job_path: str | os.PathLike[str] | None = None) -> list[Path]:
 def load_env(name: str, root: str | os.PathLike[str] | list[Path] | None = None) -> NamedEnv:
     """The environment NAME of ROOT/envs (ROOT: the working directory; a list: the first that has it).
     `EnvLookupError` when none has it; `ConfigError` (FILE:LINE: key: message) when its file is bad."""
-    roots = [Path(item) for item in root] if isinstance(root, list) else [Path(root) if root is not None else Path.cwd()]
+    roots = (
+        [Path(item) for item in root] if isinstance(root, list) else [Path(root) if root is not None else Path.cwd()]
+    )
     if name == DEFAULT:
         raise EnvLookupError("`default` is the cluster's own environment, not a file of envs/")
     for folder in roots:
@@ -257,8 +286,10 @@ def load_env(name: str, root: str | os.PathLike[str] | list[Path] | None = None)
     folder = roots[0] / ENVS_DIR
     names = sorted(env_files(folder))
     if not folder.is_dir():
-        raise EnvLookupError(f"no environment '{name}': there is no {ENVS_DIR}/ folder in {roots[0]} "
-                             f"(write {ENVS_DIR}/{name}.yaml there; `raymlp env list` shows what there is)")
+        raise EnvLookupError(
+            f"no environment '{name}': there is no {ENVS_DIR}/ folder in {roots[0]} "
+            f"(write {ENVS_DIR}/{name}.yaml there; `raymlp env list` shows what there is)"
+        )
     there = f"there are: {', '.join(names)}" if names else "it is empty"
     raise EnvLookupError(f"no environment '{name}' in {ENVS_DIR}/ ({there})")
 

@@ -101,7 +101,9 @@ def _construct(node: yaml.Node, path: Path_, source: _Source) -> Any:
         result: dict[Any, Any] = {}
         first_seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(_construct(key_node, path, source))
+            key = (
+                _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(_construct(key_node, path, source))
+            )
             line = key_node.start_mark.line + 1
             child = (*path, key if isinstance(key, (str, int)) else str(key))
             if key in first_seen:
@@ -145,7 +147,9 @@ def _yaml_problem(error: yaml.MarkedYAMLError) -> tuple[int, str]:
     return line, "invalid YAML: " + " ".join(part for part in (context, problem) if part)
 
 
-def _parse_yaml(text: str, source: _Source, empty: str = "the file is empty; a job needs version, name and data") -> Any:
+def _parse_yaml(
+    text: str, source: _Source, empty: str = "the file is empty; a job needs version, name and data"
+) -> Any:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
@@ -192,8 +196,18 @@ def _interpolate(value: Any, path: Path_, source: _Source, secrets: dict[Path_, 
 # --- validation messages -----------------------------------------------------------------------
 
 
-_UNION_TAGS = {"mlp", "cnn", "custom", "xgboost", "estimator", "InlineEnv", "literal['default']", "env-name", "env-inline",
-               "[key]"}
+_UNION_TAGS = {
+    "mlp",
+    "cnn",
+    "custom",
+    "xgboost",
+    "estimator",
+    "InlineEnv",
+    "literal['default']",
+    "env-name",
+    "env-inline",
+    "[key]",
+}
 
 
 def _preprocess_step_models() -> dict[str, type[BaseModel]]:
@@ -247,7 +261,11 @@ def _message(error: Any, path: Path_, root: type[BaseModel] = JobConfig) -> str:
         context = error.get("ctx", {})
         return f"unknown {context.get('discriminator', 'tag').strip(chr(39))} '{context.get('tag')}'; allowed: {context.get('expected_tags', '').replace(chr(39), '')}"
     message = message.removeprefix("Value error, ")
-    if kind not in {"value_error", "assertion_error"} and "input" in error and not isinstance(error["input"], (dict, list)):
+    if (
+        kind not in {"value_error", "assertion_error"}
+        and "input" in error
+        and not isinstance(error["input"], (dict, list))
+    ):
         message += f" (got {error['input']!r})"
     return message
 
@@ -287,9 +305,7 @@ def annotations_at(path: tuple[str | int, ...], root: type[BaseModel] = JobConfi
                 origin = get_origin(option)
                 if isinstance(option, type) and issubclass(option, BaseModel) and isinstance(part, str):
                     following += [
-                        info.annotation
-                        for name, info in option.model_fields.items()
-                        if part in (name, info.alias)
+                        info.annotation for name, info in option.model_fields.items() if part in (name, info.alias)
                     ]
                 elif origin is list and isinstance(part, int):
                     following.append(get_args(option)[0])
@@ -313,8 +329,9 @@ def model_at(path: tuple[str | int, ...], root: type[BaseModel] = JobConfig) -> 
 # --- other raymlp YAML files ---------------------------------------------------------------------
 
 
-def load_yaml_model(path: str | os.PathLike[str], model: type[ModelT], *, what: str, empty: str,
-                    label: str | None = None) -> tuple[ModelT, dict[Path_, str]]:
+def load_yaml_model(
+    path: str | os.PathLike[str], model: type[ModelT], *, what: str, empty: str, label: str | None = None
+) -> tuple[ModelT, dict[Path_, str]]:
     """Load another raymlp YAML file (an environment of envs/, ...) the way a job is loaded: lines kept,
     `${ENV}` interpolated, validated by `model`; every problem raised at once as a `ConfigError` of
     `FILE:LINE: key: message` lines ending "N problems in `what`". Returns the model and the paths whose

@@ -46,15 +46,21 @@ def _parse_options(delimiter: str, newlines_in_values: bool):
     return pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=newlines_in_values)
 
 
-def _convert_options(column_types: dict[str, pa.DataType] | None = None,
-                     booleans: tuple[list[str], list[str]] | None = None):
+def _convert_options(
+    column_types: dict[str, pa.DataType] | None = None, booleans: tuple[list[str], list[str]] | None = None
+):
     """Values read as PostgreSQL's COPY reads CSV: an unquoted empty field is null, "" is '', and
     text such as NA, null or n/a is text (pyarrow's default would make those null)."""
     from pyarrow import csv as pacsv
 
     spellings = {} if booleans is None else {"true_values": booleans[0], "false_values": booleans[1]}
-    return pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
-                                column_types=column_types or None, **spellings)
+    return pacsv.ConvertOptions(
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        column_types=column_types or None,
+        **spellings,
+    )
 
 
 def read_header(path: Path, delimiter: str) -> tuple[list[str], int]:
@@ -86,21 +92,38 @@ def _is_conversion_error(error: Exception) -> bool:
     return "conversion error" in str(error)
 
 
-def _read(data: bytes, names: list[str], delimiter: str, column_types: dict[str, pa.DataType] | None,
-          newlines_in_values: bool, booleans: tuple[list[str], list[str]] | None = None) -> pa.Table:
+def _read(
+    data: bytes,
+    names: list[str],
+    delimiter: str,
+    column_types: dict[str, pa.DataType] | None,
+    newlines_in_values: bool,
+    booleans: tuple[list[str], list[str]] | None = None,
+) -> pa.Table:
     """pyarrow's parse of `data`; with no types, inferred over all of it (one block), not the first MB."""
     from pyarrow import csv as pacsv
 
-    read_options = pacsv.ReadOptions(column_names=names, use_threads=False,
-                                     block_size=min(max(len(data) + 1, 1 << 20), 1 << 30) if column_types is None else 1 << 24)
-    return pacsv.read_csv(pa.BufferReader(data), read_options=read_options,
-                          parse_options=_parse_options(delimiter, newlines_in_values),
-                          convert_options=_convert_options(column_types, booleans))
+    read_options = pacsv.ReadOptions(
+        column_names=names,
+        use_threads=False,
+        block_size=min(max(len(data) + 1, 1 << 20), 1 << 30) if column_types is None else 1 << 24,
+    )
+    return pacsv.read_csv(
+        pa.BufferReader(data),
+        read_options=read_options,
+        parse_options=_parse_options(delimiter, newlines_in_values),
+        convert_options=_convert_options(column_types, booleans),
+    )
 
 
-def _read_typed_else_inferred(data: bytes, names: list[str], delimiter: str,
-                              column_types: dict[str, pa.DataType] | None, newlines_in_values: bool,
-                              booleans: tuple[list[str], list[str]] | None = None) -> pa.Table:
+def _read_typed_else_inferred(
+    data: bytes,
+    names: list[str],
+    delimiter: str,
+    column_types: dict[str, pa.DataType] | None,
+    newlines_in_values: bool,
+    booleans: tuple[list[str], list[str]] | None = None,
+) -> pa.Table:
     if column_types:
         try:
             return _read(data, names, delimiter, column_types, newlines_in_values, booleans)
@@ -110,9 +133,15 @@ def _read_typed_else_inferred(data: bytes, names: list[str], delimiter: str,
     return _read(data, names, delimiter, None, newlines_in_values, booleans)
 
 
-def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
-                    column_types: dict[str, pa.DataType] | None = None,
-                    booleans: tuple[list[str], list[str]] | None = None, scan: Scan | None = None) -> ParsedCsv:
+def parse_csv_range(
+    data: bytes,
+    names: list[str],
+    delimiter: str,
+    source: str,
+    column_types: dict[str, pa.DataType] | None = None,
+    booleans: tuple[list[str], list[str]] | None = None,
+    scan: Scan | None = None,
+) -> ParsedCsv:
     """Every record in `data` (whole lines of a CSV file after its header) as good rows or malformed ones.
 
     Lines are counted from 1 at the start of `data`. `column_types` are tried first; values that
@@ -134,8 +163,13 @@ def parse_csv_range(data: bytes, names: list[str], delimiter: str, source: str,
     if any(pa.types.is_binary(field.type) for field in table.schema):  # pyarrow's guess for bytes that are not UTF-8
         return replace(_careful_parse(data, names, delimiter, source, column_types), quotes=quotes)
     if scan.lines in (table.num_rows, -1):  # one line per record, or not counted (records numbered in order)
-        return ParsedCsv(table=table, lines=np.arange(1, table.num_rows + 1), malformed=None, quotes=quotes,
-                         one_record_per_line=scan.lines == table.num_rows)
+        return ParsedCsv(
+            table=table,
+            lines=np.arange(1, table.num_rows + 1),
+            malformed=None,
+            quotes=quotes,
+            one_record_per_line=scan.lines == table.num_rows,
+        )
     try:  # records span lines, or blank lines: find each start
         lines = _record_start_lines(data, delimiter)
     except csv.Error:  # pyarrow took in what strict CSV refuses (a quote never closed, say)
@@ -165,7 +199,7 @@ def scan_csv(data: bytes, delimiter: str) -> Scan:
     lines = quotes = 0
     stray = False
     for start in range(0, size, 1 << 20):
-        block = view[start:start + (1 << 20)]
+        block = view[start : start + (1 << 20)]
         lines += int(np.count_nonzero(block == ord("\n")))
         positions = np.flatnonzero(block == ord('"'))
         if stray or not len(positions):
@@ -197,8 +231,9 @@ def _record_start_lines(data: bytes, delimiter: str) -> np.ndarray:
     return np.asarray(starts, dtype=np.int64)
 
 
-def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
-                   column_types: dict[str, pa.DataType] | None) -> ParsedCsv:
+def _careful_parse(
+    data: bytes, names: list[str], delimiter: str, source: str, column_types: dict[str, pa.DataType] | None
+) -> ParsedCsv:
     good_text = io.StringIO()
     writer = csv.writer(good_text, lineterminator="\n")
     lines: list[int] = []
@@ -218,11 +253,14 @@ def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
             break
         except csv.Error as error:
             bad_lines.append(start)
-            texts.append(all_lines[start - 1].rstrip("\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                         if start <= len(all_lines) else "")
+            texts.append(
+                all_lines[start - 1].rstrip("\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                if start <= len(all_lines)
+                else ""
+            )
             spans_lines = offset + reader.line_num > start
             end = start if spans_lines else offset + reader.line_num  # an open quote costs its first line only
-            raws.append(_raw(all_lines[start - 1:end]))
+            raws.append(_raw(all_lines[start - 1 : end]))
             if spans_lines or "unexpected end of data" in str(error):
                 reasons.append("malformed CSV: a quoted field is never closed")
             else:
@@ -246,15 +284,19 @@ def _careful_parse(data: bytes, names: list[str], delimiter: str, source: str,
         if reason:
             bad_lines.append(start)
             reasons.append(reason)
-            raws.append(_raw(all_lines[start - 1:previous_end]))
-            texts.append(delimiter.join(value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                                        for value in record))
+            raws.append(_raw(all_lines[start - 1 : previous_end]))
+            texts.append(
+                delimiter.join(value.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for value in record)
+            )
             continue
         writer.writerow(record)
         lines.append(start)
     table = _read_typed_else_inferred(good_text.getvalue().encode("utf-8"), names, ",", column_types, True)
-    return ParsedCsv(table=table, lines=np.asarray(lines, dtype=np.int64),
-                     malformed=malformed_records(source, bad_lines, reasons, texts, raws))
+    return ParsedCsv(
+        table=table,
+        lines=np.asarray(lines, dtype=np.int64),
+        malformed=malformed_records(source, bad_lines, reasons, texts, raws),
+    )
 
 
 def _raw(lines: list[str]) -> bytes:
@@ -263,19 +305,22 @@ def _raw(lines: list[str]) -> bytes:
     return data.removesuffix(b"\n").removesuffix(b"\r") if data.endswith(b"\n") else data
 
 
-def malformed_records(source: str, lines: list[int], reasons: list[str], texts: list[str],
-                      raws: list[bytes]) -> pa.Table | None:
+def malformed_records(
+    source: str, lines: list[int], reasons: list[str], texts: list[str], raws: list[bytes]
+) -> pa.Table | None:
     """Quarantine rows for records that could not be parsed: file, line, reason, the text as read
     (bytes that are not UTF-8 shown as U+FFFD) and the record's bytes exactly."""
     if not lines:
         return None
-    return pa.table({
-        SOURCE_COLUMN: pa.array([source] * len(lines), pa.string()),
-        ROW_COLUMN: pa.array(lines, pa.int64()),
-        REASON_COLUMN: pa.array(reasons, pa.string()),
-        TEXT_COLUMN: pa.array(texts, pa.string()),
-        RAW_COLUMN: pa.array(raws, pa.binary()),
-    })
+    return pa.table(
+        {
+            SOURCE_COLUMN: pa.array([source] * len(lines), pa.string()),
+            ROW_COLUMN: pa.array(lines, pa.int64()),
+            REASON_COLUMN: pa.array(reasons, pa.string()),
+            TEXT_COLUMN: pa.array(texts, pa.string()),
+            RAW_COLUMN: pa.array(raws, pa.binary()),
+        }
+    )
 
 
 def _split_lines(text: str) -> list[str]:

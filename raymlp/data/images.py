@@ -22,14 +22,16 @@ from .csvfile import REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 
-IMAGE_SCHEMA = pa.schema([
-    pa.field("image", pa.binary()),
-    pa.field("label", pa.string()),
-    pa.field("path", pa.string()),
-    pa.field("width", pa.int64()),
-    pa.field("height", pa.int64()),
-    pa.field("format", pa.string()),
-])
+IMAGE_SCHEMA = pa.schema(
+    [
+        pa.field("image", pa.binary()),
+        pa.field("label", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("width", pa.int64()),
+        pa.field("height", pa.int64()),
+        pa.field("format", pa.string()),
+    ]
+)
 
 
 def expand_image_paths(patterns: list[str]) -> list[Path]:
@@ -45,8 +47,10 @@ def expand_image_paths(patterns: list[str]) -> list[Path]:
         if os.path.isdir(expanded):
             root = Path(expanded)
             images = [
-                path for path in sorted(root.rglob("*"))
-                if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+                path
+                for path in sorted(root.rglob("*"))
+                if path.is_file()
+                and path.name.lower().endswith(IMAGE_SUFFIXES)
                 and not any(part.startswith(".") for part in path.relative_to(root).parts)
             ]
             misplaced = [path for path in images if len(path.relative_to(root).parts) != 2]
@@ -114,17 +118,26 @@ def read_image_files(files: list[Path]) -> tuple[pa.Table, np.ndarray, np.ndarra
             reasons.append(f"not a readable image: {error.__class__.__name__}: {error}")
             continue
         label = path.parent.name
-        for name, value in (("image", data), ("label", label), ("path", f"{label}/{path.name}"),
-                            ("width", width), ("height", height), ("format", kind)):
+        for name, value in (
+            ("image", data),
+            ("label", label),
+            ("path", f"{label}/{path.name}"),
+            ("width", width),
+            ("height", height),
+            ("format", kind),
+        ):
             columns[name].append(value)
         origins.append(str(path))
-    table = pa.table({name: pa.array(values, IMAGE_SCHEMA.field(name).type) for name, values in columns.items()},
-                     schema=IMAGE_SCHEMA)
+    table = pa.table(
+        {name: pa.array(values, IMAGE_SCHEMA.field(name).type) for name, values in columns.items()}, schema=IMAGE_SCHEMA
+    )
     malformed = None
     if bad_files:
-        malformed = pa.table({
-            SOURCE_COLUMN: pa.array(bad_files, pa.string()),
-            ROW_COLUMN: pa.array(np.ones(len(bad_files), dtype=np.int64)),
-            REASON_COLUMN: pa.array(reasons, pa.string()),
-        })
+        malformed = pa.table(
+            {
+                SOURCE_COLUMN: pa.array(bad_files, pa.string()),
+                ROW_COLUMN: pa.array(np.ones(len(bad_files), dtype=np.int64)),
+                REASON_COLUMN: pa.array(reasons, pa.string()),
+            }
+        )
     return table, np.ones(table.num_rows, dtype=np.int64), np.asarray(origins, dtype=object), malformed

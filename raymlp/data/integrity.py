@@ -94,8 +94,13 @@ def _value_words(column: pa.Array) -> np.ndarray:
         encoded = pc.dictionary_encode(column)
         indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
         tag = b"s:" if pa.types.is_string(kind) else b"b:"
-        values = np.array([tag + (value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value)
-                           for value in encoded.dictionary.to_numpy(zero_copy_only=False)], dtype=object)
+        values = np.array(
+            [
+                tag + (value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value)
+                for value in encoded.dictionary.to_numpy(zero_copy_only=False)
+            ],
+            dtype=object,
+        )
         if not len(values):  # every value is null
             return np.zeros(len(column), dtype=np.uint64)
         return pd.util.hash_array(values, hash_key=_ROW_HASH_KEYS[0], categorize=False)[indices]
@@ -138,9 +143,15 @@ def row_hash_sum(table: pa.Table) -> int:
         if column.null_count:
             nulls = ~column.is_valid().to_numpy(zero_copy_only=False)
             words = np.where(nulls, np.uint64(0), words)  # whatever stood in a null's slot, its word is 0
-        columns.append((words, nulls, pa.types.is_floating(column.type),
-                        np.uint64(((position + 1) * 0x9E3779B97F4A7C15) & _MASK64),
-                        np.uint64((2 * position + 1) * 0x100000001B3 & _MASK64)))
+        columns.append(
+            (
+                words,
+                nulls,
+                pa.types.is_floating(column.type),
+                np.uint64(((position + 1) * 0x9E3779B97F4A7C15) & _MASK64),
+                np.uint64((2 * position + 1) * 0x100000001B3 & _MASK64),
+            )
+        )
     block = min(_BLOCK_ROWS, table.num_rows)
     plain, weighted, word, scratch = (np.empty(block, dtype=np.uint64) for _ in range(4))
     numbers = word.view(np.float64)
@@ -154,13 +165,13 @@ def row_hash_sum(table: pa.Table) -> int:
         for words, nulls, is_float, key, weight in columns:
             if is_float:  # one word for 0.0 and -0.0, and one for every NaN (null words are not NaN)
                 numbers_view = numbers[:size]
-                np.add(words[start:start + size].view(np.float64), 0.0, out=numbers_view)
+                np.add(words[start : start + size].view(np.float64), 0.0, out=numbers_view)
                 numbers_view[np.isnan(numbers_view)] = _CANONICAL_NAN.view(np.float64)
                 word_view ^= key
             else:
-                np.bitwise_xor(words[start:start + size], key, out=word_view)
+                np.bitwise_xor(words[start : start + size], key, out=word_view)
             _mix(word_view, scratch_view)
-            null_view = None if nulls is None else nulls[start:start + size]
+            null_view = None if nulls is None else nulls[start : start + size]
             if null_view is not None:
                 word_view[null_view] ^= _NULL_TAGS[0]
             plain_view += word_view

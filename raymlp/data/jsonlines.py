@@ -31,8 +31,9 @@ def _read_typed_else_inferred(data: bytes, column_types: dict[str, pa.DataType] 
     return _read(data, None)
 
 
-def parse_json_range(data: bytes, source: str, column_types: dict[str, pa.DataType] | None = None,
-                     lines: int | None = None) -> ParsedCsv:
+def parse_json_range(
+    data: bytes, source: str, column_types: dict[str, pa.DataType] | None = None, lines: int | None = None
+) -> ParsedCsv:
     """Every line of `data` (whole lines of a JSON-lines file) as a good row or a malformed one.
     Lines are counted from 1 at the start of `data`; blank lines hold no record."""
     try:
@@ -68,5 +69,8 @@ def parse_json_range(data: bytes, source: str, column_types: dict[str, pa.DataTy
             good.append(line)
             good_lines.append(number)
     table = _read_typed_else_inferred(b"\n".join(good) + b"\n", column_types) if good else pa.table({})
-    return ParsedCsv(table=table, lines=np.asarray(good_lines, dtype=np.int64),
-                     malformed=malformed_records(source, bad_lines, reasons, texts, raws))
+    return ParsedCsv(
+        table=table,
+        lines=np.asarray(good_lines, dtype=np.int64),
+        malformed=malformed_records(source, bad_lines, reasons, texts, raws),
+    )

@@ -100,16 +100,20 @@ def read_module_file(path: str | os.PathLike[str], name: str | None = None) -> M
     try:
         data = read_bytes(file, it="it")
         if len(data) > MAX_SOURCE_BYTES:
-            raise UsageError(f"{file}: {len(data)} bytes is more than a module may hold ({MAX_SOURCE_BYTES}); "
-                             "keep data out of preprocessing modules")
+            raise UsageError(
+                f"{file}: {len(data)} bytes is more than a module may hold ({MAX_SOURCE_BYTES}); "
+                "keep data out of preprocessing modules"
+            )
         source = decode_utf8(data, str(file))
     except TextFileError as error:
         raise UsageError(str(error)) from None
     name = name if name is not None else file.stem
     if not re.match(MODULE_NAME_PATTERN, name):
         hint = "" if name != file.stem else "; name it with --name NAME"
-        raise UsageError(f"'{name}' is not a usable module name: use a Python name (letters, digits and '_', "
-                         f"not starting with a digit){hint}")
+        raise UsageError(
+            f"'{name}' is not a usable module name: use a Python name (letters, digits and '_', "
+            f"not starting with a digit){hint}"
+        )
     try:
         tree = ast.parse(source, filename=str(file))
     except SyntaxError as error:
@@ -125,7 +129,9 @@ def _import_isolated(name: str, source: str, file: Path) -> types.ModuleType:
     """Run the module as an import would, without the file's own folder on sys.path (a module must be whole)."""
     hidden = {"", os.path.abspath(file.parent), os.getcwd()}
     saved = list(sys.path)
-    sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") not in hidden or entry in _package_roots()]
+    sys.path[:] = [
+        entry for entry in sys.path if os.path.abspath(entry or ".") not in hidden or entry in _package_roots()
+    ]
     try:
         with contextlib.redirect_stdout(sys.stderr):  # what the module prints must not mix with --json output
             return module_from_source(name, source, str(file))
@@ -135,8 +141,10 @@ def _import_isolated(name: str, source: str, file: Path) -> types.ModuleType:
         line = _line_in(error, str(file))
         hint = ""
         if isinstance(error, ModuleNotFoundError):
-            hint = (" (a module must be self-contained: it may import installed packages, not other files "
-                    "next to it, which a Ray worker or Serve replica would not have)")
+            hint = (
+                " (a module must be self-contained: it may import installed packages, not other files "
+                "next to it, which a Ray worker or Serve replica would not have)"
+            )
         raise UsageError(f"{file}:{line}: importing the module raised {type(error).__name__}: {error}{hint}") from None
     finally:
         sys.path[:] = saved
@@ -209,15 +217,19 @@ def _ref_problem(ref: FunctionRef, by_name: dict[str, dict[int, Any]]) -> str | 
     versions = by_name.get(ref.module)
     if not versions:
         known = ", ".join(sorted(by_name)) or "none"
-        return (f"'{ref.module}' is not a registered module (modules: {known}); "
-                f"add it with: raymlp data modules add {ref.module}.py")
+        return (
+            f"'{ref.module}' is not a registered module (modules: {known}); "
+            f"add it with: raymlp data modules add {ref.module}.py"
+        )
     version = ref.version if ref.version is not None else max(versions)
     record = versions.get(version)
     if record is None:
         return f"module '{ref.module}' has no version {version} (versions: {', '.join(map(str, sorted(versions)))})"
     if ref.function not in record.function_names:
-        return (f"module '{ref.module}' version {version} defines no function '{ref.function}' "
-                f"(functions: {', '.join(record.function_names) or 'none'})")
+        return (
+            f"module '{ref.module}' version {version} defines no function '{ref.function}' "
+            f"(functions: {', '.join(record.function_names) or 'none'})"
+        )
     return None
 
 

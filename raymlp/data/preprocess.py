@@ -44,7 +44,10 @@ def build_step(step: PreprocessStep, columns: list[str], modules: dict[str, Any]
 
 
 def fit_preprocessor(
-    steps: list[PreprocessStep], train: pd.DataFrame, feature_types: dict[str, str], modules: dict[str, Any] | None = None
+    steps: list[PreprocessStep],
+    train: pd.DataFrame,
+    feature_types: dict[str, str],
+    modules: dict[str, Any] | None = None,
 ) -> Any | None:
     """The job's chain fitted on `train` (the feature columns of the train split), or None without steps.
 
@@ -110,8 +113,12 @@ class InMemoryRows:
     def _table(self, aggregators: tuple[Any, ...]) -> Any:
         import pyarrow as pa
 
-        return pa.table({aggregator.name: [aggregator.finalize(aggregator.aggregate_block(self._frame))]
-                         for aggregator in aggregators})
+        return pa.table(
+            {
+                aggregator.name: [aggregator.finalize(aggregator.aggregate_block(self._frame))]
+                for aggregator in aggregators
+            }
+        )
 
 
 class _AllRows:
@@ -157,8 +164,10 @@ def _require_columns(index: int, step: PreprocessStep, frame: pd.DataFrame) -> N
     present = list(frame.columns)
     missing = [column for column in named if column not in present]
     if missing:
-        raise WorkFailed(f"preprocess.{index} ({step.type}): no column {', '.join(map(repr, missing))} after the "
-                         f"steps before it (columns there: {', '.join(present)})")
+        raise WorkFailed(
+            f"preprocess.{index} ({step.type}): no column {', '.join(map(repr, missing))} after the "
+            f"steps before it (columns there: {', '.join(present)})"
+        )
 
 
 def column_kind(arrow_type: Any) -> str:

@@ -48,9 +48,11 @@ _MAX_RANGE_BYTES = 64 << 20
 _MIN_RANGE_BYTES = 8 << 20
 _FIRST_REASONS = 20
 #: Why a collect with `on_error: fail` refuses malformed records, and the ways out.
-MALFORMED_IN_A_TABLE = ("a table cannot hold them aside with data.schema.on_error: fail (with quarantine, a "
-                        "collect keeps them in the table's __rejects table; a convert straight from the files "
-                        "quarantines them)")
+MALFORMED_IN_A_TABLE = (
+    "a table cannot hold them aside with data.schema.on_error: fail (with quarantine, a "
+    "collect keeps them in the table's __rejects table; a convert straight from the files "
+    "quarantines them)"
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,9 @@ class RangeRead:
     booleans: tuple[list[str], list[str]] | None = None  # CSV spellings of true and false, if not pyarrow's
     numbered_by_record: bool = False  # rows are numbered by record (a database's rows), not by line
     summarize: bool = True  # digest and statistics (a collect, which only keeps the rows, needs neither)
-    keep_csv_text: bool = False  # keep a CSV range's bytes when COPY reads them as the parser did (`RangeResult.csv_text`)
+    keep_csv_text: bool = (
+        False  # keep a CSV range's bytes when COPY reads them as the parser did (`RangeResult.csv_text`)
+    )
 
 
 @dataclass
@@ -125,6 +129,7 @@ class FilesRead:
 
 
 # --- planning -------------------------------------------------------------------------------
+
 
 def range_bytes(total: int, workers: int) -> int:
     """Size of a range: enough ranges for every worker, none above 64 MiB (or RAYMLP_READ_RANGE_BYTES)."""
@@ -181,6 +186,7 @@ def plan_ranges(files: list[Path], file_format: str, size: int, data_starts: dic
 
 # --- one range ------------------------------------------------------------------------------
 
+
 def _read_bytes(item: ReadRange, bytes_read: Callable[[ReadRange, bytes | None], None] | None = None) -> bytes:
     with open(item.file, "rb") as handle:
         handle.seek(item.start)
@@ -207,8 +213,11 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
     if how.file_format == "parquet":
         import pyarrow.parquet as pq
 
-        table = pq.ParquetFile(item.file).read_row_groups(list(range(item.start, item.end))) if item.end > item.start \
+        table = (
+            pq.ParquetFile(item.file).read_row_groups(list(range(item.start, item.end)))
+            if item.end > item.start
             else pq.read_schema(item.file).empty_table()
+        )
         row_ids = np.arange(item.first_record + 1, item.first_record + table.num_rows + 1)
         malformed = None
         if how.bytes_read is not None:
@@ -245,12 +254,16 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
     quarantine, invalid, unique_values = malformed, 0, {}
     if how.rules is not None and table.num_rows:
         rules = how.rules.model_copy(update={"on_error": "quarantine"})
-        checked = check_rows(table, rules, row_ids=row_ids, row_sources=np.full(table.num_rows, item.file, dtype=object),
-                             seen=how.seen)
+        checked = check_rows(
+            table, rules, row_ids=row_ids, row_sources=np.full(table.num_rows, item.file, dtype=object), seen=how.seen
+        )
         table, invalid, unique_values = checked.good, checked.quarantined_rows, checked.unique_values
         if checked.quarantined is not None:
-            quarantine = checked.quarantined if quarantine is None else pa.concat_tables(
-                [quarantine, checked.quarantined], promote_options="permissive")
+            quarantine = (
+                checked.quarantined
+                if quarantine is None
+                else pa.concat_tables([quarantine, checked.quarantined], promote_options="permissive")
+            )
     if how.conform_to is not None:
         table = _conform(table, how.conform_to, item.file)
     table = plain_types(table)
@@ -258,12 +271,22 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
     if how.part_folder is not None and table.num_rows:
         part = write_part(table, Path(how.part_folder) / f"range-{item.index:06d}.parquet")
     return RangeResult(
-        range=item, schema=table.schema, records=records, rows=table.num_rows,
+        range=item,
+        schema=table.schema,
+        records=records,
+        rows=table.num_rows,
         hash_sum=row_hash_sum(canonical(table)) if how.summarize else 0,
         statistics=partial_statistics(table) if how.summarize else {},
-        quarantine=quarantine, malformed=0 if malformed is None else malformed.num_rows, invalid=invalid,
-        quotes=quotes, lines=lines, bytes=size, part=part, unique_values=unique_values,
-        table=table if how.keep_table else None, csv_text=csv_text,
+        quarantine=quarantine,
+        malformed=0 if malformed is None else malformed.num_rows,
+        invalid=invalid,
+        quotes=quotes,
+        lines=lines,
+        bytes=size,
+        part=part,
+        unique_values=unique_values,
+        table=table if how.keep_table else None,
+        csv_text=csv_text,
     )
 
 
@@ -271,8 +294,11 @@ def _types_for(how: RangeRead, file: str) -> dict[str, pa.DataType] | None:
     declared = set(how.rules.columns) if how.rules is not None else set()  # the rules cast those themselves
     if how.conform_to is not None:
         present = set(how.names.get(file, how.conform_to.names))
-        return {f.name: f.type for f in how.conform_to
-                if f.name in present and f.name not in declared and not pa.types.is_null(f.type)}
+        return {
+            f.name: f.type
+            for f in how.conform_to
+            if f.name in present and f.name not in declared and not pa.types.is_null(f.type)
+        }
     if how.column_types is None:
         return None
     return {name: kind for name, kind in how.column_types.items() if name not in declared} or None
@@ -288,7 +314,9 @@ def _conform(table: pa.Table, schema: pa.Schema, file: str) -> pa.Table:
                 try:
                     column = column.cast(target.type)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-                    raise WorkFailed(f"{file}: column '{target.name}' cannot be read as {target.type}: {error}") from None
+                    raise WorkFailed(
+                        f"{file}: column '{target.name}' cannot be read as {target.type}: {error}"
+                    ) from None
             columns.append(column)
         else:
             columns.append(pa.nulls(table.num_rows, target.type))
@@ -306,6 +334,7 @@ def write_part(table: pa.Table, path: Path) -> dict[str, Any]:
 
 # --- all ranges -----------------------------------------------------------------------------
 
+
 def unify_types(left: pa.DataType, right: pa.DataType) -> pa.DataType:
     """The type both columns' values fit: null gives way, int + float = float, else string."""
     if left == right or pa.types.is_null(right):
@@ -318,8 +347,10 @@ def unify_types(left: pa.DataType, right: pa.DataType) -> pa.DataType:
     if pa.types.is_timestamp(left) and pa.types.is_timestamp(right) and left.tz == right.tz:
         finest = max((left, right), key=lambda kind: ["s", "ms", "us", "ns"].index(kind.unit))
         return finest
-    if {pa.types.is_date(left), pa.types.is_timestamp(right)} == {True} or \
-            {pa.types.is_timestamp(left), pa.types.is_date(right)} == {True}:
+    if {pa.types.is_date(left), pa.types.is_timestamp(right)} == {True} or {
+        pa.types.is_timestamp(left),
+        pa.types.is_date(right),
+    } == {True}:
         return left if pa.types.is_timestamp(left) else right
     return pa.string()
 
@@ -329,7 +360,9 @@ def unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
     types: dict[str, pa.DataType] = {}
     for schema in schemas:
         for column in schema:
-            types[column.name] = column.type if column.name not in types else unify_types(types[column.name], column.type)
+            types[column.name] = (
+                column.type if column.name not in types else unify_types(types[column.name], column.type)
+            )
     return pa.schema([pa.field(name, kind) for name, kind in types.items()])
 
 
@@ -542,8 +575,11 @@ class _SourceHashes:
         self._thread.join()
         if self._reads > self._reads_expected:  # read again after the second hash began
             self.after = {str(path): file_sha256(path) for path in self.files}
-        changed = [name for name in self.after
-                   if self.after[name] != self.before.get(name) or _stat(Path(name)) != self.stats[name]]
+        changed = [
+            name
+            for name in self.after
+            if self.after[name] != self.before.get(name) or _stat(Path(name)) != self.stats[name]
+        ]
         if changed:
             raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
         return self.before
@@ -593,10 +629,17 @@ def read_files(
     if isinstance(runner, _Runner) and file_format != "parquet":
         fed = {str(path): starts.get(str(path), 0) for path in files}
     hashes = _SourceHashes(files, len(plan), fed)
-    how = RangeRead(file_format=file_format, delimiter=source.delimiter, names=names, rules=rules,
-                    bytes_read=hashes.bytes_read, summarize=summarize,
-                    part_folder=None if part_folder is None else str(part_folder), keep_table=keep_table,
-                    column_types=_sampled_types(plan, names, source.delimiter) if file_format == "csv" else None)
+    how = RangeRead(
+        file_format=file_format,
+        delimiter=source.delimiter,
+        names=names,
+        rules=rules,
+        bytes_read=hashes.bytes_read,
+        summarize=summarize,
+        part_folder=None if part_folder is None else str(part_folder),
+        keep_table=keep_table,
+        column_types=_sampled_types(plan, names, source.delimiter) if file_format == "csv" else None,
+    )
     try:
         stop_early = rules is not None and rules.on_error == "fail"
         results = runner.run([(item, how) for item in plan], stop_at_quarantine=stop_early)
@@ -636,8 +679,15 @@ class RangeTables:
     After the last table, `files` holds each source file's path and sha256 (unchanged since).
     """
 
-    def __init__(self, files: list[Path], source: SourceConfig, progress: Callable[[int, int], None] | None = None,
-                 workers: int | None = None, label: str | None = None, keep_rejects: bool = False):
+    def __init__(
+        self,
+        files: list[Path],
+        source: SourceConfig,
+        progress: Callable[[int, int], None] | None = None,
+        workers: int | None = None,
+        label: str | None = None,
+        keep_rejects: bool = False,
+    ):
         from raymlp import settings
 
         from .csvfile import read_header
@@ -660,11 +710,21 @@ class RangeTables:
                 names[str(path)], self.starts[str(path)] = read_header(path, source.delimiter)
         total = sum(os.path.getsize(path) for path in self.paths)
         self.plan = plan_ranges(self.paths, self.file_format, range_bytes(total, self.workers), self.starts)
-        self.how = RangeRead(file_format=self.file_format, delimiter=source.delimiter, names=names, keep_table=True,
-                             summarize=False, keep_csv_text=True,
-                             column_types=_sampled_types(self.plan, names, source.delimiter) if self.file_format == "csv" else None)
-        self.schema = pa.schema([pa.field(name, pa.null()) for name in dict.fromkeys(
-            name for path in self.paths for name in names.get(str(path), []))])
+        self.how = RangeRead(
+            file_format=self.file_format,
+            delimiter=source.delimiter,
+            names=names,
+            keep_table=True,
+            summarize=False,
+            keep_csv_text=True,
+            column_types=_sampled_types(self.plan, names, source.delimiter) if self.file_format == "csv" else None,
+        )
+        self.schema = pa.schema(
+            [
+                pa.field(name, pa.null())
+                for name in dict.fromkeys(name for path in self.paths for name in names.get(str(path), []))
+            ]
+        )
 
     def __iter__(self):
         from .sql import LoadPiece
@@ -691,11 +751,14 @@ class RangeTables:
             runner.cancel([handle for _, handle in queued])
             runner.close()
             hashes.stop()
-        self.files = [{"path": str(Path(name).resolve()), "sha256": sha} for name, sha in hashes.check_unchanged().items()]
+        self.files = [
+            {"path": str(Path(name).resolve()), "sha256": sha} for name, sha in hashes.check_unchanged().items()
+        ]
 
     def _final_results(self, runner, how: RangeRead, queued: list, upcoming):
         """Results in file order, each final for quoting: ranges whose cut fell inside a quoted
         field are merged with the next ones and read again as one."""
+
         def top_up() -> None:
             while len(queued) < self.workers + 2:
                 item = next(upcoming, None)
@@ -730,7 +793,11 @@ class RangeTables:
     def _malformed(self, result: RangeResult) -> pa.Table | None:
         """The range's malformed records with absolute line numbers (kept, or a failure)."""
         before = self._lines_before
-        offset = 0 if self.file_format == "parquet" else before.get(result.range.file_index, 1 if self.file_format == "csv" else 0)
+        offset = (
+            0
+            if self.file_format == "parquet"
+            else before.get(result.range.file_index, 1 if self.file_format == "csv" else 0)
+        )
         before[result.range.file_index] = offset + result.lines
         if not result.malformed:
             return None
@@ -738,19 +805,25 @@ class RangeTables:
         if self.keep_rejects:
             self.rejected += malformed.num_rows
             return malformed
-        shown = [f"{row[SOURCE_COLUMN] or result.range.file}:{row[ROW_COLUMN]}: {row[REASON_COLUMN]}"
-                 for row in malformed.slice(0, _FIRST_REASONS).to_pylist()]
-        raise WorkFailed(f"{result.malformed}+ malformed records in the source; {MALFORMED_IN_A_TABLE}. "
-                         "First ones:\n  " + "\n  ".join(shown))
+        shown = [
+            f"{row[SOURCE_COLUMN] or result.range.file}:{row[ROW_COLUMN]}: {row[REASON_COLUMN]}"
+            for row in malformed.slice(0, _FIRST_REASONS).to_pylist()
+        ]
+        raise WorkFailed(
+            f"{result.malformed}+ malformed records in the source; {MALFORMED_IN_A_TABLE}. "
+            "First ones:\n  " + "\n  ".join(shown)
+        )
 
     def _with_union_types(self, result: RangeResult, runner, how: RangeRead):
         """The range's rows in the union of every type handed over so far and its own; read again
         with that union where a cast would not give the same values (text read as a number)."""
         self.schema = unified_schema([self.schema, result.schema])
         exact = all(
-            own.type == self.schema.field(own.name).type or pa.types.is_null(own.type)
+            own.type == self.schema.field(own.name).type
+            or pa.types.is_null(own.type)
             or (pa.types.is_integer(own.type) and pa.types.is_floating(self.schema.field(own.name).type))
-            for own in result.schema)
+            for own in result.schema
+        )
         if not exact:
             result = runner.result(runner.submit(result.range, replace(how, conform_to=self.schema)))
         self.records += result.records
@@ -759,8 +832,12 @@ class RangeTables:
             self.progress(result.records, result.bytes)
         from .sql import LoadPiece
 
-        return LoadPiece(_conform(result.table, self.schema, result.range.file), result.csv_text,
-                         self.how.names.get(result.range.file, []), self.how.delimiter)
+        return LoadPiece(
+            _conform(result.table, self.schema, result.range.file),
+            result.csv_text,
+            self.how.names.get(result.range.file, []),
+            self.how.delimiter,
+        )
 
 
 def read_stream(
@@ -788,9 +865,16 @@ def read_stream(
     if rules is not None and any(spec.unique for spec in rules.columns.values()):
         raise ValueError("read_stream cannot check unique rules across chunks")
     workers = workers or settings.local_cpus()
-    how = RangeRead(file_format="csv", names={source_name: names}, column_types=column_types, rules=rules,
-                    part_folder=None if part_folder is None else str(part_folder), keep_table=keep_table,
-                    booleans=booleans, numbered_by_record=True)
+    how = RangeRead(
+        file_format="csv",
+        names={source_name: names},
+        column_types=column_types,
+        rules=rules,
+        part_folder=None if part_folder is None else str(part_folder),
+        keep_table=keep_table,
+        booleans=booleans,
+        numbered_by_record=True,
+    )
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raymlp-chunk")
     pending: set[Future] = set()
     results: dict[int, RangeResult] = {}
@@ -886,11 +970,15 @@ def _raise_first_reasons(results: dict[int, RangeResult], plan: list[ReadRange],
         for row in _absolute(result.quarantine, offsets[result.range.index]).slice(0, _FIRST_REASONS).to_pylist():
             if len(shown) < _FIRST_REASONS:
                 shown.append(f"{row.get(SOURCE_COLUMN) or result.range.file}:{row[ROW_COLUMN]}: {row[REASON_COLUMN]}")
-    raise WorkFailed(f"{bad}{'+' if len(prefix) < len(plan) else ''} rows are malformed or break data.schema "
-                     "(on_error: fail); first reasons:\n  " + "\n  ".join(shown))
+    raise WorkFailed(
+        f"{bad}{'+' if len(prefix) < len(plan) else ''} rows are malformed or break data.schema "
+        "(on_error: fail); first reasons:\n  " + "\n  ".join(shown)
+    )
 
 
-def _merge_cuts_inside_quotes(results: dict[int, RangeResult], how: RangeRead, runner: _Runner | _RayRunner) -> dict[int, RangeResult]:
+def _merge_cuts_inside_quotes(
+    results: dict[int, RangeResult], how: RangeRead, runner: _Runner | _RayRunner
+) -> dict[int, RangeResult]:
     """Read again, as one range, neighbours whose cut fell inside a quoted field (an odd number of
     quote characters before the cut)."""
     groups: list[list[RangeResult]] = []
@@ -919,16 +1007,25 @@ def _drop_part(result: RangeResult, how: RangeRead) -> None:
         (Path(how.part_folder) / result.part["path"]).unlink(missing_ok=True)
 
 
-def _recheck_unique_across_ranges(results: dict[int, RangeResult], how: RangeRead, runner: _Runner | _RayRunner) -> dict[int, RangeResult]:
+def _recheck_unique_across_ranges(
+    results: dict[int, RangeResult], how: RangeRead, runner: _Runner | _RayRunner
+) -> dict[int, RangeResult]:
     """Check again, knowing the values earlier ranges had, the ranges that repeat them."""
     import pandas as pd
 
     repeats: dict[int, dict[str, set]] = {}
     for column in {name for result in results.values() for name in result.unique_values}:
-        pieces = [(result.range.index, result.unique_values[column]) for result in _ordered(results)
-                  if column in result.unique_values]
-        frame = pd.DataFrame({"value": pd.concat([values for _, values in pieces], ignore_index=True),
-                              "range": np.concatenate([np.full(len(values), index) for index, values in pieces])})
+        pieces = [
+            (result.range.index, result.unique_values[column])
+            for result in _ordered(results)
+            if column in result.unique_values
+        ]
+        frame = pd.DataFrame(
+            {
+                "value": pd.concat([values for _, values in pieces], ignore_index=True),
+                "range": np.concatenate([np.full(len(values), index) for index, values in pieces]),
+            }
+        )
         for index, values in frame[frame["value"].duplicated(keep="first")].groupby("range")["value"]:
             repeats.setdefault(int(index), {})[column] = set(values.tolist())
     if not repeats:
@@ -936,8 +1033,14 @@ def _recheck_unique_across_ranges(results: dict[int, RangeResult], how: RangeRea
     return runner.run([(results[index].range, replace(how, seen=seen)) for index, seen in repeats.items()])
 
 
-def _assemble(ordered: list[RangeResult], schema: pa.Schema, file_hashes: dict[str, str], part_folder: Path | None,
-              keep_table: bool, file_format: str) -> FilesRead:
+def _assemble(
+    ordered: list[RangeResult],
+    schema: pa.Schema,
+    file_hashes: dict[str, str],
+    part_folder: Path | None,
+    keep_table: bool,
+    file_format: str,
+) -> FilesRead:
     digest = ContentDigest(schema)
     merged: dict[str, dict[str, Any]] = {}
     quarantines = []
@@ -955,17 +1058,27 @@ def _assemble(ordered: list[RangeResult], schema: pa.Schema, file_hashes: dict[s
     quarantine = None
     if quarantines:
         quarantine = pa.concat_tables(quarantines, promote_options="permissive")
-        text_first = [c for c in (SOURCE_COLUMN, ROW_COLUMN, REASON_COLUMN, TEXT_COLUMN, RAW_COLUMN)
-                      if c in quarantine.column_names]
+        text_first = [
+            c
+            for c in (SOURCE_COLUMN, ROW_COLUMN, REASON_COLUMN, TEXT_COLUMN, RAW_COLUMN)
+            if c in quarantine.column_names
+        ]
         quarantine = quarantine.select(text_first + [c for c in quarantine.column_names if c not in text_first])
     table = None
     if keep_table:
         tables = [_conform(result.table, schema, result.range.file) for result in ordered if result.table is not None]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
     return FilesRead(
-        schema=schema, records=sum(r.records for r in ordered), rows=sum(r.rows for r in ordered),
-        malformed=sum(r.malformed for r in ordered), invalid=sum(r.invalid for r in ordered),
-        content_digest=digest.hexdigest(), statistics=finish_statistics(merged, schema), quarantine=quarantine,
-        parts=parts, files=[{"path": str(Path(name).resolve()), "sha256": sha} for name, sha in file_hashes.items()],
-        bytes=sum(r.bytes for r in ordered), table=table,
+        schema=schema,
+        records=sum(r.records for r in ordered),
+        rows=sum(r.rows for r in ordered),
+        malformed=sum(r.malformed for r in ordered),
+        invalid=sum(r.invalid for r in ordered),
+        content_digest=digest.hexdigest(),
+        statistics=finish_statistics(merged, schema),
+        quarantine=quarantine,
+        parts=parts,
+        files=[{"path": str(Path(name).resolve()), "sha256": sha} for name, sha in file_hashes.items()],
+        bytes=sum(r.bytes for r in ordered),
+        table=table,
     )

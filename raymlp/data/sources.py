@@ -45,7 +45,8 @@ def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
         expanded = os.path.expanduser(item)
         if os.path.isdir(expanded):
             matches = [
-                str(path) for path in sorted(Path(expanded).rglob("*"))
+                str(path)
+                for path in sorted(Path(expanded).rglob("*"))
                 if path.is_file() and path.name.lower().endswith(_SUFFIXES.get(file_format, ("",)))
             ]
         else:
@@ -53,8 +54,10 @@ def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
         if not matches:
             from raymlp.runtime.upload import left_behind
 
-            raise UsageError(f"data.source.path: '{item}' matches no {file_format} files (working directory: "
-                             f"{os.getcwd()}){left_behind(item)}")
+            raise UsageError(
+                f"data.source.path: '{item}' matches no {file_format} files (working directory: "
+                f"{os.getcwd()}){left_behind(item)}"
+            )
         found += [Path(match) for match in matches if os.path.isfile(match)]
     return list(dict.fromkeys(found))
 
@@ -80,8 +83,13 @@ def read_source(source: SourceConfig, progress=None) -> SourceData:
     if source.format == "images":
         return _read_images(source, files)
     read = read_files(files, source, keep_table=True, progress=progress, summarize=False)
-    return SourceData(table=read.table, description=files_description(source, read.files), files=files,
-                      bytes=read.bytes, malformed=read.quarantine)
+    return SourceData(
+        table=read.table,
+        description=files_description(source, read.files),
+        files=files,
+        bytes=read.bytes,
+        malformed=read.quarantine,
+    )
 
 
 def _read_images(source: SourceConfig, files: list[Path]) -> SourceData:
@@ -95,8 +103,15 @@ def _read_images(source: SourceConfig, files: list[Path]) -> SourceData:
     if changed:
         raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
     listed = [{"path": str(path.resolve()), "sha256": before[str(path)]} for path in files]
-    return SourceData(table=table, description=files_description(source, listed), files=files,
-                      bytes=sum(path.stat().st_size for path in files), malformed=bad, row_ids=lines, row_sources=origins)
+    return SourceData(
+        table=table,
+        description=files_description(source, listed),
+        files=files,
+        bytes=sum(path.stat().st_size for path in files),
+        malformed=bad,
+        row_ids=lines,
+        row_sources=origins,
+    )
 
 
 def files_description(source: SourceConfig, files: list[dict[str, str]]) -> dict[str, Any]:

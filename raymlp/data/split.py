@@ -25,7 +25,9 @@ def split_frame(
     def cut(indices: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
         try:
             return train_test_split(
-                indices, test_size=fraction, random_state=split.seed,
+                indices,
+                test_size=fraction,
+                random_state=split.seed,
                 stratify=None if strata is None else strata[indices],
             )
         except ValueError as error:

@@ -23,8 +23,15 @@ def partial_statistics(table: pa.Table) -> dict[str, dict[str, Any]]:
     pieces: dict[str, dict[str, Any]] = {}
     for field in table.schema:
         column = table.column(field.name)
-        entry: dict[str, Any] = {"rows": len(column), "nulls": column.null_count, "distinct": None,
-                                 "min": None, "max": None, "sum": 0.0, "count": len(column) - column.null_count}
+        entry: dict[str, Any] = {
+            "rows": len(column),
+            "nulls": column.null_count,
+            "distinct": None,
+            "min": None,
+            "max": None,
+            "sum": 0.0,
+            "count": len(column) - column.null_count,
+        }
         if len(pc.unique(column.slice(0, 4 * DISTINCT_LIMIT))) <= DISTINCT_LIMIT:
             values = pc.unique(column)  # a cheap look at the first rows spares this for id-like columns
             if len(values) <= DISTINCT_LIMIT:
@@ -80,8 +87,12 @@ def finish_statistics(merged: dict[str, dict[str, Any]], schema: pa.Schema) -> d
             mean = float(f"{entry['sum'] / entry['count']:.12g}") if entry["count"] else None  # sums in any order agree
             shown.update({"min": entry["min"], "max": entry["max"], "mean": mean})
         elif pa.types.is_temporal(field.type):
-            shown.update({"min": None if entry["min"] is None else str(entry["min"]),
-                          "max": None if entry["max"] is None else str(entry["max"])})
+            shown.update(
+                {
+                    "min": None if entry["min"] is None else str(entry["min"]),
+                    "max": None if entry["max"] is None else str(entry["max"]),
+                }
+            )
         statistics[field.name] = shown
     return statistics
 

@@ -71,8 +71,10 @@ def _loaded_module(name: str, version: int, sha256: str, source: str) -> types.M
         if module is None:
             actual = source_sha256(source)
             if actual != sha256:
-                raise WorkFailed(f"module {name}@{version}: its source has sha256 {actual}, not the recorded {sha256}; "
-                                 "the copy was changed after it was registered")
+                raise WorkFailed(
+                    f"module {name}@{version}: its source has sha256 {actual}, not the recorded {sha256}; "
+                    "the copy was changed after it was registered"
+                )
             module = module_from_source(name, source, f"<raymlp module {name}@{version}>")
             _LOADED[key] = module
     return module
@@ -80,8 +82,14 @@ def _loaded_module(name: str, version: int, sha256: str, source: str) -> types.M
 
 def function_transform(kind: str, ref: str, record: Any) -> Any:
     """A fitted-state-free Ray Data step for a job step of type `kind` ('function' or 'dask') and its module record."""
-    return FunctionTransform(kind=kind, module=record.name, version=record.version, sha256=record.sha256,
-                             source=record.source, function=parse_ref(ref).function)
+    return FunctionTransform(
+        kind=kind,
+        module=record.name,
+        version=record.version,
+        sha256=record.sha256,
+        source=record.source,
+        function=parse_ref(ref).function,
+    )
 
 
 def module_function(module: str, version: int, sha256: str, source: str, function: str) -> Callable[..., Any]:
@@ -101,8 +109,10 @@ def apply_step(kind: str, ref: str, function: Callable[..., Any], df: pd.DataFra
         try:
             result = function(df.copy())
         except Exception as error:
-            raise WorkFailed(f"preprocess step {ref} failed on a batch of {len(df)} rows: "
-                             f"{type(error).__name__}: {error}{_where(error, ref)}") from error
+            raise WorkFailed(
+                f"preprocess step {ref} failed on a batch of {len(df)} rows: "
+                f"{type(error).__name__}: {error}{_where(error, ref)}"
+            ) from error
     return _aligned(ref, df, result)
 
 
@@ -110,8 +120,11 @@ def _where(error: BaseException, ref: str) -> str:
     """' (MODULE@VERSION.py:LINE)': the last line of the step's module in the error's traceback (the
     package's copy is modules/MODULE@VERSION.py); '' when the error did not pass through it."""
     pinned = ref.rpartition(":")[0]
-    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
-             if frame.filename == f"<raymlp module {pinned}>" and frame.lineno]
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(error.__traceback__)
+        if frame.filename == f"<raymlp module {pinned}>" and frame.lineno
+    ]
     return f" ({pinned}.py:{lines[-1]})" if lines else ""
 
 
@@ -122,15 +135,18 @@ def _apply_dask(ref: str, function: Callable[..., Any], df: pd.DataFrame) -> pd.
     try:
         result = function(frame)
     except Exception as error:
-        raise WorkFailed(f"dask step {ref} failed building its graph for a batch of {len(df)} rows: "
-                         f"{type(error).__name__}: {error}{_where(error, ref)}") from error
+        raise WorkFailed(
+            f"dask step {ref} failed building its graph for a batch of {len(df)} rows: "
+            f"{type(error).__name__}: {error}{_where(error, ref)}"
+        ) from error
     if not isinstance(result, dd.DataFrame):
         raise WorkFailed(f"dask step {ref} returned {type(result).__name__}; it must return a dask DataFrame")
     try:
         return result.compute(**dask_compute_options())
     except Exception as error:
-        raise WorkFailed(f"dask step {ref} failed on a batch of {len(df)} rows: "
-                         f"{type(error).__name__}: {error}{_where(error, ref)}") from error
+        raise WorkFailed(
+            f"dask step {ref} failed on a batch of {len(df)} rows: {type(error).__name__}: {error}{_where(error, ref)}"
+        ) from error
 
 
 def dask_compute_options() -> dict[str, Any]:
@@ -152,11 +168,15 @@ def dask_compute_options() -> dict[str, Any]:
 def _aligned(ref: str, df: pd.DataFrame, result: Any) -> pd.DataFrame:
     """`result` with the batch's index; WorkFailed when it is not one row per input row."""
     if not isinstance(result, pd.DataFrame):
-        raise WorkFailed(f"preprocess step {ref} returned {type(result).__name__}; it must return a pandas "
-                         "DataFrame (one row per input row)")
+        raise WorkFailed(
+            f"preprocess step {ref} returned {type(result).__name__}; it must return a pandas "
+            "DataFrame (one row per input row)"
+        )
     if len(result) != len(df):
-        raise WorkFailed(f"preprocess step {ref} returned {len(result)} rows for a batch of {len(df)}; a step "
-                         "must return one row per input row, in the same order (it cannot filter rows)")
+        raise WorkFailed(
+            f"preprocess step {ref} returned {len(result)} rows for a batch of {len(df)}; a step "
+            "must return one row per input row, in the same order (it cannot filter rows)"
+        )
     if result.index.equals(df.index):
         return result
     if result.index.is_unique and df.index.is_unique and set(result.index) == set(df.index):

@@ -55,7 +55,9 @@ def _cast(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
         return converted, bad
     if spec.type == "bool":
         mapping = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
-        converted = values.map(lambda v: v if isinstance(v, (bool, np.bool_)) else mapping.get(str(v).strip().lower()), na_action="ignore")
+        converted = values.map(
+            lambda v: v if isinstance(v, (bool, np.bool_)) else mapping.get(str(v).strip().lower()), na_action="ignore"
+        )
         return converted, present & converted.isna().to_numpy()
     if spec.type in ("date", "datetime"):
         converted = pd.to_datetime(values, errors="coerce")
@@ -65,7 +67,10 @@ def _cast(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
 
 
 def check_rows(
-    table: pa.Table, schema: SchemaConfig, row_ids: np.ndarray | None = None, row_sources: np.ndarray | None = None,
+    table: pa.Table,
+    schema: SchemaConfig,
+    row_ids: np.ndarray | None = None,
+    row_sources: np.ndarray | None = None,
     seen: Mapping[str, Collection] | None = None,
 ) -> Checked:
     """Apply the schema; raise `WorkFailed` with the first reasons when on_error is 'fail'.

@@ -55,8 +55,9 @@ def source_yield(manifest: dict[str, Any], url: str | None = None) -> tuple[Sour
                 problems.append(f"source file {path} changed since the version was made (sha256 differs)")
         if problems:
             return SourceYield(), problems
-        config = SourceConfig(format=source["format"], path=[str(path) for path in files],
-                              delimiter=source.get("delimiter", ","))
+        config = SourceConfig(
+            format=source["format"], path=[str(path) for path in files], delimiter=source.get("delimiter", ",")
+        )
         if config.format != "images":
             read = read_files(files, config, rules)
             return SourceYield(read.records, read.rows, read.malformed + read.invalid, read.content_digest), []
@@ -78,7 +79,9 @@ def source_yield(manifest: dict[str, Any], url: str | None = None) -> tuple[Sour
                     return SourceYield(), [f"the rejects table {source['rejects_table']} is gone"]
                 rejected = rejects.num_rows
         except WorkFailed as error:
-            return SourceYield(), [f"cannot read the source: {error} (give the database URL with --source-url or --job)"]
+            return SourceYield(), [
+                f"cannot read the source: {error} (give the database URL with --source-url or --job)"
+            ]
     elif kind == "sklearn":
         table = read_sklearn(source["name"]).table
     else:
@@ -102,7 +105,9 @@ def verify_against_source(manifest: dict[str, Any], url: str | None = None) -> l
         problems.append(f"the source yields {found.rows} rows; the version holds {manifest['row_count']}")
     recorded_aside = (manifest.get("quarantine") or {}).get("rows", 0)
     if found.quarantined != recorded_aside:
-        problems.append(f"the source yields {found.quarantined} quarantined rows; the version set aside {recorded_aside}")
+        problems.append(
+            f"the source yields {found.quarantined} quarantined rows; the version set aside {recorded_aside}"
+        )
     if not problems and found.content_digest != manifest["content_digest"]:
         problems.append("the source's content digest differs from the version's (same row count, different values)")
     return problems

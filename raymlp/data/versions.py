@@ -114,12 +114,16 @@ class VersionStaging:
         }
         if quarantined is not None and quarantined.num_rows:
             pq.write_table(quarantined, self.path / QUARANTINE_NAME)
-            manifest["quarantine"] = {"path": QUARANTINE_NAME, "rows": quarantined.num_rows,
-                                      "sha256": file_sha256(self.path / QUARANTINE_NAME)}
+            manifest["quarantine"] = {
+                "path": QUARANTINE_NAME,
+                "rows": quarantined.num_rows,
+                "sha256": file_sha256(self.path / QUARANTINE_NAME),
+            }
         same = _same_as_latest(catalog, self.name, manifest)
         if same is not None:  # nothing new: the staging folder goes when the block ends
-            return PublishedVersion(name=self.name, version=same.version, path=Path(same.path), manifest=same.manifest,
-                                    reused=True)
+            return PublishedVersion(
+                name=self.name, version=same.version, path=Path(same.path), manifest=same.manifest, reused=True
+            )
         tries = 20
         for _ in range(tries):
             version = max(catalog.next_dataset_version(self.name), _next_free_folder(self.datasets))
@@ -160,12 +164,22 @@ def publish_version(
         # The digest (numpy) and the Parquet writing (Arrow C++) both release the GIL: overlap them.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raymlp-digest") as digesting:
             digest = digesting.submit(content_digest, table)
-            files = [write_part(table.slice(start, ROWS_PER_FILE), staging.path / f"part-{index:05d}.parquet")
-                     for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE))]
+            files = [
+                write_part(table.slice(start, ROWS_PER_FILE), staging.path / f"part-{index:05d}.parquet")
+                for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE))
+            ]
             statistics = column_statistics(table)
-            return staging.publish(catalog, schema=table.schema, row_count=table.num_rows, files=files,
-                                   content_digest=digest.result(), statistics=statistics, source=source,
-                                   quarantined=quarantined, validation=validation)
+            return staging.publish(
+                catalog,
+                schema=table.schema,
+                row_count=table.num_rows,
+                files=files,
+                content_digest=digest.result(),
+                statistics=statistics,
+                source=source,
+                quarantined=quarantined,
+                validation=validation,
+            )
 
 
 def _same_as_latest(catalog, name: str, manifest: dict[str, Any]) -> Any:
@@ -183,8 +197,11 @@ def _same_as_latest(catalog, name: str, manifest: dict[str, Any]) -> Any:
         quarantine = described.get("quarantine") or {}
         return quarantine.get("rows", 0), quarantine.get("sha256")
 
-    if (latest.content_digest == manifest["content_digest"] and aside(before) == aside(manifest)
-            and (before.get("validation") or {}).get("rules") == (manifest.get("validation") or {}).get("rules")):
+    if (
+        latest.content_digest == manifest["content_digest"]
+        and aside(before) == aside(manifest)
+        and (before.get("validation") or {}).get("rules") == (manifest.get("validation") or {}).get("rules")
+    ):
         return latest
     return None
 
@@ -215,12 +232,26 @@ def remove_version(catalog, name: str, version: int) -> dict[str, Any]:
     files = sorted(str(path.relative_to(aside)) for path in aside.rglob("*") if path.is_file()) if moved else []
     size = sum(path.stat().st_size for path in aside.rglob("*") if path.is_file()) if moved else 0
     folder.mkdir(exist_ok=True)
-    _write_json(folder / REMOVED_NAME, {"name": name, "version": version, "content_digest": record.content_digest,
-                                        "removed_at": datetime.now(UTC).isoformat()})
+    _write_json(
+        folder / REMOVED_NAME,
+        {
+            "name": name,
+            "version": version,
+            "content_digest": record.content_digest,
+            "removed_at": datetime.now(UTC).isoformat(),
+        },
+    )
     if moved:
         shutil.rmtree(aside, ignore_errors=True)
-    return {"name": name, "version": version, "path": str(folder), "files": files, "bytes": size,
-            "rows": record.row_count, "content_digest": record.content_digest}
+    return {
+        "name": name,
+        "version": version,
+        "path": str(folder),
+        "files": files,
+        "bytes": size,
+        "rows": record.row_count,
+        "content_digest": record.content_digest,
+    }
 
 
 def _remove_abandoned_staging(datasets: Path) -> None:
@@ -240,7 +271,9 @@ def _remove_abandoned_staging(datasets: Path) -> None:
 
 def _next_free_folder(datasets: Path) -> int:
     """One past the highest v<N> folder (a crash may leave one that the catalog never saw)."""
-    numbers = [int(entry.name[1:]) for entry in datasets.iterdir() if entry.name[:1] == "v" and entry.name[1:].isdigit()]
+    numbers = [
+        int(entry.name[1:]) for entry in datasets.iterdir() if entry.name[:1] == "v" and entry.name[1:].isdigit()
+    ]
     return max(numbers, default=0) + 1
 
 

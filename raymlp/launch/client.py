@@ -77,9 +77,12 @@ def connect(address: str | None, *, warn_unauthenticated: bool = True) -> Cluste
     dashboard = client.get_address()
     requires = _requires_token(dashboard, headers)
     if requires is False and warn_unauthenticated:
-        print(f"warning: the Ray cluster at {dashboard} accepts jobs without a token: anyone who can reach "
-              "its dashboard can run code there. Start it with RAY_AUTH_MODE=token (as the files in clusters/ do; "
-              "https://docs.ray.io/en/latest/ray-security/token-auth.html).", file=sys.stderr)
+        print(
+            f"warning: the Ray cluster at {dashboard} accepts jobs without a token: anyone who can reach "
+            "its dashboard can run code there. Start it with RAY_AUTH_MODE=token (as the files in clusters/ do; "
+            "https://docs.ray.io/en/latest/ray-security/token-auth.html).",
+            file=sys.stderr,
+        )
     return Cluster(client=client, dashboard_url=dashboard, token=token, requires_token=requires)
 
 
@@ -98,8 +101,10 @@ def _refusal(url: str, token: Token | None, detail: str) -> str:
     first = detail.strip().splitlines()[0] if detail.strip() else "refused"
     if token is None:
         return f"the Ray cluster at {url} requires a token and none was found ({first}): {HOW_TO_SUPPLY_A_TOKEN}"
-    return (f"the Ray cluster at {url} refused the token from {token.source} ({first}): "
-            f"check that it is this cluster's token; {HOW_TO_SUPPLY_A_TOKEN}")
+    return (
+        f"the Ray cluster at {url} refused the token from {token.source} ({first}): "
+        f"check that it is this cluster's token; {HOW_TO_SUPPLY_A_TOKEN}"
+    )
 
 
 def _requires_token(dashboard: str, headers: dict[str, str]) -> bool | None:

@@ -31,11 +31,26 @@ Path_ = tuple[str | int, ...]
 _API_VERSION = "ray.io/v1"
 _RAY_KINDS = ("RayCluster", "RayJob", "RayService")
 #: ray/autoscaler/_private/providers.py::_NODE_PROVIDERS of Ray 2.60.
-_PROVIDERS = ("aws", "gcp", "azure", "local", "kuberay", "vsphere", "aliyun", "readonly", "spark",
-              "fake_multinode", "fake_multinode_docker", "external")
+_PROVIDERS = (
+    "aws",
+    "gcp",
+    "azure",
+    "local",
+    "kuberay",
+    "vsphere",
+    "aliyun",
+    "readonly",
+    "spark",
+    "fake_multinode",
+    "fake_multinode_docker",
+    "external",
+)
 #: Provider keys Ray's bootstrap reads without a default (a provider mapping replaces defaults.yaml's whole).
-_PROVIDER_NEEDS = {"aws": ("region",), "gcp": ("region", "availability_zone", "project_id"),
-                   "azure": ("location", "resource_group")}
+_PROVIDER_NEEDS = {
+    "aws": ("region",),
+    "gcp": ("region", "availability_zone", "project_id"),
+    "azure": ("location", "resource_group"),
+}
 _TOKEN_AUTH_MIN_RAY = (2, 52, 0)  # KubeRay refuses authOptions.mode token for an older rayVersion
 
 
@@ -82,8 +97,11 @@ def validate_cluster_file(path: str | os.PathLike[str]) -> ClusterFile:
             if not isinstance(document, dict):
                 continue
             if not _is_manifest(document):
-                source.add((), "a file of several YAML documents holds Kubernetes manifests: each needs apiVersion "
-                           "and kind (a launcher YAML is one document)")
+                source.add(
+                    (),
+                    "a file of several YAML documents holds Kubernetes manifests: each needs apiVersion "
+                    "and kind (a launcher YAML is one document)",
+                )
                 continue
             _check_manifest(document, source, text)
             if found is None and not source.issues and document.get("kind") in _RAY_KINDS:
@@ -115,8 +133,14 @@ def _documents(text: str, label: str) -> tuple[list[tuple[Any, _Source]], list[C
     except yaml.YAMLError as error:
         return [], [ConfigIssue(f"{label}:1", "", f"invalid YAML: {error}")]
     if not nodes:
-        return [], [ConfigIssue(f"{label}:1", "", "the file is empty; a cluster file is a Ray cluster-launcher "
-                                "YAML or KubeRay manifests (RayCluster, RayJob, RayService)")]
+        return [], [
+            ConfigIssue(
+                f"{label}:1",
+                "",
+                "the file is empty; a cluster file is a Ray cluster-launcher "
+                "YAML or KubeRay manifests (RayCluster, RayJob, RayService)",
+            )
+        ]
     documents = []
     for node in nodes:
         source = _Source(label)
@@ -142,8 +166,15 @@ _MISSING_HINTS = {
     ("provider",): f" (where the machines come from: provider.type is one of {', '.join(_PROVIDERS)})",
     ("cluster_name",): " (names the cluster's machines and `ray dashboard`/`ray down`'s target)",
 }
-_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "object": "a mapping",
-               "array": "a list", "boolean": "true or false", "null": "null"}
+_TYPE_WORDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "object": "a mapping",
+    "array": "a list",
+    "boolean": "true or false",
+    "null": "null",
+}
 
 
 def _shown(value: Any) -> str:
@@ -167,8 +198,11 @@ def _explain(error: Any) -> list[tuple[Path_, str]]:
     path: Path_ = tuple(error.absolute_path)
     kind, expected, instance, schema = error.validator, error.validator_value, error.instance, error.schema
     if kind == "required" and isinstance(instance, dict):
-        return [((*path, key), "required key is missing" + _MISSING_HINTS.get((*path, key), ""))
-                for key in expected if key not in instance]
+        return [
+            ((*path, key), "required key is missing" + _MISSING_HINTS.get((*path, key), ""))
+            for key in expected
+            if key not in instance
+        ]
     if kind == "additionalProperties" and isinstance(instance, dict):
         allowed = list(schema.get("properties", {}))
         patterns = list(schema.get("patternProperties", {}))
@@ -247,10 +281,14 @@ def _check_launcher(config: Any, source: _Source) -> None:
 
     if isinstance(provider, dict) and isinstance(provider_type, str):
         if provider_type not in _PROVIDERS:
-            source.add(("provider", "type"), f"unknown provider '{provider_type}'; Ray 2.60 has: {', '.join(_PROVIDERS)}")
+            source.add(
+                ("provider", "type"), f"unknown provider '{provider_type}'; Ray 2.60 has: {', '.join(_PROVIDERS)}"
+            )
         elif provider_type == "external" and "module" not in provider:
-            source.add(("provider", "module"), "required with provider.type external: the dotted path of your "
-                       "NodeProvider class")
+            source.add(
+                ("provider", "module"),
+                "required with provider.type external: the dotted path of your NodeProvider class",
+            )
         for key in _PROVIDER_NEEDS.get(provider_type, ()):
             if provider.get(key) in (None, ""):
                 source.add(("provider", key), f"required with provider.type {provider_type}")
@@ -272,7 +310,9 @@ def _check_node_types(config: dict[str, Any], source: _Source) -> None:
     names = [str(name) for name in types]
     head = config.get("head_node_type")
     if "head_node_type" not in config:
-        source.add(("head_node_type",), f"required with available_node_types: the head's node type, one of {', '.join(names)}")
+        source.add(
+            ("head_node_type",), f"required with available_node_types: the head's node type, one of {', '.join(names)}"
+        )
     elif isinstance(head, str) and head not in types:
         source.add(("head_node_type",), f"unknown node type '{head}'; available_node_types defines: {', '.join(names)}")
     least = 0
@@ -284,8 +324,10 @@ def _check_node_types(config: dict[str, Any], source: _Source) -> None:
             if _is_int(value) and value < 0:
                 source.add(("available_node_types", name, key), f"must be at least 0, got {value}")
         if _is_int(low) and _is_int(high) and low > high:
-            source.add(("available_node_types", name, "min_workers"), f"{low} is more than max_workers ({high}) "
-                       "of this node type")
+            source.add(
+                ("available_node_types", name, "min_workers"),
+                f"{low} is more than max_workers ({high}) of this node type",
+            )
         if _is_int(low):
             least += low
     cap = config.get("max_workers")
@@ -296,8 +338,11 @@ def _check_node_types(config: dict[str, Any], source: _Source) -> None:
 def _check_on_prem(config: dict[str, Any], provider: dict[str, Any], source: _Source) -> None:
     for key in ("available_node_types", "head_node_type"):
         if config.get(key):
-            source.add((key,), "not used with provider.type local: Ray makes one node type of provider.head_ip and "
-                       "provider.worker_ips (size it with the top-level min_workers/max_workers)")
+            source.add(
+                (key,),
+                "not used with provider.type local: Ray makes one node type of provider.head_ip and "
+                "provider.worker_ips (size it with the top-level min_workers/max_workers)",
+            )
     if "coordinator_address" in provider:
         if "max_workers" not in config:
             source.add(("max_workers",), "required with provider.coordinator_address: how many machines to ask for")
@@ -311,98 +356,237 @@ def _check_on_prem(config: dict[str, Any], provider: dict[str, Any], source: _So
 
 _INT32 = {"type": "integer", "minimum": 0, "maximum": 2147483647}
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-_RAY_START_PARAMS = {"type": "object", "additionalProperties": {
-    "type": "string", "x-message": "must be a string (rayStartParams is map[string]string: quote numbers)"}}
-_NAME = {"type": "string", "maxLength": 63, "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$",
-         "x-message": "must be a DNS-1035 label: at most 63 lowercase letters, digits and '-', starting with a "
-                      "letter"}
-_CONTAINER = {"type": "object", "required": ["name", "image"], "properties": {
-    "name": {"type": "string", "minLength": 1}, "image": {"type": "string", "minLength": 1},
-    "resources": {"type": "object"}, "env": {"type": "array"}, "ports": {"type": "array"},
-}}
-_POD_TEMPLATE = {"type": "object", "required": ["spec"], "properties": {
-    "metadata": {"type": "object"},
-    "spec": {"type": "object", "required": ["containers"], "properties": {
-        "containers": {"type": "array", "minItems": 1, "items": _CONTAINER},
-    }},
-}}
+_RAY_START_PARAMS = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "string",
+        "x-message": "must be a string (rayStartParams is map[string]string: quote numbers)",
+    },
+}
+_NAME = {
+    "type": "string",
+    "maxLength": 63,
+    "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$",
+    "x-message": "must be a DNS-1035 label: at most 63 lowercase letters, digits and '-', starting with a letter",
+}
+_CONTAINER = {
+    "type": "object",
+    "required": ["name", "image"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "image": {"type": "string", "minLength": 1},
+        "resources": {"type": "object"},
+        "env": {"type": "array"},
+        "ports": {"type": "array"},
+    },
+}
+_POD_TEMPLATE = {
+    "type": "object",
+    "required": ["spec"],
+    "properties": {
+        "metadata": {"type": "object"},
+        "spec": {
+            "type": "object",
+            "required": ["containers"],
+            "properties": {
+                "containers": {"type": "array", "minItems": 1, "items": _CONTAINER},
+            },
+        },
+    },
+}
 # Objects below list the keys KubeRay v1.6 has; unknown keys are allowed (KubeRay adds fields each
 # release and the API server is the authority), but one that nearly matches a known key is a typo.
-_HEAD_GROUP = {"type": "object", "required": ["template"], "x-near-miss": True, "properties": {
-    "rayStartParams": _RAY_START_PARAMS, "template": _POD_TEMPLATE, "headService": {"type": "object"},
-    "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]},
-    "enableIngress": {"type": "boolean"}, "resources": _STRING_MAP, "labels": _STRING_MAP,
-}}
-_WORKER_GROUP = {"type": "object", "required": ["groupName", "template"], "x-near-miss": True, "properties": {
-    "groupName": {"type": "string", "minLength": 1}, "replicas": _INT32, "minReplicas": _INT32,
-    "maxReplicas": _INT32, "numOfHosts": {"type": "integer", "minimum": 1}, "idleTimeoutSeconds": _INT32,
-    "rayStartParams": _RAY_START_PARAMS, "template": _POD_TEMPLATE, "suspend": {"type": "boolean"},
-    "scaleStrategy": {"type": "object"}, "resources": _STRING_MAP, "labels": _STRING_MAP,
-}}
-_CLUSTER_SPEC = {"type": "object", "required": ["headGroupSpec"], "x-near-miss": True, "properties": {
-    "rayVersion": {"type": "string"}, "enableInTreeAutoscaling": {"type": "boolean"},
-    "autoscalerOptions": {"type": "object", "x-near-miss": True, "properties": {
-        "idleTimeoutSeconds": _INT32, "upscalingMode": {"enum": ["Default", "Aggressive", "Conservative"]},
-        "version": {"enum": ["v1", "v2"]}, "resources": {"type": "object"}, "image": {"type": "string"},
-        "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]}, "env": {"type": "array"},
-        "envFrom": {"type": "array"}, "volumeMounts": {"type": "array"}, "securityContext": {"type": "object"},
-    }},
-    "authOptions": {"type": "object", "x-near-miss": True, "properties": {
-        "mode": {"enum": ["disabled", "token"]}, "secretName": {"type": "string", "minLength": 1},
-        "enableK8sTokenAuth": {"type": "boolean"},
-    }},
-    "headGroupSpec": _HEAD_GROUP, "workerGroupSpecs": {"type": "array", "items": _WORKER_GROUP},
-    "suspend": {"type": "boolean"}, "managedBy": {"type": "string"}, "headServiceAnnotations": _STRING_MAP,
-    "gcsFaultToleranceOptions": {"type": "object"}, "upgradeStrategy": {"type": "object"},
-}}
+_HEAD_GROUP = {
+    "type": "object",
+    "required": ["template"],
+    "x-near-miss": True,
+    "properties": {
+        "rayStartParams": _RAY_START_PARAMS,
+        "template": _POD_TEMPLATE,
+        "headService": {"type": "object"},
+        "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]},
+        "enableIngress": {"type": "boolean"},
+        "resources": _STRING_MAP,
+        "labels": _STRING_MAP,
+    },
+}
+_WORKER_GROUP = {
+    "type": "object",
+    "required": ["groupName", "template"],
+    "x-near-miss": True,
+    "properties": {
+        "groupName": {"type": "string", "minLength": 1},
+        "replicas": _INT32,
+        "minReplicas": _INT32,
+        "maxReplicas": _INT32,
+        "numOfHosts": {"type": "integer", "minimum": 1},
+        "idleTimeoutSeconds": _INT32,
+        "rayStartParams": _RAY_START_PARAMS,
+        "template": _POD_TEMPLATE,
+        "suspend": {"type": "boolean"},
+        "scaleStrategy": {"type": "object"},
+        "resources": _STRING_MAP,
+        "labels": _STRING_MAP,
+    },
+}
+_CLUSTER_SPEC = {
+    "type": "object",
+    "required": ["headGroupSpec"],
+    "x-near-miss": True,
+    "properties": {
+        "rayVersion": {"type": "string"},
+        "enableInTreeAutoscaling": {"type": "boolean"},
+        "autoscalerOptions": {
+            "type": "object",
+            "x-near-miss": True,
+            "properties": {
+                "idleTimeoutSeconds": _INT32,
+                "upscalingMode": {"enum": ["Default", "Aggressive", "Conservative"]},
+                "version": {"enum": ["v1", "v2"]},
+                "resources": {"type": "object"},
+                "image": {"type": "string"},
+                "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+                "env": {"type": "array"},
+                "envFrom": {"type": "array"},
+                "volumeMounts": {"type": "array"},
+                "securityContext": {"type": "object"},
+            },
+        },
+        "authOptions": {
+            "type": "object",
+            "x-near-miss": True,
+            "properties": {
+                "mode": {"enum": ["disabled", "token"]},
+                "secretName": {"type": "string", "minLength": 1},
+                "enableK8sTokenAuth": {"type": "boolean"},
+            },
+        },
+        "headGroupSpec": _HEAD_GROUP,
+        "workerGroupSpecs": {"type": "array", "items": _WORKER_GROUP},
+        "suspend": {"type": "boolean"},
+        "managedBy": {"type": "string"},
+        "headServiceAnnotations": _STRING_MAP,
+        "gcsFaultToleranceOptions": {"type": "object"},
+        "upgradeStrategy": {"type": "object"},
+    },
+}
 _SPECS: dict[str, dict[str, Any]] = {
     "RayCluster": _CLUSTER_SPEC,
-    "RayJob": {"type": "object", "x-near-miss": True, "properties": {
-        "entrypoint": {"type": "string", "minLength": 1}, "runtimeEnvYAML": {"type": "string"},
-        "submissionMode": {"enum": ["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]},
-        "shutdownAfterJobFinishes": {"type": "boolean"}, "ttlSecondsAfterFinished": _INT32,
-        "activeDeadlineSeconds": {"type": "integer", "minimum": 1}, "backoffLimit": _INT32,
-        "rayClusterSpec": _CLUSTER_SPEC, "clusterSelector": _STRING_MAP, "jobId": {"type": "string"},
-        "entrypointNumCpus": {"type": "number", "minimum": 0}, "entrypointNumGpus": {"type": "number", "minimum": 0},
-        "entrypointResources": {"type": "string"}, "suspend": {"type": "boolean"},
-        "submitterPodTemplate": {"type": "object"}, "submitterConfig": {"type": "object"},
-        "deletionStrategy": {"type": "object"}, "managedBy": {"type": "string"}, "metadata": _STRING_MAP,
-    }, "if": {"required": ["submissionMode"], "properties": {"submissionMode": {"const": "InteractiveMode"}}},
-       "else": {"required": ["entrypoint"]}},
-    "RayService": {"type": "object", "required": ["serveConfigV2", "rayClusterConfig"], "x-near-miss": True,
-                   "properties": {
-        "serveConfigV2": {"type": "string", "minLength": 1}, "rayClusterConfig": _CLUSTER_SPEC,
-        "serveService": {"type": "object"}, "upgradeStrategy": {"type": "object"},
-        "excludeHeadPodFromServeSvc": {"type": "boolean"}, "rayClusterDeletionDelaySeconds": _INT32,
-    }},
-}
-_KUBERAY_SCHEMAS = {kind: {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": _API_VERSION}, "kind": {"const": kind}, "spec": spec, "status": {"type": "object"},
-        "metadata": {"type": "object", "required": ["name"], "properties": {
-            "name": _NAME, "namespace": {"type": "string"}, "labels": _STRING_MAP, "annotations": _STRING_MAP}},
+    "RayJob": {
+        "type": "object",
+        "x-near-miss": True,
+        "properties": {
+            "entrypoint": {"type": "string", "minLength": 1},
+            "runtimeEnvYAML": {"type": "string"},
+            "submissionMode": {"enum": ["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]},
+            "shutdownAfterJobFinishes": {"type": "boolean"},
+            "ttlSecondsAfterFinished": _INT32,
+            "activeDeadlineSeconds": {"type": "integer", "minimum": 1},
+            "backoffLimit": _INT32,
+            "rayClusterSpec": _CLUSTER_SPEC,
+            "clusterSelector": _STRING_MAP,
+            "jobId": {"type": "string"},
+            "entrypointNumCpus": {"type": "number", "minimum": 0},
+            "entrypointNumGpus": {"type": "number", "minimum": 0},
+            "entrypointResources": {"type": "string"},
+            "suspend": {"type": "boolean"},
+            "submitterPodTemplate": {"type": "object"},
+            "submitterConfig": {"type": "object"},
+            "deletionStrategy": {"type": "object"},
+            "managedBy": {"type": "string"},
+            "metadata": _STRING_MAP,
+        },
+        "if": {"required": ["submissionMode"], "properties": {"submissionMode": {"const": "InteractiveMode"}}},
+        "else": {"required": ["entrypoint"]},
     },
-} for kind, spec in _SPECS.items()}
-_OTHER_MANIFEST = {"type": "object", "required": ["apiVersion", "kind", "metadata"], "properties": {
-    "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-    "metadata": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "minLength": 1}}},
-}}
+    "RayService": {
+        "type": "object",
+        "required": ["serveConfigV2", "rayClusterConfig"],
+        "x-near-miss": True,
+        "properties": {
+            "serveConfigV2": {"type": "string", "minLength": 1},
+            "rayClusterConfig": _CLUSTER_SPEC,
+            "serveService": {"type": "object"},
+            "upgradeStrategy": {"type": "object"},
+            "excludeHeadPodFromServeSvc": {"type": "boolean"},
+            "rayClusterDeletionDelaySeconds": _INT32,
+        },
+    },
+}
+_KUBERAY_SCHEMAS = {
+    kind: {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": _API_VERSION},
+            "kind": {"const": kind},
+            "spec": spec,
+            "status": {"type": "object"},
+            "metadata": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": _NAME,
+                    "namespace": {"type": "string"},
+                    "labels": _STRING_MAP,
+                    "annotations": _STRING_MAP,
+                },
+            },
+        },
+    }
+    for kind, spec in _SPECS.items()
+}
+_OTHER_MANIFEST = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata"],
+    "properties": {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "minLength": 1}},
+        },
+    },
+}
 #: What serveConfigV2 must hold for Ray 2.60's Serve (ServeDeploySchema); deployments ignore unknown keys.
-_SERVE_CONFIG = {"type": "object", "required": ["applications"], "properties": {
-    "applications": {"type": "array", "minItems": 1, "items": {
-        "type": "object", "required": ["import_path"], "properties": {
-            "name": {"type": "string", "minLength": 1}, "route_prefix": {"type": ["string", "null"]},
-            "import_path": {"type": "string", "minLength": 1}, "runtime_env": {"type": "object"},
-            "args": {"type": "object"},
-            "deployments": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string", "minLength": 1}, "num_replicas": {"type": ["integer", "string", "null"]},
-                "max_ongoing_requests": {"type": "integer", "minimum": 1},
-                "max_queued_requests": {"type": "integer", "minimum": -1},
-            }}},
-        }}},
-    "http_options": {"type": "object"}, "proxy_location": {"enum": ["Disabled", "HeadOnly", "EveryNode"]},
-}}
+_SERVE_CONFIG = {
+    "type": "object",
+    "required": ["applications"],
+    "properties": {
+        "applications": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["import_path"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "route_prefix": {"type": ["string", "null"]},
+                    "import_path": {"type": "string", "minLength": 1},
+                    "runtime_env": {"type": "object"},
+                    "args": {"type": "object"},
+                    "deployments": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "num_replicas": {"type": ["integer", "string", "null"]},
+                                "max_ongoing_requests": {"type": "integer", "minimum": 1},
+                                "max_queued_requests": {"type": "integer", "minimum": -1},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "http_options": {"type": "object"},
+        "proxy_location": {"enum": ["Disabled", "HeadOnly", "EveryNode"]},
+    },
+}
 
 
 def _near_misses(validator: Any, enabled: Any, instance: Any, schema: dict[str, Any]) -> Iterable[Any]:
@@ -414,8 +598,9 @@ def _near_misses(validator: Any, enabled: Any, instance: Any, schema: dict[str, 
     for key in instance:
         close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.8) if key not in known else []
         if close:
-            yield ValidationError(f"unknown key; did you mean '{close[0]}'? (known keys here: {', '.join(known)})",
-                                  path=[key])
+            yield ValidationError(
+                f"unknown key; did you mean '{close[0]}'? (known keys here: {', '.join(known)})", path=[key]
+            )
 
 
 @functools.lru_cache(maxsize=1)
@@ -476,25 +661,38 @@ def _check_cluster_spec(cluster: dict[str, Any], at: Path_, source: _Source) -> 
         version = cluster.get("rayVersion")
         numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:3]) if isinstance(version, str) else ()
         if not numbers:
-            source.add((*at, "rayVersion"), "required with authOptions (token authentication needs Ray 2.52.0 or "
-                       "later; KubeRay reads the version here), e.g. '2.60.0'")
+            source.add(
+                (*at, "rayVersion"),
+                "required with authOptions (token authentication needs Ray 2.52.0 or "
+                "later; KubeRay reads the version here), e.g. '2.60.0'",
+            )
         elif numbers < _TOKEN_AUTH_MIN_RAY:
-            source.add((*at, "rayVersion"), f"token authentication (authOptions) needs Ray 2.52.0 or later, got {version!r}")
+            source.add(
+                (*at, "rayVersion"), f"token authentication (authOptions) needs Ray 2.52.0 or later, got {version!r}"
+            )
 
 
 def _check_ray_job(spec: dict[str, Any], source: _Source, text: str) -> None:
     selector = spec.get("clusterSelector")
     if "rayClusterSpec" not in spec and not selector:
-        source.add(("spec",), "needs rayClusterSpec (a cluster made for this job) or clusterSelector (labels of a "
-                   "running RayCluster, e.g. ray.io/cluster: NAME)")
+        source.add(
+            ("spec",),
+            "needs rayClusterSpec (a cluster made for this job) or clusterSelector (labels of a "
+            "running RayCluster, e.g. ray.io/cluster: NAME)",
+        )
     if isinstance(selector, dict) and selector and not selector.get("ray.io/cluster"):
         source.add(("spec", "clusterSelector"), "needs ray.io/cluster: the name of the RayCluster to run on")
     ttl = spec.get("ttlSecondsAfterFinished")
     if _is_int(ttl) and ttl > 0 and spec.get("shutdownAfterJobFinishes") is not True:
         source.add(("spec", "ttlSecondsAfterFinished"), "only applies with shutdownAfterJobFinishes: true")
     if isinstance(spec.get("runtimeEnvYAML"), str):
-        _embedded(spec["runtimeEnvYAML"], ("spec", "runtimeEnvYAML"), source, text, "a runtime_env mapping "
-                  "(pip, env_vars, working_dir, ...)")
+        _embedded(
+            spec["runtimeEnvYAML"],
+            ("spec", "runtimeEnvYAML"),
+            source,
+            text,
+            "a runtime_env mapping (pip, env_vars, working_dir, ...)",
+        )
 
 
 def _check_serve_config(value: str, at: Path_, source: _Source, text: str) -> None:
@@ -507,8 +705,10 @@ def _check_serve_config(value: str, at: Path_, source: _Source, text: str) -> No
         deployments = application.get("deployments") if isinstance(application, dict) else None
         for number, deployment in enumerate(deployments if isinstance(deployments, list) else []):
             if isinstance(deployment, dict) and "max_concurrent_queries" in deployment:
-                source.add((*at, "applications", index, "deployments", number, "max_concurrent_queries"),
-                           "Ray 2.60's Serve ignores this key: it is max_ongoing_requests now")
+                source.add(
+                    (*at, "applications", index, "deployments", number, "max_concurrent_queries"),
+                    "Ray 2.60's Serve ignores this key: it is max_ongoing_requests now",
+                )
 
 
 def _embedded(value: str, at: Path_, source: _Source, text: str, what: str) -> Any:
@@ -526,7 +726,9 @@ def _embedded(value: str, at: Path_, source: _Source, text: str, what: str) -> A
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if literal and mark else key_line
         problem = getattr(error, "problem", None) or error
-        source.issues.append(ConfigIssue(f"{source.label}:{line}", ".".join(map(str, at)), f"is not valid YAML: {problem}"))
+        source.issues.append(
+            ConfigIssue(f"{source.label}:{line}", ".".join(map(str, at)), f"is not valid YAML: {problem}")
+        )
         return None
     inner = _Source(source.label)
     data = _construct(node, at, inner) if node is not None else None

@@ -86,23 +86,33 @@ def check_entrypoint(named: NamedEnv, python: str | None = None) -> str:
     environment's virtualenv (Ray activates it), else `python` (`python`: the one on the nodes' PATH,
     as for `ray job submit -- python ...`; an embedded Ray's is this process's interpreter)."""
     distributions = {import_name(requirement): distribution(requirement) for requirement in named.requirements}
-    spec = {"imports": {module: distributions.get(module) for module in named.imports()},
-            "env_vars": sorted(named.config.env_vars)}
+    spec = {
+        "imports": {module: distributions.get(module) for module in named.imports()},
+        "env_vars": sorted(named.config.env_vars),
+    }
     script = base64.b64encode(_CHECK_SCRIPT.strip().encode()).decode()
     loader = f"import base64; exec(base64.b64decode('{script}'))"  # one line in Ray's "Running entrypoint" log
     base = shlex.quote(python) if python else '"$(command -v python || command -v python3)"'
-    return (f'if [ -n "$VIRTUAL_ENV" ]; then PY="$VIRTUAL_ENV/bin/python"; else PY={base}; fi; '
-            f'exec "$PY" -c {shlex.quote(loader)} {shlex.quote(json.dumps(spec))}')
+    return (
+        f'if [ -n "$VIRTUAL_ENV" ]; then PY="$VIRTUAL_ENV/bin/python"; else PY={base}; fi; '
+        f'exec "$PY" -c {shlex.quote(loader)} {shlex.quote(json.dumps(spec))}'
+    )
 
 
 def _shown_output(job_log: str) -> str:
     """The check job's log without Ray's echo of the entrypoint and the report line (shown as a table)."""
-    return "\n".join(line for line in job_log.splitlines()
-                     if not line.startswith(("Running entrypoint for job", REPORT_MARKER)))
+    return "\n".join(
+        line for line in job_log.splitlines() if not line.startswith(("Running entrypoint for job", REPORT_MARKER))
+    )
 
 
-def check_env(name: str, address: str | None = None, root: str | os.PathLike[str] | None = None,
-              out: TextIO | None = None, timeout_s: float | None = None) -> EnvCheck:
+def check_env(
+    name: str,
+    address: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    out: TextIO | None = None,
+    timeout_s: float | None = None,
+) -> EnvCheck:
     """Build environment NAME on a cluster and import its modules there, through a Ray job.
 
     The cluster: `address` (a dashboard URL), else RAY_ADDRESS, else an embedded local Ray started for
@@ -155,14 +165,24 @@ def _check_on(cluster: Any, named: NamedEnv, out: TextIO, timeout_s: float, pyth
     # Ray's runtime-env agent writes the build's log to this file too (relative: in the node's log
     # folder), which the dashboard serves; its own runtime_env_setup-<job>.log mixes every job's.
     runtime_env["config"] = {**runtime_env.get("config", {}), "log_files": [build_log_file]}
-    print(f"env check {named.name}: {named.describe()}\n"
-          f"  building on {url} as Ray job {submission_id}", file=out, flush=True)
+    print(
+        f"env check {named.name}: {named.describe()}\n  building on {url} as Ray job {submission_id}",
+        file=out,
+        flush=True,
+    )
     started = time.monotonic()
     while True:
         try:
-            guard(lambda: client.submit_job(entrypoint=check_entrypoint(named, python), runtime_env=runtime_env,
-                                            submission_id=submission_id, metadata={"raymlp": "env-check", "env": named.name}),
-                  url, cluster.token)
+            guard(
+                lambda: client.submit_job(
+                    entrypoint=check_entrypoint(named, python),
+                    runtime_env=runtime_env,
+                    submission_id=submission_id,
+                    metadata={"raymlp": "env-check", "env": named.name},
+                ),
+                url,
+                cluster.token,
+            )
             break
         except RuntimeError as error:  # the Jobs API refused the request
             # A cluster that has just started has no job agent for a few seconds ("try again later").
@@ -182,8 +202,10 @@ def _check_on(cluster: Any, named: NamedEnv, out: TextIO, timeout_s: float, pyth
         print(f"--- check job output ---\n{_shown_output(job_log).rstrip()}", file=out)
     out.flush()
     if status is None:
-        raise WorkFailed(f"env check {named.name}: the job did not finish within {timeout_s:.0f}s; it was stopped and kept "
-                         f"as {submission_id} (`ray job logs {submission_id}` shows it)")
+        raise WorkFailed(
+            f"env check {named.name}: the job did not finish within {timeout_s:.0f}s; it was stopped and kept "
+            f"as {submission_id} (`ray job logs {submission_id}` shows it)"
+        )
     report = _report(job_log)
     if status == _BUILD_FAILED:
         # Stopped while Ray still builds (and retries) its environment: Ray's job manager would write
@@ -193,10 +215,19 @@ def _check_on(cluster: Any, named: NamedEnv, out: TextIO, timeout_s: float, pyth
     _delete(client, submission_id, out)
     if status != "SUCCEEDED":
         raise WorkFailed(_failure(named, url, info, report, job_log, build_log))
-    return EnvCheck(name=named.name, submission_id=submission_id, dashboard_url=url, seconds=round(seconds, 1),
-                    python=report.get("python"), executable=report.get("executable"), ray=report.get("ray"),
-                    modules=report.get("modules", {}), env_vars=report.get("env_vars", {}),
-                    build_log=build_log, job_log=job_log)
+    return EnvCheck(
+        name=named.name,
+        submission_id=submission_id,
+        dashboard_url=url,
+        seconds=round(seconds, 1),
+        python=report.get("python"),
+        executable=report.get("executable"),
+        ray=report.get("ray"),
+        modules=report.get("modules", {}),
+        env_vars=report.get("env_vars", {}),
+        build_log=build_log,
+        job_log=job_log,
+    )
 
 
 #: `_wait`'s answer when the build log showed the installer failing (the job was then stopped).
@@ -205,8 +236,16 @@ _BUILD_FAILED = "BUILD_FAILED"
 _INSTALL_FAILED = re.compile(r"Failed to install (pip|uv) packages")
 
 
-def _wait(client: Any, url: str, token: Any, submission_id: str, started: float, timeout_s: float,
-          out: TextIO, build: _BuildLog) -> str | None:
+def _wait(
+    client: Any,
+    url: str,
+    token: Any,
+    submission_id: str,
+    started: float,
+    timeout_s: float,
+    out: TextIO,
+    build: _BuildLog,
+) -> str | None:
     """The job's final status; `_BUILD_FAILED` when the build log shows the installer's first attempt
     failing (Ray tries 3 times, each from a fresh virtualenv: minutes for the same error), or None
     when it ran past `timeout_s`; in both cases the job is stopped."""
@@ -274,12 +313,17 @@ class _BuildLog:
         if self.nodes is None:
             self.nodes = []
             try:
-                reply = requests.get(f"{self.base}/api/v0/nodes", params={"limit": "1000", "detail": "false"},
-                                     headers=self.headers, timeout=10)
+                reply = requests.get(
+                    f"{self.base}/api/v0/nodes",
+                    params={"limit": "1000", "detail": "false"},
+                    headers=self.headers,
+                    timeout=10,
+                )
                 rows = reply.json().get("data", {}).get("result", {}).get("result", []) if reply.ok else []
                 alive = [row for row in rows if row.get("state") == "ALIVE"]
-                self.nodes = ([row["node_id"] for row in alive if row.get("is_head_node")]
-                              + [row["node_id"] for row in alive if not row.get("is_head_node")][:16])
+                self.nodes = [row["node_id"] for row in alive if row.get("is_head_node")] + [
+                    row["node_id"] for row in alive if not row.get("is_head_node")
+                ][:16]
             except (requests.exceptions.RequestException, ValueError, KeyError, AttributeError, TypeError):
                 pass
         return self.nodes
@@ -292,8 +336,12 @@ class _BuildLog:
         nodes += [candidate for candidate in self._candidates() if candidate not in nodes]
         for candidate in nodes:
             try:
-                reply = requests.get(f"{self.base}/api/v0/logs/file", headers=self.headers, timeout=30,
-                                     params={"node_id": candidate, "filename": self.filename, "lines": "5000"})
+                reply = requests.get(
+                    f"{self.base}/api/v0/logs/file",
+                    headers=self.headers,
+                    timeout=30,
+                    params={"node_id": candidate, "filename": self.filename, "lines": "5000"},
+                )
             except requests.exceptions.RequestException:
                 continue
             if reply.status_code == 200 and reply.text.strip():
@@ -332,7 +380,7 @@ def _report(job_log: str) -> dict[str, Any]:
     for line in reversed(job_log.splitlines()):
         if line.startswith(REPORT_MARKER):
             try:
-                return json.loads(line[len(REPORT_MARKER):])
+                return json.loads(line[len(REPORT_MARKER) :])
             except ValueError:
                 break
     return {}
@@ -346,8 +394,10 @@ def _failure(named: NamedEnv, url: str, info: Any, report: dict[str, Any], job_l
         return _build_failure(named, url, message + "\n" + build_log)
     if report.get("failed"):
         failed = "\n  ".join(f"{module}: {error}" for module, error in report["failed"].items())
-        return (f"environment '{named.name}' was built on {url}, but these modules do not import there "
-                f"({report.get('executable')}):\n  {failed}\n(check `imports` and the requirements in {file_label(named.path)})")
+        return (
+            f"environment '{named.name}' was built on {url}, but these modules do not import there "
+            f"({report.get('executable')}):\n  {failed}\n(check `imports` and the requirements in {file_label(named.path)})"
+        )
     missing = [name for name, present in report.get("env_vars", {}).items() if not present]
     if missing:
         return f"environment '{named.name}': env_vars missing in the job's process: {', '.join(missing)}"
@@ -358,13 +408,18 @@ def _failure(named: NamedEnv, url: str, info: Any, report: dict[str, Any], job_l
 def _build_failure(named: NamedEnv, url: str, text: str, first_attempt: bool = False) -> str:
     lines = _error_lines(text) or _first_lines(text, 20).splitlines()
     attempt = " (its first attempt; Ray would try again from scratch, to the same end)" if first_attempt else ""
-    return (f"environment '{named.name}' could not be built on {url}{attempt}:\n  " + "\n  ".join(lines)
-            + f"\n(fix {named.label}; the build log is above)")
+    return (
+        f"environment '{named.name}' could not be built on {url}{attempt}:\n  "
+        + "\n  ".join(lines)
+        + f"\n(fix {named.label}; the build log is above)"
+    )
 
 
 def _error_lines(text: str) -> list[str]:
     """pip's and uv's error lines (ERROR: ..., error: ...) in a build's output, each once."""
-    wanted = re.compile(r"(^|\s)(ERROR|error|Error):|No matching distribution|Could not find a version|Because .* unsatisfiable")
+    wanted = re.compile(
+        r"(^|\s)(ERROR|error|Error):|No matching distribution|Could not find a version|Because .* unsatisfiable"
+    )
     found: list[str] = []
     for line in text.splitlines():
         line = re.sub(r"^.*?\b(?:INFO|ERROR|WARNING)\s+\S+\.py:\d+\s+--\s+", "", line).strip()

@@ -51,14 +51,18 @@ def up(config_file: Path, *, port: int | None = None, dashboard_port: int | None
     config = _load(config_file)
     provider = config.get("provider", {}).get("type")
     if provider != "fake_multinode":
-        raise UsageError(f"{config_file}: provider.type: --local needs fake_multinode (this file's is {provider!r}); "
-                         "for a cloud or on-prem cluster drop --local (raymlp cluster up wraps ray up)")
+        raise UsageError(
+            f"{config_file}: provider.type: --local needs fake_multinode (this file's is {provider!r}); "
+            "for a cloud or on-prem cluster drop --local (raymlp cluster up wraps ray up)"
+        )
     name = checked.name
     state_dir = _state_dir(name)
     running = _running(name)
     if running:
-        raise UsageError(f"cluster {name} is already up (dashboard {running.dashboard_url}, pid {running.pid}); "
-                         f"raymlp cluster down --local {config_file} stops it")
+        raise UsageError(
+            f"cluster {name} is already up (dashboard {running.dashboard_url}, pid {running.pid}); "
+            f"raymlp cluster down --local {config_file} stops it"
+        )
     state_dir.mkdir(parents=True, exist_ok=True)
 
     from ray.util import get_node_ip_address
@@ -79,10 +83,21 @@ def up(config_file: Path, *, port: int | None = None, dashboard_port: int | None
     if token is None:
         token = _new_token()
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
-    command = [_ray_cli(), "start", "--head", "--block", f"--port={port}", "--dashboard-host=127.0.0.1",
-               f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={spare_port(0)}",
-               f"--ray-client-server-port={spare_port(0)}", f"--autoscaling-config={effective}", "--disable-usage-stats",
-               f"--num-cpus={int(head.get('CPU', 1))}", f"--num-gpus={int(head.get('GPU', 0))}"]
+    command = [
+        _ray_cli(),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--dashboard-agent-listen-port={spare_port(0)}",
+        f"--ray-client-server-port={spare_port(0)}",
+        f"--autoscaling-config={effective}",
+        "--disable-usage-stats",
+        f"--num-cpus={int(head.get('CPU', 1))}",
+        f"--num-gpus={int(head.get('GPU', 0))}",
+    ]
     environment = {
         **os.environ,
         "RAY_FAKE_CLUSTER": "1",
@@ -105,11 +120,24 @@ def up(config_file: Path, *, port: int | None = None, dashboard_port: int | None
     command.append(f"--temp-dir={temp_dir}")
     log = state_dir / "head.log"
     with log.open("ab") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=environment, start_new_session=True)
-    cluster = LocalCluster(name=name, pid=process.pid, gcs_address=gcs_address, dashboard_url=dashboard_url,
-                           config=str(config_file.resolve()), log=str(log), token_source=token.source,
-                           temp_dir=temp_dir)
+        process = subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
+            start_new_session=True,
+        )
+    cluster = LocalCluster(
+        name=name,
+        pid=process.pid,
+        gcs_address=gcs_address,
+        dashboard_url=dashboard_url,
+        config=str(config_file.resolve()),
+        log=str(log),
+        token_source=token.source,
+        temp_dir=temp_dir,
+    )
     (state_dir / "state.json").write_text(json.dumps(asdict(cluster), indent=2))
     _wait_until_up(process, cluster, token.value)
     return cluster
@@ -138,19 +166,24 @@ def _wait_until_up(process: subprocess.Popen, cluster: LocalCluster, token: str)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise WorkFailed(f"ray start exited with code {process.returncode}; its output ({cluster.log}):\n"
-                             + _tail(Path(cluster.log)))
+            raise WorkFailed(
+                f"ray start exited with code {process.returncode}; its output ({cluster.log}):\n"
+                + _tail(Path(cluster.log))
+            )
         try:
-            reply = requests.get(f"{cluster.dashboard_url}/api/jobs/", timeout=2,
-                                 headers={"Authorization": f"Bearer {token}"})
+            reply = requests.get(
+                f"{cluster.dashboard_url}/api/jobs/", timeout=2, headers={"Authorization": f"Bearer {token}"}
+            )
             if reply.ok and _still_running(process, seconds=3.0):
                 return
         except requests.exceptions.RequestException:
             pass
         time.sleep(0.5)
     _end_group(process.pid, 5.0)
-    raise WorkFailed(f"the head's dashboard did not answer within {START_TIMEOUT_S:.0f} s; its output "
-                     f"({cluster.log}):\n{_tail(Path(cluster.log))}")
+    raise WorkFailed(
+        f"the head's dashboard did not answer within {START_TIMEOUT_S:.0f} s; its output "
+        f"({cluster.log}):\n{_tail(Path(cluster.log))}"
+    )
 
 
 def _still_running(process: subprocess.Popen, seconds: float) -> bool:

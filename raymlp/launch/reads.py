@@ -38,8 +38,10 @@ def job_reads(loaded: Any) -> list[Read]:
     source = job.data.source
     if source.format in ("csv", "parquet", "json", "images"):
         paths = [source.path] if isinstance(source.path, str) else list(source.path or [])
-        reads += [Read("data.source.path" if len(paths) == 1 else f"data.source.path[{index}]", path)
-                  for index, path in enumerate(paths)]
+        reads += [
+            Read("data.source.path" if len(paths) == 1 else f"data.source.path[{index}]", path)
+            for index, path in enumerate(paths)
+        ]
     if source.format == "sql" and source.sql is not None:
         from raymlp.services.inputs import sqlite_file
 
@@ -52,14 +54,21 @@ def job_reads(loaded: Any) -> list[Read]:
         module = job.train.model.builder.partition(":")[0]
         builder = Path(loaded.path).resolve().parent.joinpath(*module.split(".")).with_suffix(".py")
         reads.append(Read("train.model.builder", str(builder)))
-    for key, value in (("env", job.env), ("train.env", getattr(job.train, "env", None)),
-                       ("predict.env", getattr(job.predict, "env", None)),
-                       ("serve.env", getattr(job.serve, "env", None))):
+    for key, value in (
+        ("env", job.env),
+        ("train.env", getattr(job.train, "env", None)),
+        ("predict.env", getattr(job.predict, "env", None)),
+        ("serve.env", getattr(job.serve, "env", None)),
+    ):
         if isinstance(value, str) and value != "default":
             reads += [Read(key, str(path)) for path in _env_files(value, loaded)]
     from_env = {".".join(str(part) for part in where) for where in getattr(loaded, "secret_paths", {})}
-    return [read for read in reads if ("://" not in read.path or read.path.startswith("file://"))
-            and read.key.replace("[", ".").rstrip("]") not in from_env]
+    return [
+        read
+        for read in reads
+        if ("://" not in read.path or read.path.startswith("file://"))
+        and read.key.replace("[", ".").rstrip("]") not in from_env
+    ]
 
 
 def check_reads(loaded: Any, folder: WorkingDir, extra_excludes: list[str]) -> list[str]:
@@ -73,15 +82,19 @@ def check_reads(loaded: Any, folder: WorkingDir, extra_excludes: list[str]) -> l
             try:
                 inside = Path(path).resolve().relative_to(folder.root).as_posix()
             except ValueError:
-                warnings.append(f"warning: {read.key}: {read.path} is outside the project folder, so it is not "
-                                "uploaded: it must exist at that path on the cluster's nodes (shared storage)")
+                warnings.append(
+                    f"warning: {read.key}: {read.path} is outside the project folder, so it is not "
+                    "uploaded: it must exist at that path on the cluster's nodes (shared storage)"
+                )
                 continue
         else:
             inside = os.path.normpath(path)
             if inside.startswith(".."):
-                warnings.append(f"warning: {read.key}: {read.path} is outside the project folder, so it is not "
-                                "uploaded: it must exist on the cluster's nodes, relative to the job's working "
-                                "directory there (give an absolute path on shared storage)")
+                warnings.append(
+                    f"warning: {read.key}: {read.path} is outside the project folder, so it is not "
+                    "uploaded: it must exist on the cluster's nodes, relative to the job's working "
+                    "directory there (give an absolute path on shared storage)"
+                )
                 continue
         problem = _left_out(read, inside, folder, extra_excludes)
         if problem:
@@ -94,8 +107,10 @@ def check_reads(loaded: Any, folder: WorkingDir, extra_excludes: list[str]) -> l
 def _left_out(read: Read, relative: str, folder: WorkingDir, extra_excludes: list[str]) -> str | None:
     matches = _matches(folder.root, relative)
     if not matches:
-        return (f"{read.key}: {read.path} matches nothing in the project folder {folder.root}, which is what the "
-                "job gets on the cluster (its working directory there); nothing was uploaded")
+        return (
+            f"{read.key}: {read.path} matches nothing in the project folder {folder.root}, which is what the "
+            "job gets on the cluster (its working directory there); nothing was uploaded"
+        )
     missing = [match for match in matches if not folder.uploads(match)]
     if not missing:
         return None
@@ -107,9 +122,11 @@ def _left_out(read: Read, relative: str, folder: WorkingDir, extra_excludes: lis
     else:
         left = "(" + "; ".join(f"{_listed(paths)} by {rule}" for rule, paths in rules.items()) + ")"
     what = relative if len(missing) == len(matches) and not _is_pattern(relative) else _first(missing)
-    return (f"{read.key}: {read.path} would be left out of the upload {left}, so the job would not find it "
-            f"on the cluster; carry it with --include {what}, or give the job an absolute path on storage every "
-            "node sees; nothing was uploaded")
+    return (
+        f"{read.key}: {read.path} would be left out of the upload {left}, so the job would not find it "
+        f"on the cluster; carry it with --include {what}, or give the job an absolute path on storage every "
+        "node sees; nothing was uploaded"
+    )
 
 
 def _matches(root: Path, relative: str) -> list[str]:

@@ -65,13 +65,17 @@ def submit(request: SubmitRequest, *, root: Path | None = None) -> tuple[Submiss
     try:
         relative_job = job_file.relative_to(root)
     except ValueError:
-        raise UsageError(f"{request.job_file}: the job file must be inside the project folder {root}, which is "
-                         "uploaded as the job's working_dir; run raymlp submit from the project root") from None
+        raise UsageError(
+            f"{request.job_file}: the job file must be inside the project folder {root}, which is "
+            "uploaded as the job's working_dir; run raymlp submit from the project root"
+        ) from None
     loaded = load_job(job_file, list(request.overrides))
     folder = plan_working_dir(root, request.excludes, request.includes)
     if not folder.uploads(str(relative_job)):
-        raise UsageError(f"{relative_job}: excluded from the upload (.gitignore, .rayignore or --exclude); the "
-                         "cluster would not find it")
+        raise UsageError(
+            f"{relative_job}: excluded from the upload (.gitignore, .rayignore or --exclude); the "
+            "cluster would not find it"
+        )
     warnings = check_reads(loaded, folder, request.excludes)
     check_fits(folder)
     for warning in warnings:
@@ -83,22 +87,44 @@ def submit(request: SubmitRequest, *, root: Path | None = None) -> tuple[Submiss
         if request.env_vars:
             runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **request.env_vars}
         _warn_if_state_stays_in_the_upload(loaded, runtime_env)
-        entrypoint = shlex.join(["raymlp", "run", relative_job.as_posix(),
-                                 *[part for override in request.overrides for part in ("--set", override)]])
+        entrypoint = shlex.join(
+            [
+                "raymlp",
+                "run",
+                relative_job.as_posix(),
+                *[part for override in request.overrides for part in ("--set", override)],
+            ]
+        )
         submission_id = request.submission_id or _submission_id(loaded.config.name)
         cluster = connect(request.address)
-        resources = {key: value for key, value in (("entrypoint_num_cpus", request.entrypoint_num_cpus),
-                                                   ("entrypoint_num_gpus", request.entrypoint_num_gpus),
-                                                   ("entrypoint_memory", request.entrypoint_memory))
-                     if value is not None}
-        metadata = {"raymlp.job": loaded.config.name, "raymlp.file": relative_job.as_posix(),
-                    "raymlp.stages": ",".join(loaded.config.stages())}
-        submitted = guard(lambda: _submit_job(cluster, entrypoint, runtime_env, submission_id, metadata, resources),
-                          cluster.dashboard_url, cluster.token)
+        resources = {
+            key: value
+            for key, value in (
+                ("entrypoint_num_cpus", request.entrypoint_num_cpus),
+                ("entrypoint_num_gpus", request.entrypoint_num_gpus),
+                ("entrypoint_memory", request.entrypoint_memory),
+            )
+            if value is not None
+        }
+        metadata = {
+            "raymlp.job": loaded.config.name,
+            "raymlp.file": relative_job.as_posix(),
+            "raymlp.stages": ",".join(loaded.config.stages()),
+        }
+        submitted = guard(
+            lambda: _submit_job(cluster, entrypoint, runtime_env, submission_id, metadata, resources),
+            cluster.dashboard_url,
+            cluster.token,
+        )
     return Submission(
-        submission_id=submitted, dashboard_url=cluster.dashboard_url, job_url=job_url(cluster.dashboard_url, submitted),
-        entrypoint=entrypoint, runtime_env=runtime_env, uploaded_files=len(folder.files),
-        uploaded_bytes=folder.total_bytes, carried=folder.carried,
+        submission_id=submitted,
+        dashboard_url=cluster.dashboard_url,
+        job_url=job_url(cluster.dashboard_url, submitted),
+        entrypoint=entrypoint,
+        runtime_env=runtime_env,
+        uploaded_files=len(folder.files),
+        uploaded_bytes=folder.total_bytes,
+        carried=folder.carried,
     ), cluster
 
 
@@ -108,28 +134,38 @@ def _warn_if_state_stays_in_the_upload(loaded, runtime_env: dict[str, Any]) -> N
     storage = loaded.config.storage
     if "RAYMLP_HOME" in (runtime_env.get("env_vars") or {}):
         return
-    local = [name for name in ("root", "catalog", "tracking")
-             if getattr(storage, name) is None or not _outside_the_upload(getattr(storage, name))]
+    local = [
+        name
+        for name in ("root", "catalog", "tracking")
+        if getattr(storage, name) is None or not _outside_the_upload(getattr(storage, name))
+    ]
     if local:
-        print(f"warning: the job's storage ({', '.join(local)}) resolves inside its working_dir on the cluster "
-              "(RAYMLP_HOME defaults to ./.raymlp), which Ray deletes with the uploaded files; give the job "
-              "shared storage (storage: in the job file, or --env-var RAYMLP_HOME=/mnt/shared/raymlp)", file=sys.stderr)
+        print(
+            f"warning: the job's storage ({', '.join(local)}) resolves inside its working_dir on the cluster "
+            "(RAYMLP_HOME defaults to ./.raymlp), which Ray deletes with the uploaded files; give the job "
+            "shared storage (storage: in the job file, or --env-var RAYMLP_HOME=/mnt/shared/raymlp)",
+            file=sys.stderr,
+        )
 
 
 def _outside_the_upload(location: str) -> bool:
     """s3://, postgresql://..., an absolute path or sqlite:////abs/path: not inside the job's folder."""
     if location.startswith("sqlite:///"):
-        return location[len("sqlite:///"):].startswith("/")
+        return location[len("sqlite:///") :].startswith("/")
     return "://" in location or location.startswith("/")
 
 
-def _submit_job(cluster: Cluster, entrypoint: str, runtime_env: dict, submission_id: str, metadata: dict,
-                resources: dict) -> str:
+def _submit_job(
+    cluster: Cluster, entrypoint: str, runtime_env: dict, submission_id: str, metadata: dict, resources: dict
+) -> str:
     try:
-        return cluster.client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id,
-                                         metadata=metadata, **resources)
+        return cluster.client.submit_job(
+            entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id, metadata=metadata, **resources
+        )
     except RuntimeError as error:  # the Jobs API refused the request: say what it said
-        raise WorkFailed(f"the cluster at {cluster.dashboard_url} refused the job: {_first_lines(str(error))}") from None
+        raise WorkFailed(
+            f"the cluster at {cluster.dashboard_url} refused the job: {_first_lines(str(error))}"
+        ) from None
 
 
 def _job_env(loaded, env_name: str | None, root: Path) -> dict[str, Any]:
@@ -154,8 +190,9 @@ def job_url(dashboard_url: str, submission_id: str) -> str:
 # --- watching jobs ------------------------------------------------------------------------------
 
 
-def follow(cluster: Cluster, submission_id: str, out: TextIO = sys.stdout,
-           poll_s: float = 1.0, timeout_s: float | None = None) -> Any:
+def follow(
+    cluster: Cluster, submission_id: str, out: TextIO = sys.stdout, poll_s: float = 1.0, timeout_s: float | None = None
+) -> Any:
     """Stream a job's logs until it finishes; return its final JobDetails."""
     import asyncio
 
@@ -165,13 +202,15 @@ def follow(cluster: Cluster, submission_id: str, out: TextIO = sys.stdout,
             out.flush()
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    guard(lambda: asyncio.run(_until_finished(tail(), cluster, submission_id, poll_s, deadline)),
-          cluster.dashboard_url, cluster.token)
+    guard(
+        lambda: asyncio.run(_until_finished(tail(), cluster, submission_id, poll_s, deadline)),
+        cluster.dashboard_url,
+        cluster.token,
+    )
     return details(cluster, submission_id)
 
 
-async def _until_finished(tailing, cluster: Cluster, submission_id: str, poll_s: float,
-                          deadline: float | None) -> None:
+async def _until_finished(tailing, cluster: Cluster, submission_id: str, poll_s: float, deadline: float | None) -> None:
     """Tail the logs; stop when the job has finished (the log stream ends then, or shortly after)."""
     import asyncio
 
@@ -195,13 +234,16 @@ async def _until_finished(tailing, cluster: Cluster, submission_id: str, poll_s:
 
 def details(cluster: Cluster, submission_id: str) -> Any:
     """A job's JobDetails, or a clear error when the cluster has no such job."""
+
     def get():
         try:
             return cluster.client.get_job_info(submission_id)
         except RuntimeError as error:
             if "does not exist" in str(error) or "404" in str(error):
-                raise UsageError(f"no job {submission_id} on the cluster at {cluster.dashboard_url} "
-                                 "(raymlp jobs list shows the jobs there)") from None
+                raise UsageError(
+                    f"no job {submission_id} on the cluster at {cluster.dashboard_url} "
+                    "(raymlp jobs list shows the jobs there)"
+                ) from None
             raise
 
     return guard(get, cluster.dashboard_url, cluster.token)
@@ -235,15 +277,22 @@ def stop(cluster: Cluster, submission_id: str, *, wait_s: float = 30.0) -> Any:
 
 def summary(info: Any, dashboard_url: str) -> dict[str, Any]:
     """The fields of a JobDetails a user reads, as plain JSON."""
+
     def stamp(ms: int | None) -> str | None:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else None
 
     seconds = round((info.end_time - info.start_time) / 1000, 1) if info.end_time and info.start_time else None
     return {
-        "submission_id": info.submission_id, "job_id": info.job_id, "status": str(info.status),
-        "raymlp_job": (info.metadata or {}).get("raymlp.job"), "entrypoint": info.entrypoint,
-        "message": info.message, "started": stamp(info.start_time), "ended": stamp(info.end_time),
-        "seconds": seconds, "url": job_url(dashboard_url, info.submission_id) if info.submission_id else None,
+        "submission_id": info.submission_id,
+        "job_id": info.job_id,
+        "status": str(info.status),
+        "raymlp_job": (info.metadata or {}).get("raymlp.job"),
+        "entrypoint": info.entrypoint,
+        "message": info.message,
+        "started": stamp(info.start_time),
+        "ended": stamp(info.end_time),
+        "seconds": seconds,
+        "url": job_url(dashboard_url, info.submission_id) if info.submission_id else None,
     }
 
 
@@ -258,4 +307,3 @@ def exit_code(info: Any) -> int:
 
 def describe_failure(info: Any) -> str:
     return f"job {info.submission_id} {str(info.status).lower()}: {_first_lines(info.message or 'no message', 12)}"
-

@@ -37,6 +37,7 @@ _QUIET.setLevel(logging.ERROR)
 #: Files named in the error when the folder is over Ray's limit.
 LARGEST_SHOWN = 8
 
+
 @dataclass(frozen=True)
 class WorkingDir:
     """A project folder as Ray will package it."""
@@ -60,8 +61,9 @@ class WorkingDir:
         return relative in {path for path, _ in self.files}
 
 
-def plan_working_dir(root: Path, extra_excludes: list[str] | None = None,
-                     includes: list[str] | None = None) -> WorkingDir:
+def plan_working_dir(
+    root: Path, extra_excludes: list[str] | None = None, includes: list[str] | None = None
+) -> WorkingDir:
     """Walk `root` as Ray's packaging does and list the files it would upload, plus every file at or
     under each of `includes` (paths relative to `root`) that the walk leaves out."""
     root = root.resolve()
@@ -72,8 +74,9 @@ def plan_working_dir(root: Path, extra_excludes: list[str] | None = None,
         if path.is_file():
             files.append((str(path.relative_to(root)), path.stat().st_size))
 
-    ray_internals.upload_walk(root, list(excludes) + ray_default_excludes(), note,
-                              include_gitignore=include_gitignore(), logger=_QUIET)
+    ray_internals.upload_walk(
+        root, list(excludes) + ray_default_excludes(), note, include_gitignore=include_gitignore(), logger=_QUIET
+    )
     walked = {path for path, _ in files}
     carried: list[str] = []
     for item in includes or []:
@@ -83,8 +86,14 @@ def plan_working_dir(root: Path, extra_excludes: list[str] | None = None,
                 carried.append(relative)
                 files.append((relative, path.stat().st_size))
     files.sort(key=lambda item: (-item[1], item[0]))
-    return WorkingDir(root, excludes, tuple(files), sum(size for _, size in files), ray_internals.upload_limit_bytes(),
-                      tuple(sorted(carried)))
+    return WorkingDir(
+        root,
+        excludes,
+        tuple(files),
+        sum(size for _, size in files),
+        ray_internals.upload_limit_bytes(),
+        tuple(sorted(carried)),
+    )
 
 
 def _included_files(root: Path, item: str) -> list[Path]:
@@ -93,8 +102,10 @@ def _included_files(root: Path, item: str) -> list[Path]:
     try:
         path.relative_to(root)
     except ValueError:
-        raise UsageError(f"--include {item}: not inside the project folder {root}, which is what is uploaded; a "
-                         "path outside it is read where it is: it must exist on the cluster's nodes") from None
+        raise UsageError(
+            f"--include {item}: not inside the project folder {root}, which is what is uploaded; a "
+            "path outside it is read where it is: it must exist on the cluster's nodes"
+        ) from None
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -143,8 +154,13 @@ def _zipped_size(folder: WorkingDir) -> int:
         if folder.carried:
             return write_package(folder, Path(scratch)).stat().st_size
         package = Path(scratch) / "package.zip"
-        ray_internals.zip_upload(str(folder.root), list(folder.excludes) + ray_default_excludes(), str(package),
-                                 include_gitignore=include_gitignore(), logger=_QUIET)
+        ray_internals.zip_upload(
+            str(folder.root),
+            list(folder.excludes) + ray_default_excludes(),
+            str(package),
+            include_gitignore=include_gitignore(),
+            logger=_QUIET,
+        )
         return package.stat().st_size
 
 

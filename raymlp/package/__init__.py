@@ -24,7 +24,17 @@ from .sources import package_transforms
 from .write import rewrite_description, write_package
 
 __all__ = [
-    "BUILDER_FILE", "DESCRIPTION_FILE", "PACKAGE_FORMAT", "PREDICTION_COLUMN", "PREPROCESSOR_FILE", "ModelPackage",
-    "describe_package", "load_package", "numeric_features_as_float", "package_transforms", "pip_requirements",
-    "rewrite_description", "write_package",
+    "BUILDER_FILE",
+    "DESCRIPTION_FILE",
+    "PACKAGE_FORMAT",
+    "PREDICTION_COLUMN",
+    "PREPROCESSOR_FILE",
+    "ModelPackage",
+    "describe_package",
+    "load_package",
+    "numeric_features_as_float",
+    "package_transforms",
+    "pip_requirements",
+    "rewrite_description",
+    "write_package",
 ]

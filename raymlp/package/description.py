@@ -43,9 +43,13 @@ def describe_package(
         "label": label,
         "classes": classes,
         "features": [{"name": name, "type": kind} for name, kind in feature_types.items()],
-        "model": {**{key: value for key, value in model_spec.items() if key != "builder_source"},
-                  "input_dim": input_dim, "output_dim": output_dim,
-                  "feature_columns": model_columns, "target_scale": target_scale},
+        "model": {
+            **{key: value for key, value in model_spec.items() if key != "builder_source"},
+            "input_dim": input_dim,
+            "output_dim": output_dim,
+            "feature_columns": model_columns,
+            "target_scale": target_scale,
+        },
         "preprocess": [step_description(step, preprocessor, index) for index, step in enumerate(steps)],
         "modules": package_modules(preprocessor),
         "metrics": {},
@@ -61,8 +65,12 @@ def pip_requirements(framework: str, preprocessor: Any = None) -> list[str]:
     requirement: it is not published, its code travels with the model."""
     from importlib.metadata import version
 
-    pinned = [f"pandas=={version('pandas')}", f"pyarrow=={version('pyarrow')}",
-              f"pydantic=={version('pydantic')}", f"PyYAML=={version('PyYAML')}"]
+    pinned = [
+        f"pandas=={version('pandas')}",
+        f"pyarrow=={version('pyarrow')}",
+        f"pydantic=={version('pydantic')}",
+        f"PyYAML=={version('PyYAML')}",
+    ]
     if preprocessor is not None:
         pinned.insert(0, f"ray[data]=={version('ray')}")
     if any(step.kind == "dask" for step in package_transforms(preprocessor)):

@@ -57,11 +57,15 @@ def build_keras_model(spec: dict[str, Any], input_dim: int, output_dim: int) -> 
         return build_keras_cnn(spec, input_dim, output_dim)
     if spec["type"] == "custom":
         if "builder_source" not in spec:
-            raise WorkFailed(f"train.model.builder {spec['builder']}: the model spec carries no builder source "
-                             "(it is resolved by raymlp.train.models.resolve_model_spec)")
+            raise WorkFailed(
+                f"train.model.builder {spec['builder']}: the model spec carries no builder source "
+                "(it is resolved by raymlp.train.models.resolve_model_spec)"
+            )
         network = call_builder(spec, (input_dim,), output_dim)
         if not isinstance(network, keras.Model):
-            raise WorkFailed(f"train.model.builder {spec['builder']} returned {type(network).__name__}, not a keras.Model "
-                             "(framework tensorflow)")
+            raise WorkFailed(
+                f"train.model.builder {spec['builder']} returned {type(network).__name__}, not a keras.Model "
+                "(framework tensorflow)"
+            )
         return network
     raise UsageError(f"train.model.type: tensorflow builds mlp, cnn or custom, not '{spec['type']}'")

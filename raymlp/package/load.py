@@ -63,7 +63,9 @@ class ModelPackage:
         """Predictions for raw rows: a `prediction` column, plus `probability_<class>` for classifiers."""
         missing = self.missing_features(frame)
         if missing:
-            raise UsageError(f"input lacks feature columns: {', '.join(missing)} (the model needs: {', '.join(self.feature_names)})")
+            raise UsageError(
+                f"input lacks feature columns: {', '.join(missing)} (the model needs: {', '.join(self.feature_names)})"
+            )
         features = numeric_features_as_float(frame[self.feature_names].copy(), self.features)
         try:
             table = pa.Table.from_pandas(features, preserve_index=False)
@@ -76,10 +78,14 @@ class ModelPackage:
     def records_table(self, records: list[dict[str, Any]]) -> pa.Table:
         """The feature columns of JSON-like records (validated against `features`) as an Arrow table."""
         arrow_types = {"int": pa.float64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
-        return pa.table({
-            feature["name"]: pa.array([record[feature["name"]] for record in records], type=arrow_types.get(feature["type"]))
-            for feature in self.features
-        })
+        return pa.table(
+            {
+                feature["name"]: pa.array(
+                    [record[feature["name"]] for record in records], type=arrow_types.get(feature["type"])
+                )
+                for feature in self.features
+            }
+        )
 
     def predict_table(self, table: pa.Table) -> pa.Table:
         """Predictions for raw rows in Arrow, row for row: the same columns as `predict`.
@@ -89,7 +95,9 @@ class ModelPackage:
         """
         missing = [name for name in self.feature_names if name not in table.column_names]
         if missing:
-            raise UsageError(f"input lacks feature columns: {', '.join(missing)} (the model needs: {', '.join(self.feature_names)})")
+            raise UsageError(
+                f"input lacks feature columns: {', '.join(missing)} (the model needs: {', '.join(self.feature_names)})"
+            )
         features = table.select(self.feature_names)
         for index, feature in enumerate(self.features):
             if feature["type"] in ("int", "float") and features.column(index).type != pa.float64():
@@ -109,7 +117,9 @@ class ModelPackage:
                 columns[f"probability_{name}"] = pa.array(probabilities[:, index])
             return pa.table(columns)
         scale = self.description["model"].get("target_scale") or {"mean": 0.0, "std": 1.0}
-        return pa.table({PREDICTION_COLUMN: pa.array(scores.reshape(-1).astype(np.float64) * scale["std"] + scale["mean"])})
+        return pa.table(
+            {PREDICTION_COLUMN: pa.array(scores.reshape(-1).astype(np.float64) * scale["std"] + scale["mean"])}
+        )
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -117,10 +127,17 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def _as_float64(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """A numeric feature as float64; text that is no number becomes null, as pandas' to_numeric(errors='coerce')."""
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type) \
-            or pa.types.is_boolean(column.type) or pa.types.is_decimal(column.type):
+    if (
+        pa.types.is_integer(column.type)
+        or pa.types.is_floating(column.type)
+        or pa.types.is_null(column.type)
+        or pa.types.is_boolean(column.type)
+        or pa.types.is_decimal(column.type)
+    ):
         return column.cast(pa.float64())
-    return pa.chunked_array([pa.array(pd.to_numeric(column.to_pandas(), errors="coerce").astype("float64"), type=pa.float64())])
+    return pa.chunked_array(
+        [pa.array(pd.to_numeric(column.to_pandas(), errors="coerce").astype("float64"), type=pa.float64())]
+    )
 
 
 def _mixed_types(frame: pd.DataFrame) -> str:

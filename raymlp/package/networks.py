@@ -22,12 +22,16 @@ def image_shape(configured: list[int] | None, input_dim: int) -> list[int]:
     if configured is None:
         side = math.isqrt(input_dim)
         if side * side != input_dim:
-            raise UsageError(f"train.model.image_shape: the model's input has {input_dim} columns, not a square image; "
-                             "give [height, width] or [height, width, channels]")
+            raise UsageError(
+                f"train.model.image_shape: the model's input has {input_dim} columns, not a square image; "
+                "give [height, width] or [height, width, channels]"
+            )
         return [side, side, 1]
     shape = list(configured) + [1] * (3 - len(configured))
     if math.prod(shape) != input_dim:
-        raise UsageError(f"train.model.image_shape: {configured} holds {math.prod(shape)} values, the model's input has {input_dim} columns")
+        raise UsageError(
+            f"train.model.image_shape: {configured} holds {math.prod(shape)} values, the model's input has {input_dim} columns"
+        )
     return shape
 
 
@@ -37,7 +41,9 @@ def builder_module(source: str, name: str) -> types.ModuleType:
     try:
         exec(compile(source, f"<builder {name}>", "exec"), module.__dict__)
     except Exception as error:
-        raise WorkFailed(f"train.model.builder: module '{name}' failed to load: {type(error).__name__}: {error}") from None
+        raise WorkFailed(
+            f"train.model.builder: module '{name}' failed to load: {type(error).__name__}: {error}"
+        ) from None
     return module
 
 
@@ -47,7 +53,9 @@ def call_builder(spec: dict[str, Any], input_shape: tuple[int, ...], output_dim:
         raise WorkFailed("train.model.builder: the builder's source does not match its recorded sha256")
     module_name, _, function = spec["builder"].partition(":")
     try:
-        return getattr(builder_module(spec["builder_source"], module_name), function)(input_shape, output_dim, dict(spec.get("params") or {}))
+        return getattr(builder_module(spec["builder_source"], module_name), function)(
+            input_shape, output_dim, dict(spec.get("params") or {})
+        )
     except WorkFailed:
         raise
     except Exception as error:
@@ -85,7 +93,10 @@ def build_torch_cnn(spec: dict[str, Any], output_dim: int) -> Any:
     height, width, channels = spec["image_shape"]
     layers: list[Any] = [nn.Unflatten(1, (height, width, channels)), ChannelsFirst()]
     for filters in spec["filters"]:
-        layers += [nn.Conv2d(channels, filters, spec["kernel_size"], padding="same"), _torch_activation(spec["activation"])]
+        layers += [
+            nn.Conv2d(channels, filters, spec["kernel_size"], padding="same"),
+            _torch_activation(spec["activation"]),
+        ]
         if height >= 2 and width >= 2:
             layers.append(nn.MaxPool2d(2))
             height, width = height // 2, width // 2
@@ -112,6 +123,8 @@ def build_torch_model(spec: dict[str, Any], input_dim: int, output_dim: int) -> 
     if spec["type"] == "custom":
         network = call_builder(spec, (input_dim,), output_dim)
         if not isinstance(network, torch.nn.Module):
-            raise WorkFailed(f"train.model.builder {spec['builder']} returned {type(network).__name__}, not a torch.nn.Module")
+            raise WorkFailed(
+                f"train.model.builder {spec['builder']} returned {type(network).__name__}, not a torch.nn.Module"
+            )
         return network
     raise UsageError(f"train.model.type: torch builds mlp, cnn or custom, not '{spec['type']}'")

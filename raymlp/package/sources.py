@@ -29,10 +29,16 @@ def package_modules(preprocessor: Any) -> list[dict[str, Any]]:
     """Description entries of the distinct module versions a chain runs: name, version, sha256, file, functions."""
     entries: dict[tuple[str, int], dict[str, Any]] = {}
     for step in package_transforms(preprocessor):
-        entry = entries.setdefault((step.module, step.version), {
-            "name": step.module, "version": step.version, "sha256": step.sha256,
-            "file": f"{PACKAGE_MODULES_DIR}/{module_file_name(step.module, step.version)}", "functions": [],
-        })
+        entry = entries.setdefault(
+            (step.module, step.version),
+            {
+                "name": step.module,
+                "version": step.version,
+                "sha256": step.sha256,
+                "file": f"{PACKAGE_MODULES_DIR}/{module_file_name(step.module, step.version)}",
+                "functions": [],
+            },
+        )
         if step.function not in entry["functions"]:
             entry["functions"].append(step.function)
     return list(entries.values())
@@ -52,9 +58,13 @@ def verify_package_sources(preprocessor: Any, description: dict[str, Any], folde
     for step in package_transforms(preprocessor):
         expected = recorded.get((step.module, step.version))
         if expected is None:
-            raise WorkFailed(f"{folder}: the preprocessor runs module {step.module}@{step.version}, which the "
-                             "package description does not list")
+            raise WorkFailed(
+                f"{folder}: the preprocessor runs module {step.module}@{step.version}, which the "
+                "package description does not list"
+            )
         for what, digest in (("pickled preprocessor", source_sha256(step.source)), ("recorded step", step.sha256)):
             if digest != expected:
-                raise WorkFailed(f"{folder}: the {what}'s copy of module {step.module}@{step.version} has sha256 "
-                                 f"{digest}, not the package's {expected}")
+                raise WorkFailed(
+                    f"{folder}: the {what}'s copy of module {step.module}@{step.version} has sha256 "
+                    f"{digest}, not the package's {expected}"
+                )

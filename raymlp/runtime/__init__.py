@@ -43,8 +43,13 @@ class RayRuntime:
 
 
 @contextmanager
-def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | None = None,
-                metadata: dict[str, str] | None = None, env_described: str = "the job file's env") -> Iterator[RayRuntime]:
+def ray_runtime(
+    address: str | None = None,
+    *,
+    runtime_env: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
+    env_described: str = "the job file's env",
+) -> Iterator[RayRuntime]:
     """Connect to Ray for the duration of the block; an embedded Ray started here is shut down after.
 
     `runtime_env` (the job's `env`, as `raymlp.config.envs` resolves it) is what `ray.init` gets;
@@ -77,11 +82,19 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
     # runtime_env cannot use the workers Ray prestarts, and each of its tasks waits for a new one.
     # An embedded Ray is one machine that no cloud preempts: Ray Train's preemption watcher (one more
     # process started before a run's first step) has nothing to watch there, unless asked for.
-    embedded_env = {API_SERVER_ENV: f"http://127.0.0.1:{dashboard_port}",
-                    PREEMPTION_WATCHER_ENV: os.environ.get(PREEMPTION_WATCHER_ENV, "0")} if dashboard_port else {}
+    embedded_env = (
+        {
+            API_SERVER_ENV: f"http://127.0.0.1:{dashboard_port}",
+            PREEMPTION_WATCHER_ENV: os.environ.get(PREEMPTION_WATCHER_ENV, "0"),
+        }
+        if dashboard_port
+        else {}
+    )
     # A joined cluster's job gets this driver's RAY_API_SERVER_ADDRESS forwarded in its runtime_env;
     # inside a submitted job whose runtime_env already sets it, Ray would refuse the same name twice.
-    forwarded = {API_SERVER_ENV: os.environ[API_SERVER_ENV]} if not dashboard_port and os.environ.get(API_SERVER_ENV) else None
+    forwarded = (
+        {API_SERVER_ENV: os.environ[API_SERVER_ENV]} if not dashboard_port and os.environ.get(API_SERVER_ENV) else None
+    )
     runtime_env = outside_the_submission(runtime_env, env_described, forwarded)
     outer_env = {name: os.environ.get(name) for name in embedded_env}
     os.environ.update(embedded_env)
@@ -94,8 +107,13 @@ def ray_runtime(address: str | None = None, *, runtime_env: dict[str, Any] | Non
 
 
 @contextmanager
-def _ray_connected(address: str | None, runtime_env: dict[str, Any] | None, dashboard_port: int | None,
-                   started: float, metadata: dict[str, str] | None = None) -> Iterator[RayRuntime]:
+def _ray_connected(
+    address: str | None,
+    runtime_env: dict[str, Any] | None,
+    dashboard_port: int | None,
+    started: float,
+    metadata: dict[str, str] | None = None,
+) -> Iterator[RayRuntime]:
     import ray
     from ray.job_config import JobConfig
 
@@ -103,9 +121,11 @@ def _ray_connected(address: str | None, runtime_env: dict[str, Any] | None, dash
 
     quiet_ray_driver()
 
-    common: dict[str, Any] = {**ray_init_options(), "runtime_env": runtime_env or None,
-                              "job_config": JobConfig(metadata={key: str(value) for key, value in
-                                                                (metadata or {}).items()})}
+    common: dict[str, Any] = {
+        **ray_init_options(),
+        "runtime_env": runtime_env or None,
+        "job_config": JobConfig(metadata={key: str(value) for key, value in (metadata or {}).items()}),
+    }
     try:
         if address:
             info = ray.init(address=address, **common)
@@ -189,4 +209,3 @@ def after_serve_shutdown(hook: Callable[[], None]) -> None:
     (once Serve is shut down, while Ray is still connected). Registering the same hook again is a no-op."""
     if hook not in _AFTER_SERVE_SHUTDOWN:
         _AFTER_SERVE_SHUTDOWN.append(hook)
-

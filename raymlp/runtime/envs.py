@@ -62,8 +62,9 @@ def _same_setting(key: str, ours: Any, theirs: Any) -> bool:
 _KINDS = ("pip", "uv", "conda", "image_uri", "container")
 
 
-def outside_the_submission(runtime_env: dict[str, Any] | None, described: str = "the job file's env",
-                           forwarded: dict[str, str] | None = None) -> dict[str, Any] | None:
+def outside_the_submission(
+    runtime_env: dict[str, Any] | None, described: str = "the job file's env", forwarded: dict[str, str] | None = None
+) -> dict[str, Any] | None:
     """What `ray.init` may still be given inside a submitted Ray job: the parts of `runtime_env` the
     submission's own runtime_env does not already have. Ray merges the two and refuses a key both
     give (env_vars: a name both give), even with equal values. A setting both give alike is dropped
@@ -80,8 +81,9 @@ def outside_the_submission(runtime_env: dict[str, Any] | None, described: str = 
     return _outside(theirs, runtime_env, described)
 
 
-def _forwarding(runtime_env: dict[str, Any] | None, theirs: dict[str, Any] | None,
-                forwarded: dict[str, str]) -> dict[str, Any] | None:
+def _forwarding(
+    runtime_env: dict[str, Any] | None, theirs: dict[str, Any] | None, forwarded: dict[str, str]
+) -> dict[str, Any] | None:
     """`runtime_env` with the `forwarded` env vars laid under its own, less those the submission has."""
     merged = dict(runtime_env or {})
     merged["env_vars"] = {**forwarded, **(merged.get("env_vars") or {})}
@@ -90,7 +92,9 @@ def _forwarding(runtime_env: dict[str, Any] | None, theirs: dict[str, Any] | Non
     return merged or None
 
 
-def _outside(theirs: dict[str, Any] | None, runtime_env: dict[str, Any] | None, described: str) -> dict[str, Any] | None:
+def _outside(
+    theirs: dict[str, Any] | None, runtime_env: dict[str, Any] | None, described: str
+) -> dict[str, Any] | None:
     if theirs is None or not runtime_env:
         return runtime_env
     remaining: dict[str, Any] = {}
@@ -101,8 +105,10 @@ def _outside(theirs: dict[str, Any] | None, runtime_env: dict[str, Any] | None, 
             extra = {name: text for name, text in value.items() if name not in their_vars}
             overridden = sorted(name for name, text in value.items() if name in their_vars and their_vars[name] != text)
             if overridden:
-                print(f"note: env_vars {', '.join(overridden)}: the submission's values are used, not {described}'s",
-                      file=sys.stderr)
+                print(
+                    f"note: env_vars {', '.join(overridden)}: the submission's values are used, not {described}'s",
+                    file=sys.stderr,
+                )
             if extra:
                 remaining["env_vars"] = extra
         elif key == "config":

@@ -31,8 +31,10 @@ def find_token() -> Token | None:
     value = os.environ.get(TOKEN_ENV, "").strip()
     if value:
         return Token(value, TOKEN_ENV)
-    for path, source in ((os.environ.get(TOKEN_PATH_ENV), TOKEN_PATH_ENV),
-                         (str(Path.home() / ".ray" / "auth_token"), "~/.ray/auth_token")):
+    for path, source in (
+        (os.environ.get(TOKEN_PATH_ENV), TOKEN_PATH_ENV),
+        (str(Path.home() / ".ray" / "auth_token"), "~/.ray/auth_token"),
+    ):
         if not path:
             continue
         try:

@@ -16,8 +16,19 @@ from .envs import submission_runtime_env
 
 #: Never uploaded: environments, raymlp's own state (datasets, MLflow store, artifacts), caches.
 EXCLUDES = (
-    ".venv", "venv", ".git", "__pycache__", "*.pyc", ".raymlp", "mlruns", ".pytest_cache", ".ruff_cache",
-    ".mypy_cache", ".ipynb_checkpoints", ".gpu", "*.egg-info",
+    ".venv",
+    "venv",
+    ".git",
+    "__pycache__",
+    "*.pyc",
+    ".raymlp",
+    "mlruns",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".ipynb_checkpoints",
+    ".gpu",
+    "*.egg-info",
 )
 
 #: The folder Ray unpacks an uploaded working_dir into is named after the package: `_ray_pkg_<sha1>`.
@@ -50,10 +61,12 @@ def exclusion(root: Path, relative: str, extra_excludes: list[str] | tuple[str, 
 
 
 def _exclude_rules(root: Path, extra: list[str] | tuple[str, ...]) -> list[tuple[Any, str]]:
-    labelled = ([(pattern, f"raymlp's default excludes ({pattern})") for pattern in EXCLUDES]
-                + [(pattern, f"RAYMLP_HOME, raymlp's own state ({pattern})") for pattern in home_inside(root)]
-                + [(pattern, f"Ray's default excludes ({pattern})") for pattern in ray_default_excludes()]
-                + [(pattern, f"--exclude {pattern}") for pattern in extra if pattern not in EXCLUDES])
+    labelled = (
+        [(pattern, f"raymlp's default excludes ({pattern})") for pattern in EXCLUDES]
+        + [(pattern, f"RAYMLP_HOME, raymlp's own state ({pattern})") for pattern in home_inside(root)]
+        + [(pattern, f"Ray's default excludes ({pattern})") for pattern in ray_default_excludes()]
+        + [(pattern, f"--exclude {pattern}") for pattern in extra if pattern not in EXCLUDES]
+    )
     return [(ray_internals.gitwildmatch_pattern(pattern), label) for pattern, label in labelled]
 
 
@@ -71,8 +84,16 @@ def _ignore_rules(root: Path, folder: Path) -> list[tuple[Path, list[tuple[Any, 
         except OSError:
             continue
         shown = path.relative_to(root).as_posix()
-        found.append((folder, [(ray_internals.gitwildmatch_pattern(line), f"{shown}:{number}: {line.strip()}")
-                               for number, line in enumerate(lines, 1) if line.strip()]))
+        found.append(
+            (
+                folder,
+                [
+                    (ray_internals.gitwildmatch_pattern(line), f"{shown}:{number}: {line.strip()}")
+                    for number, line in enumerate(lines, 1)
+                    if line.strip()
+                ],
+            )
+        )
     return found
 
 
@@ -87,8 +108,11 @@ def _last_match(rules: list[tuple[Any, str]], relative: str) -> str | None:
 
 def in_uploaded_copy() -> bool:
     """Whether this process runs in a submitted Ray job's unpacked working_dir (or one of its tasks)."""
-    return (PACKAGE_PREFIX in str(Path.cwd()) or bool(os.environ.get("RAY_JOB_ID"))
-            or bool((submission_runtime_env() or {}).get("working_dir")))
+    return (
+        PACKAGE_PREFIX in str(Path.cwd())
+        or bool(os.environ.get("RAY_JOB_ID"))
+        or bool((submission_runtime_env() or {}).get("working_dir"))
+    )
 
 
 def left_behind(pattern: str) -> str:
@@ -101,15 +125,21 @@ def left_behind(pattern: str) -> str:
     here = Path.cwd()
     submitted = [item for item in (submission_runtime_env() or {}).get("excludes") or [] if item not in EXCLUDES]
     rule = exclusion(here, relative, submitted) if not relative.startswith("..") else None
-    ways = (f"submit with `raymlp submit --include {relative}` (which carries it despite the rule), or give "
-            "the job an absolute path on storage every node sees")
+    ways = (
+        f"submit with `raymlp submit --include {relative}` (which carries it despite the rule), or give "
+        "the job an absolute path on storage every node sees"
+    )
     if rule:
-        return (f"; this job runs in an uploaded copy of the project folder ({here}), and {rule} left "
-                f"'{pattern}' out of the upload: {ways}")
-    return (f"; this job runs in an uploaded copy of the project folder ({here}), which holds only what "
-            f"was in the submitted folder: submit from the folder that has '{pattern}' (`raymlp submit` "
-            f"checks this before uploading; `--include {relative}` carries ignored files), or give the job an "
-            "absolute path on storage every node sees")
+        return (
+            f"; this job runs in an uploaded copy of the project folder ({here}), and {rule} left "
+            f"'{pattern}' out of the upload: {ways}"
+        )
+    return (
+        f"; this job runs in an uploaded copy of the project folder ({here}), which holds only what "
+        f"was in the submitted folder: submit from the folder that has '{pattern}' (`raymlp submit` "
+        f"checks this before uploading; `--include {relative}` carries ignored files), or give the job an "
+        "absolute path on storage every node sees"
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ request by weight; aliases are looked up again every `follow_aliases_s`, so movi
 (`raymlp models promote/rollback`) moves traffic without restarting a replica or failing a request.
 """
 
-
 import hashlib
 import hmac
 import logging
@@ -47,7 +46,9 @@ class EndpointSpec(BaseModel):
     api_key_sha256: list[str] = Field(default_factory=list)
     api_keys_env: str | None = None
     run_id: str | None = None
-    job: str | None = Field(default=None, description="The raymlp job serving it (metrics' `job` tag; default: the app's name).")
+    job: str | None = Field(
+        default=None, description="The raymlp job serving it (metrics' `job` tag; default: the app's name)."
+    )
     route: str | None = Field(default=None, description="The app's route prefix (metrics' `route` tag).")
 
 
@@ -100,8 +101,14 @@ def record_model(features: list[dict[str, Any]]) -> type[BaseModel]:
 
     from pydantic import ConfigDict, create_model
 
-    kinds: dict[str, Any] = {"int": int, "float": float, "bool": bool, "string": str,
-                             "date": datetime.date, "datetime": datetime.datetime}
+    kinds: dict[str, Any] = {
+        "int": int,
+        "float": float,
+        "bool": bool,
+        "string": str,
+        "date": datetime.date,
+        "datetime": datetime.datetime,
+    }
     fields: dict[str, Any] = {}
     for feature in features:
         kind = kinds.get(feature["type"], str)
@@ -110,7 +117,9 @@ def record_model(features: list[dict[str, Any]]) -> type[BaseModel]:
         limits = {"ge": -bound, "le": bound} if bound else {}
         fields[f"f{len(fields)}"] = (kind, Field(alias=feature["name"], strict=False if lax else None, **limits))
     return create_model(
-        "Record", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=False), **fields
+        "Record",
+        __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=False),
+        **fields,
     )
 
 
@@ -121,7 +130,9 @@ def _error_entries(error: Any, single: bool) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"message": item["msg"]}
         bound = (item.get("ctx") or {}).get("le", (item.get("ctx") or {}).get("ge"))
         if item["type"] in ("less_than_equal", "greater_than_equal") and isinstance(bound, (int, float)):
-            entry["message"] = f"Input should be {'at most' if item['type'] == 'less_than_equal' else 'at least'} {bound:.9g}"
+            entry["message"] = (
+                f"Input should be {'at most' if item['type'] == 'less_than_equal' else 'at least'} {bound:.9g}"
+            )
         if not single and location and isinstance(location[0], int):
             entry["record"] = location.pop(0)
         if location:
@@ -210,8 +221,10 @@ def answers_for(package: Any, records: list[dict[str, Any]]) -> list[dict[str, A
         return [{"prediction": value} for value in predictions]
     names = [column.removeprefix("probability_") for column in columns]
     rows = np.column_stack([result.column(column).to_numpy() for column in columns]).astype("float64").tolist()
-    return [{"prediction": value, "probabilities": {name: _json_safe(p) for name, p in zip(names, row)}}
-            for value, row in zip(predictions, rows)]
+    return [
+        {"prediction": value, "probabilities": {name: _json_safe(p) for name, p in zip(names, row)}}
+        for value, row in zip(predictions, rows)
+    ]
 
 
 class _Metrics:
@@ -238,8 +251,7 @@ class _Metrics:
     def _tags_of_answer(self, version: Any, status: int) -> dict[str, str]:
         tags = self._answer_tags.get((version, status))
         if tags is None:
-            tags = self._answer_tags[(version, status)] = {
-                **self.base, "version": str(version), "code": str(status)}
+            tags = self._answer_tags[(version, status)] = {**self.base, "version": str(version), "code": str(status)}
         return tags
 
     def _tags_of_version(self, version: Any) -> dict[str, str]:
@@ -359,7 +371,9 @@ class ModelServer:
         self.features = first.features
         self.key_digests = set(self.spec.api_key_sha256)
         if self.spec.api_keys_env:
-            self.key_digests |= {key_digest(key.strip()) for key in os.environ.get(self.spec.api_keys_env, "").split(",") if key.strip()}
+            self.key_digests |= {
+                key_digest(key.strip()) for key in os.environ.get(self.spec.api_keys_env, "").split(",") if key.strip()
+            }
         self.metrics = _Metrics(self.app_name, self.spec.job or self.app_name, self.spec.route or "")
         self._install_openapi()
         self.batcher = _Batcher(self.metrics, **self.spec.batching) if self.spec.batching else None
@@ -400,7 +414,9 @@ class ModelServer:
             paths[version] = path
         if not shares:
             raise ValueError(f"traffic {traffic} sends no requests anywhere")
-        packages = {version: loaded[version] if version in loaded else load_package(paths[version]) for version in shares}
+        packages = {
+            version: loaded[version] if version in loaded else load_package(paths[version]) for version in shares
+        }
         versions = tuple(shares)
         cumulative, total = [], 0.0
         for version in versions:
@@ -417,7 +433,9 @@ class ModelServer:
         from raymlp.tracking import ModelRef, Tracker
 
         tracker = Tracker(self.spec.tracking_uri, Path(self.spec.storage_root))
-        model_ref = ModelRef(self.spec.model, version=int(ref)) if ref.isdigit() else ModelRef(self.spec.model, alias=ref)
+        model_ref = (
+            ModelRef(self.spec.model, version=int(ref)) if ref.isdigit() else ModelRef(self.spec.model, alias=ref)
+        )
         path, version = tracker.package_for(model_ref, Path(self.spec.cache_dir))
         return version, str(path)
 
@@ -431,8 +449,14 @@ class ModelServer:
                 continue
             with self._lock:  # a split `reconfigure` set meanwhile wins over one resolved from the old split
                 if self.spec.traffic is traffic and (routing.versions, routing.cumulative) != (
-                        self._routing.versions, self._routing.cumulative):
-                    logger.info("raymlp: now serving versions %s with cumulative shares %s", routing.versions, routing.cumulative)
+                    self._routing.versions,
+                    self._routing.cumulative,
+                ):
+                    logger.info(
+                        "raymlp: now serving versions %s with cumulative shares %s",
+                        routing.versions,
+                        routing.cumulative,
+                    )
                     self._routing = routing
 
     # --- requests -----------------------------------------------------------------------------
@@ -472,7 +496,9 @@ class ModelServer:
         version = routing.pick()
         try:
             if not self._authorized(request):
-                raise RequestProblem(401, "an API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+                raise RequestProblem(
+                    401, "an API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+                )
             records, single = self.parser.parse(await self._body(request))
             package = routing.packages[version]
             if self.batcher is not None:
@@ -485,7 +511,9 @@ class ModelServer:
         except (ValueError, TypeError, ArithmeticError) as error:
             # Values of the right types that the model cannot take (an overflow, an unseen category).
             logger.warning("raymlp: version %s could not score a request: %s", version, error)
-            return self._problem(RequestProblem(422, f"the model could not score these values: {str(error)[:300]}"), version, started)
+            return self._problem(
+                RequestProblem(422, f"the model could not score these values: {str(error)[:300]}"), version, started
+            )
         except Exception:
             logger.exception("raymlp: version %s failed on a request", version)
             self.metrics.answered(version, 500, started)
@@ -502,7 +530,9 @@ class ModelServer:
     @api.get("/metadata")
     def describe(self, request: Request) -> JSONResponse:
         if not self._authorized(request):
-            return JSONResponse({"detail": "an API key is required"}, status_code=401, headers={"www-authenticate": "Bearer"})
+            return JSONResponse(
+                {"detail": "an API key is required"}, status_code=401, headers={"www-authenticate": "Bearer"}
+            )
         routing = self._routing
         total = routing.cumulative[-1]
         previous, shares = 0.0, {}
@@ -510,16 +540,26 @@ class ModelServer:
             shares[str(version)] = round(100.0 * (bound - previous) / total, 3)
             previous = bound
         first = routing.packages[routing.versions[0]]
-        return JSONResponse({
-            "model": self.spec.model,
-            "versions": [{"version": version, "traffic_percent": shares[str(version)],
-                          "lineage": routing.packages[version].description.get("lineage"),
-                          "metrics": routing.packages[version].description.get("metrics")}
-                         for version in routing.versions],
-            "traffic": self.spec.traffic,
-            "task": first.description["task"], "label": first.description.get("label"),
-            "features": self.features, "classes": first.classes, "run_id": self.spec.run_id,
-        })
+        return JSONResponse(
+            {
+                "model": self.spec.model,
+                "versions": [
+                    {
+                        "version": version,
+                        "traffic_percent": shares[str(version)],
+                        "lineage": routing.packages[version].description.get("lineage"),
+                        "metrics": routing.packages[version].description.get("metrics"),
+                    }
+                    for version in routing.versions
+                ],
+                "traffic": self.spec.traffic,
+                "task": first.description["task"],
+                "label": first.description.get("label"),
+                "features": self.features,
+                "classes": first.classes,
+                "run_id": self.spec.run_id,
+            }
+        )
 
     def _install_openapi(self) -> None:
         """/openapi.json with the request body this model takes (its records' fields and types)."""
@@ -531,22 +571,39 @@ class ModelServer:
         text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
         operation = schema["paths"]["/predict"]["post"]
         operation["summary"] = f"Predict with {self.spec.model}"
-        operation["description"] = (f"A body is at most {self.spec.max_body_bytes} bytes (else 413). Numbers are finite; "
-                                    "the model takes floats as float32, so their magnitude is at most 3.4028234663852886e38.")
+        operation["description"] = (
+            f"A body is at most {self.spec.max_body_bytes} bytes (else 413). Numbers are finite; "
+            "the model takes floats as float32, so their magnitude is at most 3.4028234663852886e38."
+        )
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         operation["responses"] = {
-            "200": {"description": "The prediction (one record) or predictions (a list), and the version that answered.",
-                    "content": {"application/json": {"schema": {"type": "object"}}}},
-            **{str(code): {"description": description, **problem} for code, description in (
-                (400, "The body is not JSON."), (401, "No valid API key."),
-                (413, f"The body is over {self.spec.max_body_bytes} bytes or the list over {self.spec.max_records} records."),
-                (422, "A record does not match the model's features, or the model cannot score its values."))},
+            "200": {
+                "description": "The prediction (one record) or predictions (a list), and the version that answered.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            **{
+                str(code): {"description": description, **problem}
+                for code, description in (
+                    (400, "The body is not JSON."),
+                    (401, "No valid API key."),
+                    (
+                        413,
+                        f"The body is over {self.spec.max_body_bytes} bytes or the list over {self.spec.max_records} records.",
+                    ),
+                    (422, "A record does not match the model's features, or the model cannot score its values."),
+                )
+            },
             # Serve's own answers (plain text): the request timeout, and a full queue.
             "408": {"description": "The request took longer than the endpoint's request timeout.", **text},
-            "500": {"description": "The prediction failed; the replica's log has the details.",
-                    "content": {"application/json": detail, "text/plain": {"schema": {"type": "string"}}}},
-            "503": {"description": "The replicas' queues are full: try again after Retry-After seconds.",
-                    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 0}}}, **text},
+            "500": {
+                "description": "The prediction failed; the replica's log has the details.",
+                "content": {"application/json": detail, "text/plain": {"schema": {"type": "string"}}},
+            },
+            "503": {
+                "description": "The replicas' queues are full: try again after Retry-After seconds.",
+                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 0}}},
+                **text,
+            },
         }
         api.openapi_schema = schema
 

@@ -16,7 +16,13 @@ from typing import Any
 
 from raymlp.errors import UsageError, raised_in_a_worker
 
-_READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet", ".json": "read_json", ".jsonl": "read_json"}
+_READERS = {
+    ".csv": "read_csv",
+    ".parquet": "read_parquet",
+    ".pq": "read_parquet",
+    ".json": "read_json",
+    ".jsonl": "read_json",
+}
 
 #: Rows per model call when the caller does not say. A call has a fixed cost (pandas conversion,
 #: preprocessing steps, the estimator's own dispatch: about 19 ms for a 50-tree forest on wine),
@@ -120,8 +126,15 @@ def _reader_for(path: str) -> str:
     raise UsageError(f"--input {path}: cannot tell the format; use a .csv, .parquet or .jsonl file or a folder of them")
 
 
-def _read(reader: str, source: str, batch_size: int, pool: int, concurrency: int, progress_bars: bool | None,
-          runtime_env: dict[str, Any] | None = None):
+def _read(
+    reader: str,
+    source: str,
+    batch_size: int,
+    pool: int,
+    concurrency: int,
+    progress_bars: bool | None,
+    runtime_env: dict[str, Any] | None = None,
+):
     """A Ray Data dataset of `source`'s rows, in input order, in blocks of about one model call,
     and whether it reads row groups.
 
@@ -140,16 +153,24 @@ def _read(reader: str, source: str, batch_size: int, pool: int, concurrency: int
         if slices is not None:
             # The scoring's concurrency: Ray Data fuses only reads and maps that agree on it.
             # The scoring's runtime_env too: Ray Data fuses only ops whose remote args are equal.
-            return ray.data.read_datasource(RowGroupDatasource(slices), override_num_blocks=len(slices), concurrency=concurrency,
-                                            runtime_env=runtime_env), True
+            return ray.data.read_datasource(
+                RowGroupDatasource(slices),
+                override_num_blocks=len(slices),
+                concurrency=concurrency,
+                runtime_env=runtime_env,
+            ), True
     context = ray.data.DataContext.get_current()
-    saved = {name: getattr(context, name) for name in ("use_datasource_v2", "enable_progress_bars") if hasattr(context, name)}
+    saved = {
+        name: getattr(context, name) for name in ("use_datasource_v2", "enable_progress_bars") if hasattr(context, name)
+    }
     try:
         if reader == "read_parquet" and "use_datasource_v2" in saved:
             context.use_datasource_v2 = False
         if progress_bars is not None:  # the reader's own bar (Parquet sampling) follows the run's choice
             context.enable_progress_bars = progress_bars
-        return getattr(ray.data, reader)(source, override_num_blocks=_planned_blocks(source, pool), runtime_env=runtime_env), False
+        return getattr(ray.data, reader)(
+            source, override_num_blocks=_planned_blocks(source, pool), runtime_env=runtime_env
+        ), False
     finally:
         for name, value in saved.items():
             setattr(context, name, value)
@@ -163,7 +184,9 @@ def _local_parquet_files(source: str) -> list[str] | None:
     if "://" in source:
         return None
     if os.path.isdir(source):
-        files = sorted(entry.path for entry in os.scandir(source) if entry.is_file() and not entry.name.startswith((".", "_")))
+        files = sorted(
+            entry.path for entry in os.scandir(source) if entry.is_file() and not entry.name.startswith((".", "_"))
+        )
     else:
         files = sorted(name for name in glob.glob(source) if os.path.isfile(name))
     return files if files and len(files) <= MAX_FILES else None
@@ -290,16 +313,26 @@ def predict_batch(
         # An actor per GPU holds the model on its device. Ray Data refuses batch_size=None with
         # GPUs; blocks are planned at one call's rows, so that size keeps them whole.
         scored = dataset.map_batches(
-            _PackagePredictor, fn_constructor_args=(package_path, batch_size), batch_format="pyarrow",
-            batch_size=batch_size, zero_copy_batch=True, compute=ray.data.ActorPoolStrategy(size=pool),
-            num_cpus=_replica_cpus(pool), num_gpus=1, runtime_env=runtime_env,
+            _PackagePredictor,
+            fn_constructor_args=(package_path, batch_size),
+            batch_format="pyarrow",
+            batch_size=batch_size,
+            zero_copy_batch=True,
+            compute=ray.data.ActorPoolStrategy(size=pool),
+            num_cpus=_replica_cpus(pool),
+            num_gpus=1,
+            runtime_env=runtime_env,
         )
     else:
         # Tasks, one per block (batch_size=None: Ray Data would otherwise gather small blocks into
         # bundles one by one), that fuse with the read; each worker keeps the package it loaded.
         scored = dataset.map_batches(
-            _score_block, fn_args=(package_path, batch_size), batch_format="pyarrow",
-            batch_size=None, zero_copy_batch=True, compute=ray.data.TaskPoolStrategy(size=concurrency),
+            _score_block,
+            fn_args=(package_path, batch_size),
+            batch_format="pyarrow",
+            batch_size=None,
+            zero_copy_batch=True,
+            compute=ray.data.TaskPoolStrategy(size=concurrency),
             runtime_env=runtime_env,
         )
     target = Path(os.path.abspath(output))  # a folder output is written by Ray workers
@@ -348,8 +381,11 @@ def _write_single_file(scored, staging: Path, suffix: str, progress: Callable[[i
             if table.num_rows == 0:  # replicas hand empty blocks back unscored
                 continue
             if writer is None:
-                writer = (pq.ParquetWriter(staging, table.schema, use_dictionary=_dictionary_columns(table.schema))
-                          if suffix == ".parquet" else pacsv.CSVWriter(staging, table.schema))
+                writer = (
+                    pq.ParquetWriter(staging, table.schema, use_dictionary=_dictionary_columns(table.schema))
+                    if suffix == ".parquet"
+                    else pacsv.CSVWriter(staging, table.schema)
+                )
             if suffix == ".parquet" and table.schema != writer.schema:
                 table = table.cast(writer.schema)
             writer.write_table(table)

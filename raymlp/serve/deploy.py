@@ -50,20 +50,28 @@ def endpoint_spec(
     if config.api_keys_env and not keys_from_replica_env:
         keys = [key.strip() for key in os.environ.get(config.api_keys_env, "").split(",") if key.strip()]
         if not keys:
-            raise UsageError(f"serve.api_keys_env: the environment variable {config.api_keys_env} is not set or holds no keys "
-                             "(comma-separated API keys)")
+            raise UsageError(
+                f"serve.api_keys_env: the environment variable {config.api_keys_env} is not set or holds no keys "
+                "(comma-separated API keys)"
+            )
         digests = [key_digest(key) for key in keys]
     registry = storage is not None and any(ref not in packages for ref in traffic)
     return EndpointSpec(
-        model=model, traffic=traffic, packages=packages,
+        model=model,
+        traffic=traffic,
+        packages=packages,
         tracking_uri=storage.tracking_uri if registry else None,
         storage_root=str(storage.root) if registry else None,
         cache_dir=str(storage.model_cache()) if registry else None,
         follow_aliases_s=config.follow_aliases_s,
         batching=config.batching.model_dump() if config.batching else None,
-        max_body_bytes=config.max_body_bytes, max_records=config.max_records,
-        api_key_sha256=digests, api_keys_env=config.api_keys_env if keys_from_replica_env else None, run_id=run_id,
-        job=job, route=config.route,
+        max_body_bytes=config.max_body_bytes,
+        max_records=config.max_records,
+        api_key_sha256=digests,
+        api_keys_env=config.api_keys_env if keys_from_replica_env else None,
+        run_id=run_id,
+        job=job,
+        route=config.route,
     )
 
 
@@ -88,16 +96,20 @@ def serve_config_file(spec: EndpointSpec, config: ServeConfig, app_name: str, ou
     document: dict[str, Any] = {
         "proxy_location": "EveryNode",
         "http_options": http_options,
-        "applications": [{
-            "name": app_name,
-            "route_prefix": config.route,
-            "import_path": "raymlp.serve.app:app_builder",
-            "args": {"spec": spec.model_dump(exclude_none=True),
-                     # serve.env is resolved here, into the deployment's ray_actor_options.runtime_env
-                     # (envs/ is not on the cluster): the builder there must not look it up again.
-                     "serve": config.model_dump(exclude_none=True, exclude={"host", "port", "route", "env"})},
-            "deployments": [deployment],
-        }],
+        "applications": [
+            {
+                "name": app_name,
+                "route_prefix": config.route,
+                "import_path": "raymlp.serve.app:app_builder",
+                "args": {
+                    "spec": spec.model_dump(exclude_none=True),
+                    # serve.env is resolved here, into the deployment's ray_actor_options.runtime_env
+                    # (envs/ is not on the cluster): the builder there must not look it up again.
+                    "serve": config.model_dump(exclude_none=True, exclude={"host", "port", "route", "env"}),
+                },
+                "deployments": [deployment],
+            }
+        ],
     }
     if config.ingress == "haproxy":
         document["controller_options"] = {"runtime_env": {"env_vars": haproxy_env(this_cluster=False)}}
@@ -146,11 +158,16 @@ def start_serve(config: ServeConfig, *, quiet: bool = False) -> None:
 
     # An embedded Ray's shutdown removes HAProxy's folder of the cluster once Serve has stopped there.
     after_serve_shutdown(remove_ingress_files)
-    controller_options = {"runtime_env": {"env_vars": haproxy_env(this_cluster=True)}} if config.ingress == "haproxy" else None
+    controller_options = (
+        {"runtime_env": {"env_vars": haproxy_env(this_cluster=True)}} if config.ingress == "haproxy" else None
+    )
     if not _serve_running() and _nodes_on_this_host():
         _claim_port(config.host, config.port)
-    serve.start(http_options=http_options, logging_config={"log_level": "WARNING" if quiet else "INFO"},
-                controller_options=controller_options)
+    serve.start(
+        http_options=http_options,
+        logging_config={"log_level": "WARNING" if quiet else "INFO"},
+        controller_options=controller_options,
+    )
 
 
 def haproxy_env(*, this_cluster: bool) -> dict[str, str]:
@@ -253,8 +270,10 @@ def _haproxy_guard(folder: str) -> str | None:
     script = os.path.join(folder, "haproxy")
     staging = f"{script}.{os.getpid()}.partial"
     with open(staging, "w") as file:
-        file.write("#!/bin/sh\n# Written by raymlp: HAProxy ends with the Ray worker that started it.\n"
-                   f"exec {shlex.quote(sys.executable)} -S -c {shlex.quote(_GUARD)} \"$PPID\" {shlex.quote(binary)} \"$@\"\n")
+        file.write(
+            "#!/bin/sh\n# Written by raymlp: HAProxy ends with the Ray worker that started it.\n"
+            f'exec {shlex.quote(sys.executable)} -S -c {shlex.quote(_GUARD)} "$PPID" {shlex.quote(binary)} "$@"\n'
+        )
     os.chmod(staging, 0o755)
     os.replace(staging, script)
     return script
@@ -300,8 +319,11 @@ def _claim_port(host: str, port: int) -> None:
         except psutil.TimeoutExpired:
             holder.kill()
             holder.wait(5)
-        print(f"serve: stopped a stale HAProxy (pid {holder.pid}) of an endpoint whose Ray is gone; it held port {port}",
-              file=sys.stderr, flush=True)
+        print(
+            f"serve: stopped a stale HAProxy (pid {holder.pid}) of an endpoint whose Ray is gone; it held port {port}",
+            file=sys.stderr,
+            flush=True,
+        )
         if _port_free(host, port):
             return
         holder = _port_holder(port)
@@ -313,8 +335,9 @@ def _claim_port(host: str, port: int) -> None:
             what = f"pid {holder.pid} ({' '.join(holder.cmdline())[:200] or holder.name()})"
         except psutil.Error:
             what = f"pid {holder.pid}"
-    raise UsageError(f"serve.port: port {port} on {host} is in use by {what}; stop it, or serve on another port "
-                     "(--port, serve.port)")
+    raise UsageError(
+        f"serve.port: port {port} on {host} is in use by {what}; stop it, or serve on another port (--port, serve.port)"
+    )
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -425,7 +448,9 @@ def _haproxy_routes_directly(app_name: str) -> bool | None:
     sockets = glob.glob(os.path.join(ingress_folder(), "*", "admin.sock"))
     if not sockets:
         return None
-    backend = re.sub(r"[^A-Za-z0-9._-]+", "_", f"http-{app_name}".replace("#", "-").replace("/", "."))  # Serve's get_safe_name
+    backend = re.sub(
+        r"[^A-Za-z0-9._-]+", "_", f"http-{app_name}".replace("#", "-").replace("/", ".")
+    )  # Serve's get_safe_name
     for path in sockets:
         try:
             rows = _haproxy_command(path, "show stat").splitlines()
@@ -434,7 +459,12 @@ def _haproxy_routes_directly(app_name: str) -> bool | None:
         up = False
         for row in rows:
             fields = row.split(",")
-            if len(fields) > 17 and fields[0] == backend and fields[1].startswith("SERVE_REPLICA") and fields[17].startswith("UP"):
+            if (
+                len(fields) > 17
+                and fields[0] == backend
+                and fields[1].startswith("SERVE_REPLICA")
+                and fields[17].startswith("UP")
+            ):
                 up = True
         if not up:
             return False
@@ -454,8 +484,9 @@ def _haproxy_command(path: str, command: str) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def smoke_request(endpoint: Endpoint, records: list[dict[str, Any]], timeout_s: float = 60.0,
-                  api_key: str | None = None) -> dict[str, Any]:
+def smoke_request(
+    endpoint: Endpoint, records: list[dict[str, Any]], timeout_s: float = 60.0, api_key: str | None = None
+) -> dict[str, Any]:
     """POST records to the endpoint (waiting for it to come up) and return the JSON answer."""
     import requests
 

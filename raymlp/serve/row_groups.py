@@ -44,8 +44,11 @@ def plan_slices(files: list[str], rows_per_read: int, reads_wanted: int) -> list
         footers = [(path, pq.ParquetFile(path).metadata) for path in files]
     except Exception:  # not Parquet after all, or unreadable
         return None
-    groups = [(path, index, meta.row_group(index).num_rows, meta.row_group(index).total_byte_size)
-              for path, meta in footers for index in range(meta.num_row_groups)]
+    groups = [
+        (path, index, meta.row_group(index).num_rows, meta.row_group(index).total_byte_size)
+        for path, meta in footers
+        for index in range(meta.num_row_groups)
+    ]
     groups = [group for group in groups if group[2] > 0]
     if not groups:
         return None
@@ -54,15 +57,19 @@ def plan_slices(files: list[str], rows_per_read: int, reads_wanted: int) -> list
         pieces = math.ceil(reads_wanted / len(groups))
         for path, index, rows, size in groups:
             step = max(math.ceil(rows / pieces), 1)
-            slices += [Slice(path, (index,), start, min(rows, start + step), size * min(step, rows - start) // rows)
-                       for start in range(0, rows, step)]
+            slices += [
+                Slice(path, (index,), start, min(rows, start + step), size * min(step, rows - start) // rows)
+                for start in range(0, rows, step)
+            ]
         return slices
     pending: list[tuple[str, int, int, int]] = []
 
     def close() -> None:
         if pending:
             rows = sum(group[2] for group in pending)
-            slices.append(Slice(pending[0][0], tuple(group[1] for group in pending), 0, rows, sum(group[3] for group in pending)))
+            slices.append(
+                Slice(pending[0][0], tuple(group[1] for group in pending), 0, rows, sum(group[3] for group in pending))
+            )
             pending.clear()
 
     for group in groups:
@@ -88,12 +95,21 @@ class RowGroupDatasource(Datasource):
     def estimate_inmemory_data_size(self) -> int:
         return sum(slice_.size_bytes for slice_ in self._slices)
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
+    ) -> list[ReadTask]:
         return [
-            ReadTask(functools.partial(_read, slice_),
-                     BlockMetadata(num_rows=slice_.stop - slice_.start, size_bytes=int(slice_.size_bytes),
-                                   exec_stats=None, input_files=(slice_.path,)),
-                     schema=self._schema, per_task_row_limit=per_task_row_limit)
+            ReadTask(
+                functools.partial(_read, slice_),
+                BlockMetadata(
+                    num_rows=slice_.stop - slice_.start,
+                    size_bytes=int(slice_.size_bytes),
+                    exec_stats=None,
+                    input_files=(slice_.path,),
+                ),
+                schema=self._schema,
+                per_task_row_limit=per_task_row_limit,
+            )
             for slice_ in self._slices
         ]
 

@@ -23,8 +23,17 @@ def catalog_for(job: Path | None) -> Any:
 def list_datasets(job: Path | None) -> list[dict[str, Any]]:
     with catalog_for(job) as catalog:
         versions = catalog.list_dataset_versions()
-    return [{"name": item.name, "version": item.version, "rows": item.row_count, "content_digest": item.content_digest,
-             "path": item.path, "created_at": item.created_at} for item in versions]
+    return [
+        {
+            "name": item.name,
+            "version": item.version,
+            "rows": item.row_count,
+            "content_digest": item.content_digest,
+            "path": item.path,
+            "created_at": item.created_at,
+        }
+        for item in versions
+    ]
 
 
 def describe_dataset(name: str, version: int | None, job: Path | None) -> tuple[dict[str, Any], Any, Any]:
@@ -34,18 +43,37 @@ def describe_dataset(name: str, version: int | None, job: Path | None) -> tuple[
         models = catalog.models_using_dataset(record.name, record.version)
         collections = catalog.list_collections(record.source["table"]) if record.source.get("kind") == "table" else []
     manifest = record.manifest
-    collected = next((item for item in reversed(collections)  # the collect this version read
-                      if item.target_url == record.source.get("url") and item.created_at <= record.created_at), None)
+    collected = next(
+        (
+            item
+            for item in reversed(collections)  # the collect this version read
+            if item.target_url == record.source.get("url") and item.created_at <= record.created_at
+        ),
+        None,
+    )
     shown = {
-        "name": record.name, "version": record.version, "path": record.path, "rows": record.row_count,
-        "content_digest": record.content_digest, "created_at": record.created_at, "schema": manifest["schema"],
-        "source": record.source, "quarantine": manifest.get("quarantine"), "validation": manifest.get("validation"),
-        "files": manifest["files"], "statistics": manifest.get("statistics", {}),
+        "name": record.name,
+        "version": record.version,
+        "path": record.path,
+        "rows": record.row_count,
+        "content_digest": record.content_digest,
+        "created_at": record.created_at,
+        "schema": manifest["schema"],
+        "source": record.source,
+        "quarantine": manifest.get("quarantine"),
+        "validation": manifest.get("validation"),
+        "files": manifest["files"],
+        "statistics": manifest.get("statistics", {}),
         "models": [{"model": m.model_name, "version": m.model_version, "run_id": m.run_id} for m in models],
         "lineage": _lineage(record, models),
-        "collected_from": None if collected is None else {
-            "source": collected.source_uri, "sha256": collected.source_sha256, "rows": collected.row_count,
-            "at": collected.created_at},
+        "collected_from": None
+        if collected is None
+        else {
+            "source": collected.source_uri,
+            "sha256": collected.source_sha256,
+            "rows": collected.row_count,
+            "at": collected.created_at,
+        },
     }
     return shown, record, collected
 
@@ -55,7 +83,9 @@ def source_line(source: dict) -> str:
     kind = source.get("kind")
     if kind == "files":
         files = source.get("files", [])
-        shown = ", ".join(item["path"] for item in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        shown = ", ".join(item["path"] for item in files[:3]) + (
+            f" and {len(files) - 3} more" if len(files) > 3 else ""
+        )
         return f"{source.get('format', '')} files {shown}".strip()
     if kind == "table":
         return f"table {source['table']} in {source['url']}"
@@ -68,16 +98,27 @@ def source_line(source: dict) -> str:
 
 def _lineage(record: Any, models: Any) -> list[str]:
     """source -> version -> models, one step each (`data show --json` gives these strings)."""
-    steps = [source_line(record.source) if record.source.get("kind") != "files"
-             else "files " + ", ".join(item["path"] for item in record.source["files"])]
+    steps = [
+        source_line(record.source)
+        if record.source.get("kind") != "files"
+        else "files " + ", ".join(item["path"] for item in record.source["files"])
+    ]
     steps.append(f"dataset {record.name}@{record.version} ({record.row_count} rows)")
     steps += [f"model {m.model_name} version {m.model_version} (run {m.run_id})" for m in models]
     return steps
 
 
-def verify_dataset(name: str, version: int | None, job: Path | None, *, source: bool, source_url: str | None,
-                   address: str | None, on_report: Callable[[dict[str, Any]], None],
-                   on_manifest_ok: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def verify_dataset(
+    name: str,
+    version: int | None,
+    job: Path | None,
+    *,
+    source: bool,
+    source_url: str | None,
+    address: str | None,
+    on_report: Callable[[dict[str, Any]], None],
+    on_manifest_ok: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
     """`data verify`: re-hash the version against its manifest, then (`source`) re-derive it from its
     source. A failed check calls `on_report(report)` first (for --json) and raises WorkFailed;
     `on_manifest_ok(report)` is called between the two checks. Returns the report."""
@@ -89,9 +130,16 @@ def verify_dataset(name: str, version: int | None, job: Path | None, *, source: 
         record = catalog.get_dataset_version(name, version)
     label = f"{record.name}@{record.version}"
     aside = (record.manifest.get("quarantine") or {}).get("rows", 0)
-    report = {"dataset": record.name, "version": record.version, "rows": record.row_count, "quarantined": aside,
-              "files": len(record.manifest["files"]), "content_digest": record.content_digest,
-              "manifest": {"ok": True, "problems": []}, "source": None}
+    report = {
+        "dataset": record.name,
+        "version": record.version,
+        "rows": record.row_count,
+        "quarantined": aside,
+        "files": len(record.manifest["files"]),
+        "content_digest": record.content_digest,
+        "manifest": {"ok": True, "problems": []},
+        "source": None,
+    }
     problems = verify_version(record.path, record.manifest)
     if problems:
         report["manifest"] = {"ok": False, "problems": problems}
@@ -130,14 +178,18 @@ def remove_dataset(ref: str, name: str, version: int | None, job: Path | None, *
     from raymlp.data.versions import remove_version
 
     if version is None:
-        raise UsageError(f"data rm takes NAME@VERSION, got '{ref}' (one version at a time: raymlp data list shows them)")
+        raise UsageError(
+            f"data rm takes NAME@VERSION, got '{ref}' (one version at a time: raymlp data list shows them)"
+        )
     with catalog_for(job) as catalog:
         catalog.get_dataset_version(name, version)  # the usual error when there is no such version
         models = catalog.models_using_dataset(name, version)
         if models and not force:
-            raise UsageError(f"{name}@{version} is the training data of "
-                             + ", ".join(f"model {m.model_name}:{m.model_version}" for m in models)
-                             + "; remove those first (raymlp models rm), or remove it anyway with --force")
+            raise UsageError(
+                f"{name}@{version} is the training data of "
+                + ", ".join(f"model {m.model_name}:{m.model_version}" for m in models)
+                + "; remove those first (raymlp models rm), or remove it anyway with --force"
+            )
         removed = remove_version(catalog, name, version)
     removed["models"] = [f"{m.model_name}:{m.model_version}" for m in models]
     return removed
@@ -165,8 +217,14 @@ def write_sample(name: str, output: Path) -> int:
 
 
 def module_json(record: Any, *, source: bool = False) -> dict[str, Any]:
-    shown = {"name": record.name, "version": record.version, "sha256": record.sha256, "filename": record.filename,
-             "functions": record.functions, "created_at": record.created_at}
+    shown = {
+        "name": record.name,
+        "version": record.version,
+        "sha256": record.sha256,
+        "filename": record.filename,
+        "functions": record.functions,
+        "created_at": record.created_at,
+    }
     if source:
         shown["source"] = record.source
     return shown
@@ -191,8 +249,17 @@ def list_modules(job: Path | None) -> list[dict[str, Any]]:
     for record in records:  # by name, then version: the last one seen is the latest
         latest[record.name] = record
         counts[record.name] = counts.get(record.name, 0) + 1
-    return [{"name": r.name, "latest_version": r.version, "versions": counts[r.name], "sha256": r.sha256,
-             "functions": [f["name"] for f in r.functions], "created_at": r.created_at} for r in latest.values()]
+    return [
+        {
+            "name": r.name,
+            "latest_version": r.version,
+            "versions": counts[r.name],
+            "sha256": r.sha256,
+            "functions": [f["name"] for f in r.functions],
+            "created_at": r.created_at,
+        }
+        for r in latest.values()
+    ]
 
 
 def module_versions(name: str, number: int | None, job: Path | None) -> list[Any]:

@@ -115,11 +115,21 @@ def _sqlite_folders(job: Any, reads: set[str], visible: _Visibility) -> Iterator
             continue
         folder = os.path.dirname(os.path.abspath(database))
         if must_exist and not os.path.isfile(database):
-            yield path, (f"SQLite database '{database}' does not exist (working directory: {os.getcwd()}); "
-                         "a source is read, never created")
+            yield (
+                path,
+                (
+                    f"SQLite database '{database}' does not exist (working directory: {os.getcwd()}); "
+                    "a source is read, never created"
+                ),
+            )
         elif not os.path.isdir(folder) and folder not in made_by_raymlp:
-            yield path, (f"the folder '{folder}' of SQLite database '{os.path.basename(database)}' does not exist; "
-                         "create it, or correct the path (sqlite:///relative/path.db or sqlite:////absolute/path.db)")
+            yield (
+                path,
+                (
+                    f"the folder '{folder}' of SQLite database '{os.path.basename(database)}' does not exist; "
+                    "create it, or correct the path (sqlite:///relative/path.db or sqlite:////absolute/path.db)"
+                ),
+            )
 
 
 def sqlite_file(url: str) -> str | None:
@@ -310,8 +320,11 @@ def builder_problem(builder: str, job_folder: Path) -> str | None:
         at = f"{path}:{lines[-1]}" if lines else str(path)
         return f"{at}: the module does not import: {type(error).__name__}: {error}"
     if not callable(getattr(namespace, function, None)):
-        public = [name for name, value in vars(namespace).items()
-                  if callable(value) and not name.startswith("_") and getattr(value, "__module__", None) == namespace.__name__]
+        public = [
+            name
+            for name, value in vars(namespace).items()
+            if callable(value) and not name.startswith("_") and getattr(value, "__module__", None) == namespace.__name__
+        ]
         close = difflib.get_close_matches(function, public, n=1)
         hint = f"; did you mean '{module}:{close[0]}'?" if close else ""
         return f"{path} has no function '{function}'{hint} (functions: {', '.join(public) or 'none'})"

@@ -17,8 +17,19 @@ from raymlp.tracking import ModelRef, Tracker, parse_model_ref
 
 from .jobs import storage_for
 
-__all__ = ["ModelRef", "describe_model", "fetch_model", "list_models", "parse_model_ref", "promote", "ref_for",
-           "registered_package", "remove_model_version", "rollback", "tracker_for"]
+__all__ = [
+    "ModelRef",
+    "describe_model",
+    "fetch_model",
+    "list_models",
+    "parse_model_ref",
+    "promote",
+    "ref_for",
+    "registered_package",
+    "remove_model_version",
+    "rollback",
+    "tracker_for",
+]
 
 
 def tracker_for(storage: Storage) -> Tracker:
@@ -54,11 +65,20 @@ def describe_model(text: str, job: Path | None) -> tuple[dict[str, Any], list[st
     tracker = tracker_for(storage)
     package, version = fetch_model(storage, ref, tracker)
     description = json.loads((package / DESCRIPTION_FILE).read_text())
-    shown = {"name": ref.name, "version": version,
-             **{key: description[key] for key in ("framework", "task", "label", "classes", "features", "metrics", "lineage")},
-             "preprocess": description.get("preprocess", []), "modules": description.get("modules", [])}
-    aliases = sorted(alias for alias, at in (tracker.client.get_registered_model(ref.name).aliases or {}).items()
-                     if str(at) == str(version))
+    shown = {
+        "name": ref.name,
+        "version": version,
+        **{
+            key: description[key] for key in ("framework", "task", "label", "classes", "features", "metrics", "lineage")
+        },
+        "preprocess": description.get("preprocess", []),
+        "modules": description.get("modules", []),
+    }
+    aliases = sorted(
+        alias
+        for alias, at in (tracker.client.get_registered_model(ref.name).aliases or {}).items()
+        if str(at) == str(version)
+    )
     return shown, aliases
 
 
@@ -70,13 +90,21 @@ def list_models(job: Path | None) -> list[dict[str, Any]]:
         aliases: dict[str, list[str]] = {}
         for alias, version in (model.aliases or {}).items():
             aliases.setdefault(str(version), []).append(alias)
-        for version in sorted(tracker.client.search_model_versions(f"name = '{model.name}'"), key=lambda v: int(v.version)):
+        for version in sorted(
+            tracker.client.search_model_versions(f"name = '{model.name}'"), key=lambda v: int(v.version)
+        ):
             run = tracker.client.get_run(version.run_id) if version.run_id else None
-            rows.append({
-                "name": model.name, "version": int(version.version), "aliases": aliases.get(str(version.version), []),
-                "run_id": version.run_id, "dataset": run.data.tags.get("raymlp.dataset") if run else None,
-                "metrics": dict(run.data.metrics) if run else {}, "created_at": version.creation_timestamp,
-            })
+            rows.append(
+                {
+                    "name": model.name,
+                    "version": int(version.version),
+                    "aliases": aliases.get(str(version.version), []),
+                    "run_id": version.run_id,
+                    "dataset": run.data.tags.get("raymlp.dataset") if run else None,
+                    "metrics": dict(run.data.metrics) if run else {},
+                    "created_at": version.creation_timestamp,
+                }
+            )
     return rows
 
 
@@ -89,8 +117,12 @@ def promote(text: str, alias: str, job: Path | None) -> dict[str, Any]:
     tracker.resolve(ref)
     before = (tracker.client.get_registered_model(ref.name).aliases or {}).get(alias)
     tracker.set_alias(ref.name, alias, ref.version, by="promote")
-    return {"model": ref.name, "alias": alias, "version": ref.version,
-            "previous_version": None if before is None else int(before)}
+    return {
+        "model": ref.name,
+        "alias": alias,
+        "version": ref.version,
+        "previous_version": None if before is None else int(before),
+    }
 
 
 def remove_model_version(text: str, job: Path | None, *, force: bool) -> dict[str, Any]:

@@ -26,19 +26,44 @@ class Prediction:
     seconds: float
 
 
-def predict_package(package: str, input: str, output: str, batch_size: int | None, *, use_gpu: bool = False,
-                    runtime_env: dict[str, Any] | None = None, progress: Callable[[int], None] | None = None,
-                    progress_bars: bool = False) -> Any:
+def predict_package(
+    package: str,
+    input: str,
+    output: str,
+    batch_size: int | None,
+    *,
+    use_gpu: bool = False,
+    runtime_env: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+    progress_bars: bool = False,
+) -> Any:
     """Score `input` with the package folder into `output` on the Ray this process has (a BatchResult)."""
     from raymlp.serve.batch import predict_batch
 
-    return predict_batch(package, input, output, batch_size, use_gpu=use_gpu, runtime_env=runtime_env,
-                         progress=progress, progress_bars=progress_bars)
+    return predict_batch(
+        package,
+        input,
+        output,
+        batch_size,
+        use_gpu=use_gpu,
+        runtime_env=runtime_env,
+        progress=progress,
+        progress_bars=progress_bars,
+    )
 
 
-def predict_registered(model: str, input: str, output: Path, batch_size: int | None, *, gpu: bool, job: Path | None,
-                       address: str | None, progress: Callable[[int], None] | None,
-                       on_start: Callable[[], None] | None = None) -> Prediction:
+def predict_registered(
+    model: str,
+    input: str,
+    output: Path,
+    batch_size: int | None,
+    *,
+    gpu: bool,
+    job: Path | None,
+    address: str | None,
+    progress: Callable[[int], None] | None,
+    on_start: Callable[[], None] | None = None,
+) -> Prediction:
     """`raymlp predict`: what can be refused is refused before the package is fetched and Ray is
     started (no GPU on this machine, a malformed reference, an input that names nothing); then the
     registered model is scored on `address`'s Ray (else an embedded one). `progress(rows)` is
@@ -61,6 +86,7 @@ def predict_registered(model: str, input: str, output: Path, batch_size: int | N
     with ray_runtime(address):
         if on_start is not None:
             on_start()
-        result = predict_package(str(package), input, str(output), batch_size, use_gpu=gpu,
-                                 progress=progress, progress_bars=progress is None)
+        result = predict_package(
+            str(package), input, str(output), batch_size, use_gpu=gpu, progress=progress, progress_bars=progress is None
+        )
     return Prediction(model=ref.name, version=version, rows=result.rows, output=result.output, seconds=result.seconds)

@@ -50,8 +50,9 @@ class Served:
     embedded: bool  # on an embedded Ray, which ends with this process
 
 
-def resolve_serving(job: Path | None, overrides: list[str] | None, model: str | None, traffic: str | None,
-                    options: dict[str, Any]) -> Serving:
+def resolve_serving(
+    job: Path | None, overrides: list[str] | None, model: str | None, traffic: str | None, options: dict[str, Any]
+) -> Serving:
     """The model named on the command line (else by the job's register section), its ServeConfig (the
     job's serve section, then `options` and `traffic`), fetched from the registry."""
     loaded = load(job, overrides) if job else None
@@ -62,7 +63,9 @@ def resolve_serving(job: Path | None, overrides: list[str] | None, model: str | 
     return Serving(ref, config, storage, tracker, package, version)
 
 
-def served_model(loaded: Any, model: str | None, traffic: str | None, options: dict[str, Any]) -> tuple[ModelRef, ServeConfig]:
+def served_model(
+    loaded: Any, model: str | None, traffic: str | None, options: dict[str, Any]
+) -> tuple[ModelRef, ServeConfig]:
     """(the model named on the command line or by the job's register section, its ServeConfig)."""
     if model:
         ref = parse_model_ref(model)
@@ -80,7 +83,9 @@ def served_model(loaded: Any, model: str | None, traffic: str | None, options: d
             try:
                 split[key.strip()] = float(share)
             except ValueError:
-                raise UsageError(f"--traffic: '{part}' is not ALIAS=SHARE or VERSION=SHARE (e.g. champion=90,challenger=10)") from None
+                raise UsageError(
+                    f"--traffic: '{part}' is not ALIAS=SHARE or VERSION=SHARE (e.g. champion=90,challenger=10)"
+                ) from None
         settings["traffic"] = split
     try:
         return ref, ServeConfig.model_validate(settings)
@@ -96,16 +101,25 @@ def serve_registered(serving: Serving, address: str | None) -> Iterator[Served]:
     from raymlp.serve.deploy import deploy, endpoint_spec, wait_until_healthy
 
     ref, storage = serving.ref, serving.storage
-    spec = endpoint_spec(serving.config, ref.name, alias=ref.alias, version=serving.version,
-                         package=str(serving.package) if serving.pinned else None, storage=storage)
+    spec = endpoint_spec(
+        serving.config,
+        ref.name,
+        alias=ref.alias,
+        version=serving.version,
+        package=str(serving.package) if serving.pinned else None,
+        storage=storage,
+    )
     for reference in spec.traffic:  # every alias and version exists before anything starts
         if reference not in spec.packages:
             fetch_model(storage, ref_for(ref.name, reference), serving.tracker)
     with ray_runtime(address) as runtime:
         endpoint = deploy(spec, serving.config, app_name=serving.app_name)
         wait_until_healthy(endpoint)
-        yield Served(url=endpoint.url, split=", ".join(f"{key} {value:g}" for key, value in spec.traffic.items()),
-                     embedded=runtime.embedded)
+        yield Served(
+            url=endpoint.url,
+            split=", ".join(f"{key} {value:g}" for key, value in spec.traffic.items()),
+            embedded=runtime.embedded,
+        )
 
 
 def build_serve_config(serving: Serving, output: Path) -> tuple[Any, str]:
@@ -113,21 +127,41 @@ def build_serve_config(serving: Serving, output: Path) -> tuple[Any, str]:
     (the file written, the traffic split as KEY=SHARE, ...)."""
     from raymlp.serve.deploy import endpoint_spec, serve_config_file
 
-    spec = endpoint_spec(serving.config, serving.ref.name, alias=serving.ref.alias,
-                         version=serving.version if serving.pinned else None,
-                         storage=serving.storage, keys_from_replica_env=True)
+    spec = endpoint_spec(
+        serving.config,
+        serving.ref.name,
+        alias=serving.ref.alias,
+        version=serving.version if serving.pinned else None,
+        storage=serving.storage,
+        keys_from_replica_env=True,
+    )
     written = serve_config_file(spec, serving.config, serving.app_name, output)
     return written, ", ".join(f"{key}={value:g}" for key, value in spec.traffic.items())
 
 
-def serve_package(config: ServeConfig, package: str, metadata: dict[str, Any], storage: Storage, *, app_name: str,
-                  job: str, records: Callable[[], list[dict[str, Any]]]) -> tuple[str, Any]:
+def serve_package(
+    config: ServeConfig,
+    package: str,
+    metadata: dict[str, Any],
+    storage: Storage,
+    *,
+    app_name: str,
+    job: str,
+    records: Callable[[], list[dict[str, Any]]],
+) -> tuple[str, Any]:
     """The pipeline's serve stage: deploy one package (a run's, or the registered model the job names),
     then POST the first of `records()` to prove it answers; returns (the endpoint's URL, its prediction)."""
     from raymlp.serve.deploy import deploy, endpoint_spec, smoke_request
 
-    spec = endpoint_spec(config, metadata["model"], version=metadata["version"], package=package,
-                         storage=storage, run_id=metadata.get("run_id"), job=job)
+    spec = endpoint_spec(
+        config,
+        metadata["model"],
+        version=metadata["version"],
+        package=package,
+        storage=storage,
+        run_id=metadata.get("run_id"),
+        job=job,
+    )
     endpoint = deploy(spec, config, app_name=app_name, quiet=True)
     examples = records()
     api_key = os.environ.get(config.api_keys_env, "").split(",")[0].strip() if config.api_keys_env else None

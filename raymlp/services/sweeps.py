@@ -28,8 +28,10 @@ def unfinished_sweep(job: Path, loaded: Any) -> str:
     for run in runs:
         if run.status != "succeeded" and storage.run(run.id).sweep_started.exists():
             return run.id
-    raise UsageError(f"tune --resume: job '{loaded.config.name}' has no unfinished sweep to go on with "
-                     f"({len(runs)} sweep(s), all finished or never started)")
+    raise UsageError(
+        f"tune --resume: job '{loaded.config.name}' has no unfinished sweep to go on with "
+        f"({len(runs)} sweep(s), all finished or never started)"
+    )
 
 
 def sweep_results(job: Path) -> dict[str, Any]:
@@ -49,8 +51,18 @@ def results_table(results: dict[str, Any]) -> tuple[str, list[str], list[list[An
 
     paths = list(results["trials"][0]["params"]) if results["trials"] else []
     ordered = ordered_trials(results)
-    title = f"sweep {results['run_id']} of {results['job']}: {results['metric']} ({results['mode']}), {len(ordered)} trials"
-    rows = [[row["trial"], *[json.dumps(row["params"][path]) for path in paths],
-             "-" if row["metric"] is None else f"{row['metric']:.4f}", row["state"], row["epochs"], row.get("mlflow_run_id") or ""]
-            for row in ordered]
+    title = (
+        f"sweep {results['run_id']} of {results['job']}: {results['metric']} ({results['mode']}), {len(ordered)} trials"
+    )
+    rows = [
+        [
+            row["trial"],
+            *[json.dumps(row["params"][path]) for path in paths],
+            "-" if row["metric"] is None else f"{row['metric']:.4f}",
+            row["state"],
+            row["epochs"],
+            row.get("mlflow_run_id") or "",
+        ]
+        for row in ordered
+    ]
     return title, ["trial", *paths, results["metric"], "state", "epochs", "MLflow run"], rows

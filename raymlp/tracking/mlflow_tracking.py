@@ -77,9 +77,16 @@ def check_requirements(require: dict[str, str], metrics: dict[str, float]) -> li
         operator, threshold = REQUIREMENT_PATTERN.match(rule).group(1, 2)  # type: ignore[union-attr]
         value = metrics.get(metric)
         limit = float(threshold)
-        holds = value is not None and {
-            ">=": value >= limit, "<=": value <= limit, ">": value > limit, "<": value < limit, "==": value == limit,
-        }[operator]
+        holds = (
+            value is not None
+            and {
+                ">=": value >= limit,
+                "<=": value <= limit,
+                ">": value > limit,
+                "<": value < limit,
+                "==": value == limit,
+            }[operator]
+        )
         if not holds:
             failures.append(f"{metric} is {value if value is not None else 'missing'}, required {operator} {threshold}")
     return failures
@@ -95,19 +102,34 @@ def _mlflow_schema(columns: list[dict[str, Any]]) -> Any:
     from mlflow.types import ColSpec, DataType, Schema
     from mlflow.types.schema import AnyType
 
-    exact = {"double": DataType.double, "float": DataType.float, "halffloat": DataType.float, "bool": DataType.boolean,
-             "string": DataType.string, "large_string": DataType.string, "string_view": DataType.string,
-             "binary": DataType.binary, "large_binary": DataType.binary, "int64": DataType.long,
-             "uint32": DataType.long, "uint64": DataType.long, "int32": DataType.integer, "int16": DataType.integer,
-             "int8": DataType.integer, "uint16": DataType.integer, "uint8": DataType.integer}
+    exact = {
+        "double": DataType.double,
+        "float": DataType.float,
+        "halffloat": DataType.float,
+        "bool": DataType.boolean,
+        "string": DataType.string,
+        "large_string": DataType.string,
+        "string_view": DataType.string,
+        "binary": DataType.binary,
+        "large_binary": DataType.binary,
+        "int64": DataType.long,
+        "uint32": DataType.long,
+        "uint64": DataType.long,
+        "int32": DataType.integer,
+        "int16": DataType.integer,
+        "int8": DataType.integer,
+        "uint16": DataType.integer,
+        "uint8": DataType.integer,
+    }
 
     def kind(arrow_type: str) -> Any:
         if arrow_type in exact:
             return exact[arrow_type]
         return DataType.datetime if arrow_type.startswith(("timestamp", "date")) else AnyType()
 
-    return Schema([ColSpec(kind(column["type"]), column["name"], required=not column.get("nullable", True))
-                   for column in columns])
+    return Schema(
+        [ColSpec(kind(column["type"]), column["name"], required=not column.get("nullable", True)) for column in columns]
+    )
 
 
 def _standing_moves(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,7 +175,9 @@ def _recorded_history(model: Any, alias: str) -> list[dict[str, Any]]:
     try:
         history = json.loads(text)
     except ValueError:
-        raise WorkFailed(f"the registry tag {key} of model {model.name} is not JSON; it was changed outside raymlp") from None
+        raise WorkFailed(
+            f"the registry tag {key} of model {model.name} is not JSON; it was changed outside raymlp"
+        ) from None
     return history if isinstance(history, list) else []
 
 
@@ -180,8 +204,12 @@ def _metrics(rows: list[dict[str, float]], step_key: str) -> list[Any]:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(key, float(value), now, int(row.get(step_key, 0)))
-            for row in rows for key, value in row.items() if key != step_key and isinstance(value, (int, float))]
+    return [
+        Metric(key, float(value), now, int(row.get(step_key, 0)))
+        for row in rows
+        for key, value in row.items()
+        if key != step_key and isinstance(value, (int, float))
+    ]
 
 
 class Tracker:
@@ -226,8 +254,15 @@ class Tracker:
         for start in range(0, len(metrics), 500):
             self.client.log_batch(run_id, metrics=metrics[start : start + 500])
 
-    def record_run(self, experiment_id: str, run_name: str, tags: dict[str, str], config: dict[str, Any],
-                   rows: list[dict[str, float]], status: str = "FINISHED") -> str:
+    def record_run(
+        self,
+        experiment_id: str,
+        run_name: str,
+        tags: dict[str, str],
+        config: dict[str, Any],
+        rows: list[dict[str, float]],
+        status: str = "FINISHED",
+    ) -> str:
         """A run that is over already (a light sweep trial's): created, its params and metrics
         logged in one batch (within MLflow's 100 params a batch) and ended, in three calls."""
         from mlflow.entities import Param
@@ -266,7 +301,9 @@ class Tracker:
             source = resolve_dataset_source(source_uri)
         profile = {"content_digest": digest, **({"num_rows": rows} if rows is not None else {})}
         dataset = Dataset(
-            name=f"{name}@{version}", digest=mlflow_dataset_digest(digest), source_type=source._get_source_type(),
+            name=f"{name}@{version}",
+            digest=mlflow_dataset_digest(digest),
+            source_type=source._get_source_type(),
             source=source.to_json(),
             schema=json.dumps({"mlflow_colspec": _mlflow_schema(schema).to_dict()}) if schema else None,
             profile=json.dumps(profile),
@@ -283,8 +320,12 @@ class Tracker:
 
         from .pyfunc import RaymlpPackageModel, carried_code
 
-        with _global_uris(self.uri), mlflow.start_run(run_id=run_id), warnings.catch_warnings(), \
-                tempfile.TemporaryDirectory(prefix="raymlp-code-") as scratch:
+        with (
+            _global_uris(self.uri),
+            mlflow.start_run(run_id=run_id),
+            warnings.catch_warnings(),
+            tempfile.TemporaryDirectory(prefix="raymlp-code-") as scratch,
+        ):
             warnings.simplefilter("ignore")
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -351,9 +392,11 @@ class Tracker:
         number, found = self.resolve(ModelRef(name, version=version))
         aliases = sorted(found.aliases or [])
         if aliases and not force:
-            raise UsageError(f"{name}:{number} is what {', '.join(f'{name}@{alias}' for alias in aliases)} points at; "
-                             f"move the alias first (raymlp models promote {name}:VERSION --alias {aliases[0]}), "
-                             "or remove it anyway with --force")
+            raise UsageError(
+                f"{name}:{number} is what {', '.join(f'{name}@{alias}' for alias in aliases)} points at; "
+                f"move the alias first (raymlp models promote {name}:VERSION --alias {aliases[0]}), "
+                "or remove it anyway with --force"
+            )
         try:
             self.client.delete_model_version(name, str(number))
         except MlflowException as error:
@@ -446,7 +489,9 @@ class Tracker:
             staging.mkdir(parents=True)
             try:
                 with _global_uris(self.uri):
-                    mlflow.artifacts.download_artifacts(artifact_uri=found.source, dst_path=str(staging), tracking_uri=self.uri)
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=found.source, dst_path=str(staging), tracking_uri=self.uri
+                    )
                 if target.exists() and not package.exists():
                     shutil.rmtree(target, ignore_errors=True)
                 try:

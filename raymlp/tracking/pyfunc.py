@@ -40,6 +40,7 @@ def carried_code(scratch: Path) -> Path:
     """A copy of the running raymlp's source folder under `scratch` (without byte-code caches), for
     `code_paths`: MLflow copies it into the model's `code/` folder."""
     target = Path(scratch) / "raymlp"
-    shutil.copytree(Path(__file__).resolve().parents[1], target,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+    shutil.copytree(
+        Path(__file__).resolve().parents[1], target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    )
     return target

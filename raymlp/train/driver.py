@@ -51,8 +51,9 @@ def training_failure(error: BaseException) -> RaymlpError:
     return WorkFailed(f"training failed: {root_cause(error)}")
 
 
-def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None = None, *,
-                       with_datasets: bool = True) -> dict[str, Any]:
+def ray_train_settings(
+    request: TrainRequest, worker_env: dict[str, str] | None = None, *, with_datasets: bool = True
+) -> dict[str, Any]:
     """The keyword arguments every Ray Train trainer here takes alike: scaling from
     `train.scaling`, checkpoints ranked and kept by `train.checkpoint`, `max_failures`, the run's
     name and storage (so a resumed run finds its checkpoints), and (`with_datasets`) the datasets,
@@ -63,7 +64,9 @@ def ray_train_settings(request: TrainRequest, worker_env: dict[str, str] | None 
     datasets = {"datasets": request.datasets, "dataset_config": ray.train.DataConfig(datasets_to_split=["train"])}
     return {
         "scaling_config": ray.train.ScalingConfig(
-            num_workers=tuple(scaling.num_workers) if isinstance(scaling.num_workers, list | tuple) else scaling.num_workers,
+            num_workers=tuple(scaling.num_workers)
+            if isinstance(scaling.num_workers, list | tuple)
+            else scaling.num_workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker=scaling.resources_per_worker,
             placement_strategy=scaling.placement_strategy,
@@ -130,8 +133,15 @@ def epoch_loop_config(request: TrainRequest) -> dict[str, Any]:
     }
 
 
-def run_trainer(trainer_class: type, train_loop: Any, loop_config: dict[str, Any], request: TrainRequest, *,
-                worker_env: dict[str, str] | None = None, with_datasets: bool = True) -> Any:
+def run_trainer(
+    trainer_class: type,
+    train_loop: Any,
+    loop_config: dict[str, Any],
+    request: TrainRequest,
+    *,
+    worker_env: dict[str, str] | None = None,
+    with_datasets: bool = True,
+) -> Any:
     """Train: `trainer_class(train_loop, train_loop_config=loop_config, **ray_train_settings(...))`,
     fitted; a failure raised as `training_failure` says. Returns Ray Train's `Result`."""
     import ray.train
@@ -140,8 +150,11 @@ def run_trainer(trainer_class: type, train_loop: Any, loop_config: dict[str, Any
 
     # Read by the Train controller, which Ray starts with the driver's copy of this variable.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(settings.train_poll_interval_s()))
-    trainer = trainer_class(train_loop, train_loop_config=loop_config,
-                            **ray_train_settings(request, worker_env, with_datasets=with_datasets))
+    trainer = trainer_class(
+        train_loop,
+        train_loop_config=loop_config,
+        **ray_train_settings(request, worker_env, with_datasets=with_datasets),
+    )
     try:
         return trainer.fit()
     except ray.train.TrainingFailedError as error:

@@ -28,8 +28,11 @@ def classification_metrics(codes: np.ndarray, probabilities: np.ndarray, prefix:
     predicted = probabilities.argmax(axis=1)
     present = np.unique(codes)
     loss = float(-np.log(probabilities[np.arange(len(codes)), codes]).mean())
-    areas = [metrics.roc_auc_score(codes == code, probabilities[:, code])
-             for code in range(probabilities.shape[1]) if 0 < int((codes == code).sum()) < len(codes)]
+    areas = [
+        metrics.roc_auc_score(codes == code, probabilities[:, code])
+        for code in range(probabilities.shape[1])
+        if 0 < int((codes == code).sum()) < len(codes)
+    ]
     return {
         f"{prefix}_loss": loss,
         f"{prefix}_accuracy": float((predicted == codes).mean()),
@@ -56,7 +59,9 @@ def regression_metrics(truth: np.ndarray, predicted: np.ndarray, prefix: str, un
     }
 
 
-def score_metrics(task: str, labels: np.ndarray, scores: np.ndarray, prefix: str = "val", unit: float = 1.0) -> dict[str, float]:
+def score_metrics(
+    task: str, labels: np.ndarray, scores: np.ndarray, prefix: str = "val", unit: float = 1.0
+) -> dict[str, float]:
     """The metrics of one split from encoded labels (class codes, or standardised values) and raw
     model outputs (logits or log-probabilities, or standardised values)."""
     if task == "classification":
@@ -64,8 +69,9 @@ def score_metrics(task: str, labels: np.ndarray, scores: np.ndarray, prefix: str
     return regression_metrics(labels, scores, prefix, unit)
 
 
-def parts_metrics(task: str, score_parts: list[np.ndarray], label_parts: list[np.ndarray], prefix: str = "val",
-                  unit: float = 1.0) -> dict[str, float]:
+def parts_metrics(
+    task: str, score_parts: list[np.ndarray], label_parts: list[np.ndarray], prefix: str = "val", unit: float = 1.0
+) -> dict[str, float]:
     """`score_metrics` of a split scored in parts (batches): none when there were no parts; a
     regression's [n, 1] outputs are read as [n]."""
     if not score_parts:
@@ -93,8 +99,13 @@ class EarlyStopping:
         if value is None or not np.isfinite(value):
             self.waited += 1
         else:
-            gain = (self.best - value) if self.config["mode"] == "min" and self.best is not None else \
-                (value - self.best) if self.best is not None else float("inf")
+            gain = (
+                (self.best - value)
+                if self.config["mode"] == "min" and self.best is not None
+                else (value - self.best)
+                if self.best is not None
+                else float("inf")
+            )
             if gain > self.config["min_delta"]:
                 self.best, self.waited = value, 0
             else:

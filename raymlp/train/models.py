@@ -23,7 +23,9 @@ def resolve_model_spec(model: dict[str, Any], input_dim: int, job_folder: Path |
         folder = Path(job_folder or ".")
         path = folder.joinpath(*module.split(".")).with_suffix(".py")
         if not path.is_file():
-            raise UsageError(f"train.model.builder: no file {path} for module '{module}' (modules are .py files beside the job file)")
+            raise UsageError(
+                f"train.model.builder: no file {path} for module '{module}' (modules are .py files beside the job file)"
+            )
         source = path.read_text()
         namespace = builder_module(source, module)
         if not callable(getattr(namespace, function, None)):

@@ -19,16 +19,25 @@ from typing import Any
 from raymlp.context import Reporter
 
 
-def report_epoch(queue: Any, epoch: int, epochs: int, metrics: dict[str, float], samples: int, seconds: float,
-                 *, job: str | None = None) -> None:
+def report_epoch(
+    queue: Any,
+    epoch: int,
+    epochs: int,
+    metrics: dict[str, float],
+    samples: int,
+    seconds: float,
+    *,
+    job: str | None = None,
+) -> None:
     """Worker side: one epoch's record (call it on one worker only). `samples` are all workers'.
     `job` tags the epoch's Ray metrics (default: from the Ray Train run's name, `<job>-<run id>`)."""
     publish_epoch(job, samples, seconds)
     if queue is None:
         return
     try:
-        queue.put_nowait({"epoch": epoch, "epochs": epochs, "metrics": dict(metrics), "samples": samples,
-                          "seconds": seconds})
+        queue.put_nowait(
+            {"epoch": epoch, "epochs": epochs, "metrics": dict(metrics), "samples": samples, "seconds": seconds}
+        )
     except Exception:  # a full or vanished queue: progress is best effort
         pass
 
@@ -54,8 +63,11 @@ def publish_epoch(job: str | None, samples: int, seconds: float) -> None:
 
 def epoch_line(record: dict[str, Any]) -> str:
     """`epoch 3/30  train_loss 0.4123  val_accuracy 0.9310  12,345 samples/s`."""
-    shown = "  ".join(f"{name} {value:.4f}" for name, value in record["metrics"].items()
-                      if name != "epoch" and isinstance(value, int | float))
+    shown = "  ".join(
+        f"{name} {value:.4f}"
+        for name, value in record["metrics"].items()
+        if name != "epoch" and isinstance(value, int | float)
+    )
     rate = record["samples"] / record["seconds"] if record["seconds"] > 0 else 0.0
     return f"epoch {record['epoch']}/{record['epochs']}  {shown}  {rate:,.0f} samples/s"
 

@@ -28,12 +28,22 @@ def alive_controllers(run_id: str, address: str | None) -> list[Any]:
     at `address` (None: the one `RAY_ADDRESS` names, or this process is connected to)."""
     from ray.util.state import list_actors, list_jobs
 
-    controllers = list_actors(address=address, filters=[("class_name", "=", CONTROLLER_CLASS), ("state", "=", "ALIVE")],
-                              limit=10_000, timeout=_TIMEOUT_S, raise_on_missing_output=False)
+    controllers = list_actors(
+        address=address,
+        filters=[("class_name", "=", CONTROLLER_CLASS), ("state", "=", "ALIVE")],
+        limit=10_000,
+        timeout=_TIMEOUT_S,
+        raise_on_missing_output=False,
+    )
     runs_jobs: dict[str, bool] = {}
     for job_id in {actor.job_id for actor in controllers}:
-        jobs = list_jobs(address=address, filters=[("job_id", "=", job_id)], detail=True, timeout=_TIMEOUT_S,
-                         raise_on_missing_output=False)
+        jobs = list_jobs(
+            address=address,
+            filters=[("job_id", "=", job_id)],
+            detail=True,
+            timeout=_TIMEOUT_S,
+            raise_on_missing_output=False,
+        )
         runs_jobs[job_id] = any((getattr(job, "metadata", None) or {}).get(RUN_ID_METADATA) == run_id for job in jobs)
     return [actor for actor in controllers if runs_jobs.get(actor.job_id)]
 

@@ -43,7 +43,11 @@ def estimator_class(path: str) -> type:
         hint = f"; did you mean {' or '.join(f'{module_name}.{item}' for item in close)}?" if close else ""
         raise UsageError(f"train.model.type: module '{module_name}' has no '{name}'{hint}")
     found = getattr(module, name)
-    if not isinstance(found, type) or not callable(getattr(found, "fit", None)) or not callable(getattr(found, "get_params", None)):
+    if (
+        not isinstance(found, type)
+        or not callable(getattr(found, "fit", None))
+        or not callable(getattr(found, "get_params", None))
+    ):
         raise UsageError(
             f"train.model.type: '{path}' is not a scikit-learn style estimator class (a class with fit and get_params), "
             "e.g. sklearn.ensemble.RandomForestClassifier"
@@ -54,21 +58,28 @@ def estimator_class(path: str) -> type:
 def _task_mismatch(path: str, estimator: Any, task: str, requested: str) -> str | None:
     from sklearn.base import is_classifier, is_regressor
 
-    why = "train.task is classification" if requested != "auto" else \
-        "train.task auto found a classification label (text, bool, or integers with few values)"
+    why = (
+        "train.task is classification"
+        if requested != "auto"
+        else "train.task auto found a classification label (text, bool, or integers with few values)"
+    )
     if task == "regression":
         why = "train.task is regression" if requested != "auto" else "train.task auto found a numeric regression label"
     if task == "classification" and not is_classifier(estimator):
         kind = "a regressor" if is_regressor(estimator) else "not a classifier"
         hint = "use a classifier such as sklearn.ensemble.RandomForestClassifier"
-        return f"'{path}' is {kind}, but {why}; {hint}" + ("" if requested != "auto" else ", or set train.task: regression")
+        return f"'{path}' is {kind}, but {why}; {hint}" + (
+            "" if requested != "auto" else ", or set train.task: regression"
+        )
     if task == "regression" and not is_regressor(estimator):
         kind = "a classifier" if is_classifier(estimator) else "not a regressor"
         return f"'{path}' is {kind}, but {why}; use a regressor such as sklearn.linear_model.Ridge"
     return None
 
 
-def build_estimator(path: str, params: dict[str, Any], task: str, requested_task: str = "auto", seed: int | None = None) -> Any:
+def build_estimator(
+    path: str, params: dict[str, Any], task: str, requested_task: str = "auto", seed: int | None = None
+) -> Any:
     """An unfitted estimator from `train.model` (type, params), checked against the task; `seed`
     becomes `random_state` when the estimator takes one and params do not set it."""
     cls = estimator_class(path)
@@ -78,14 +89,19 @@ def build_estimator(path: str, params: dict[str, Any], task: str, requested_task
         names = [name for name in accepted if name != "self"]
         unknown = [name for name in params if name not in names]
         if unknown:
-            hints = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, names, n=1)) else name
-                     for name in unknown]
-            raise UsageError(f"train.model.params: {path} has no parameter {', '.join(hints)}; "
-                             f"its parameters: {', '.join(names)}")
+            hints = [
+                f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, names, n=1)) else name
+                for name in unknown
+            ]
+            raise UsageError(
+                f"train.model.params: {path} has no parameter {', '.join(hints)}; its parameters: {', '.join(names)}"
+            )
     try:
         estimator = cls(**params)
     except Exception as error:
-        raise UsageError(f"train.model.params: {path}({_shown(params)}) failed: {type(error).__name__}: {error}") from None
+        raise UsageError(
+            f"train.model.params: {path}({_shown(params)}) failed: {type(error).__name__}: {error}"
+        ) from None
     mismatch = _task_mismatch(path, estimator, task, requested_task)
     if mismatch:
         raise UsageError(f"train.model.type: {mismatch}")
@@ -113,7 +129,9 @@ def _shown(params: dict[str, Any]) -> str:
 # --- scores (`predict_scores`: raymlp.package.formats.sklearn_format) -------------------------------
 
 
-def _split_metrics(estimator: Any, features: np.ndarray, labels: np.ndarray, spec: dict[str, Any], prefix: str) -> dict[str, float]:
+def _split_metrics(
+    estimator: Any, features: np.ndarray, labels: np.ndarray, spec: dict[str, Any], prefix: str
+) -> dict[str, float]:
     from .metrics import score_metrics
 
     if not len(labels):
@@ -159,8 +177,12 @@ def _where() -> dict[str, Any]:
     return {"task_id": context.get_task_id(), "node_id": context.get_node_id(), "pid": os.getpid()}
 
 
-def _fit_task(estimator: Any, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
-              spec: dict[str, Any]) -> dict[str, Any]:
+def _fit_task(
+    estimator: Any,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    spec: dict[str, Any],
+) -> dict[str, Any]:
     """The final fit (a Ray task): the fitted estimator, its train loss and validation metrics."""
     seconds = _fit_on_ray_joblib(estimator, *train, spec["default_jobs"])
     metrics = {"train_loss": _split_metrics(estimator, *train, spec, "train")["train_loss"]}
@@ -168,13 +190,26 @@ def _fit_task(estimator: Any, train: tuple[np.ndarray, np.ndarray], validation: 
     return {"estimator": estimator, "metrics": metrics, "seconds": seconds, **_where()}
 
 
-def _fold_task(estimator: Any, features: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
-               test_rows: np.ndarray, fold: int, spec: dict[str, Any]) -> dict[str, Any]:
+def _fold_task(
+    estimator: Any,
+    features: np.ndarray,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    fold: int,
+    spec: dict[str, Any],
+) -> dict[str, Any]:
     """One cross-validation fold (a Ray task): fit on the fold's training rows, metrics on its held-out rows."""
     seconds = _fit_on_ray_joblib(estimator, features[train_rows], labels[train_rows], spec["default_jobs"])
     metrics = _split_metrics(estimator, features[test_rows], labels[test_rows], spec, "cv")
-    return {"fold": fold, "train_rows": len(train_rows), "test_rows": len(test_rows), "metrics": metrics,
-            "seconds": seconds, **_where()}
+    return {
+        "fold": fold,
+        "train_rows": len(train_rows),
+        "test_rows": len(test_rows),
+        "metrics": metrics,
+        "seconds": seconds,
+        **_where(),
+    }
 
 
 def _task_options(request: TrainRequest) -> dict[str, Any]:
@@ -245,8 +280,10 @@ def _as_arrays(datasets: dict[str, Any], task: str, input_dim: int) -> dict[str,
             for batch in datasets[name].iter_batches(batch_size=None, batch_format="numpy"):
                 features.append(np.asarray(batch[FEATURES_COLUMN], dtype=np.float32))
                 labels.append(np.asarray(batch[LABEL_COLUMN]).astype(label_type, copy=False))
-            arrays[name] = (np.concatenate(features) if features else np.zeros((0, input_dim), dtype=np.float32),
-                            np.concatenate(labels) if labels else np.zeros(0, dtype=label_type))
+            arrays[name] = (
+                np.concatenate(features) if features else np.zeros((0, input_dim), dtype=np.float32),
+                np.concatenate(labels) if labels else np.zeros(0, dtype=label_type),
+            )
     except MemoryError:
         raise _too_big("the train and validation splits", sum(sizes.values()), available) from None
     if not len(arrays["train"][1]):
@@ -254,22 +291,32 @@ def _as_arrays(datasets: dict[str, Any], task: str, input_dim: int) -> dict[str,
     return arrays
 
 
-def _fold_rows(features: np.ndarray, labels: np.ndarray, folds: int, task: str, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _fold_rows(
+    features: np.ndarray, labels: np.ndarray, folds: int, task: str, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train rows, held-out rows) of each fold: stratified by class for classification, shuffled with the seed."""
     import warnings
 
     from sklearn.model_selection import KFold, StratifiedKFold
 
     if folds > len(labels):
-        raise UsageError(f"train.cv_folds: {folds} folds need at least {folds} rows; train + validation have {len(labels)}")
-    splitter = (StratifiedKFold if task == "classification" else KFold)(n_splits=folds, shuffle=True, random_state=seed % 2**32)
+        raise UsageError(
+            f"train.cv_folds: {folds} folds need at least {folds} rows; train + validation have {len(labels)}"
+        )
+    splitter = (StratifiedKFold if task == "classification" else KFold)(
+        n_splits=folds, shuffle=True, random_state=seed % 2**32
+    )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a class with fewer rows than folds: some folds lack it, the metrics say so
+            warnings.simplefilter(
+                "ignore"
+            )  # a class with fewer rows than folds: some folds lack it, the metrics say so
             return list(splitter.split(features, labels))
     except ValueError as error:
         kind = "stratified folds" if task == "classification" else "folds"
-        raise UsageError(f"train.cv_folds: {folds} {kind} over the {len(labels)} train + validation rows: {error}") from None
+        raise UsageError(
+            f"train.cv_folds: {folds} {kind} over the {len(labels)} train + validation rows: {error}"
+        ) from None
 
 
 def _cv_summary(folds: list[dict[str, Any]]) -> dict[str, float]:
@@ -303,8 +350,10 @@ def _task_failure(error: BaseException, path: str) -> BaseException:
     import ray.exceptions
 
     if isinstance(error, ray.exceptions.OutOfMemoryError):
-        return WorkFailed(f"the {path} fit ran out of memory on its node; give it more with "
-                          "train.scaling.resources_per_worker.memory (bytes), or use a smaller dataset")
+        return WorkFailed(
+            f"the {path} fit ran out of memory on its node; give it more with "
+            "train.scaling.resources_per_worker.memory (bytes), or use a smaller dataset"
+        )
     cause = getattr(error, "cause", None) if isinstance(error, ray.exceptions.RayTaskError) else None
     if cause is None:
         last = (str(error).strip().splitlines() or [""])[-1][:500]
@@ -335,8 +384,12 @@ def fit(request: TrainRequest) -> FitOutcome:
     _check_jobs(params)
     arrays = _as_arrays(request.datasets, request.task, request.input_dim)
     options = _task_options(request)
-    spec = {"task": request.task, "output_dim": request.output_dim,
-            "unit": (request.target_scale or {}).get("std", 1.0), "default_jobs": max(1, int(options["num_cpus"]))}
+    spec = {
+        "task": request.task,
+        "output_dim": request.output_dim,
+        "unit": (request.target_scale or {}).get("std", 1.0),
+        "default_jobs": max(1, int(options["num_cpus"])),
+    }
 
     folds: list[tuple[np.ndarray, np.ndarray]] = []
     if train.cv_folds:
@@ -349,17 +402,22 @@ def fit(request: TrainRequest) -> FitOutcome:
     pending: list[Any] = []
     try:
         train_ref, validation_ref = ray.put(arrays["train"]), ray.put(arrays["validation"])
-        fit_ref = ray.remote(_fit_task).options(name=ray_name(job, "train", f"fit {model['type'].rsplit('.', 1)[-1]}{of_run}"),
-                                                **options).remote(estimator, train_ref, validation_ref, spec)
+        fit_ref = (
+            ray.remote(_fit_task)
+            .options(name=ray_name(job, "train", f"fit {model['type'].rsplit('.', 1)[-1]}{of_run}"), **options)
+            .remote(estimator, train_ref, validation_ref, spec)
+        )
         pending.append(fit_ref)
         fold_refs = []
         if folds:
             features_ref, labels_ref = ray.put(features), ray.put(labels)
             fold_task = ray.remote(_fold_task)
             for number, (train_rows, test_rows) in enumerate(folds, start=1):
-                fold_refs.append(fold_task.options(name=ray_name(job, "train", f"cv fold {number}/{len(folds)}{of_run}"),
-                                                   **options).remote(
-                    clone(estimator), features_ref, labels_ref, train_rows, test_rows, number, spec))
+                fold_refs.append(
+                    fold_task.options(
+                        name=ray_name(job, "train", f"cv fold {number}/{len(folds)}{of_run}"), **options
+                    ).remote(clone(estimator), features_ref, labels_ref, train_rows, test_rows, number, spec)
+                )
             pending.extend(fold_refs)
         waiting = list(pending)
         while waiting:  # the first task to fail ends the wait
@@ -386,13 +444,24 @@ def fit(request: TrainRequest) -> FitOutcome:
     os.replace(partial, weights)
     where = {key: fitted[key] for key in ("task_id", "node_id", "pid", "seconds")}
     return FitOutcome(
-        history=[row], best_metrics=row, best_epoch=1, weights=weights, checkpoint_path=str(weights), result_path="",
+        history=[row],
+        best_metrics=row,
+        best_epoch=1,
+        weights=weights,
+        checkpoint_path=str(weights),
+        result_path="",
         extra={"fit": where, "cv_folds": fold_results},
     )
 
 
-def fit_here(train: Any, task: str, output_dim: int, target_scale: dict[str, float] | None,
-             arrays: dict[str, tuple[np.ndarray, np.ndarray]], cpus: int) -> dict[str, float]:
+def fit_here(
+    train: Any,
+    task: str,
+    output_dim: int,
+    target_scale: dict[str, float] | None,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+    cpus: int,
+) -> dict[str, float]:
     """Fit and score `train.model` in this process (a light sweep trial, which holds the CPUs itself):
     the same estimator, fit and metrics as `fit`'s task, and its cross-validation folds one after
     another. Returns the metrics row `fit` reports for its one epoch."""
@@ -401,16 +470,24 @@ def fit_here(train: Any, task: str, output_dim: int, target_scale: dict[str, flo
     model = train.model.model_dump()
     params = dict(model.get("params") or {})
     estimator = build_estimator(model["type"], params, task, train.task, train.seed)
-    spec = {"task": task, "output_dim": output_dim, "unit": (target_scale or {}).get("std", 1.0), "default_jobs": max(1, cpus)}
+    spec = {
+        "task": task,
+        "output_dim": output_dim,
+        "unit": (target_scale or {}).get("std", 1.0),
+        "default_jobs": max(1, cpus),
+    }
     try:
         fitted = _fit_task(estimator, arrays["train"], arrays["validation"], spec)
         row: dict[str, float] = {"epoch": 1, **fitted["metrics"]}
         if train.cv_folds:
             features = np.concatenate([arrays["train"][0], arrays["validation"][0]])
             labels = np.concatenate([arrays["train"][1], arrays["validation"][1]])
-            folds = [_fold_task(clone(estimator), features, labels, train_rows, test_rows, number, spec)
-                     for number, (train_rows, test_rows) in
-                     enumerate(_fold_rows(features, labels, train.cv_folds, task, train.seed), start=1)]
+            folds = [
+                _fold_task(clone(estimator), features, labels, train_rows, test_rows, number, spec)
+                for number, (train_rows, test_rows) in enumerate(
+                    _fold_rows(features, labels, train.cv_folds, task, train.seed), start=1
+                )
+            ]
             row.update(_cv_summary(folds))
     except RaymlpError:
         raise

@@ -71,8 +71,14 @@ def _model_columns(preprocessor: Any, sample: pd.DataFrame) -> list[str]:
     return list(preprocessor.transform_batch(sample).columns) if preprocessor is not None else list(sample.columns)
 
 
-def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, classes: list[Any] | None, prefix: str,
-                       target_scale: dict[str, float] | None = None) -> dict[str, float]:
+def evaluation_metrics(
+    task: str,
+    truth: pd.Series,
+    predicted: pd.DataFrame,
+    classes: list[Any] | None,
+    prefix: str,
+    target_scale: dict[str, float] | None = None,
+) -> dict[str, float]:
     """Metrics of a package's predictions against the truth, named `<prefix>_<metric>`: the same
     definitions as the per-epoch validation metrics (`metrics.py`): RMSE and MAE in the label's own
     units, the loss in the standardised units the model was trained in (`target_scale`)."""
@@ -85,8 +91,10 @@ def evaluation_metrics(task: str, truth: pd.Series, predicted: pd.DataFrame, cla
         probabilities = predicted[[f"probability_{name}" for name in classes]].to_numpy()
         return classification_metrics(np.array([codes[str(value)] for value in truth]), probabilities, prefix)
     scale = target_scale or {"mean": 0.0, "std": 1.0}
-    standardised = [(values - scale["mean"]) / scale["std"]
-                    for values in (pd.to_numeric(truth).to_numpy(dtype=float), predicted["prediction"].to_numpy(dtype=float))]
+    standardised = [
+        (values - scale["mean"]) / scale["std"]
+        for values in (pd.to_numeric(truth).to_numpy(dtype=float), predicted["prediction"].to_numpy(dtype=float))
+    ]
     return regression_metrics(*standardised, prefix, unit=scale["std"])
 
 
@@ -148,14 +156,18 @@ def prepare_training(job: Any, dataset: Any, catalog: Any, reporter: Any) -> Pre
     table = read_version_table(dataset.path, dataset.manifest)
     kinds = {field.name: column_kind(field.type) for field in table.schema}
     if label not in kinds:
-        raise UsageError(f"data.label: '{label}' is not a column of {dataset.name}@{dataset.version} (columns: {', '.join(kinds)})")
+        raise UsageError(
+            f"data.label: '{label}' is not a column of {dataset.name}@{dataset.version} (columns: {', '.join(kinds)})"
+        )
     features = data.features or [name for name in kinds if name != label]
     unknown = [name for name in features if name not in kinds]
     if unknown:
         raise UsageError(f"data.features: not columns of {dataset.name}@{dataset.version}: {', '.join(unknown)}")
     feature_types = {name: kinds[name] for name in features}
     # The dtypes a package gives features when predicting, so every step sees the same values offline and online.
-    frame = numeric_features_as_float(table.to_pandas(), [{"name": name, "type": kind} for name, kind in feature_types.items()])
+    frame = numeric_features_as_float(
+        table.to_pandas(), [{"name": name, "type": kind} for name, kind in feature_types.items()]
+    )
     unlabeled = int(frame[label].isna().sum())
     if unlabeled:
         reporter.info(f"    train  {unlabeled} rows without a label are left out")
@@ -175,17 +187,30 @@ def prepare_training(job: Any, dataset: Any, catalog: Any, reporter: Any) -> Pre
         # Trained on a standardised target (train-split statistics); metrics and predictions in original units.
         values = pd.to_numeric(train_frame[label]).to_numpy(dtype=np.float64)
         target_scale = {"mean": float(values.mean()), "std": float(values.std()) or 1.0}
-        encode = lambda batch: ((pd.to_numeric(batch[label]).to_numpy(dtype=np.float64) - target_scale["mean"])  # noqa: E731
-                                / target_scale["std"]).astype(np.float32)
+        encode = lambda batch: (  # noqa: E731
+            (pd.to_numeric(batch[label]).to_numpy(dtype=np.float64) - target_scale["mean"]) / target_scale["std"]
+        ).astype(np.float32)
     modules = resolve_steps(job.preprocess, catalog)  # module sources, from the catalog, once
     # Fitted on the train split only; function steps run on the same frames they will see when predicting.
     preprocessor = fit_preprocessor(job.preprocess, train_frame[features], feature_types, modules)
     model_columns = _model_columns(preprocessor, train_frame.head(8)[features])
     to_model_input = lambda part: _to_model_input(part, features, preprocessor, encode, model_columns)  # noqa: E731
     return PreparedTraining(
-        table=table, label=label, features=features, feature_types=feature_types, task=task, classes=classes,
-        target_scale=target_scale, train_frame=train_frame, validation_frame=validation_frame, test_frame=test_frame,
-        preprocessor=preprocessor, modules=modules, model_columns=model_columns, to_model_input=to_model_input)
+        table=table,
+        label=label,
+        features=features,
+        feature_types=feature_types,
+        task=task,
+        classes=classes,
+        target_scale=target_scale,
+        train_frame=train_frame,
+        validation_frame=validation_frame,
+        test_frame=test_frame,
+        preprocessor=preprocessor,
+        modules=modules,
+        model_columns=model_columns,
+        to_model_input=to_model_input,
+    )
 
 
 def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
@@ -198,14 +223,21 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     _check_storage_reaches_every_node(context)
     _start_ray_data_actors()
     prepared = prepare_training(job, dataset, context.catalog, context.reporter)
-    label, features, feature_types, task, classes = (prepared.label, prepared.features, prepared.feature_types,
-                                                     prepared.task, prepared.classes)
+    label, features, feature_types, task, classes = (
+        prepared.label,
+        prepared.features,
+        prepared.feature_types,
+        prepared.task,
+        prepared.classes,
+    )
     train_frame, validation_frame, test_frame = prepared.train_frame, prepared.validation_frame, prepared.test_frame
     preprocessor, modules, model_columns = prepared.preprocessor, prepared.modules, prepared.model_columns
     target_scale, to_model_input, table = prepared.target_scale, prepared.to_model_input, prepared.table
     sample = to_model_input(train_frame.head(2))
-    datasets = {"train": _model_input_dataset(train_frame, to_model_input, _train_blocks(train, train_frame)),
-                "validation": _model_input_dataset(validation_frame, to_model_input, 1)}
+    datasets = {
+        "train": _model_input_dataset(train_frame, to_model_input, _train_blocks(train, train_frame)),
+        "validation": _model_input_dataset(validation_frame, to_model_input, 1),
+    }
     if modules:
         shown = ", ".join(f"{step.ref} (sha256 {step.sha256[:12]})" for step in package_transforms(preprocessor))
         context.reporter.stage("preprocess", f"module steps {shown}")
@@ -216,59 +248,117 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     digest = dataset.manifest["content_digest"]
     if context.resuming:  # the same MLflow run goes on (its params are the same settings)
         mlflow_run = training_started(context)["mlflow_run_id"]
-        context.reporter.stage("train", f"resuming run {context.run_id} (MLflow run {mlflow_run}) from its latest checkpoint")
+        context.reporter.stage(
+            "train", f"resuming run {context.run_id} (MLflow run {mlflow_run}) from its latest checkpoint"
+        )
     else:
         mlflow_run = tracker.start_run(
-            job.name, run_name=f"{job.name}-{context.run_id[:8]}",
-            tags={"raymlp.run_id": context.run_id, "raymlp.dataset": dataset_ref, "raymlp.dataset_digest": digest,
-                  "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path),
-                  **_sweep_tags(context)},
+            job.name,
+            run_name=f"{job.name}-{context.run_id[:8]}",
+            tags={
+                "raymlp.run_id": context.run_id,
+                "raymlp.dataset": dataset_ref,
+                "raymlp.dataset_digest": digest,
+                "raymlp.job_sha256": context.job.sha256,
+                "raymlp.job_path": str(context.job.path),
+                **_sweep_tags(context),
+            },
         )
-        write_json_atomically(run_files.training_started,
-                               {"dataset": dataset.name, "version": dataset.version, "mlflow_run_id": mlflow_run})
+        write_json_atomically(
+            run_files.training_started,
+            {"dataset": dataset.name, "version": dataset.version, "mlflow_run_id": mlflow_run},
+        )
     try:
         tracker.log_params(mlflow_run, context.job.public_dict())
-        tracker.log_dataset_input(mlflow_run, dataset.name, dataset.version, digest, str(dataset.path),
-                                  schema=dataset.manifest["schema"], rows=table.num_rows)
+        tracker.log_dataset_input(
+            mlflow_run,
+            dataset.name,
+            dataset.version,
+            digest,
+            str(dataset.path),
+            schema=dataset.manifest["schema"],
+            rows=table.num_rows,
+        )
         input_dim = int(sample[FEATURES_COLUMN].shape[1])
         output_dim = len(classes) if classes else 1
         model_spec = resolve_model_spec(train.model.model_dump(), input_dim, Path(context.job.path).parent)
         context.reporter.stage(
-            "train", f"{train.framework} {train.model.type} on {dataset_ref}: {len(train_frame)} train / "
-            f"{len(validation_frame)} validation / {len(test_frame)} test rows, {_how_it_runs(train)}"
+            "train",
+            f"{train.framework} {train.model.type} on {dataset_ref}: {len(train_frame)} train / "
+            f"{len(validation_frame)} validation / {len(test_frame)} test rows, {_how_it_runs(train)}",
         )
-        with TrainingProgress(context.reporter, name=f"{job.name}/train: progress of run {context.run_id[:8]}") as progress:
-            outcome = fit(TrainRequest(
-                train=train, task=task, input_dim=input_dim, output_dim=output_dim, datasets=datasets,
-                target_scale=target_scale,
-                storage_path=str(run_files.train_checkpoints()), run_name=run_files.short_name(job.name),
-                output_dir=run_folder, model_spec=model_spec, progress=progress.queue,
-                start_checkpoint=(context.sweep_trial or {}).get("start_checkpoint"), job=job.name,
-            ))
+        with TrainingProgress(
+            context.reporter, name=f"{job.name}/train: progress of run {context.run_id[:8]}"
+        ) as progress:
+            outcome = fit(
+                TrainRequest(
+                    train=train,
+                    task=task,
+                    input_dim=input_dim,
+                    output_dim=output_dim,
+                    datasets=datasets,
+                    target_scale=target_scale,
+                    storage_path=str(run_files.train_checkpoints()),
+                    run_name=run_files.short_name(job.name),
+                    output_dir=run_folder,
+                    model_spec=model_spec,
+                    progress=progress.queue,
+                    start_checkpoint=(context.sweep_trial or {}).get("start_checkpoint"),
+                    job=job.name,
+                )
+            )
         tracker.log_metrics(mlflow_run, outcome.history)
         description = describe_package(
-            framework=train.framework, task=task, label=label, classes=classes,
-            feature_types={name: feature_types[name] for name in features}, model_spec=model_spec,
-            input_dim=input_dim, output_dim=output_dim, model_columns=model_columns, target_scale=target_scale,
-            steps=job.preprocess, preprocessor=preprocessor,
+            framework=train.framework,
+            task=task,
+            label=label,
+            classes=classes,
+            feature_types={name: feature_types[name] for name in features},
+            model_spec=model_spec,
+            input_dim=input_dim,
+            output_dim=output_dim,
+            model_columns=model_columns,
+            target_scale=target_scale,
+            steps=job.preprocess,
+            preprocessor=preprocessor,
             lineage={
                 "dataset": {"name": dataset.name, "version": dataset.version, "digest": digest},
                 "job": {"name": job.name, "path": str(context.job.path), "sha256": context.job.sha256},
-                "run_id": context.run_id, "mlflow_run_id": mlflow_run, "best_epoch": outcome.best_epoch,
+                "run_id": context.run_id,
+                "mlflow_run_id": mlflow_run,
+                "best_epoch": outcome.best_epoch,
                 "trained_at": datetime.now(UTC).isoformat(),
             },
         )
         if context.resuming and run_files.package.exists():  # written before the driver died, never registered
             shutil.rmtree(run_files.package)
-        package_dir = write_package(run_files.package, description=description, preprocessor=preprocessor,
-                                    weights=outcome.weights, builder_source=model_spec.get("builder_source"))
+        package_dir = write_package(
+            run_files.package,
+            description=description,
+            preprocessor=preprocessor,
+            weights=outcome.weights,
+            builder_source=model_spec.get("builder_source"),
+        )
         package = load_package(package_dir)
-        metrics = {key: value for key, value in outcome.best_metrics.items() if key not in ("epoch", "train_seconds", "attempt", "workers")}
-        metrics.update(evaluation_metrics(task, test_frame[label], package.predict(test_frame), classes, "test", target_scale))
+        metrics = {
+            key: value
+            for key, value in outcome.best_metrics.items()
+            if key not in ("epoch", "train_seconds", "attempt", "workers")
+        }
+        metrics.update(
+            evaluation_metrics(task, test_frame[label], package.predict(test_frame), classes, "test", target_scale)
+        )
         description["metrics"] = metrics
         rewrite_description(package_dir, description)
-        tracker.log_metrics(mlflow_run, [{**{key: value for key, value in metrics.items() if key.startswith("test_")},
-                                          "epoch": outcome.best_epoch}])
+        tracker.log_metrics(
+            mlflow_run,
+            [
+                {
+                    **{key: value for key, value in metrics.items() if key.startswith("test_")},
+                    "epoch": outcome.best_epoch,
+                }
+            ],
+        )
         model_uri = tracker.log_package(mlflow_run, package_dir, pip_requirements(train.framework, preprocessor))
         tracker.finish(mlflow_run)
     except BaseException:
@@ -277,8 +367,14 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
     shown = ", ".join(f"{key} {value:.4f}" for key, value in sorted(metrics.items()))
     context.reporter.stage("evaluate", f"{shown} (best epoch {outcome.best_epoch}); MLflow run {mlflow_run}")
     return TrainedModel(
-        package_dir=package_dir, mlflow_run_id=mlflow_run, model_uri=model_uri, metrics=metrics,
-        history=outcome.history, dataset_ref=dataset_ref, dataset_digest=digest, framework=train.framework,
+        package_dir=package_dir,
+        mlflow_run_id=mlflow_run,
+        model_uri=model_uri,
+        metrics=metrics,
+        history=outcome.history,
+        dataset_ref=dataset_ref,
+        dataset_digest=digest,
+        framework=train.framework,
         best_epoch=outcome.best_epoch,
     )
 
@@ -288,7 +384,11 @@ def _sweep_tags(context: StageContext) -> dict[str, str]:
     trial = context.sweep_trial
     if trial is None:
         return {}
-    tags = {"mlflow.parentRunId": trial["mlflow_run"], "raymlp.sweep_run_id": trial["run_id"], "raymlp.trial_id": trial["trial"]}
+    tags = {
+        "mlflow.parentRunId": trial["mlflow_run"],
+        "raymlp.sweep_run_id": trial["run_id"],
+        "raymlp.trial_id": trial["trial"],
+    }
     if trial.get("refit"):
         tags["raymlp.refit_of_trial"] = trial["trial"]
     if trial.get("start_checkpoint"):  # PBT: this trial goes on from a better trial's checkpoint
@@ -368,9 +468,16 @@ def register_stage(context: StageContext, trained: TrainedModel) -> Registered:
         tracker.set_alias(register.model, register.alias, version, by="register")
     name, _, number = trained.dataset_ref.partition("@")
     context.catalog.record_model_version(
-        model_name=register.model, model_version=version, run_id=context.run_id, mlflow_run_id=trained.mlflow_run_id,
-        dataset_name=name, dataset_version=int(number), dataset_digest=trained.dataset_digest,
-        package_uri=str(trained.package_dir), framework=trained.framework, metrics=trained.metrics,
+        model_name=register.model,
+        model_version=version,
+        run_id=context.run_id,
+        mlflow_run_id=trained.mlflow_run_id,
+        dataset_name=name,
+        dataset_version=int(number),
+        dataset_digest=trained.dataset_digest,
+        package_uri=str(trained.package_dir),
+        framework=trained.framework,
+        metrics=trained.metrics,
     )
     if register.alias and failures:
         note = f"alias '{register.alias}' not moved: " + "; ".join(failures)

@@ -135,7 +135,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         variables = model.trainable_variables
         gradients = tape.gradient(loss, variables)
         if coupled_decay:
-            gradients = [gradient + coupled_decay * variable / replicas for gradient, variable in zip(gradients, variables)]
+            gradients = [
+                gradient + coupled_decay * variable / replicas for gradient, variable in zip(gradients, variables)
+            ]
         optimizer.apply_gradients(zip(gradients, variables))
         return tf.reduce_sum(losses)
 
@@ -165,8 +167,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         # Ray Data splits the train set into equal shards, so every worker runs the same number of
         # steps (each step is a collective all-reduce of the gradients).
         for batch in train_shard.iter_batches(
-            batch_size=config["batch_size"], batch_format="numpy",
-            local_shuffle_buffer_size=max(config["batch_size"] * 8, 1024), local_shuffle_seed=config["seed"] + epoch,
+            batch_size=config["batch_size"],
+            batch_format="numpy",
+            local_shuffle_buffer_size=max(config["batch_size"] * 8, 1024),
+            local_shuffle_seed=config["seed"] + epoch,
         ):
             labels = np.asarray(batch[LABEL_COLUMN], dtype=label_numpy)
             loss_sum += float(train_step(np.asarray(batch[FEATURES_COLUMN], dtype=np.float32), labels))
@@ -185,9 +189,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             _save_state(Path(folder), model, optimizer, spec, epoch, history)
             saved = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
             if rank == 0:
-                report_epoch(config["progress"], epoch + 1, config["epochs"],
-                             {key: value for key, value in metrics.items() if key != "epoch"}, int(total_rows), seconds,
-                             job=config.get("job"))
+                report_epoch(
+                    config["progress"],
+                    epoch + 1,
+                    config["epochs"],
+                    {key: value for key, value in metrics.items() if key != "epoch"},
+                    int(total_rows),
+                    seconds,
+                    job=config.get("job"),
+                )
             ray.train.report(metrics, checkpoint=saved)
         if stop:
             break
@@ -208,7 +218,9 @@ def _validation_metrics(scores_of: Any, validation: Any, config: dict[str, Any])
     return parts_metrics(config["task"], scores, labels, "val", unit=config["target_std"])
 
 
-def _save_state(folder: Path, model: Any, optimizer: Any, spec: dict[str, Any], epoch: int, history: list[dict[str, float]]) -> None:
+def _save_state(
+    folder: Path, model: Any, optimizer: Any, spec: dict[str, Any], epoch: int, history: list[dict[str, float]]
+) -> None:
     """A checkpoint: the model, the optimizer's variables, the epoch (0-based) and the history so far."""
     import numpy as np
 

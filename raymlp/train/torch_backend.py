@@ -26,7 +26,9 @@ def _sum_over_workers(tensor: Any) -> Any:
     return tensor
 
 
-def _validation_metrics(model: Any, validation: list[dict[str, Any]], config: dict[str, Any], device: Any) -> dict[str, float]:
+def _validation_metrics(
+    model: Any, validation: list[dict[str, Any]], config: dict[str, Any], device: Any
+) -> dict[str, float]:
     """Metrics of the whole validation split: every worker holds all of it (it is not split), so
     every worker computes the same numbers and stops on the same epoch."""
     import torch
@@ -39,9 +41,9 @@ def _validation_metrics(model: Any, validation: list[dict[str, Any]], config: di
     with torch.no_grad():
         for block in validation:
             for start in range(0, len(block[LABEL_COLUMN]), step):
-                output = model(block[FEATURES_COLUMN][start:start + step].to(device))
+                output = model(block[FEATURES_COLUMN][start : start + step].to(device))
                 scores.append(output.float().cpu().numpy())
-                labels.append(block[LABEL_COLUMN][start:start + step].numpy())
+                labels.append(block[LABEL_COLUMN][start : start + step].numpy())
     return parts_metrics(config["task"], scores, labels, "val", unit=config["target_std"])
 
 
@@ -62,7 +64,9 @@ def _optimizer(parameters: Any, settings: dict[str, Any]) -> Any:
     import torch
 
     if settings["name"] == "sgd":
-        return torch.optim.SGD(parameters, lr=settings["lr"], momentum=settings["momentum"], weight_decay=settings["weight_decay"])
+        return torch.optim.SGD(
+            parameters, lr=settings["lr"], momentum=settings["momentum"], weight_decay=settings["weight_decay"]
+        )
     kind = torch.optim.AdamW if settings["name"] == "adamw" else torch.optim.Adam
     return kind(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
@@ -116,7 +120,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     # This worker's share of the train split and all of the validation split, read from Ray's
     # object store once for every epoch (shared_blocks.py).
     dtypes = {FEATURES_COLUMN: torch.float32, LABEL_COLUMN: config["label_dtype"]}
-    train_blocks = [torch_columns(table, dtypes) for table in config["train_blocks"].shard(rank, context.get_world_size())]
+    train_blocks = [
+        torch_columns(table, dtypes) for table in config["train_blocks"].shard(rank, context.get_world_size())
+    ]
     validation = [torch_columns(table, dtypes) for table in config["validation_blocks"].whole()]
     for epoch in range(start_epoch, config["epochs"]):
         model.train()
@@ -126,8 +132,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         pending = 0  # batches whose gradients wait for the next optimizer step
         # Whole blocks, shuffled on this thread: the batches Ray's local shuffle buffer would draw
         # from them, without its per-batch work on a prefetch thread (see torch_batches.py).
-        batches = shuffled_batches(train_blocks, config["batch_size"], max(config["batch_size"] * 8, 1024),
-                                   config["seed"] + epoch, device)
+        batches = shuffled_batches(
+            train_blocks, config["batch_size"], max(config["batch_size"] * 8, 1024), config["seed"] + epoch, device
+        )
         for batch, last in _with_last(batches):
             features, labels = batch[FEATURES_COLUMN], batch[LABEL_COLUMN]
             pending += 1
@@ -149,8 +156,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             sums[1] += len(labels)
         seconds = time.perf_counter() - started
         _sum_over_workers(sums)
-        metrics = {"epoch": epoch + 1, "train_loss": float(sums[0]) / max(float(sums[1]), 1.0), "train_seconds": seconds,
-                   "attempt": attempt, "workers": context.get_world_size()}
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": float(sums[0]) / max(float(sums[1]), 1.0),
+            "train_seconds": seconds,
+            "attempt": attempt,
+            "workers": context.get_world_size(),
+        }
         metrics.update(_validation_metrics(model, validation, config, device))
         history.append(metrics)
         # Every worker computes the same metrics; agreeing on the decision still guards the
@@ -161,14 +173,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             if rank == 0:
                 unwrapped = getattr(model, "module", model)
                 torch.save(
-                    {"model": unwrapped.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                     "attempt": attempt, "workers": context.get_world_size()},
+                    {
+                        "model": unwrapped.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch,
+                        "history": history,
+                        "attempt": attempt,
+                        "workers": context.get_world_size(),
+                    },
                     Path(folder) / STATE_FILE,
                 )
                 saved = ray.train.Checkpoint.from_directory(folder)
-                report_epoch(config["progress"], epoch + 1, config["epochs"],
-                             {k: v for k, v in metrics.items() if k not in BOOKKEEPING}, int(sums[1]), seconds,
-                             job=config.get("job"))
+                report_epoch(
+                    config["progress"],
+                    epoch + 1,
+                    config["epochs"],
+                    {k: v for k, v in metrics.items() if k not in BOOKKEEPING},
+                    int(sums[1]),
+                    seconds,
+                    job=config.get("job"),
+                )
             ray.train.report(metrics, checkpoint=saved)
         if stop:
             break

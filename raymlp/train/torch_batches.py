@@ -48,8 +48,9 @@ def shuffled_batches(
         if left():
             rest = order[head:]
             parts.append({name: column[rest] for name, column in pool.items()})
-        pool = {name: parts[0][name] if len(parts) == 1 else torch.cat([part[name] for part in parts])
-                for name in parts[0]}
+        pool = {
+            name: parts[0][name] if len(parts) == 1 else torch.cat([part[name] for part in parts]) for name in parts[0]
+        }
         order = torch.from_numpy(rng.permutation(len(next(iter(pool.values())))).astype(np.int64, copy=False))
         head, pending, pending_rows = 0, [], 0
 
@@ -65,7 +66,9 @@ def shuffled_batches(
             continue
         pending.append(block)
         pending_rows += rows
-        while left() + pending_rows >= batch_size and (left() >= yield_from or left() + pending_rows - batch_size >= compact_from):
+        while left() + pending_rows >= batch_size and (
+            left() >= yield_from or left() + pending_rows - batch_size >= compact_from
+        ):
             if pending_rows and left() <= yield_from:
                 new_generation()
             yield take()

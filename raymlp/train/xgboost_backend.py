@@ -54,7 +54,9 @@ def _arrays(shard: Any, input_dim: int, label_dtype: Any) -> tuple[np.ndarray, n
     """The features and labels of a dataset shard as numpy arrays."""
     features, labels = [], []
     for batch in shard.iter_batches(batch_size=8192, batch_format="numpy"):
-        features.append(np.asarray(batch[FEATURES_COLUMN], dtype=np.float32).reshape(len(batch[LABEL_COLUMN]), input_dim))
+        features.append(
+            np.asarray(batch[FEATURES_COLUMN], dtype=np.float32).reshape(len(batch[LABEL_COLUMN]), input_dim)
+        )
         labels.append(np.asarray(batch[LABEL_COLUMN], dtype=label_dtype))
     if not features:
         return np.zeros((0, input_dim), dtype=np.float32), np.zeros(0, dtype=label_dtype)
@@ -121,8 +123,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             with tempfile.TemporaryDirectory() as folder:
                 saved = None
                 if rank == 0:
-                    report_epoch(config["progress"], rounds, epochs, {k: v for k, v in row.items() if k != "epoch"},
-                                 config["train_rows"], seconds)
+                    report_epoch(
+                        config["progress"],
+                        rounds,
+                        epochs,
+                        {k: v for k, v in row.items() if k != "epoch"},
+                        config["train_rows"],
+                        seconds,
+                    )
                     if last or rounds % every == 0:
                         model.save_model(str(Path(folder) / MODEL_FILE))
                         (Path(folder) / STATE_FILE).write_text(json.dumps({"history": history}))
@@ -132,8 +140,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             return stop
 
     xgboost.train(
-        params, train_matrix, num_boost_round=epochs - len(history), evals=[(train_matrix, "train")],
-        verbose_eval=False, xgb_model=booster, callbacks=[RoundReport()],
+        params,
+        train_matrix,
+        num_boost_round=epochs - len(history),
+        evals=[(train_matrix, "train")],
+        verbose_eval=False,
+        xgb_model=booster,
+        callbacks=[RoundReport()],
     )
     return history
 

@@ -57,8 +57,14 @@ def run_light_trial(config: dict[str, Any], spec: LightTrialSpec) -> None:
     output_dim = len(prepared.classes) if prepared.classes else 1
     trial_id = tune.get_context().get_trial_id()
     ref, digest = f"{dataset.name}@{dataset.version}", dataset.manifest["content_digest"]
-    tags = {"mlflow.parentRunId": spec.parent_mlflow_run, "raymlp.sweep_run_id": spec.sweep_run_id, "raymlp.trial_id": trial_id,
-            "raymlp.trial_kind": "light", "raymlp.dataset": ref, "raymlp.dataset_digest": digest}
+    tags = {
+        "mlflow.parentRunId": spec.parent_mlflow_run,
+        "raymlp.sweep_run_id": spec.sweep_run_id,
+        "raymlp.trial_id": trial_id,
+        "raymlp.trial_kind": "light",
+        "raymlp.dataset": ref,
+        "raymlp.dataset_digest": digest,
+    }
     tracker, experiment = _tracker(storage, job.name)
     fit_started = time.perf_counter()
     try:
@@ -70,9 +76,22 @@ def run_light_trial(config: dict[str, Any], spec: LightTrialSpec) -> None:
     row["train_seconds"] = round(time.perf_counter() - fit_started, 4)
     run = tracker.record_run(experiment, f"{job.name}-trial-{trial_id}", tags, loaded.public_dict(), [row])
     metrics = {key: value for key, value in row.items() if key not in ("epoch", "train_seconds")}
-    tune.report({**metrics, "epoch": 1, "epochs": 1, "best_epoch": 1, "mlflow_run_id": run, "light": True,
-                 "dataset": ref, "dataset_digest": digest, "framework": job.train.framework,
-                 "metrics_json": json.dumps(metrics), "trial_seconds": round(time.perf_counter() - started, 4), "done": True})
+    tune.report(
+        {
+            **metrics,
+            "epoch": 1,
+            "epochs": 1,
+            "best_epoch": 1,
+            "mlflow_run_id": run,
+            "light": True,
+            "dataset": ref,
+            "dataset_digest": digest,
+            "framework": job.train.framework,
+            "metrics_json": json.dumps(metrics),
+            "trial_seconds": round(time.perf_counter() - started, 4),
+            "done": True,
+        }
+    )
 
 
 @functools.cache
@@ -105,17 +124,29 @@ def _prepared(job: Any, storage: Any, spec: LightTrialSpec) -> tuple[Any, Any, d
     from raymlp.context import Reporter
     from raymlp.train.stage import prepare_training
 
-    key = hashlib.sha256(json.dumps(
-        [spec.dataset, spec.dataset_version, job.data.model_dump(mode="json"), [step.model_dump(mode="json") for step in job.preprocess],
-         job.train.task], sort_keys=True, default=str).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                spec.dataset,
+                spec.dataset_version,
+                job.data.model_dump(mode="json"),
+                [step.model_dump(mode="json") for step in job.preprocess],
+                job.train.task,
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
     if key not in _PREPARED:
         with Catalog(storage.catalog_url) as catalog:
             dataset = catalog.get_dataset_version(spec.dataset, spec.dataset_version)
             prepared = prepare_training(job, dataset, catalog, Reporter(quiet=True))
         while len(_PREPARED) >= _KEPT:
             _PREPARED.pop(next(iter(_PREPARED)))
-        arrays = {name: _arrays(prepared, frame) for name, frame in
-                  (("train", prepared.train_frame), ("validation", prepared.validation_frame))}
+        arrays = {
+            name: _arrays(prepared, frame)
+            for name, frame in (("train", prepared.train_frame), ("validation", prepared.validation_frame))
+        }
         _PREPARED[key] = (prepared, dataset, arrays)
     return _PREPARED[key]
 
@@ -127,5 +158,7 @@ def _arrays(prepared: Any, frame: Any) -> tuple[Any, Any]:
 
     model_input = prepared.to_model_input(frame)
     labels = np.asarray(model_input[LABEL_COLUMN])
-    return (np.asarray(model_input[FEATURES_COLUMN], dtype=np.float32),
-            labels.astype(np.int64 if prepared.task == "classification" else np.float64, copy=False))
+    return (
+        np.asarray(model_input[FEATURES_COLUMN], dtype=np.float32),
+        labels.astype(np.int64 if prepared.task == "classification" else np.float64, copy=False),
+    )

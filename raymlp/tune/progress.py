@@ -64,7 +64,9 @@ class SweepProgress(Callback):
             return
         row = _SHOWN["rows"].setdefault(trial.trial_id, {"epoch": None, "value": None})
         row["state"] = state
-        row["params"] = _SHOWN["decode"](_SHOWN["space"], {path: (trial.config or {}).get(path) for path in _SHOWN["space"]})
+        row["params"] = _SHOWN["decode"](
+            _SHOWN["space"], {path: (trial.config or {}).get(path) for path in _SHOWN["space"]}
+        )
         if epoch is not None:
             row["epoch"] = epoch
         if isinstance(value, int | float):
@@ -73,8 +75,10 @@ class SweepProgress(Callback):
         if live is not None:
             live.update(_table(_SHOWN))
         elif final and not reporter.quiet:
-            reporter.info(f"    tune  trial {trial.trial_id} {state}: {_SHOWN['metric']} {_shown(row['value'])} after "
-                          f"{row['epoch'] or 0} epoch(s); {_params(row['params'])}")
+            reporter.info(
+                f"    tune  trial {trial.trial_id} {state}: {_SHOWN['metric']} {_shown(row['value'])} after "
+                f"{row['epoch'] or 0} epoch(s); {_params(row['params'])}"
+            )
 
 
 def _table(state: dict[str, Any]) -> Any:
@@ -84,8 +88,13 @@ def _table(state: dict[str, Any]) -> Any:
     for column in ("trial", "values", "epoch", state["metric"], "state"):
         table.add_column(column)
     for trial, row in sorted(state["rows"].items()):
-        table.add_row(trial, _params(row.get("params") or {}), str(row.get("epoch") or ""), _shown(row.get("value")),
-                      row.get("state", ""))
+        table.add_row(
+            trial,
+            _params(row.get("params") or {}),
+            str(row.get("epoch") or ""),
+            _shown(row.get("value")),
+            row.get("state", ""),
+        )
     return table
 
 
@@ -94,5 +103,9 @@ def _shown(value: Any) -> str:
 
 
 def _params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{path.rsplit('.', 1)[-1]}={value:.4g}" if isinstance(value, float)
-                     else f"{path.rsplit('.', 1)[-1]}={json.dumps(value)}" for path, value in params.items())
+    return ", ".join(
+        f"{path.rsplit('.', 1)[-1]}={value:.4g}"
+        if isinstance(value, float)
+        else f"{path.rsplit('.', 1)[-1]}={json.dumps(value)}"
+        for path, value in params.items()
+    )

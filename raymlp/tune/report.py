@@ -37,16 +37,30 @@ def learning_curves(tracker: Any, results: dict[str, Any]) -> dict[str, list[tup
     return curves
 
 
-def write_report(results: dict[str, Any], curves: dict[str, list[tuple[int, float]]], space: dict[str, Any], path: Path) -> Path:
+def write_report(
+    results: dict[str, Any], curves: dict[str, list[tuple[int, float]]], space: dict[str, Any], path: Path
+) -> Path:
     """Write the report atomically; returns its path."""
     metric = results["metric"]
     sections = [_header(results)]
-    sections.append("<h2>" + html.escape(metric) + " against each setting</h2><div class='plots'>"
-                    + "".join(_parameter_plot(results, name, dimension) for name, dimension in space.items()) + "</div>")
+    sections.append(
+        "<h2>"
+        + html.escape(metric)
+        + " against each setting</h2><div class='plots'>"
+        + "".join(_parameter_plot(results, name, dimension) for name, dimension in space.items())
+        + "</div>"
+    )
     sections.append(f"<h2>Learning curves of the best {BEST_CURVES} trials</h2>" + _curves_plot(results, curves))
     sections.append("<h2>Trials</h2>" + _table(results))
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(f"Sweep {results['job']}")
-            + "</title><style>" + _STYLE + "</style></head><body>" + "".join(sections) + "</body></html>")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>"
+        + html.escape(f"Sweep {results['job']}")
+        + "</title><style>"
+        + _STYLE
+        + "</style></head><body>"
+        + "".join(sections)
+        + "</body></html>"
+    )
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(page, encoding="utf-8")
     temporary.replace(path)
@@ -59,14 +73,20 @@ def _header(results: dict[str, Any]) -> str:
     for row in results["trials"]:
         states[row["state"]] = states.get(row["state"], 0) + 1
     counts = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
-    lines = [f"<h1>Sweep of {html.escape(results['job'])}</h1>",
-             f"<p>run {html.escape(results['run_id'])}, MLflow run {html.escape(results['mlflow_run_id'])}; "
-             f"{len(results['trials'])} trials ({html.escape(counts)}) in {results['seconds']:.1f} s; "
-             f"metric {html.escape(results['metric'])} ({html.escape(results['mode'])})</p>"]
+    lines = [
+        f"<h1>Sweep of {html.escape(results['job'])}</h1>",
+        f"<p>run {html.escape(results['run_id'])}, MLflow run {html.escape(results['mlflow_run_id'])}; "
+        f"{len(results['trials'])} trials ({html.escape(counts)}) in {results['seconds']:.1f} s; "
+        f"metric {html.escape(results['metric'])} ({html.escape(results['mode'])})</p>",
+    ]
     if best:
-        shown = ", ".join(f"{html.escape(key)} = {html.escape(json.dumps(value))}" for key, value in best["params"].items())
-        lines.append(f"<p class='best'>best trial {html.escape(best['trial'])}: {html.escape(results['metric'])} "
-                     f"{best['metric']:.4f} with {shown}</p>")
+        shown = ", ".join(
+            f"{html.escape(key)} = {html.escape(json.dumps(value))}" for key, value in best["params"].items()
+        )
+        lines.append(
+            f"<p class='best'>best trial {html.escape(best['trial'])}: {html.escape(results['metric'])} "
+            f"{best['metric']:.4f} with {shown}</p>"
+        )
     return "".join(lines)
 
 
@@ -84,7 +104,7 @@ def _svg(figure: Any) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg")
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _parameter_plot(results: dict[str, Any], name: str, dimension: Any) -> str:
@@ -99,7 +119,9 @@ def _parameter_plot(results: dict[str, Any], name: str, dimension: Any) -> str:
     else:
         categories = sorted({json.dumps(value) for value in values})
         positions = [categories.index(json.dumps(value)) for value in values]
-        axes.set_xticks(range(len(categories)), [label[:18] for label in categories], rotation=30, ha="right", fontsize=7)
+        axes.set_xticks(
+            range(len(categories)), [label[:18] for label in categories], rotation=30, ha="right", fontsize=7
+        )
     for state, colour in _STATE_COLOURS.items():
         chosen = [(x, row["metric"]) for x, row in zip(positions, rows) if row["state"] == state]
         if chosen:
@@ -135,12 +157,21 @@ def _curves_plot(results: dict[str, Any], curves: dict[str, list[tuple[int, floa
 
 def _table(results: dict[str, Any]) -> str:
     names = list(results["trials"][0]["params"]) if results["trials"] else []
-    head = "".join(f"<th>{html.escape(text)}</th>" for text in ["trial", results["metric"], "state", "epochs", *names, "MLflow run"])
+    head = "".join(
+        f"<th>{html.escape(text)}</th>"
+        for text in ["trial", results["metric"], "state", "epochs", *names, "MLflow run"]
+    )
     body = []
     for row in ordered_trials(results):
         metric = "" if row["metric"] is None else f"{row['metric']:.4f}"
-        cells = [row["trial"], metric, row["state"] + (f": {row['error']}" if row.get("error") else ""), str(row["epochs"]),
-                 *(json.dumps(row["params"].get(name)) for name in names), row.get("trial_mlflow_run_id") or row.get("mlflow_run_id") or ""]
+        cells = [
+            row["trial"],
+            metric,
+            row["state"] + (f": {row['error']}" if row.get("error") else ""),
+            str(row["epochs"]),
+            *(json.dumps(row["params"].get(name)) for name in names),
+            row.get("trial_mlflow_run_id") or row.get("mlflow_run_id") or "",
+        ]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

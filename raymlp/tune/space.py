@@ -57,10 +57,18 @@ def most_epochs(epochs: int, space: dict[str, SearchDimension]) -> int:
     dimension = space.get("train.epochs")
     if dimension is None:
         return epochs
-    options = dimension.choice or dimension.grid or [dimension.uniform, dimension.loguniform, dimension.quniform,
-                                                      dimension.randint]
-    numbers = [value for option in options if option for value in (option if isinstance(option, list) else [option])
-               if isinstance(value, int | float)]
+    options = (
+        dimension.choice
+        or dimension.grid
+        or [dimension.uniform, dimension.loguniform, dimension.quniform, dimension.randint]
+    )
+    numbers = [
+        value
+        for option in options
+        if option
+        for value in (option if isinstance(option, list) else [option])
+        if isinstance(value, int | float)
+    ]
     return int(max(numbers, default=epochs))
 
 
@@ -86,8 +94,9 @@ def searcher(tune_config: TuneConfig, first: dict[str, Any] | None) -> Any:
     if tune_config.search in ("random", "grid"):
         from ray.tune.search import BasicVariantGenerator
 
-        return BasicVariantGenerator(points_to_evaluate=points, random_state=tune_config.seed,
-                                     max_concurrent=tune_config.max_concurrent or 0)
+        return BasicVariantGenerator(
+            points_to_evaluate=points, random_state=tune_config.seed, max_concurrent=tune_config.max_concurrent or 0
+        )
     if tune_config.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -115,7 +124,9 @@ def job_values(job: dict[str, Any], space: dict[str, SearchDimension]) -> dict[s
                 return None
         if dimension.grid is not None or not _within(dimension, value):
             return None
-        values[path] = dimension.choice.index(value) if dimension.choice is not None and _nested(dimension.choice) else value
+        values[path] = (
+            dimension.choice.index(value) if dimension.choice is not None and _nested(dimension.choice) else value
+        )
     return values
 
 
@@ -141,19 +152,34 @@ def scheduler(settings: SchedulerConfig, epochs: int, space: dict[str, SearchDim
     if settings.type == "fifo":
         return FIFOScheduler()
     if settings.type == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=max(epochs, settings.grace_period) + 1,
-                             grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max(epochs, settings.grace_period) + 1,
+            grace_period=settings.grace_period,
+            reduction_factor=settings.reduction_factor,
+        )
     if settings.type == "median":
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=settings.grace_period,
-                                  min_samples_required=settings.min_samples_required)
+        return MedianStoppingRule(
+            time_attr="training_iteration",
+            grace_period=settings.grace_period,
+            min_samples_required=settings.min_samples_required,
+        )
     from .pbt import EpochBoundedPBT
 
     space = space or {}
     domains = param_space(space)
     # A list makes PBT move a choice to a neighbouring option; a choice domain it would multiply.
-    mutations = {path: (list(_indices_if_nested(choice)) if (choice := space[path].choice) is not None else domain)
-                 for path, domain in domains.items() if pbt_mutable(path)}
+    mutations = {
+        path: (list(_indices_if_nested(choice)) if (choice := space[path].choice) is not None else domain)
+        for path, domain in domains.items()
+        if pbt_mutable(path)
+    }
     return EpochBoundedPBT(
-        epochs, time_attr="epoch", perturbation_interval=settings.perturbation_interval, synch=settings.synch,
+        epochs,
+        time_attr="epoch",
+        perturbation_interval=settings.perturbation_interval,
+        synch=settings.synch,
         hyperparam_mutations=mutations,
-        quantile_fraction=settings.quantile_fraction, resample_probability=settings.resample_probability)
+        quantile_fraction=settings.quantile_fraction,
+        resample_probability=settings.resample_probability,
+    )

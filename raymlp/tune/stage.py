@@ -48,47 +48,80 @@ def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict
     if context.resuming:  # the same Tune experiment, MLflow run and dataset version go on
         sweep_started = json.loads(started_file.read_text())
         parent = sweep_started["mlflow_run_id"]
-        dataset = (context.catalog.get_dataset_version(sweep_started["dataset"], sweep_started["dataset_version"])
-                   if "dataset" in sweep_started else _sweep_dataset(context))  # one started before versions were pinned
+        dataset = (
+            context.catalog.get_dataset_version(sweep_started["dataset"], sweep_started["dataset_version"])
+            if "dataset" in sweep_started
+            else _sweep_dataset(context)
+        )  # one started before versions were pinned
         if not tune.Tuner.can_restore(str(experiment)):
             raise WorkFailed(f"tune --resume: no Ray Tune experiment state at {experiment}; start a new sweep instead")
         tracker.client.update_run(parent, status="RUNNING")
         context.reporter.stage("tune", f"resuming sweep {context.run_id} (MLflow run {parent}) from {experiment}")
     else:
-        parent = tracker.start_run(job.name, run_name=f"{job.name}-sweep-{context.run_id[:8]}",
-                                   tags={"raymlp.run_id": context.run_id, "raymlp.sweep": "true",
-                                         "raymlp.job_sha256": context.job.sha256, "raymlp.job_path": str(context.job.path)})
+        parent = tracker.start_run(
+            job.name,
+            run_name=f"{job.name}-sweep-{context.run_id[:8]}",
+            tags={
+                "raymlp.run_id": context.run_id,
+                "raymlp.sweep": "true",
+                "raymlp.job_sha256": context.job.sha256,
+                "raymlp.job_path": str(context.job.path),
+            },
+        )
         tracker.log_params(parent, context.job.public_dict())
         dataset = _sweep_dataset(context)
         tracker.set_tags(parent, {"raymlp.dataset": f"{dataset.name}@{dataset.version}"})
-        write_json_atomically(started_file, {"mlflow_run_id": parent, "experiment": str(experiment),
-                                             "dataset": dataset.name, "dataset_version": dataset.version})
+        write_json_atomically(
+            started_file,
+            {
+                "mlflow_run_id": parent,
+                "experiment": str(experiment),
+                "dataset": dataset.name,
+                "dataset_version": dataset.version,
+            },
+        )
     # Tune saves the experiment's state (finished trials, the searcher's) at most this often: a
     # driver killed between two saves would run again the trials that finished in between.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     try:
         # Absolute: a trial's process has the cluster's working directory, not this one's.
         home = os.environ.get("RAYMLP_HOME")
-        spec = TrialSpec(job_path=str(Path(context.job.path).resolve()), overrides=list(context.job.overrides),
-                         raymlp_home=os.path.abspath(home) if home else None, parent_mlflow_run=parent, sweep_run_id=context.run_id,
-                         dataset=dataset.name, dataset_version=dataset.version, runner=runner,
-                         pbt=settings.scheduler.type == "pbt")
+        spec = TrialSpec(
+            job_path=str(Path(context.job.path).resolve()),
+            overrides=list(context.job.overrides),
+            raymlp_home=os.path.abspath(home) if home else None,
+            parent_mlflow_run=parent,
+            sweep_run_id=context.run_id,
+            dataset=dataset.name,
+            dataset_version=dataset.version,
+            runner=runner,
+            pbt=settings.scheduler.type == "pbt",
+        )
         light = light_trials(job)
         trainable = _trainable(spec, job) if light else _full_trainable(spec)
         first = job_values(context.job.public_dict(), settings.space) if settings.start_from_job else None
         started = time.perf_counter()
         if context.resuming:
             # Finished trials stay finished; those the driver's death cut off start again.
-            tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False,
-                                       restart_errored=context.retry_errored, param_space=param_space(settings.space))
+            tuner = tune.Tuner.restore(
+                str(experiment),
+                trainable,
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=context.retry_errored,
+                param_space=param_space(settings.space),
+            )
         else:
             context.reporter.stage(
-                "tune", f"{settings.num_samples} trial(s) x {_grid_points(settings)} grid point(s), search {settings.search}, "
+                "tune",
+                f"{settings.num_samples} trial(s) x {_grid_points(settings)} grid point(s), search {settings.search}, "
                 f"scheduler {settings.scheduler.type}, metric {settings.metric} ({settings.mode}), "
                 f"{'light' if light else 'full'} trials on {dataset.name}@{dataset.version}"
-                + ("; the first trial has the job's own values" if first else ""))
-            tuner = _new_tuner(trainable, settings, first, most_epochs(job.train.epochs, settings.space), experiment, light,
-                               job.name)
+                + ("; the first trial has the job's own values" if first else ""),
+            )
+            tuner = _new_tuner(
+                trainable, settings, first, most_epochs(job.train.epochs, settings.space), experiment, light, job.name
+            )
         from .progress import showing
 
         with showing(context.reporter, settings.metric, settings.space):
@@ -101,7 +134,9 @@ def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict
             tracker.log_artifact(parent, Path(results["report"]))
         if best is not None:
             tracker.log_metrics(parent, [{f"best_{settings.metric}": best["metric"]}])
-            tracker.set_tags(parent, {"raymlp.best_trial": best["trial"], "raymlp.best_mlflow_run": best["mlflow_run_id"]})
+            tracker.set_tags(
+                parent, {"raymlp.best_trial": best["trial"], "raymlp.best_mlflow_run": best["mlflow_run_id"]}
+            )
         tracker.finish(parent, status="FINISHED" if best is not None else "FAILED")
     except BaseException:
         tracker.finish(parent, status="FAILED")
@@ -112,8 +147,16 @@ def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict
     return results
 
 
-def _results(context: StageContext, tracker: Any, parent: str, spec: TrialSpec, grid: Any, light: bool, started: float,
-             results_file: Path) -> dict[str, Any]:
+def _results(
+    context: StageContext,
+    tracker: Any,
+    parent: str,
+    spec: TrialSpec,
+    grid: Any,
+    light: bool,
+    started: float,
+    results_file: Path,
+) -> dict[str, Any]:
     """The sweep's results from Tune's (`started`: when it began, by `time.perf_counter`): every
     trial's row, with the trials the scheduler stopped ended in MLflow and the catalog, and the best
     finished trial's. They are written to `results_file` before a light sweep trains its best
@@ -123,16 +166,28 @@ def _results(context: StageContext, tracker: Any, parent: str, spec: TrialSpec, 
     rows = trial_rows(grid, settings.metric, settings.mode, settings.space)
     _close_stopped_trials(context, tracker, parent, rows, settings.scheduler.type, epoch_histories(grid))
     best = best_row(rows, settings.mode)
-    results = {"job": context.config.name, "run_id": context.run_id, "mlflow_run_id": parent, "metric": settings.metric,
-               "mode": settings.mode, "seconds": round(time.perf_counter() - started, 3), "light_trials": light,
-               "best_refit_seconds": None, "best": best, "trials": rows, "report": None}
+    results = {
+        "job": context.config.name,
+        "run_id": context.run_id,
+        "mlflow_run_id": parent,
+        "metric": settings.metric,
+        "mode": settings.mode,
+        "seconds": round(time.perf_counter() - started, 3),
+        "light_trials": light,
+        "best_refit_seconds": None,
+        "best": best,
+        "trials": rows,
+        "report": None,
+    }
     write_json_atomically(results_file, results)
     if light:
         refit_started = time.perf_counter()
         if best is not None:
             _train_best(context, spec, best, settings.metric)
-        results.update(seconds=round(time.perf_counter() - started, 3),
-                       best_refit_seconds=round(time.perf_counter() - refit_started, 3))
+        results.update(
+            seconds=round(time.perf_counter() - started, 3),
+            best_refit_seconds=round(time.perf_counter() - refit_started, 3),
+        )
     results["report"] = _write_report(context, tracker, results)
     write_json_atomically(results_file, results)
     return results
@@ -166,7 +221,9 @@ def _trainable(spec: TrialSpec, job: Any) -> Any:
     resources = dict(job.train.scaling.resources_per_worker or {})
     cpus = resources.pop("CPU", 1)
     light = LightTrialSpec(**vars(spec), cpus=max(1, int(cpus)))
-    return tune.with_resources(partial(run_light_trial, spec=light), {"cpu": cpus, "gpu": resources.pop("GPU", 0), **resources})
+    return tune.with_resources(
+        partial(run_light_trial, spec=light), {"cpu": cpus, "gpu": resources.pop("GPU", 0), **resources}
+    )
 
 
 def _sweep_dataset(context: StageContext) -> Any:
@@ -180,14 +237,22 @@ def _train_best(context: StageContext, spec: TrialSpec, best: dict[str, Any], me
     """Train the best light trial's settings again as a full train run (in this process, nested in
     the sweep's run as a trial's run is in its process): its package, test metrics and MLflow run (nested under the sweep's, tagged
     `raymlp.refit_of_trial`) become the best row's, for `register`."""
-    context.reporter.stage("tune", f"training trial {best['trial']}'s settings again as a full run (package, test metrics)")
+    context.reporter.stage(
+        "tune", f"training trial {best['trial']}'s settings again as a full run (package, test metrics)"
+    )
     final = train_run(spec, best["params"], best["trial"], refit=True)  # here: this process has the imports already
     again = final.get(metric)
     if again is not None and abs(float(again) - best["metric"]) > 1e-9:
-        context.reporter.info(f"    tune  the full run's {metric} is {float(again):.4f}, the trial's was {best['metric']:.4f} "
-                              "(the fit is not deterministic with these settings; set train.seed)")
-    best.update(trial_mlflow_run_id=best["mlflow_run_id"], refit_metric=again,
-                **{key: final.get(key) for key in TRIAL_KEYS}, metrics=json.loads(final["metrics_json"]))
+        context.reporter.info(
+            f"    tune  the full run's {metric} is {float(again):.4f}, the trial's was {best['metric']:.4f} "
+            "(the fit is not deterministic with these settings; set train.seed)"
+        )
+    best.update(
+        trial_mlflow_run_id=best["mlflow_run_id"],
+        refit_metric=again,
+        **{key: final.get(key) for key in TRIAL_KEYS},
+        metrics=json.loads(final["metrics_json"]),
+    )
 
 
 def _write_report(context: StageContext, tracker: Any, results: dict[str, Any]) -> str | None:
@@ -195,8 +260,12 @@ def _write_report(context: StageContext, tracker: Any, results: dict[str, Any]) 
     from .report import learning_curves, write_report
 
     try:
-        path = write_report(results, learning_curves(tracker, results), context.config.tune.space,
-                            context.storage.run(context.run_id).tune_report)
+        path = write_report(
+            results,
+            learning_curves(tracker, results),
+            context.config.tune.space,
+            context.storage.run(context.run_id).tune_report,
+        )
     except Exception as error:
         context.reporter.info(f"    tune  the HTML report was not written: {type(error).__name__}: {error}")
         return None
@@ -204,8 +273,15 @@ def _write_report(context: StageContext, tracker: Any, results: dict[str, Any]) 
     return str(path)
 
 
-def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epochs: int, experiment: Path, light: bool,
-               job: str = "") -> Any:
+def _new_tuner(
+    trainable: Any,
+    settings: Any,
+    first: dict[str, Any] | None,
+    epochs: int,
+    experiment: Path,
+    light: bool,
+    job: str = "",
+) -> Any:
     from ray import tune
 
     from .progress import SweepProgress
@@ -215,15 +291,23 @@ def _new_tuner(trainable: Any, settings: Any, first: dict[str, Any] | None, epoc
         trainable,
         param_space=param_space(settings.space),
         tune_config=tune.TuneConfig(
-            metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
+            metric=settings.metric,
+            mode=settings.mode,
+            num_samples=settings.num_samples,
             max_concurrent_trials=None if settings.search in ("random", "grid") else settings.max_concurrent,
-            search_alg=searcher(settings, first), scheduler=scheduler(settings.scheduler, epochs, settings.space),
-            time_budget_s=settings.time_budget_s, reuse_actors=light,
+            search_alg=searcher(settings, first),
+            scheduler=scheduler(settings.scheduler, epochs, settings.space),
+            time_budget_s=settings.time_budget_s,
+            reuse_actors=light,
         ),
-        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0,
-                                  callbacks=[SweepProgress(), trials_finished(job)],
-                                  # PBT: the checkpoints a trial may hand on (each a copy of a Ray Train one).
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=4) if settings.scheduler.type == "pbt" else None),
+        run_config=tune.RunConfig(
+            name=experiment.name,
+            storage_path=str(experiment.parent),
+            verbose=0,
+            callbacks=[SweepProgress(), trials_finished(job)],
+            # PBT: the checkpoints a trial may hand on (each a copy of a Ray Train one).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=4) if settings.scheduler.type == "pbt" else None,
+        ),
     )
 
 
@@ -236,12 +320,20 @@ def epoch_histories(grid: Any) -> dict[str, list[dict[str, float]]]:
             continue
         columns = [name for name in frame.columns if name == "epoch" or name == "train_loss" or name.startswith("val_")]
         rows = frame[columns].dropna(subset=["epoch"]).to_dict("records")
-        histories[_trial_id(result)] = [{key: float(value) for key, value in row.items() if value == value} for row in rows]
+        histories[_trial_id(result)] = [
+            {key: float(value) for key, value in row.items() if value == value} for row in rows
+        ]
     return histories
 
 
-def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows: list[dict[str, Any]], scheduler: str,
-                          histories: dict[str, list[dict[str, float]]]) -> None:
+def _close_stopped_trials(
+    context: StageContext,
+    tracker: Any,
+    parent: str,
+    rows: list[dict[str, Any]],
+    scheduler: str,
+    histories: dict[str, list[dict[str, float]]],
+) -> None:
     """Trials the scheduler stopped (or that died) leave their MLflow run RUNNING (or FAILED, when
     the stop reached the trial's own process first) and their catalog run running or failed: end
     both as stopped (MLflow KILLED; catalog `stopped` for a run the scheduler stopped, `failed` for
@@ -251,20 +343,28 @@ def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows
     by_trial = {row["trial"]: row for row in rows}
     children = tracker.client.search_runs(
         [tracker.experiment_id(context.config.name)],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status != 'FINISHED'")
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status != 'FINISHED'",
+    )
     for child in children:
-        if child.info.status == "FAILED" and by_trial.get(child.data.tags.get("raymlp.trial_id", ""), {}).get("state") == "error":
+        if (
+            child.info.status == "FAILED"
+            and by_trial.get(child.data.tags.get("raymlp.trial_id", ""), {}).get("state") == "error"
+        ):
             continue  # a trial that really failed keeps its status
         row = by_trial.get(child.data.tags.get("raymlp.trial_id", ""), {})
         row.setdefault("mlflow_run_id", child.info.run_id)
         stopped = row.get("state") == "stopped early"
         left_by_pbt = scheduler == "pbt" and child.info.run_id != row.get("mlflow_run_id")
         if left_by_pbt:
-            why = ("PBT stopped this run of the trial: the trial went on from a checkpoint (a better trial's, with new "
-                   f"optimizer settings, or its own after a pause) in MLflow run {row.get('mlflow_run_id')}")
+            why = (
+                "PBT stopped this run of the trial: the trial went on from a checkpoint (a better trial's, with new "
+                f"optimizer settings, or its own after a pause) in MLflow run {row.get('mlflow_run_id')}"
+            )
         elif stopped:
-            why = (f"stopped by the {scheduler} scheduler after {row.get('epochs', 0)} epoch(s): its "
-                   f"{context.config.tune.metric} was behind the other trials'")
+            why = (
+                f"stopped by the {scheduler} scheduler after {row.get('epochs', 0)} epoch(s): its "
+                f"{context.config.tune.metric} was behind the other trials'"
+            )
         else:
             why = f"the trial ended without finishing ({row.get('state', 'unknown')})"
         tracker.set_tags(child.info.run_id, {"raymlp.trial_outcome": why})
@@ -274,8 +374,12 @@ def _close_stopped_trials(context: StageContext, tracker: Any, parent: str, rows
         run_id = child.data.tags.get("raymlp.run_id")
         if run_id:
             try:
-                context.catalog.finish_run(run_id, "stopped" if stopped or left_by_pbt else "failed",
-                                           summary={"sweep": context.run_id}, error=why)
+                context.catalog.finish_run(
+                    run_id,
+                    "stopped" if stopped or left_by_pbt else "failed",
+                    summary={"sweep": context.run_id},
+                    error=why,
+                )
             except Exception:  # already finished (the trial's own process got that far)
                 pass
 
@@ -294,16 +398,18 @@ def trial_rows(grid: Any, metric: str, mode: str, space: dict[str, Any]) -> list
         else:
             state = "stopped early" if metrics else "not run"
         value = metrics.get(metric)
-        rows.append({
-            "trial": _trial_id(result),
-            "params": decoded(space, {path: (result.config or {}).get(path) for path in space}),
-            "metric": float(value) if isinstance(value, int | float) else None,
-            "state": state,
-            "epochs": int(metrics.get("epochs" if finished else "epoch", 0) or 0),
-            "error": str(result.error).strip().splitlines()[-1][:500] if result.error is not None else None,
-            **({key: metrics.get(key) for key in TRIAL_KEYS} if finished else {}),
-            **({"metrics": json.loads(metrics["metrics_json"])} if finished else {}),
-        })
+        rows.append(
+            {
+                "trial": _trial_id(result),
+                "params": decoded(space, {path: (result.config or {}).get(path) for path in space}),
+                "metric": float(value) if isinstance(value, int | float) else None,
+                "state": state,
+                "epochs": int(metrics.get("epochs" if finished else "epoch", 0) or 0),
+                "error": str(result.error).strip().splitlines()[-1][:500] if result.error is not None else None,
+                **({key: metrics.get(key) for key in TRIAL_KEYS} if finished else {}),
+                **({"metrics": json.loads(metrics["metrics_json"])} if finished else {}),
+            }
+        )
     return sorted(rows, key=lambda row: row["trial"])
 
 
@@ -322,11 +428,16 @@ def show_results(reporter: Any, results: dict[str, Any]) -> None:
     for row in ordered_trials(results):
         params = ", ".join(f"{path}={_shown(value)}" for path, value in row["params"].items())
         metric = "-" if row["metric"] is None else f"{row['metric']:.4f}"
-        reporter.info(f"    tune  {row['trial']}  {results['metric']} {metric}  {row['state']}  epochs {row['epochs']}  {params}")
+        reporter.info(
+            f"    tune  {row['trial']}  {results['metric']} {metric}  {row['state']}  epochs {row['epochs']}  {params}"
+        )
     if results["best"] is not None:
         best = results["best"]
-        reporter.stage("tune", f"best trial {best['trial']}: {results['metric']} {best['metric']:.4f}; "
-                               f"MLflow run {best['mlflow_run_id']} (sweep run {results['mlflow_run_id']})")
+        reporter.stage(
+            "tune",
+            f"best trial {best['trial']}: {results['metric']} {best['metric']:.4f}; "
+            f"MLflow run {best['mlflow_run_id']} (sweep run {results['mlflow_run_id']})",
+        )
 
 
 def _shown(value: Any) -> str:

@@ -18,8 +18,16 @@ from typing import Any, Protocol
 from .space import decoded, trial_overrides
 
 #: What a trial's last report carries besides metrics (Tune keeps them with the trial's result).
-TRIAL_KEYS = ("raymlp_run_id", "mlflow_run_id", "model_uri", "package_dir", "best_epoch", "dataset", "dataset_digest",
-              "framework")
+TRIAL_KEYS = (
+    "raymlp_run_id",
+    "mlflow_run_id",
+    "model_uri",
+    "package_dir",
+    "best_epoch",
+    "dataset",
+    "dataset_digest",
+    "framework",
+)
 
 
 class TrainRunner(Protocol):
@@ -75,21 +83,36 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     tune.report(train_run(spec, decoded(space, config), tune.get_context().get_trial_id(), start_checkpoint=start))
 
 
-def train_run(spec: TrialSpec, values: dict[str, Any], trial_id: str, refit: bool = False,
-              start_checkpoint: str | None = None) -> dict[str, Any]:
+def train_run(
+    spec: TrialSpec, values: dict[str, Any], trial_id: str, refit: bool = False, start_checkpoint: str | None = None
+) -> dict[str, Any]:
     """A train run of the job with `values` (a trial's, or the best light trial's again: `refit`),
     by the spec's runner, its MLflow run nested under the sweep's; what the trial reports when it
     ends."""
     if spec.raymlp_home:  # the driver's storage, whatever this process inherited
         os.environ["RAYMLP_HOME"] = spec.raymlp_home
-    trial = {"mlflow_run": spec.parent_mlflow_run, "run_id": spec.sweep_run_id, "trial": trial_id,
-             "dataset": spec.dataset, "dataset_version": str(spec.dataset_version), **({"refit": "true"} if refit else {}),
-             **({"start_checkpoint": start_checkpoint} if start_checkpoint else {})}
+    trial = {
+        "mlflow_run": spec.parent_mlflow_run,
+        "run_id": spec.sweep_run_id,
+        "trial": trial_id,
+        "dataset": spec.dataset,
+        "dataset_version": str(spec.dataset_version),
+        **({"refit": "true"} if refit else {}),
+        **({"start_checkpoint": start_checkpoint} if start_checkpoint else {}),
+    }
     summary = spec.runner(spec.job_path, spec.job_overrides(values), trial)
     final: dict[str, Any] = {key: value for key, value in summary.metrics.items() if isinstance(value, int | float)}
-    final.update(raymlp_run_id=summary.run_id, mlflow_run_id=summary.mlflow_run_id, model_uri=summary.model_uri or "",
-                 package_dir=summary.package_dir or "", best_epoch=summary.best_epoch or 0, epochs=summary.epochs or 0,
-                 dataset=summary.dataset or "",
-                 dataset_digest=summary.content_digest or "", framework=summary.framework or "",
-                 metrics_json=json.dumps(summary.metrics), done=True)
+    final.update(
+        raymlp_run_id=summary.run_id,
+        mlflow_run_id=summary.mlflow_run_id,
+        model_uri=summary.model_uri or "",
+        package_dir=summary.package_dir or "",
+        best_epoch=summary.best_epoch or 0,
+        epochs=summary.epochs or 0,
+        dataset=summary.dataset or "",
+        dataset_digest=summary.content_digest or "",
+        framework=summary.framework or "",
+        metrics_json=json.dumps(summary.metrics),
+        done=True,
+    )
     return final

@@ -46,9 +46,16 @@ def ray_4_cpus():
 
         quiet_libraries()
         quiet_ray_driver()
-        ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                 object_store_memory=1_500_000_000, **ray_init_options(),
-                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": os.environ["RAY_API_SERVER_ADDRESS"]}})
+        ray.init(
+            address="local",
+            num_cpus=4,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=port,
+            object_store_memory=1_500_000_000,
+            **ray_init_options(),
+            runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": os.environ["RAY_API_SERVER_ADDRESS"]}},
+        )
     finally:
         os.chdir(here)
     yield ray.get_runtime_context().gcs_address
@@ -77,8 +84,12 @@ def serve_port(ray_4_cpus) -> int:
 def run_cli(*args: str, cwd: Path, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
     """Run `raymlp ARGS` as a user would, in `cwd`."""
     return subprocess.run(
-        [sys.executable, "-m", "raymlp", *args], cwd=cwd, env={**os.environ, **env},
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "raymlp", *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -89,8 +100,15 @@ def run_on_terminal(*args: str, cwd: Path, env: dict[str, str], timeout: int = 6
     import time
 
     controller, terminal = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "raymlp", *args], cwd=cwd, env={**os.environ, "COLUMNS": "120", **env},
-                               stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "raymlp", *args],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "120", **env},
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        close_fds=True,
+    )
     os.close(terminal)
     received = bytearray()
     deadline = time.monotonic() + timeout

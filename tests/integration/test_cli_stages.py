@@ -26,8 +26,17 @@ def test_convert_then_train_then_promote(tmp_path, ray_4_cpus):
     assert wrong_label.returncode == 2
     assert "data.label: 'outcome' is not a column of diabetes@1" in wrong_label.stderr
 
-    trained = run_cli("train", job, "--set", "train.epochs=3", "--set", "register.require.test_r2=>= 0.99",
-                      "--json", cwd=tmp_path, env=env)
+    trained = run_cli(
+        "train",
+        job,
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "register.require.test_r2=>= 0.99",
+        "--json",
+        cwd=tmp_path,
+        env=env,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     summary = json_output(trained)
     assert summary["dataset"] == "diabetes@1" and list(summary["stages"]) == ["train", "register"]

@@ -32,9 +32,14 @@ ENVS = {
 
 
 def _start(name: str, cwd: Path, address: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "raymlp", "env", "check", name, "--timeout", "400"], cwd=cwd,
-                            env={**os.environ, "RAY_ADDRESS": address}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "raymlp", "env", "check", name, "--timeout", "400"],
+        cwd=cwd,
+        env={**os.environ, "RAY_ADDRESS": address},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +71,9 @@ def jobs_api(ray_4_cpus):
 
 
 def _check_jobs(client) -> list[str]:
-    return [job.submission_id for job in client.list_jobs() if (job.submission_id or "").startswith("raymlp-env-check-")]
+    return [
+        job.submission_id for job in client.list_jobs() if (job.submission_id or "").startswith("raymlp-env-check-")
+    ]
 
 
 def _remove_built_env(requirement: str) -> None:
@@ -131,14 +138,16 @@ def test_env_check_builds_imports_and_reports_pip_errors(tmp_path, ray_4_cpus, j
 
     out, err, code = results["nosuch"]
     assert code == 1, err[-4000:]
-    error = err[err.index("error: "):]
+    error = err[err.index("error: ") :]
     assert error.startswith("error: environment 'nosuch' could not be built on http://")
     assert "No matching distribution found for raymlp-no-such-package-xyz==1.0" in error
     assert "Traceback" not in error
 
     # The check jobs are deleted once they end; one stopped during its build stays, under its name.
     left = set(_check_jobs(jobs_api)) - before
-    assert [job.split("-")[3] for job in left] == ["nosuch"], {name: result[1][-600:] for name, result in results.items()}
+    assert [job.split("-")[3] for job in left] == ["nosuch"], {
+        name: result[1][-600:] for name, result in results.items()
+    }
     assert f"stays in the cluster's job list as {left.pop()} (stopped)" in results["nosuch"][1]
 
 
@@ -148,14 +157,16 @@ def test_a_submitted_job_gets_the_job_files_env_without_a_conflict(tmp_path, ray
     given the cluster's address: Ray sets a submitted driver's RAY_ADDRESS from /tmp/ray's latest
     `ray start` cluster, which on a machine shared with other clusters may be another one.)"""
     job = tmp_path / "job.yaml"
-    job.write_text(textwrap.dedent("""\
+    job.write_text(
+        textwrap.dedent("""\
         version: 1
         name: envs-in-a-job
         env: {env_vars: {RAYMLP_FROM_SUBMISSION: "same", RAYMLP_FROM_JOB_FILE: "added"}}
         data:
           source: {format: sklearn, sklearn: {name: wine}}
           dataset: {name: wine}
-        """))
+        """)
+    )
     script = textwrap.dedent(f"""\
         import json, os, ray
         from raymlp.config import load_job
@@ -171,7 +182,8 @@ def test_a_submitted_job_gets_the_job_files_env_without_a_conflict(tmp_path, ray
     client = jobs_api
     submission = client.submit_job(
         entrypoint=f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}",
-        runtime_env={"env_vars": {"RAYMLP_FROM_SUBMISSION": "same"}})
+        runtime_env={"env_vars": {"RAYMLP_FROM_SUBMISSION": "same"}},
+    )
     try:
         deadline = time.monotonic() + 180
         while str(client.get_job_status(submission).value) not in ("SUCCEEDED", "FAILED", "STOPPED"):
@@ -181,6 +193,6 @@ def test_a_submitted_job_gets_the_job_files_env_without_a_conflict(tmp_path, ray
         assert str(client.get_job_status(submission).value) == "SUCCEEDED", logs[-3000:]
     finally:
         env_check._delete(client, submission, sys.stderr)
-    result = json.loads(next(line for line in logs.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    result = json.loads(next(line for line in logs.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
     assert result["given"] == {"env_vars": {"RAYMLP_FROM_JOB_FILE": "added"}}
     assert result["seen"] == {"RAYMLP_FROM_SUBMISSION": "same", "RAYMLP_FROM_JOB_FILE": "added"}

@@ -109,8 +109,11 @@ def _notes(folder: Path, since: float, until: float) -> list[dict]:
 
 def _on_expected_device(notes: list[dict]) -> list[dict]:
     """Notes of forward passes on the expected device, by a worker Ray gave a GPU (or none, on the CPU)."""
-    return [note for note in notes if note["device"].startswith(EXPECTED)
-            and (ON_CPU or (note.get("gpu_ids") and note.get("cuda_name")))]
+    return [
+        note
+        for note in notes
+        if note["device"].startswith(EXPECTED) and (ON_CPU or (note.get("gpu_ids") and note.get("cuda_name")))
+    ]
 
 
 def _report(key: str, value) -> None:
@@ -134,8 +137,9 @@ def _assert_same_predictions(got: pd.DataFrame, expected: pd.DataFrame, what: st
     columns = sorted(name for name in expected.columns if name.startswith("probability_"))
     assert columns and sorted(name for name in got.columns if name.startswith("probability_")) == columns, what
     difference = np.abs(got[columns].to_numpy(dtype=float) - expected[columns].to_numpy(dtype=float)).max()
-    np.testing.assert_allclose(got[columns].to_numpy(dtype=float), expected[columns].to_numpy(dtype=float),
-                               rtol=0, atol=1e-5, err_msg=what)
+    np.testing.assert_allclose(
+        got[columns].to_numpy(dtype=float), expected[columns].to_numpy(dtype=float), rtol=0, atol=1e-5, err_msg=what
+    )
     return float(difference)
 
 
@@ -155,8 +159,7 @@ def project(tmp_path_factory, ray_4_cpus):
     (folder / "nets.py").write_text(PROBE)
     job = (REPO / "jobs" / "wine-torch.yaml").read_text()
     replaced = {
-        "model: {type: mlp, hidden_layers: [32, 16], dropout: 0.1}":
-            f'model: {{type: custom, builder: "nets:build", params: {{width: 32, notes: "{notes}"}}}}',
+        "model: {type: mlp, hidden_layers: [32, 16], dropout: 0.1}": f'model: {{type: custom, builder: "nets:build", params: {{width: 32, notes: "{notes}"}}}}',
         "scaling: {num_workers: 2}": f"scaling: {{num_workers: 1, use_gpu: {'false' if ON_CPU else 'true'}}}",
         "model: wine-torch": f"model: {MODEL}",
         # A GPU's float32 sums differ from a CPU's: no accuracy gate on registering (the tests hold a bar of their own).
@@ -196,7 +199,8 @@ def package(project, trained):
         patch.setenv("RAYMLP_HOME", project["env"]["RAYMLP_HOME"])
         storage = resolve_storage(None)
     path, _ = Tracker(storage.tracking_uri, Path(storage.root)).package_for(
-        ModelRef(MODEL, version=trained["summary"]["model_version"]), storage.folder("cache", "models"))
+        ModelRef(MODEL, version=trained["summary"]["model_version"]), storage.folder("cache", "models")
+    )
     loaded = load_package(path)
     assert next(loaded.network.parameters()).device.type == "cpu"
     return {"package": loaded, "storage": storage}
@@ -220,13 +224,18 @@ def test_gpu_serve_replica_answers_http_like_the_package_on_the_cpu(project, tra
 
     records = _wine_features().sample(60, random_state=3).to_dict("records")
     expected = package["package"].predict(pd.DataFrame.from_records(records))
-    config = ServeConfig.model_validate({"route": "/wine-gpu", "port": serve_port, "cpus_per_replica": 0.25,
-                                         "gpus_per_replica": 0 if ON_CPU else 1})
+    config = ServeConfig.model_validate(
+        {"route": "/wine-gpu", "port": serve_port, "cpus_per_replica": 0.25, "gpus_per_replica": 0 if ON_CPU else 1}
+    )
     version = trained["summary"]["model_version"]
     started = time.time()
     try:
-        endpoint = deploy(endpoint_spec(config, MODEL, alias=None, version=version, storage=package["storage"]),
-                          config, app_name="serve-gpu", quiet=True)
+        endpoint = deploy(
+            endpoint_spec(config, MODEL, alias=None, version=version, storage=package["storage"]),
+            config,
+            app_name="serve-gpu",
+            quiet=True,
+        )
         wait_until_healthy(endpoint, timeout_s=120)
         answer = requests.post(endpoint.url, json=records, timeout=60)
         assert answer.status_code == 200, answer.text
@@ -237,9 +246,12 @@ def test_gpu_serve_replica_answers_http_like_the_package_on_the_cpu(project, tra
     finally:
         serve.delete("serve-gpu")  # the one GPU is needed again by `predict --gpu`
     notes = _notes(project["notes"], started, time.time())
-    served = pd.DataFrame([{"prediction": row["prediction"],
-                            **{f"probability_{k}": v for k, v in row["probabilities"].items()}}
-                           for row in body["predictions"]])
+    served = pd.DataFrame(
+        [
+            {"prediction": row["prediction"], **{f"probability_{k}": v for k, v in row["probabilities"].items()}}
+            for row in body["predictions"]
+        ]
+    )
     difference = _assert_same_predictions(served, expected, "Serve replica vs the package on the CPU")
     _report("serve", {"max_probability_difference": difference, "notes": notes})
     replica = [note for note in _on_expected_device(notes) if not note["training"]]
@@ -255,15 +267,27 @@ def test_raymlp_predict_gpu_gives_the_cpu_predictions(project, trained, package)
     model = f"{MODEL}:{trained['summary']['model_version']}"
 
     started = time.time()
-    on_cpus = run_cli("predict", "--model", model, "--input", "rows.csv", "--output", "cpu.csv",
-                      cwd=folder, env=env, timeout=TIMEOUT)
+    on_cpus = run_cli(
+        "predict", "--model", model, "--input", "rows.csv", "--output", "cpu.csv", cwd=folder, env=env, timeout=TIMEOUT
+    )
     cpu_ended = time.time()
     assert on_cpus.returncode == 0, on_cpus.stdout[-2000:] + on_cpus.stderr[-4000:]
     cpu_notes = _notes(project["notes"], started, cpu_ended)
     assert cpu_notes and all(note["device"] == "cpu" for note in cpu_notes), cpu_notes
 
-    on_gpu = run_cli("predict", "--model", model, "--input", "rows.csv", "--output", "gpu.csv", "--gpu",
-                     cwd=folder, env=env, timeout=TIMEOUT)
+    on_gpu = run_cli(
+        "predict",
+        "--model",
+        model,
+        "--input",
+        "rows.csv",
+        "--output",
+        "gpu.csv",
+        "--gpu",
+        cwd=folder,
+        env=env,
+        timeout=TIMEOUT,
+    )
     gpu_notes = _notes(project["notes"], cpu_ended, time.time())
     if ON_CPU:  # no GPU in the cluster: refused before anything runs
         assert on_gpu.returncode == 2 and "--gpu: no GPU here" in on_gpu.stderr, on_gpu.stderr[-2000:]
@@ -286,12 +310,24 @@ def test_raymlp_predict_gpu_gives_the_cpu_predictions(project, trained, package)
 def test_mixed_precision_training_on_the_gpu_reaches_the_bar(project):
     """float16 autocast and gradient scaling: torch's GPU-only path (`mixed_precision` is ignored on CPUs)."""
     started = time.time()
-    result = run_cli("train", "job.yaml", "--json", "--set", "train.mixed_precision=true",
-                     "--set", f"register.model={MODEL}-amp", cwd=project["folder"], env=project["env"], timeout=TIMEOUT)
+    result = run_cli(
+        "train",
+        "job.yaml",
+        "--json",
+        "--set",
+        "train.mixed_precision=true",
+        "--set",
+        f"register.model={MODEL}-amp",
+        cwd=project["folder"],
+        env=project["env"],
+        timeout=TIMEOUT,
+    )
     ended = time.time()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     summary = json_output(result)
     notes = _notes(project["notes"], started, ended)
-    _report("mixed_precision", {"seconds": round(ended - started, 1), "metrics": summary.get("metrics"), "notes": notes})
+    _report(
+        "mixed_precision", {"seconds": round(ended - started, 1), "metrics": summary.get("metrics"), "notes": notes}
+    )
     assert summary["metrics"]["test_accuracy"] >= 0.85, summary["metrics"]
     assert [note for note in _on_expected_device(notes) if note["training"]], notes

@@ -45,8 +45,11 @@ def readme_commands() -> list[str]:
     """The command lines of README.md's section 8 (its bash blocks, comments dropped)."""
     section = (REPO / "README.md").read_text().split("### 8. Run it on a cluster", 1)[1]
     section = re.split(r"\n##+ ", section, maxsplit=1)[0]
-    lines = [re.sub(r"(^|\s)#.*$", "", line).strip()
-             for block in re.findall(r"```bash\n(.*?)```", section, re.S) for line in block.splitlines()]
+    lines = [
+        re.sub(r"(^|\s)#.*$", "", line).strip()
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+    ]
     return [line for line in lines if line]
 
 
@@ -63,26 +66,45 @@ def test_every_command_of_the_readmes_cluster_section_is_run_here():
     assert all(readme(start) for start in known)
 
 
-def run_readme(start: str, cluster_url: str, env: dict[str, str], cwd: Path, *, extra: str = "", background=False,
-               timeout: int = 900, output=subprocess.PIPE):
+def run_readme(
+    start: str,
+    cluster_url: str,
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    extra: str = "",
+    background=False,
+    timeout: int = 900,
+    output=subprocess.PIPE,
+):
     """A README command through bash (as pasted into a shell), with this environment's address."""
     line = readme(start).replace(README_ADDRESS, cluster_url) + extra
     shell_env = {**_shell(env), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     if "RAY_API_SERVER_ADDRESS" in env:  # a head's own processes are told their dashboard
         shell_env["RAY_API_SERVER_ADDRESS"] = env["RAY_API_SERVER_ADDRESS"]
     if background:
-        return subprocess.Popen(["bash", "-c", line], cwd=cwd, env=shell_env, stdout=output,
-                                stderr=subprocess.STDOUT if output is not subprocess.PIPE else subprocess.PIPE,
-                                text=True, start_new_session=True)
-    return subprocess.run(["bash", "-c", line], cwd=cwd, env=shell_env, capture_output=True, text=True,
-                          timeout=timeout)
+        return subprocess.Popen(
+            ["bash", "-c", line],
+            cwd=cwd,
+            env=shell_env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not subprocess.PIPE else subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=shell_env, capture_output=True, text=True, timeout=timeout)
 
 
 def _project_copy(tmp_path_factory) -> Path:
     """This project folder as a user has it: its files (not .git, .venv, state), data/ written by `data sample`."""
     project = tmp_path_factory.mktemp("cluster-project")
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     for name in listed:
         if (REPO / name).is_file():
             (project / name).parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +146,10 @@ def ray_start_head(cluster, tmp_path_factory):
     dashboard = spare_port()
     url = f"http://127.0.0.1:{dashboard}"
     temp_dir = tempfile.mkdtemp(prefix="rmlp-head-", dir="/tmp")  # short: Ray's socket paths live under it
-    own = (f" --block --temp-dir={temp_dir} --port={spare_port()} --dashboard-port={dashboard}"
-           f" --dashboard-agent-listen-port={spare_port()} --ray-client-server-port={spare_port()}")
+    own = (
+        f" --block --temp-dir={temp_dir} --port={spare_port()} --dashboard-port={dashboard}"
+        f" --dashboard-agent-listen-port={spare_port()} --ray-client-server-port={spare_port()}"
+    )
     env = {**cluster["env"], "RAY_API_SERVER_ADDRESS": url}
     env.pop("RAYMLP_HOME")  # the job keeps its state in its working_dir, as README's users' does (and is warned)
     log = tmp_path_factory.mktemp("ray-start") / "head.log"
@@ -135,14 +159,19 @@ def ray_start_head(cluster, tmp_path_factory):
         deadline = time.monotonic() + 180
         while head.poll() is None and time.monotonic() < deadline:
             try:
-                if requests.get(f"{url}/api/jobs/", timeout=2,
-                                headers={"Authorization": f"Bearer {cluster['token']}"}).ok:
+                if requests.get(
+                    f"{url}/api/jobs/", timeout=2, headers={"Authorization": f"Bearer {cluster['token']}"}
+                ).ok:
                     break
             except requests.exceptions.RequestException:
                 pass
             time.sleep(0.5)
         assert head.poll() is None, log.read_text()[-3000:]
-        yield {**cluster, "url": url, "env": {name: value for name, value in env.items() if name != "RAY_API_SERVER_ADDRESS"}}
+        yield {
+            **cluster,
+            "url": url,
+            "env": {name: value for name, value in env.items() if name != "RAY_API_SERVER_ADDRESS"},
+        }
     finally:
         _end_group(head.pid, 30.0)
         head.wait(timeout=60)
@@ -155,13 +184,15 @@ def _shell(*overrides: dict[str, str], drop: tuple[str, ...] = ()) -> dict[str, 
     merged = {**os.environ}
     for extra in overrides:
         merged.update(extra)
-    return {name: value for name, value in merged.items()
-            if name not in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS", *drop)}
+    return {
+        name: value for name, value in merged.items() if name not in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS", *drop)
+    }
 
 
 def _nodes(cluster) -> list[dict]:
-    reply = requests.get(f"{cluster['url']}/api/v0/nodes?limit=100", timeout=10,
-                         headers={"Authorization": f"Bearer {cluster['token']}"})
+    reply = requests.get(
+        f"{cluster['url']}/api/v0/nodes?limit=100", timeout=10, headers={"Authorization": f"Bearer {cluster['token']}"}
+    )
     reply.raise_for_status()
     return reply.json()["data"]["result"]["result"]
 
@@ -172,36 +203,77 @@ def _workers(cluster, state: str) -> set[str]:
 
 def test_a_submission_without_the_right_token_is_refused_and_told_how_to_supply_one(cluster, tmp_path):
     no_token = {**cluster["env"], "RAY_AUTH_TOKEN": "", "HOME": str(tmp_path)}
-    refused = run_cli("submit", "jobs/quickstart.yaml", "--include", "data/wine.csv", "--address", cluster["url"],
-                      cwd=cluster["project"], env=no_token)
+    refused = run_cli(
+        "submit",
+        "jobs/quickstart.yaml",
+        "--include",
+        "data/wine.csv",
+        "--address",
+        cluster["url"],
+        cwd=cluster["project"],
+        env=no_token,
+    )
     assert refused.returncode == 1
     assert f"the Ray cluster at {cluster['url']} requires a token and none was found" in refused.stderr
     assert "RAY_AUTH_TOKEN" in refused.stderr and "~/.ray/auth_token" in refused.stderr
-    wrong = run_cli("jobs", "list", "--address", cluster["url"], cwd=cluster["project"],
-                    env={**cluster["env"], "RAY_AUTH_TOKEN": "not-this-clusters-token"})
+    wrong = run_cli(
+        "jobs",
+        "list",
+        "--address",
+        cluster["url"],
+        cwd=cluster["project"],
+        env={**cluster["env"], "RAY_AUTH_TOKEN": "not-this-clusters-token"},
+    )
     assert wrong.returncode == 1 and "refused the token from RAY_AUTH_TOKEN" in wrong.stderr
 
     ray_cli = subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster["url"], "--working-dir", ".",
-         "--", "raymlp", "run", "jobs/quickstart.yaml"],
-        cwd=cluster["project"], capture_output=True, text=True, timeout=120,
-        env=_shell(no_token, drop=("RAY_AUTH_MODE",)))
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "job",
+            "submit",
+            "--address",
+            cluster["url"],
+            "--working-dir",
+            ".",
+            "--",
+            "raymlp",
+            "run",
+            "jobs/quickstart.yaml",
+        ],
+        cwd=cluster["project"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_shell(no_token, drop=("RAY_AUTH_MODE",)),
+    )
     assert ray_cli.returncode != 0  # a laptop's shell: no RAY_AUTH_MODE, no token; the cluster says 401
     assert "Authentication required" in ray_cli.stderr and "RAY_AUTH_TOKEN" in ray_cli.stderr
-    assert json_output(run_cli("jobs", "list", "--json", "--address", cluster["url"], cwd=cluster["project"],
-                               env=cluster["env"])) == []
+    assert (
+        json_output(
+            run_cli("jobs", "list", "--json", "--address", cluster["url"], cwd=cluster["project"], env=cluster["env"])
+        )
+        == []
+    )
 
 
 def test_the_readmes_quickstart_runs_through_ray_job_submit_on_workers_that_join_and_raymlp_submit_on_ray_start(
-        cluster, ray_start_head):
+    cluster, ray_start_head
+):
     assert _workers(cluster, "ALIVE") == set()  # the head alone: one CPU, and training wants two workers
     project = cluster["project"]
     # Ray's own CLI on the autoscaling cluster, raymlp's on `ray start --head`, at the same time.
-    by_ray = run_readme(RAY_JOB_SUBMIT, cluster["url"], cluster["env"], project, background=True,
-                        extra=f" --set serve.port={spare_port()}")
+    by_ray = run_readme(
+        RAY_JOB_SUBMIT,
+        cluster["url"],
+        cluster["env"],
+        project,
+        background=True,
+        extra=f" --set serve.port={spare_port()}",
+    )
     try:
-        submitted = run_readme(SUBMIT, ray_start_head["url"], ray_start_head["env"], project,
-                               extra=f" --set serve.port={spare_port()}")
+        submitted = run_readme(
+            SUBMIT, ray_start_head["url"], ray_start_head["env"], project, extra=f" --set serve.port={spare_port()}"
+        )
         ray_out, ray_err = by_ray.communicate(timeout=900)
     finally:
         if by_ray.poll() is None:
@@ -209,8 +281,10 @@ def test_the_readmes_quickstart_runs_through_ray_job_submit_on_workers_that_join
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     submission_id = re.search(r"submitted (raymlp-wine-quickstart-\S+)", submitted.stderr).group(1)
     assert re.search(r"files, \d+ KiB; --include carried data/wine.csv\)", submitted.stderr)
-    assert (f"dashboard: {ray_start_head['url']}/#/jobs/{submission_id} (the dashboard asks for a token: "
-            "`ray get-auth-token` prints it; it is in $RAY_AUTH_TOKEN)") in submitted.stderr
+    assert (
+        f"dashboard: {ray_start_head['url']}/#/jobs/{submission_id} (the dashboard asks for a token: "
+        "`ray get-auth-token` prints it; it is in $RAY_AUTH_TOKEN)"
+    ) in submitted.stderr
     assert "answered: 'class_" in submitted.stdout and f"{submission_id}: SUCCEEDED" in submitted.stderr
 
     assert by_ray.returncode == 0, ray_out[-3000:] + ray_err[-3000:]
@@ -220,8 +294,9 @@ def test_the_readmes_quickstart_runs_through_ray_job_submit_on_workers_that_join
     cluster["workers_seen"] |= _workers(cluster, "ALIVE") | _workers(cluster, "DEAD")
     assert cluster["workers_seen"]  # the autoscaler added worker nodes for the training
     head = ray_start_head
-    status = json_output(run_cli("jobs", "status", submission_id, "--json", "--address", head["url"],
-                                 cwd=project, env=head["env"]))
+    status = json_output(
+        run_cli("jobs", "status", submission_id, "--json", "--address", head["url"], cwd=project, env=head["env"])
+    )
     assert status["status"] == "SUCCEEDED" and status["raymlp_job"] == "wine-quickstart"
     logs = run_cli("jobs", "logs", submission_id, "--address", head["url"], cwd=project, env=head["env"])
     assert logs.returncode == 0 and "wine@1: 178 rows" in logs.stdout
@@ -231,8 +306,9 @@ def test_the_readmes_quickstart_runs_through_ray_job_submit_on_workers_that_join
 
 def test_idle_worker_nodes_leave(cluster):
     # The quickstart leaves its endpoint up; once the Serve apps are gone nothing holds the workers.
-    deleted = requests.delete(f"{cluster['url']}/api/serve/applications/", timeout=60,
-                              headers={"Authorization": f"Bearer {cluster['token']}"})
+    deleted = requests.delete(
+        f"{cluster['url']}/api/serve/applications/", timeout=60, headers={"Authorization": f"Bearer {cluster['token']}"}
+    )
     assert deleted.ok, deleted.text
     cluster["workers_seen"] |= _workers(cluster, "ALIVE") | _workers(cluster, "DEAD")
     assert cluster["workers_seen"], "no worker node ever joined"
@@ -248,11 +324,25 @@ def test_a_cluster_that_takes_jobs_without_a_token_gets_a_warning(tmp_path):
 
     port, dashboard = spare_port(), spare_port()
     head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={spare_port()}",
-         f"--ray-client-server-port={spare_port()}", "--num-cpus=0", "--disable-usage-stats"],
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            f"--dashboard-agent-listen-port={spare_port()}",
+            f"--ray-client-server-port={spare_port()}",
+            "--num-cpus=0",
+            "--disable-usage-stats",
+        ],
         env={**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -43,13 +43,18 @@ def _job_file(columns: list[str]) -> dict:
             "seed": 7,
         },
         "tune": {
-            "metric": "val_accuracy", "mode": "max", "num_samples": 2, "max_concurrent": 2, "search": "random", "seed": 7,
+            "metric": "val_accuracy",
+            "mode": "max",
+            "num_samples": 2,
+            "max_concurrent": 2,
+            "search": "random",
+            "seed": 7,
             "space": {"train.model.params.C": {"loguniform": [0.1, 10.0]}},
         },
     }
 
 
-_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)')
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -139,4 +144,5 @@ def test_a_jobs_stages_publish_metrics_and_name_their_tasks(ray_4_cpus, tmp_path
     jobs = JobSubmissionClient(os.environ["RAY_API_SERVER_ADDRESS"]).list_jobs()
     labelled = [job.metadata for job in jobs if (job.metadata or {}).get("raymlp.job") == JOB]
     assert [(meta["raymlp.stages"], meta["raymlp.run_id"]) for meta in labelled] == [
-        ("collect,convert,tune", summary["run_id"])]
+        ("collect,convert,tune", summary["run_id"])
+    ]

@@ -37,13 +37,26 @@ def trained(tmp_path_factory, ray_4_cpus):
     shutil.copy(REPO / "jobs" / "wine-torch.yaml", project / "jobs" / "wine-torch.yaml")
     env = {"RAYMLP_HOME": str(project / ".raymlp"), "RAY_ADDRESS": ray_4_cpus}
     # No accuracy gate: these tests are about consistency, and the alias must move to version 1.
-    result = run_cli("run", "jobs/wine-torch.yaml", "--set", "train.epochs=8", "--set", "register.require={}",
-                     "--json", cwd=project, env=env)
+    result = run_cli(
+        "run",
+        "jobs/wine-torch.yaml",
+        "--set",
+        "train.epochs=8",
+        "--set",
+        "register.require={}",
+        "--json",
+        cwd=project,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json_output(result)
     assert (summary["model"], summary["model_version"], summary["alias_moved"]) == (MODEL, 1, True)
-    return {"project": project, "env": env, "summary": summary,
-            "store": f"sqlite:///{project / '.raymlp' / 'mlflow.db'}"}
+    return {
+        "project": project,
+        "env": env,
+        "summary": summary,
+        "store": f"sqlite:///{project / '.raymlp' / 'mlflow.db'}",
+    }
 
 
 def _dataset_version(project):
@@ -97,14 +110,16 @@ def assert_same_predictions(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert [str(value) for value in got["prediction"]] == [str(value) for value in expected["prediction"]]
     columns = [name for name in expected.columns if name.startswith("probability_")]
     assert sorted(name for name in got.columns if name.startswith("probability_")) == sorted(columns)
-    np.testing.assert_allclose(got[columns].to_numpy(dtype=float), expected[columns].to_numpy(dtype=float),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        got[columns].to_numpy(dtype=float), expected[columns].to_numpy(dtype=float), rtol=0, atol=1e-6
+    )
 
 
 def test_raymlp_predict_cli_matches_the_package(trained, rows):
     project, env = trained["project"], trained["env"]
-    result = run_cli("predict", "--model", f"{MODEL}@champion", "--input", "rows.csv", "--output", "out.csv",
-                     cwd=project, env=env)
+    result = run_cli(
+        "predict", "--model", f"{MODEL}@champion", "--input", "rows.csv", "--output", "out.csv", cwd=project, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{ROWS} rows scored by {MODEL} version 1" in result.stdout
     scored = pd.read_csv(project / "out.csv")
@@ -136,7 +151,9 @@ def test_batch_predict_of_parquet_keeps_row_order_in_every_layout(trained, rows,
             pq.write_table(table.slice(start, stop - start), source / name, row_group_size=7)
         if layout == "folder-output":
             output = tmp_path / "scored"
-    result = predict_batch(str(package), str(source), str(output), batch_size=16, replicas=replicas, progress_bars=False)
+    result = predict_batch(
+        str(package), str(source), str(output), batch_size=16, replicas=replicas, progress_bars=False
+    )
     assert result.rows == ROWS and result.output == output
     scored = pq.read_table(output).to_pandas()
     if layout == "folder-output":  # the workers' files hold the rows; their names do not order them
@@ -174,15 +191,26 @@ def test_batch_predict_gpu_path_runs_an_actor_per_gpu_over_row_group_reads(train
     from raymlp.verbosity import QUIET_ENV
 
     # Ray Data's own log line shows the plan: the session's quiet settings are left out.
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", *QUIET_ENV)}
-    done = subprocess.run([sys.executable, "-c", script, str(package), str(source), str(tmp_path / "scored.parquet")],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", *QUIET_ENV)
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(package), str(source), str(tmp_path / "scored.parquet")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"rows": ROWS}
     # Not fused: the actor asks for a GPU, the reads for a CPU each.
-    assert "TaskPoolMapOperator[ReadParquetRowGroups] -> ActorPoolMapOperator[MapBatches(_PackagePredictor)]" in done.stderr, \
-        done.stderr[-3000:]
+    assert (
+        "TaskPoolMapOperator[ReadParquetRowGroups] -> ActorPoolMapOperator[MapBatches(_PackagePredictor)]"
+        in done.stderr
+    ), done.stderr[-3000:]
     scored = pq.read_table(tmp_path / "scored.parquet").to_pandas()
     np.testing.assert_array_equal(scored[list(rows["frame"].columns)].to_numpy(), rows["frame"].to_numpy())
     assert_same_predictions(scored, rows["reference"])
@@ -203,10 +231,28 @@ def test_mlflow_pyfunc_from_the_registry_matches_the_package(trained, rows):
 def test_mlflow_models_predict_cli_matches_the_package(trained, rows):
     project, run_id = trained["project"], trained["summary"]["mlflow_run_id"]
     result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "models", "predict", "-m", f"runs:/{run_id}/model", "-i", "rows.csv",
-         "-t", "csv", "--env-manager", "local", "-o", "mlflow-out.json"],
-        cwd=project, env={**os.environ, "MLFLOW_TRACKING_URI": trained["store"]},
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "predict",
+            "-m",
+            f"runs:/{run_id}/model",
+            "-i",
+            "rows.csv",
+            "-t",
+            "csv",
+            "--env-manager",
+            "local",
+            "-o",
+            "mlflow-out.json",
+        ],
+        cwd=project,
+        env={**os.environ, "MLFLOW_TRACKING_URI": trained["store"]},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "type hint" not in result.stderr.lower()  # MLflow accepts the wrapper's hints without a word

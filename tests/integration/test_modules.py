@@ -106,8 +106,9 @@ def test_batch_predictions_and_the_endpoint_apply_the_same_module_code(trained):
     np.testing.assert_allclose(offline[2], offline[3], rtol=0, atol=1e-6)
     assert np.abs(offline[0] - offline[4]).max() > 1e-3
 
-    answer = requests.post(f"http://127.0.0.1:{trained['port']}/iris-areas/predict",
-                           json=ROWS.to_dict("records"), timeout=60)
+    answer = requests.post(
+        f"http://127.0.0.1:{trained['port']}/iris-areas/predict", json=ROWS.to_dict("records"), timeout=60
+    )
     assert answer.status_code == 200, answer.text
     online = answer.json()["predictions"]
     assert [item["prediction"] for item in online] == scored["prediction"].tolist()
@@ -121,12 +122,24 @@ def test_batch_predict_says_a_failing_module_step_s_own_error(trained):
     pinned ref, the user's exception, the module's line), exit 1, not Ray Data's wrapper."""
     project = trained["project"]
     ROWS.assign(**{PL: -1.0}).to_csv(project / "negative.csv", index=False)
-    result = run_cli("predict", "--model", "iris-areas:1", "--input", "negative.csv", "--output", "never.csv",
-                     cwd=project, env=trained["env"])
+    result = run_cli(
+        "predict",
+        "--model",
+        "iris-areas:1",
+        "--input",
+        "negative.csv",
+        "--output",
+        "never.csv",
+        cwd=project,
+        env=trained["env"],
+    )
     assert result.returncode == 1, result.stderr[-3000:]
-    assert re.search(r"^error: preprocess step transforms@1:areas failed on a batch of \d+ rows: "
-                     r"ValueError: a petal length below 0 \(transforms@1\.py:8\)$", result.stderr, re.MULTILINE), \
-        result.stderr[-3000:]
+    assert re.search(
+        r"^error: preprocess step transforms@1:areas failed on a batch of \d+ rows: "
+        r"ValueError: a petal length below 0 \(transforms@1\.py:8\)$",
+        result.stderr,
+        re.MULTILINE,
+    ), result.stderr[-3000:]
     assert "UserCodeException" not in result.stderr and "unexpected" not in result.stderr, result.stderr[-3000:]
     assert library_lines(result.stdout + result.stderr) == [], result.stderr[-3000:]
     assert not (project / "never.csv").exists()
@@ -140,10 +153,15 @@ def test_the_package_carries_the_exact_source_and_the_fitted_chain(trained):
     package = load_package(folder)
     source = (project / "transforms.py").read_bytes()
     assert (folder / "modules" / "transforms@1.py").read_bytes() == source
-    assert package.description["modules"] == [{
-        "name": "transforms", "version": 1, "sha256": hashlib.sha256(source).hexdigest(),
-        "file": "modules/transforms@1.py", "functions": ["areas", "log_areas"],
-    }]
+    assert package.description["modules"] == [
+        {
+            "name": "transforms",
+            "version": 1,
+            "sha256": hashlib.sha256(source).hexdigest(),
+            "file": "modules/transforms@1.py",
+            "functions": ["areas", "log_areas"],
+        }
+    ]
     assert [(step["type"], step.get("ref"), step.get("requested")) for step in package.description["preprocess"]] == [
         ("function", "transforms@1:areas", "transforms:areas"),
         ("dask", "transforms@1:log_areas", "transforms:log_areas"),
@@ -186,8 +204,16 @@ def test_a_dask_step_computes_through_ray_tasks(ray_4_cpus):
         "def tag(frame):\n"
         "    return frame.assign(total=frame.a + frame.b).map_partitions(lambda part: part.assign(pid=os.getpid()))\n"
     )
-    record = ModuleRecord(id=1, name="daskmod", version=1, sha256=hashlib.sha256(source.encode()).hexdigest(),
-                          source=source, filename="daskmod.py", functions=[], created_at=None)
+    record = ModuleRecord(
+        id=1,
+        name="daskmod",
+        version=1,
+        sha256=hashlib.sha256(source.encode()).hexdigest(),
+        source=source,
+        filename="daskmod.py",
+        functions=[],
+        created_at=None,
+    )
     submitted = []
 
     class Submissions(RayDaskCallback):
@@ -208,16 +234,29 @@ def test_steps_after_a_function_step_fit_on_the_columns_it_made(ray_4_cpus):
     from raymlp.data.preprocess import fit_preprocessor
     from raymlp.errors import WorkFailed
 
-    source = "def ratio(df):\n    return df.assign(ratio=df.a / df.b, label_text=df.a.astype(str)).drop(columns=['b'])\n"
-    record = ModuleRecord(id=1, name="ratios", version=1, sha256=hashlib.sha256(source.encode()).hexdigest(),
-                          source=source, filename="ratios.py", functions=[], created_at=None)
+    source = (
+        "def ratio(df):\n    return df.assign(ratio=df.a / df.b, label_text=df.a.astype(str)).drop(columns=['b'])\n"
+    )
+    record = ModuleRecord(
+        id=1,
+        name="ratios",
+        version=1,
+        sha256=hashlib.sha256(source.encode()).hexdigest(),
+        source=source,
+        filename="ratios.py",
+        functions=[],
+        created_at=None,
+    )
 
     def steps(*extra):
-        job = JobConfig.model_validate({
-            "version": 1, "name": "x", "data": {"source": {"format": "sklearn", "sklearn": {"name": "iris"}},
-                                                "dataset": {"name": "x"}},
-            "preprocess": [{"type": "function", "ref": "ratios:ratio"}, *extra],
-        })
+        job = JobConfig.model_validate(
+            {
+                "version": 1,
+                "name": "x",
+                "data": {"source": {"format": "sklearn", "sklearn": {"name": "iris"}}, "dataset": {"name": "x"}},
+                "preprocess": [{"type": "function", "ref": "ratios:ratio"}, *extra],
+            }
+        )
         return job.preprocess
 
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [2.0, 2.0, 2.0, 2.0]})
@@ -229,6 +268,11 @@ def test_steps_after_a_function_step_fit_on_the_columns_it_made(ray_4_cpus):
     out = chain.transform_batch(frame)
     assert out["ratio"].tolist() == [0.0, 1 / 3, 2 / 3, 1.0] and "b" not in out.columns
 
-    with pytest.raises(WorkFailed, match=r"preprocess.1 \(standard_scaler\): no column 'b' after the steps before it "
-                                         r"\(columns there: a, ratio, label_text\)"):
-        fit_preprocessor(steps({"type": "standard_scaler", "columns": ["b"]}), train, {"a": "float", "b": "float"}, modules)
+    with pytest.raises(
+        WorkFailed,
+        match=r"preprocess.1 \(standard_scaler\): no column 'b' after the steps before it "
+        r"\(columns there: a, ratio, label_text\)",
+    ):
+        fit_preprocessor(
+            steps({"type": "standard_scaler", "columns": ["b"]}), train, {"a": "float", "b": "float"}, modules
+        )

@@ -19,8 +19,10 @@ def _job(folder, shared: bool):
     text = (REPO / "jobs" / "wine-torch.yaml").read_text()
     text = text.replace("  early_stopping: {metric: val_loss, mode: min, patience: 8}\n", "")
     text = text.replace("epochs: 30", "epochs: 14")
-    text = text.replace("scaling: {num_workers: 2}",
-                        "scaling: {num_workers: 2, resources_per_worker: {CPU: 1, train_slot: 1}}\n  max_failures: 2")
+    text = text.replace(
+        "scaling: {num_workers: 2}",
+        "scaling: {num_workers: 2, resources_per_worker: {CPU: 1, train_slot: 1}}\n  max_failures: 2",
+    )
     if shared:
         text = text.replace("version: 1\n", "version: 1\nstorage: {shared: true}\n", 1)
     path = folder / f"job-{'shared' if shared else 'local'}.yaml"
@@ -34,14 +36,32 @@ def outcomes(tmp_path_factory) -> dict[str, dict]:
     with a local storage root, refused before it trains, then the shared one, which loses a node."""
     folder = tmp_path_factory.mktemp("node-loss")
     jobs = {"local": _job(folder, shared=False), "shared": _job(folder, shared=True)}
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "integration" / "node_loss.py"), str(folder / "home"),
-                           str(jobs["local"]), str(jobs["shared"])],
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "RAY_ADDRESS": "",
-                          # the session cluster's dashboard is not this cluster's; port 9 answers nobody
-                          "RAY_API_SERVER_ADDRESS": "http://127.0.0.1:9"}, cwd=folder)
-    printed = {found["job"]: found for found in (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))}
-    return {kind: printed.get(str(job), {"error": "no outcome: " + done.stdout[-3000:] + done.stderr[-5000:]})
-            for kind, job in jobs.items()}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tests" / "integration" / "node_loss.py"),
+            str(folder / "home"),
+            str(jobs["local"]),
+            str(jobs["shared"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={
+            **os.environ,
+            "RAY_ADDRESS": "",
+            # the session cluster's dashboard is not this cluster's; port 9 answers nobody
+            "RAY_API_SERVER_ADDRESS": "http://127.0.0.1:9",
+        },
+        cwd=folder,
+    )
+    printed = {
+        found["job"]: found for found in (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))
+    }
+    return {
+        kind: printed.get(str(job), {"error": "no outcome: " + done.stdout[-3000:] + done.stderr[-5000:]})
+        for kind, job in jobs.items()
+    }
 
 
 def test_training_survives_the_loss_of_a_workers_node(outcomes):
@@ -57,4 +77,6 @@ def test_training_survives_the_loss_of_a_workers_node(outcomes):
 
 def test_a_local_storage_root_is_refused_on_several_nodes(outcomes):
     outcome = outcomes["local"]
-    assert outcome["error"].startswith("UsageError: storage.root:") and "storage.shared: true" in outcome["error"], outcome
+    assert outcome["error"].startswith("UsageError: storage.root:") and "storage.shared: true" in outcome["error"], (
+        outcome
+    )

@@ -19,11 +19,13 @@ STEPS = [
 
 def _frame() -> pd.DataFrame:
     rng = np.random.default_rng(3)
-    frame = pd.DataFrame({
-        "a": rng.normal(5.0, 2.0, 5000),
-        "b": rng.integers(-40, 40, 5000).astype(float),
-        "c": rng.exponential(3.0, 5000),
-    })
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(5.0, 2.0, 5000),
+            "b": rng.integers(-40, 40, 5000).astype(float),
+            "c": rng.exponential(3.0, 5000),
+        }
+    )
     frame.loc[rng.choice(5000, 400, replace=False), "c"] = np.nan  # nulls are skipped by every aggregator
     frame.loc[:, "empty"] = np.nan  # a column with no value at all
     return frame
@@ -60,8 +62,9 @@ def test_a_step_fitted_in_memory_has_ray_datas_statistics_and_output(ray_4_cpus,
     assert in_memory.stats_.keys() == on_ray.stats_.keys() and in_memory.stats_
     for key, value in on_ray.stats_.items():
         assert _same(in_memory.stats_[key], value, tolerance), (key, in_memory.stats_[key], value)
-    pd.testing.assert_frame_equal(in_memory.transform_batch(frame), on_ray.transform_batch(frame),
-                                  rtol=tolerance, atol=tolerance)
+    pd.testing.assert_frame_equal(
+        in_memory.transform_batch(frame), on_ray.transform_batch(frame), rtol=tolerance, atol=tolerance
+    )
 
 
 def test_steps_fitted_on_ray_data_still_work_beside_in_memory_ones(ray_4_cpus):
@@ -71,13 +74,23 @@ def test_steps_fitted_on_ray_data_still_work_beside_in_memory_ones(ray_4_cpus):
     from raymlp.data.preprocess import fit_preprocessor
 
     frame = pd.DataFrame({"x": [1.0, 2.0, np.nan, 4.0], "colour": ["red", "blue", "red", None]})
-    steps = [TypeAdapter(PreprocessStep).validate_python(spec) for spec in (
-        {"type": "simple_imputer", "strategy": "most_frequent", "columns": ["colour"]},
-        {"type": "one_hot_encoder", "columns": ["colour"]},
-        {"type": "standard_scaler", "columns": ["x"]},
-    )]
+    steps = [
+        TypeAdapter(PreprocessStep).validate_python(spec)
+        for spec in (
+            {"type": "simple_imputer", "strategy": "most_frequent", "columns": ["colour"]},
+            {"type": "one_hot_encoder", "columns": ["colour"]},
+            {"type": "standard_scaler", "columns": ["x"]},
+        )
+    ]
     chain = fit_preprocessor(steps, frame, {"x": "float", "colour": "string"})
     out = chain.transform_batch(frame)
-    assert [list(cell) for cell in out["colour"]] == [[0, 1], [1, 0], [0, 1], [0, 1]]  # blue, red; the missing colour became red
-    assert out["x"].round(6).tolist()[:2] == [round((1 - 7 / 3) / np.std([1.0, 2.0, 4.0]), 6),
-                                              round((2 - 7 / 3) / np.std([1.0, 2.0, 4.0]), 6)]
+    assert [list(cell) for cell in out["colour"]] == [
+        [0, 1],
+        [1, 0],
+        [0, 1],
+        [0, 1],
+    ]  # blue, red; the missing colour became red
+    assert out["x"].round(6).tolist()[:2] == [
+        round((1 - 7 / 3) / np.std([1.0, 2.0, 4.0]), 6),
+        round((2 - 7 / 3) / np.std([1.0, 2.0, 4.0]), 6),
+    ]

@@ -26,6 +26,8 @@ def test_regression_job_trains_evaluates_and_gates_the_alias(ray_4_cpus, raymlp_
 
     storage = resolve_storage()
     tracker = Tracker(storage.tracking_uri, raymlp_home)
-    with pytest.raises(Exception, match=r"model diabetes-regressor has no alias 'champion' \(aliases: none; versions: 1\)"):
+    with pytest.raises(
+        Exception, match=r"model diabetes-regressor has no alias 'champion' \(aliases: none; versions: 1\)"
+    ):
         tracker.resolve(ModelRef("diabetes-regressor", alias="champion"))
     assert tracker.resolve(ModelRef("diabetes-regressor"))[0] == 1

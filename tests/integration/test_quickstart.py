@@ -28,8 +28,15 @@ def quickstart(tmp_path_factory, ray_4_cpus, serve_port):
     source_bytes = (project / "data" / "wine.csv").read_bytes()
     result = run_cli("run", "jobs/quickstart.yaml", "--set", f"serve.port={serve_port}", "--json", cwd=project, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
-    yield {"project": project, "env": env, "summary": json_output(result), "source_bytes": source_bytes,
-           "port": serve_port, "stdout": result.stdout, "stderr": result.stderr}
+    yield {
+        "project": project,
+        "env": env,
+        "summary": json_output(result),
+        "source_bytes": source_bytes,
+        "port": serve_port,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+    }
     from ray import serve
 
     for app in ("wine-quickstart", "wine-classifier"):
@@ -66,8 +73,10 @@ def test_the_dataset_version_is_listed_and_verifies(quickstart):
     assert shown["source"]["kind"] == "table" and shown["source"]["table"] == "wine_raw"
     assert [model["model"] for model in shown["models"]] == ["wine-classifier"]
     assert shown["lineage"][0].startswith("table wine_raw in sqlite:///")
-    assert shown["lineage"][1:] == ["dataset wine@1 (178 rows)",
-                                    f"model wine-classifier version 1 (run {quickstart['summary']['run_id']})"]
+    assert shown["lineage"][1:] == [
+        "dataset wine@1 (178 rows)",
+        f"model wine-classifier version 1 (run {quickstart['summary']['run_id']})",
+    ]
     assert shown["statistics"]["target"]["distinct"] == 3
     assert {column["name"] for column in shown["schema"]} >= {"alcohol", "proline", "target"}
 
@@ -143,8 +152,18 @@ def test_the_endpoint_answers_real_http(quickstart):
 
 def test_predict_cli_matches_the_run_and_serve_cli_matches_predict(quickstart):
     project, env, port = quickstart["project"], quickstart["env"], quickstart["port"]
-    result = run_cli("predict", "--model", "wine-classifier@champion", "--input", "data/wine.csv",
-                     "--output", "scored.parquet", "-v", cwd=project, env=env)
+    result = run_cli(
+        "predict",
+        "--model",
+        "wine-classifier@champion",
+        "--input",
+        "data/wine.csv",
+        "--output",
+        "scored.parquet",
+        "-v",
+        cwd=project,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     from tests.conftest import library_lines
 
@@ -153,13 +172,18 @@ def test_predict_cli_matches_the_run_and_serve_cli_matches_predict(quickstart):
     from_run = pd.read_csv(project / ".raymlp" / "predictions" / "wine.csv")
     assert scored["prediction"].tolist() == from_run["prediction"].tolist()
 
-    served = run_cli("serve", "--model", "wine-classifier:1", "--route", "/wine-v1", "--port", str(port),
-                     cwd=project, env=env)
+    served = run_cli(
+        "serve", "--model", "wine-classifier:1", "--route", "/wine-v1", "--port", str(port), cwd=project, env=env
+    )
     assert served.returncode == 0, served.stderr[-3000:]
     assert library_lines(served.stdout + served.stderr) == []
     assert f"at http://127.0.0.1:{port}/wine-v1/predict" in served.stdout
-    features = scored.drop(columns=[c for c in scored.columns if c.startswith("probability_")] + ["prediction", "target"])
-    online = requests.post(f"http://127.0.0.1:{port}/wine-v1/predict", json=features.head(20).to_dict("records"), timeout=30)
+    features = scored.drop(
+        columns=[c for c in scored.columns if c.startswith("probability_")] + ["prediction", "target"]
+    )
+    online = requests.post(
+        f"http://127.0.0.1:{port}/wine-v1/predict", json=features.head(20).to_dict("records"), timeout=30
+    )
     assert [item["prediction"] for item in online.json()["predictions"]] == scored["prediction"].head(20).tolist()
 
 
@@ -179,8 +203,17 @@ def test_a_run_on_a_terminal_prints_only_raymlps_lines_and_stops_its_own_ray(qui
     env = {**quickstart["env"], "RAY_ADDRESS": "", "RAY_TMPDIR": ray_root}
     output = tmp_path / "local.csv"
     code, transcript = run_on_terminal(
-        "run", "jobs/quickstart.yaml", "--only", "predict,serve", "--set", f"predict.output={output}",
-        "--set", f"serve.port={_free_port()}", cwd=quickstart["project"], env=env)
+        "run",
+        "jobs/quickstart.yaml",
+        "--only",
+        "predict,serve",
+        "--set",
+        f"predict.output={output}",
+        "--set",
+        f"serve.port={_free_port()}",
+        cwd=quickstart["project"],
+        env=env,
+    )
     assert code == 0, transcript[-3000:]
     assert len(pd.read_csv(output)) == 178
     assert foreign_lines(transcript) == [], transcript[-3000:]

@@ -14,8 +14,13 @@ from raymlp.data.ranges import read_files
 def test_ray_tasks_read_ranges_exactly_as_threads(ray_4_cpus, tmp_path, monkeypatch):
     path = tmp_path / "events.csv"
     rng = np.random.default_rng(3)
-    table = pa.table({"id": np.arange(5000), "x": rng.normal(size=5000),
-                      "note": rng.choice(["plain", "with, comma", "two\nlines"], 5000)})
+    table = pa.table(
+        {
+            "id": np.arange(5000),
+            "x": rng.normal(size=5000),
+            "note": rng.choice(["plain", "with, comma", "two\nlines"], 5000),
+        }
+    )
     pacsv.write_csv(table, path)
     text = path.read_text().splitlines(keepends=True)
     text[1200] = "broken,line,with,too,many,fields\n"

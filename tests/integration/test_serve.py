@@ -32,7 +32,6 @@ pytestmark = [pytest.mark.integration]
 QUIET = Reporter(quiet=True)
 
 
-
 def _wine_records(count: int, seed: int = 0) -> list[dict]:
     from sklearn.datasets import load_wine
 
@@ -48,12 +47,23 @@ def models(ray_4_cpus, tmp_path_factory):
     home = tmp_path_factory.mktemp("serve") / "home"
     runs = [
         ("wine-sklearn.yaml", []),
-        ("wine-sklearn.yaml", ["train.model.type=sklearn.linear_model.LogisticRegression", "train.model.params={max_iter: 500}"]),
+        (
+            "wine-sklearn.yaml",
+            ["train.model.type=sklearn.linear_model.LogisticRegression", "train.model.params={max_iter: 500}"],
+        ),
         ("wine-torch.yaml", ["train.scaling.num_workers=1", "train.epochs=4", "register.require={}"]),
         ("wine-tensorflow.yaml", ["train.scaling.num_workers=1", "train.epochs=3", "register.require={}"]),
-        ("wine-sklearn.yaml", ["data.source.sklearn.name=breast_cancer", "data.dataset.name=breast-cancer",
-                               "register.model=breast-cancer", "register.require={}",
-                               "train.model.type=sklearn.linear_model.LogisticRegression", "train.model.params={max_iter: 500}"]),
+        (
+            "wine-sklearn.yaml",
+            [
+                "data.source.sklearn.name=breast_cancer",
+                "data.dataset.name=breast-cancer",
+                "register.model=breast-cancer",
+                "register.require={}",
+                "train.model.type=sklearn.linear_model.LogisticRegression",
+                "train.model.params={max_iter: 500}",
+            ],
+        ),
     ]
     summaries = []
     with pytest.MonkeyPatch.context() as patch:
@@ -62,12 +72,18 @@ def models(ray_4_cpus, tmp_path_factory):
             summaries.append(run_job(load_job(REPO / "jobs" / job, overrides), reporter=QUIET))
         storage = resolve_storage(None)
     assert [(s.model, s.model_version) for s in summaries] == [
-        ("wine-sklearn", 1), ("wine-sklearn", 2), ("wine-torch", 1), ("wine-tensorflow", 1), ("breast-cancer", 1)]
+        ("wine-sklearn", 1),
+        ("wine-sklearn", 2),
+        ("wine-torch", 1),
+        ("wine-tensorflow", 1),
+        ("breast-cancer", 1),
+    ]
     return {"home": home, "storage": storage, "summaries": summaries}
 
 
-def _serve(models, serve_port, name: str, app: str, *, alias: str | None = "champion", version: int | None = None,
-           **settings) -> str:
+def _serve(
+    models, serve_port, name: str, app: str, *, alias: str | None = "champion", version: int | None = None, **settings
+) -> str:
     config = ServeConfig.model_validate({"route": f"/{app}", "port": serve_port, "cpus_per_replica": 0.25, **settings})
     spec = endpoint_spec(config, name, alias=alias, version=version, storage=models["storage"])
     endpoint = deploy(spec, config, app_name=app, quiet=True)
@@ -86,8 +102,9 @@ def _package(models, name: str, version: int = 1):
     from raymlp.tracking import ModelRef, Tracker
 
     storage = models["storage"]
-    path, _ = Tracker(storage.tracking_uri, Path(storage.root)).package_for(ModelRef(name, version=version),
-                                                                         storage.folder("cache", "models"))
+    path, _ = Tracker(storage.tracking_uri, Path(storage.root)).package_for(
+        ModelRef(name, version=version), storage.folder("cache", "models")
+    )
     return load_package(path)
 
 
@@ -158,7 +175,9 @@ def _assert_metrics_exported(apps: set[str]) -> None:
     assert seen == apps
 
 
-def test_bad_requests_get_4xx_naming_the_problem_and_schemathesis_finds_no_5xx(models, serve_port, monkeypatch, tmp_path):
+def test_bad_requests_get_4xx_naming_the_problem_and_schemathesis_finds_no_5xx(
+    models, serve_port, monkeypatch, tmp_path
+):
     monkeypatch.setenv("RAYMLP_TEST_KEYS", "first-key, second-key")
     try:
         base = _serve(models, serve_port, "wine-sklearn", "serve-bad")
@@ -179,8 +198,9 @@ def test_bad_requests_get_4xx_naming_the_problem_and_schemathesis_finds_no_5xx(m
         assert huge.status_code == 413 and "at most 1048576" in huge.json()["detail"]
         # Serve's request timeout (`serve.request_timeout_s`, 30 s here) is enforced by the replica
         # in HAProxy mode; Serve's header shortens it for one request. The replica answers after.
-        late = requests.post(f"{base}/predict", json=_wine_records(170) * 12, timeout=30,
-                             headers={"x-request-timeout-seconds": "0.001"})
+        late = requests.post(
+            f"{base}/predict", json=_wine_records(170) * 12, timeout=30, headers={"x-request-timeout-seconds": "0.001"}
+        )
         assert late.status_code == 408 and "timed out" in late.text
         assert requests.post(f"{base}/predict", json=_wine_records(3), timeout=30).status_code == 200
         for answer in (not_json, huge, late):
@@ -194,12 +214,29 @@ def test_bad_requests_get_4xx_naming_the_problem_and_schemathesis_finds_no_5xx(m
         cancer = _serve(models, serve_port, "breast-cancer", "serve-cancer", alias=None, version=1)
         (tmp_path / "schemathesis.toml").write_text(
             "[checks.negative_data_rejection]\nexpected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]\n"
-            '[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", 401, 413]\n')
+            '[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", 401, 413]\n'
+        )
         result = subprocess.run(
-            [str(Path(sys.executable).with_name("schemathesis")), "run", f"{cancer}/openapi.json", "--checks", "all",
-             "--max-examples", "60", "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
-             "--seed", "7", "--no-color"],
-            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+            [
+                str(Path(sys.executable).with_name("schemathesis")),
+                "run",
+                f"{cancer}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                "60",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--suppress-health-check",
+                "all",
+                "--seed",
+                "7",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
@@ -209,13 +246,19 @@ def test_bad_requests_get_4xx_naming_the_problem_and_schemathesis_finds_no_5xx(m
         assert "mean radius" in names and len(names) == 30
         extreme = {name: 3.4028234663852886e38 for name in names}  # scaled past float32, scored saturated
         assert requests.post(f"{cancer}/predict", json=extreme, timeout=30).status_code == 200
-        assert requests.post(f"{cancer}/predict", data=json.dumps(extreme).replace("3.4028234663852886e+38", "1.8e308"),
-                             timeout=30).status_code == 422
+        assert (
+            requests.post(
+                f"{cancer}/predict", data=json.dumps(extreme).replace("3.4028234663852886e+38", "1.8e308"), timeout=30
+            ).status_code
+            == 422
+        )
 
         keyed = _serve(models, serve_port, "wine-sklearn", "serve-keyed", api_keys_env="RAYMLP_TEST_KEYS")
         refused = requests.post(f"{keyed}/predict", json=good, timeout=30)
         assert refused.status_code == 401 and "API key" in refused.json()["detail"]
-        assert requests.post(f"{keyed}/predict", json=good, headers={"X-API-Key": "wrong"}, timeout=30).status_code == 401
+        assert (
+            requests.post(f"{keyed}/predict", json=good, headers={"X-API-Key": "wrong"}, timeout=30).status_code == 401
+        )
         assert requests.get(f"{keyed}/metadata", timeout=30).status_code == 401
         for headers in ({"Authorization": "Bearer second-key"}, {"X-API-Key": "first-key"}):
             assert requests.post(f"{keyed}/predict", json=good, headers=headers, timeout=30).status_code == 200
@@ -228,8 +271,15 @@ def test_a_full_queue_answers_503_and_nothing_else_fails(models, serve_port):
     from concurrent.futures import ThreadPoolExecutor
 
     try:
-        base = _serve(models, serve_port, "wine-sklearn", "serve-queue", max_ongoing_requests=1, max_queued_requests=1,
-                      max_body_bytes=8 << 20)
+        base = _serve(
+            models,
+            serve_port,
+            "wine-sklearn",
+            "serve-queue",
+            max_ongoing_requests=1,
+            max_queued_requests=1,
+            max_body_bytes=8 << 20,
+        )
         heavy = _wine_records(178) * 40  # one request keeps the replica busy for a while
 
         def post(_: int) -> int:
@@ -251,8 +301,10 @@ async def _hammer(url: str, body: bytes, count: int, clients: int) -> tuple[list
 
     answers: list[tuple[int, float, bool]] = []
     todo = iter(range(count))
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
+    ) as session:
+
         async def client() -> None:
             for _ in todo:
                 started = time.perf_counter()
@@ -273,8 +325,16 @@ def test_a_burst_right_after_start_is_shed_at_once_and_the_rest_answered(models,
     import statistics
 
     try:
-        base = _serve(models, serve_port, "breast-cancer", "serve-burst", alias=None, version=1,
-                      max_ongoing_requests=4, max_queued_requests=16)
+        base = _serve(
+            models,
+            serve_port,
+            "breast-cancer",
+            "serve-burst",
+            alias=None,
+            version=1,
+            max_ongoing_requests=4,
+            max_queued_requests=16,
+        )
         package = _package(models, "breast-cancer")
         body = json.dumps({name: 1.0 for name in package.feature_names}).encode()
         burst, burst_s = asyncio.run(_hammer(f"{base}/predict", body, 2000, 128))
@@ -336,7 +396,9 @@ class _Load:
             recent = self.answered_since(moment)
             if recent and predicate(recent):
                 return moment
-        raise AssertionError(f"traffic never matched; last answers by version: {pd.Series(self.answered_since(moment)).value_counts().to_dict()}")
+        raise AssertionError(
+            f"traffic never matched; last answers by version: {pd.Series(self.answered_since(moment)).value_counts().to_dict()}"
+        )
 
 
 def test_a_killed_replica_fails_only_its_in_flight_requests(models, serve_port):
@@ -348,8 +410,11 @@ def test_a_killed_replica_fails_only_its_in_flight_requests(models, serve_port):
         clients = 4
         with _Load(f"{base}/predict", clients) as load:
             time.sleep(3)
-            replicas = [actor for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
-                        if actor.class_name == "ServeReplica:serve-kill:model"]
+            replicas = [
+                actor
+                for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+                if actor.class_name == "ServeReplica:serve-kill:model"
+            ]
             assert len(replicas) == 2
             killed_at = time.monotonic()
             ray.kill(ray.get_actor(replicas[0].name, namespace="serve"), no_restart=True)
@@ -373,11 +438,20 @@ def test_canary_share_then_switch_and_rollback_by_alias_without_failed_requests(
     tracker.set_alias("wine-sklearn", "challenger", 2, by="api")
     env = {"RAYMLP_HOME": str(models["home"])}
     try:
-        base = _serve(models, serve_port, "wine-sklearn", "serve-canary", traffic={"champion": 80, "challenger": 20},
-                      follow_aliases_s=0.5, num_replicas=2)
+        base = _serve(
+            models,
+            serve_port,
+            "wine-sklearn",
+            "serve-canary",
+            traffic={"champion": 80, "challenger": 20},
+            follow_aliases_s=0.5,
+            num_replicas=2,
+        )
         session = requests.Session()
-        versions = [session.post(f"{base}/predict", json=_wine_records(1, seed=i)[0], timeout=30).json()["version"]
-                    for i in range(500)]
+        versions = [
+            session.post(f"{base}/predict", json=_wine_records(1, seed=i)[0], timeout=30).json()["version"]
+            for i in range(500)
+        ]
         share = versions.count(2) / len(versions)
         assert set(versions) == {1, 2} and 0.13 <= share <= 0.27, share
         metadata = session.get(f"{base}/metadata", timeout=10).json()
@@ -385,9 +459,20 @@ def test_canary_share_then_switch_and_rollback_by_alias_without_failed_requests(
 
         with _Load(f"{base}/predict", 3) as load:
             # The canary ends: the split becomes champion-only, applied in place (no replica restarts) ...
-            config = ServeConfig(route="/serve-canary", port=serve_port, cpus_per_replica=0.25, follow_aliases_s=0.5,
-                                 num_replicas=2, traffic={"champion": 100})
-            deploy(endpoint_spec(config, "wine-sklearn", alias="champion", storage=storage), config, "serve-canary", quiet=True)
+            config = ServeConfig(
+                route="/serve-canary",
+                port=serve_port,
+                cpus_per_replica=0.25,
+                follow_aliases_s=0.5,
+                num_replicas=2,
+                traffic={"champion": 100},
+            )
+            deploy(
+                endpoint_spec(config, "wine-sklearn", alias="champion", storage=storage),
+                config,
+                "serve-canary",
+                quiet=True,
+            )
             load.wait_for(lambda recent: set(recent) == {1})
             # ... version 2 is promoted: every answer comes from it ...
             promoted = run_cli("models", "promote", "wine-sklearn:2", "--alias", "champion", cwd=tmp_path, env=env)
@@ -412,10 +497,19 @@ def test_serve_build_writes_a_config_whose_application_serve_deploy_would_build(
     from ray.serve.schema import ServeDeploySchema
 
     job = tmp_path / "job.yaml"
-    job.write_text((REPO / "jobs" / "wine-sklearn.yaml").read_text() + f"\nserve:\n  route: /built\n  port: {serve_port}\n"
-                   "  autoscaling: {min_replicas: 1, max_replicas: 2}\n  cpus_per_replica: 0.25\n")
-    built = run_cli("serve", "build", str(job), "-o", str(tmp_path / "serve.yaml"), cwd=tmp_path,
-                    env={"RAYMLP_HOME": str(models["home"])})
+    job.write_text(
+        (REPO / "jobs" / "wine-sklearn.yaml").read_text() + f"\nserve:\n  route: /built\n  port: {serve_port}\n"
+        "  autoscaling: {min_replicas: 1, max_replicas: 2}\n  cpus_per_replica: 0.25\n"
+    )
+    built = run_cli(
+        "serve",
+        "build",
+        str(job),
+        "-o",
+        str(tmp_path / "serve.yaml"),
+        cwd=tmp_path,
+        env={"RAYMLP_HOME": str(models["home"])},
+    )
     assert built.returncode == 0, built.stderr
     import yaml
 
@@ -443,7 +537,8 @@ def _ray_processes_of(session_dir: str) -> list:
             if process.pid == os.getpid():
                 continue
             if session_dir in " ".join(process.cmdline()) or (
-                    process.name().startswith("ray::") and any(f.path.startswith(session_dir) for f in process.open_files())):
+                process.name().startswith("ray::") and any(f.path.startswith(session_dir) for f in process.open_files())
+            ):
                 found.append(process)
         except psutil.Error:
             continue
@@ -466,8 +561,14 @@ def _serve_subprocess(home: Path, port: int, cwd: Path) -> subprocess.Popen:
     env.pop("RAY_ADDRESS", None)
     log = cwd / f"serve-{port}-{len(list(cwd.glob('serve-*.log')))}.log"
     with log.open("wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "raymlp", "serve", "--model", "breast-cancer:1", "--port", str(port)],
-                                   cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "raymlp", "serve", "--model", "breast-cancer:1", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         if "press Ctrl-C to stop" in log.read_text(errors="replace"):
@@ -489,9 +590,11 @@ def test_a_hard_killed_serving_ray_leaves_nothing_on_its_port_and_serve_can_star
     port = _free_port()
     first = _serve_subprocess(models["home"], port, tmp_path)
     try:
-        session = next(re.search(r"(/\S+/session_[\w.-]+)", " ".join(child.cmdline())).group(1)
-                       for child in psutil.Process(first.pid).children(recursive=True)
-                       if re.search(r"/session_[\w.-]+", " ".join(child.cmdline())))
+        session = next(
+            re.search(r"(/\S+/session_[\w.-]+)", " ".join(child.cmdline())).group(1)
+            for child in psutil.Process(first.pid).children(recursive=True)
+            if re.search(r"/session_[\w.-]+", " ".join(child.cmdline()))
+        )
         victims = _ray_processes_of(session)
         assert any(victim.name().startswith("ray::HAProxy") for victim in victims)
         left_behind = _ingress_folder_of(port)  # nothing can remove it after a SIGKILL; the test does

@@ -48,8 +48,11 @@ def _registered_checkpoints(home) -> int:
 def _train_actors(classes=("TrainController", "RayTrainWorker")) -> set[str]:
     from ray.util.state import list_actors
 
-    return {actor.actor_id for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if actor.class_name in classes}
+    return {
+        actor.actor_id
+        for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        if actor.class_name in classes
+    }
 
 
 def _wait_for_the_dead_runs_actors_to_go(earlier: set[str], timeout: float = 120.0) -> None:
@@ -75,11 +78,19 @@ def test_a_run_whose_driver_died_resumes_from_its_checkpoint(ray_4_cpus, tmp_pat
     job = _job(tmp_path)
     assert run_cli("data", "convert", str(job), cwd=tmp_path, env=env).returncode == 0
     earlier = _train_actors()
-    driver = subprocess.Popen([sys.executable, "-m", "raymlp", "train", str(job)], cwd=tmp_path,
-                              env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raymlp", "train", str(job)],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
-    while (len(_checkpoints(home)) < 2 or _registered_checkpoints(home) < 1) and driver.poll() is None \
-            and time.monotonic() < deadline:
+    while (
+        (len(_checkpoints(home)) < 2 or _registered_checkpoints(home) < 1)
+        and driver.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     assert driver.poll() is None, "training ended before the driver could be killed"
     driver.send_signal(signal.SIGKILL)
@@ -119,11 +130,18 @@ def test_resume_is_refused_while_the_runs_controller_is_alive(ray_4_cpus, tmp_pa
     job = _job(tmp_path, epochs=100_000)
     assert run_cli("data", "convert", str(job), cwd=tmp_path, env=env).returncode == 0
     earlier = _train_actors()
-    driver = subprocess.Popen([sys.executable, "-m", "raymlp", "train", str(job)], cwd=tmp_path,
-                              env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raymlp", "train", str(job)],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
-        while not _train_actors(("TrainController",)) - earlier and driver.poll() is None and time.monotonic() < deadline:
+        while (
+            not _train_actors(("TrainController",)) - earlier and driver.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.2)
         assert driver.poll() is None, "training ended before its resume could be tried"
         with Catalog(f"sqlite:///{home / 'catalog.db'}") as catalog:

@@ -32,7 +32,11 @@ def _pool_actors() -> dict[str, dict]:
     """Every actor of Ray's joblib backend this session has started (alive or dead), by id."""
     import ray._private.state
 
-    return {actor_id: info for actor_id, info in ray._private.state.actors().items() if info["ActorClassName"] == "PoolActor"}
+    return {
+        actor_id: info
+        for actor_id, info in ray._private.state.actors().items()
+        if info["ActorClassName"] == "PoolActor"
+    }
 
 
 def _recording_fit(outcomes: list):
@@ -99,7 +103,9 @@ def _test_rows(home, job_path):
         record = catalog.get_dataset_version(job.data.dataset.name)
     frame = read_version_table(record.path, record.manifest).to_pandas()
     label = job.data.label
-    frame = numeric_features_as_float(frame, [{"name": name, "type": "float"} for name in frame.columns if name != label])
+    frame = numeric_features_as_float(
+        frame, [{"name": name, "type": "float"} for name in frame.columns if name != label]
+    )
     return split_frame(frame, job.data.split, frame[label])[2]
 
 
@@ -114,7 +120,8 @@ def test_registered_package_predicts_in_plain_python_as_the_stage_measured(wine_
     monkeypatch.setenv("RAYMLP_HOME", str(wine_run["home"]))
     storage = resolve_storage()
     package_dir, version = Tracker(storage.tracking_uri, wine_run["home"]).package_for(
-        ModelRef("wine-sklearn", alias="champion"), storage.folder("cache", "models"))
+        ModelRef("wine-sklearn", alias="champion"), storage.folder("cache", "models")
+    )
     assert version == 1 and (package_dir / "model" / "estimator.pkl").is_file()
     test_rows = _test_rows(wine_run["home"], WINE_JOB)
     assert len(test_rows) == 36
@@ -132,8 +139,15 @@ def test_registered_package_predicts_in_plain_python_as_the_stage_measured(wine_
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env.pop("RAY_ADDRESS", None)
-    result = subprocess.run([sys.executable, "-c", script, str(package_dir), str(rows_file)], check=False,
-                            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(package_dir), str(rows_file)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     predicted = json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -144,8 +158,10 @@ def test_registered_package_predicts_in_plain_python_as_the_stage_measured(wine_
     package = load_package(package_dir)
     classes = np.asarray(package.classes, dtype=object)
     estimator = joblib.load(package_dir / "model" / "estimator.pkl")
-    matrix = feature_matrix(package.preprocessor.transform_batch(test_rows[package.feature_names]),
-                            package.description["model"]["feature_columns"])
+    matrix = feature_matrix(
+        package.preprocessor.transform_batch(test_rows[package.feature_names]),
+        package.description["model"]["feature_columns"],
+    )
     assert predicted["prediction"] == classes[estimator.predict(matrix)].tolist()
     for index, name in enumerate(package.classes):
         assert np.allclose(predicted[f"probability_{name}"], estimator.predict_proba(matrix)[:, index], atol=1e-6)
@@ -182,12 +198,29 @@ def test_mlflow_models_predict_builds_the_model_its_own_virtualenv(wine_run, mon
     assert "raymlp" not in [line.split("=")[0] for line in requirements], requirements
 
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("mlflow")), "models", "predict", "-m", model_uri,
-         "--env-manager", "virtualenv", "-i", "input.csv", "-t", "csv"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "MLFLOW_TRACKING_URI": storage.tracking_uri,
-             "PYENV_HOOK_PATH": str(Path(__file__).with_name("pyenv_hooks")),
-             "RAYMLP_TEST_PYENV_ROOT": subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()},
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "models",
+            "predict",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "virtualenv",
+            "-i",
+            "input.csv",
+            "-t",
+            "csv",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": storage.tracking_uri,
+            "PYENV_HOOK_PATH": str(Path(__file__).with_name("pyenv_hooks")),
+            "RAYMLP_TEST_PYENV_ROOT": subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip(),
+        },
     )
     assert result.returncode == 0, result.stderr[-4000:]
     predicted = pd.DataFrame(json.loads(result.stdout.strip().splitlines()[-1])["predictions"])
@@ -198,8 +231,11 @@ def test_mlflow_models_predict_builds_the_model_its_own_virtualenv(wine_run, mon
 
 
 def test_ridge_regression_on_diabetes(ray_4_cpus, raymlp_home):
-    overrides = ["train.framework=sklearn", "train.model={type: sklearn.linear_model.Ridge, params: {alpha: 0.5}}",
-                 "register.require.test_r2=>= 0.35"]
+    overrides = [
+        "train.framework=sklearn",
+        "train.model={type: sklearn.linear_model.Ridge, params: {alpha: 0.5}}",
+        "register.require.test_r2=>= 0.35",
+    ]
     summary = run_job_quietly(load_job(DIABETES_JOB, overrides), reporter=QUIET)
     assert {"train_loss", "val_rmse", "val_mae", "val_r2", "test_rmse", "test_r2"} <= set(summary.metrics)
     assert summary.metrics["test_r2"] >= 0.35, summary.metrics
@@ -232,34 +268,68 @@ def test_cv_folds_are_parallel_ray_tasks_with_mean_and_std(ray_4_cpus, raymlp_ho
     assert metrics["cv_accuracy_std"] == pytest.approx(np.std([fold["metrics"]["cv_accuracy"] for fold in folds]))
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("train.model.type=sklearn.ensemble.RandomForestClassifer",
-     ("train.model.type: module 'sklearn.ensemble' has no 'RandomForestClassifer'; "
-      "did you mean sklearn.ensemble.RandomForestClassifier")),
-    ("train.model={type: sklearn.linear_model.Ridge}",
-     "train.model.type: 'sklearn.linear_model.Ridge' is a regressor, but train.task auto found a classification label"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "train.model.type=sklearn.ensemble.RandomForestClassifer",
+            (
+                "train.model.type: module 'sklearn.ensemble' has no 'RandomForestClassifer'; "
+                "did you mean sklearn.ensemble.RandomForestClassifier"
+            ),
+        ),
+        (
+            "train.model={type: sklearn.linear_model.Ridge}",
+            "train.model.type: 'sklearn.linear_model.Ridge' is a regressor, but train.task auto found a classification label",
+        ),
+    ],
+)
 def test_a_bad_estimator_is_a_usage_error_naming_the_key(wine_run, monkeypatch, override, message):
     monkeypatch.setenv("RAYMLP_HOME", str(wine_run["home"]))  # its dataset is in the catalog
     with pytest.raises(UsageError) as raised:
         run_job_quietly(load_job(WINE_JOB, [override]), only=["train"], reporter=QUIET)
     assert raised.value.exit_code == 2
-    assert message in str(raised.value), str(raised.value)  # a class path is checked before the run: `--set ...: ` first
+    assert message in str(raised.value), str(
+        raised.value
+    )  # a class path is checked before the run: `--set ...: ` first
 
 
-@pytest.mark.parametrize(("path", "params", "task", "message"), [
-    ("nosuchpackage.Model", {}, "classification", "train.model.type: cannot import module 'nosuchpackage'"),
-    ("sklearn.datasets.load_wine", {}, "classification",
-     "train.model.type: 'sklearn.datasets.load_wine' is not a scikit-learn style estimator class"),
-    ("sklearn.ensemble.RandomForestClassifier", {"n_estimator": 10}, "classification",
-     "train.model.params: sklearn.ensemble.RandomForestClassifier has no parameter n_estimator (did you mean n_estimators?)"),
-    ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": -1}, "classification",
-     "train.model.params: The 'n_estimators' parameter of RandomForestClassifier must be an int in the range [1, inf)"),
-    ("sklearn.ensemble.RandomForestClassifier", {}, "regression",
-     "train.model.type: 'sklearn.ensemble.RandomForestClassifier' is a classifier, but train.task auto found a numeric"),
-    ("sklearn.svm.SVC", {}, "classification",
-     "train.model.type: sklearn.svm.SVC as configured gives no class probabilities"),
-])
+@pytest.mark.parametrize(
+    ("path", "params", "task", "message"),
+    [
+        ("nosuchpackage.Model", {}, "classification", "train.model.type: cannot import module 'nosuchpackage'"),
+        (
+            "sklearn.datasets.load_wine",
+            {},
+            "classification",
+            "train.model.type: 'sklearn.datasets.load_wine' is not a scikit-learn style estimator class",
+        ),
+        (
+            "sklearn.ensemble.RandomForestClassifier",
+            {"n_estimator": 10},
+            "classification",
+            "train.model.params: sklearn.ensemble.RandomForestClassifier has no parameter n_estimator (did you mean n_estimators?)",
+        ),
+        (
+            "sklearn.ensemble.RandomForestClassifier",
+            {"n_estimators": -1},
+            "classification",
+            "train.model.params: The 'n_estimators' parameter of RandomForestClassifier must be an int in the range [1, inf)",
+        ),
+        (
+            "sklearn.ensemble.RandomForestClassifier",
+            {},
+            "regression",
+            "train.model.type: 'sklearn.ensemble.RandomForestClassifier' is a classifier, but train.task auto found a numeric",
+        ),
+        (
+            "sklearn.svm.SVC",
+            {},
+            "classification",
+            "train.model.type: sklearn.svm.SVC as configured gives no class probabilities",
+        ),
+    ],
+)
 def test_estimator_checks(path, params, task, message):
     with pytest.raises(UsageError) as raised:
         sklearn_backend.build_estimator(path, params, task, "auto", seed=0)
@@ -270,9 +340,16 @@ def test_estimator_checks(path, params, task, message):
 def test_seed_becomes_random_state_unless_params_set_it():
     seeded = sklearn_backend.build_estimator("sklearn.ensemble.RandomForestClassifier", {}, "classification", seed=11)
     assert seeded.random_state == 11
-    kept = sklearn_backend.build_estimator("sklearn.ensemble.RandomForestClassifier", {"random_state": 3}, "classification", seed=11)
+    kept = sklearn_backend.build_estimator(
+        "sklearn.ensemble.RandomForestClassifier", {"random_state": 3}, "classification", seed=11
+    )
     assert kept.random_state == 3
-    assert sklearn_backend.build_estimator("sklearn.linear_model.Ridge", {}, "regression", seed=11).get_params()["random_state"] == 11
+    assert (
+        sklearn_backend.build_estimator("sklearn.linear_model.Ridge", {}, "regression", seed=11).get_params()[
+            "random_state"
+        ]
+        == 11
+    )
 
 
 def test_scores_cover_classes_the_estimator_never_saw():
@@ -301,18 +378,34 @@ def test_fit_ignores_epoch_settings_reports_progress_and_pads_unseen_classes(ray
     def split(rows: int):  # classes 0-2 of a label with 4 classes: class 3 never appears
         labels = generator.integers(0, 3, rows)
         features = (labels[:, None] + generator.normal(0, 0.2, (rows, 2))).astype(np.float32)
-        return ray.data.from_items([{FEATURES_COLUMN: row, LABEL_COLUMN: int(label)} for row, label in zip(features, labels)])
+        return ray.data.from_items(
+            [{FEATURES_COLUMN: row, LABEL_COLUMN: int(label)} for row, label in zip(features, labels)]
+        )
 
-    train = TrainConfig.model_validate({
-        "framework": "sklearn", "model": {"type": "sklearn.linear_model.LogisticRegression"},
-        "epochs": 50, "batch_size": 3, "optimizer": {"name": "sgd", "lr": 0.5},  # meaningless here, ignored
-    })
+    train = TrainConfig.model_validate(
+        {
+            "framework": "sklearn",
+            "model": {"type": "sklearn.linear_model.LogisticRegression"},
+            "epochs": 50,
+            "batch_size": 3,
+            "optimizer": {"name": "sgd", "lr": 0.5},  # meaningless here, ignored
+        }
+    )
     queue = Queue(actor_options={"num_cpus": 0})
     try:
-        outcome = sklearn_backend.fit(TrainRequest(
-            train=train, task="classification", input_dim=2, output_dim=4, datasets={"train": split(60), "validation": split(30)},
-            storage_path=str(tmp_path), run_name="progress", output_dir=tmp_path / "out", progress=queue,
-        ))
+        outcome = sklearn_backend.fit(
+            TrainRequest(
+                train=train,
+                task="classification",
+                input_dim=2,
+                output_dim=4,
+                datasets={"train": split(60), "validation": split(30)},
+                storage_path=str(tmp_path),
+                run_name="progress",
+                output_dir=tmp_path / "out",
+                progress=queue,
+            )
+        )
         record = queue.get(timeout=30)
     finally:
         queue.shutdown()
@@ -323,7 +416,9 @@ def test_fit_ignores_epoch_settings_reports_progress_and_pads_unseen_classes(ray
     package_dir = tmp_path / "package"
     (package_dir / "model").mkdir(parents=True)
     outcome.weights.rename(package_dir / "model" / outcome.weights.name)
-    estimator = sklearn_format.load_for_inference(package_dir, {"type": "sklearn.linear_model.LogisticRegression", "output_dim": 4})
+    estimator = sklearn_format.load_for_inference(
+        package_dir, {"type": "sklearn.linear_model.LogisticRegression", "output_dim": 4}
+    )
     scores = sklearn_format.predict_scores(estimator, np.array([[0.0, 0.0], [2.0, 2.0]], dtype=np.float32))
     assert scores.shape == (2, 4) and list(scores.argmax(axis=1)) == [0, 2]
     assert np.exp(scores[:, 3]).max() <= 1e-14

@@ -31,7 +31,9 @@ def _test_split(job, storage):
     return split_frame(frame, config.split, frame[config.label])[2]
 
 
-def test_wine_on_two_workers_reaches_the_gate_and_its_package_predicts_the_same_in_plain_python(ray_4_cpus, raymlp_home):
+def test_wine_on_two_workers_reaches_the_gate_and_its_package_predicts_the_same_in_plain_python(
+    ray_4_cpus, raymlp_home
+):
     from raymlp.package import load_package
     from raymlp.storage import resolve_storage
 
@@ -73,8 +75,9 @@ def _wine_datasets():
     order = np.random.default_rng(0).permutation(len(labels))
 
     def rows(positions):
-        return ray.data.from_items([{FEATURES_COLUMN: features[index], LABEL_COLUMN: np.int64(labels[index])}
-                                    for index in positions]).materialize()
+        return ray.data.from_items(
+            [{FEATURES_COLUMN: features[index], LABEL_COLUMN: np.int64(labels[index])} for index in positions]
+        ).materialize()
 
     return {"train": rows(order[:140]), "validation": rows(order[140:])}
 
@@ -86,11 +89,27 @@ def test_a_resumed_run_continues_from_its_checkpoint_and_stops_early_on_every_wo
     datasets = _wine_datasets()
 
     def run(epochs: int, lr: float, early_stopping: dict | None):
-        train = TrainConfig(framework="tensorflow", model={"type": "mlp", "hidden_layers": [16]}, epochs=epochs,
-                            batch_size=16, optimizer={"name": "adam", "lr": lr}, scaling={"num_workers": 2},
-                            early_stopping=early_stopping)
-        return fit(TrainRequest(train=train, task="classification", input_dim=13, output_dim=3, datasets=datasets,
-                                storage_path=str(tmp_path / "ray_results"), run_name="plateau", output_dir=tmp_path))
+        train = TrainConfig(
+            framework="tensorflow",
+            model={"type": "mlp", "hidden_layers": [16]},
+            epochs=epochs,
+            batch_size=16,
+            optimizer={"name": "adam", "lr": lr},
+            scaling={"num_workers": 2},
+            early_stopping=early_stopping,
+        )
+        return fit(
+            TrainRequest(
+                train=train,
+                task="classification",
+                input_dim=13,
+                output_dim=3,
+                datasets=datasets,
+                storage_path=str(tmp_path / "ray_results"),
+                run_name="plateau",
+                output_dir=tmp_path,
+            )
+        )
 
     first = run(1, 0.05, None)
     # The same run again, for 30 epochs, at a learning rate too small to move the loss: it resumes

@@ -53,7 +53,7 @@ def test_diabetes_regression_reaches_the_bar(ray_4_cpus, raymlp_home):
     assert summary.metrics["test_r2"] >= 0.35
 
 
-BUILDER = '''
+BUILDER = """
 import torch
 
 
@@ -69,7 +69,7 @@ class Residual(torch.nn.Module):
 def build(input_shape, output_dim, params):
     width = params["width"]
     return torch.nn.Sequential(torch.nn.Linear(input_shape[0], width), Residual(width), torch.nn.Linear(width, output_dim))
-'''
+"""
 
 
 def test_a_workers_own_error_is_reported_as_itself(ray_4_cpus, raymlp_home, tmp_path):
@@ -79,12 +79,19 @@ def test_a_workers_own_error_is_reported_as_itself(ray_4_cpus, raymlp_home, tmp_
 
     folder = tmp_path / "project"
     (folder / "models").mkdir(parents=True)
-    (folder / "models" / "nets.py").write_text("def not_a_module(input_shape, output_dim, params):\n    return 'a string'\n")
+    (folder / "models" / "nets.py").write_text(
+        "def not_a_module(input_shape, output_dim, params):\n    return 'a string'\n"
+    )
     job = folder / "job.yaml"
-    job.write_text((REPO / "jobs" / "wine-torch.yaml").read_text()
-                   .replace("model: {type: mlp, hidden_layers: [32, 16], dropout: 0.1}",
-                            'model: {type: custom, builder: "models.nets:not_a_module"}')
-                   .replace("num_workers: 2", "num_workers: 1"))
+    job.write_text(
+        (REPO / "jobs" / "wine-torch.yaml")
+        .read_text()
+        .replace(
+            "model: {type: mlp, hidden_layers: [32, 16], dropout: 0.1}",
+            'model: {type: custom, builder: "models.nets:not_a_module"}',
+        )
+        .replace("num_workers: 2", "num_workers: 1")
+    )
     with pytest.raises(WorkFailed) as failed:
         run_job_quietly(load_job(job), only=["convert", "train"], reporter=Reporter(quiet=True))
     assert str(failed.value) == "train.model.builder models.nets:not_a_module returned str, not a torch.nn.Module"
@@ -100,9 +107,14 @@ def test_a_users_builder_trains_and_its_package_needs_no_builder_file(ray_4_cpus
     (folder / "models").mkdir(parents=True)
     (folder / "models" / "nets.py").write_text(BUILDER)
     job = folder / "job.yaml"
-    job.write_text((REPO / "jobs" / "wine-torch.yaml").read_text()
-                   .replace("model: {type: mlp, hidden_layers: [32, 16], dropout: 0.1}",
-                            'model: {type: custom, builder: "models.nets:build", params: {width: 24}}'))
+    job.write_text(
+        (REPO / "jobs" / "wine-torch.yaml")
+        .read_text()
+        .replace(
+            "model: {type: mlp, hidden_layers: [32, 16], dropout: 0.1}",
+            'model: {type: custom, builder: "models.nets:build", params: {width: 24}}',
+        )
+    )
     summary = run_job_quietly(load_job(job), reporter=Reporter(quiet=True))
     assert summary.metrics["test_accuracy"] >= 0.9
     shutil.rmtree(folder / "models")
@@ -121,18 +133,28 @@ def test_a_users_builder_trains_and_its_package_needs_no_builder_file(ray_4_cpus
 def test_early_stopping_stops_after_patience_epochs_without_improvement(ray_4_cpus, raymlp_home):
     """min_delta larger than any change: the first epoch is the best, and training stops
     `patience` epochs later instead of running all 30."""
-    job = load_job(REPO / "jobs" / "wine-torch.yaml", [
-        "train.early_stopping.min_delta=100", "train.early_stopping.patience=2", "train.scaling.num_workers=1",
-        "register.require.test_accuracy=>= 0.0",
-    ])
+    job = load_job(
+        REPO / "jobs" / "wine-torch.yaml",
+        [
+            "train.early_stopping.min_delta=100",
+            "train.early_stopping.patience=2",
+            "train.scaling.num_workers=1",
+            "register.require.test_accuracy=>= 0.0",
+        ],
+    )
     summary = run_job_quietly(job, only=["convert", "train"], reporter=Reporter(quiet=True))
     assert _epochs_run(summary.mlflow_run_id) == 3
 
 
 def test_accumulated_gradients_on_elastic_workers(ray_4_cpus, raymlp_home):
     """Elastic [1, 2] workers and gradients summed over 2 batches per step still train to the bar."""
-    job = load_job(REPO / "jobs" / "wine-torch.yaml", [
-        "train.scaling.num_workers=[1, 2]", "train.gradient_accumulation_steps=2", "train.batch_size=8",
-    ])
+    job = load_job(
+        REPO / "jobs" / "wine-torch.yaml",
+        [
+            "train.scaling.num_workers=[1, 2]",
+            "train.gradient_accumulation_steps=2",
+            "train.batch_size=8",
+        ],
+    )
     summary = run_job_quietly(job, only=["convert", "train"], reporter=Reporter(quiet=True))
     assert summary.metrics["test_accuracy"] >= 0.9

@@ -76,14 +76,17 @@ def test_wine_package_predicts_in_plain_python_as_reported(wine_run):
 def test_diabetes_regression_with_xgboost(ray_4_cpus, raymlp_home):
     # Diabetes' test R² for small trees ranges 0.27-0.54 over split seeds (88 test rows); split seed
     # 2 is fixed here so the check is about the backend, not the luck of the split.
-    job = load_job(REPO / "jobs" / "diabetes-regression.yaml", [
-        "train.framework=xgboost",
-        "train.model={type: xgboost, params: {max_depth: 2, eta: 0.1}}",
-        "train.epochs=60",
-        "train.early_stopping={metric: val_rmse, mode: min, patience: 10}",
-        "data.split.seed=2",
-        "register.require.test_r2=>= 0.35",
-    ])
+    job = load_job(
+        REPO / "jobs" / "diabetes-regression.yaml",
+        [
+            "train.framework=xgboost",
+            "train.model={type: xgboost, params: {max_depth: 2, eta: 0.1}}",
+            "train.epochs=60",
+            "train.early_stopping={metric: val_rmse, mode: min, patience: 10}",
+            "data.split.seed=2",
+            "register.require.test_r2=>= 0.35",
+        ],
+    )
     summary = run_job_quietly(job, reporter=Reporter(quiet=True))
     assert summary.metrics["test_r2"] >= 0.35
     assert {"train_loss", "val_loss", "val_rmse", "val_mae", "val_r2", "test_rmse"} <= set(summary.metrics)
@@ -118,13 +121,24 @@ def _request(tmp_path: Path, datasets: dict, name: str, classes: int, **train: o
     from raymlp.config.schema import TrainConfig
     from raymlp.train.backend import TrainRequest
 
-    config = TrainConfig.model_validate({
-        "framework": "xgboost", "model": {"type": "xgboost", "params": {"max_depth": 2, "eta": 0.3}},
-        "scaling": {"num_workers": 2}, "seed": 3, **train,
-    })
+    config = TrainConfig.model_validate(
+        {
+            "framework": "xgboost",
+            "model": {"type": "xgboost", "params": {"max_depth": 2, "eta": 0.3}},
+            "scaling": {"num_workers": 2},
+            "seed": 3,
+            **train,
+        }
+    )
     return TrainRequest(
-        train=config, task="classification", input_dim=13, output_dim=classes,
-        datasets=datasets, storage_path=str(tmp_path / "ray_results"), run_name=name, output_dir=tmp_path / name,
+        train=config,
+        task="classification",
+        input_dim=13,
+        output_dim=classes,
+        datasets=datasets,
+        storage_path=str(tmp_path / "ray_results"),
+        run_name=name,
+        output_dir=tmp_path / name,
     )
 
 
@@ -172,18 +186,36 @@ def test_a_resumed_run_continues_from_its_checkpoint_and_stops_early(ray_4_cpus,
 def test_user_params_cannot_change_what_the_task_fixes():
     from raymlp.train.xgboost_backend import booster_params
 
-    params = booster_params("classification", 3, {"objective": "reg:tweedie", "eval_metric": "auc", "max_depth": 2,
-                                                  "seed": 11}, seed=3, use_gpu=True)
-    assert params == {"tree_method": "hist", "device": "cuda", "seed": 11, "max_depth": 2,
-                      "objective": "multi:softprob", "num_class": 3, "eval_metric": "mlogloss"}
+    params = booster_params(
+        "classification",
+        3,
+        {"objective": "reg:tweedie", "eval_metric": "auc", "max_depth": 2, "seed": 11},
+        seed=3,
+        use_gpu=True,
+    )
+    assert params == {
+        "tree_method": "hist",
+        "device": "cuda",
+        "seed": 11,
+        "max_depth": 2,
+        "objective": "multi:softprob",
+        "num_class": 3,
+        "eval_metric": "mlogloss",
+    }
     assert booster_params("classification", 2, {}, seed=3, use_gpu=False)["objective"] == "binary:logistic"
     assert booster_params("regression", 1, {}, seed=3, use_gpu=False) == {
-        "tree_method": "hist", "seed": 3, "objective": "reg:squarederror", "eval_metric": "rmse"}
+        "tree_method": "hist",
+        "seed": 3,
+        "objective": "reg:squarederror",
+        "eval_metric": "rmse",
+    }
 
 
 def test_params_xgboost_rejects_fail_on_the_driver_naming_the_key():
     from raymlp.errors import UsageError
     from raymlp.train.xgboost_backend import booster_params, check_params
 
-    with pytest.raises(UsageError, match=r"^train\.model\.params: XGBoost rejects them: value -1 for Parameter max_depth"):
+    with pytest.raises(
+        UsageError, match=r"^train\.model\.params: XGBoost rejects them: value -1 for Parameter max_depth"
+    ):
         check_params(booster_params("classification", 3, {"max_depth": -1}, seed=0, use_gpu=False), input_dim=13)

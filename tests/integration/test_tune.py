@@ -43,14 +43,22 @@ def test_an_optuna_sweep_nests_every_trial_in_mlflow_and_registers_the_best(ray_
     run_job_quietly(SKLEARN_SWEEP, only=["convert"], reporter=QUIET)
     default = run_job_quietly(SKLEARN_SWEEP, only=["train"], reporter=QUIET)
 
-    summary = run_job_quietly(SKLEARN_SWEEP, overrides=["tune.num_samples=4"], only=["tune", "register"], reporter=QUIET)
+    summary = run_job_quietly(
+        SKLEARN_SWEEP, overrides=["tune.num_samples=4"], only=["tune", "register"], reporter=QUIET
+    )
 
     results = _sweep_results(summary)
     assert summary.trials == 4 and len(results["trials"]) == 4
     assert [row["state"] for row in results["trials"]] == ["finished"] * 4
-    first = {"train.model.params.n_estimators": 50, "train.model.params.max_depth": 3, "train.model.params.min_samples_leaf": 1}
+    first = {
+        "train.model.params.n_estimators": 50,
+        "train.model.params.max_depth": 3,
+        "train.model.params.min_samples_leaf": 1,
+    }
     assert first in [row["params"] for row in results["trials"]]  # the job's own values were tried
-    assert len({json.dumps(row["params"], sort_keys=True) for row in results["trials"]}) == 4  # Optuna asked for new points
+    assert (
+        len({json.dumps(row["params"], sort_keys=True) for row in results["trials"]}) == 4
+    )  # Optuna asked for new points
     best = results["best"]
     assert best["metric"] == max(row["metric"] for row in results["trials"])
     assert best["metric"] >= default.metrics["val_accuracy"]
@@ -80,7 +88,9 @@ def test_an_optuna_sweep_nests_every_trial_in_mlflow_and_registers_the_best(ray_
     from raymlp.tracking import ModelRef, Tracker
 
     storage = resolve_storage()
-    version, record = Tracker(storage.tracking_uri, Path(storage.root)).resolve(ModelRef("wine-sklearn-sweep", version=summary.model_version))
+    version, record = Tracker(storage.tracking_uri, Path(storage.root)).resolve(
+        ModelRef("wine-sklearn-sweep", version=summary.model_version)
+    )
     assert record.run_id == best["mlflow_run_id"]
     # The HTML report: next to the run and on the sweep's MLflow run.
     report = Path(results["report"])
@@ -96,8 +106,14 @@ def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4
     # Distributed trials: each trial trains on 2 Ray Train workers (DDP). Two trials, one after the other:
     # the job's own values (val_accuracy 0.83 at epoch 1, 0.97 at 4) and random search's first point for
     # seed 3 (lr 2.2e-5, one layer of 16: about 0.4 at epoch 1), which ASHA stops at its first rung.
-    overrides = ["tune.num_samples=2", "tune.seed=3", "tune.max_concurrent=1", "train.epochs=4",
-                 "tune.scheduler.grace_period=1", "train.scaling.num_workers=2"]
+    overrides = [
+        "tune.num_samples=2",
+        "tune.seed=3",
+        "tune.max_concurrent=1",
+        "train.epochs=4",
+        "tune.scheduler.grace_period=1",
+        "train.scaling.num_workers=2",
+    ]
 
     summary = run_job_quietly(TORCH_SWEEP, overrides=overrides, only=["tune"], reporter=QUIET)
     from mlflow.tracking import MlflowClient
@@ -117,7 +133,10 @@ def test_asha_stops_poor_trials_between_epochs_and_the_cli_shows_the_table(ray_4
     for row in results["trials"]:
         child = children[row["mlflow_run_id"]]
         if row["state"] == "stopped early":
-            assert child.info.status == "KILLED" and "stopped by the asha scheduler" in child.data.tags["raymlp.trial_outcome"]
+            assert (
+                child.info.status == "KILLED"
+                and "stopped by the asha scheduler" in child.data.tags["raymlp.trial_outcome"]
+            )
             with Catalog(resolve_storage().catalog_url) as catalog:  # its catalog run ended stopped, not failed
                 record = catalog.get_run(child.data.tags["raymlp.run_id"])
             assert record.status == "stopped" and "stopped by the asha scheduler" in record.error
@@ -142,8 +161,10 @@ def _finished_children(home, parent: str) -> list:
     found = client.get_experiment_by_name("wine-sklearn-sweep")
     if found is None:
         return []
-    return client.search_runs([found.experiment_id], filter_string=(
-        f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'FINISHED'"))
+    return client.search_runs(
+        [found.experiment_id],
+        filter_string=(f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'FINISHED'"),
+    )
 
 
 def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again(ray_4_cpus, tmp_path):
@@ -162,13 +183,22 @@ def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again
     # Full trials (a whole train run each) take seconds: time to kill the driver between two of them.
     sets = ["--set", "tune.num_samples=4", "--set", "tune.max_concurrent=1", "--set", "tune.trials=full"]
     assert run_cli("data", "convert", str(SKLEARN_SWEEP), cwd=tmp_path, env=env).returncode == 0
+
     def sweep_actors() -> set[str]:
-        return {actor.actor_id for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-                if actor.class_name in ("ImplicitFunc", "TrainController", "RayTrainWorker")}
+        return {
+            actor.actor_id
+            for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+            if actor.class_name in ("ImplicitFunc", "TrainController", "RayTrainWorker")
+        }
 
     earlier = sweep_actors()  # other tests' (the session's Ray is shared)
-    driver = subprocess.Popen([sys.executable, "-m", "raymlp", "tune", str(SKLEARN_SWEEP), *sets], cwd=tmp_path,
-                              env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raymlp", "tune", str(SKLEARN_SWEEP), *sets],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline, parent, before = time.monotonic() + 600, None, []
     while time.monotonic() < deadline and driver.poll() is None and len(before) < 2:
         started = list((home / "runs").glob("*/sweep_started.json")) if (home / "runs").exists() else []
@@ -204,7 +234,9 @@ def test_a_sweep_whose_driver_died_goes_on_without_running_finished_trials_again
 
     # In a pipe, the sweep says each trial's end as it comes: here the trials it ran after resuming.
     ended = [line for line in resumed.stderr.splitlines() if line.strip().startswith("tune  trial ")]
-    assert len(ended) == 4 - len(before) and all(" finished: val_accuracy " in line for line in ended), resumed.stderr[-2000:]
+    assert len(ended) == 4 - len(before) and all(" finished: val_accuracy " in line for line in ended), resumed.stderr[
+        -2000:
+    ]
 
     nothing_left = run_cli("tune", str(SKLEARN_SWEEP), *sets, "--resume", cwd=tmp_path, env=env)
     assert nothing_left.returncode == 2 and "no unfinished sweep" in nothing_left.stderr
@@ -218,13 +250,15 @@ def test_a_tensorflow_random_sweep_reports_every_epoch_of_every_trial(ray_4_cpus
     monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
     job = REPO / "jobs" / "wine-tensorflow-sweep.yaml"
     run_job_quietly(job, only=["convert"], reporter=QUIET)
-    summary = run_job_quietly(job, overrides=["tune.num_samples=2", "tune.max_concurrent=1", "train.epochs=3"],
-                      only=["tune"], reporter=QUIET)
+    summary = run_job_quietly(
+        job, overrides=["tune.num_samples=2", "tune.max_concurrent=1", "train.epochs=3"], only=["tune"], reporter=QUIET
+    )
 
     results = _sweep_results(summary)
     assert [row["state"] for row in results["trials"]] == ["finished", "finished"]
     assert {"train.optimizer.lr": 0.01, "train.model.dropout": 0.1, "train.batch_size": 16} in [
-        row["params"] for row in results["trials"]]
+        row["params"] for row in results["trials"]
+    ]
     client = MlflowClient(resolve_storage().tracking_uri)
     for row in results["trials"]:
         history = client.get_metric_history(row["mlflow_run_id"], "val_accuracy")
@@ -242,8 +276,14 @@ def test_pbt_hands_a_poor_trial_a_better_ones_checkpoint_with_new_optimizer_sett
     job = REPO / "jobs" / "wine-torch-pbt.yaml"
     run_job_quietly(job, only=["convert"], reporter=QUIET)
     # Synchronous PBT: both trials stop at epoch 2, the worse takes over the better's checkpoint.
-    overrides = ["tune.num_samples=2", "tune.max_concurrent=2", "train.epochs=4", "tune.scheduler.perturbation_interval=2",
-                 "tune.scheduler.synch=true", "tune.scheduler.resample_probability=0"]
+    overrides = [
+        "tune.num_samples=2",
+        "tune.max_concurrent=2",
+        "train.epochs=4",
+        "tune.scheduler.perturbation_interval=2",
+        "tune.scheduler.synch=true",
+        "tune.scheduler.resample_probability=0",
+    ]
 
     summary = run_job_quietly(job, overrides=overrides, only=["tune", "register"], reporter=QUIET)
 
@@ -255,17 +295,28 @@ def test_pbt_hands_a_poor_trial_a_better_ones_checkpoint_with_new_optimizer_sett
     assert set(finished) == {row["trial"] for row in results["trials"]}
     # Every trial was stopped at the perturbation and went on from a checkpoint in a new run.
     stopped = [run for run in runs if run.info.status == "KILLED"]
-    assert len(stopped) == 2 and all(run.data.tags["raymlp.trial_outcome"].startswith("PBT stopped this run") for run in stopped)
-    exploited = [trial for trial, run in finished.items() if trial not in run.data.tags["raymlp.started_from_checkpoint"]]
-    assert len(exploited) == 1, {trial: run.data.tags.get("raymlp.started_from_checkpoint") for trial, run in finished.items()}
+    assert len(stopped) == 2 and all(
+        run.data.tags["raymlp.trial_outcome"].startswith("PBT stopped this run") for run in stopped
+    )
+    exploited = [
+        trial for trial, run in finished.items() if trial not in run.data.tags["raymlp.started_from_checkpoint"]
+    ]
+    assert len(exploited) == 1, {
+        trial: run.data.tags.get("raymlp.started_from_checkpoint") for trial, run in finished.items()
+    }
     [trial] = exploited
     first = next(run for run in stopped if run.data.tags["raymlp.trial_id"] == trial)
     cloned = next(other for other in finished if other != trial)
     # It went on from the other trial's epoch-2 checkpoint, with perturbed optimizer settings, to epoch 4.
     assert cloned in finished[trial].data.tags["raymlp.started_from_checkpoint"]
-    assert float(finished[trial].data.params["train.optimizer.lr"]) != pytest.approx(float(first.data.params["train.optimizer.lr"]))
+    assert float(finished[trial].data.params["train.optimizer.lr"]) != pytest.approx(
+        float(first.data.params["train.optimizer.lr"])
+    )
     lr_of_clone = float(finished[cloned].data.params["train.optimizer.lr"])
-    assert float(finished[trial].data.params["train.optimizer.lr"]) in (pytest.approx(lr_of_clone * 1.2), pytest.approx(lr_of_clone * 0.8))
+    assert float(finished[trial].data.params["train.optimizer.lr"]) in (
+        pytest.approx(lr_of_clone * 1.2),
+        pytest.approx(lr_of_clone * 0.8),
+    )
     history = client.get_metric_history(finished[trial].info.run_id, "val_accuracy")
     assert sorted(point.step for point in history) == [1, 2, 3, 4]
     assert summary.model_version >= 1 and summary.mlflow_run_id == results["best"]["mlflow_run_id"]
@@ -277,8 +328,12 @@ def test_a_time_budget_ends_the_sweep_and_the_best_trial_so_far_is_registered(ra
 
     # Long enough for the trial processes to start and a few trials to finish on a slow machine (on the
     # 2-core VM, 121 trials finished within 40 s).
-    summary = run_job_quietly(SKLEARN_SWEEP, overrides=["tune.num_samples=500", "tune.time_budget_s=15"], only=["tune", "register"],
-                      reporter=QUIET)
+    summary = run_job_quietly(
+        SKLEARN_SWEEP,
+        overrides=["tune.num_samples=500", "tune.time_budget_s=15"],
+        only=["tune", "register"],
+        reporter=QUIET,
+    )
 
     results = _sweep_results(summary)
     finished = [row for row in results["trials"] if row["state"] == "finished"]
@@ -320,17 +375,29 @@ def test_small_trials_share_one_gpu_by_asking_for_a_fraction_of_it(tmp_path):
     script = tmp_path / "sweep.py"
     script.write_text(_SHARED_GPU_SWEEP)
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")}
-    done = subprocess.run([sys.executable, str(script), str(SKLEARN_SWEEP), str(tmp_path / "home")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script), str(SKLEARN_SWEEP), str(tmp_path / "home")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, done.stderr[-3000:]
-    found = json.loads(lines[-1][len("RESULT "):])
+    found = json.loads(lines[-1][len("RESULT ") :])
     results = json.loads((tmp_path / "home" / "runs" / found["run_id"] / "tune_results.json").read_text())
     assert [row["state"] for row in results["trials"]] == ["finished"] * 6
     # Each trial process held half of the one GPU (and half a CPU): two of them, reused for the six
     # trials (light trials keep their process), held it together.
     # (Tune puts each trial in a placement group: Ray names its resources CPU_group_<id>, ...)
-    held = [{re.sub(r"_group_[0-9a-f]+$", "", name): amount for name, amount in trial["resources"].items()
-             if re.fullmatch(r"[A-Z]+_group_[0-9a-f]+", name)} for trial in found["trials"]]
+    held = [
+        {
+            re.sub(r"_group_[0-9a-f]+$", "", name): amount
+            for name, amount in trial["resources"].items()
+            if re.fullmatch(r"[A-Z]+_group_[0-9a-f]+", name)
+        }
+        for trial in found["trials"]
+    ]
     assert held and all(resources == {"CPU": 0.5, "GPU": 0.5} for resources in held), found["trials"]
     assert len({trial["pid"] for trial in found["trials"]}) == 2

@@ -34,7 +34,9 @@ print(json.dumps({{"found": found, "heavy": sorted(set(sys.modules) & set({list(
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["heavy"] == [], f"importing the backends imported {result['heavy']} (imports must stay inside functions)"
+    assert result["heavy"] == [], (
+        f"importing the backends imported {result['heavy']} (imports must stay inside functions)"
+    )
     for name, row in FRAMEWORKS.items():
         found = result["found"][name]
         assert found["module"] == row.backend_module
@@ -75,11 +77,16 @@ ray::_RayTrainWorker__execute.get_next() (pid=4242, ip=10.0.0.1)
 
 
 def test_the_root_cause_is_the_workers_exception_line():
-    error = RuntimeError(WORKER_TRACEBACK.format(
-        last="xgboost.core.XGBoostError: [10:15:01] value -1 for Parameter max_depth should be greater equal to 0"))
+    error = RuntimeError(
+        WORKER_TRACEBACK.format(
+            last="xgboost.core.XGBoostError: [10:15:01] value -1 for Parameter max_depth should be greater equal to 0"
+        )
+    )
     assert root_cause(error) == "XGBoostError: [10:15:01] value -1 for Parameter max_depth should be greater equal to 0"
     failure = training_failure(error)
-    assert isinstance(failure, WorkFailed) and str(failure).startswith("training failed: XGBoostError: [10:15:01] value -1")
+    assert isinstance(failure, WorkFailed) and str(failure).startswith(
+        "training failed: XGBoostError: [10:15:01] value -1"
+    )
     assert root_cause(RuntimeError("no traceback here\n\nlast words  ")) == "last words"
     assert root_cause(RuntimeError("")) == "RuntimeError"
 
@@ -94,12 +101,15 @@ def test_a_workers_own_raymlp_error_comes_back_as_itself(kind):
     assert type(other) is WorkFailed and str(other) == f"training failed: {kind.__name__}: {message}"
 
 
-@pytest.mark.parametrize(("framework", "model", "said"), [
-    ("torch", {"type": "mlp"}, "2 worker(s), up to 10 epochs"),
-    ("tensorflow", {"type": "mlp"}, "2 worker(s), up to 10 epochs"),
-    ("xgboost", {"type": "xgboost"}, "2 worker(s), up to 10 boosting rounds"),
-    ("sklearn", {"type": "sklearn.linear_model.Ridge"}, "one Ray task"),
-])
+@pytest.mark.parametrize(
+    ("framework", "model", "said"),
+    [
+        ("torch", {"type": "mlp"}, "2 worker(s), up to 10 epochs"),
+        ("tensorflow", {"type": "mlp"}, "2 worker(s), up to 10 epochs"),
+        ("xgboost", {"type": "xgboost"}, "2 worker(s), up to 10 boosting rounds"),
+        ("sklearn", {"type": "sklearn.linear_model.Ridge"}, "one Ray task"),
+    ],
+)
 def test_the_stage_says_how_each_framework_runs_from_the_table(framework, model, said):
     from raymlp.config.schema import TrainConfig
     from raymlp.train.stage import _how_it_runs
@@ -122,8 +132,10 @@ def test_a_resume_is_refused_while_the_runs_controller_lives(monkeypatch):
     with pytest.raises(UsageError) as refused:
         resume.refuse_while_training("run-1", "10.0.0.1:6379")
     assert asked == [("run-1", "10.0.0.1:6379")]
-    assert str(refused.value).startswith("--resume: run run-1 is still training: its Ray Train controller is alive on "
-                                         "the cluster (actor 9f3c2a1b7e6d (pid 4242))")
+    assert str(refused.value).startswith(
+        "--resume: run run-1 is still training: its Ray Train controller is alive on "
+        "the cluster (actor 9f3c2a1b7e6d (pid 4242))"
+    )
     assert "then run --resume run-1 again" in str(refused.value)
     alive.clear()
     resume.refuse_while_training("run-1", "10.0.0.1:6379")

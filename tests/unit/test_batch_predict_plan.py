@@ -27,8 +27,12 @@ def test_whole_row_groups_are_packed_up_to_a_calls_rows_and_never_span_files(tmp
     second = _write(tmp_path / "b.parquet", 250, 100, start=1000)
     slices = plan_slices([first, second], rows_per_read=300, reads_wanted=2)
     assert [(s.path, s.groups, s.stop - s.start) for s in slices] == [
-        (first, (0, 1, 2), 300), (first, (3, 4, 5), 300), (first, (6, 7, 8), 300), (first, (9,), 100),
-        (second, (0, 1, 2), 250)]
+        (first, (0, 1, 2), 300),
+        (first, (3, 4, 5), 300),
+        (first, (6, 7, 8), 300),
+        (first, (9,), 100),
+        (second, (0, 1, 2), 250),
+    ]
     assert _rows(slices) == list(range(1250))
     tasks = RowGroupDatasource(slices).get_read_tasks(1)
     assert [task.metadata.num_rows for task in tasks] == [300, 300, 300, 100, 250]

@@ -18,10 +18,12 @@ METHODS = {"sqlite": "executemany", "postgresql": "COPY FROM STDIN", "mysql": "L
 
 def binary_table() -> pa.Table:
     """Bytes a text path would mangle: every byte value, NUL, quotes, backslashes, newlines, empty, null."""
-    return pa.table({
-        "blob": pa.array([bytes(range(256)), b"", None, b'\\N,"\n\r\\', b"\x00" * 70_000], pa.binary()),
-        "text": ["all bytes", "empty", None, "escapes", "over 64 KiB"],
-    })
+    return pa.table(
+        {
+            "blob": pa.array([bytes(range(256)), b"", None, b'\\N,"\n\r\\', b"\x00" * 70_000], pa.binary()),
+            "text": ["all bytes", "empty", None, "escapes", "over 64 KiB"],
+        }
+    )
 
 
 def staging_left(url: str) -> set[str]:
@@ -54,7 +56,9 @@ def test_binary_and_awkward_values_round_trip_by_the_fast_path(database_url):  #
         assert content_digest(back) == content_digest(binary_table())
         awkward = awkward_table().append_column("back\\slash %s", pa.array(["\\N", "a\\b", "\\", None, "N"]))
         write_table(database_url, other, awkward, "fail")
-        assert content_digest(read_sql(database_url, table=other).select(awkward.column_names)) == content_digest(awkward)
+        assert content_digest(read_sql(database_url, table=other).select(awkward.column_names)) == content_digest(
+            awkward
+        )
     finally:
         drop(database_url, name)
         drop(database_url, other)
@@ -85,7 +89,9 @@ def test_a_value_mariadb_cannot_hold_fails_the_load_and_leaves_nothing():
     before = staging_left(MYSQL_URL)
     table = pa.table({"x": [1.0, float("nan"), 2.0]})
     try:
-        with pytest.raises(WorkFailed, match=r"LOAD DATA reported 1 warning\(s\) \(values the table cannot hold exactly\); first: "):
+        with pytest.raises(
+            WorkFailed, match=r"LOAD DATA reported 1 warning\(s\) \(values the table cannot hold exactly\); first: "
+        ):
             write_table(MYSQL_URL, name, table, "fail")
         assert staging_left(MYSQL_URL) == before
         import sqlalchemy as sa

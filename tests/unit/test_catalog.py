@@ -117,8 +117,13 @@ def newest_script_revision() -> str:
 def register(catalog: Catalog, name: str, version: int) -> None:
     """Register a small dataset version."""
     catalog.register_dataset_version(
-        name, version, f"/data/{name}/v{version}", {"files": ["part-0.parquet"]}, 10 * version,
-        f"sha256:{name}{version}", {"uri": f"file:///raw/{name}.csv"},
+        name,
+        version,
+        f"/data/{name}/v{version}",
+        {"files": ["part-0.parquet"]},
+        10 * version,
+        f"sha256:{name}{version}",
+        {"uri": f"file:///raw/{name}.csv"},
     )
 
 
@@ -168,8 +173,14 @@ def test_a_store_at_0001_is_upgraded_on_open_and_keeps_its_datasets(store_url: s
             connection.execute(sa.insert(datasets).values(name="wine", created_at=created))
             connection.execute(
                 sa.insert(versions).values(
-                    name="wine", version=1, path="/data/wine/v1", row_count=178, content_digest="sha256:old",
-                    manifest={"files": 1}, source={"uri": "file:///wine.csv"}, created_at=created,
+                    name="wine",
+                    version=1,
+                    path="/data/wine/v1",
+                    row_count=178,
+                    content_digest="sha256:old",
+                    manifest={"files": 1},
+                    source={"uri": "file:///wine.csv"},
+                    created_at=created,
                 )
             )
         assert "runs" not in sa.inspect(engine).get_table_names()
@@ -191,7 +202,9 @@ def test_the_models_match_the_schema_the_migrations_build(catalog: Catalog, stor
         inspector = sa.inspect(connection)
         assert [check["name"] for check in inspector.get_check_constraints("runs")] == ["ck_runs_status"]
         for table in Base.metadata.sorted_tables:
-            declared = {c.name for c in table.constraints if isinstance(c, sa.UniqueConstraint | sa.ForeignKeyConstraint)}
+            declared = {
+                c.name for c in table.constraints if isinstance(c, sa.UniqueConstraint | sa.ForeignKeyConstraint)
+            }
             found = {c["name"] for c in inspector.get_unique_constraints(table.name)}
             found |= {c["name"] for c in inspector.get_foreign_keys(table.name)}
             assert found == declared, table.name
@@ -297,8 +310,13 @@ def test_concurrent_writers_share_one_store_without_losing_versions(store_url: s
 
 def test_a_collection_never_stores_the_target_password(catalog: Catalog, store_url: str) -> None:
     record = catalog.record_collection(
-        "https://alice:tok3n@files.example.com/wine.csv", "ab" * 32, "postgresql://user:secret@host/db",
-        "wine_raw", "replace", 178, {"alcohol": "DOUBLE", "password": "TEXT"},
+        "https://alice:tok3n@files.example.com/wine.csv",
+        "ab" * 32,
+        "postgresql://user:secret@host/db",
+        "wine_raw",
+        "replace",
+        178,
+        {"alcohol": "DOUBLE", "password": "TEXT"},
     )
     catalog.record_collection("file:///raw/iris.csv", None, "sqlite:///w.db", "iris_raw", "append", 150, {})
     assert record.target_url == "postgresql://user:***@host/db"
@@ -382,8 +400,16 @@ def test_a_store_at_0004_upgrades_to_the_stopped_status_and_keeps_its_runs(store
     started = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
     def run(run_id: str, status: str) -> dict[str, object]:
-        return {"id": run_id, "job_name": "train", "job_path": "jobs/train.yaml", "job_sha256": "sha256:a",
-                "status": status, "config": {}, "stages": ["train"], "started_at": started}
+        return {
+            "id": run_id,
+            "job_name": "train",
+            "job_path": "jobs/train.yaml",
+            "job_sha256": "sha256:a",
+            "status": status,
+            "config": {},
+            "stages": ["train"],
+            "started_at": started,
+        }
 
     with raw_engine(store_url) as engine:
         with engine.begin() as connection:
@@ -413,18 +439,33 @@ def test_model_lineage_answers_which_models_used_a_dataset(catalog: Catalog) -> 
     run = catalog.start_run("train", "jobs/train.yaml", "sha256:a", {}, ["train"])
     catalog.record_model_version("wine-clf", 1, run.id, "mlf1", "wine", 1, "sha256:wine1", None, "sklearn", {})
     second = catalog.record_model_version(
-        "wine-clf", "2", run.id, "mlf2", "wine", 2, "sha256:wine2", "s3://models/wine-clf/2", "xgboost",
+        "wine-clf",
+        "2",
+        run.id,
+        "mlf2",
+        "wine",
+        2,
+        "sha256:wine2",
+        "s3://models/wine-clf/2",
+        "xgboost",
         {"accuracy": 0.97},
     )
     catalog.record_model_version("wine-reg", 1, None, None, "wine", 2, "sha256:wine2", None, "torch", {})
     catalog.record_model_version("iris-clf", 1, None, None, "iris", 1, "sha256:iris1", None, "sklearn", {})
 
-    assert (second.model_version, second.metrics, second.package_uri) == ("2", {"accuracy": 0.97}, "s3://models/wine-clf/2")
+    assert (second.model_version, second.metrics, second.package_uri) == (
+        "2",
+        {"accuracy": 0.97},
+        "s3://models/wine-clf/2",
+    )
     assert [(m.model_name, m.model_version) for m in catalog.models_using_dataset("wine")] == [
-        ("wine-clf", "1"), ("wine-clf", "2"), ("wine-reg", "1"),
+        ("wine-clf", "1"),
+        ("wine-clf", "2"),
+        ("wine-reg", "1"),
     ]
     assert [(m.model_name, m.model_version) for m in catalog.models_using_dataset("wine", 2)] == [
-        ("wine-clf", "2"), ("wine-reg", "1"),
+        ("wine-clf", "2"),
+        ("wine-reg", "1"),
     ]
     assert [m.model_name for m in catalog.list_model_versions()] == ["iris-clf", "wine-clf", "wine-clf", "wine-reg"]
     assert [m.model_version for m in catalog.list_model_versions("wine-clf")] == ["1", "2"]
@@ -462,7 +503,11 @@ def test_modules_are_versioned_by_content_and_never_overwritten(catalog: Catalog
     assert catalog.get_module("transforms").version == 3
     assert catalog.get_module("transforms", 2).source == TRANSFORMS_V2
     assert catalog.get_module("transforms", 1).function_names == ["add_ratio"]
-    assert [(m.name, m.version) for m in catalog.list_modules()] == [("transforms", 1), ("transforms", 2), ("transforms", 3)]
+    assert [(m.name, m.version) for m in catalog.list_modules()] == [
+        ("transforms", 1),
+        ("transforms", 2),
+        ("transforms", 3),
+    ]
     with pytest.raises(CatalogError, match=r"module 'transforms' has no version 7 \(versions: 1, 2, 3\)"):
         catalog.get_module("transforms", 7)
     with pytest.raises(CatalogError, match=r"no module named 'nope' \(modules: transforms\); add it with"):

@@ -36,7 +36,8 @@ def project(tmp_path, monkeypatch):
 
 def write_rows(folder: Path, rows: int) -> None:
     (folder / "data" / "wine.csv").write_text(
-        "alcohol,target\n" + "".join(f"{12 + i / 10},class_{i % 2}\n" for i in range(rows)))
+        "alcohol,target\n" + "".join(f"{12 + i / 10},class_{i % 2}\n" for i in range(rows))
+    )
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -87,13 +88,17 @@ def test_data_rm_refuses_a_version_models_use_unless_forced(project, capsys):
         catalog.record_model_version("wine-clf", 3, None, None, "wine", 2, None, None, "sklearn", {})
     code, _, err = cli(capsys, "data", "rm", "wine@2")
     assert code == 2
-    assert err.strip() == ("error: wine@2 is the training data of model wine-clf:3; remove those first "
-                           "(raymlp models rm), or remove it anyway with --force")
+    assert err.strip() == (
+        "error: wine@2 is the training data of model wine-clf:3; remove those first "
+        "(raymlp models rm), or remove it anyway with --force"
+    )
     assert versions(project) == [("wine", 1), ("wine", 2)]
     code, out, _ = cli(capsys, "data", "rm", "wine@1")
     folder = project / "home" / "datasets" / "wine" / "v1"
     assert code == 0
-    assert out.startswith("removed wine@1: 10 rows, 2 files (") and out.rstrip().endswith(f"from {folder}, and its catalog entry")
+    assert out.startswith("removed wine@1: 10 rows, 2 files (") and out.rstrip().endswith(
+        f"from {folder}, and its catalog entry"
+    )
     assert [path.name for path in folder.iterdir()] == ["REMOVED.json"]
     code, out, _ = cli(capsys, "data", "rm", "wine@2", "--force", "--json")
     assert code == 0 and json.loads(out)["models"] == ["wine-clf:3"]
@@ -117,8 +122,10 @@ def test_models_rm_deletes_a_registry_version_but_not_one_an_alias_holds(project
     tracker.set_alias("wine-clf", "champion", 1)
     code, _, err = cli(capsys, "models", "rm", "wine-clf:1")
     assert code == 2
-    assert err.strip().splitlines()[-1] == ("error: wine-clf:1 is what wine-clf@champion points at; move the alias first "
-                           "(raymlp models promote wine-clf:VERSION --alias champion), or remove it anyway with --force")
+    assert err.strip().splitlines()[-1] == (
+        "error: wine-clf:1 is what wine-clf@champion points at; move the alias first "
+        "(raymlp models promote wine-clf:VERSION --alias champion), or remove it anyway with --force"
+    )
     code, out, _ = cli(capsys, "models", "rm", "wine-clf:2")
     assert code == 0 and out.startswith("removed wine-clf:2 from the registry;")
     assert cli(capsys, "models", "rm", "wine-clf:1", "--force")[0] == 0
@@ -129,6 +136,8 @@ def test_a_csv_with_only_its_header_is_said_so_and_makes_no_version(project, cap
     (project / "data" / "wine.csv").write_text("alcohol,target\n")
     code, _, err = cli(capsys, "data", "convert", "job.yaml")
     assert code == 1
-    assert err.strip() == ("error: dataset 'wine': the source has no rows (a CSV file with only its header, an empty "
-                           "table); no version was made")
+    assert err.strip() == (
+        "error: dataset 'wine': the source has no rows (a CSV file with only its header, an empty "
+        "table); no version was made"
+    )
     assert versions(project) == []

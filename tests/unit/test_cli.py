@@ -29,8 +29,12 @@ train:
 
 def raymlp(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "raymlp", *args], capture_output=True, text=True, timeout=300,
-        env={**os.environ, **(env or {})}, cwd=cwd,
+        [sys.executable, "-m", "raymlp", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -160,8 +164,13 @@ def test_tune_and_serve_take_a_job_file_as_before_and_have_subcommands(capsys, t
     build = CliRunner().invoke(app, ["serve", "build", "-h"], prog_name="raymlp").output
     assert build.startswith("Usage: raymlp serve build [OPTIONS] JOB.yaml") and "-o, --output FILE.yaml" in build
     missing = tmp_path / "nosuch.yaml"
-    for command in (["tune", str(missing)], ["tune", "--resume", str(missing)], ["tune", "results", str(missing)],
-                    ["serve", str(missing)], ["serve", "build", str(missing), "-o", "x.yaml"]):
+    for command in (
+        ["tune", str(missing)],
+        ["tune", "--resume", str(missing)],
+        ["tune", "results", str(missing)],
+        ["serve", str(missing)],
+        ["serve", "build", str(missing), "-o", "x.yaml"],
+    ):
         assert main(command) == 2, command
         assert f"{missing}: no such job file" in capsys.readouterr().err, command
     assert main(["serve"]) == 2
@@ -191,7 +200,15 @@ def test_the_other_form_of_a_reference_is_refused_with_the_right_one(capsys):
         ("data", "modules", "show", "transforms:clip"): "'transforms:clip' is a function ref (MODULE:FUNCTION)",
         ("models", "show", "wine-sklearn@3"): "did you mean wine-sklearn:3? (a model version is NAME:VERSION",
         ("models", "show", "wine-sklearn:champion"): "did you mean wine-sklearn@champion?",
-        ("predict", "--model", "wine-sklearn@1", "--input", "x.csv", "--output", "y.csv"): "did you mean wine-sklearn:1?",
+        (
+            "predict",
+            "--model",
+            "wine-sklearn@1",
+            "--input",
+            "x.csv",
+            "--output",
+            "y.csv",
+        ): "did you mean wine-sklearn:1?",
     }
     for command, message in expected.items():
         assert main(list(command)) == 2, command  # refused before any catalog, registry or Ray is opened
@@ -207,8 +224,11 @@ def test_validate_json_lists_every_problem_with_its_place(tmp_path, capsys):
     captured = capsys.readouterr()
     shown = json.loads(captured.out)
     assert shown["ok"] is False and len(shown["problems"]) == 3
-    assert shown["problems"][0] == {"where": f"{job}:7", "key": "data.split.validation",
-                                    "message": "Input should be less than 1 (got 1.2)"}
+    assert shown["problems"][0] == {
+        "where": f"{job}:7",
+        "key": "data.split.validation",
+        "message": "Input should be less than 1 (got 1.2)",
+    }
     assert "3 problems in the job file" in captured.err
 
 
@@ -229,23 +249,43 @@ def test_tables_honour_columns_and_are_wide_in_a_pipe_without_it(monkeypatch, ca
 def test_models_show_prints_tables_and_lines_not_python_values(capsys):
     from raymlp.cli.model_commands import _print_model
 
-    _print_model({
-        "name": "wine-sklearn", "version": 3, "framework": "sklearn", "task": "classification", "label": "target",
-        "classes": ["class_0", "class_1", "class_2"], "features": [{"name": f"f{i}", "type": "float"} for i in range(3)],
-        "metrics": {"val_accuracy": 0.9722222222222222, "test_f1": 1.0},
-        "lineage": {"dataset": {"name": "wine", "version": 1, "digest": "sha256:" + "ab" * 32},
-                    "job": {"name": "wine-sklearn", "path": "jobs/wine-sklearn.yaml", "sha256": "cd" * 32},
-                    "run_id": "r1", "mlflow_run_id": "m1", "best_epoch": 1,
-                    "trained_at": "2026-12-07T02:11:05.123456+00:00"},
-        "preprocess": [{"type": "standard_scaler", "columns": ["f0", "f1"]}], "modules": [],
-    }, ["champion"])
+    _print_model(
+        {
+            "name": "wine-sklearn",
+            "version": 3,
+            "framework": "sklearn",
+            "task": "classification",
+            "label": "target",
+            "classes": ["class_0", "class_1", "class_2"],
+            "features": [{"name": f"f{i}", "type": "float"} for i in range(3)],
+            "metrics": {"val_accuracy": 0.9722222222222222, "test_f1": 1.0},
+            "lineage": {
+                "dataset": {"name": "wine", "version": 1, "digest": "sha256:" + "ab" * 32},
+                "job": {"name": "wine-sklearn", "path": "jobs/wine-sklearn.yaml", "sha256": "cd" * 32},
+                "run_id": "r1",
+                "mlflow_run_id": "m1",
+                "best_epoch": 1,
+                "trained_at": "2026-12-07T02:11:05.123456+00:00",
+            },
+            "preprocess": [{"type": "standard_scaler", "columns": ["f0", "f1"]}],
+            "modules": [],
+        },
+        ["champion"],
+    )
     shown = capsys.readouterr().out
     for python_value in ("[{", "{'", "['", "0.9722222222", ".123456", "'name'"):
         assert python_value not in shown, python_value
-    for line in ("model wine-sklearn:3 (@champion)", "class_0, class_1, class_2", "3: f0 (float), f1 (float), f2 (float)",
-                 "2026-12-07 02:11:05 UTC", "0.972222", "  1. standard_scaler: columns=f0, f1",
-                 "  dataset wine@1 (sha256:abababababab)", "  -> run r1 (MLflow run m1, best epoch 1)",
-                 "  -> model wine-sklearn:3"):
+    for line in (
+        "model wine-sklearn:3 (@champion)",
+        "class_0, class_1, class_2",
+        "3: f0 (float), f1 (float), f2 (float)",
+        "2026-12-07 02:11:05 UTC",
+        "0.972222",
+        "  1. standard_scaler: columns=f0, f1",
+        "  dataset wine@1 (sha256:abababababab)",
+        "  -> run r1 (MLflow run m1, best epoch 1)",
+        "  -> model wine-sklearn:3",
+    ):
         assert line in shown, line
 
 
@@ -254,4 +294,3 @@ def test_only_data_means_the_data_stages_the_job_has():
 
     assert _expand_only("data,train", ["convert", "train", "register"]) == ["convert", "train"]
     assert _expand_only("data", ["collect", "convert", "train"]) == ["collect", "convert"]
-

@@ -26,18 +26,23 @@ DIRTY = (
     b"id,name,score\n"
     b"1,alpha,10\n"
     b"2,beta,20\n"
-    b"3,gamma\n"                      # line 4: a short line
-    b"4,delta,40,extra\n"             # line 5: an extra field
-    b"5,\xff\xfepsilon,50\n"          # line 6: bytes that are not UTF-8
-    b'6,"zeta"x,60\n'                 # line 7: text after a closing quote
-    b"7,eta,700\n"                    # line 8: out of range (score max 100): convert's quarantine
+    b"3,gamma\n"  # line 4: a short line
+    b"4,delta,40,extra\n"  # line 5: an extra field
+    b"5,\xff\xfepsilon,50\n"  # line 6: bytes that are not UTF-8
+    b'6,"zeta"x,60\n'  # line 7: text after a closing quote
+    b"7,eta,700\n"  # line 8: out of range (score max 100): convert's quarantine
     b"8,theta,80\n"
-    b'9,"iota,90\n'                   # line 10: a quote never closed
+    b'9,"iota,90\n'  # line 10: a quote never closed
     b"10,kappa,100\n"
     b'11,"lambda, quoted",11\n'
 )
-MALFORMED_LINES = {4: "expected 3 fields, found 2", 5: "expected 3 fields, found 4", 6: "not valid UTF-8",
-                   7: "malformed CSV", 10: "a quoted field is never closed"}
+MALFORMED_LINES = {
+    4: "expected 3 fields, found 2",
+    5: "expected 3 fields, found 4",
+    6: "not valid UTF-8",
+    7: "malformed CSV",
+    10: "a quoted field is never closed",
+}
 GOOD_IDS = [1, 2, 8, 10, 11]
 
 
@@ -56,7 +61,8 @@ def _job(folder, source, url: str, table: str, on_error: str):
         f"version: 1\nname: dirty\ndata:\n  source: {{format: csv, path: '{source}'}}\n"
         f"  collect: {{url: '{url}', table: {table}, mode: replace}}\n"
         "  dataset: {name: dirty}\n"
-        f"  schema: {{columns: {{score: {{type: int, min: 0, max: 100}}}}, on_error: {on_error}}}\n")
+        f"  schema: {{columns: {{score: {{type: int, min: 0, max: 100}}}}, on_error: {on_error}}}\n"
+    )
     return load_job(path)
 
 
@@ -90,8 +96,7 @@ def _drop(url: str, *names: str) -> None:
     engine.dispose()
 
 
-def test_a_dirty_csv_collected_keeps_every_good_row_and_every_reject(tmp_path, raymlp_home, monkeypatch,
-                                                                    database_url):  # noqa: F811
+def test_a_dirty_csv_collected_keeps_every_good_row_and_every_reject(tmp_path, raymlp_home, monkeypatch, database_url):  # noqa: F811
     monkeypatch.setenv("RAYMLP_READ_RANGE_BYTES", "40")  # several ranges: line numbers made absolute
     source = tmp_path / "dirty.csv"
     source.write_bytes(DIRTY)
@@ -100,16 +105,18 @@ def test_a_dirty_csv_collected_keeps_every_good_row_and_every_reject(tmp_path, r
     rejects = f"{table}__rejects"
     try:
         with pytest.raises(WorkFailed, match=r"(?s)malformed records in the source.*dirty.csv:4: expected 3 fields"):
-            run_job(_job(tmp_path, source, database_url, table, "fail"), only=["collect"],
-                    reporter=Reporter(quiet=True))
+            run_job(
+                _job(tmp_path, source, database_url, table, "fail"), only=["collect"], reporter=Reporter(quiet=True)
+            )
         assert _tables(database_url, table, rejects) == {}, "a refused collect writes nothing"
 
         reporter = Lines()
         summary = run_job(_job(tmp_path, source, database_url, table, "quarantine"), reporter=reporter)
         assert file_sha256(source) == before, "the source file is byte-identical"
         collect_line = next(line for line in reporter.lines if line.startswith("collect:"))
-        assert "6 rows -> " in collect_line and f"5 malformed records -> {rejects} (11 records read)" in collect_line, \
+        assert "6 rows -> " in collect_line and f"5 malformed records -> {rejects} (11 records read)" in collect_line, (
             collect_line
+        )
         assert (summary.collected_rows, summary.rejected_rows) == (6, 5)
 
         stored = _tables(database_url, table, rejects)
@@ -126,8 +133,13 @@ def test_a_dirty_csv_collected_keeps_every_good_row_and_every_reject(tmp_path, r
         assert (collection.row_count, collection.rows_rejected) == (6, 5)
         manifest = record.manifest
         validation = manifest["validation"]
-        assert (validation["rows_in"], validation["rows_kept"], validation["rows_quarantined"],
-                validation["rows_malformed"], validation["rows_invalid"]) == (11, 5, 6, 5, 1)
+        assert (
+            validation["rows_in"],
+            validation["rows_kept"],
+            validation["rows_quarantined"],
+            validation["rows_malformed"],
+            validation["rows_invalid"],
+        ) == (11, 5, 6, 5, 1)
         assert manifest["source"]["rows"] == 11 and manifest["source"]["rejects_table"] == rejects
         assert sorted(read_version_table(record.path, manifest).column("id").to_pylist()) == GOOD_IDS
         quarantine = pq.read_table(Path(record.path) / "quarantine.parquet").to_pylist()
@@ -151,8 +163,15 @@ def test_the_rejects_table_follows_the_tables_mode_and_fails_with_it(database_ur
 
     from raymlp.data.sql import LoadPiece, read_rejects, write_tables
 
-    bad = pa.table({"_raymlp_source": ["f.csv"], "_raymlp_row": [3], "_raymlp_reason": ["expected 1 fields, found 2"],
-                    "_raymlp_text": ["a\x00b"], "_raymlp_raw": [b"a\x00b\xff"]})
+    bad = pa.table(
+        {
+            "_raymlp_source": ["f.csv"],
+            "_raymlp_row": [3],
+            "_raymlp_reason": ["expected 1 fields, found 2"],
+            "_raymlp_text": ["a\x00b"],
+            "_raymlp_raw": [b"a\x00b\xff"],
+        }
+    )
     table = f"raymlp_rj_{uuid.uuid4().hex[:10]}"
 
     def piece() -> LoadPiece:

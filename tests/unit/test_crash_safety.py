@@ -29,16 +29,26 @@ data:
 
 def write_events(path: Path, rows: int) -> None:
     rng = np.random.default_rng(0)
-    table = pa.table({
-        "id": np.arange(rows), "value": rng.random(rows), "kind": rng.choice(["a", "b", "c"], rows),
-        "count": rng.integers(0, 1000, rows), "score": rng.normal(size=rows),
-    })
+    table = pa.table(
+        {
+            "id": np.arange(rows),
+            "value": rng.random(rows),
+            "kind": rng.choice(["a", "b", "c"], rows),
+            "count": rng.integers(0, 1000, rows),
+            "score": rng.normal(size=rows),
+        }
+    )
     pacsv.write_csv(table, path)
 
 
 def start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "raymlp", *args], cwd=cwd, env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "raymlp", *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def kill_when(process: subprocess.Popen, ready, timeout_s: float = 120.0) -> None:
@@ -78,8 +88,13 @@ def table_names(db: Path) -> list[str]:
 
 def test_killed_collect_leaves_the_old_table_whole(project):
     folder, db, env = project
-    first = subprocess.run([sys.executable, "-m", "raymlp", "data", "collect", "job.yaml"], cwd=folder,
-                           env={**os.environ, **env}, capture_output=True, text=True)
+    first = subprocess.run(
+        [sys.executable, "-m", "raymlp", "data", "collect", "job.yaml"],
+        cwd=folder,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert first.returncode == 0, first.stderr
     before = table_rows(db)
     big_hash = (folder / "big.csv").read_bytes()
@@ -90,16 +105,26 @@ def test_killed_collect_leaves_the_old_table_whole(project):
     assert table_names(db) == ["events"], "no staging table may survive a crash"
     assert (folder / "big.csv").read_bytes() == big_hash
 
-    again = subprocess.run([sys.executable, "-m", "raymlp", "data", "collect", "big.yaml"], cwd=folder,
-                           env={**os.environ, **env}, capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "raymlp", "data", "collect", "big.yaml"],
+        cwd=folder,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0, again.stderr
     assert len(table_rows(db)) == 600_000
 
 
 def test_killed_convert_publishes_no_version(project):
     folder, db, env = project
-    collected = subprocess.run([sys.executable, "-m", "raymlp", "data", "collect", "big.yaml"], cwd=folder,
-                               env={**os.environ, **env}, capture_output=True, text=True)
+    collected = subprocess.run(
+        [sys.executable, "-m", "raymlp", "data", "collect", "big.yaml"],
+        cwd=folder,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert collected.returncode == 0, collected.stderr
     datasets = folder / ".raymlp" / "datasets" / "events"
 
@@ -108,17 +133,33 @@ def test_killed_convert_publishes_no_version(project):
 
     process = start(["data", "convert", "big.yaml"], folder, env)
     kill_when(process, staging_started)
-    listed = subprocess.run([sys.executable, "-m", "raymlp", "data", "list", "--json"], cwd=folder,
-                            env={**os.environ, **env}, capture_output=True, text=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "raymlp", "data", "list", "--json"],
+        cwd=folder,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert listed.returncode == 0 and listed.stdout.strip() == "[]"
     assert not any(entry.name.startswith("v") for entry in datasets.iterdir())
 
-    again = subprocess.run([sys.executable, "-m", "raymlp", "data", "convert", "big.yaml", "--json"], cwd=folder,
-                           env={**os.environ, **env}, capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "raymlp", "data", "convert", "big.yaml", "--json"],
+        cwd=folder,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0, again.stderr
     assert '"rows": 600000' in again.stdout
-    assert not any(entry.name.startswith(".staging-") for entry in datasets.iterdir()), \
+    assert not any(entry.name.startswith(".staging-") for entry in datasets.iterdir()), (
         "the killed writer's staging folder is cleaned up by the next one"
-    verified = subprocess.run([sys.executable, "-m", "raymlp", "data", "verify", "events"], cwd=folder,
-                              env={**os.environ, **env}, capture_output=True, text=True)
+    )
+    verified = subprocess.run(
+        [sys.executable, "-m", "raymlp", "data", "verify", "events"],
+        cwd=folder,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert verified.returncode == 0, verified.stderr

@@ -53,23 +53,27 @@ def test_digest_ignores_row_order_and_batching_but_not_content():
 # --- validation and quarantine --------------------------------------------------------------------
 
 
-SCHEMA = SchemaConfig.model_validate({
-    "on_error": "quarantine",
-    "columns": {
-        "id": {"type": "int", "unique": True, "nullable": False},
-        "size": {"type": "float", "min": 0, "max": 10},
-        "kind": {"type": "string", "allowed": ["a", "b"]},
-    },
-})
+SCHEMA = SchemaConfig.model_validate(
+    {
+        "on_error": "quarantine",
+        "columns": {
+            "id": {"type": "int", "unique": True, "nullable": False},
+            "size": {"type": "float", "min": 0, "max": 10},
+            "kind": {"type": "string", "allowed": ["a", "b"]},
+        },
+    }
+)
 
 
 def messy() -> pa.Table:
-    return pa.table({
-        "id": ["1", "2", "2", "4", "x", None],
-        "size": ["1.5", "-1", "3", "11", "2", "4"],
-        "kind": ["a", "b", "a", "c", "a", "b"],
-        "note": ["keep", "me", "as", "is", "ok", "!"],
-    })
+    return pa.table(
+        {
+            "id": ["1", "2", "2", "4", "x", None],
+            "size": ["1.5", "-1", "3", "11", "2", "4"],
+            "kind": ["a", "b", "a", "c", "a", "b"],
+            "note": ["keep", "me", "as", "is", "ok", "!"],
+        }
+    )
 
 
 def test_quarantine_keeps_bad_rows_aside_with_reasons_and_counts_reconcile():
@@ -136,8 +140,13 @@ def test_published_version_has_manifest_hashes_and_reads_back(tmp_path, catalog)
     assert read_version_table(version.path, manifest).equals(table)
     assert verify_version(version.path, manifest) == []
     statistics = manifest["statistics"]
-    assert statistics["alcohol"] == {"nulls": 0, "distinct": 126, "min": 11.03, "max": 14.83,
-                                     "mean": pytest.approx(13.0006, abs=1e-4)}
+    assert statistics["alcohol"] == {
+        "nulls": 0,
+        "distinct": 126,
+        "min": 11.03,
+        "max": 14.83,
+        "mean": pytest.approx(13.0006, abs=1e-4),
+    }
     assert statistics["target"] == {"nulls": 0, "distinct": 3}
     assert catalog.get_dataset_version("wine").version == 1
     again = publish_version(catalog, str(tmp_path), "wine", table, {"kind": "test"})
@@ -188,15 +197,22 @@ def awkward_table() -> pa.Table:
     """Values that bulk paths get wrong: nulls, empty strings, quotes, newlines, bools, dates."""
     import datetime
 
-    return pa.table({
-        "text": ["plain", "", None, 'comma, "quote"\nnewline', "ünïcode ✓"],
-        "flag": [True, False, None, True, False],
-        "count": pa.array([1, None, -3, 2**40, 0], pa.int64()),
-        "amount": [1.5, None, -0.25, 1e300, 3.0],
-        "day": [datetime.date(2024, 2, 29), None, datetime.date(1970, 1, 1), datetime.date(2000, 12, 31), None],
-        "at": [datetime.datetime(2024, 2, 29, 23, 59, 59, 123456), None, datetime.datetime(1999, 1, 1), None,
-               datetime.datetime(2030, 6, 1, 12)],
-    })
+    return pa.table(
+        {
+            "text": ["plain", "", None, 'comma, "quote"\nnewline', "ünïcode ✓"],
+            "flag": [True, False, None, True, False],
+            "count": pa.array([1, None, -3, 2**40, 0], pa.int64()),
+            "amount": [1.5, None, -0.25, 1e300, 3.0],
+            "day": [datetime.date(2024, 2, 29), None, datetime.date(1970, 1, 1), datetime.date(2000, 12, 31), None],
+            "at": [
+                datetime.datetime(2024, 2, 29, 23, 59, 59, 123456),
+                None,
+                datetime.datetime(1999, 1, 1),
+                None,
+                datetime.datetime(2030, 6, 1, 12),
+            ],
+        }
+    )
 
 
 def test_awkward_values_round_trip_exactly(database_url):
@@ -305,8 +321,10 @@ def test_postgres_table_streams_into_a_version_chunk_by_chunk(tmp_path, monkeypa
     monkeypatch.setenv("RAYMLP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RAYMLP_READ_RANGE_BYTES", "3000")
     job = tmp_path / "job.yaml"
-    job.write_text("version: 1\nname: streamed\ndata:\n  source: {format: csv, path: unused.csv}\n"
-                   f"  collect: {{url: '{POSTGRES_URL}', table: {name}}}\n  dataset: {{name: streamed}}\n")
+    job.write_text(
+        "version: 1\nname: streamed\ndata:\n  source: {format: csv, path: unused.csv}\n"
+        f"  collect: {{url: '{POSTGRES_URL}', table: {name}}}\n  dataset: {{name: streamed}}\n"
+    )
     try:
         write_table(POSTGRES_URL, name, table, "fail")
         summary = run_job(load_job(job), only=["convert"], reporter=Reporter(quiet=True))
@@ -341,8 +359,11 @@ def test_a_copy_stream_left_early_stops_the_copy(tmp_path):
     engine = engine_for(POSTGRES_URL)
     try:
         with engine.begin() as connection:
-            connection.execute(sa.text(f"CREATE TABLE {name} AS SELECT g AS id, md5(g::text) AS note "
-                                       "FROM generate_series(1, 300000) AS g"))
+            connection.execute(
+                sa.text(
+                    f"CREATE TABLE {name} AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 300000) AS g"
+                )
+            )
         started = time.perf_counter()
         with postgres_copy_stream(POSTGRES_URL, table=name, chunk_bytes=4096) as stream:
             first = next(stream.chunks)
@@ -366,7 +387,9 @@ def test_digest_of_pieces_is_the_digest_of_the_whole_with_nulls_of_every_type():
         assert pieces.hexdigest() == content_digest(table)
     nulled = awkward_table().to_pylist()
     nulled[0]["text"] = None  # a null where a value was changes the digest, in every column kind
-    assert content_digest(pa.Table.from_pylist(nulled, schema=awkward_table().schema)) != content_digest(awkward_table())
+    assert content_digest(pa.Table.from_pylist(nulled, schema=awkward_table().schema)) != content_digest(
+        awkward_table()
+    )
 
 
 def test_a_query_is_sent_as_written(database_url):

@@ -33,8 +33,12 @@ train:
 
 
 def job_text(env: str = "", train_env: str = "", framework: str = "torch", model: str = "{type: mlp}") -> str:
-    return JOB.format(env=f"env: {env}\n" if env else "", train_env=f"  env: {train_env}\n" if train_env else "",
-                      framework=framework, model=model)
+    return JOB.format(
+        env=f"env: {env}\n" if env else "",
+        train_env=f"  env: {train_env}\n" if train_env else "",
+        framework=framework,
+        model=model,
+    )
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -53,15 +57,23 @@ def project(tmp_path, monkeypatch):
     from raymlp.ray_internals import job_config_env_var
 
     monkeypatch.delenv(job_config_env_var(), raising=False)
-    write(tmp_path, "envs/torch.yaml", """\
+    write(
+        tmp_path,
+        "envs/torch.yaml",
+        """\
         description: torch training
         pip: [torch==2.13.0]
         env_vars: {OMP_NUM_THREADS: 2}
-        """)
-    write(tmp_path, "envs/tf.yaml", """\
+        """,
+    )
+    write(
+        tmp_path,
+        "envs/tf.yaml",
+        """\
         pip: [tensorflow==2.21.0, keras>=3]
         env_vars: {TF_CPP_MIN_LOG_LEVEL: "2"}
-        """)
+        """,
+    )
     return tmp_path
 
 
@@ -87,22 +99,30 @@ def test_envs_are_listed_by_file_stem_with_their_runtime_env(project):
 
 
 def test_every_runtime_env_key_has_its_ray_form(project):
-    write(project, "envs/opts.yaml", """\
+    write(
+        project,
+        "envs/opts.yaml",
+        """\
         pip: [tabulate==0.9.0]
         install_options: [--index-url, https://mirror.example/simple]
         dependency_check: true
         setup_timeout_s: 1200
-        """)
+        """,
+    )
     write(project, "envs/fast.yml", "uv: [tabulate==0.9.0]\ninstall_options: [--no-cache]\n")
     write(project, "envs/image.yaml", "container: rayproject/ray:2.60.0-py311\nenv_vars: {A: b}\n")
     write(project, "envs/vars.yaml", "env_vars: {ONLY: vars}\nimports: [json, os.path]\n")
     assert load_env("opts").runtime_env() == {
-        "pip": {"packages": ["tabulate==0.9.0"], "pip_check": True,
-                "pip_install_options": ["--index-url", "https://mirror.example/simple"]},
+        "pip": {
+            "packages": ["tabulate==0.9.0"],
+            "pip_check": True,
+            "pip_install_options": ["--index-url", "https://mirror.example/simple"],
+        },
         "config": {"setup_timeout_seconds": 1200},
     }
     assert load_env("fast").runtime_env() == {
-        "uv": {"packages": ["tabulate==0.9.0"], "uv_check": False, "uv_pip_install_options": ["--no-cache"]}}
+        "uv": {"packages": ["tabulate==0.9.0"], "uv_check": False, "uv_pip_install_options": ["--no-cache"]}
+    }
     assert load_env("image").runtime_env() == {"image_uri": "rayproject/ray:2.60.0-py311", "env_vars": {"A": "b"}}
     assert load_env("image").kind == "container"
     assert load_env("vars").runtime_env() == {"env_vars": {"ONLY": "vars"}}
@@ -129,7 +149,10 @@ def test_import_names_come_from_requirement_names():
 
 
 def test_a_bad_file_is_reported_line_by_line(project):
-    write(project, "envs/bad.yaml", """\
+    write(
+        project,
+        "envs/bad.yaml",
+        """\
         description: broken
         pip: [tabulate]
         uv: [tabulate]
@@ -139,7 +162,8 @@ def test_a_bad_file_is_reported_line_by_line(project):
           "not a name": x
         container: image:1
         pipp: 3
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as caught:
         load_env("bad")
     assert problems(caught.value) == [
@@ -239,8 +263,14 @@ def test_unknown_env_name_is_a_config_error_on_its_line(project):
 
 def test_validate_names_the_line_of_an_unknown_env_and_exits_2(project):
     write(project, "job.yaml", job_text(train_env="tensorflw"))
-    result = subprocess.run([sys.executable, "-m", "raymlp", "validate", "job.yaml"], capture_output=True, text=True,
-                            cwd=project, timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "raymlp", "validate", "job.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
         "job.yaml:10: train.env: no environment 'tensorflw' in envs/ (there are: tf, torch)",
@@ -255,7 +285,8 @@ def test_a_job_naming_a_bad_env_file_shows_its_problems(project):
         load_job(path)
     assert problems(caught.value) == [
         f"{path}:3: env: environment 'broken' is not valid: envs/broken.yaml:2: uv: give pip or uv, not both "
-        "(Ray installs a worker environment with one installer)"]
+        "(Ray installs a worker environment with one installer)"
+    ]
 
 
 def test_bad_env_values_in_a_job(project):
@@ -263,8 +294,13 @@ def test_bad_env_values_in_a_job(project):
     with pytest.raises(ConfigError) as caught:
         load_job(path)
     found = problems(caught.value)
-    assert found[0].startswith(f"{path}:3: env: 'not a name' is not an environment name: `default`, or the stem of a file")
-    assert f"{path}:11: train.env.uv: give pip or uv, not both (Ray installs a worker environment with one installer)" in found
+    assert found[0].startswith(
+        f"{path}:3: env: 'not a name' is not an environment name: `default`, or the stem of a file"
+    )
+    assert (
+        f"{path}:11: train.env.uv: give pip or uv, not both (Ray installs a worker environment with one installer)"
+        in found
+    )
     assert f"{path}:11: train.env.pipz: unknown key; did you mean 'pip'? allowed keys: pip, uv, env_vars" in found
 
 
@@ -284,7 +320,8 @@ def test_stage_envs_must_combine_with_the_jobs_the_way_ray_merges_them(project):
         load_job(path)
     assert problems(caught.value) == [
         f"{path}:11: train.env: `default` means the cluster's own environment, which a stage cannot return to: Ray lays a "
-        "stage's environment over the job's `env`. Remove it to run in the job's environment"]
+        "stage's environment over the job's `env`. Remove it to run in the job's environment"
+    ]
     # Same installer, or a job without an environment: fine.
     assert load_job(write(project, "ok.yaml", job_text(env="torch", train_env="tf"))).config.train.env == "tf"
     assert load_job(write(project, "ok2.yaml", job_text(train_env="default"))).config.train.env == "default"
@@ -296,7 +333,9 @@ def test_light_tune_trials_cannot_have_a_train_env(project):
     path = write(project, "job.yaml", text)
     with pytest.raises(ConfigError) as caught:
         load_job(path)
-    assert problems(caught.value)[0].startswith(f"{path}:10: train.env: light tune trials fit inside Ray Tune's trial processes")
+    assert problems(caught.value)[0].startswith(
+        f"{path}:10: train.env: light tune trials fit inside Ray Tune's trial processes"
+    )
     assert load_job(write(project, "full.yaml", text + "  trials: full\n")).config.tune.trials == "full"
 
 
@@ -330,8 +369,10 @@ def _submitted_with(monkeypatch, runtime_env: dict) -> None:
 def test_inside_a_submitted_job_ray_init_gets_only_what_the_submission_lacks(project, monkeypatch):
     loaded = load_job(write(project, "job.yaml", job_text(env="torch")))
     # raymlp submit sent the same environment (and the working dir): nothing more for ray.init.
-    _submitted_with(monkeypatch, {"working_dir": "gcs://_ray_pkg_x.zip", "pip": ["torch==2.13.0"],
-                                  "env_vars": {"OMP_NUM_THREADS": "2"}})
+    _submitted_with(
+        monkeypatch,
+        {"working_dir": "gcs://_ray_pkg_x.zip", "pip": ["torch==2.13.0"], "env_vars": {"OMP_NUM_THREADS": "2"}},
+    )
     assert _runtime_env(loaded) is None
     # Ray's dict form of the same list is the same setting; an env var it lacks is still given.
     _submitted_with(monkeypatch, {"pip": {"packages": ["torch==2.13.0"], "pip_check": False}, "env_vars": {"X": "1"}})
@@ -353,7 +394,9 @@ def test_a_submission_that_disagrees_with_the_job_file_is_a_usage_error(project,
     with pytest.raises(UsageError) as caught:
         _runtime_env(loaded)
     message = str(caught.value)
-    assert message.startswith("the job file's env (torch) and the runtime_env this Ray job was submitted with disagree on pip")
+    assert message.startswith(
+        "the job file's env (torch) and the runtime_env this Ray job was submitted with disagree on pip"
+    )
     assert "torch==2.12.0" in message and "raymlp submit" in message and "env: default" in message
     _submitted_with(monkeypatch, {"image_uri": "rayproject/ray:2.60.0"})
     with pytest.raises(UsageError, match=r"disagree on pip \(the submission has image_uri\)"):
@@ -368,7 +411,8 @@ def test_an_env_var_the_submission_sets_otherwise_keeps_the_submissions_value(pr
     _submitted_with(monkeypatch, {"pip": ["torch==2.13.0"], "env_vars": {"OMP_NUM_THREADS": "8"}})  # submit --env-var
     assert _runtime_env(loaded) is None
     assert capsys.readouterr().err.strip() == (
-        "note: env_vars OMP_NUM_THREADS: the submission's values are used, not the job file's env (torch)'s")
+        "note: env_vars OMP_NUM_THREADS: the submission's values are used, not the job file's env (torch)'s"
+    )
 
 
 def test_the_forwarded_api_server_address_is_reconciled_with_the_job_env(project, monkeypatch, capsys):
@@ -380,19 +424,27 @@ def test_the_forwarded_api_server_address_is_reconciled_with_the_job_env(project
     job_env = {"pip": ["torch==2.13.0"], "env_vars": {"OMP_NUM_THREADS": "2"}}
     # Outside a submitted job: the job's env with the variable added (the job's own value would win).
     assert outside_the_submission(job_env, "the job file's env (torch)", forwarded) == {
-        "pip": ["torch==2.13.0"], "env_vars": {"RAY_API_SERVER_ADDRESS": "http://127.0.0.1:8265", "OMP_NUM_THREADS": "2"}}
+        "pip": ["torch==2.13.0"],
+        "env_vars": {"RAY_API_SERVER_ADDRESS": "http://127.0.0.1:8265", "OMP_NUM_THREADS": "2"},
+    }
     assert outside_the_submission(None, "the job file's env", forwarded) == {"env_vars": forwarded}
     # Inside one whose runtime_env has the same env and another address: nothing more for ray.init.
-    _submitted_with(monkeypatch, {**job_env, "env_vars": {"OMP_NUM_THREADS": "2", "RAY_API_SERVER_ADDRESS": "http://h:1"}})
+    _submitted_with(
+        monkeypatch, {**job_env, "env_vars": {"OMP_NUM_THREADS": "2", "RAY_API_SERVER_ADDRESS": "http://h:1"}}
+    )
     assert outside_the_submission(job_env, "the job file's env (torch)", forwarded) is None
     assert capsys.readouterr().err.strip() == (
-        "note: env_vars RAY_API_SERVER_ADDRESS: the submission's values are used, not RAY_API_SERVER_ADDRESS's")
+        "note: env_vars RAY_API_SERVER_ADDRESS: the submission's values are used, not RAY_API_SERVER_ADDRESS's"
+    )
 
 
 def test_named_runtime_env_for_submissions(project):
     assert envs.named_runtime_env("torch", project) == {"pip": ["torch==2.13.0"], "env_vars": {"OMP_NUM_THREADS": "2"}}
     assert envs.named_runtime_env("default", project) is None
-    assert envs.named_runtime_env({"pip": ["a"], "env_vars": {"B": "c"}}, project) == {"pip": ["a"], "env_vars": {"B": "c"}}
+    assert envs.named_runtime_env({"pip": ["a"], "env_vars": {"B": "c"}}, project) == {
+        "pip": ["a"],
+        "env_vars": {"B": "c"},
+    }
     from raymlp.config.schema import InlineEnv
 
     assert envs.named_runtime_env(InlineEnv(uv=["a"]), project) == {"uv": ["a"]}
@@ -408,12 +460,22 @@ def test_train_workers_get_the_train_env_over_the_backends_variables(project, tm
     from raymlp.train.driver import worker_runtime_env
 
     loaded = load_job(write(project, "job.yaml", job_text(env="torch", train_env="tf")))
-    request = TrainRequest(train=loaded.config.train, task="classification", input_dim=1, output_dim=2, datasets={},
-                           storage_path="/tmp", run_name="r", output_dir=Path("/tmp"))
+    request = TrainRequest(
+        train=loaded.config.train,
+        task="classification",
+        input_dim=1,
+        output_dim=2,
+        datasets={},
+        storage_path="/tmp",
+        run_name="r",
+        output_dir=Path("/tmp"),
+    )
     # Resolved when the job was loaded: found even from a folder without envs/ (a Tune trial's).
     monkeypatch.chdir(tmp_path_factory.mktemp("trial"))
     assert worker_runtime_env(request, {"TF_CPP_MIN_LOG_LEVEL": "3", "OTHER": "1"}) == {
-        "pip": ["tensorflow==2.21.0", "keras>=3"], "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "OTHER": "1"}}
+        "pip": ["tensorflow==2.21.0", "keras>=3"],
+        "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "OTHER": "1"},
+    }
     plain = load_job(write(project, "plain.yaml", job_text())).config.train
     request.train = plain
     assert worker_runtime_env(request) is None
@@ -424,10 +486,27 @@ def test_sklearn_fit_tasks_get_the_train_env(project):
     from raymlp.train.backend import TrainRequest
     from raymlp.train.sklearn_backend import _task_options
 
-    loaded = load_job(write(project, "job.yaml", job_text(
-        train_env="{env_vars: {A: b}}", framework="sklearn", model="{type: sklearn.linear_model.LogisticRegression}")))
-    request = TrainRequest(train=loaded.config.train, task="classification", input_dim=1, output_dim=2, datasets={},
-                           storage_path="/tmp", run_name="r", output_dir=Path("/tmp"))
+    loaded = load_job(
+        write(
+            project,
+            "job.yaml",
+            job_text(
+                train_env="{env_vars: {A: b}}",
+                framework="sklearn",
+                model="{type: sklearn.linear_model.LogisticRegression}",
+            ),
+        )
+    )
+    request = TrainRequest(
+        train=loaded.config.train,
+        task="classification",
+        input_dim=1,
+        output_dim=2,
+        datasets={},
+        storage_path="/tmp",
+        run_name="r",
+        output_dir=Path("/tmp"),
+    )
     assert _task_options(request)["runtime_env"] == {"env_vars": {"A": "b"}}
 
 
@@ -438,7 +517,10 @@ def test_serve_replicas_get_the_serve_env_and_a_serve_file_carries_it_resolved(p
     load_job(write(project, "job.yaml", job_text(env="torch") + "serve: {env: torch}\n"))
     spec = EndpointSpec(model="m", traffic={"1": 100.0}, packages={"1": "/tmp/p"})
     options = deployment_options(ServeConfig(env="torch"), spec)
-    assert options["ray_actor_options"]["runtime_env"] == {"pip": ["torch==2.13.0"], "env_vars": {"OMP_NUM_THREADS": "2"}}
+    assert options["ray_actor_options"]["runtime_env"] == {
+        "pip": ["torch==2.13.0"],
+        "env_vars": {"OMP_NUM_THREADS": "2"},
+    }
     assert "runtime_env" not in deployment_options(ServeConfig(), spec)["ray_actor_options"]
 
     from raymlp.serve.deploy import serve_config_file
@@ -456,10 +538,14 @@ def test_serve_replicas_get_the_serve_env_and_a_serve_file_carries_it_resolved(p
 
 
 def test_the_check_script_runs_anywhere_and_reports_versions(project):
-    write(project, "envs/probe.yaml", """\
+    write(
+        project,
+        "envs/probe.yaml",
+        """\
         pip: [PyYAML, raymlp-no-such-module-xyz]
         env_vars: {RAYMLP_PROBE_SET: "1", RAYMLP_PROBE_UNSET: "1"}
-        """)
+        """,
+    )
     entrypoint = env_check.check_entrypoint(load_env("probe"))
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     environment = {**os.environ, "PATH": path, "RAYMLP_PROBE_SET": "1"}
@@ -495,8 +581,14 @@ def test_pip_errors_are_picked_out_of_a_failed_build():
 def test_env_commands(project):
     def raymlp(*args: str) -> subprocess.CompletedProcess:
         # An address nobody listens on: a command that touched Ray would fail differently.
-        return subprocess.run([sys.executable, "-m", "raymlp", *args], capture_output=True, text=True, cwd=project,
-                              timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+        return subprocess.run(
+            [sys.executable, "-m", "raymlp", *args],
+            capture_output=True,
+            text=True,
+            cwd=project,
+            timeout=120,
+            env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
+        )
 
     listed = raymlp("env", "list", "--json")
     assert listed.returncode == 0, listed.stderr

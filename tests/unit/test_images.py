@@ -73,8 +73,13 @@ def job_file(folder: Path, source: Path, collect: str = "") -> Path:
 
 
 def raymlp(*args: str, home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raymlp", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "RAYMLP_HOME": str(home)})
+    return subprocess.run(
+        [sys.executable, "-m", "raymlp", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAYMLP_HOME": str(home)},
+    )
 
 
 def test_image_folder_converts_to_a_version_with_quarantine_and_verifies(tmp_path):
@@ -104,8 +109,16 @@ def test_image_folder_converts_to_a_version_with_quarantine_and_verifies(tmp_pat
     for name, data in good.items():
         assert rows[name]["image"] == data, "the version holds the file's bytes exactly"
         assert rows[name]["label"] == name.split("/")[0]
-    assert (rows["dog/pug.jpeg"]["width"], rows["dog/pug.jpeg"]["height"], rows["dog/pug.jpeg"]["format"]) == (20, 30, "JPEG")
-    assert (rows["dog/alpha.png"]["width"], rows["dog/alpha.png"]["height"], rows["dog/alpha.png"]["format"]) == (7, 5, "PNG")
+    assert (rows["dog/pug.jpeg"]["width"], rows["dog/pug.jpeg"]["height"], rows["dog/pug.jpeg"]["format"]) == (
+        20,
+        30,
+        "JPEG",
+    )
+    assert (rows["dog/alpha.png"]["width"], rows["dog/alpha.png"]["height"], rows["dog/alpha.png"]["format"]) == (
+        7,
+        5,
+        "PNG",
+    )
 
     aside = pd.read_parquet(Path(record.path) / "quarantine.parquet")
     reasons = dict(zip(aside["_raymlp_source"], aside["_raymlp_reason"]))
@@ -116,7 +129,8 @@ def test_image_folder_converts_to_a_version_with_quarantine_and_verifies(tmp_pat
     validation = record.manifest["validation"]
     assert (validation["rows_in"], validation["rows_kept"], validation["rows_quarantined"]) == (8, 5, 3)
     assert {item["path"] for item in record.manifest["source"]["files"]} == {
-        str((root / name).resolve()) for name in [*good, *BROKEN]}
+        str((root / name).resolve()) for name in [*good, *BROKEN]
+    }
 
     verified = raymlp("data", "verify", "pets", home=home)
     assert verified.returncode == 0, verified.stderr
@@ -138,8 +152,11 @@ def test_images_outside_class_folders_are_refused(tmp_path, raymlp_home):
     (root / "stray.png").write_bytes(encoded("PNG", (2, 2)))
     (root / "dog" / "puppies").mkdir()
     (root / "dog" / "puppies" / "small.png").write_bytes(encoded("PNG", (2, 2)))
-    with pytest.raises(UsageError, match=r"data.source.path: 2 images in '.*' are not directly inside a class folder "
-                                         r"\(first: .*puppies/small.png, .*stray.png\); the images format reads .*/CLASS/IMAGE"):
+    with pytest.raises(
+        UsageError,
+        match=r"data.source.path: 2 images in '.*' are not directly inside a class folder "
+        r"\(first: .*puppies/small.png, .*stray.png\); the images format reads .*/CLASS/IMAGE",
+    ):
         read_source(SourceConfig(format="images", path=str(root)))
     empty = tmp_path / "empty"
     (empty / "cat").mkdir(parents=True)
@@ -171,8 +188,11 @@ def test_images_collect_into_each_database_and_round_trip_exactly(tmp_path, raym
         assert collection.column_types["image"] == {"sqlite": "BLOB", "postgresql": "BYTEA", "mysql": "LONGBLOB"}[kind]
 
         (root / "dog" / "garbage.png").write_bytes(b"not an image")
-        with pytest.raises(WorkFailed, match=r"(?s)1 malformed records in the source; a table cannot hold them aside .*"
-                                             r"garbage.png:1: not a readable image"):
+        with pytest.raises(
+            WorkFailed,
+            match=r"(?s)1 malformed records in the source; a table cannot hold them aside .*"
+            r"garbage.png:1: not a readable image",
+        ):
             run_job(load_job(job_file(tmp_path, root, collect)), reporter=Reporter(quiet=True))
     finally:
         engine = engine_for(database_url)

@@ -61,9 +61,11 @@ def test_valid_job_loads_with_defaults(tmp_path):
 BROKEN = {
     "unknown key with a suggestion": (
         VALID.replace("  epochs: 3", "  epoch: 3"),
-        ["{f}:17: train.epoch: unknown key; did you mean 'epochs'? allowed keys: framework, task, model, epochs, "
-         "batch_size, optimizer, scaling, checkpoint, max_failures, seed, early_stopping, gradient_accumulation_steps, "
-         "mixed_precision, cv_folds, env"],
+        [
+            "{f}:17: train.epoch: unknown key; did you mean 'epochs'? allowed keys: framework, task, model, epochs, "
+            "batch_size, optimizer, scaling, checkpoint, max_failures, seed, early_stopping, gradient_accumulation_steps, "
+            "mixed_precision, cv_folds, env"
+        ],
     ),
     "wrong type": (
         VALID.replace("epochs: 3", "epochs: three"),
@@ -95,8 +97,10 @@ BROKEN = {
     ),
     "unknown preprocess type": (
         VALID.replace("standard_scaler", "standard_scalr"),
-        ["{f}:13: preprocess.0.type: unknown type 'standard_scalr'; allowed: standard_scaler, min_max_scaler, "
-         "max_abs_scaler, robust_scaler, one_hot_encoder, ordinal_encoder, simple_imputer, function, dask"],
+        [
+            "{f}:13: preprocess.0.type: unknown type 'standard_scalr'; allowed: standard_scaler, min_max_scaler, "
+            "max_abs_scaler, robust_scaler, one_hot_encoder, ordinal_encoder, simple_imputer, function, dask"
+        ],
     ),
     "duplicate key": (
         VALID.replace("  epochs: 3", "  epochs: 3\n  epochs: 4"),
@@ -104,13 +108,17 @@ BROKEN = {
     ),
     "register gate on a metric the trainer does not report": (
         VALID.replace("test_accuracy:", "test_acc:"),
-        ["{f}:18: register.require.test_acc: 'test_acc' is not a metric the trainer reports; reported: "
-         + ", ".join(sorted(reported_metrics("auto")))],
+        [
+            "{f}:18: register.require.test_acc: 'test_acc' is not a metric the trainer reports; reported: "
+            + ", ".join(sorted(reported_metrics("auto")))
+        ],
     ),
     "bad comparison in the gate": (
         VALID.replace('">= 0.9"', '"at least 0.9"'),
-        ["{f}:18: register.require: require.test_accuracy: 'at least 0.9' is not a comparison like '>= 0.9' "
-         "(>=, <=, >, <, ==)"],
+        [
+            "{f}:18: register.require: require.test_accuracy: 'at least 0.9' is not a comparison like '>= 0.9' "
+            "(>=, <=, >, <, ==)"
+        ],
     ),
     "newer version": (
         VALID.replace("version: 1", "version: 2"),
@@ -131,13 +139,17 @@ BROKEN = {
     ),
     "train without a validation split": (
         VALID.replace("validation: 0.2", "validation: 0"),
-        ["{f}:11: data.split.validation: training needs a validation split (checkpoints are ranked on it); "
-         "give a fraction > 0"],
+        [
+            "{f}:11: data.split.validation: training needs a validation split (checkpoints are ranked on it); "
+            "give a fraction > 0"
+        ],
     ),
     "dataset name that is a path": (
         VALID.replace("dataset: {name: wine}", "dataset: {name: ../../etc}"),
-        ["{f}:5: data.dataset.name: '../../etc' is not a usable name: use 1-100 letters, digits, '_', '.' or '-', "
-         "starting with a letter or digit (no '/' or spaces)"],
+        [
+            "{f}:5: data.dataset.name: '../../etc' is not a usable name: use 1-100 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit (no '/' or spaces)"
+        ],
     ),
     "top level is not a mapping": ("- version: 1\n", ["{f}:1: the top level must be a mapping of sections, got list"]),
 }
@@ -151,8 +163,10 @@ def test_broken_job_files_are_reported_exactly(tmp_path, case):
 
 
 def test_every_independent_mistake_is_reported_at_once(tmp_path):
-    text = VALID.replace("  epochs: 3", "  epoch: 3").replace("validation: 0.2", "validation: 2").replace(
-        "hidden_layers: [16]", "hidden_layers: [16, 0]"
+    text = (
+        VALID.replace("  epochs: 3", "  epoch: 3")
+        .replace("validation: 0.2", "validation: 2")
+        .replace("hidden_layers: [16]", "hidden_layers: [16, 0]")
     )
     path = write(tmp_path, text)
     assert issues(path) == [
@@ -165,7 +179,9 @@ def test_every_independent_mistake_is_reported_at_once(tmp_path):
 
 
 def test_cross_field_rules_run_on_the_defaulted_job(tmp_path):
-    text = VALID.replace("label: target", "label: cultivar").replace("- {type: standard_scaler}", "- {type: standard_scaler, columns: [alcohol, colour]}")
+    text = VALID.replace("label: target", "label: cultivar").replace(
+        "- {type: standard_scaler}", "- {type: standard_scaler, columns: [alcohol, colour]}"
+    )
     path = write(tmp_path, text)
     assert issues(path) == [
         f"{path}:10: data.label: 'cultivar' is not a column of data.schema (columns: alcohol, target)",
@@ -237,12 +253,15 @@ def test_pbt_needs_epochs_from_checkpoints_its_own_sampling_and_settings_it_may_
         f"{path}:26: tune.space.train.epochs: pbt runs every trial for the same epochs; set train.epochs, do not search it",
     ]
     fixed = text.replace("search: hyperopt", "search: random").replace(
-        "train.epochs: {randint: [2, 10]}", "train.optimizer.lr: {loguniform: [0.001, 0.1]}")
+        "train.epochs: {randint: [2, 10]}", "train.optimizer.lr: {loguniform: [0.001, 0.1]}"
+    )
     assert load_job(write(tmp_path, fixed)).config.tune.scheduler.type == "pbt"
     sklearn = fixed.replace("framework: torch", "framework: sklearn")
     path = write(tmp_path, sklearn)
-    assert f"{path}:23: tune.scheduler.type: pbt continues trials from other trials' checkpoints, which torch and " \
+    assert (
+        f"{path}:23: tune.scheduler.type: pbt continues trials from other trials' checkpoints, which torch and "
         "tensorflow training does; sklearn does not (use asha, median or fifo)" in issues(path)
+    )
 
 
 def test_a_trial_starts_from_the_jobs_own_values_only_when_they_lie_in_the_space(tmp_path):
@@ -266,7 +285,9 @@ def test_a_trial_starts_from_the_jobs_own_values_only_when_they_lie_in_the_space
     # Options that are lists reach Tune as their positions (Tune would read a list as more space).
     assert job_values(job, space) == {"train.optimizer.lr": lr, "train.model.hidden_layers": 1}
     assert decoded(space, {"train.optimizer.lr": lr, "train.model.hidden_layers": 1}) == {
-        "train.optimizer.lr": lr, "train.model.hidden_layers": [16, 8]}
+        "train.optimizer.lr": lr,
+        "train.model.hidden_layers": [16, 8],
+    }
     job["train"]["optimizer"]["lr"] = 0.5  # outside the range: the searcher could not start there
     assert job_values(job, space) is None
     import numpy as np
@@ -281,7 +302,9 @@ def test_a_trial_starts_from_the_jobs_own_values_only_when_they_lie_in_the_space
 
 
 def test_set_overrides_values_and_types(tmp_path):
-    job = load_job(write(tmp_path, VALID), ["train.epochs=7", "train.model.hidden_layers=[8, 4]", "data.split.seed=1"]).config
+    job = load_job(
+        write(tmp_path, VALID), ["train.epochs=7", "train.model.hidden_layers=[8, 4]", "data.split.seed=1"]
+    ).config
     assert job.train.epochs == 7
     assert job.train.model.hidden_layers == [8, 4]
     assert job.data.split.seed == 1
@@ -327,7 +350,9 @@ def test_undefined_env_is_an_error_with_line_and_key(tmp_path, monkeypatch):
 
 def test_secrets_from_env_never_appear_in_the_public_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WAREHOUSE_URL", "postgresql://loader:s3cret@db.internal/warehouse")
-    text = VALID.replace("  dataset: {name: wine}", "  collect: {url: '${WAREHOUSE_URL}', table: wine_raw}\n  dataset: {name: wine}")
+    text = VALID.replace(
+        "  dataset: {name: wine}", "  collect: {url: '${WAREHOUSE_URL}', table: wine_raw}\n  dataset: {name: wine}"
+    )
     loaded = load_job(write(tmp_path, text))
     assert loaded.config.data.collect.url.endswith("s3cret@db.internal/warehouse")
     public = json.dumps(loaded.public_dict())
@@ -336,7 +361,9 @@ def test_secrets_from_env_never_appear_in_the_public_config(tmp_path, monkeypatc
 
 
 def test_dollar_dollar_escapes(tmp_path):
-    job = load_job(write(tmp_path, VALID.replace("name: wine\n", "name: wine\nenv: {env_vars: {PRICE: '$${NOT_A_VAR}'}}\n"))).config
+    job = load_job(
+        write(tmp_path, VALID.replace("name: wine\n", "name: wine\nenv: {env_vars: {PRICE: '$${NOT_A_VAR}'}}\n"))
+    ).config
     assert job.env.env_vars == {"PRICE": "${NOT_A_VAR}"}
 
 

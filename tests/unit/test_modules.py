@@ -74,7 +74,10 @@ def test_add_stores_the_source_with_its_hash_and_lists_its_functions(project):
 
     again = cli(project, "data", "modules", "add", "transforms.py")
     assert again.returncode == 0
-    assert again.stdout.splitlines()[0] == f"transforms: unchanged, identical to version 1 (sha256 {digest}); nothing added"
+    assert (
+        again.stdout.splitlines()[0]
+        == f"transforms: unchanged, identical to version 1 (sha256 {digest}); nothing added"
+    )
 
     (project / "transforms.py").write_text(TRANSFORMS.replace("np.log1p", "np.log"))
     changed = json.loads(cli(project, "data", "modules", "add", "transforms.py", "--json").stdout)
@@ -88,7 +91,10 @@ def test_add_stores_the_source_with_its_hash_and_lists_its_functions(project):
     shown = json.loads(cli(project, "data", "modules", "show", "transforms", "--json").stdout)
     assert [(v["version"], v["sha256"]) for v in shown["versions"]] == [(1, digest), (2, changed["sha256"])]
     assert shown["versions"][0]["functions"][0] == {
-        "name": "areas", "line": 5, "signature": "(df)", "doc": "Petal and sepal areas instead of lengths and widths."
+        "name": "areas",
+        "line": 5,
+        "signature": "(df)",
+        "doc": "Petal and sepal areas instead of lengths and widths.",
     }
     assert shown["versions"][0]["filename"] == str(project / "transforms.py")
     one = json.loads(cli(project, "data", "modules", "show", "transforms@1", "--json", "--source").stdout)
@@ -104,11 +110,15 @@ def test_add_stores_the_source_with_its_hash_and_lists_its_functions(project):
     ("content", "message"),
     [
         ("def f(df):\n    return (df\n", "broken.py:2: the module does not parse: '(' was never closed"),
-        ("import numpy\n\ndef f(df):\n    return df\n\n1 / 0\n",
-         "broken.py:6: importing the module raised ZeroDivisionError: division by zero"),
-        ("from neighbour_file import helper\n\ndef f(df):\n    return df\n",
-         "broken.py:1: importing the module raised ModuleNotFoundError: No module named 'neighbour_file' "
-         "(a module must be self-contained"),
+        (
+            "import numpy\n\ndef f(df):\n    return df\n\n1 / 0\n",
+            "broken.py:6: importing the module raised ZeroDivisionError: division by zero",
+        ),
+        (
+            "from neighbour_file import helper\n\ndef f(df):\n    return df\n",
+            "broken.py:1: importing the module raised ModuleNotFoundError: No module named 'neighbour_file' "
+            "(a module must be self-contained",
+        ),
         ("X = 1\n\ndef _hidden(df):\n    return df\n", "broken.py: defines no public functions"),
         (b"def f(df):\n    return df  # caf\xe9\n", "broken.py:2: the file is not UTF-8 text"),
     ],
@@ -155,10 +165,19 @@ def test_validate_checks_refs_against_the_catalog_with_file_and_line(project):
     assert cli(project, "validate", "job.yaml").returncode == 0
 
     for ref, message in [
-        ("transforms:volume", "module 'transforms' version 1 defines no function 'volume' (functions: areas, log_areas)"),
-        ("transforms:_private", "module 'transforms' version 1 defines no function '_private' (functions: areas, log_areas)"),
+        (
+            "transforms:volume",
+            "module 'transforms' version 1 defines no function 'volume' (functions: areas, log_areas)",
+        ),
+        (
+            "transforms:_private",
+            "module 'transforms' version 1 defines no function '_private' (functions: areas, log_areas)",
+        ),
         ("transforms@4:areas", "module 'transforms' has no version 4 (versions: 1)"),
-        ("other:areas", "'other' is not a registered module (modules: transforms); add it with: raymlp data modules add other.py"),
+        (
+            "other:areas",
+            "'other' is not a registered module (modules: transforms); add it with: raymlp data modules add other.py",
+        ),
     ]:
         job.write_text(JOB.replace("REF", ref))
         result = cli(project, "validate", "job.yaml")
@@ -170,8 +189,9 @@ def test_run_refuses_unknown_refs_before_starting_ray(project):
     job = project / "job.yaml"
     job.write_text(JOB.replace("REF", "transforms:nope") + "train: {framework: torch, model: {type: mlp}}\n")
     assert cli(project, "data", "modules", "add", "transforms.py").returncode == 0
-    result = raymlp("train", "job.yaml", cwd=project,
-                    env={"RAYMLP_HOME": str(project / ".raymlp"), "RAY_ADDRESS": "127.0.0.1:1"})
+    result = raymlp(
+        "train", "job.yaml", cwd=project, env={"RAYMLP_HOME": str(project / ".raymlp"), "RAY_ADDRESS": "127.0.0.1:1"}
+    )
     assert result.returncode == 2
     assert "job.yaml:9: preprocess.1.ref: module 'transforms' version 1 defines no function 'nope'" in result.stderr
 
@@ -222,12 +242,21 @@ def test_validate_of_a_job_with_module_steps_imports_no_ray_or_dask(project):
 def _record(source: str, name: str = "transforms", version: int = 1):
     from raymlp.catalog import ModuleRecord
 
-    return ModuleRecord(id=1, name=name, version=version, sha256=hashlib.sha256(source.encode()).hexdigest(),
-                        source=source, filename="transforms.py", functions=[], created_at=None)
+    return ModuleRecord(
+        id=1,
+        name=name,
+        version=version,
+        sha256=hashlib.sha256(source.encode()).hexdigest(),
+        source=source,
+        filename="transforms.py",
+        functions=[],
+        created_at=None,
+    )
 
 
-IRIS = pd.DataFrame({"sl": [5.0, 3.0, 6.0], "sw": [3.0, 5.0, 2.0], "pl": [4.0, 6.0, 1.0], "pw": [1.5, 1.0, 0.5]},
-                    index=[7, 3, 11])
+IRIS = pd.DataFrame(
+    {"sl": [5.0, 3.0, 6.0], "sw": [3.0, 5.0, 2.0], "pl": [4.0, 6.0, 1.0], "pw": [1.5, 1.0, 0.5]}, index=[7, 3, 11]
+)
 
 
 def test_a_function_step_runs_the_stored_source_and_keeps_row_order():
@@ -245,8 +274,10 @@ def test_a_chain_with_function_steps_pickles_and_runs_in_a_process_without_the_c
 
     from raymlp.data.transform import function_transform
 
-    chain = Chain(function_transform("function", "transforms:areas", _record(TRANSFORMS)),
-                  function_transform("function", "transforms:log_areas", _record(TRANSFORMS)))
+    chain = Chain(
+        function_transform("function", "transforms:areas", _record(TRANSFORMS)),
+        function_transform("function", "transforms:log_areas", _record(TRANSFORMS)),
+    )
     (tmp_path / "chain.pkl").write_bytes(pickle.dumps(chain))
     IRIS.to_pickle(tmp_path / "rows.pkl")
     probe = textwrap.dedent(f"""
@@ -254,9 +285,17 @@ def test_a_chain_with_function_steps_pickles_and_runs_in_a_process_without_the_c
         chain = pickle.loads(open({str(tmp_path / "chain.pkl")!r}, "rb").read())
         chain.transform_batch(pd.read_pickle({str(tmp_path / "rows.pkl")!r})).to_pickle({str(tmp_path / "out.pkl")!r})
     """)
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
-                            env={"RAYMLP_HOME": str(tmp_path / "no-home"), "PATH": "/usr/bin:/bin",
-                                 "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "RAYMLP_HOME": str(tmp_path / "no-home"),
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        },
+    )
     assert result.returncode == 0, result.stderr
     pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / "out.pkl"), chain.transform_batch(IRIS))
     assert not (tmp_path / "no-home").exists()
@@ -277,8 +316,10 @@ def test_a_tampered_source_is_refused():
         ("return df.head(1)", r"transforms@1:f returned 1 rows for a batch of 3; a step must return one row per input"),
         ("return df['sl']", r"transforms@1:f returned Series; it must return a pandas DataFrame"),
         # The user's own exception, and where in the module (the package's modules/transforms@1.py) it was raised.
-        ("raise KeyError('color')",
-         r"preprocess step transforms@1:f failed on a batch of 3 rows: KeyError: 'color' \(transforms@1\.py:2\)$"),
+        (
+            "raise KeyError('color')",
+            r"preprocess step transforms@1:f failed on a batch of 3 rows: KeyError: 'color' \(transforms@1\.py:2\)$",
+        ),
     ],
 )
 def test_a_function_that_breaks_the_contract_is_a_clear_failure(body, message):
@@ -334,8 +375,11 @@ def test_what_a_module_prints_on_import_stays_out_of_json_output(project):
 
 def test_validate_warns_when_the_catalog_cannot_be_consulted(tmp_path):
     job = tmp_path / "job.yaml"
-    job.write_text(JOB.replace("REF", "transforms:areas").replace(
-        "data:\n", "storage: {catalog: 'postgresql://nobody@127.0.0.1:1/none'}\ndata:\n", 1))
+    job.write_text(
+        JOB.replace("REF", "transforms:areas").replace(
+            "data:\n", "storage: {catalog: 'postgresql://nobody@127.0.0.1:1/none'}\ndata:\n", 1
+        )
+    )
     result = raymlp("validate", str(job))
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith(

@@ -23,13 +23,17 @@ def package() -> ModelPackage:
     data = load_iris()
     frame = pd.DataFrame(data.data, columns=NAMES)
     scaler = StandardScaler(columns=NAMES)
-    scaler.stats_ = {**{f"mean({name})": float(frame[name].mean()) for name in NAMES},
-                     **{f"std({name})": float(frame[name].std(ddof=0)) for name in NAMES}}
+    scaler.stats_ = {
+        **{f"mean({name})": float(frame[name].mean()) for name in NAMES},
+        **{f"std({name})": float(frame[name].std(ddof=0)) for name in NAMES},
+    }
     scaler._fitted = True
     classes = ["setosa", "versicolor", "virginica"]
     estimator = LogisticRegression(max_iter=500).fit(scaler.transform_batch(frame.copy()).to_numpy(), data.target)
     description = {
-        "framework": "sklearn", "task": "classification", "classes": classes,
+        "framework": "sklearn",
+        "task": "classification",
+        "classes": classes,
         "features": [{"name": name, "type": "float"} for name in NAMES],
         "model": {"feature_columns": NAMES},
     }
@@ -71,6 +75,8 @@ def test_records_dataframes_and_ints_score_alike(package):
 def test_numbers_given_as_text_are_read_and_missing_features_are_named(package):
     frame = pd.DataFrame(load_iris().data[:3], columns=NAMES)
     as_text = frame.astype(str)
-    assert np.allclose(package.predict(as_text).iloc[:, 1:].to_numpy(float), package.predict(frame).iloc[:, 1:].to_numpy(float))
+    assert np.allclose(
+        package.predict(as_text).iloc[:, 1:].to_numpy(float), package.predict(frame).iloc[:, 1:].to_numpy(float)
+    )
     with pytest.raises(UsageError, match="input lacks feature columns: petal_width"):
         package.predict_table(pa.Table.from_pandas(frame.drop(columns=["petal_width"])))

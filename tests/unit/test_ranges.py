@@ -39,7 +39,7 @@ def test_cuts_inside_quoted_newlines_are_mended(tmp_path, tiny_ranges):
     lines = ["id,note,score"]
     expected_notes = []
     for index in range(200):
-        note = f"line one of {index}\nline two, with a comma\n\"quoted\" third" if index % 3 == 0 else f"plain {index}"
+        note = f'line one of {index}\nline two, with a comma\n"quoted" third' if index % 3 == 0 else f"plain {index}"
         expected_notes.append(note)
         lines.append(f'{index},"{note.replace(chr(34), chr(34) * 2)}",{index / 4}')
     path.write_text("\n".join(lines) + "\n")
@@ -80,8 +80,12 @@ def test_malformed_lines_keep_their_absolute_line_numbers(tmp_path, tiny_ranges)
     quarantine = result.quarantine.to_pylist()
     assert result.rows + len(quarantine) == len(lines) - 1 == result.records
     found = {row[ROW_COLUMN]: row[REASON_COLUMN] for row in quarantine}
-    assert found == {38: "expected 2 fields, found 1", 151: "malformed CSV: a quoted field is never closed",
-                     300: "expected 2 fields, found 3", 421: "not valid UTF-8"}
+    assert found == {
+        38: "expected 2 fields, found 1",
+        151: "malformed CSV: a quoted field is never closed",
+        300: "expected 2 fields, found 3",
+        421: "not valid UTF-8",
+    }
     assert all(row[SOURCE_COLUMN] == str(path) for row in quarantine)
     kept = result.table.column("id").to_pylist()  # id i is on line i + 2
     assert kept == [i for i in range(500) if i + 2 not in found]
@@ -90,8 +94,13 @@ def test_malformed_lines_keep_their_absolute_line_numbers(tmp_path, tiny_ranges)
 def test_the_same_file_read_whole_and_in_ranges_is_the_same(tmp_path, monkeypatch):
     path = tmp_path / "data.csv"
     rng = np.random.default_rng(1)
-    table = pa.table({"id": np.arange(3000), "x": rng.normal(size=3000),
-                      "kind": rng.choice(["a", "b", "with \"quote\"", "multi\nline"], 3000)})
+    table = pa.table(
+        {
+            "id": np.arange(3000),
+            "x": rng.normal(size=3000),
+            "kind": rng.choice(["a", "b", 'with "quote"', "multi\nline"], 3000),
+        }
+    )
     from pyarrow import csv as pacsv
 
     pacsv.write_csv(table, path)
@@ -142,7 +151,9 @@ def test_json_lines_in_ranges_with_bad_lines(tmp_path, tiny_ranges):
     result = read([path], format="json")
     assert result.records == 200 and result.rows == 198
     assert {row[ROW_COLUMN]: row[REASON_COLUMN].split(":")[0] for row in result.quarantine.to_pylist()} == {
-        11: "not valid JSON", 121: "a JSON list, not an object"}
+        11: "not valid JSON",
+        121: "a JSON list, not an object",
+    }
     assert result.table.column("id").to_pylist()[:11] == list(range(10)) + [11]
 
 
@@ -179,7 +190,11 @@ def test_progress_shows_rows_and_bytes_per_second(tmp_path, tiny_ranges):
         read([path], progress=progress)
     lines = piped.getvalue().splitlines()
     assert len(lines) > 10  # one per range here; every few seconds in real use
-    assert lines[-1].strip().startswith("convert  ... 2,000 rows, 0.0 MB (") and "rows/s" in lines[-1] and "MB/s" in lines[-1]
+    assert (
+        lines[-1].strip().startswith("convert  ... 2,000 rows, 0.0 MB (")
+        and "rows/s" in lines[-1]
+        and "MB/s" in lines[-1]
+    )
     terminal = io.StringIO()
     reporter = Reporter(console=Console(file=terminal, force_terminal=True, width=200))
     with reporter.progress("collect", path.stat().st_size) as progress:
@@ -191,25 +206,40 @@ def test_a_stream_of_chunks_reads_like_the_whole(tmp_path):
     from raymlp.data.ranges import read_stream
 
     rng = np.random.default_rng(2)
-    table = pa.table({"id": np.arange(20_000), "ok": rng.random(20_000) > 0.5,
-                      "note": rng.choice(["x", "with, comma", "two\nlines", ""], 20_000)})
-    body = "".join(f'{i},{"t" if ok else "f"},"{note}"\n' for i, ok, note in
-                   zip(table["id"].to_pylist(), table["ok"].to_pylist(), table["note"].to_pylist())).encode()
-    chunks = [body[start:start + 50_000] for start in range(0, len(body), 50_000)]
+    table = pa.table(
+        {
+            "id": np.arange(20_000),
+            "ok": rng.random(20_000) > 0.5,
+            "note": rng.choice(["x", "with, comma", "two\nlines", ""], 20_000),
+        }
+    )
+    body = "".join(
+        f'{i},{"t" if ok else "f"},"{note}"\n'
+        for i, ok, note in zip(table["id"].to_pylist(), table["ok"].to_pylist(), table["note"].to_pylist())
+    ).encode()
+    chunks = [body[start : start + 50_000] for start in range(0, len(body), 50_000)]
     # whole records per chunk, as the database reader cuts them
     whole, carry = [], b""
     for chunk in chunks:
         data = carry + chunk
         cut = data.rfind(b"\n", 0, len(data))
-        while data[:cut + 1].count(b'"') % 2:
+        while data[: cut + 1].count(b'"') % 2:
             cut = data.rfind(b"\n", 0, cut)
-        whole.append(data[:cut + 1])
-        carry = data[cut + 1:]
+        whole.append(data[: cut + 1])
+        carry = data[cut + 1 :]
     whole.append(carry)
     parts = tmp_path / "parts"
     parts.mkdir()
-    result = read_stream(iter(whole), ["id", "ok", "note"], {"id": pa.int64(), "ok": pa.bool_(), "note": pa.string()},
-                         "table t", booleans=(["t"], ["f"]), part_folder=parts, keep_table=True, workers=2)
+    result = read_stream(
+        iter(whole),
+        ["id", "ok", "note"],
+        {"id": pa.int64(), "ok": pa.bool_(), "note": pa.string()},
+        "table t",
+        booleans=(["t"], ["f"]),
+        part_folder=parts,
+        keep_table=True,
+        workers=2,
+    )
     assert result.rows == 20_000 and len(result.parts) > 5
     assert result.content_digest == content_digest(table)
     assert result.table.equals(table)
@@ -224,8 +254,13 @@ def test_statistics_merge_pieces_and_cap_distinct_counts():
         partial_statistics,
     )
 
-    table = pa.table({"id": np.arange(DISTINCT_LIMIT + 5), "kind": [f"k{i % 7}" for i in range(DISTINCT_LIMIT + 5)],
-                      "x": np.where(np.arange(DISTINCT_LIMIT + 5) % 2 == 0, np.nan, 1.0)})
+    table = pa.table(
+        {
+            "id": np.arange(DISTINCT_LIMIT + 5),
+            "kind": [f"k{i % 7}" for i in range(DISTINCT_LIMIT + 5)],
+            "x": np.where(np.arange(DISTINCT_LIMIT + 5) % 2 == 0, np.nan, 1.0),
+        }
+    )
     whole = column_statistics(table)
     merged: dict = {}
     for start in range(0, table.num_rows, 997):

@@ -42,8 +42,13 @@ def test_upload_walk(tmp_path: Path):
     (tmp_path / "skip.log").write_text("b")
     (tmp_path / ".gitignore").write_text("*.log\n")
     seen: list[str] = []
-    ray_internals.upload_walk(tmp_path, ["nothing"], lambda path: seen.append(path.name), include_gitignore=True,
-                              logger=logging.getLogger("test"))
+    ray_internals.upload_walk(
+        tmp_path,
+        ["nothing"],
+        lambda path: seen.append(path.name),
+        include_gitignore=True,
+        logger=logging.getLogger("test"),
+    )
     assert "keep.txt" in seen and "skip.log" not in seen
 
 
@@ -52,7 +57,9 @@ def test_zip_upload(tmp_path: Path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.txt").write_text("a")
     target = tmp_path / "package.zip"
-    ray_internals.zip_upload(str(tmp_path / "src"), [], str(target), include_gitignore=True, logger=logging.getLogger("test"))
+    ray_internals.zip_upload(
+        str(tmp_path / "src"), [], str(target), include_gitignore=True, logger=logging.getLogger("test")
+    )
     assert target.stat().st_size > 0
 
 
@@ -93,8 +100,11 @@ def test_wrap_driver_printer(monkeypatch):
 
 def test_fake_multinode_provider():
     needs("ray.autoscaler._private.fake_multi_node.node_provider", "FakeMultiNodeProvider", "fake_multinode_provider")
-    needs("ray.autoscaler._private.fake_multi_node.node_provider",
-          "FakeMultiNodeProvider._create_node_with_resources_and_labels", "fake_multinode_provider")
+    needs(
+        "ray.autoscaler._private.fake_multi_node.node_provider",
+        "FakeMultiNodeProvider._create_node_with_resources_and_labels",
+        "fake_multinode_provider",
+    )
     assert ray_internals.fake_multinode_provider().__name__ == "FakeMultiNodeProvider"
 
 
@@ -105,8 +115,10 @@ def test_node_params_default():
     import ray._private.parameter as parameter
 
     if "runtime_env_dir_name" not in inspect.signature(original.__init__).parameters:
-        pytest.fail("ray._private.parameter.RayParams(runtime_env_dir_name=) moved: "
-                    "raymlp.ray_internals.node_params_default (raymlp.launch.local_provider) needs updating")
+        pytest.fail(
+            "ray._private.parameter.RayParams(runtime_env_dir_name=) moved: "
+            "raymlp.ray_internals.node_params_default (raymlp.launch.local_provider) needs updating"
+        )
     with ray_internals.node_params_default("runtime_env_dir_name", "runtime_resources_x"):
         assert parameter.RayParams().runtime_env_dir_name == "runtime_resources_x"
     assert parameter.RayParams is original
@@ -137,8 +149,11 @@ def test_train_report_logger_name():
 
 def test_start_ray_data_actors():
     needs("ray.data._internal.stats", "get_or_create_stats_actor", "start_ray_data_actors")
-    needs("ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator",
-          "get_or_create_autoscaling_coordinator", "start_ray_data_actors")
+    needs(
+        "ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator",
+        "get_or_create_autoscaling_coordinator",
+        "start_ray_data_actors",
+    )
 
 
 def test_report_train_checkpoints_to_tune(tmp_path: Path, monkeypatch):
@@ -146,10 +161,14 @@ def test_report_train_checkpoints_to_tune(tmp_path: Path, monkeypatch):
 
     needs("ray.train._internal.session", "get_session", "report_train_checkpoints_to_tune")
     needs("ray.train._internal.session", "_TrainSession.report", "report_train_checkpoints_to_tune")
-    queued = needs("ray.train._internal.session", "_TrainSession._get_result_from_queues", "report_train_checkpoints_to_tune")
+    queued = needs(
+        "ray.train._internal.session", "_TrainSession._get_result_from_queues", "report_train_checkpoints_to_tune"
+    )
     if "self.report(" not in inspect.getsource(queued):  # the results TuneReportCallback queues go through `report`
-        pytest.fail("ray.train._internal.session._TrainSession._get_result_from_queues no longer calls self.report: "
-                    "raymlp.ray_internals.report_train_checkpoints_to_tune needs updating")
+        pytest.fail(
+            "ray.train._internal.session._TrainSession._get_result_from_queues no longer calls self.report: "
+            "raymlp.ray_internals.report_train_checkpoints_to_tune needs updating"
+        )
     key = needs("ray.tune.integration.ray_train", "CHECKPOINT_PATH_KEY", "report_train_checkpoints_to_tune")
     assert key == ray_internals.TRAIN_CHECKPOINT_PATH_KEY
     import ray.train._internal.session as train_session
@@ -169,7 +188,10 @@ def test_report_train_checkpoints_to_tune(tmp_path: Path, monkeypatch):
     session.report({"epoch": 2, "checkpoint_path": str(tmp_path / "gone")})
     session.report({"done": True})
     assert [(metrics.get("epoch"), checkpoint is not None) for metrics, checkpoint in reported] == [
-        (1, True), (2, False), (None, False)]
+        (1, True),
+        (2, False),
+        (None, False),
+    ]
     assert Path(reported[0][1].path) == tmp_path
 
 
@@ -205,5 +227,7 @@ def test_only_ray_internals_touches_rays_private_apis():
                 reached = [_private_ray_name(node.module, [alias.name for alias in node.names])]
             for name in filter(None, reached):
                 found.append(f"{path.relative_to(package.parent)}:{node.lineno}: {name}")
-    assert not found, ("Ray private APIs used outside raymlp/ray_internals.py (give each a named function "
-                       "there, with a test here):\n" + "\n".join(found))
+    assert not found, (
+        "Ray private APIs used outside raymlp/ray_internals.py (give each a named function "
+        "there, with a test here):\n" + "\n".join(found)
+    )

@@ -58,14 +58,17 @@ def test_file_table_dataset_verify(tmp_path, raymlp_home, database_url, file_for
     before = file_sha256(source)
     table_name = f"raymlp_rt_{uuid.uuid4().hex[:10]}"
     try:
-        summary = run_job(load_job(job_file(tmp_path, source, file_format, database_url, table_name)),
-                          reporter=Reporter(quiet=True))
+        summary = run_job(
+            load_job(job_file(tmp_path, source, file_format, database_url, table_name)), reporter=Reporter(quiet=True)
+        )
         assert summary.dataset == "roundtrip@1" and summary.dataset_rows == expected.num_rows
         with Catalog(resolve_storage().catalog_url) as catalog:
             record = catalog.get_dataset_version("roundtrip")
         assert verify_against_source(record.manifest, database_url) == []
         # The version holds exactly the file's rows: same digest as the file read on its own.
-        assert record.content_digest == content_digest(expected.select([column["name"] for column in record.manifest["schema"]]))
+        assert record.content_digest == content_digest(
+            expected.select([column["name"] for column in record.manifest["schema"]])
+        )
         assert file_sha256(source) == before
 
         engine = engine_for(database_url)
@@ -77,7 +80,10 @@ def test_file_table_dataset_verify(tmp_path, raymlp_home, database_url, file_for
         with engine.begin() as connection:
             connection.execute(sa.text(f"DELETE FROM {table_name} WHERE n = 1"))
         problems = verify_against_source(record.manifest, database_url)
-        assert problems[0] == f"the source now has {expected.num_rows - 1} rows; the version was made from {expected.num_rows}"
+        assert (
+            problems[0]
+            == f"the source now has {expected.num_rows - 1} rows; the version was made from {expected.num_rows}"
+        )
         engine.dispose()
     finally:
         engine = engine_for(database_url)
@@ -102,9 +108,13 @@ def test_verify_against_files_with_quarantine_and_a_changed_file(tmp_path, rayml
     assert verify_against_source(record.manifest) == []
     aside = pd.read_parquet(f"{record.path}/quarantine.parquet")
     assert aside[["_raymlp_source", "_raymlp_row", "_raymlp_reason"]].values.tolist() == [
-        [str(csv), 3, "age: below min 0"], [str(csv), 5, "age: not a valid int"]]
+        [str(csv), 3, "age: below min 0"],
+        [str(csv), 5, "age: not a valid int"],
+    ]
     csv.write_text("id,age\n1,30\n2,-4\n3,42\n4,oops\n")
-    assert verify_against_source(record.manifest) == [f"source file {csv} changed since the version was made (sha256 differs)"]
+    assert verify_against_source(record.manifest) == [
+        f"source file {csv} changed since the version was made (sha256 differs)"
+    ]
 
 
 def test_malformed_csv_lines_are_quarantined_with_lines_and_reasons(tmp_path, raymlp_home, monkeypatch):

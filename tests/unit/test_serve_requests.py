@@ -10,8 +10,13 @@ from raymlp.errors import UsageError
 from raymlp.serve.app import RecordParser, RequestProblem, key_digest
 from raymlp.serve.deploy import endpoint_spec, serve_config_file
 
-FEATURES = [{"name": "alcohol", "type": "float"}, {"name": "od280/od315", "type": "int"},
-            {"name": "colour", "type": "string"}, {"name": "harvest", "type": "date"}, {"name": "organic", "type": "bool"}]
+FEATURES = [
+    {"name": "alcohol", "type": "float"},
+    {"name": "od280/od315", "type": "int"},
+    {"name": "colour", "type": "string"},
+    {"name": "harvest", "type": "date"},
+    {"name": "organic", "type": "bool"},
+]
 GOOD = {"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": True}
 
 
@@ -32,29 +37,61 @@ def parser() -> RecordParser:
 
 
 def test_a_record_or_a_list_is_parsed_into_typed_values(parser):
-    records, single = parser.parse(b'{"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true}')
+    records, single = parser.parse(
+        b'{"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true}'
+    )
     assert single and records[0]["alcohol"] == 13.0 and isinstance(records[0]["alcohol"], float)
     assert str(records[0]["harvest"]) == "2024-09-30"
-    records, single = parser.parse(b"[" + b",".join([b'{"alcohol": 1.5, "od280/od315": 0, "colour": "", "harvest": "2024-01-01", "organic": false}'] * 3) + b"]")
+    records, single = parser.parse(
+        b"["
+        + b",".join(
+            [b'{"alcohol": 1.5, "od280/od315": 0, "colour": "", "harvest": "2024-01-01", "organic": false}'] * 3
+        )
+        + b"]"
+    )
     assert not single and len(records) == 3 and list(records[0]) == [f["name"] for f in FEATURES]
 
 
-@pytest.mark.parametrize("body, status, message", [
-    (b"alcohol=13", 400, "the body is not JSON"),
-    (b'{"alcohol": 13,', 400, "the body is not JSON"),
-    (b"7", 422, "send one record (a JSON object) or a list of records"),
-    (b"[]", 422, "the list of records is empty"),
-    (b'{"alcohol": "13", "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true}', 422,
-     "field 'alcohol': Input should be a valid number"),
-    (b'{"alcohol": 13, "od280/od315": 3.5, "colour": "red", "harvest": "2024-09-30", "organic": true}', 422,
-     "field 'od280/od315': Input should be a valid integer"),
-    (b'{"alcohol": 13, "colour": "red", "harvest": "2024-09-30", "organic": true}', 422, "field 'od280/od315': Field required"),
-    (b'[{"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true, "vintage": 1}]', 422,
-     "record 0, field 'vintage': Extra inputs are not permitted"),
-    (b'{"alcohol": NaN, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true}', 422, "field 'alcohol'"),
-    (b'{"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "30/09/2024", "organic": true}', 422, "field 'harvest'"),
-    (b"[" + b",".join([b"{}"] * 4) + b"]", 422, "record 3, field 'alcohol': Field required"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"alcohol=13", 400, "the body is not JSON"),
+        (b'{"alcohol": 13,', 400, "the body is not JSON"),
+        (b"7", 422, "send one record (a JSON object) or a list of records"),
+        (b"[]", 422, "the list of records is empty"),
+        (
+            b'{"alcohol": "13", "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true}',
+            422,
+            "field 'alcohol': Input should be a valid number",
+        ),
+        (
+            b'{"alcohol": 13, "od280/od315": 3.5, "colour": "red", "harvest": "2024-09-30", "organic": true}',
+            422,
+            "field 'od280/od315': Input should be a valid integer",
+        ),
+        (
+            b'{"alcohol": 13, "colour": "red", "harvest": "2024-09-30", "organic": true}',
+            422,
+            "field 'od280/od315': Field required",
+        ),
+        (
+            b'[{"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true, "vintage": 1}]',
+            422,
+            "record 0, field 'vintage': Extra inputs are not permitted",
+        ),
+        (
+            b'{"alcohol": NaN, "od280/od315": 3, "colour": "red", "harvest": "2024-09-30", "organic": true}',
+            422,
+            "field 'alcohol'",
+        ),
+        (
+            b'{"alcohol": 13, "od280/od315": 3, "colour": "red", "harvest": "30/09/2024", "organic": true}',
+            422,
+            "field 'harvest'",
+        ),
+        (b"[" + b",".join([b"{}"] * 4) + b"]", 422, "record 3, field 'alcohol': Field required"),
+    ],
+)
 def test_bad_bodies_are_refused_naming_the_problem(parser, body, status, message):
     with pytest.raises(RequestProblem) as caught:
         parser.parse(body)
@@ -73,10 +110,14 @@ def test_openapi_body_documents_every_feature_with_its_type(parser):
     body, components = parser.openapi_body()
     record = components["Record"]
     assert record["required"] == [f["name"] for f in FEATURES] and record["additionalProperties"] is False
-    assert record["properties"]["od280/od315"]["type"] == "integer" and record["properties"]["harvest"]["format"] == "date"
+    assert (
+        record["properties"]["od280/od315"]["type"] == "integer" and record["properties"]["harvest"]["format"] == "date"
+    )
     assert body["anyOf"][1]["maxItems"] == 3
     # No longer list fits in the byte limit: {"alcohol":0,"od280/od315":0,"colour":"","harvest":"2000-01-01","organic":false}
-    assert RecordParser(FEATURES, max_records=10_000, max_body_bytes=1000).openapi_body()[0]["anyOf"][1]["maxItems"] == 12
+    assert (
+        RecordParser(FEATURES, max_records=10_000, max_body_bytes=1000).openapi_body()[0]["anyOf"][1]["maxItems"] == 12
+    )
 
 
 def test_traffic_shares_are_checked():
@@ -100,15 +141,23 @@ def test_spec_follows_the_alias_or_pins_a_package_and_keeps_only_key_digests(mon
 
 
 def test_serve_build_writes_a_config_serve_accepts(tmp_path):
-    config = ServeConfig(route="/wine", traffic={"champion": 90, "challenger": 10}, api_keys_env="WINE_KEYS",
-                         autoscaling={"min_replicas": 1, "max_replicas": 4}, batching={"max_batch_size": 16})
+    config = ServeConfig(
+        route="/wine",
+        traffic={"champion": 90, "challenger": 10},
+        api_keys_env="WINE_KEYS",
+        autoscaling={"min_replicas": 1, "max_replicas": 4},
+        batching={"max_batch_size": 16},
+    )
     spec = endpoint_spec(config, "wine", alias="champion", storage=_Storage(), keys_from_replica_env=True)
     target = serve_config_file(spec, config, "wine", tmp_path / "out" / "serve.yaml")
     document = yaml.safe_load(target.read_text())
     application = document["applications"][0]
     assert application["import_path"] == "raymlp.serve.app:app_builder" and application["route_prefix"] == "/wine"
     assert application["args"]["spec"]["traffic"] == {"champion": 90.0, "challenger": 10.0}
-    assert application["args"]["spec"]["api_keys_env"] == "WINE_KEYS" and application["args"]["spec"]["api_key_sha256"] == []
+    assert (
+        application["args"]["spec"]["api_keys_env"] == "WINE_KEYS"
+        and application["args"]["spec"]["api_key_sha256"] == []
+    )
     deployment = application["deployments"][0]
     assert deployment["autoscaling_config"]["max_replicas"] == 4 and deployment["max_queued_requests"] == 256
     assert deployment["logging_config"]["enable_access_log"] is False
@@ -117,8 +166,11 @@ def test_serve_build_writes_a_config_serve_accepts(tmp_path):
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and not any("PORT" in key or "FILE" in key for key in env)
     assert [path.name for path in target.parent.iterdir()] == ["serve.yaml"]
     proxy = ServeConfig(ingress="proxy", access_log=True)
-    document = yaml.safe_load(serve_config_file(endpoint_spec(proxy, "wine", version=1, package="/p"), proxy, "wine",
-                                                tmp_path / "proxy.yaml").read_text())
+    document = yaml.safe_load(
+        serve_config_file(
+            endpoint_spec(proxy, "wine", version=1, package="/p"), proxy, "wine", tmp_path / "proxy.yaml"
+        ).read_text()
+    )
     assert "controller_options" not in document
     assert document["applications"][0]["deployments"][0]["logging_config"]["enable_access_log"] is True
 
@@ -128,7 +180,10 @@ def test_numbers_are_bounded_to_what_the_model_takes_and_the_schema_says_so(pars
 
     from raymlp.serve.app import NUMBER_BOUNDS
 
-    for huge, message in ((1.7e308, "Input should be at most 3.40282347e\\+38"), ("1.8e308", "Input should be a finite number")):
+    for huge, message in (
+        (1.7e308, "Input should be at most 3.40282347e\\+38"),
+        ("1.8e308", "Input should be a finite number"),
+    ):
         with pytest.raises(RequestProblem, match=f"field 'alcohol': {message}") as caught:
             parser.parse(json.dumps({**GOOD, "alcohol": 0}).replace('"alcohol": 0', f'"alcohol": {huge}').encode())
         assert caught.value.status == 422
@@ -150,7 +205,9 @@ def test_a_held_port_is_named_with_its_process_and_is_a_usage_error():
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        with pytest.raises(UsageError, match=rf"serve.port: port {port} on 127.0.0.1 is in use by pid {os.getpid()} \(.*python"):
+        with pytest.raises(
+            UsageError, match=rf"serve.port: port {port} on 127.0.0.1 is in use by pid {os.getpid()} \(.*python"
+        ):
             _claim_port("127.0.0.1", port)
     _claim_port("127.0.0.1", port)  # free again: nothing to say
 
@@ -160,10 +217,13 @@ def _orphan(command: list[str], tmp_path) -> int:
     import subprocess
     import sys
 
-    code = ("import subprocess, sys; print(subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, "
-            "stderr=subprocess.DEVNULL, start_new_session=True).pid)")
-    launcher = subprocess.run([sys.executable, "-c", code, *command],
-                              capture_output=True, text=True, check=True, cwd=tmp_path)
+    code = (
+        "import subprocess, sys; print(subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, "
+        "stderr=subprocess.DEVNULL, start_new_session=True).pid)"
+    )
+    launcher = subprocess.run(
+        [sys.executable, "-c", code, *command], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     return int(launcher.stdout)
 
 
@@ -200,8 +260,10 @@ def test_a_stale_haproxy_of_raymlp_holding_the_port_is_stopped_and_said(tmp_path
     folder = tempfile.mkdtemp(prefix="rmlp-", dir=tempfile.gettempdir())
     config = f"{folder}/haproxy.cfg"
     with open(config, "w") as file:
-        file.write(f"defaults\n  mode http\n  timeout client 5s\n  timeout connect 5s\n  timeout server 5s\n"
-                   f"frontend f\n  bind 127.0.0.1:{port}\n  http-request return status 500\n")
+        file.write(
+            f"defaults\n  mode http\n  timeout client 5s\n  timeout connect 5s\n  timeout server 5s\n"
+            f"frontend f\n  bind 127.0.0.1:{port}\n  http-request return status 500\n"
+        )
     pid = _orphan([haproxy, "-db", "-f", config], tmp_path)
     import time
 
@@ -234,8 +296,7 @@ def test_what_serve_starts_as_haproxy_ends_when_its_parent_is_killed(tmp_path, m
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", "/bin/sleep")
     launcher = _haproxy_guard(str(tmp_path))
     code = "import subprocess, sys, time; print(subprocess.Popen([sys.argv[1], '60']).pid, flush=True); time.sleep(60)"
-    parent = subprocess.Popen([sys.executable, "-c", code, launcher],
-                              stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", code, launcher], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
     from pathlib import Path
 

@@ -29,7 +29,9 @@ def test_split_points_cut_equal_widths_inside_the_range_without_duplicates():
     assert split_points(datetime.date(2024, 1, 1), datetime.date(2024, 1, 5), 2) == [datetime.date(2024, 1, 3)]
     start = datetime.datetime(2024, 1, 1)
     assert split_points(start, start + datetime.timedelta(microseconds=3), 3) == [
-        start + datetime.timedelta(microseconds=1), start + datetime.timedelta(microseconds=2)]
+        start + datetime.timedelta(microseconds=1),
+        start + datetime.timedelta(microseconds=2),
+    ]
 
 
 # --- real databases -------------------------------------------------------------------------------
@@ -39,14 +41,23 @@ def keyed_table() -> pa.Table:
     """Keys of every kind, with NULLs, many duplicates on the cut points and text with % and quotes."""
     rows = 600
     cuts = {24, 49, 74}  # split_points(0, 99, 4): rows on the boundaries must land in one shard
-    return pa.table({
-        "id": pa.array([None if i % 17 == 0 else (24 if i % 5 == 0 else i % 100) for i in range(rows)], pa.int64()),
-        "amount": [None if i % 13 == 0 else (0.5 if i % 4 == 0 else (i % 97) / 7 - 3) for i in range(rows)],
-        "day": [None if i % 11 == 0 else datetime.date(2020, 1, 1) + datetime.timedelta(days=(i * 7) % 60) for i in range(rows)],
-        "at": [None if i % 7 == 0 else datetime.datetime(2021, 3, 4) + datetime.timedelta(minutes=i % 90, microseconds=i)
-               for i in range(rows)],
-        "note": [f"row {i}: 50% \"quoted\"" if i in cuts else f"row {i}" for i in range(rows)],
-    })
+    return pa.table(
+        {
+            "id": pa.array([None if i % 17 == 0 else (24 if i % 5 == 0 else i % 100) for i in range(rows)], pa.int64()),
+            "amount": [None if i % 13 == 0 else (0.5 if i % 4 == 0 else (i % 97) / 7 - 3) for i in range(rows)],
+            "day": [
+                None if i % 11 == 0 else datetime.date(2020, 1, 1) + datetime.timedelta(days=(i * 7) % 60)
+                for i in range(rows)
+            ],
+            "at": [
+                None
+                if i % 7 == 0
+                else datetime.datetime(2021, 3, 4) + datetime.timedelta(minutes=i % 90, microseconds=i)
+                for i in range(rows)
+            ],
+            "note": [f'row {i}: 50% "quoted"' if i in cuts else f"row {i}" for i in range(rows)],
+        }
+    )
 
 
 @pytest.fixture
@@ -98,7 +109,9 @@ def test_single_row_empty_and_all_null_tables(database_url):  # noqa: F811
     single, empty, nulls = (f"raymlp_sh_{uuid.uuid4().hex[:10]}" for _ in range(3))
     try:
         write_table(database_url, single, pa.table({"k": pa.array([7], pa.int64()), "v": ["only"]}), "fail")
-        write_table(database_url, empty, pa.table({"k": pa.array([], pa.float64()), "v": pa.array([], pa.string())}), "fail")
+        write_table(
+            database_url, empty, pa.table({"k": pa.array([], pa.float64()), "v": pa.array([], pa.string())}), "fail"
+        )
         write_table(database_url, nulls, pa.table({"k": pa.array([None, None], pa.int64()), "v": ["a", "b"]}), "fail")
         for name, rows in ((single, 1), (empty, 0), (nulls, 2)):
             pieces = list(iter_sql_shards(database_url, table=name, shard_key="k", shards=8))
@@ -114,15 +127,23 @@ def test_single_row_empty_and_all_null_tables(database_url):  # noqa: F811
 
 def test_a_key_that_is_missing_or_not_a_number_or_date_is_refused(keyed):
     url, name, _ = keyed
-    with pytest.raises(UsageError, match=rf"data.collect.shard_key: column 'nope' is not in table '{name}' "
-                                         r"\(its columns: id, amount, day, at, note\)"):
+    with pytest.raises(
+        UsageError,
+        match=rf"data.collect.shard_key: column 'nope' is not in table '{name}' "
+        r"\(its columns: id, amount, day, at, note\)",
+    ):
         read_sql(url, table=name, shard_key="nope", shards=2, where="data.collect")
-    with pytest.raises(UsageError, match=r"data.source.sql.shard_key: column 'note' of table .* is TEXT; "
-                                         "a shard key must be an integer, float, decimal, date or timestamp column"):
+    with pytest.raises(
+        UsageError,
+        match=r"data.source.sql.shard_key: column 'note' of table .* is TEXT; "
+        "a shard key must be an integer, float, decimal, date or timestamp column",
+    ):
         read_sql(url, table=name, shard_key="note", shards=2)
     with pytest.raises(UsageError, match=r"column 'missing' is not in the query's result \(its columns: id, note\)"):
         read_sql(url, query=f"SELECT id, note FROM {name}", shard_key="missing", shards=2)
-    with pytest.raises(UsageError, match=r"column 'note' holds text values \('row 0' \.\. 'row 99'\); a shard key must be"):
+    with pytest.raises(
+        UsageError, match=r"column 'note' holds text values \('row 0' \.\. 'row 99'\); a shard key must be"
+    ):
         read_sql(url, query=f"SELECT id, note FROM {name}", shard_key="note", shards=2)
     with pytest.raises(WorkFailed, match="does not exist"):
         read_sql(url, table=f"{name}_gone", shard_key="id", shards=2)
@@ -171,6 +192,7 @@ def test_a_write_between_plan_and_read_is_caught_or_not_seen(keyed, monkeypatch)
     url, name, table = keyed
     original = sql._plan_shards
     if url.startswith("sqlite"):
+
         def plan_then_try_to_delete(connection, **kwargs):
             plan = original(connection, **kwargs)
             writer = sa.create_engine(url, connect_args={"timeout": 0.2})
@@ -197,7 +219,9 @@ def test_a_write_between_plan_and_read_is_caught_or_not_seen(keyed, monkeypatch)
         assert content_digest(read_sql(url, table=name, shard_key="id", shards=3)) == content_digest(table)
         assert read_sql(url, table=name).num_rows < table.num_rows  # the delete did happen
     else:
-        with pytest.raises(WorkFailed, match=r"changed while it was read in shards: 600 rows when the shards were planned"):
+        with pytest.raises(
+            WorkFailed, match=r"changed while it was read in shards: 600 rows when the shards were planned"
+        ):
             read_sql(url, table=name, shard_key="id", shards=3)
 
 
@@ -253,7 +277,8 @@ def test_shards_without_a_key_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_job(job)
     assert [str(issue) for issue in caught.value.issues] == [
-        f"{job}:4: data.source.sql: shards: 4 needs shard_key: the numeric or date column whose range is split"]
+        f"{job}:4: data.source.sql: shards: 4 needs shard_key: the numeric or date column whose range is split"
+    ]
 
 
 def test_cli_convert_with_a_text_shard_key_exits_2_and_verify_exits_0(tmp_path):
@@ -266,13 +291,17 @@ def test_cli_convert_with_a_text_shard_key_exits_2_and_verify_exits_0(tmp_path):
     env = {**os.environ, "RAYMLP_HOME": str(tmp_path / "home")}
 
     def raymlp(*args):
-        return subprocess.run([sys.executable, "-m", "raymlp", *args], capture_output=True, text=True, env=env, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "raymlp", *args], capture_output=True, text=True, env=env, timeout=300
+        )
 
     assert raymlp("data", "collect", str(job)).returncode == 0
     refused = raymlp("data", "convert", str(job))
     assert refused.returncode == 2, refused.stderr
-    assert ("data.collect.shard_key: column 'note' of table 'events' is TEXT; a shard key must be an integer, "
-            "float, decimal, date or timestamp column") in refused.stderr
+    assert (
+        "data.collect.shard_key: column 'note' of table 'events' is TEXT; a shard key must be an integer, "
+        "float, decimal, date or timestamp column"
+    ) in refused.stderr
     converted = raymlp("data", "convert", str(job), "--set", "data.collect.shard_key=day")
     assert converted.returncode == 0, converted.stderr
     verified = raymlp("data", "verify", "sharded", "--job", str(job))

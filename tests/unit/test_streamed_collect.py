@@ -39,8 +39,10 @@ class Lines(Reporter):
 def _job(folder, name: str, source: str, url: str | None = None, table: str | None = None):
     path = folder / f"{name}.yaml"
     collect = f"  collect: {{url: '{url}', table: {table}, mode: replace}}\n" if url else ""
-    path.write_text(f"version: 1\nname: {name}\ndata:\n  source: {{format: csv, path: '{source}'}}\n{collect}"
-                    f"  dataset: {{name: {name}}}\n")
+    path.write_text(
+        f"version: 1\nname: {name}\ndata:\n  source: {{format: csv, path: '{source}'}}\n{collect}"
+        f"  dataset: {{name: {name}}}\n"
+    )
     return load_job(path)
 
 
@@ -81,9 +83,11 @@ def test_csv_lines_go_to_copy_as_they_are_and_read_back_exactly(tmp_path, postgr
     texts = ['"a, b"', '"say ""hi"""', '""', "", "NA", "null", "ünï ✓", "plain"]
     amounts = ["1e3", "-0.0", "NaN", "inf", "-Infinity", "", "2.5", "1.0000000000000002"]
     for number in range(200):
-        rows.append(f"{number},{texts[number % 8]},{['true', 'False', ''][number % 3]},{amounts[number % 8]},"
-                    f"{['007', '-3', ''][number % 3]},2024-02-{1 + number % 28:02d},"
-                    f"{['2024-02-29 23:59:59.123456', '1999-01-01T00:00:00', ''][number % 3]}")
+        rows.append(
+            f"{number},{texts[number % 8]},{['true', 'False', ''][number % 3]},{amounts[number % 8]},"
+            f"{['007', '-3', ''][number % 3]},2024-02-{1 + number % 28:02d},"
+            f"{['2024-02-29 23:59:59.123456', '1999-01-01T00:00:00', ''][number % 3]}"
+        )
     source = tmp_path / "tricky.csv"
     source.write_text("\n".join(rows) + "\n")
     before = file_sha256(source)
@@ -95,7 +99,7 @@ def test_csv_lines_go_to_copy_as_they_are_and_read_back_exactly(tmp_path, postgr
 
 def test_crlf_lines_are_written_out_again(tmp_path, postgres):
     source = tmp_path / "windows.csv"
-    source.write_bytes(b"id,name\r\n1,a\r\n2,\"b, c\"\r\n3,\r\n")
+    source.write_bytes(b'id,name\r\n1,a\r\n2,"b, c"\r\n3,\r\n')
     lines, via_table, direct = _collect_then_compare(tmp_path, postgres, str(source))
     collect_line = next(line for line in lines if line.startswith("collect:"))
     assert "COPY FROM STDIN" in collect_line and "of the source's CSV lines" not in collect_line
@@ -143,14 +147,20 @@ def test_files_with_different_columns_and_a_late_malformed_line(tmp_path, postgr
     assert [column["name"] for column in via_table["schema"]] == ["id", "name", "extra"]
 
     broken = tmp_path / "broken.csv"
-    broken.write_text("id,name\n" + "".join(f"{n},z{n}\n" for n in range(300)).replace("250,z250\n", "250,z250,extra\n"))
+    broken.write_text(
+        "id,name\n" + "".join(f"{n},z{n}\n" for n in range(300)).replace("250,z250\n", "250,z250,extra\n")
+    )
     table = f"raymlp_sc_{uuid.uuid4().hex[:10]}"
     engine = engine_for(postgres)
-    count = sa.text("SELECT count(*) FROM information_schema.tables "
-                    "WHERE table_name = :name OR table_name LIKE '\\_raymlp\\_stage\\_%'")
+    count = sa.text(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = :name OR table_name LIKE '\\_raymlp\\_stage\\_%'"
+    )
     with engine.connect() as connection:
         before = connection.execute(count, {"name": table}).scalar()
-    with pytest.raises(WorkFailed, match=rf"malformed records in the source.*\n  {broken}:252: expected 2 fields, found 3"):
+    with pytest.raises(
+        WorkFailed, match=rf"malformed records in the source.*\n  {broken}:252: expected 2 fields, found 3"
+    ):
         run_job(_job(tmp_path, "broken", str(broken), postgres, table), only=["collect"], reporter=Reporter(quiet=True))
     with engine.connect() as connection:
         after = connection.execute(count, {"name": table}).scalar()

@@ -15,8 +15,14 @@ NOBODY = "http://127.0.0.1:9"  # nothing listens there: a test that reaches it f
 
 
 def _raymlp(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raymlp", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "RAY_ADDRESS": "", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "raymlp", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": "", **env},
+    )
 
 
 @pytest.fixture
@@ -32,8 +38,14 @@ def test_a_folder_over_rays_limit_fails_before_upload_naming_its_largest_files(p
     (project / "data" / "images.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     (project / "data" / "labels.bin").write_bytes(os.urandom(512 * 1024))
     # Ray's limit is its gRPC message size; set small here rather than writing 512 MiB
-    done = _raymlp("submit", "jobs/quickstart.yaml", "--address", NOBODY, cwd=project,
-                   RAY_max_grpc_message_size=str(2 * 1024 * 1024))
+    done = _raymlp(
+        "submit",
+        "jobs/quickstart.yaml",
+        "--address",
+        NOBODY,
+        cwd=project,
+        RAY_max_grpc_message_size=str(2 * 1024 * 1024),
+    )
     assert done.returncode == 2, done.stderr
     assert "over Ray's upload limit of 2.0 MiB; nothing was uploaded" in done.stderr
     largest = [line.split()[-1] for line in done.stderr.splitlines() if line.startswith("  ")][:2]
@@ -75,8 +87,9 @@ def test_an_unreachable_cluster_is_one_clear_line(project):
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach the Ray dashboard at {NOBODY}")
     # the quickstart keeps its state under ./.raymlp: on a cluster that is inside the uploaded copy
     assert "warning: the job's storage (root, catalog, tracking) resolves inside its working_dir" in done.stderr
-    shared = _raymlp("submit", "jobs/quickstart.yaml", "--address", NOBODY, "--env-var", "RAYMLP_HOME=/mnt/shared",
-                     cwd=project)
+    shared = _raymlp(
+        "submit", "jobs/quickstart.yaml", "--address", NOBODY, "--env-var", "RAYMLP_HOME=/mnt/shared", cwd=project
+    )
     assert shared.returncode == 1 and "warning" not in shared.stderr
     no_address = _raymlp("jobs", "list", cwd=project)
     assert no_address.returncode == 2 and "pass --address http://HEAD:8265" in no_address.stderr
@@ -87,8 +100,14 @@ def test_cluster_up_refuses_what_it_cannot_start(project):
     assert cloud.returncode == 2 and "provider.type: --local needs fake_multinode" in cloud.stderr
     local = _raymlp("cluster", "up", str(REPO / "clusters" / "local-autoscaling.yaml"), cwd=project)
     assert local.returncode == 2 and "raymlp cluster up --local" in local.stderr
-    down = _raymlp("cluster", "down", "--local", str(REPO / "clusters" / "local-autoscaling.yaml"), cwd=project,
-                   RAYMLP_HOME=str(project / ".raymlp"))
+    down = _raymlp(
+        "cluster",
+        "down",
+        "--local",
+        str(REPO / "clusters" / "local-autoscaling.yaml"),
+        cwd=project,
+        RAYMLP_HOME=str(project / ".raymlp"),
+    )
     assert down.returncode == 0 and "no local cluster" in down.stdout
 
 
@@ -127,8 +146,9 @@ def test_include_carries_an_ignored_file_in_the_package_ray_uploads(ignored_data
     # the same files make the same package, so Ray (content-addressed) uploads it once
     assert package.read_bytes() == write_package(planned, tmp_path_factory.mktemp("again")).read_bytes()
 
-    elsewhere = _raymlp("submit", "jobs/quickstart.yaml", "--address", NOBODY, "--include", "/etc/hostname",
-                        cwd=ignored_data)
+    elsewhere = _raymlp(
+        "submit", "jobs/quickstart.yaml", "--address", NOBODY, "--include", "/etc/hostname", cwd=ignored_data
+    )
     assert elsewhere.returncode == 2 and "--include /etc/hostname: not inside the project folder" in elsewhere.stderr
 
 
@@ -146,9 +166,13 @@ def test_other_rules_are_named_and_absolute_paths_only_warn(ignored_data, tmp_pa
     loaded = load_job(job, [f"data.source.path={shared}", "predict.input=inputs/score.csv"])
     assert check_reads(loaded, plan_working_dir(ignored_data), []) == [
         f"warning: data.source.path: {shared} is outside the project folder, so it is not uploaded: it must exist "
-        "at that path on the cluster's nodes (shared storage)"]
-    with pytest.raises(UsageError, match=r"predict.input: inputs/score.csv would be left out of the upload "
-                                         r"by --exclude inputs/, so"):
+        "at that path on the cluster's nodes (shared storage)"
+    ]
+    with pytest.raises(
+        UsageError,
+        match=r"predict.input: inputs/score.csv would be left out of the upload "
+        r"by --exclude inputs/, so",
+    ):
         check_reads(loaded, plan_working_dir(ignored_data, ["inputs/"]), ["inputs/"])
     (ignored_data / "inputs" / ".rayignore").write_text("# scratch\n*.csv\n")
     with pytest.raises(UsageError, match=r"upload by inputs/.rayignore:2: \*.csv, so"):
@@ -165,8 +189,10 @@ def test_a_job_run_in_an_uploaded_copy_says_which_rule_left_its_data_behind(igno
     done = _raymlp("run", "jobs/quickstart.yaml", cwd=copy, RAYMLP_HOME=str(copy / ".raymlp"))
     assert done.returncode == 2, done.stderr
     assert "'data/wine.csv' matches no csv files" in done.stderr
-    assert (f"this job runs in an uploaded copy of the project folder ({copy}), and .gitignore:2: /data/ left "
-            "'data/wine.csv' out of the upload: submit with `raymlp submit --include data/wine.csv`") in done.stderr
+    assert (
+        f"this job runs in an uploaded copy of the project folder ({copy}), and .gitignore:2: /data/ left "
+        "'data/wine.csv' out of the upload: submit with `raymlp submit --include data/wine.csv`"
+    ) in done.stderr
 
 
 # --- the dashboard link says how to get in (issue 18, section 5) ---------------------------------
@@ -177,9 +203,11 @@ def test_the_dashboard_link_says_where_the_token_is_and_never_prints_it():
 
     url = "http://127.0.0.1:8265"
     assert dashboard_line(url, Token("s3cr3t", "~/.ray/auth_token"), True) == (
-        f"{url} (the dashboard asks for a token: `ray get-auth-token` prints it; it is in ~/.ray/auth_token)")
+        f"{url} (the dashboard asks for a token: `ray get-auth-token` prints it; it is in ~/.ray/auth_token)"
+    )
     assert dashboard_line(url, Token("s3cr3t", "RAY_AUTH_TOKEN_PATH (/etc/ray/token)"), True).endswith(
-        "it is in /etc/ray/token)")
+        "it is in /etc/ray/token)"
+    )
     assert dashboard_line(url, Token("s3cr3t", "RAY_AUTH_TOKEN"), True).endswith("it is in $RAY_AUTH_TOKEN)")
     assert "ray get-auth-token" in dashboard_line(url, None, True)
     assert dashboard_line(url, Token("s3cr3t", "RAY_AUTH_TOKEN"), False) == url
@@ -192,7 +220,9 @@ def test_the_embedded_rays_dashboard_link_says_how_to_get_in(monkeypatch):
     embedded = RayRuntime(address=None, embedded=True, startup_seconds=1.0, dashboard_url="http://127.0.0.1:8265")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "s3cr3t")
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what Ray 2.60 sets in the process that starts a local cluster
-    assert embedded.dashboard == ("http://127.0.0.1:8265 (the dashboard asks for a token: `ray get-auth-token` "
-                                  "prints it; it is in $RAY_AUTH_TOKEN)")
+    assert embedded.dashboard == (
+        "http://127.0.0.1:8265 (the dashboard asks for a token: `ray get-auth-token` "
+        "prints it; it is in $RAY_AUTH_TOKEN)"
+    )
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert embedded.dashboard == "http://127.0.0.1:8265"

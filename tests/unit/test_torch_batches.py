@@ -17,9 +17,15 @@ def _blocks(sizes: list[int]) -> list[dict]:
     return blocks
 
 
-@pytest.mark.parametrize("sizes, batch_size, buffer_rows", [
-    ([1000, 7, 0, 300, 2500, 1], 16, 128), ([400], 512, 4096), ([30] * 50, 8, 1024), ([3, 3, 3], 4, 1024),
-])
+@pytest.mark.parametrize(
+    "sizes, batch_size, buffer_rows",
+    [
+        ([1000, 7, 0, 300, 2500, 1], 16, 128),
+        ([400], 512, 4096),
+        ([30] * 50, 8, 1024),
+        ([3, 3, 3], 4, 1024),
+    ],
+)
 def test_every_row_once_in_full_batches_but_the_last(sizes, batch_size, buffer_rows):
     batches = list(shuffled_batches(_blocks(sizes), batch_size, buffer_rows, seed=3))
     rows = torch.cat([batch["y"] for batch in batches])

@@ -48,7 +48,11 @@ def test_rollback_undoes_moves_in_turn_then_says_there_is_nothing_left(store):
     assert _alias(tracker, "undo", "champion") == 1
     history = tracker.alias_history("undo", "champion")
     assert [(move["version"], move["by"], move.get("from")) for move in history] == [
-        (1, "register", None), (2, "promote", None), (3, "register", None), (2, "rollback", 3), (1, "rollback", 2),
+        (1, "register", None),
+        (2, "promote", None),
+        (3, "register", None),
+        (2, "rollback", 3),
+        (1, "rollback", 2),
     ]
     tags = tracker.client.get_registered_model("undo").tags
     assert json.loads(tags[ALIAS_HISTORY_TAG + "champion"]) == history
@@ -83,7 +87,11 @@ def test_moves_made_outside_raymlp_are_recorded_and_rolled_back_over(store):
     assert tracker.rollback_alias("outside", "champion") == (3, 2)
     assert tracker.rollback_alias("outside", "champion") == (2, 1)
     assert [move["by"] for move in tracker.alias_history("outside", "champion")] == [
-        "outside raymlp", "promote", "outside raymlp", "rollback", "rollback",
+        "outside raymlp",
+        "promote",
+        "outside raymlp",
+        "rollback",
+        "rollback",
     ]
     tracker.client.delete_registered_model_alias("outside", "champion")
     with pytest.raises(UsageError, match=r"model outside has no alias 'champion' \(its aliases: none\)"):
@@ -106,7 +114,9 @@ def test_a_missing_version_or_alias_is_named_with_what_exists(store):
     tracker.set_alias("named", "champion", 2)
     with pytest.raises(UsageError, match=r"^model named has no version 7 \(versions: 1, 2\)$"):
         tracker.resolve(ModelRef("named", version=7))
-    with pytest.raises(UsageError, match=r"^model named has no alias 'best' \(aliases: champion -> 2; versions: 1, 2\)$"):
+    with pytest.raises(
+        UsageError, match=r"^model named has no alias 'best' \(aliases: champion -> 2; versions: 1, 2\)$"
+    ):
         tracker.resolve(ModelRef("named", alias="best"))
     with pytest.raises(UsageError, match=r"^model nameless is not in the registry at .*\(registered models: .*named"):
         tracker.resolve(ModelRef("nameless", version=1))
@@ -128,20 +138,31 @@ def test_the_dataset_version_is_an_input_of_the_run(store, tmp_path):
     folder, uri = store
     tracker = Tracker(uri, folder)
     run_id = tracker.start_run("inputs", "inputs-run", tags={})
-    schema = [{"name": "x", "type": "double", "nullable": True}, {"name": "n", "type": "int64", "nullable": False},
-              {"name": "label", "type": "large_string", "nullable": True},
-              {"name": "when", "type": "timestamp[us]", "nullable": True},
-              {"name": "v", "type": "list<item: double>", "nullable": True}]
-    tracker.log_dataset_input(run_id, "wine", 3, DIGEST, str(tmp_path / "datasets" / "wine" / "v3"), schema=schema, rows=178)
+    schema = [
+        {"name": "x", "type": "double", "nullable": True},
+        {"name": "n", "type": "int64", "nullable": False},
+        {"name": "label", "type": "large_string", "nullable": True},
+        {"name": "when", "type": "timestamp[us]", "nullable": True},
+        {"name": "v", "type": "list<item: double>", "nullable": True},
+    ]
+    tracker.log_dataset_input(
+        run_id, "wine", 3, DIGEST, str(tmp_path / "datasets" / "wine" / "v3"), schema=schema, rows=178
+    )
     [logged] = tracker.client.get_run(run_id).inputs.dataset_inputs
     dataset = logged.dataset
     assert (dataset.name, dataset.digest) == ("wine@3", "0123456789abcdef0123456789abcdef0123")
     assert dataset.digest == mlflow_dataset_digest(DIGEST) and DIGEST.startswith("sha256:" + dataset.digest)
-    assert (dataset.source_type, json.loads(dataset.source)) == ("local", {"uri": str(tmp_path / "datasets" / "wine" / "v3")})
+    assert (dataset.source_type, json.loads(dataset.source)) == (
+        "local",
+        {"uri": str(tmp_path / "datasets" / "wine" / "v3")},
+    )
     assert json.loads(dataset.profile) == {"content_digest": DIGEST, "num_rows": 178}
     columns = json.loads(dataset.schema)["mlflow_colspec"]
     assert [(column["name"], column["type"], column["required"]) for column in columns] == [
-        ("x", "double", False), ("n", "long", True), ("label", "string", False), ("when", "datetime", False),
+        ("x", "double", False),
+        ("n", "long", True),
+        ("label", "string", False),
+        ("when", "datetime", False),
         ("v", "any", False),
     ]
     assert [(tag.key, tag.value) for tag in logged.tags] == [("mlflow.data.context", "training")]

@@ -18,7 +18,7 @@ LIBRARY_LINES = [
     "2026-12-07 02:58:56,941\tINFO streaming_executor.py:371 -- ✔️  Dataset dataset_035_0 execution finished in 0.00 seconds",
     "2026/12/07 02:59:09 WARNING mlflow.pyfunc: Passing a Python object as `python_model` causes it to be serialized",
     "Downloading artifacts:   0%|          | 0/3 [00:00<?, ?it/s]Downloading artifacts: 100%|██████████| 3/3 [00:00<00:00]",
-    "INFO 2026-12-07 03:04:28,907 serve 18128 -- Started Serve in namespace \"serve\".",
+    'INFO 2026-12-07 03:04:28,907 serve 18128 -- Started Serve in namespace "serve".',
     "(raylet) Task ServeController.graceful_shutdown failed. There are infinite retries remaining, so the task will be retried.",
     "(RayTrainWorker pid=4242) Setting up process group for: env:// [rank=0, world_size=2]",
     "/site-packages/sklearn/base.py:1: UserWarning: X does not have valid feature names",
@@ -67,9 +67,14 @@ def test_mlflow_creating_its_store_is_silent_unless_verbose(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("RAYMLP_", "MLFLOW_"))}
 
     def models_list(home: str, *flags: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "raymlp", "models", "list", *flags], cwd=tmp_path,
-                              env={**env, "RAYMLP_HOME": str(tmp_path / home)}, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "raymlp", "models", "list", *flags],
+            cwd=tmp_path,
+            env={**env, "RAYMLP_HOME": str(tmp_path / home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     quiet = models_list("quiet")
     assert quiet.returncode == 0, quiet.stderr

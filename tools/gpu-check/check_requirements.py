@@ -14,8 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 #: Left out on purpose: optional at runtime for what the GPU check exercises.
-LEFT_OUT = {"py-spy", "virtualenv", "flask", "flask-cors", "graphene", "gunicorn", "huey", "docker",
-            "skops"}
+LEFT_OUT = {"py-spy", "virtualenv", "flask", "flask-cors", "graphene", "gunicorn", "huey", "docker", "skops"}
 
 
 def main(site: str) -> int:

@@ -16,7 +16,9 @@ ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
 def _number_as_text(value: Any) -> Any:
     """`OMP_NUM_THREADS: 4` means the text "4"; true/false are refused (quote them: "1", "true")."""
     if isinstance(value, bool):
-        raise ValueError(f"{str(value).lower()} is a YAML boolean; an environment variable holds text: quote it: \"{str(value).lower()}\"")
+        raise ValueError(
+            f'{str(value).lower()} is a YAML boolean; an environment variable holds text: quote it: "{str(value).lower()}"'
+        )
     if isinstance(value, int | float):
         return str(value)
     return value
@@ -24,7 +26,9 @@ def _number_as_text(value: Any) -> Any:
 
 def _check_env_var_name(value: str) -> str:
     if not re.match(ENV_VAR_PATTERN, value):
-        raise ValueError(f"'{value}' is not an environment variable name (letters, digits and '_', not starting with a digit)")
+        raise ValueError(
+            f"'{value}' is not an environment variable name (letters, digits and '_', not starting with a digit)"
+        )
     return value
 
 
@@ -34,8 +38,10 @@ EnvVars = dict[
 ]
 Requirement = Annotated[str, Field(min_length=1)]
 
-_PIP_HELP = ("pip requirements (requirements.txt lines: `tabulate==0.9.0`, `torch>=2.3`, a URL) installed into a "
-             "virtualenv that Ray builds on every node from the nodes' own Python (which keeps its packages).")
+_PIP_HELP = (
+    "pip requirements (requirements.txt lines: `tabulate==0.9.0`, `torch>=2.3`, a URL) installed into a "
+    "virtualenv that Ray builds on every node from the nodes' own Python (which keeps its packages)."
+)
 _UV_HELP = "Like pip, installed with uv (faster resolution); give pip or uv, not both."
 _ENV_VARS_HELP = "Environment variables of the workers, NAME: text (numbers are taken as text; quote booleans)."
 
@@ -64,7 +70,9 @@ class InlineEnv(_PipOrUv):
 class EnvFileConfig(_PipOrUv):
     """One file of envs/: a named runtime environment (its name is the file's stem)."""
 
-    description: str | None = Field(default=None, description="What the environment is for; shown by `raymlp env list`.")
+    description: str | None = Field(
+        default=None, description="What the environment is for; shown by `raymlp env list`."
+    )
     pip: list[Requirement] | None = Field(default=None, description=_PIP_HELP)
     uv: list[Requirement] | None = Field(default=None, description=_UV_HELP)
     install_options: list[Annotated[str, Field(min_length=1)]] | None = Field(
@@ -73,7 +81,8 @@ class EnvFileConfig(_PipOrUv):
         "(Ray's pip_install_options / uv_pip_install_options; they replace Ray's defaults).",
     )
     dependency_check: bool = Field(
-        default=False, description="Run `pip check` after installing (Ray's pip_check / uv_check): a conflict fails the build."
+        default=False,
+        description="Run `pip check` after installing (Ray's pip_check / uv_check): a conflict fails the build.",
     )
     env_vars: EnvVars = Field(default_factory=dict, description=_ENV_VARS_HELP)
     container: str | None = Field(
@@ -88,7 +97,10 @@ class EnvFileConfig(_PipOrUv):
         "(scikit-learn -> sklearn, pillow -> PIL, other names with '-' and '.' as '_').",
     )
     setup_timeout_s: int | None = Field(
-        default=None, ge=1, le=86_400, description="Longest a node may take to build the environment (Ray's default: 600)."
+        default=None,
+        ge=1,
+        le=86_400,
+        description="Longest a node may take to build the environment (Ray's default: 600).",
     )
 
     @field_validator("install_options", "dependency_check")

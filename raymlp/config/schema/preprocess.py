@@ -72,7 +72,7 @@ def _check_function_ref(value: str) -> str:
     if not re.match(FUNCTION_REF_PATTERN, value):
         raise ValueError(
             f"'{value}' is not MODULE:FUNCTION or MODULE@VERSION:FUNCTION (MODULE and FUNCTION are Python "
-            "names, VERSION a number), e.g. \"transforms:add_ratios\" or \"transforms@2:add_ratios\""
+            'names, VERSION a number), e.g. "transforms:add_ratios" or "transforms@2:add_ratios"'
         )
     return value
 
@@ -105,7 +105,15 @@ class DaskStep(Section):
 
 
 PreprocessStep = Annotated[
-    StandardScalerStep | MinMaxScalerStep | MaxAbsScalerStep | RobustScalerStep | OneHotEncoderStep | OrdinalEncoderStep | SimpleImputerStep | FunctionStep | DaskStep,
+    StandardScalerStep
+    | MinMaxScalerStep
+    | MaxAbsScalerStep
+    | RobustScalerStep
+    | OneHotEncoderStep
+    | OrdinalEncoderStep
+    | SimpleImputerStep
+    | FunctionStep
+    | DaskStep,
     Field(discriminator="type"),
 ]
 

@@ -16,7 +16,9 @@ REQUIREMENT_PATTERN = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?\d+(\.\d+)?([eE][-+]?
 class RegisterConfig(Section):
     model: Name = Field(description="Registered model name in MLflow.")
     alias: str | None = Field(
-        default=None, description="Alias moved to the new version when `require` holds.", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,254}$"
+        default=None,
+        description="Alias moved to the new version when `require` holds.",
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,254}$",
     )
     require: dict[str, str] = Field(
         default_factory=dict, description='Gate: metric -> comparison, e.g. {test_accuracy: ">= 0.9"}.'
@@ -46,13 +48,17 @@ class AutoscalingConfig(Section):
 class BatchingConfig(Section):
     max_batch_size: int = Field(default=256, ge=1, le=1_000_000, description="Most records scored in one model call.")
     wait_timeout_ms: float = Field(
-        default=0.0, ge=0, le=60_000,
+        default=0.0,
+        ge=0,
+        le=60_000,
         description="Longest wait for more requests before scoring (0: score at once; requests that arrive meanwhile form the next batch).",
     )
 
 
 class ServeConfig(Section):
-    route: str = Field(default="/", description="Route prefix of the endpoint; starts with '/'.", pattern=r"^/[\w\-./]*$")
+    route: str = Field(
+        default="/", description="Route prefix of the endpoint; starts with '/'.", pattern=r"^/[\w\-./]*$"
+    )
     host: str = Field(default="127.0.0.1", min_length=1, description="Address the HTTP proxy listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
     ingress: Literal["haproxy", "proxy"] = Field(
@@ -71,18 +77,25 @@ class ServeConfig(Section):
         description="Share of requests per alias or version of the registered model, e.g. {champion: 90, challenger: 10} "
         "(default: the register alias takes all). Replicas follow alias moves.",
     )
-    follow_aliases_s: float = Field(default=5.0, gt=0, le=3600, description="How often replicas look up where the aliases point.")
+    follow_aliases_s: float = Field(
+        default=5.0, gt=0, le=3600, description="How often replicas look up where the aliases point."
+    )
     cpus_per_replica: float = Field(default=0.5, gt=0, le=1024, description="CPUs each replica holds.")
     gpus_per_replica: float = Field(default=0, ge=0, le=64, description="GPUs each replica holds (torch, tensorflow).")
     max_ongoing_requests: int = Field(default=32, ge=1, le=100_000, description="Requests a replica works on at once.")
     max_queued_requests: int = Field(
         default=256, ge=-1, le=1_000_000, description="Requests waiting for a replica before HTTP 503 (-1: unbounded)."
     )
-    request_timeout_s: float | None = Field(default=30.0, gt=0, le=86_400, description="Longest a request may take (HTTP 408 after).")
-    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30, description="Largest request body (HTTP 413 beyond).")
+    request_timeout_s: float | None = Field(
+        default=30.0, gt=0, le=86_400, description="Longest a request may take (HTTP 408 after)."
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, le=1 << 30, description="Largest request body (HTTP 413 beyond)."
+    )
     max_records: int = Field(default=10_000, ge=1, le=10_000_000, description="Most records in one request.")
     api_keys_env: str | None = Field(
-        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable holding the accepted API keys, comma-separated (HTTP 401 without one).",
     )
     env: EnvRef | None = Field(default=None, description=_STAGE_ENV_HELP + " Used by the endpoint's replicas.")

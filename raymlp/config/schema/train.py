@@ -22,14 +22,20 @@ class MLPModel(Section):
 
 
 class CNNModel(Section):
-    type: Literal["cnn"] = Field(description="Convolutional network for images given as pixel columns (e.g. digits' 8x8).")
+    type: Literal["cnn"] = Field(
+        description="Convolutional network for images given as pixel columns (e.g. digits' 8x8)."
+    )
     image_shape: list[Annotated[int, Field(ge=1, le=65_536)]] | None = Field(
-        default=None, min_length=2, max_length=3,
+        default=None,
+        min_length=2,
+        max_length=3,
         description="[height, width] or [height, width, channels] of one row's pixels, in row-major order; "
         "default: a square one-channel image as wide as the input.",
     )
     filters: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default_factory=lambda: [32, 64], min_length=1, max_length=16,
+        default_factory=lambda: [32, 64],
+        min_length=1,
+        max_length=16,
         description="Filters of each convolution (kernel_size, 'same' padding, then a 2x2 max-pool while the image is at least 2x2).",
     )
     kernel_size: int = Field(default=3, ge=1, le=15, description="Side of each convolution's kernel.")
@@ -76,7 +82,11 @@ def _model_kind(value: Any) -> str:
 
 
 ModelConfig = Annotated[
-    Annotated[MLPModel, Tag("mlp")] | Annotated[CNNModel, Tag("cnn")] | Annotated[CustomModel, Tag("custom")] | Annotated[XGBoostModel, Tag("xgboost")] | Annotated[EstimatorModel, Tag("estimator")],
+    Annotated[MLPModel, Tag("mlp")]
+    | Annotated[CNNModel, Tag("cnn")]
+    | Annotated[CustomModel, Tag("custom")]
+    | Annotated[XGBoostModel, Tag("xgboost")]
+    | Annotated[EstimatorModel, Tag("estimator")],
     Discriminator(_model_kind),
 ]
 
@@ -89,9 +99,13 @@ class OptimizerConfig(Section):
 
 
 class ScalingConfig(Section):
-    num_workers: Annotated[int, Field(ge=1, le=4096)] | tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default=1, description="Ray Train workers, or [min, max] for elastic training (as many as the cluster fits, "
-        "never fewer than min; more join when nodes do)."
+    num_workers: (
+        Annotated[int, Field(ge=1, le=4096)]
+        | tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]]
+    ) = Field(
+        default=1,
+        description="Ray Train workers, or [min, max] for elastic training (as many as the cluster fits, "
+        "never fewer than min; more join when nodes do).",
     )
     use_gpu: bool = Field(default=False, description="One GPU per worker.")
     resources_per_worker: dict[str, Annotated[float, Field(gt=0)]] | None = Field(
@@ -132,12 +146,17 @@ class TrainConfig(Section):
     gradient_accumulation_steps: int = Field(
         default=1, ge=1, le=65_536, description="torch: batches whose gradients add up before each optimizer step."
     )
-    mixed_precision: bool = Field(default=False, description="torch on GPU: automatic mixed precision (float16 autocast + grad scaling).")
+    mixed_precision: bool = Field(
+        default=False, description="torch on GPU: automatic mixed precision (float16 autocast + grad scaling)."
+    )
     cv_folds: int | None = Field(
-        default=None, ge=2, le=100,
+        default=None,
+        ge=2,
+        le=100,
         description="sklearn: also cross-validate on train+validation with this many folds, each fitted as a parallel Ray task.",
     )
     env: EnvRef | None = Field(
         default=None,
-        description=_STAGE_ENV_HELP + " Used by the Ray Train workers and sklearn's fit tasks, in full tune trials too (light ones run in the job's).",
+        description=_STAGE_ENV_HELP
+        + " Used by the Ray Train workers and sklearn's fit tasks, in full tune trials too (light ones run in the job's).",
     )

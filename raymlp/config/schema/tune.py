@@ -44,18 +44,35 @@ class SearchDimension(Section):
 class SchedulerConfig(Section):
     type: Literal["fifo", "asha", "median", "pbt"] = Field(default="fifo", description="Trial scheduler.")
     grace_period: int = Field(default=1, ge=1, le=100_000, description="Epochs before a trial may be stopped.")
-    reduction_factor: float = Field(default=2.0, gt=1, le=100, description="asha: 1/this of the trials go on at each rung.")
-    min_samples_required: int = Field(default=3, ge=1, le=100_000,
-                                      description="median: trials that must have reached an epoch before one is stopped there.")
+    reduction_factor: float = Field(
+        default=2.0, gt=1, le=100, description="asha: 1/this of the trials go on at each rung."
+    )
+    min_samples_required: int = Field(
+        default=3,
+        ge=1,
+        le=100_000,
+        description="median: trials that must have reached an epoch before one is stopped there.",
+    )
     perturbation_interval: int = Field(
-        default=2, ge=1, le=100_000, description="pbt: epochs between two looks at a trial (exploit a better one, explore).")
+        default=2,
+        ge=1,
+        le=100_000,
+        description="pbt: epochs between two looks at a trial (exploit a better one, explore).",
+    )
     quantile_fraction: float = Field(
-        default=0.25, gt=0, le=0.5, description="pbt: the bottom fraction of trials takes over the top fraction's checkpoints.")
+        default=0.25,
+        gt=0,
+        le=0.5,
+        description="pbt: the bottom fraction of trials takes over the top fraction's checkpoints.",
+    )
     resample_probability: float = Field(
-        default=0.25, ge=0, le=1, description="pbt: chance that an explored setting is drawn anew instead of perturbed.")
+        default=0.25, ge=0, le=1, description="pbt: chance that an explored setting is drawn anew instead of perturbed."
+    )
     synch: bool = Field(
-        default=False, description="pbt: look at all trials at once at each interval (the first there wait, paused, for the rest) "
-        "instead of at each trial as it gets there.")
+        default=False,
+        description="pbt: look at all trials at once at each interval (the first there wait, paused, for the rest) "
+        "instead of at each trial as it gets there.",
+    )
 
 
 class TuneConfig(Section):
@@ -66,11 +83,19 @@ class TuneConfig(Section):
     search: Literal["random", "grid", "optuna", "hyperopt"] = Field(default="random", description="Searcher.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Early stopping of trials.")
     space: dict[str, SearchDimension] = Field(min_length=1, description="Dotted job paths and their ranges.")
-    seed: int | None = Field(default=None, description="Seed of the optuna/hyperopt searcher (random and grid: Ray Tune's own).")
-    time_budget_s: float | None = Field(default=None, gt=0, description="Stop starting and running trials after this many seconds.")
+    seed: int | None = Field(
+        default=None, description="Seed of the optuna/hyperopt searcher (random and grid: Ray Tune's own)."
+    )
+    time_budget_s: float | None = Field(
+        default=None, gt=0, description="Stop starting and running trials after this many seconds."
+    )
     start_from_job: bool = Field(
-        default=True, description="The first trial takes the job file's own values of the searched settings (when each lies in its range).")
+        default=True,
+        description="The first trial takes the job file's own values of the searched settings (when each lies in its range).",
+    )
     trials: Literal["auto", "light", "full"] = Field(
-        default="auto", description="light: a trial fits in its own Tune process from data prepared once per process and records "
+        default="auto",
+        description="light: a trial fits in its own Tune process from data prepared once per process and records "
         "an MLflow run of params and metrics; the best is then trained again as a full run with a package (sklearn only). "
-        "full: every trial is a whole train run. auto: light for sklearn, full otherwise.")
+        "full: every trial is a whole train run. auto: light for sklearn, full otherwise.",
+    )

@@ -85,9 +85,15 @@ def sql_column_type(arrow_type: pa.DataType):
 
         # BYTEA, BLOB; MySQL/MariaDB's BLOB stops at 64 KiB, LONGBLOB at 4 GiB.
         return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
-    raise UsageError(f"cannot store Arrow type {arrow_type} in a database column; "
-                     "supported: bool, int, float, date, timestamp, decimal, string, binary")
+    raise UsageError(
+        f"cannot store Arrow type {arrow_type} in a database column; "
+        "supported: bool, int, float, date, timestamp, decimal, string, binary"
+    )
 
 
 def is_binary(arrow_type: pa.DataType) -> bool:
-    return pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type) or pa.types.is_fixed_size_binary(arrow_type)
+    return (
+        pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_fixed_size_binary(arrow_type)
+    )

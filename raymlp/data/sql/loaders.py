@@ -159,7 +159,9 @@ def _insert_rows(connection, staging, staging_sql: str, table: pa.Table, batch_r
         for batch in table.to_batches(max_chunksize=batch_rows):
             if not batch.num_rows:
                 continue
-            columns = [_driver_values(column, processor, dialect.name) for column, processor in zip(batch.columns, processors)]
+            columns = [
+                _driver_values(column, processor, dialect.name) for column, processor in zip(batch.columns, processors)
+            ]
             cursor.executemany(statement, list(zip(*columns)))
     finally:
         cursor.close()
@@ -219,7 +221,9 @@ def _mysql_load_data(connection, staging_sql: str, table: pa.Table, batch_rows: 
                 for batch in table.to_batches(max_chunksize=batch_rows):
                     text = _mysql_text_batch(batch)
                     if writer is None:
-                        writer = pacsv.CSVWriter(sink, text.schema, write_options=pacsv.WriteOptions(include_header=False))
+                        writer = pacsv.CSVWriter(
+                            sink, text.schema, write_options=pacsv.WriteOptions(include_header=False)
+                        )
                     writer.write_batch(text)
                 if writer is not None:
                     writer.close()
@@ -243,7 +247,9 @@ def _mysql_load_data(connection, staging_sql: str, table: pa.Table, batch_rows: 
         if warnings:
             cursor.execute("SHOW WARNINGS LIMIT 5")
             shown = "; ".join(f"{row[2]}" for row in cursor.fetchall())
-            raise WorkFailed(f"LOAD DATA reported {warnings} warning(s) (values the table cannot hold exactly); first: {shown}")
+            raise WorkFailed(
+                f"LOAD DATA reported {warnings} warning(s) (values the table cannot hold exactly); first: {shown}"
+            )
         if loaded != table.num_rows:
             raise WorkFailed(f"LOAD DATA loaded {loaded} rows of {table.num_rows}")
         return None

@@ -16,8 +16,17 @@ from .engine import engine_for, raw_quote, read_errors
 #: PostgreSQL type OIDs that COPY's CSV text turns back into the same values through pyarrow
 #: (bytea, 17, arrives as `\x` + hex text and is decoded after the read).
 _POSTGRES_ARROW_TYPES = {
-    16: pa.bool_(), 17: pa.string(), 20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 700: pa.float64(),
-    701: pa.float64(), 25: pa.string(), 1042: pa.string(), 1043: pa.string(), 1082: pa.date32(),
+    16: pa.bool_(),
+    17: pa.string(),
+    20: pa.int64(),
+    21: pa.int64(),
+    23: pa.int64(),
+    700: pa.float64(),
+    701: pa.float64(),
+    25: pa.string(),
+    1042: pa.string(),
+    1043: pa.string(),
+    1082: pa.date32(),
     1114: pa.timestamp("us"),
 }
 _BYTEA = 17
@@ -57,8 +66,11 @@ def read_postgres_copy(connection, select: str) -> pa.Table | None:
         # A one-column row holding NULL is an empty line: a row, not a gap.
         parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
         convert_options=pacsv.ConvertOptions(
-            column_types=dict(columns), strings_can_be_null=True, quoted_strings_can_be_null=False,
-            true_values=["t"], false_values=["f"],
+            column_types=dict(columns),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
         ),
     )
     for name in binary:
@@ -82,8 +94,9 @@ POSTGRES_BOOLEANS = (["t"], ["f"])
 
 
 @contextmanager
-def postgres_copy_stream(url: str, *, table: str | None = None, query: str | None = None,
-                         chunk_bytes: int = 16 << 20) -> Iterator[CopyStream | None]:
+def postgres_copy_stream(
+    url: str, *, table: str | None = None, query: str | None = None, chunk_bytes: int = 16 << 20
+) -> Iterator[CopyStream | None]:
     """The rows of a table or query as CSV chunks of whole records (no header), received on a
     thread while the caller works on earlier chunks; None when this path cannot carry the rows
     exactly (not PostgreSQL, a type without an exact CSV form, bytea, or a single column, whose
@@ -116,7 +129,8 @@ def postgres_copy_stream(url: str, *, table: str | None = None, query: str | Non
             columns = [(column[0], _POSTGRES_ARROW_TYPES.get(column[1])) for column in cursor.description]
         names = [name for name, _ in columns]
         exact = all(kind is not None for _, kind in columns) and all(
-            column[1] != _BYTEA for column in cursor.description)  # bytea arrives as hex text
+            column[1] != _BYTEA for column in cursor.description
+        )  # bytea arrives as hex text
         if not exact or len(names) < 2 or len(set(names)) != len(names) or not hasattr(cursor, "copy_expert"):
             yield None
             return
@@ -131,8 +145,9 @@ def postgres_copy_stream(url: str, *, table: str | None = None, query: str | Non
 
         producer = threading.Thread(target=produce, name="raymlp-copy-out", daemon=True)
         producer.start()
-        yield CopyStream(names=names, column_types=dict(columns),
-                         chunks=_whole_records(reader, chunk_bytes, failure, producer, url))
+        yield CopyStream(
+            names=names, column_types=dict(columns), chunks=_whole_records(reader, chunk_bytes, failure, producer, url)
+        )
     finally:
         if reader is not None:
             reader.close()  # a COPY still writing gets a broken pipe and stops

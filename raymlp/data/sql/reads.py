@@ -26,8 +26,10 @@ def read_sql(
     `where` is the job key the source came from, named in errors.
     """
     if shard_key is not None:
-        pieces = sorted(read_shards(url, query=query, table=table, shard_key=shard_key, shards=shards, where=where),
-                        key=lambda piece: piece[0])
+        pieces = sorted(
+            read_shards(url, query=query, table=table, shard_key=shard_key, shards=shards, where=where),
+            key=lambda piece: piece[0],
+        )
         return pa.concat_tables([piece for _, piece in pieces], promote_options="permissive")
     import sqlalchemy as sa
 

@@ -53,7 +53,11 @@ def split_points(low: Any, high: Any, count: int) -> list[Any]:
         first, last = low.toordinal(), high.toordinal()
         points = [datetime.date.fromordinal(first + (last - first) * step // count) for step in steps]
     elif isinstance(low, int) and isinstance(high, int):  # fewer values than shards: one value per shard
-        points = list(range(low + 1, high + 1)) if high - low < count else [low + (high - low) * step // count for step in steps]
+        points = (
+            list(range(low + 1, high + 1))
+            if high - low < count
+            else [low + (high - low) * step // count for step in steps]
+        )
     elif isinstance(low, Decimal) or isinstance(high, Decimal):
         with localcontext() as context:
             context.prec = 60
@@ -64,8 +68,12 @@ def split_points(low: Any, high: Any, count: int) -> list[Any]:
         if not (math.isfinite(first) and math.isfinite(last)):
             return []
         width = last - first
-        points = [first + width * (step / count) if math.isfinite(width) else first * (1 - step / count) + last * (step / count)
-                  for step in steps]
+        points = [
+            first + width * (step / count)
+            if math.isfinite(width)
+            else first * (1 - step / count) + last * (step / count)
+            for step in steps
+        ]
     return sorted({point for point in points if low < point <= high})
 
 
@@ -95,17 +103,25 @@ def _cut_points(low: Any, high: Any, count: int, where: str, key: str) -> list[A
     if isinstance(low, str) and isinstance(high, str):  # SQLite keeps dates and timestamps as text
         first, last = _parse_text_time(low), _parse_text_time(high)
         if first is None or last is None or type(first) is not type(last):
-            raise UsageError(f"{where}.shard_key: column '{key}' holds text values ({low!r} .. {high!r}); "
-                             f"a shard key must be {_KEY_KINDS}")
-        as_text = (lambda value: value.isoformat()) if type(first) is datetime.date else (
-            lambda value: value.strftime("%Y-%m-%d %H:%M:%S.%f"))
+            raise UsageError(
+                f"{where}.shard_key: column '{key}' holds text values ({low!r} .. {high!r}); "
+                f"a shard key must be {_KEY_KINDS}"
+            )
+        as_text = (
+            (lambda value: value.isoformat())
+            if type(first) is datetime.date
+            else (lambda value: value.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        )
         return sorted({text for text in map(as_text, split_points(first, last, count)) if low < text <= high})
     numeric = all(isinstance(value, numbers.Number) and not isinstance(value, bool) for value in (low, high))
     temporal = all(isinstance(value, datetime.date) for value in (low, high)) and (
-        isinstance(low, datetime.datetime) == isinstance(high, datetime.datetime))
+        isinstance(low, datetime.datetime) == isinstance(high, datetime.datetime)
+    )
     if not (numeric or temporal):
-        raise UsageError(f"{where}.shard_key: column '{key}' holds {type(low).__name__} values "
-                         f"({low!r} .. {high!r}); a shard key must be {_KEY_KINDS}")
+        raise UsageError(
+            f"{where}.shard_key: column '{key}' holds {type(low).__name__} values "
+            f"({low!r} .. {high!r}); a shard key must be {_KEY_KINDS}"
+        )
     return split_points(low, high, count)
 
 
@@ -127,24 +143,29 @@ def _plan_shards(connection, *, query: str | None, table: str | None, key: str, 
     if table is not None:
         declared = declared_types(connection, table)
         if key not in declared:
-            raise UsageError(f"{where}.shard_key: column '{key}' is not in table '{table}' "
-                             f"(its columns: {', '.join(declared)})")
+            raise UsageError(
+                f"{where}.shard_key: column '{key}' is not in table '{table}' (its columns: {', '.join(declared)})"
+            )
         if not _shardable(declared[key]):
-            raise UsageError(f"{where}.shard_key: column '{key}' of table '{table}' is "
-                             f"{declared[key].compile(dialect=dialect)}; a shard key must be {_KEY_KINDS}")
+            raise UsageError(
+                f"{where}.shard_key: column '{key}' of table '{table}' is "
+                f"{declared[key].compile(dialect=dialect)}; a shard key must be {_KEY_KINDS}"
+            )
         source_from = preparer.quote(table)
     else:
         source_from = f"({_driver_text(dialect, query.strip().rstrip(';'))}) AS raymlp_source"  # type: ignore[union-attr]
         names = list(connection.exec_driver_sql(f"SELECT * FROM {source_from} WHERE 1 = 0").keys())
         if key not in names:
-            raise UsageError(f"{where}.shard_key: column '{key}' is not in the query's result "
-                             f"(its columns: {', '.join(names)})")
+            raise UsageError(
+                f"{where}.shard_key: column '{key}' is not in the query's result (its columns: {', '.join(names)})"
+            )
     snapshot = None
     if dialect.name == "postgresql":
         snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
     key_sql = preparer.quote(key)
     low, high, rows, keyed = connection.exec_driver_sql(
-        f"SELECT MIN({key_sql}), MAX({key_sql}), COUNT(*), COUNT({key_sql}) FROM {source_from}").one()
+        f"SELECT MIN({key_sql}), MAX({key_sql}), COUNT(*), COUNT({key_sql}) FROM {source_from}"
+    ).one()
     points = _cut_points(low, high, count, where, key)
     shards = []
     if keyed:
@@ -208,8 +229,9 @@ def _read_shard(engine, plan: _ShardPlan, shard: Shard) -> pa.Table:
             return table_from_rows(names, result.fetchall(), plan.declared)
 
 
-def read_shards(url: str, *, query: str | None, table: str | None, shard_key: str, shards: int,
-                 where: str) -> Iterator[tuple[int, pa.Table]]:
+def read_shards(
+    url: str, *, query: str | None, table: str | None, shard_key: str, shards: int, where: str
+) -> Iterator[tuple[int, pa.Table]]:
     """(shard index, rows) as each shard completes; see `iter_sql_shards`."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -239,8 +261,10 @@ def read_shards(url: str, *, query: str | None, table: str | None, shard_key: st
         except sa.exc.NoSuchTableError:
             raise WorkFailed(f"table '{table}' does not exist in {redact_url(url)}") from None
         except errors as error:
-            raise WorkFailed(f"planning the sharded read of {redact_url(url)} failed: "
-                             f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}") from None
+            raise WorkFailed(
+                f"planning the sharded read of {redact_url(url)} failed: "
+                f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}"
+            ) from None
         executor = ThreadPoolExecutor(max_workers=min(workers, len(plan.shards)), thread_name_prefix="raymlp-shard")
         futures = [executor.submit(_read_shard, engine, plan, shard) for shard in plan.shards]
         position = {future: shard for future, shard in zip(futures, plan.shards)}
@@ -250,13 +274,17 @@ def read_shards(url: str, *, query: str | None, table: str | None, shard_key: st
             try:
                 piece = future.result()
             except errors as error:
-                raise WorkFailed(f"reading shard {shard.describe()} of {redact_url(url)} failed: "
-                                 f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}") from None
+                raise WorkFailed(
+                    f"reading shard {shard.describe()} of {redact_url(url)} failed: "
+                    f"{error.__class__.__name__}: {getattr(error, 'orig', None) or error}"
+                ) from None
             total += piece.num_rows
             yield shard.index, piece
         if total != plan.rows:
-            raise WorkFailed(f"the source in {redact_url(url)} changed while it was read in shards: {plan.rows} rows "
-                             f"when the shards were planned, {total} in the shards; read it again when nothing writes to it")
+            raise WorkFailed(
+                f"the source in {redact_url(url)} changed while it was read in shards: {plan.rows} rows "
+                f"when the shards were planned, {total} in the shards; read it again when nothing writes to it"
+            )
     finally:
         for future in futures:
             future.cancel()
@@ -266,8 +294,15 @@ def read_shards(url: str, *, query: str | None, table: str | None, shard_key: st
         engine.dispose()
 
 
-def iter_sql_shards(url: str, *, query: str | None = None, table: str | None = None, shard_key: str, shards: int,
-                    where: str = "data.source.sql") -> Iterator[pa.Table]:
+def iter_sql_shards(
+    url: str,
+    *,
+    query: str | None = None,
+    table: str | None = None,
+    shard_key: str,
+    shards: int,
+    where: str = "data.source.sql",
+) -> Iterator[pa.Table]:
     """The rows of a table or query as one Arrow table per shard, in the order the shards complete.
 
     Shards are key ranges cut at equal widths between MIN and MAX of `shard_key` (integer, float,
@@ -280,7 +315,10 @@ def iter_sql_shards(url: str, *, query: str | None = None, table: str | None = N
     """
     from contextlib import closing
 
-    with closing(read_shards(  # type: ignore[type-var]  # a generator has close()
-            url, query=query, table=table, shard_key=shard_key, shards=shards, where=where)) as pieces:
+    with closing(
+        read_shards(  # type: ignore[type-var]  # a generator has close()
+            url, query=query, table=table, shard_key=shard_key, shards=shards, where=where
+        )
+    ) as pieces:
         for _, piece in pieces:
             yield piece

@@ -39,8 +39,9 @@ def write_table(url: str, name: str, table: pa.Table, mode: str, batch_rows: int
     return write_tables(url, name, [LoadPiece(table)], mode, batch_rows)
 
 
-def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, batch_rows: int = 50_000,
-                 keep_rejects: bool = False) -> WrittenTable:
+def write_tables(
+    url: str, name: str, pieces: Iterable[LoadPiece], mode: str, batch_rows: int = 50_000, keep_rejects: bool = False
+) -> WrittenTable:
     """Write the rows of `pieces`, loaded one after the other as they come, into database table
     `name` so that it appears complete or not at all.
 
@@ -81,16 +82,25 @@ def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, ba
             existing = [column["name"] for column in inspector.get_columns(name)] if exists else []
             rejects_exist = inspector.has_table(rejects_name)
         if exists and mode == "fail":
-            raise WorkFailed(f"table '{name}' already exists in {redact_url(url)}; set data.collect.mode to append or replace")
+            raise WorkFailed(
+                f"table '{name}' already exists in {redact_url(url)}; set data.collect.mode to append or replace"
+            )
         if rejects_exist and mode == "fail":
-            raise WorkFailed(f"table '{rejects_name}' already exists in {redact_url(url)} (malformed records of an "
-                             f"earlier collect into '{name}'); drop it, or set data.collect.mode to append or replace")
+            raise WorkFailed(
+                f"table '{rejects_name}' already exists in {redact_url(url)} (malformed records of an "
+                f"earlier collect into '{name}'); drop it, or set data.collect.mode to append or replace"
+            )
         if exists and mode == "append" and existing != first.schema.names:
-            raise WorkFailed(f"cannot append to '{name}': its columns are {existing}, the source has {first.schema.names}")
+            raise WorkFailed(
+                f"cannot append to '{name}': its columns are {existing}, the source has {first.schema.names}"
+            )
         # MariaDB/MySQL commit DDL implicitly: the staging tables are dropped by hand if anything fails.
         with engine.begin() as connection:
-            staging = sa.Table(staging_name, sa.MetaData(),
-                               *[sa.Column(field.name, sql_column_type(field.type), nullable=True) for field in first.schema])
+            staging = sa.Table(
+                staging_name,
+                sa.MetaData(),
+                *[sa.Column(field.name, sql_column_type(field.type), nullable=True) for field in first.schema],
+            )
             staging.create(connection)
             rejects_staging = None
             if keep_rejects:
@@ -114,7 +124,9 @@ def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, ba
                     bulk_load(connection, rejects_staging, rejects_staging_sql, kept, batch_rows)
                     rejected += piece.rejects.num_rows
             if exists and mode == "append" and existing != loaded.schema.names:
-                raise WorkFailed(f"cannot append to '{name}': its columns are {existing}, the source has {loaded.schema.names}")
+                raise WorkFailed(
+                    f"cannot append to '{name}': its columns are {existing}, the source has {loaded.schema.names}"
+                )
             renames: list[tuple[str, str]] = []  # done in one step: one RENAME TABLE on MariaDB/MySQL
             retired: list[str] = []
             if exists and mode == "append":
@@ -147,8 +159,10 @@ def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, ba
         if created_rejects and mysql:
             _drop_quietly(engine, rejects_sql)
         if isinstance(error, sa.exc.SQLAlchemyError):
-            raise WorkFailed(f"writing table '{name}' to {redact_url(url)} failed: {error.__class__.__name__}: "
-                             f"{getattr(error, 'orig', None) or error}") from None
+            raise WorkFailed(
+                f"writing table '{name}' to {redact_url(url)} failed: {error.__class__.__name__}: "
+                f"{getattr(error, 'orig', None) or error}"
+            ) from None
         raise
     finally:
         if hasattr(pieces, "close"):  # a generator: stop its readers now, not when it is collected
@@ -156,8 +170,14 @@ def write_tables(url: str, name: str, pieces: Iterable[LoadPiece], mode: str, ba
         engine.dispose()
     column_types = {column.name: str(column.type.compile(dialect=engine.dialect)) for column in staging.columns}
     method = " + ".join(dict.fromkeys(methods)) + (f" ({len(methods)} pieces)" if len(methods) > 1 else "")
-    return WrittenTable(table=name, rows=rows, column_types=column_types, method=method, rejected=rejected,
-                        rejects_table=rejects_name if keep_rejects else None)
+    return WrittenTable(
+        table=name,
+        rows=rows,
+        column_types=column_types,
+        method=method,
+        rejected=rejected,
+        rejects_table=rejects_name if keep_rejects else None,
+    )
 
 
 class _LoadedColumns:
@@ -184,12 +204,16 @@ def _widen(connection, staging, staging_sql: str, loaded: _LoadedColumns, schema
     changes: list[str] = []
     for field in schema:
         if field.name not in loaded.schema.names:
-            changes.append(f"ADD COLUMN {raw_quote(dialect, field.name)} {sql_column_type(field.type).compile(dialect=dialect)}")
+            changes.append(
+                f"ADD COLUMN {raw_quote(dialect, field.name)} {sql_column_type(field.type).compile(dialect=dialect)}"
+            )
             continue
         before = loaded.schema.field(field.name).type
         if before == field.type:
             continue
-        keeps_values = not loaded.holds_values[field.name] or (pa.types.is_integer(before) and pa.types.is_floating(field.type))
+        keeps_values = not loaded.holds_values[field.name] or (
+            pa.types.is_integer(before) and pa.types.is_floating(field.type)
+        )
         if not keeps_values:
             raise TypesWidened(f"column '{field.name}' was loaded as {before} and now needs {field.type}")
         sql_type = sql_column_type(field.type).compile(dialect=dialect)
@@ -205,8 +229,11 @@ def _widen(connection, staging, staging_sql: str, loaded: _LoadedColumns, schema
     loaded.schema = schema
     for field in schema:
         loaded.holds_values.setdefault(field.name, False)
-    return sa.Table(staging.name, sa.MetaData(),
-                    *[sa.Column(field.name, sql_column_type(field.type), nullable=True) for field in schema])
+    return sa.Table(
+        staging.name,
+        sa.MetaData(),
+        *[sa.Column(field.name, sql_column_type(field.type), nullable=True) for field in schema],
+    )
 
 
 def _drop_quietly(engine, quoted_table: str) -> None:

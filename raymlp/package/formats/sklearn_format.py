@@ -47,5 +47,9 @@ def pip_requirements() -> list[str]:
     """scikit-learn and what its pickled estimators need, pinned to this environment's versions."""
     from importlib.metadata import version
 
-    return [f"scikit-learn=={version('scikit-learn')}", f"joblib=={version('joblib')}",
-            f"numpy=={version('numpy')}", f"scipy=={version('scipy')}"]
+    return [
+        f"scikit-learn=={version('scikit-learn')}",
+        f"joblib=={version('joblib')}",
+        f"numpy=={version('numpy')}",
+        f"scipy=={version('scipy')}",
+    ]

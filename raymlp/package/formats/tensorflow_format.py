@@ -41,8 +41,10 @@ def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
         if model_spec["type"] == "custom":
             from ..keras_networks import build_keras_model
 
-            model = built(build_keras_model(model_spec, model_spec["input_dim"], model_spec["output_dim"]),
-                          model_spec["input_dim"])
+            model = built(
+                build_keras_model(model_spec, model_spec["input_dim"], model_spec["output_dim"]),
+                model_spec["input_dim"],
+            )
             model.load_weights(folder / CUSTOM_WEIGHTS_FILE)
         else:
             model = keras.saving.load_model(folder / MODEL_FILE, compile=False)
@@ -56,8 +58,10 @@ def predict_scores(model: Any, matrix: Any) -> Any:
 
     matrix = np.asarray(matrix, dtype=np.float32)
     with tf.device("/CPU:0"):
-        parts = [np.asarray(model(matrix[start:start + 8192], training=False))
-                 for start in range(0, max(len(matrix), 1), 8192)]
+        parts = [
+            np.asarray(model(matrix[start : start + 8192], training=False))
+            for start in range(0, max(len(matrix), 1), 8192)
+        ]
     return np.concatenate(parts)
 
 

@@ -33,7 +33,9 @@ def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
     from ..networks import build_torch_model
 
     network = build_torch_model(model_spec, model_spec["input_dim"], model_spec["output_dim"])
-    network.load_state_dict(torch.load(Path(package_dir) / MODEL_DIR / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    network.load_state_dict(
+        torch.load(Path(package_dir) / MODEL_DIR / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    )
     network.to(inference_device())
     network.eval()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))

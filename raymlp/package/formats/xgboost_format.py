@@ -37,8 +37,12 @@ def load_for_inference(package_dir: Path, model_spec: dict[str, Any]) -> Any:
     booster.set_param({"device": "cpu", "nthread": max(1, min(4, os.cpu_count() or 1))})
     if booster.attr(OBJECTIVE_ATTR) is None:  # a booster saved elsewhere: what its config says
         learner = json.loads(booster.save_config())["learner"]
-        booster.set_attr(**{OBJECTIVE_ATTR: learner["objective"]["name"],
-                            CLASSES_ATTR: str(max(1, int(learner["learner_model_param"]["num_class"])))})
+        booster.set_attr(
+            **{
+                OBJECTIVE_ATTR: learner["objective"]["name"],
+                CLASSES_ATTR: str(max(1, int(learner["learner_model_param"]["num_class"]))),
+            }
+        )
     return booster
 
 

@@ -53,9 +53,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_versions")),
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_model_versions_run_id_runs")),
-        sa.UniqueConstraint(
-            "model_name", "model_version", name=op.f("uq_model_versions_model_name_model_version")
-        ),
+        sa.UniqueConstraint("model_name", "model_version", name=op.f("uq_model_versions_model_name_model_version")),
     )
     op.create_index(
         op.f("ix_model_versions_dataset_name_dataset_version"),

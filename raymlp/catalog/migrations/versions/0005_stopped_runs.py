@@ -21,9 +21,7 @@ def upgrade() -> None:
     """Let runs.status be 'stopped' too (the check constraint is replaced; SQLite copies the table in batch mode)."""
     with op.batch_alter_table("runs") as batch:
         batch.drop_constraint(op.f("ck_runs_status"), type_="check")
-        batch.create_check_constraint(
-            op.f("ck_runs_status"), "status IN ('running', 'succeeded', 'failed', 'stopped')"
-        )
+        batch.create_check_constraint(op.f("ck_runs_status"), "status IN ('running', 'succeeded', 'failed', 'stopped')")
 
 
 def downgrade() -> None:
