@@ -125,7 +125,7 @@ def build_package_fastapi_app(package_path: str):
     from fastapi.responses import JSONResponse
 
     from raymlp.package import load_package
-    from raymlp.serve.app import RecordParser, answers_for
+    from raymlp.serve.records import RecordParser, answers_for
 
     package = load_package(package_path)
     parser = RecordParser(package.features, max_records=10_000)

@@ -6,10 +6,8 @@ request by weight; aliases are looked up again every `follow_aliases_s`, so movi
 (`raymlp models promote/rollback`) moves traffic without restarting a replica or failing a request.
 """
 
-import hashlib
 import hmac
 import logging
-import math
 import os
 import random
 import threading
@@ -19,49 +17,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from ray import serve
+
+from .batcher import Batcher
+from .endpoint_metrics import EndpointMetrics
+from .records import RecordParser, RequestProblem, answers_for
+from .spec import VERSION_HEADER, EndpointSpec, key_digest
 
 logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="raymlp model endpoint", docs_url=None, redoc_url=None)
-
-VERSION_HEADER = "x-raymlp-model-version"
-_MAX_LISTED_ERRORS = 20
-
-
-class EndpointSpec(BaseModel):
-    """Everything a replica needs; plain JSON, so `raymlp serve build` can write it into a Serve config."""
-
-    model: str = Field(description="Registered model name (or the job name for an unregistered package).")
-    traffic: dict[str, float] = Field(description="Alias, version or package label -> share of requests.")
-    packages: dict[str, str] = Field(default_factory=dict, description="Fixed package folders by label (no registry).")
-    tracking_uri: str | None = None
-    storage_root: str | None = None
-    cache_dir: str | None = None
-    follow_aliases_s: float = 5.0
-    batching: dict[str, float] | None = None
-    max_body_bytes: int = 1 << 20
-    max_records: int = 10_000
-    api_key_sha256: list[str] = Field(default_factory=list)
-    api_keys_env: str | None = None
-    run_id: str | None = None
-    job: str | None = Field(
-        default=None, description="The raymlp job serving it (metrics' `job` tag; default: the app's name)."
-    )
-    route: str | None = Field(default=None, description="The app's route prefix (metrics' `route` tag).")
-
-
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):
-        return _json_safe(value.item())
-    return value
 
 
 @dataclass(frozen=True)
@@ -82,280 +47,6 @@ class _Routing:
         return self.versions[-1]
 
 
-class RequestProblem(Exception):
-    """A request the endpoint refuses: an HTTP status and a message naming the problem."""
-
-    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.errors = status, message, errors
-
-
-#: What a number feature may be: the model takes its features as float32 (`train.features.feature_matrix`);
-#: ints are bounded to int64. Beyond, a request is refused (422) where the schema says so.
-NUMBER_BOUNDS: dict[str, int | float] = {"float": 3.4028234663852886e38, "int": 9223372036854775807}
-
-
-def record_model(features: list[dict[str, Any]]) -> type[BaseModel]:
-    """A pydantic model of one record: every feature required, with its type; nothing else allowed."""
-    import datetime
-
-    from pydantic import ConfigDict, create_model
-
-    kinds: dict[str, Any] = {
-        "int": int,
-        "float": float,
-        "bool": bool,
-        "string": str,
-        "date": datetime.date,
-        "datetime": datetime.datetime,
-    }
-    fields: dict[str, Any] = {}
-    for feature in features:
-        kind = kinds.get(feature["type"], str)
-        lax = feature["type"] in ("date", "datetime")  # ISO text in JSON
-        bound = NUMBER_BOUNDS.get(feature["type"])
-        limits = {"ge": -bound, "le": bound} if bound else {}
-        fields[f"f{len(fields)}"] = (kind, Field(alias=feature["name"], strict=False if lax else None, **limits))
-    return create_model(
-        "Record",
-        __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=False),
-        **fields,
-    )
-
-
-def _error_entries(error: Any, single: bool) -> list[dict[str, Any]]:
-    entries = []
-    for item in error.errors(include_url=False)[:_MAX_LISTED_ERRORS]:
-        location = list(item.get("loc", ()))
-        entry: dict[str, Any] = {"message": item["msg"]}
-        bound = (item.get("ctx") or {}).get("le", (item.get("ctx") or {}).get("ge"))
-        if item["type"] in ("less_than_equal", "greater_than_equal") and isinstance(bound, (int, float)):
-            entry["message"] = (
-                f"Input should be {'at most' if item['type'] == 'less_than_equal' else 'at least'} {bound:.9g}"
-            )
-        if not single and location and isinstance(location[0], int):
-            entry["record"] = location.pop(0)
-        if location:
-            entry["field"] = ".".join(str(part) for part in location)
-        entries.append(entry)
-    return entries
-
-
-def _describe(entries: list[dict[str, Any]]) -> str:
-    parts = []
-    for entry in entries:
-        where = []
-        if "record" in entry:
-            where.append(f"record {entry['record']}")
-        if "field" in entry:
-            where.append(f"field '{entry['field']}'")
-        parts.append(f"{', '.join(where)}: {entry['message']}" if where else entry["message"])
-    return "; ".join(parts)
-
-
-class RecordParser:
-    """Turns a request body into validated records, or a RequestProblem that says what is wrong."""
-
-    def __init__(self, features: list[dict[str, Any]], max_records: int, max_body_bytes: int | None = None):
-        from pydantic import TypeAdapter
-
-        self.names = [feature["name"] for feature in features]
-        self.features = features
-        self.max_body_bytes = max_body_bytes
-        self.model = record_model(features)
-        self.single = TypeAdapter(self.model)
-        self.many = TypeAdapter(list[self.model])  # type: ignore[valid-type]
-        self.max_records = max_records
-
-    def parse(self, body: bytes) -> tuple[list[dict[str, Any]], bool]:
-        """(records as plain dicts, whether the body was one record)."""
-        import json
-
-        from pydantic import ValidationError
-
-        start = body.lstrip()[:1]
-        if start not in (b"{", b"["):
-            try:
-                json.loads(body)
-            except ValueError:
-                raise RequestProblem(400, "the body is not JSON") from None
-            raise RequestProblem(422, "send one record (a JSON object) or a list of records")
-        single = start == b"{"
-        try:
-            parsed = self.single.validate_json(body) if single else self.many.validate_json(body)
-        except ValidationError as error:
-            if any(item["type"] == "json_invalid" for item in error.errors()):
-                raise RequestProblem(400, f"the body is not JSON: {error.errors()[0]['msg']}") from None
-            entries = _error_entries(error, single)
-            raise RequestProblem(422, _describe(entries), entries) from None
-        items = [parsed] if single else parsed
-        if not items:
-            raise RequestProblem(422, "the list of records is empty; send at least one record")
-        if len(items) > self.max_records:
-            raise RequestProblem(413, f"{len(items)} records in one request; at most {self.max_records} are allowed")
-        return [item.model_dump(by_alias=True) for item in items], single
-
-    def openapi_body(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(request body schema, component schemas) for /openapi.json."""
-        import json
-
-        record = self.model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-        reference = {"$ref": "#/components/schemas/Record"}
-        most = self.max_records
-        if self.max_body_bytes:  # no longer list fits in the byte limit, even of the shortest records
-            shortest = {"bool": False, "string": "", "date": "2000-01-01", "datetime": "2000-01-01T00:00:00"}
-            one = json.dumps({f["name"]: shortest.get(f["type"], 0) for f in self.features}, separators=(",", ":"))
-            most = max(1, min(most, (self.max_body_bytes - 1) // (len(one.encode()) + 1)))
-        body = {"anyOf": [reference, {"type": "array", "items": reference, "minItems": 1, "maxItems": most}]}
-        return body, {"Record": record}
-
-
-def answers_for(package: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The JSON answer of each record: its prediction, and class probabilities for a classifier."""
-    import numpy as np
-
-    result = package.predict_table(package.records_table(records))
-    predictions = [_json_safe(value) for value in result.column("prediction").to_pylist()]
-    columns = [column for column in result.column_names if column.startswith("probability_")]
-    if not columns:
-        return [{"prediction": value} for value in predictions]
-    names = [column.removeprefix("probability_") for column in columns]
-    rows = np.column_stack([result.column(column).to_numpy() for column in columns]).astype("float64").tolist()
-    return [
-        {"prediction": value, "probabilities": {name: _json_safe(p) for name, p in zip(names, row)}}
-        for value, row in zip(predictions, rows)
-    ]
-
-
-class _Metrics:
-    """raymlp's own endpoint metrics, exported through Ray's metrics agent (dashboard, Prometheus):
-    `raymlp_serve_*` (`raymlp.metrics`), tagged job, stage (`serve`), app, route and version, and
-    answers also with their HTTP status code (`code="422"`; `code=~"5.."` in PromQL for a class).
-
-    Requests are latency-critical: the tag dicts are made once per (version, status code), not per
-    request; a request costs a dict lookup and the Ray calls themselves."""
-
-    def __init__(self, app: str, job: str, route: str):
-        from raymlp import metrics
-
-        self.requests = metrics.get(metrics.SERVE_REQUESTS)
-        self.errors = metrics.get(metrics.SERVE_ERRORS)
-        self.latency = metrics.get(metrics.SERVE_LATENCY)
-        self.records = metrics.get(metrics.SERVE_RECORDS)
-        self.batch_size = metrics.get(metrics.SERVE_BATCH_RECORDS)
-        self.enabled = self.requests is not None
-        self.base = {"job": job, "stage": "serve", "app": app, "route": route}
-        self._answer_tags: dict[tuple[Any, int], dict[str, str]] = {}
-        self._version_tags: dict[Any, dict[str, str]] = {}
-
-    def _tags_of_answer(self, version: Any, status: int) -> dict[str, str]:
-        tags = self._answer_tags.get((version, status))
-        if tags is None:
-            tags = self._answer_tags[(version, status)] = {**self.base, "version": str(version), "code": str(status)}
-        return tags
-
-    def _tags_of_version(self, version: Any) -> dict[str, str]:
-        tags = self._version_tags.get(version)
-        if tags is None:
-            tags = self._version_tags[version] = {**self.base, "version": str(version)}
-        return tags
-
-    def answered(self, version: Any, status: int, started: float) -> None:
-        if not self.enabled:
-            return
-        tags = self._tags_of_answer(version, status)
-        self.requests.inc(1, tags)
-        if status >= 400:
-            self.errors.inc(1, tags)
-        self.latency.observe((time.perf_counter() - started) * 1000.0, tags)
-
-    def scored(self, version: Any, count: int) -> None:
-        if not self.enabled or count <= 0:
-            return
-        tags = self._tags_of_version(version)
-        self.records.inc(count, tags)
-        self.batch_size.observe(count, tags)
-
-
-class _Batcher:
-    """Scores requests together: those that arrive while the model is busy form the next batch.
-
-    No timer by default, so a lone request is scored at once (Serve's `@serve.batch` holds it for
-    its timeout) and under load batches grow by themselves up to `max_batch_size` records. The
-    model runs on one thread beside the event loop, which goes on reading and queueing requests.
-    """
-
-    def __init__(self, metrics: "_Metrics", max_batch_size: float, wait_timeout_ms: float):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.metrics, self.max_records, self.wait_s = metrics, int(max_batch_size), wait_timeout_ms / 1000.0
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="raymlp-model")
-        self.queue: Any = None
-        self.worker: Any = None
-
-    async def score(self, version: Any, package: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        if self.queue is None:
-            self.queue = asyncio.Queue()
-        if self.worker is None or self.worker.done():
-            self.worker = loop.create_task(self._run())
-        answer = loop.create_future()
-        self.queue.put_nowait((version, package, records, answer))
-        return await answer
-
-    async def _run(self) -> None:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            count = len(batch[0][2])
-            deadline = loop.time() + self.wait_s
-            while count < self.max_records:
-                if not self.queue.empty():
-                    item = self.queue.get_nowait()
-                elif self.wait_s > 0 and loop.time() < deadline:
-                    try:
-                        item = await asyncio.wait_for(self.queue.get(), deadline - loop.time())
-                    except TimeoutError:
-                        break
-                else:
-                    break
-                batch.append(item)
-                count += len(item[2])
-            outcomes = await loop.run_in_executor(self.executor, self._score_batch, batch)
-            for (_, _, _, answer), outcome in zip(batch, outcomes):
-                if answer.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    answer.set_exception(outcome)
-                else:
-                    answer.set_result(outcome)
-
-    def _score_batch(self, batch: list[tuple[Any, Any, list[dict[str, Any]], Any]]) -> list[Any]:
-        outcomes: list[Any] = [None] * len(batch)
-        by_version: dict[Any, list[int]] = {}
-        for index, item in enumerate(batch):
-            by_version.setdefault(item[0], []).append(index)
-        for version, indexes in by_version.items():
-            flat = [record for index in indexes for record in batch[index][2]]
-            try:
-                answers = answers_for(batch[indexes[0]][1], flat)
-            except Exception as error:
-                for index in indexes:
-                    outcomes[index] = error
-                continue
-            self.metrics.scored(version, len(flat))
-            start = 0
-            for index in indexes:
-                count = len(batch[index][2])
-                outcomes[index] = answers[start : start + count]
-                start += count
-        return outcomes
-
-
 @serve.deployment(name="model")
 @serve.ingress(api)
 class ModelServer:
@@ -374,9 +65,9 @@ class ModelServer:
             self.key_digests |= {
                 key_digest(key.strip()) for key in os.environ.get(self.spec.api_keys_env, "").split(",") if key.strip()
             }
-        self.metrics = _Metrics(self.app_name, self.spec.job or self.app_name, self.spec.route or "")
+        self.metrics = EndpointMetrics(self.app_name, self.spec.job or self.app_name, self.spec.route or "")
         self._install_openapi()
-        self.batcher = _Batcher(self.metrics, **self.spec.batching) if self.spec.batching else None
+        self.batcher = Batcher(self.metrics, **self.spec.batching) if self.spec.batching else None
         self._stop = threading.Event()
         if self._follows_aliases():
             threading.Thread(target=self._follow_aliases, name="raymlp-follow-aliases", daemon=True).start()
@@ -432,11 +123,13 @@ class ModelServer:
 
         from raymlp.tracking import ModelRef, Tracker
 
-        tracker = Tracker(self.spec.tracking_uri, Path(self.spec.storage_root))
+        spec = self.spec
+        assert spec.tracking_uri and spec.storage_root and spec.cache_dir, "endpoint_spec sets them for registry models"
+        tracker = Tracker(spec.tracking_uri, Path(spec.storage_root))
         model_ref = (
             ModelRef(self.spec.model, version=int(ref)) if ref.isdigit() else ModelRef(self.spec.model, alias=ref)
         )
-        path, version = tracker.package_for(model_ref, Path(self.spec.cache_dir))
+        path, version = tracker.package_for(model_ref, Path(spec.cache_dir))
         return version, str(path)
 
     def _follow_aliases(self) -> None:
@@ -610,7 +303,9 @@ class ModelServer:
 
 def build_app(spec: EndpointSpec, serve_config: Any, *, quiet: bool = False) -> Any:
     """The Serve application for a spec, with replicas, autoscaling, queue bounds and batching from the job."""
-    return ModelServer.options(**deployment_options(serve_config, spec, quiet=quiet)).bind(spec.model_dump())
+    return ModelServer.options(  # type: ignore[attr-defined]  # a serve.Deployment, made by the decorator
+        **deployment_options(serve_config, spec, quiet=quiet)
+    ).bind(spec.model_dump())
 
 
 def deployment_options(serve_config: Any, spec: EndpointSpec, *, quiet: bool = False) -> dict[str, Any]:

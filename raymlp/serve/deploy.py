@@ -9,7 +9,7 @@ from typing import Any
 from raymlp.config.schema import ServeConfig
 from raymlp.errors import UsageError, WorkFailed
 
-from .app import EndpointSpec, key_digest
+from .spec import EndpointSpec, key_digest
 
 
 @dataclass(frozen=True)

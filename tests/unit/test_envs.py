@@ -512,7 +512,8 @@ def test_sklearn_fit_tasks_get_the_train_env(project):
 
 def test_serve_replicas_get_the_serve_env_and_a_serve_file_carries_it_resolved(project):
     from raymlp.config.schema import ServeConfig
-    from raymlp.serve.app import EndpointSpec, deployment_options
+    from raymlp.serve.app import deployment_options
+    from raymlp.serve.spec import EndpointSpec
 
     load_job(write(project, "job.yaml", job_text(env="torch") + "serve: {env: torch}\n"))
     spec = EndpointSpec(model="m", traffic={"1": 100.0}, packages={"1": "/tmp/p"})

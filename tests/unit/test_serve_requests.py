@@ -7,8 +7,9 @@ import yaml
 
 from raymlp.config.schema import ServeConfig
 from raymlp.errors import UsageError
-from raymlp.serve.app import RecordParser, RequestProblem, key_digest
 from raymlp.serve.deploy import endpoint_spec, serve_config_file
+from raymlp.serve.records import RecordParser, RequestProblem
+from raymlp.serve.spec import key_digest
 
 FEATURES = [
     {"name": "alcohol", "type": "float"},
@@ -178,7 +179,7 @@ def test_serve_build_writes_a_config_serve_accepts(tmp_path):
 def test_numbers_are_bounded_to_what_the_model_takes_and_the_schema_says_so(parser):
     import json
 
-    from raymlp.serve.app import NUMBER_BOUNDS
+    from raymlp.serve.records import NUMBER_BOUNDS
 
     for huge, message in (
         (1.7e308, "Input should be at most 3.40282347e\\+38"),
