@@ -64,14 +64,16 @@ def ray_train_settings(
     datasets = {"datasets": request.datasets, "dataset_config": ray.train.DataConfig(datasets_to_split=["train"])}
     return {
         "scaling_config": ray.train.ScalingConfig(
-            num_workers=tuple(scaling.num_workers)
+            # Train V2 takes (min, max) for elastic training; the stubs mypy reads know only int.
+            num_workers=tuple(scaling.num_workers)  # type: ignore[arg-type]
             if isinstance(scaling.num_workers, list | tuple)
             else scaling.num_workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker=scaling.resources_per_worker,
             placement_strategy=scaling.placement_strategy,
         ),
-        "run_config": ray.train.RunConfig(
+        # Train V2's RunConfig; mypy reads the older ray.air one, which lacks logging_config and worker_runtime_env.
+        "run_config": ray.train.RunConfig(  # type: ignore[call-arg]
             name=request.run_name,
             storage_path=request.storage_path,
             checkpoint_config=ray.train.CheckpointConfig(

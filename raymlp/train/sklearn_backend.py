@@ -84,7 +84,7 @@ def build_estimator(
     becomes `random_state` when the estimator takes one and params do not set it."""
     cls = estimator_class(path)
     params = dict(params or {})
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
     if not any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in accepted.values()):
         names = [name for name in accepted if name != "self"]
         unknown = [name for name in params if name not in names]
@@ -225,7 +225,7 @@ def _task_options(request: TrainRequest) -> dict[str, Any]:
         "num_cpus": resources.pop("CPU", 1),
         "num_gpus": resources.pop("GPU", 1 if scaling.use_gpu else 0),
         "max_retries": request.train.max_failures,
-        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None),
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None),  # type: ignore[arg-type]  # None: outside any group
     }
     memory = resources.pop("memory", None)
     if memory:

@@ -87,15 +87,16 @@ def evaluation_metrics(
     if len(truth) == 0:
         return {}
     if task == "classification":
+        assert classes is not None, "a classifier's evaluation is given its classes"
         codes = {str(name): index for index, name in enumerate(classes)}
         probabilities = predicted[[f"probability_{name}" for name in classes]].to_numpy()
         return classification_metrics(np.array([codes[str(value)] for value in truth]), probabilities, prefix)
     scale = target_scale or {"mean": 0.0, "std": 1.0}
-    standardised = [
+    truth_standardised, predicted_standardised = (
         (values - scale["mean"]) / scale["std"]
         for values in (pd.to_numeric(truth).to_numpy(dtype=float), predicted["prediction"].to_numpy(dtype=float))
-    ]
-    return regression_metrics(*standardised, prefix, unit=scale["std"])
+    )
+    return regression_metrics(truth_standardised, predicted_standardised, prefix, unit=scale["std"])
 
 
 _BLOCK_BYTES = 256 << 20
@@ -173,8 +174,9 @@ def prepare_training(job: Any, dataset: Any, catalog: Any, reporter: Any) -> Pre
         reporter.info(f"    train  {unlabeled} rows without a label are left out")
         frame = frame[frame[label].notna()]
     task = infer_task(frame[label], job.train.task)
-    classes = label_classes(frame[label]) if task == "classification" else None
+    classes = None
     if task == "classification":
+        classes = label_classes(frame[label])
         if len(classes) < 2:
             raise WorkFailed(f"label '{label}' has {len(classes)} distinct value(s); classification needs at least 2")
         codes = {value: index for index, value in enumerate(classes)}

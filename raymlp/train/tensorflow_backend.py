@@ -230,7 +230,7 @@ def _save_state(
         model.save(str(folder / MODEL_FILE))
     store: dict[str, Any] = {}
     optimizer.save_own_variables(store)
-    np.savez(folder / OPTIMIZER_FILE, **{key: np.asarray(value) for key, value in store.items()})
+    np.savez(folder / OPTIMIZER_FILE, **{key: np.asarray(value) for key, value in store.items()})  # type: ignore[arg-type]
     (folder / STATE_FILE).write_text(json.dumps({"epoch": epoch, "history": history}))
 
 

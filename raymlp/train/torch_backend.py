@@ -142,7 +142,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             # replicas drift apart (and disagree on early stopping).
             step_now = pending == accumulate or last
             # DDP all-reduces gradients on every backward; between optimizer steps that is wasted.
-            sync = contextlib.nullcontext() if step_now or not hasattr(model, "no_sync") else model.no_sync()
+            sync = contextlib.nullcontext() if step_now or not hasattr(model, "no_sync") else model.no_sync()  # type: ignore[operator]
             with sync, torch.autocast(device.type, dtype=torch.float16, enabled=mixed):
                 output = model(features)
                 loss = loss_fn(output, labels) if classification else loss_fn(output.squeeze(1), labels)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from raymlp.config.schema.train import XGBoostModel
 from raymlp.errors import UsageError, WorkFailed
 from raymlp.package.formats.xgboost_format import CLASSES_ATTR, MODEL_FILE, OBJECTIVE_ATTR, as_scores
 
@@ -166,6 +167,7 @@ def fit(request: TrainRequest) -> FitOutcome:
     from ray.train.xgboost import XGBoostTrainer
 
     train, scaling = request.train, request.train.scaling
+    assert isinstance(train.model, XGBoostModel), "the framework table sends only xgboost models here"
     params = booster_params(request.task, request.output_dim, dict(train.model.params), train.seed, scaling.use_gpu)
     check_params(params, request.input_dim)
     loop_config = {

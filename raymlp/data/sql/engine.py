@@ -59,8 +59,8 @@ def read_errors(url: str, table: str | None, engine) -> Iterator[None]:
         raise WorkFailed(f"table '{table}' does not exist in {redact_url(url)}") from None
     except sa.exc.SQLAlchemyError as error:
         raise WorkFailed(
-            f"reading from {redact_url(url)} failed: {error.__class__.__name__}: {error.orig or error}"
-        ) from None  # type: ignore[attr-defined]
+            f"reading from {redact_url(url)} failed: {error.__class__.__name__}: {error.orig or error}"  # type: ignore[attr-defined]
+        ) from None
     except engine.dialect.loaded_dbapi.Error as error:
         raise WorkFailed(f"reading from {redact_url(url)} failed: {type(error).__name__}: {error}".strip()) from None
 
