@@ -60,7 +60,7 @@ from online_harness import (  # noqa: E402
     QUIET,
     cpu_per_request,
     cpu_snapshot,
-    load,
+    init_local_ray,
     load_model,
     loadavg,
     make_record_model,
@@ -408,16 +408,7 @@ def _stop_flag() -> dict[str, Any]:
 
 
 def _start_local_ray(workdir: str, stop: dict[str, Any]) -> None:
-    import ray
-
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=False,
-        object_store_memory=200 * 1024 * 1024,
-        _temp_dir=os.path.join(workdir, "ray"),
-        log_to_driver=False,
-    )
+    init_local_ray(workdir)
     # Ray's own failure-signal handler replaces ours; put ours back so SIGTERM only
     # sets the flag and the server's finally shuts Serve and Ray down cleanly.
     signal.signal(signal.SIGTERM, stop["handler"])
@@ -727,15 +718,6 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
         body = sys.stdin.read().encode()
         run_serve_server(sys.argv[2], sys.argv[3], sys.argv[4], body)
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "_load":
-        import uvloop
-
-        body = sys.stdin.read().encode()
-        res = uvloop.run(
-            load(sys.argv[2], body, int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), tuple(sys.argv[6:]))
-        )
-        print(json.dumps(res))
         return
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -131,21 +131,13 @@ def main() -> None:
         del os.environ[key]
     os.environ.update(env)
 
-    import ray
     from ray import serve
     from ray.serve.context import _get_global_client
 
     results: dict[str, object] = {"flags_via": args.flags_via, "flags": flags}
     url = f"http://127.0.0.1:{harness.PORT_SERVE_HTTP}"
     try:
-        ray.init(
-            address="local",
-            num_cpus=4,
-            include_dashboard=False,
-            object_store_memory=200 * 1024 * 1024,
-            _temp_dir=os.path.join(workdir, "ray"),
-            log_to_driver=False,
-        )
+        harness.init_local_ray(workdir)
         start_kwargs: dict = {"http_options": {"host": "127.0.0.1", "port": harness.PORT_SERVE_HTTP}}
         if controller_env:
             start_kwargs["controller_options"] = {"runtime_env": {"env_vars": controller_env}}

@@ -438,6 +438,20 @@ def finish_load_process(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def init_local_ray(workdir: str) -> None:
+    """The benchmarks' own embedded Ray: four CPUs, no dashboard, a small object store, under WORKDIR."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        object_store_memory=200 * 1024 * 1024,
+        _temp_dir=os.path.join(workdir, "ray"),
+        log_to_driver=False,
+    )
+
+
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
