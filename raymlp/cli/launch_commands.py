@@ -120,7 +120,7 @@ def submit(
         f"{submission.uploaded_bytes / 1024:.0f} KiB{carried}): {submission.entrypoint}",
         file=sys.stderr,
     )
-    from raymlp.launch.client import dashboard_line
+    from raymlp.runtime.tokens import dashboard_line
 
     print(f"dashboard: {dashboard_line(submission.job_url, cluster.token, cluster.requires_token)}", file=sys.stderr)
     if not follow:
@@ -290,7 +290,7 @@ def cluster_up(
         from raymlp.launch import local_cluster
 
         cluster = local_cluster.up(file, port=port, dashboard_port=dashboard_port)
-        from raymlp.launch.client import Token, dashboard_line
+        from raymlp.runtime.tokens import Token, dashboard_line
 
         token = Token("", cluster.token_source)  # where the token is; its value is never printed
         typer.echo(f"cluster {cluster.name} is up: dashboard {dashboard_line(cluster.dashboard_url, token, True)}")

@@ -9,7 +9,7 @@ from typing import Any
 from raymlp.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, names_where, said
 
 from .schema import MODULE_STEP_TYPES, CNNModel, CustomModel, EstimatorModel, JobConfig, MLPModel, XGBoostModel
-from .yamlfile import _options, annotations_at, model_at  # noqa: F401  (re-exported: the type walk lived here)
+from .yamlfile import annotations_at
 
 Finding = tuple[tuple[str | int, ...], str]
 Check = Callable[[JobConfig], Iterator[Finding]]

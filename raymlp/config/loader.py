@@ -21,18 +21,15 @@ from raymlp.textfiles import TextFileError, decode_utf8, read_bytes
 
 from .checks import run_checks
 from .schema import CURRENT_VERSION, JobConfig
-from .yamlfile import (  # noqa: F401  (re-exported: where these names were first read from)
+from .yamlfile import (
     ConfigError,
     ConfigIssue,
-    ModelT,
     Path_,
-    _construct,
     _interpolate,
     _parse_yaml,
     _Source,
     _validation_issues,
     dotted,
-    load_yaml_model,
 )
 
 #: version -> function that rewrites a raw job of that version into the next version.

@@ -3,7 +3,7 @@
 
 The job loader (`loader.load_job`) and the environment files (`envs.load_env`) both read through
 here; it imports nothing of raymlp's config but the schema, so `checks` -> `envs` -> here stays a
-line, not a circle. `loader` re-exports these names.
+line, not a circle.
 """
 
 from __future__ import annotations

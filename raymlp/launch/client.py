@@ -15,13 +15,9 @@ from typing import TYPE_CHECKING
 
 from raymlp import settings
 from raymlp.errors import UsageError, WorkFailed
-from raymlp.runtime.tokens import (  # noqa: F401  (re-exported: where launch's callers find them)
-    TOKEN_ENV,
-    TOKEN_PATH_ENV,
+from raymlp.runtime.tokens import (
     Token,
-    dashboard_line,
     find_token,
-    local_token_auth,
 )
 
 if TYPE_CHECKING:

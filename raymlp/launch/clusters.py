@@ -23,7 +23,7 @@ from raymlp.errors import UsageError
 from raymlp.textfiles import TextFileError, read_utf8
 
 if TYPE_CHECKING:
-    from raymlp.config.loader import ConfigIssue, _Source
+    from raymlp.config.yamlfile import ConfigIssue, _Source
 
 Kind = Literal["launcher", "RayCluster", "RayJob", "RayService"]
 Path_ = tuple[str | int, ...]
@@ -77,7 +77,7 @@ class ClusterFileError(UsageError):
 
 def validate_cluster_file(path: str | os.PathLike[str]) -> ClusterFile:
     """Check a launcher YAML or KubeRay manifest; raise `ClusterFileError` listing every problem."""
-    from raymlp.config.loader import ConfigIssue
+    from raymlp.config.yamlfile import ConfigIssue
 
     file, label = Path(path), str(path)
     try:
@@ -115,14 +115,14 @@ def validate_cluster_file(path: str | os.PathLike[str]) -> ClusterFile:
     return found
 
 
-# --- documents with the line of every dotted path (raymlp.config.loader's machinery) -------------
+# --- documents with the line of every dotted path (raymlp.config.yamlfile's machinery) -------------
 
 
 def _documents(text: str, label: str) -> tuple[list[tuple[Any, _Source]], list[ConfigIssue]]:
     """Each YAML document as data plus its `_Source`; problems that stop parsing come back separately."""
     import yaml
 
-    from raymlp.config.loader import ConfigIssue, _construct, _Source
+    from raymlp.config.yamlfile import ConfigIssue, _construct, _Source
 
     try:
         nodes = [node for node in yaml.compose_all(text, Loader=yaml.SafeLoader) if node is not None]
@@ -715,7 +715,7 @@ def _embedded(value: str, at: Path_, source: _Source, text: str, what: str) -> A
     """Parse YAML held in a string value; its lines are the file's when it is a literal block (`key: |`)."""
     import yaml
 
-    from raymlp.config.loader import ConfigIssue, _construct, _Source
+    from raymlp.config.yamlfile import ConfigIssue, _construct, _Source
 
     key_line = source.lines.get(at, 1)
     lines = text.splitlines()

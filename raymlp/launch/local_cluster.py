@@ -44,7 +44,8 @@ class LocalCluster:
 
 def up(config_file: Path, *, port: int | None = None, dashboard_port: int | None = None) -> LocalCluster:
     """Start the head of `config_file`'s cluster here; returns once its dashboard answers."""
-    from .client import find_token
+    from raymlp.runtime.tokens import find_token
+
     from .clusters import validate_cluster_file
 
     checked = validate_cluster_file(config_file)
@@ -269,7 +270,7 @@ def _new_token():
     """A new token saved where Ray looks (~/.ray/auth_token), as `ray get-auth-token --generate` does."""
     import secrets
 
-    from .client import Token
+    from raymlp.runtime.tokens import Token
 
     path = Path.home() / ".ray" / "auth_token"
     path.parent.mkdir(parents=True, exist_ok=True)

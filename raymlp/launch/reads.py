@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from raymlp.errors import UsageError
+from raymlp.runtime.upload import exclusion
 
-from .workdir import WorkingDir, exclusion
+from .workdir import WorkingDir
 
 #: Files named in one refusal before "and N more".
 SHOWN = 3

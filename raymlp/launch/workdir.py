@@ -18,15 +18,10 @@ from pathlib import Path
 
 from raymlp import ray_internals
 from raymlp.errors import UsageError
-from raymlp.runtime.upload import (  # noqa: F401  (re-exported: the rules live with the walk's replay)
+from raymlp.runtime.upload import (
     EXCLUDES,
-    IGNORE_FILES,
-    PACKAGE_PREFIX,
-    exclusion,
     home_inside,
-    in_uploaded_copy,
     include_gitignore,
-    left_behind,
     ray_default_excludes,
 )
 

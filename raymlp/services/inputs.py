@@ -335,7 +335,7 @@ def validate_inputs(loaded: Any) -> str | None:
     """`raymlp validate`'s checks beyond the file itself: what every stage reads (`check_inputs`) and
     the preprocess module refs (against the job's catalog), raised together as one ConfigError.
     Returns a note when the catalog could not be consulted."""
-    from raymlp.config.loader import ConfigError
+    from raymlp.config import ConfigError
     from raymlp.data.modules import validate_job_refs
 
     found = loaded.config_error(check_inputs(loaded)).issues

@@ -127,6 +127,10 @@ def test_a_resume_is_refused_while_the_runs_controller_lives(monkeypatch):
     alive = [SimpleNamespace(actor_id="9f3c2a1b7e6d5c4b3a29", pid=4242, job_id="05000000")]
     monkeypatch.setattr(resume, "alive_controllers", lambda run_id, address: asked.append((run_id, address)) or alive)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    import ray
+
+    # The suite's own session Ray may be up in this process; the case here is a command's first Ray.
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     resume.refuse_while_training("run-1", None)  # an embedded Ray, started afresh: nothing to look at
     assert asked == []
     with pytest.raises(UsageError) as refused:
@@ -139,6 +143,10 @@ def test_a_resume_is_refused_while_the_runs_controller_lives(monkeypatch):
     assert "then run --resume run-1 again" in str(refused.value)
     alive.clear()
     resume.refuse_while_training("run-1", "10.0.0.1:6379")
+    asked.clear()
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # a process already joined to a Ray looks there
+    resume.refuse_while_training("run-1", None)
+    assert asked == [("run-1", None)]
 
     def unreachable(run_id, address):
         raise ConnectionError("no dashboard")

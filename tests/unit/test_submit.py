@@ -199,7 +199,7 @@ def test_a_job_run_in_an_uploaded_copy_says_which_rule_left_its_data_behind(igno
 
 
 def test_the_dashboard_link_says_where_the_token_is_and_never_prints_it():
-    from raymlp.launch.client import Token, dashboard_line
+    from raymlp.runtime.tokens import Token, dashboard_line
 
     url = "http://127.0.0.1:8265"
     assert dashboard_line(url, Token("s3cr3t", "~/.ray/auth_token"), True) == (
