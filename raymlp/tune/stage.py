@@ -373,15 +373,28 @@ def _close_stopped_trials(
         tracker.finish(child.info.run_id, status="KILLED")
         run_id = child.data.tags.get("raymlp.run_id")
         if run_id:
-            try:
-                context.catalog.finish_run(
-                    run_id,
-                    "stopped" if stopped or left_by_pbt else "failed",
-                    summary={"sweep": context.run_id},
-                    error=why,
-                )
-            except Exception:  # already finished (the trial's own process got that far)
-                pass
+            _end_trial_run(context, run_id, "stopped" if stopped or left_by_pbt else "failed", why)
+
+
+def _end_trial_run(context: StageContext, run_id: str, status: str, why: str) -> None:
+    """End a trial's catalog run as `status`. The scheduler's stop can reach the trial's own process
+    first, whose train stage then ends the run `failed`; a run the scheduler stopped is `stopped`
+    all the same (the trial's process is gone once the sweep has returned)."""
+    from raymlp.catalog import CatalogError
+
+    catalog = context.catalog
+    summary = {"sweep": context.run_id}
+    try:
+        catalog.finish_run(run_id, status, summary=summary, error=why)
+        return
+    except Exception:  # already finished by the trial's own process
+        pass
+    try:
+        if status == "stopped" and catalog.get_run(run_id).status == "failed":
+            catalog.reopen_run(run_id)
+            catalog.finish_run(run_id, status, summary=summary, error=why)
+    except CatalogError:  # gone or changed meanwhile: the sweep's results do not depend on it
+        pass
 
 
 def trial_rows(grid: Any, metric: str, mode: str, space: dict[str, Any]) -> list[dict[str, Any]]:

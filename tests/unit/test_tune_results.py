@@ -159,3 +159,44 @@ def test_trials_the_scheduler_stopped_end_stopped_in_the_catalog_and_killed_in_m
     assert finished["cat-m-p1"][0] == "stopped" and finished["cat-m-p1"][1].startswith("PBT stopped this run")
     assert finished["cat-m-n"][0] == "failed"  # it ended without the scheduler stopping it
     assert "cat-m-d" not in finished
+
+
+def test_a_stopped_trial_whose_own_process_ended_its_run_failed_ends_stopped(tmp_path):
+    """The scheduler's stop reached the trial's process first, and its train stage ended the catalog
+    run `failed`: the sweep still records it `stopped`, with the scheduler's reason."""
+    from raymlp.catalog import Catalog
+
+    with Catalog(f"sqlite:///{tmp_path / 'catalog.db'}") as catalog:
+        stopped = catalog.start_run("wine", "jobs/wine.yaml", "0" * 64, {}, ["train"])
+        failed = catalog.start_run("wine", "jobs/wine.yaml", "0" * 64, {}, ["train"])
+        for run in (stopped, failed):
+            catalog.finish_run(run.id, "failed", error="TrainingFailedError: the worker group was shut down")
+        children = [
+            SimpleNamespace(
+                info=SimpleNamespace(run_id=f"m-{trial}", status="FAILED"),
+                data=SimpleNamespace(tags={"raymlp.trial_id": trial, "raymlp.run_id": run.id}),
+            )
+            for trial, run in (("s", stopped), ("e", failed))
+        ]
+        tracker = SimpleNamespace(
+            client=SimpleNamespace(
+                search_runs=lambda *args, **kwargs: children,
+                get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(metrics={"val_accuracy": 0.4})),
+            ),
+            experiment_id=lambda name: "1",
+            set_tags=lambda run_id, tags: None,
+            log_metrics=lambda run_id, rows: None,
+            finish=lambda run_id, status: None,
+        )
+        context = SimpleNamespace(
+            config=SimpleNamespace(name="wine", tune=SimpleNamespace(metric="val_accuracy")),
+            run_id="sweep-1",
+            catalog=catalog,
+        )
+        rows = [{"trial": "s", "state": "stopped early", "epochs": 1}, {"trial": "e", "state": "error"}]
+        stage._close_stopped_trials(context, tracker, "parent", rows, "asha", {})
+
+        record = catalog.get_run(stopped.id)
+        assert record.status == "stopped" and "stopped by the asha scheduler after 1 epoch(s)" in record.error
+        assert record.summary == {"sweep": "sweep-1"}
+        assert catalog.get_run(failed.id).status == "failed"  # a trial that really failed stays failed
