@@ -12,6 +12,7 @@ from typing import Any
 from raymlp.config import LoadedJob, load_job
 from raymlp.context import Reporter, StageContext
 from raymlp.errors import UsageError
+from raymlp.storage import files as storage_files
 from raymlp.storage import resolve_storage
 
 STAGES = ("collect", "convert", "train", "tune", "register", "predict", "serve")
@@ -32,6 +33,7 @@ class RunSummary:
     rejected_rows: int | None = None  # malformed records the collect kept in the table's __rejects table
     dataset: str | None = None
     dataset_rows: int | None = None
+    dataset_path: str | None = None  # the version's folder, or its prefix in a bucket
     dataset_reused: bool | None = None  # convert found the latest version's rows again and published nothing
     quarantined_rows: int | None = None
     content_digest: str | None = None
@@ -205,7 +207,7 @@ def _withdraw_unused_version(context: StageContext, summary: RunSummary) -> None
     except Exception as error:
         context.reporter.stage("convert", f"could not withdraw {version.ref} after the failure: {error}")
         return
-    summary.dataset = summary.dataset_rows = summary.content_digest = None
+    summary.dataset = summary.dataset_rows = summary.content_digest = summary.dataset_path = None
     context.reporter.stage("convert", f"withdrew {version.ref}: the run failed before anything used it")
 
 
@@ -283,7 +285,7 @@ def _convert(context: StageContext, summary: RunSummary) -> None:
     version = convert_stage(context)
     context.results["dataset"] = version
     summary.dataset, summary.dataset_reused = version.ref, version.reused
-    summary.dataset_rows = version.manifest["row_count"]
+    summary.dataset_rows, summary.dataset_path = version.manifest["row_count"], version.path
     summary.quarantined_rows = (version.manifest.get("quarantine") or {}).get("rows", 0)
     summary.content_digest = version.manifest["content_digest"]
 
@@ -428,8 +430,8 @@ def _example_records(context: StageContext, package: str) -> list[dict[str, Any]
     dataset = context.results.get("dataset")
     if dataset is None:
         dataset = context.catalog.get_dataset_version(context.config.data.dataset.name)
-    first_file = pq.ParquetFile(Path(dataset.path) / dataset.manifest["files"][0]["path"])
-    batch = next(first_file.iter_batches(batch_size=1, columns=names))  # one row, not the whole version
+    with storage_files.open_input(storage_files.join(dataset.path, dataset.manifest["files"][0]["path"])) as handle:
+        batch = next(pq.ParquetFile(handle).iter_batches(batch_size=1, columns=names))  # one row, not the whole version
     return json.loads(batch.to_pandas().to_json(orient="records"))
 
 

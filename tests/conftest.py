@@ -145,3 +145,6 @@ def run_job_quietly(*args, **kwargs):
         summary = run_job(*args, **kwargs)
     assert foreign_lines(captured.text) == [], captured.text[-3000:]
     return summary
+
+
+pytest_plugins = ["tests.s3server"]  # the session's S3 server (`s3_server`) and a bucket per test (`s3_bucket`)

@@ -60,7 +60,10 @@ def data_convert(
         print_json(
             {
                 "dataset": summary.dataset,
+                "version": int(summary.dataset.rpartition("@")[2]) if summary.dataset else None,
+                "path": summary.dataset_path,
                 "rows": summary.dataset_rows,
+                "quarantined_rows": summary.quarantined_rows,
                 "content_digest": summary.content_digest,
                 "reused": bool(summary.dataset_reused),
             }

@@ -63,10 +63,18 @@ def _convert_options(
     )
 
 
-def read_header(path: Path, delimiter: str) -> tuple[list[str], int]:
+def read_header(path: str | Path, delimiter: str) -> tuple[list[str], int]:
     """The column names on a CSV file's first line, and the byte offset where its records start."""
-    with open(path, "rb") as handle:
-        first = handle.readline()
+    from raymlp.storage import files
+
+    first = b""
+    with files.open_input(path) as handle:
+        while b"\n" not in first:
+            piece = handle.read(1 << 16)
+            if not piece:
+                break
+            first += piece
+    first = first[: first.find(b"\n") + 1] if b"\n" in first else first
     if not first.strip():
         raise WorkFailed(f"{path}: the file is empty (a CSV source needs a header line)")
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -34,33 +33,36 @@ IMAGE_SCHEMA = pa.schema(
 )
 
 
-def expand_image_paths(patterns: list[str]) -> list[Path]:
+def expand_image_paths(patterns: list[str]) -> list[str]:
     """Image files named by folders (FOLDER/CLASS/IMAGE) or globs, sorted; each lies in its class folder.
 
     In a folder, files whose names end in an image suffix are read and other files are left
     alone; an image directly in the folder or deeper than one class folder is an error, since
     its class would be a guess.
     """
-    found: list[Path] = []
+    from raymlp.storage import files
+
+    found: list[str] = []
     for item in patterns:
-        expanded = os.path.expanduser(item)
-        if os.path.isdir(expanded):
-            root = Path(expanded)
+        expanded = item if files.is_remote(item) else os.path.expanduser(item)
+        if files.is_folder(expanded):
+            root = files.normalized(expanded, key="data.source.path").rstrip("/")
+            relative = [name[len(root) + 1 :].split("/") for name in files.list_files(root)]
             images = [
-                path
-                for path in sorted(root.rglob("*"))
-                if path.is_file()
-                and path.name.lower().endswith(IMAGE_SUFFIXES)
-                and not any(part.startswith(".") for part in path.relative_to(root).parts)
+                parts
+                for parts in relative
+                if parts[-1].lower().endswith(IMAGE_SUFFIXES) and not any(part.startswith(".") for part in parts)
             ]
-            misplaced = [path for path in images if len(path.relative_to(root).parts) != 2]
+            misplaced = ["/".join([root, *parts]) for parts in images if len(parts) != 2]
             if misplaced:
-                shown = ", ".join(str(path) for path in misplaced[:5])
+                shown = ", ".join(misplaced[:5])
                 raise UsageError(
                     f"data.source.path: {len(misplaced)} images in '{item}' are not directly inside a class folder "
                     f"(first: {shown}); the images format reads {item}/CLASS/IMAGE, the class being the folder's name"
                 )
-            matches = [str(path) for path in images]
+            matches = ["/".join([root, *parts]) for parts in images]
+        elif files.is_remote(expanded):
+            matches = files.glob(expanded)
         else:
             matches = [match for match in sorted(glob.glob(expanded, recursive=True)) if os.path.isfile(match)]
         if not matches:
@@ -68,7 +70,7 @@ def expand_image_paths(patterns: list[str]) -> list[Path]:
                 f"data.source.path: '{item}' holds no images ({', '.join(IMAGE_SUFFIXES)}) in class folders "
                 f"(working directory: {os.getcwd()})"
             )
-        found += [Path(match) for match in matches]
+        found += [files.normalized(match) for match in matches]
     return list(dict.fromkeys(found))
 
 
@@ -92,17 +94,19 @@ def image_facts(data: bytes) -> tuple[str, int, int]:
     return str(kind), int(width), int(height)
 
 
-def read_image_files(files: list[Path]) -> tuple[pa.Table, np.ndarray, np.ndarray, pa.Table | None]:
+def read_image_files(names: list[str]) -> tuple[pa.Table, np.ndarray, np.ndarray, pa.Table | None]:
     """Rows of readable images, the record number (1) and file of each, and quarantine rows for the rest."""
     from PIL import UnidentifiedImageError
+
+    from raymlp.storage import files
 
     columns: dict[str, list] = {field.name: [] for field in IMAGE_SCHEMA}
     origins: list[str] = []
     bad_files: list[str] = []
     reasons: list[str] = []
-    for path in files:
+    for path in names:
         try:
-            data = path.read_bytes()
+            data = files.read_bytes(path)
         except OSError as error:
             bad_files.append(str(path))
             reasons.append(f"cannot read the file: {error.strerror or error}")
@@ -117,11 +121,11 @@ def read_image_files(files: list[Path]) -> tuple[pa.Table, np.ndarray, np.ndarra
             bad_files.append(str(path))
             reasons.append(f"not a readable image: {error.__class__.__name__}: {error}")
             continue
-        label = path.parent.name
+        label = files.name_of(files.parent(path))
         for name, value in (
             ("image", data),
             ("label", label),
-            ("path", f"{label}/{path.name}"),
+            ("path", f"{label}/{files.name_of(path)}"),
             ("width", width),
             ("height", height),
             ("format", kind),

@@ -14,7 +14,11 @@ _ROW_HASH_KEYS = ("raymlp-digest-k1", "raymlp-digest-k2")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes, read without ever opening it for writing."""
+    """sha256 of a file's bytes (local or in a bucket), read without ever opening it for writing."""
+    from raymlp.storage import files
+
+    if files.is_remote(path):
+        return files.sha256_of(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -22,7 +26,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def files_sha256(paths: list[Path]) -> dict[str, str]:
+def files_sha256(paths: list[str] | list[Path]) -> dict[str, str]:
     """sha256 of each file, keyed by path."""
     return {str(path): file_sha256(path) for path in paths}
 

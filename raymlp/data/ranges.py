@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from raymlp.config.schema import SchemaConfig, SourceConfig
 from raymlp.errors import UsageError, WorkFailed
+from raymlp.storage import files as storage_files
 
 from .csvfile import RAW_COLUMN, REASON_COLUMN, ROW_COLUMN, SOURCE_COLUMN, TEXT_COLUMN, physical_lines
 from .integrity import ContentDigest, canonical, file_sha256, plain_types, row_hash_sum
@@ -139,7 +140,7 @@ def range_bytes(total: int, workers: int) -> int:
     return int(min(_MAX_RANGE_BYTES, max(_MIN_RANGE_BYTES, total // max(1, workers * 4))))
 
 
-def plan_ranges(files: list[Path], file_format: str, size: int, data_starts: dict[str, int]) -> list[ReadRange]:
+def plan_ranges(files: list[str], file_format: str, size: int, data_starts: dict[str, int]) -> list[ReadRange]:
     """Ranges covering every byte (or row group) of every file once, in file order."""
     ranges: list[ReadRange] = []
     for file_index, path in enumerate(files):
@@ -147,7 +148,8 @@ def plan_ranges(files: list[Path], file_format: str, size: int, data_starts: dic
         if file_format == "parquet":
             import pyarrow.parquet as pq
 
-            metadata = pq.ParquetFile(path).metadata
+            with storage_files.open_input(path) as handle:
+                metadata = pq.ParquetFile(handle).metadata
             group, first_record = 0, 0
             while group < metadata.num_row_groups:
                 end, taken = group, 0
@@ -160,9 +162,9 @@ def plan_ranges(files: list[Path], file_format: str, size: int, data_starts: dic
             if metadata.num_row_groups == 0:
                 ranges.append(ReadRange(len(ranges), name, file_index, 0, 0))
             continue
-        length = os.path.getsize(path)
+        length = _size(path)
         start = data_starts.get(name, 0)
-        with open(path, "rb") as handle:
+        with storage_files.open_input(path) as handle:
             while start < length:
                 end = min(start + size, length)
                 if end < length:  # move the cut to just after the next newline
@@ -188,9 +190,7 @@ def plan_ranges(files: list[Path], file_format: str, size: int, data_starts: dic
 
 
 def _read_bytes(item: ReadRange, bytes_read: Callable[[ReadRange, bytes | None], None] | None = None) -> bytes:
-    with open(item.file, "rb") as handle:
-        handle.seek(item.start)
-        data = handle.read(item.end - item.start)
+    data = storage_files.read_range(item.file, item.start, item.end)
     if bytes_read is not None:
         bytes_read(item, data)
     return data
@@ -213,16 +213,18 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
     if how.file_format == "parquet":
         import pyarrow.parquet as pq
 
-        table = (
-            pq.ParquetFile(item.file).read_row_groups(list(range(item.start, item.end)))
-            if item.end > item.start
-            else pq.read_schema(item.file).empty_table()
-        )
+        with storage_files.open_input(item.file) as handle:
+            parquet = pq.ParquetFile(handle)
+            table = (
+                parquet.read_row_groups(list(range(item.start, item.end)))
+                if item.end > item.start
+                else parquet.schema_arrow.empty_table()
+            )
+            size = sum(parquet.metadata.row_group(g).total_byte_size for g in range(item.start, item.end))
         row_ids = np.arange(item.first_record + 1, item.first_record + table.num_rows + 1)
         malformed = None
         if how.bytes_read is not None:
             how.bytes_read(item, None)
-        size = sum(pq.ParquetFile(item.file).metadata.row_group(g).total_byte_size for g in range(item.start, item.end))
     else:
         if data is None:
             data = _read_bytes(item, how.bytes_read)
@@ -269,7 +271,7 @@ def _read_range(item: ReadRange, how: RangeRead, data: bytes | None) -> RangeRes
     table = plain_types(table)
     part = None
     if how.part_folder is not None and table.num_rows:
-        part = write_part(table, Path(how.part_folder) / f"range-{item.index:06d}.parquet")
+        part = write_part(table, storage_files.join(how.part_folder, f"range-{item.index:06d}.parquet"))
     return RangeResult(
         range=item,
         schema=table.schema,
@@ -323,13 +325,29 @@ def _conform(table: pa.Table, schema: pa.Schema, file: str) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_part(table: pa.Table, path: Path) -> dict[str, Any]:
-    """One Parquet part (snappy; dictionary pages for text columns only, where they pay off)."""
+def write_part(table: pa.Table, path: str | Path, dictionary: bool = True) -> dict[str, Any]:
+    """One Parquet part (snappy; dictionary pages for text columns only, where they pay off), at a
+    local path or a URI. In a bucket the file is made in memory, hashed there and sent in one PUT."""
+    import hashlib
+
     import pyarrow.parquet as pq
 
     text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
-    pq.write_table(table, path, compression="snappy", use_dictionary=text or False)
-    return {"path": path.name, "rows": table.num_rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    use_dictionary = (text or False) if dictionary else False
+    if not storage_files.is_remote(path):
+        pq.write_table(table, path, compression="snappy", use_dictionary=use_dictionary)
+        size = os.path.getsize(path)
+        return {"path": storage_files.name_of(path), "rows": table.num_rows, "bytes": size, "sha256": file_sha256(path)}
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy", use_dictionary=use_dictionary)
+    data = sink.getvalue()
+    storage_files.write_bytes(path, data)
+    return {
+        "path": storage_files.name_of(path),
+        "rows": table.num_rows,
+        "bytes": data.size,
+        "sha256": hashlib.sha256(memoryview(data)).hexdigest(),
+    }
 
 
 # --- all ranges -----------------------------------------------------------------------------
@@ -501,7 +519,7 @@ class _SourceHashes:
     still being parsed) and is taken again at the end when some range had to be read a second time.
     """
 
-    def __init__(self, files: list[Path], reads: int, data_starts: dict[str, int] | None):
+    def __init__(self, files: list[str], reads: int, data_starts: dict[str, int] | None):
         import queue
 
         self.files = files
@@ -535,11 +553,11 @@ class _SourceHashes:
         for path in self.files:
             name = str(path)
             if name not in fed:
-                self.before[name] = file_sha256(path)
+                self.before[name] = storage_files.sha256_of(path)
                 continue
             digests[name] = hashlib.sha256()
-            with open(path, "rb") as handle:  # the header line, which no range holds
-                digests[name].update(handle.read(fed[name]))
+            if fed[name]:  # the header line, which no range holds
+                digests[name].update(storage_files.read_range(path, 0, fed[name]))
             offsets[name], waiting[name] = fed[name], {}
         unfinished = {name for name in digests if offsets[name] < self.stats[name][0]}
         while unfinished:
@@ -556,14 +574,14 @@ class _SourceHashes:
             if offsets[item.file] >= self.stats[item.file][0]:
                 unfinished.discard(item.file)
         for name in unfinished:
-            with open(name, "rb") as handle:
+            with storage_files.open_input(name) as handle:
                 handle.seek(offsets[name])
                 while piece := handle.read(4 << 20):
                     digests[name].update(piece)
         for name, digest in digests.items():
             self.before[name] = digest.hexdigest()
         self._all_read.wait()
-        self.after = {str(path): file_sha256(path) for path in self.files}
+        self.after = {str(path): storage_files.sha256_of(path) for path in self.files}
 
     def stop(self) -> None:
         """Let the thread finish (an error, or every range read): it reads what never arrived."""
@@ -574,27 +592,42 @@ class _SourceHashes:
         self.stop()
         self._thread.join()
         if self._reads > self._reads_expected:  # read again after the second hash began
-            self.after = {str(path): file_sha256(path) for path in self.files}
+            self.after = {str(path): storage_files.sha256_of(path) for path in self.files}
         changed = [
-            name
-            for name in self.after
-            if self.after[name] != self.before.get(name) or _stat(Path(name)) != self.stats[name]
+            name for name in self.after if self.after[name] != self.before.get(name) or _stat(name) != self.stats[name]
         ]
         if changed:
             raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
         return self.before
 
 
-def _stat(path: Path) -> tuple[int, int]:
-    info = path.stat()
-    return info.st_size, info.st_mtime_ns
+def _stat(path: str) -> tuple[int, int]:
+    state = storage_files.state(path)
+    if state is None:
+        raise WorkFailed(f"{path}: the source file is gone")
+    return state.size, state.mtime_ns
+
+
+def _size(path: str) -> int:
+    return _stat(path)[0]
+
+
+def source_names(files: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Source files as ranges name them: absolute local paths (workers elsewhere have another cwd)
+    or URIs of objects in a bucket."""
+    return [storage_files.normalized(path) for path in files]
+
+
+def recorded_name(name: str) -> str:
+    """A source file as a manifest records it: the resolved local path, or its URI."""
+    return name if storage_files.is_remote(name) else str(Path(name).resolve())
 
 
 def read_files(
-    files: list[Path],
+    files: list[str] | list[Path],
     source: SourceConfig,
     rules: SchemaConfig | None = None,
-    part_folder: Path | None = None,
+    part_folder: str | Path | None = None,
     keep_table: bool = False,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
@@ -615,20 +648,20 @@ def read_files(
     from .csvfile import read_header
 
     workers = workers or settings.local_cpus()
-    files = [Path(os.path.abspath(path)) for path in files]  # workers elsewhere have another cwd
+    names_read = source_names(files)
     file_format = source.format
     names: dict[str, list[str]] = {}
     starts: dict[str, int] = {}
     if file_format == "csv":
-        for path in files:
-            names[str(path)], starts[str(path)] = read_header(path, source.delimiter)
-    total = sum(os.path.getsize(path) for path in files)
-    plan = plan_ranges(files, file_format, range_bytes(total, workers), starts)
+        for path in names_read:
+            names[path], starts[path] = read_header(path, source.delimiter)
+    total = sum(_size(path) for path in names_read)
+    plan = plan_ranges(names_read, file_format, range_bytes(total, workers), starts)
     runner = _runner(workers, progress, label, len(plan))
     fed = None  # where each file's ranges start: their bytes make the first hash (threads only)
     if isinstance(runner, _Runner) and file_format != "parquet":
-        fed = {str(path): starts.get(str(path), 0) for path in files}
-    hashes = _SourceHashes(files, len(plan), fed)
+        fed = {path: starts.get(path, 0) for path in names_read}
+    hashes = _SourceHashes(names_read, len(plan), fed)
     how = RangeRead(
         file_format=file_format,
         delimiter=source.delimiter,
@@ -681,7 +714,7 @@ class RangeTables:
 
     def __init__(
         self,
-        files: list[Path],
+        files: list[str] | list[Path],
         source: SourceConfig,
         progress: Callable[[int, int], None] | None = None,
         workers: int | None = None,
@@ -693,7 +726,7 @@ class RangeTables:
         from .csvfile import read_header
 
         self.workers = workers or settings.local_cpus()
-        self.paths = [Path(os.path.abspath(path)) for path in files]
+        self.paths = source_names(files)
         self.file_format = source.format
         self.progress = progress
         self.label = label  # `job/stage`: names the Ray tasks of ranges read on a cluster
@@ -707,8 +740,8 @@ class RangeTables:
         self.starts: dict[str, int] = {}
         if self.file_format == "csv":
             for path in self.paths:
-                names[str(path)], self.starts[str(path)] = read_header(path, source.delimiter)
-        total = sum(os.path.getsize(path) for path in self.paths)
+                names[path], self.starts[path] = read_header(path, source.delimiter)
+        total = sum(_size(path) for path in self.paths)
         self.plan = plan_ranges(self.paths, self.file_format, range_bytes(total, self.workers), self.starts)
         self.how = RangeRead(
             file_format=self.file_format,
@@ -722,7 +755,7 @@ class RangeTables:
         self.schema = pa.schema(
             [
                 pa.field(name, pa.null())
-                for name in dict.fromkeys(name for path in self.paths for name in names.get(str(path), []))
+                for name in dict.fromkeys(name for path in self.paths for name in names.get(path, []))
             ]
         )
 
@@ -732,7 +765,7 @@ class RangeTables:
         runner = _runner(self.workers, None, self.label, len(self.plan))
         fed = None
         if isinstance(runner, _Runner) and self.file_format != "parquet":
-            fed = {str(path): self.starts.get(str(path), 0) for path in self.paths}
+            fed = {path: self.starts.get(path, 0) for path in self.paths}
         hashes = _SourceHashes(self.paths, len(self.plan), fed)
         how = replace(self.how, bytes_read=hashes.bytes_read)
         queued: list[tuple[ReadRange, Any]] = []
@@ -751,9 +784,7 @@ class RangeTables:
             runner.cancel([handle for _, handle in queued])
             runner.close()
             hashes.stop()
-        self.files = [
-            {"path": str(Path(name).resolve()), "sha256": sha} for name, sha in hashes.check_unchanged().items()
-        ]
+        self.files = [{"path": recorded_name(name), "sha256": sha} for name, sha in hashes.check_unchanged().items()]
 
     def _final_results(self, runner, how: RangeRead, queued: list, upcoming):
         """Results in file order, each final for quoting: ranges whose cut fell inside a quoted
@@ -848,7 +879,7 @@ def read_stream(
     *,
     booleans: tuple[list[str], list[str]] | None = None,
     rules: SchemaConfig | None = None,
-    part_folder: Path | None = None,
+    part_folder: str | Path | None = None,
     keep_table: bool = False,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
@@ -1004,7 +1035,7 @@ def _merge_cuts_inside_quotes(
 
 def _drop_part(result: RangeResult, how: RangeRead) -> None:
     if result.part is not None and how.part_folder is not None:
-        (Path(how.part_folder) / result.part["path"]).unlink(missing_ok=True)
+        storage_files.delete_file(storage_files.join(how.part_folder, result.part["path"]))
 
 
 def _recheck_unique_across_ranges(
@@ -1037,7 +1068,7 @@ def _assemble(
     ordered: list[RangeResult],
     schema: pa.Schema,
     file_hashes: dict[str, str],
-    part_folder: Path | None,
+    part_folder: str | Path | None,
     keep_table: bool,
     file_format: str,
 ) -> FilesRead:
@@ -1052,8 +1083,11 @@ def _assemble(
         if result.quarantine is not None:
             quarantines.append(_absolute(result.quarantine, offsets[result.range.index]))
         if result.part is not None and part_folder is not None:
+            if storage_files.is_remote(part_folder):  # no rename in a bucket: the part keeps its range's name
+                parts.append(result.part)
+                continue
             name = f"part-{len(parts):05d}.parquet"
-            os.rename(part_folder / result.part["path"], part_folder / name)
+            os.rename(Path(part_folder) / result.part["path"], Path(part_folder) / name)
             parts.append({**result.part, "path": name})
     quarantine = None
     if quarantines:
@@ -1078,7 +1112,7 @@ def _assemble(
         statistics=finish_statistics(merged, schema),
         quarantine=quarantine,
         parts=parts,
-        files=[{"path": str(Path(name).resolve()), "sha256": sha} for name, sha in file_hashes.items()],
+        files=[{"path": recorded_name(name), "sha256": sha} for name, sha in file_hashes.items()],
         bytes=sum(r.bytes for r in ordered),
         table=table,
     )

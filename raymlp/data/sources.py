@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from raymlp.config.schema import SourceConfig
 from raymlp.errors import UsageError, WorkFailed
+from raymlp.storage import files as storage_files
 
 _SUFFIXES = {"csv": (".csv", ".csv.gz", ".tsv"), "parquet": (".parquet", ".pq"), "json": (".json", ".jsonl", ".ndjson")}
 
@@ -22,7 +23,7 @@ class SourceData:
 
     table: pa.Table
     description: dict[str, Any]
-    files: list[Path] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # local paths (absolute) or URIs
     bytes: int | None = None
     malformed: pa.Table | None = None  # records that could not be parsed, with file, line and reason
     row_ids: Any = None  # images: per row, its record number in its file (1)
@@ -33,15 +34,19 @@ class SourceData:
         return 0 if self.malformed is None else self.malformed.num_rows
 
 
-def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
-    """Files named by paths, globs or folders, sorted; a clear error when none match."""
+def expand_paths(pattern: str | list[str], file_format: str) -> list[str]:
+    """Files named by paths, globs or folders (local, or in a bucket: s3://BUCKET/PREFIX/*.csv), sorted;
+    a clear error when none match. Local files are named as the pattern named them, objects by URI."""
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     if file_format == "images":
         from .images import expand_image_paths
 
         return expand_image_paths(patterns)
-    found: list[Path] = []
+    found: list[str] = []
     for item in patterns:
+        if storage_files.is_remote(item):
+            found += _expand_remote(item, file_format)
+            continue
         expanded = os.path.expanduser(item)
         if os.path.isdir(expanded):
             matches = [
@@ -58,8 +63,31 @@ def expand_paths(pattern: str | list[str], file_format: str) -> list[Path]:
                 f"data.source.path: '{item}' matches no {file_format} files (working directory: "
                 f"{os.getcwd()}){left_behind(item)}"
             )
-        found += [Path(match) for match in matches if os.path.isfile(match)]
+        found += [match for match in matches if os.path.isfile(match)]
     return list(dict.fromkeys(found))
+
+
+def source_bytes(files: list[str]) -> int:
+    """The size of the source files, together."""
+    states = [storage_files.state(path) for path in files]
+    return sum(state.size for state in states if state is not None)
+
+
+def _expand_remote(item: str, file_format: str) -> list[str]:
+    """Objects named by a URI: one object, a prefix (every object under it with the format's
+    suffix) or a glob."""
+    name = storage_files.normalized(item, key="data.source.path")
+    with storage_files.translated_errors(name, "list"):
+        if any(mark in name.split("://", 1)[1] for mark in "*?["):
+            matches = storage_files.glob(name)
+        elif storage_files.state(name) is not None:
+            matches = [name]
+        else:
+            suffixes = _SUFFIXES.get(file_format, ("",))
+            matches = [found for found in storage_files.list_files(name) if found.lower().endswith(suffixes)]
+    if not matches:
+        raise UsageError(f"data.source.path: '{item}' matches no {file_format} objects")
+    return matches
 
 
 def read_source(source: SourceConfig, progress=None) -> SourceData:
@@ -92,7 +120,7 @@ def read_source(source: SourceConfig, progress=None) -> SourceData:
     )
 
 
-def _read_images(source: SourceConfig, files: list[Path]) -> SourceData:
+def _read_images(source: SourceConfig, files: list[str]) -> SourceData:
     """Image files whole (each is one row), hashed before and after they are read."""
     from .images import read_image_files
     from .integrity import files_sha256
@@ -102,12 +130,14 @@ def _read_images(source: SourceConfig, files: list[Path]) -> SourceData:
     changed = [name for name, sha in files_sha256(files).items() if sha != before[name]]
     if changed:
         raise WorkFailed(f"source files changed while they were read: {', '.join(changed)}")
-    listed = [{"path": str(path.resolve()), "sha256": before[str(path)]} for path in files]
+    from .ranges import recorded_name
+
+    listed = [{"path": recorded_name(path), "sha256": before[path]} for path in files]
     return SourceData(
         table=table,
         description=files_description(source, listed),
         files=files,
-        bytes=sum(path.stat().st_size for path in files),
+        bytes=source_bytes(files),
         malformed=bad,
         row_ids=lines,
         row_sources=origins,

@@ -14,7 +14,7 @@ from raymlp.context import StageContext
 from raymlp.errors import UsageError, WorkFailed
 
 from .integrity import plain_types
-from .sources import expand_paths, read_source
+from .sources import expand_paths, read_source, source_bytes
 from .versions import PublishedVersion, publish_version
 
 
@@ -225,7 +225,7 @@ def _convert_files(context: StageContext) -> PublishedVersion:
     rules = data.schema_
     with (
         VersionStaging(context.storage.root, data.dataset.name) as staging,
-        context.reporter.progress("convert", sum(path.stat().st_size for path in files)) as progress,
+        context.reporter.progress("convert", source_bytes(files)) as progress,
     ):
         read = read_files(
             files,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from raymlp.errors import WorkFailed
+from raymlp.storage import files as storage_files
 
 from .integrity import content_digest, file_sha256
 
@@ -47,17 +47,15 @@ def source_yield(manifest: dict[str, Any], url: str | None = None) -> tuple[Sour
     rules = _rules(manifest)
     if kind == "files":
         problems = []
-        files = [Path(item["path"]) for item in source["files"]]
+        files = [item["path"] for item in source["files"]]
         for item, path in zip(source["files"], files):
-            if not path.exists():
+            if storage_files.state(path) is None:
                 problems.append(f"source file {path} is gone")
             elif file_sha256(path) != item["sha256"]:
                 problems.append(f"source file {path} changed since the version was made (sha256 differs)")
         if problems:
             return SourceYield(), problems
-        config = SourceConfig(
-            format=source["format"], path=[str(path) for path in files], delimiter=source.get("delimiter", ",")
-        )
+        config = SourceConfig(format=source["format"], path=files, delimiter=source.get("delimiter", ","))
         if config.format != "images":
             read = read_files(files, config, rules)
             return SourceYield(read.records, read.rows, read.malformed + read.invalid, read.content_digest), []

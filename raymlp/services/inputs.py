@@ -22,6 +22,7 @@ from typing import Any
 
 from raymlp.config.checks import Finding
 from raymlp.config.schema import MODULE_STEP_TYPES, CustomModel, EstimatorModel
+from raymlp.storage import files as storage_files
 
 #: What each stage reads (besides the catalog, which every stage opens):
 #: "source" = data.source; "collect" = the data.collect database; "model" = the model class or
@@ -199,20 +200,21 @@ def _all_visible(path: str | list[str], where: tuple[str, ...], visible: _Visibi
     return all(visible((*where, index) if isinstance(path, list) else where, item) for index, item in enumerate(items))
 
 
-def _expand(source: Any) -> list[Path]:
+def _expand(source: Any) -> list[str]:
     from raymlp.data.sources import expand_paths
 
     return expand_paths(source.path, source.format)
 
 
-def _file_columns(files: list[Path], source: Any) -> list[str]:
+def _file_columns(files: list[str], source: Any) -> list[str]:
     """The union of the files' column names, in order of first appearance, from their headers."""
     columns: dict[str, None] = {}
     for file in files:
         if source.format == "parquet":
             import pyarrow.parquet as pq
 
-            names = pq.read_schema(file).names
+            with storage_files.open_input(file) as handle:
+                names = pq.read_schema(handle).names
         elif source.format == "csv":
             names = _csv_header(file, source.delimiter)
         else:
@@ -221,35 +223,33 @@ def _file_columns(files: list[Path], source: Any) -> list[str]:
     return list(columns)
 
 
-def _first_line(file: Path, limit: int = 1 << 20) -> bytes:
-    opener = gzip.open if file.name.lower().endswith(".gz") else open
-    with opener(file, "rb") as stream:
-        return stream.readline(limit)
+def _head(file: str, limit: int = 1 << 20) -> bytes:
+    """The first `limit` bytes of a file (decompressed, for .gz), local or in a bucket."""
+    with storage_files.open_stream(file) as raw:
+        if file.lower().endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw) as stream:
+                return stream.read(limit)
+        return raw.read(limit)
 
 
-def _csv_header(file: Path, delimiter: str) -> list[str]:
+def _csv_header(file: str, delimiter: str) -> list[str]:
     """The names convert will read (`csvfile.read_header`: a byte-order mark stays part of the first)."""
-    if not file.name.lower().endswith(".gz"):
+    if not file.lower().endswith(".gz"):
         from raymlp.data.csvfile import read_header
 
         return read_header(file, delimiter)[0]
-    text = _first_line(file).decode("utf-8", "replace")
+    text = _head(file).split(b"\n", 1)[0].decode("utf-8", "replace")
     return next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
 
 
-def _json_first_keys(file: Path) -> list[str]:
-    opener = gzip.open if file.name.lower().endswith(".gz") else open
-    with opener(file, "rb") as stream:
-        for _ in range(100):
-            line = stream.readline(1 << 20)
-            if not line:
-                return []
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    return []  # a malformed first record is quarantined by convert
-                return list(record) if isinstance(record, dict) else []
+def _json_first_keys(file: str) -> list[str]:
+    for line in _head(file).split(b"\n")[:100]:
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return []  # a malformed first record is quarantined by convert (or cut at the limit)
+            return list(record) if isinstance(record, dict) else []
     return []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -132,11 +133,11 @@ def catalog(tmp_path):
 def test_published_version_has_manifest_hashes_and_reads_back(tmp_path, catalog):
     table = wine_table()
     version = publish_version(catalog, str(tmp_path), "wine", table, {"kind": "test"})
-    assert (version.version, version.path.name) == (1, "v1")
+    assert (version.version, Path(version.path).name) == (1, "v1")
     manifest = version.manifest
     assert manifest["row_count"] == 178 and manifest["content_digest"] == content_digest(table)
     for item in manifest["files"]:
-        assert file_sha256(version.path / item["path"]) == item["sha256"]
+        assert file_sha256(Path(version.path) / item["path"]) == item["sha256"]
     assert read_version_table(version.path, manifest).equals(table)
     assert verify_version(version.path, manifest) == []
     statistics = manifest["statistics"]
@@ -157,7 +158,7 @@ def test_published_version_has_manifest_hashes_and_reads_back(tmp_path, catalog)
 
 def test_tampering_is_detected(tmp_path, catalog):
     version = publish_version(catalog, str(tmp_path), "wine", wine_table(), {"kind": "test"})
-    part = version.path / version.manifest["files"][0]["path"]
+    part = Path(version.path) / version.manifest["files"][0]["path"]
     part.write_bytes(part.read_bytes()[:-10] + b"0123456789")
     assert verify_version(version.path, version.manifest) == ["part-00000.parquet: sha256 differs from the manifest"]
 

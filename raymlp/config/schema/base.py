@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from raymlp.uris import checked_location
+
 CURRENT_VERSION = 1
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -21,6 +23,9 @@ def _check_name(value: str) -> str:
         )
     return value
 
+
+#: A local path, or an object-store URI (s3://BUCKET/KEY, gs://BUCKET/KEY) checked for its form.
+Location = Annotated[str, AfterValidator(checked_location)]
 
 #: Names that become folders, experiment names and registry names: never a path.
 Name = Annotated[str, AfterValidator(_check_name), Field(json_schema_extra={"pattern": NAME_PATTERN})]

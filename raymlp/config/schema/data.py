@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from raymlp.uris import checked_location
 
 from .base import IDENTIFIER_PATTERN, Name, Section
 
@@ -50,11 +52,19 @@ class SourceConfig(Section):
     )
     path: str | list[Annotated[str, Field(min_length=1)]] | None = Field(
         default=None,
-        description="Files, globs or folders (csv, parquet, json, images). Relative to the working directory.",
+        description="Files, globs or folders (csv, parquet, json, images), relative to the working directory, or "
+        "objects in a bucket (s3://BUCKET/PREFIX/*.csv, a prefix, gs://...).",
     )
     sql: SqlSource | None = Field(default=None, description="Database source (format: sql).")
     sklearn: SklearnSource | None = Field(default=None, description="Shipped dataset (format: sklearn).")
     delimiter: str = Field(default=",", min_length=1, max_length=1, description="CSV field delimiter.")
+
+    @field_validator("path")
+    @classmethod
+    def _paths_or_uris(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for item in [value] if isinstance(value, str) else value or []:
+            checked_location(item)
+        return value
 
     @model_validator(mode="after")
     def _format_needs_its_fields(self) -> SourceConfig:

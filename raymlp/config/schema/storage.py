@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import Section
+from .base import Location, Section
 
 
 class StorageConfig(Section):
-    root: str | None = Field(
+    root: Location | None = Field(
         default=None,
-        description="Artifact root: a local folder, or s3:// / gs:// on clusters. Default: RAYMLP_HOME.",
+        description="Artifact root: a local folder, or a bucket's prefix (s3://BUCKET/PREFIX, gs://BUCKET/PREFIX), which "
+        "every node of a cluster reaches without a shared disk. Default: RAYMLP_HOME.",
         min_length=1,
     )
     shared: bool = Field(

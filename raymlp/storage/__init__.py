@@ -35,8 +35,11 @@ class Storage:
         return RunFolder(self, run_id)
 
     def model_cache(self) -> Path:
-        """Where registered models' packages are fetched to (shared by predict, serve and replicas)."""
-        return self.folder("cache", "models")
+        """Where registered models' packages are fetched to (shared by predict, serve and replicas): on
+        this machine's disk, under the root when it is local, else under RAYMLP_HOME."""
+        folder = (self.local_root or settings.home().resolve()) / "cache" / "models"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
 
 def _in_run(name: str) -> property:
