@@ -183,6 +183,8 @@ def run_job(
                 run.id, "failed", summary=_as_dict(summary), error=f"{type(error).__name__}: {error}"[:4000]
             )
             raise
+        finally:
+            storage.run(run.id).remove_work_folder()
         summary.total_seconds = round(time.perf_counter() - started, 3)
         catalog.finish_run(run.id, "succeeded", summary=_as_dict(summary))
     return summary
@@ -380,6 +382,8 @@ def _model_package(context: StageContext) -> tuple[str, dict[str, Any]]:
             "version": registered.version if registered else None,
             "run_id": context.run_id,
         }
+        if context.storage.remote:  # its copy in the bucket: workers and replicas on every node reach it
+            return context.storage.run(context.run_id).package, metadata
         return str(context.results["trained"].package_dir), metadata
     register = context.config.register
     if register is None:
@@ -425,7 +429,7 @@ def _example_records(context: StageContext, package: str) -> list[dict[str, Any]
 
     from raymlp.package import DESCRIPTION_FILE
 
-    description = json.loads((Path(package) / DESCRIPTION_FILE).read_text())
+    description = storage_files.read_json(storage_files.join(package, DESCRIPTION_FILE))
     names = [feature["name"] for feature in description["features"]]
     dataset = context.results.get("dataset")
     if dataset is None:

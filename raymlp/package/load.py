@@ -150,9 +150,43 @@ def _mixed_types(frame: pd.DataFrame) -> str:
     return "the feature columns cannot be read as typed columns"
 
 
+def local_copy(path: str | os.PathLike[str]) -> Path:
+    """The package folder at `path` on this machine: itself when local; a package in a bucket is
+    fetched once into RAYMLP_HOME/cache/packages (keyed by its URI and its description's size and
+    time, so a rewritten package is fetched again), downloaded beside and renamed into place."""
+    import hashlib
+    import shutil
+    import uuid
+
+    from raymlp import settings
+    from raymlp.storage import files
+
+    if not files.is_remote(path):
+        return Path(path)
+    uri = files.normalized(path)
+    state = files.state(files.join(uri, DESCRIPTION_FILE))
+    if state is None:
+        raise WorkFailed(f"{uri} is not a raymlp model package (no {DESCRIPTION_FILE})")
+    key = hashlib.sha256(f"{uri}|{state.size}|{state.mtime_ns}".encode()).hexdigest()[:20]
+    cache = settings.home().resolve() / "cache" / "packages"
+    target = cache / key
+    if (target / DESCRIPTION_FILE).exists():
+        return target
+    staging = cache / f".{key}.{uuid.uuid4().hex[:8]}.download"
+    try:
+        files.download_folder(uri, staging)
+        try:
+            os.rename(staging, target)
+        except OSError:  # fetched meanwhile by another process on this machine
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def load_package(path: str | os.PathLike[str]) -> ModelPackage:
-    """Load a package folder written by `write_package`."""
-    folder = Path(path)
+    """Load a package folder written by `write_package` (local, or in a bucket: fetched first)."""
+    folder = local_copy(path)
     description_file = folder / DESCRIPTION_FILE
     if not description_file.exists():
         raise WorkFailed(f"{folder} is not a raymlp model package (no {DESCRIPTION_FILE})")

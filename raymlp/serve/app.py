@@ -125,7 +125,7 @@ class ModelServer:
 
         spec = self.spec
         assert spec.tracking_uri and spec.storage_root and spec.cache_dir, "endpoint_spec sets them for registry models"
-        tracker = Tracker(spec.tracking_uri, Path(spec.storage_root))
+        tracker = Tracker(spec.tracking_uri, spec.storage_root)
         model_ref = (
             ModelRef(self.spec.model, version=int(ref)) if ref.isdigit() else ModelRef(self.spec.model, alias=ref)
         )

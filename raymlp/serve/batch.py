@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raymlp.errors import UsageError, raised_in_a_worker
+from raymlp.errors import UsageError, WorkFailed, raised_in_a_worker
+from raymlp.storage import files as storage_files
 
 _READERS = {
     ".csv": "read_csv",
@@ -45,7 +46,7 @@ NO_GPU = "--gpu: no GPU here (Ray sees none); run without --gpu, or on a cluster
 class BatchResult:
     """Where predictions went and how many rows."""
 
-    output: Path
+    output: str  # a local path, or a URI in a bucket
     rows: int
     seconds: float
 
@@ -73,8 +74,10 @@ _LOADED: dict[tuple[str, int, int], Any] = {}
 def _package_in_this_process(package_path: str) -> Any:
     from raymlp.package import DESCRIPTION_FILE, load_package
 
-    stat = os.stat(os.path.join(package_path, DESCRIPTION_FILE))
-    key = (package_path, stat.st_mtime_ns, stat.st_size)
+    state = storage_files.state(storage_files.join(package_path, DESCRIPTION_FILE))
+    if state is None:
+        raise WorkFailed(f"{package_path} is not a raymlp model package (no {DESCRIPTION_FILE})")
+    key = (package_path, state.mtime_ns, state.size)
     package = _LOADED.get(key)
     if package is None:
         _LOADED.clear()  # one model at a time per worker: a long-lived worker does not collect them
@@ -288,7 +291,13 @@ def predict_batch(
     import ray.data
 
     started = time.perf_counter()
-    if not (os.path.exists(source) or any(ch in source for ch in "*?[")):
+    if storage_files.is_remote(source):
+        source = storage_files.normalized(source, key="--input")
+        with storage_files.translated_errors(source, "read"):
+            found = storage_files.glob(source) if any(ch in source for ch in "*?[") else storage_files.exists(source)
+        if not found:
+            raise UsageError(f"--input {source}: no such object or prefix")
+    elif not (os.path.exists(source) or any(ch in source for ch in "*?[")):
         raise UsageError(f"--input {source}: no such file or folder")
     if "://" not in source:
         # Ray Data reads in worker processes, whose working directory is not this one.
@@ -335,6 +344,8 @@ def predict_batch(
             compute=ray.data.TaskPoolStrategy(size=concurrency),
             runtime_env=runtime_env,
         )
+    if storage_files.is_remote(output):
+        return _predict_into_bucket(scored, storage_files.normalized(output, key="--output"), progress, started)
     target = Path(os.path.abspath(output))  # a folder output is written by Ray workers
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
@@ -359,7 +370,49 @@ def predict_batch(
     finally:
         if staging.exists():
             shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
+    return BatchResult(output=str(target), rows=rows, seconds=time.perf_counter() - started)
+
+
+def _predict_into_bucket(
+    scored: Any, target: str, progress: Callable[[int], None] | None, started: float
+) -> BatchResult:
+    """Predictions written to a bucket. A .csv or .parquet file is made in a local temporary folder
+    and sent in one PUT (it appears whole). A folder is written by Ray Data's workers under a
+    staging prefix, copied into place inside the store, and `_SUCCESS` is written last: the folder
+    is complete when that marker is there (an earlier folder at the place is removed first)."""
+    import tempfile
+
+    suffix = os.path.splitext(target)[1].lower()
+    try:
+        if suffix in (".csv", ".parquet"):
+            with tempfile.TemporaryDirectory(prefix="raymlp-predict-") as folder:
+                staging = Path(folder) / f"predictions{suffix}"
+                rows = _write_single_file(scored, staging, suffix, progress)
+                storage_files.write_bytes(target, staging.read_bytes())
+        else:
+            staging_prefix = storage_files.join(
+                storage_files.parent(target), f".{storage_files.name_of(target)}.{uuid.uuid4().hex[:8]}.partial"
+            )
+            try:
+                scored.write_parquet(staging_prefix)
+                copied = storage_files.copy_tree(staging_prefix, target, replace=True)
+                rows = sum(_parquet_file_rows(name) for name in copied if name.endswith(".parquet"))
+            finally:
+                storage_files.delete_tree(staging_prefix)
+            storage_files.write_bytes(storage_files.join(target, "_SUCCESS"), b"")
+    except Exception as error:
+        raised = raised_in_a_worker(error)
+        if raised is None or raised is error:
+            raise
+        raise raised from None
     return BatchResult(output=target, rows=rows, seconds=time.perf_counter() - started)
+
+
+def _parquet_file_rows(name: str) -> int:
+    import pyarrow.parquet as pq
+
+    with storage_files.open_input(name) as handle:
+        return pq.read_metadata(handle).num_rows
 
 
 def _parquet_rows(folder: Path) -> int:

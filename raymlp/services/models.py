@@ -34,7 +34,7 @@ __all__ = [
 
 def tracker_for(storage: Storage) -> Tracker:
     """The MLflow tracker of a storage (its registry and artifact root)."""
-    return Tracker(storage.tracking_uri, Path(storage.root))
+    return Tracker(storage.tracking_uri, storage.root)
 
 
 def ref_for(name: str, reference: str) -> ModelRef:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from raymlp.errors import UsageError
-from raymlp.storage import Storage
+from raymlp.storage import RunFolder, Storage
+from raymlp.storage import files as storage_files
 
 from .jobs import load, storage_for
 
@@ -26,7 +27,7 @@ def unfinished_sweep(job: Path, loaded: Any) -> str:
     storage = storage_for(job)
     runs = [run for run in _runs(storage, loaded.config.name) if "tune" in run.stages]
     for run in runs:
-        if run.status != "succeeded" and storage.run(run.id).sweep_started.exists():
+        if run.status != "succeeded" and storage.run(run.id).has(RunFolder.SWEEP_STARTED):
             return run.id
     raise UsageError(
         f"tune --resume: job '{loaded.config.name}' has no unfinished sweep to go on with "
@@ -39,10 +40,10 @@ def sweep_results(job: Path) -> dict[str, Any]:
     loaded = load(job)
     storage = storage_for(job)
     runs = _runs(storage, loaded.config.name)
-    found = next((storage.run(run.id).tune_results for run in runs if storage.run(run.id).tune_results.exists()), None)
+    found = next((storage.run(run.id) for run in runs if storage.run(run.id).has(RunFolder.TUNE_RESULTS)), None)
     if found is None:
         raise UsageError(f"tune results: job '{loaded.config.name}' has no finished sweep (run: raymlp tune {job})")
-    return json.loads(found.read_text())
+    return storage_files.read_json(found.tune_results)
 
 
 def results_table(results: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:

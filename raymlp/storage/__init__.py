@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from raymlp import settings
 from raymlp.config.schema import StorageConfig
+
+from . import files
 
 
 @dataclass(frozen=True)
@@ -19,16 +23,13 @@ class Storage:
 
     @property
     def local_root(self) -> Path | None:
-        """The root as a local folder, or None when it is a remote URI."""
-        return None if "://" in self.root else Path(self.root)
+        """The root as a local folder, or None when it is in a bucket."""
+        return None if files.is_remote(self.root) else Path(self.root)
 
-    def folder(self, *parts: str) -> Path:
-        """A folder under a local root, created if needed."""
-        if self.local_root is None:
-            raise ValueError(f"storage root {self.root} is not local")
-        path = self.local_root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    @property
+    def remote(self) -> bool:
+        """Whether the root is in a bucket (s3://, gs://)."""
+        return files.is_remote(self.root)
 
     def run(self, run_id: str) -> RunFolder:
         """The folder of run `run_id` (runs/RUN/) and where its other state lives."""
@@ -44,7 +45,7 @@ class Storage:
 
 def _in_run(name: str) -> property:
     """A file or folder of the run's folder, by name (a property of RunFolder)."""
-    return property(lambda run: run.path / name, doc=f"runs/RUN/{name}")
+    return property(lambda run: files.join(run.path, name), doc=f"runs/RUN/{name}")
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,10 @@ class RunFolder:
     ROOT/ray_results/JOB-RUN8/         Ray Train's run: checkpoints (train)
     ROOT/tune/JOB-RUN8/                Ray Tune's experiment state (a sweep, `tune --resume`)
     ```
-    Paths are not created by naming them; `create()` makes the run's folder. A remote root has no
-    run folder on this machine: `has` says False, the paths raise ValueError.
+    Names are local paths or, on a root in a bucket, URIs (read and write them through
+    `storage.files`). Paths are not created by naming them; `create()` makes a local run folder.
+    What is built on this machine before it is kept (the package, the trained weights) is built in
+    `work_folder()`: the run's folder itself on a local root, else a folder under RAYMLP_HOME.
     """
 
     storage: Storage
@@ -74,18 +77,34 @@ class RunFolder:
     TUNE_REPORT = "tune_report.html"
 
     @property
-    def path(self) -> Path:
-        if self.storage.local_root is None:
-            raise ValueError(f"storage root {self.storage.root} is not local")
-        return self.storage.local_root / "runs" / self.run_id
+    def path(self) -> str:
+        return files.join(self.storage.root, "runs", self.run_id)
 
-    def create(self) -> Path:
-        """The run's folder, made if needed."""
-        return self.storage.folder("runs", self.run_id)
+    def create(self) -> str:
+        """The run's folder, made if needed (nothing to make in a bucket)."""
+        return files.make_folder(self.path)
 
     def has(self, name: str) -> bool:
-        """Whether the run's folder holds `name` (False on a remote root)."""
-        return self.storage.local_root is not None and (self.path / name).exists()
+        """Whether the run's folder holds `name`."""
+        return files.exists(files.join(self.path, name))
+
+    def work_folder(self) -> Path:
+        """A local folder where this run builds what it keeps (made if needed)."""
+        folder = self._work_path()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def remove_work_folder(self) -> None:
+        """On a root in a bucket, the local folder the run built in (what it built was sent)."""
+        if self.storage.remote:
+            folder = self._work_path()
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):  # others may be working there
+                folder.parent.rmdir()
+
+    def _work_path(self) -> Path:
+        local = self.storage.local_root
+        return local / "runs" / self.run_id if local is not None else settings.home().resolve() / "work" / self.run_id
 
     package = _in_run(PACKAGE)
     training_started = _in_run(TRAINING_STARTED)
@@ -97,13 +116,14 @@ class RunFolder:
         """JOB-RUN8: the name of the run's folder in Ray Train's and Ray Tune's storage."""
         return f"{job}-{self.run_id[:8]}"
 
-    def train_checkpoints(self) -> Path:
-        """Ray Train's storage_path (made if needed); the run's checkpoints are under short_name(job) in it."""
-        return self.storage.folder("ray_results")
+    def train_checkpoints(self) -> str:
+        """Ray Train's storage_path (a local folder made if needed, or a URI); the run's checkpoints are
+        under short_name(job) in it."""
+        return files.make_folder(files.join(self.storage.root, "ray_results"))
 
-    def tune_experiment(self, job: str) -> Path:
+    def tune_experiment(self, job: str) -> str:
         """Ray Tune's experiment folder of the run's sweep (its parent made if needed)."""
-        return self.storage.folder("tune") / self.short_name(job)
+        return files.join(files.make_folder(files.join(self.storage.root, "tune")), self.short_name(job))
 
 
 def _sqlite_in(folder: Path, name: str) -> str:
@@ -122,21 +142,18 @@ def resolve_storage(config: StorageConfig | None = None) -> Storage:
     config = config or StorageConfig()
     home = settings.home().resolve()
     root = config.root or str(home)
-    if "://" not in root:
-        root = str(Path(root).expanduser().resolve())
+    if files.is_remote(root):
+        root = files.normalized(root, key="storage.root")
+    else:
+        root = str(files.local_path(root).resolve())
         Path(root).mkdir(parents=True, exist_ok=True)
-    state_folder = Path(root) if "://" not in root else home
+    state_folder = home if files.is_remote(root) else Path(root)
     state_folder.mkdir(parents=True, exist_ok=True)
     catalog = _absolute_sqlite(config.catalog) if config.catalog else _sqlite_in(state_folder, "catalog.db")
     tracking = _absolute_sqlite(config.tracking) if config.tracking else _sqlite_in(state_folder, "mlflow.db")
     return Storage(root=root, catalog_url=catalog, tracking_uri=tracking)
 
 
-def write_json_atomically(path: Path, value: object) -> None:
-    """`path` holds the old JSON or the new, never part of one."""
-    import json
-    import os
-
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    os.replace(temporary, path)
+def write_json_atomically(path: str | Path, value: object) -> None:
+    """`path` (local or in a bucket) holds the old JSON or the new, never part of one."""
+    files.write_json(path, value)

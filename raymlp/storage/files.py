@@ -461,6 +461,25 @@ def upload_folder(local: str | os.PathLike[str], destination: str) -> None:
             write_bytes(join(destination, path.relative_to(source).as_posix()), path.read_bytes())
 
 
+def copy_tree(source: str, destination: str, *, replace: bool = False) -> list[str]:
+    """Copy every file under `source` to the same place under `destination` (inside a store: a
+    server-side copy). `replace`: what was at `destination` is deleted first. Returns the copies."""
+    if replace:
+        delete_tree(destination)
+    prefix = normalized(source).rstrip("/") + "/"
+    copies = []
+    for name in list_files(source):
+        copy = join(destination, name[len(prefix) :])
+        if is_remote(name) and is_remote(copy) and parse_uri(name).scheme == parse_uri(copy).scheme:
+            fs, path, uri = _remote(name)
+            with _translated(uri, "copy"):
+                fs.copy_file(path, parse_uri(copy).path)
+        else:
+            write_bytes(copy, read_bytes(name))
+        copies.append(copy)
+    return copies
+
+
 def download_folder(source: str, local: str | os.PathLike[str]) -> Path:
     """Copy every file under `source` into the local folder `local` (made); returns it."""
     target = local_path(local)

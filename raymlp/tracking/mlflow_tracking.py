@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 import time
 import uuid
 import warnings
@@ -215,11 +216,11 @@ def _metrics(rows: list[dict[str, float]], step_key: str) -> list[Any]:
 class Tracker:
     """An MLflow tracking store and model registry at one URI."""
 
-    def __init__(self, tracking_uri: str, artifact_root: Path):
+    def __init__(self, tracking_uri: str, artifact_root: str | Path):
         from mlflow import MlflowClient
 
         self.uri = tracking_uri
-        self.artifact_root = Path(artifact_root)
+        self.artifact_root = str(artifact_root)  # a local folder or a bucket's prefix
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def experiment_id(self, name: str) -> str:
@@ -227,7 +228,11 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = (self.artifact_root / "mlartifacts" / name).resolve().as_uri()
+        from raymlp.storage import files
+
+        location = files.join(self.artifact_root, "mlartifacts", name)
+        if not files.is_remote(location):
+            location = Path(location).resolve().as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except Exception:  # created concurrently by another process
@@ -429,8 +434,17 @@ class Tracker:
     def _write_alias_history(self, name: str, alias: str, history: list[dict[str, Any]]) -> None:
         self.client.set_registered_model_tag(name, ALIAS_HISTORY_TAG + alias, _history_json(_fit_history(history)))
 
-    def log_artifact(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+    def log_artifact(self, run_id: str, path: str | Path) -> None:
+        """Log a local file, or a copy of an object in the storage bucket, as an artifact of the run."""
+        from raymlp.storage import files
+
+        if not files.is_remote(path):
+            self.client.log_artifact(run_id, str(path))
+            return
+        with tempfile.TemporaryDirectory(prefix="raymlp-artifact-") as folder:
+            local = Path(folder) / files.name_of(path)
+            local.write_bytes(files.read_bytes(path))
+            self.client.log_artifact(run_id, str(local))
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +24,8 @@ from raymlp.package import (
     write_package,
 )
 from raymlp.package.features import feature_matrix
-from raymlp.storage import write_json_atomically
+from raymlp.storage import RunFolder, write_json_atomically
+from raymlp.storage import files as storage_files
 
 from .backend import TrainRequest, fit
 from .features import (
@@ -244,8 +244,9 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
         shown = ", ".join(f"{step.ref} (sha256 {step.sha256[:12]})" for step in package_transforms(preprocessor))
         context.reporter.stage("preprocess", f"module steps {shown}")
     run_files = context.storage.run(context.run_id)
-    run_folder = run_files.create()
-    tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
+    run_files.create()
+    work_folder = run_files.work_folder()
+    tracker = Tracker(context.storage.tracking_uri, context.storage.root)
     dataset_ref = f"{dataset.name}@{dataset.version}"
     digest = dataset.manifest["content_digest"]
     if context.resuming:  # the same MLflow run goes on (its params are the same settings)
@@ -302,7 +303,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                     target_scale=target_scale,
                     storage_path=str(run_files.train_checkpoints()),
                     run_name=run_files.short_name(job.name),
-                    output_dir=run_folder,
+                    output_dir=work_folder,
                     model_spec=model_spec,
                     progress=progress.queue,
                     start_checkpoint=(context.sweep_trial or {}).get("start_checkpoint"),
@@ -332,10 +333,11 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                 "trained_at": datetime.now(UTC).isoformat(),
             },
         )
-        if context.resuming and run_files.package.exists():  # written before the driver died, never registered
-            shutil.rmtree(run_files.package)
+        local_package = work_folder / RunFolder.PACKAGE
+        if context.resuming and local_package.exists():  # written before the driver died, never registered
+            shutil.rmtree(local_package)
         package_dir = write_package(
-            run_files.package,
+            local_package,
             description=description,
             preprocessor=preprocessor,
             weights=outcome.weights,
@@ -361,6 +363,8 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                 }
             ],
         )
+        if context.storage.remote:  # the run's folder in the bucket keeps the package too
+            storage_files.upload_folder(package_dir, run_files.package)
         model_uri = tracker.log_package(mlflow_run, package_dir, pip_requirements(train.framework, preprocessor))
         tracker.finish(mlflow_run)
     except BaseException:
@@ -433,7 +437,7 @@ def _check_storage_reaches_every_node(context: StageContext) -> None:
 
 def training_started(context: StageContext) -> dict[str, Any]:
     """The dataset version and MLflow run an earlier training of this run started with."""
-    return json.loads(context.storage.run(context.run_id).training_started.read_text())
+    return storage_files.read_json(context.storage.run(context.run_id).training_started)
 
 
 def _how_it_runs(train: Any) -> str:
@@ -462,7 +466,7 @@ def register_stage(context: StageContext, trained: TrainedModel) -> Registered:
     from raymlp.tracking import Tracker, check_requirements
 
     register = context.config.register
-    tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
+    tracker = Tracker(context.storage.tracking_uri, context.storage.root)
     version = tracker.register(trained.model_uri, register.model, trained.mlflow_run_id)
     failures = check_requirements(register.require, trained.metrics)
     moved = bool(register.alias) and not failures

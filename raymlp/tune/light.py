@@ -18,7 +18,6 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .trial import TrialSpec
@@ -112,7 +111,7 @@ def _tracker(storage: Any, experiment: str) -> tuple[Any, str]:
 
     key = (storage.tracking_uri, experiment)
     if key not in _TRACKERS:
-        tracker = Tracker(storage.tracking_uri, Path(storage.root))
+        tracker = Tracker(storage.tracking_uri, storage.root)
         _TRACKERS[key] = (tracker, tracker.experiment_id(experiment))
     return _TRACKERS[key]
 

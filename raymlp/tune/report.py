@@ -38,9 +38,9 @@ def learning_curves(tracker: Any, results: dict[str, Any]) -> dict[str, list[tup
 
 
 def write_report(
-    results: dict[str, Any], curves: dict[str, list[tuple[int, float]]], space: dict[str, Any], path: Path
-) -> Path:
-    """Write the report atomically; returns its path."""
+    results: dict[str, Any], curves: dict[str, list[tuple[int, float]]], space: dict[str, Any], path: str | Path
+) -> str:
+    """Write the report atomically (a local file or an object in a bucket); returns its name."""
     metric = results["metric"]
     sections = [_header(results)]
     sections.append(
@@ -61,10 +61,10 @@ def write_report(
         + "".join(sections)
         + "</body></html>"
     )
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(page, encoding="utf-8")
-    temporary.replace(path)
-    return path
+    from raymlp.storage import files
+
+    files.write_text(path, page)
+    return str(path)
 
 
 def _header(results: dict[str, Any]) -> str:

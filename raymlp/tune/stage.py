@@ -20,6 +20,7 @@ from typing import Any
 
 from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
+from raymlp.storage import files as storage_files
 from raymlp.storage import write_json_atomically
 
 from .space import decoded, param_space
@@ -40,20 +41,20 @@ def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict
 
     job = context.config
     settings = job.tune
-    tracker = Tracker(context.storage.tracking_uri, Path(context.storage.root))
+    tracker = Tracker(context.storage.tracking_uri, context.storage.root)
     run_folder = context.storage.run(context.run_id)
     run_folder.create()
     started_file = run_folder.sweep_started
     experiment = run_folder.tune_experiment(job.name)
     if context.resuming:  # the same Tune experiment, MLflow run and dataset version go on
-        sweep_started = json.loads(started_file.read_text())
+        sweep_started = storage_files.read_json(started_file)
         parent = sweep_started["mlflow_run_id"]
         dataset = (
             context.catalog.get_dataset_version(sweep_started["dataset"], sweep_started["dataset_version"])
             if "dataset" in sweep_started
             else _sweep_dataset(context)
         )  # one started before versions were pinned
-        if not tune.Tuner.can_restore(str(experiment)):
+        if not tune.Tuner.can_restore(experiment):
             raise WorkFailed(f"tune --resume: no Ray Tune experiment state at {experiment}; start a new sweep instead")
         tracker.client.update_run(parent, status="RUNNING")
         context.reporter.stage("tune", f"resuming sweep {context.run_id} (MLflow run {parent}) from {experiment}")
@@ -104,7 +105,7 @@ def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict
         if context.resuming:
             # Finished trials stay finished; those the driver's death cut off start again.
             tuner = tune.Tuner.restore(
-                str(experiment),
+                experiment,
                 trainable,
                 resume_unfinished=True,
                 resume_errored=False,
@@ -131,7 +132,7 @@ def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict
         best, rows = results["best"], results["trials"]
         tracker.log_artifact(parent, results_file)
         if results["report"]:
-            tracker.log_artifact(parent, Path(results["report"]))
+            tracker.log_artifact(parent, results["report"])
         if best is not None:
             tracker.log_metrics(parent, [{f"best_{settings.metric}": best["metric"]}])
             tracker.set_tags(
@@ -155,7 +156,7 @@ def _results(
     grid: Any,
     light: bool,
     started: float,
-    results_file: Path,
+    results_file: str,
 ) -> dict[str, Any]:
     """The sweep's results from Tune's (`started`: when it began, by `time.perf_counter`): every
     trial's row, with the trials the scheduler stopped ended in MLflow and the catalog, and the best
@@ -278,7 +279,7 @@ def _new_tuner(
     settings: Any,
     first: dict[str, Any] | None,
     epochs: int,
-    experiment: Path,
+    experiment: str,
     light: bool,
     job: str = "",
 ) -> Any:
@@ -301,8 +302,8 @@ def _new_tuner(
             reuse_actors=light,
         ),
         run_config=tune.RunConfig(
-            name=experiment.name,
-            storage_path=str(experiment.parent),
+            name=storage_files.name_of(experiment),
+            storage_path=storage_files.parent(experiment),
             verbose=0,
             callbacks=[SweepProgress(), trials_finished(job)],
             # PBT: the checkpoints a trial may hand on (each a copy of a Ray Train one).

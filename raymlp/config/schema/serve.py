@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Name, Section
+from .base import Location, Name, Section
 from .environments import _STAGE_ENV_HELP, EnvRef
 
 REQUIREMENT_PATTERN = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?\d+(\.\d+)?([eE][-+]?\d+)?)\s*$")
@@ -113,7 +113,9 @@ class ServeConfig(Section):
 
 
 class PredictConfig(Section):
-    input: str = Field(min_length=1, description="csv/parquet/json file, folder or glob to score.")
-    output: str = Field(min_length=1, description="Output file (.csv, .parquet) or folder.")
+    input: Location = Field(
+        min_length=1, description="csv/parquet/json file, folder or glob to score, or objects in a bucket (s3://...)."
+    )
+    output: Location = Field(min_length=1, description="Output file (.csv, .parquet) or folder, local or in a bucket.")
     batch_size: int | None = Field(default=None, ge=1, le=2**24, description="Rows per model call (default 65536).")
     env: EnvRef | None = Field(default=None, description=_STAGE_ENV_HELP + " Used by the reading and scoring tasks.")
