@@ -24,6 +24,14 @@ LOCAL_CPUS_ENV = "RAYMLP_LOCAL_CPUS"
 #: Object store size in bytes for an embedded local Ray (default: Ray's own choice).
 LOCAL_OBJECT_STORE_ENV = "RAYMLP_LOCAL_OBJECT_STORE_BYTES"
 
+#: Where a job keeps its state when its `storage` section does not say: the root (a folder, or a
+#: bucket's prefix s3://BUCKET/PREFIX, gs://...), the catalog's SQLAlchemy URL and MLflow's
+#: tracking URI. A cluster sets them on every node (clusters/), so one job file runs unchanged on a
+#: laptop and on a cluster without a shared disk.
+STORAGE_ROOT_ENV = "RAYMLP_STORAGE_ROOT"
+CATALOG_ENV = "RAYMLP_CATALOG"
+TRACKING_ENV = "RAYMLP_TRACKING"
+
 #: Set to 1 where every node of the cluster sees the same local storage (`raymlp cluster up --local`
 #: sets it for its jobs: all its nodes are one machine); the same as a job's `storage.shared: true`.
 STORAGE_SHARED_ENV = "RAYMLP_STORAGE_SHARED"
@@ -52,6 +60,21 @@ def verbose() -> bool:
 def ray_address() -> str | None:
     """The cluster address from the environment, if any."""
     return os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+def storage_root() -> str | None:
+    """The default storage root from the environment, if any."""
+    return os.environ.get(STORAGE_ROOT_ENV) or None
+
+
+def catalog_url() -> str | None:
+    """The default catalog URL from the environment, if any."""
+    return os.environ.get(CATALOG_ENV) or None
+
+
+def tracking_uri() -> str | None:
+    """The default MLflow tracking URI from the environment, if any."""
+    return os.environ.get(TRACKING_ENV) or None
 
 
 def storage_shared() -> bool:

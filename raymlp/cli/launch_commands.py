@@ -322,18 +322,24 @@ def cluster_down(
 def _wrap(file: Path, verb: str, yes: bool) -> None:
     import shutil
     import subprocess
+    import tempfile
 
     from raymlp.errors import UsageError
     from raymlp.launch.clusters import validate_cluster_file
     from raymlp.launch.local_cluster import _ray_cli
 
     checked = validate_cluster_file(file)
+    # The file with its ${RAYMLP_*} settings filled in, beside the original (the same name: ray keys
+    # a cluster by its cluster_name, kubectl by the manifests' names, not by the file).
+    expanded_folder = Path(tempfile.mkdtemp(prefix="raymlp-cluster-"))
+    expanded = expanded_folder / Path(file).name
+    expanded.write_text(checked.text)
     if checked.kind == "launcher":
         if checked.provider == "fake_multinode":
             raise UsageError(
                 f"{file}: a fake_multinode cluster runs on this machine: raymlp cluster {verb} --local {file}"
             )
-        command = [_ray_cli(), verb, str(file), *(["-y"] if yes else [])]
+        command = [_ray_cli(), verb, str(expanded), *(["-y"] if yes else [])]
     else:
         kubectl = shutil.which("kubectl")
         if kubectl is None:
@@ -341,8 +347,11 @@ def _wrap(file: Path, verb: str, yes: bool) -> None:
                 f"{file} is a KubeRay {checked.kind}: it needs kubectl on PATH (and the KubeRay operator "
                 "in the cluster)"
             )
-        command = [kubectl, "apply" if verb == "up" else "delete", "-f", str(file)]
-    print("+ " + " ".join(command), file=sys.stderr)
-    code = subprocess.call(command)
+        command = [kubectl, "apply" if verb == "up" else "delete", "-f", str(expanded)]
+    print("+ " + " ".join(command).replace(str(expanded), str(file)), file=sys.stderr)
+    try:
+        code = subprocess.call(command)
+    finally:
+        shutil.rmtree(expanded_folder, ignore_errors=True)
     if code:
         raise typer.Exit(1)

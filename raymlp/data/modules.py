@@ -274,9 +274,11 @@ def _catalog_url(storage: Any) -> str:
     """The job's catalog URL, as `raymlp.storage.resolve_storage` makes it, without creating folders."""
     from raymlp import settings
 
-    if storage.catalog:
-        return storage.catalog
-    root = storage.root if storage.root and "://" not in storage.root else str(settings.home())
+    url = storage.catalog or settings.catalog_url()
+    if url:
+        return str(url)
+    root = storage.root or settings.storage_root()
+    root = root if root and "://" not in root else str(settings.home())
     return f"sqlite:///{Path(root).expanduser().resolve() / 'catalog.db'}"
 
 

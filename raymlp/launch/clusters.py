@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
@@ -64,6 +64,9 @@ class ClusterFile:
     name: str
     #: provider.type of a launcher YAML; None for a KubeRay manifest.
     provider: str | None
+    #: The file's text with its `${RAYMLP_*}` references filled in from this machine's environment:
+    #: what `raymlp cluster up` hands to `ray up` or `kubectl apply`.
+    text: str = field(default="", compare=False, repr=False)
 
 
 class ClusterFileError(UsageError):
@@ -85,13 +88,15 @@ def validate_cluster_file(path: str | os.PathLike[str]) -> ClusterFile:
     except TextFileError as error:
         raise ClusterFileError([ConfigIssue(error.where, "", error.problem)]) from None
 
-    documents, issues = _documents(text, label)
+    text, issues = expand_settings(text, label)
+    documents, parse_issues = _documents(text, label)
+    issues += parse_issues
     found: ClusterFile | None = None
     if len(documents) == 1 and not _is_manifest(documents[0][0]):
         config, source = documents[0]
         _check_launcher(config, source)
         if not source.issues:
-            found = ClusterFile(file, "launcher", config["cluster_name"], config["provider"]["type"])
+            found = ClusterFile(file, "launcher", config["cluster_name"], config["provider"]["type"], text)
     else:
         for document, source in documents:
             if not isinstance(document, dict):
@@ -105,7 +110,7 @@ def validate_cluster_file(path: str | os.PathLike[str]) -> ClusterFile:
                 continue
             _check_manifest(document, source, text)
             if found is None and not source.issues and document.get("kind") in _RAY_KINDS:
-                found = ClusterFile(file, document["kind"], document["metadata"]["name"], None)
+                found = ClusterFile(file, document["kind"], document["metadata"]["name"], None, text)
     issues += [issue for _, source in documents for issue in source.issues]
     if not issues and found is None:
         issues.append(ConfigIssue(f"{label}:1", "", "these manifests hold no RayCluster, RayJob or RayService"))
@@ -113,6 +118,40 @@ def validate_cluster_file(path: str | os.PathLike[str]) -> ClusterFile:
         raise ClusterFileError(issues)
     assert found is not None
     return found
+
+
+#: `${RAYMLP_NAME}` or `${RAYMLP_NAME:-default}`: a setting of the laptop's, filled in before the file
+#: reaches Ray or kubectl. Other `$NAME`/`${NAME}` are left to the shell on the nodes.
+_SETTING_REFERENCE = re.compile(r"\$\{(RAYMLP_[A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_settings(text: str, label: str) -> tuple[str, list[ConfigIssue]]:
+    """`text` with its `${RAYMLP_*}` references replaced by this environment's values, and an issue
+    (FILE:LINE) for each one that is not set and has no default."""
+    from raymlp.config.yamlfile import ConfigIssue
+
+    missing: dict[str, list[int]] = {}  # name -> the lines that use it
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if os.environ.get(name):
+            return os.environ[name]
+        if default is not None:
+            return default
+        missing.setdefault(name, []).append(text.count("\n", 0, match.start()) + 1)
+        return match.group(0)
+
+    expanded = _SETTING_REFERENCE.sub(replace, text)
+    issues = [
+        ConfigIssue(
+            f"{label}:{lines[0]}",
+            "",
+            f"environment variable {name} is not set; export it before `raymlp cluster up` (or write "
+            f"${{{name}:-default}})" + (f"; also used on line {', '.join(map(str, lines[1:]))}" if lines[1:] else ""),
+        )
+        for name, lines in missing.items()
+    ]
+    return expanded, issues
 
 
 # --- documents with the line of every dotted path (raymlp.config.yamlfile's machinery) -------------

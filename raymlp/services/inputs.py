@@ -100,7 +100,8 @@ def _sqlite_folders(job: Any, reads: set[str], visible: _Visibility) -> Iterator
     from raymlp import settings
 
     storage = job.storage
-    root = storage.root if storage.root and "://" not in storage.root else None
+    root = storage.root or settings.storage_root()
+    root = root if root and "://" not in root else None
     made_by_raymlp = {os.path.abspath(os.path.expanduser(folder)) for folder in (settings.home(), root) if folder}
     # raymlp's own stores (storage.catalog, storage.tracking) get their folders made by raymlp and MLflow.
     urls: list[tuple[tuple[str, ...], str, bool]] = []  # (path, url, must the file exist)

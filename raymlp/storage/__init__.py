@@ -138,19 +138,22 @@ def _absolute_sqlite(url: str) -> str:
 
 
 def resolve_storage(config: StorageConfig | None = None) -> Storage:
-    """Fill defaults from RAYMLP_HOME and make local paths absolute."""
+    """Fill defaults (RAYMLP_STORAGE_ROOT, RAYMLP_CATALOG, RAYMLP_TRACKING, else RAYMLP_HOME's) and make
+    local paths absolute."""
     config = config or StorageConfig()
     home = settings.home().resolve()
-    root = config.root or str(home)
+    root = config.root or settings.storage_root() or str(home)
     if files.is_remote(root):
-        root = files.normalized(root, key="storage.root")
+        root = files.normalized(root, key="storage.root" if config.root else settings.STORAGE_ROOT_ENV)
     else:
         root = str(files.local_path(root).resolve())
         Path(root).mkdir(parents=True, exist_ok=True)
     state_folder = home if files.is_remote(root) else Path(root)
     state_folder.mkdir(parents=True, exist_ok=True)
-    catalog = _absolute_sqlite(config.catalog) if config.catalog else _sqlite_in(state_folder, "catalog.db")
-    tracking = _absolute_sqlite(config.tracking) if config.tracking else _sqlite_in(state_folder, "mlflow.db")
+    catalog_url = config.catalog or settings.catalog_url()
+    tracking_uri = config.tracking or settings.tracking_uri()
+    catalog = _absolute_sqlite(catalog_url) if catalog_url else _sqlite_in(state_folder, "catalog.db")
+    tracking = _absolute_sqlite(tracking_uri) if tracking_uri else _sqlite_in(state_folder, "mlflow.db")
     return Storage(root=root, catalog_url=catalog, tracking_uri=tracking)
 
 

@@ -12,6 +12,38 @@ from raymlp.launch.clusters import ClusterFile, ClusterFileError, validate_clust
 
 CLUSTERS = Path(__file__).resolve().parents[2] / "clusters"
 CLUSTER_FILES = sorted(CLUSTERS.rglob("*.yaml"))
+#: What a user exports before `raymlp cluster up` of a cloud cluster file (no shared disk).
+SETTINGS = {
+    "RAYMLP_STORAGE_ROOT": "s3://team-bucket/raymlp",
+    "RAYMLP_CATALOG": "postgresql://raymlp@db:5432/raymlp",
+    "RAYMLP_TRACKING": "postgresql+psycopg2://raymlp@db:5432/mlflow",
+}
+
+
+@pytest.fixture(autouse=True)
+def bucket_settings(monkeypatch) -> None:
+    for name, value in SETTINGS.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize(
+    "name", ["aws.yaml", "gcp.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml", "kuberay/rayservice.yaml"]
+)
+def test_cloud_clusters_take_the_bucket_from_the_environment_and_share_no_disk(name: str, monkeypatch) -> None:
+    path = CLUSTERS / name
+    text = path.read_text()
+    assert "persistentVolumeClaim" not in text and "/mnt/raymlp" not in text and "RAYMLP_HOME" not in text
+    checked = validate_cluster_file(path)
+    for variable, value in SETTINGS.items():
+        assert "${" + variable + "}" in text
+        assert value in checked.text and "${" + variable + "}" not in checked.text
+    monkeypatch.delenv("RAYMLP_STORAGE_ROOT")
+    with pytest.raises(ClusterFileError) as refused:
+        validate_cluster_file(path)
+    line = _line_of(text, "${RAYMLP_STORAGE_ROOT}")
+    assert str(refused.value).startswith(
+        f"{path}:{line}: environment variable RAYMLP_STORAGE_ROOT is not set; export it before `raymlp cluster up`"
+    )
 
 
 def test_there_are_cluster_files() -> None:
