@@ -282,7 +282,12 @@ def predict(
         ),
     ],
     input: Annotated[str, typer.Option("--input", metavar="PATH", help="csv/parquet/jsonl file, folder or glob.")],
-    output: Annotated[Path, typer.Option("--output", help="Output .csv or .parquet file, or a folder.")],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", metavar="PATH", help="Output .csv or .parquet file, or a folder; local or s3://, gs://."
+        ),
+    ],
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", metavar="ROWS", min=1, help="Rows per model call (default 65536).")
     ] = None,

@@ -22,7 +22,7 @@ class Prediction:
     model: str
     version: int
     rows: int
-    output: Path
+    output: str  # a local path or a URI in a bucket
     seconds: float
 
 
@@ -55,7 +55,7 @@ def predict_package(
 def predict_registered(
     model: str,
     input: str,
-    output: Path,
+    output: str,
     batch_size: int | None,
     *,
     gpu: bool,
@@ -87,6 +87,6 @@ def predict_registered(
         if on_start is not None:
             on_start()
         result = predict_package(
-            str(package), input, str(output), batch_size, use_gpu=gpu, progress=progress, progress_bars=progress is None
+            str(package), input, output, batch_size, use_gpu=gpu, progress=progress, progress_bars=progress is None
         )
     return Prediction(model=ref.name, version=version, rows=result.rows, output=result.output, seconds=result.seconds)

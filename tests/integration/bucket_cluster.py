@@ -41,21 +41,20 @@ def _run(job_path: str, port: int) -> dict:
     from raymlp import load_job, run_job
     from raymlp.context import Reporter
 
+    job = load_job(job_path, [f"serve.port={port}"] if load_job(job_path).config.serve else [])
     try:
-        summary = run_job(load_job(job_path, [f"serve.port={port}"]), reporter=Reporter(quiet=True))
+        summary = run_job(job, reporter=Reporter(quiet=True))
     except Exception as error:
         return {"job": job_path, "error": f"{type(error).__name__}: {error}", "trace": traceback.format_exc()[-3000:]}
     from raymlp.storage import files
 
-    rows = _first_rows(load_job(job_path).config.predict.input, 5)
-    answer = requests.post(summary.endpoint, json=rows, timeout=60)
-    return {
-        "job": job_path,
-        "summary": {key: value for key, value in vars(summary).items() if not key.startswith("_")},
-        "status": answer.status_code,
-        "answer": answer.json(),
-        "predictions": files.read_text(summary.predictions),
-    }
+    outcome = {"job": job_path, "summary": dict(vars(summary))}
+    if summary.endpoint:  # a real HTTP request for the first rows of what the job predicted
+        answer = requests.post(summary.endpoint, json=_first_rows(job.config.predict.input, 5), timeout=60)
+        outcome.update(
+            status=answer.status_code, answer=answer.json(), predictions=files.read_text(summary.predictions)
+        )
+    return outcome
 
 
 def _first_rows(source: str, count: int) -> list[dict]:

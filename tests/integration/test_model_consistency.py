@@ -154,7 +154,7 @@ def test_batch_predict_of_parquet_keeps_row_order_in_every_layout(trained, rows,
     result = predict_batch(
         str(package), str(source), str(output), batch_size=16, replicas=replicas, progress_bars=False
     )
-    assert result.rows == ROWS and result.output == output
+    assert result.rows == ROWS and result.output == str(output)
     scored = pq.read_table(output).to_pandas()
     if layout == "folder-output":  # the workers' files hold the rows; their names do not order them
         key = list(rows["frame"].columns)

@@ -91,6 +91,14 @@ def runs(tmp_path_factory, s3_server, databases):
             str(folder / "predictions.csv"),
         ),
     }
+    sweep = (REPO / "jobs" / "wine-sklearn-sweep.yaml").read_text()
+    for old, new in {
+        "name: wine-sklearn-sweep\n": f"name: wine-bucket-sweep\nstorage: {{root: '{root}', catalog: '{catalog}', tracking: '{tracking}'}}\n",
+        "num_samples: 16": "num_samples: 4",
+    }.items():
+        assert old in sweep, old
+        sweep = sweep.replace(old, new)
+    jobs["sweep"] = sweep
     paths = {}
     for kind, text in jobs.items():
         paths[kind] = folder / f"{kind}.yaml"
@@ -104,6 +112,7 @@ def runs(tmp_path_factory, s3_server, databases):
             str(node_home),
             str(_free_port()),
             str(paths["bucket"]),
+            str(paths["sweep"]),
             str(paths["local"]),
         ],
         capture_output=True,
@@ -127,6 +136,8 @@ def runs(tmp_path_factory, s3_server, databases):
         "head_home": head_home,
         "node_home": node_home,
         "env": s3_server.env(),
+        "output": done.stdout + done.stderr,
+        "databases": [catalog, tracking],
     }
 
 
@@ -183,6 +194,38 @@ def test_nothing_is_kept_on_the_nodes_and_everything_in_the_bucket(runs, monkeyp
     run_id = runs["outcomes"]["bucket"]["summary"]["run_id"]
     assert files.exists(f"{runs['root']}/runs/{run_id}/package/{DESCRIPTION_FILE}")
     assert any("/checkpoint_" in name for name in names if "/ray_results/" in name)
+
+
+def test_a_sweep_keeps_its_state_results_and_report_in_the_bucket(runs, capsys, monkeypatch):
+    from raymlp.cli import main
+    from raymlp.storage import files
+
+    outcome = runs["outcomes"]["sweep"]
+    assert "error" not in outcome, outcome
+    summary = outcome["summary"]
+    assert summary["trials"] == 4 and summary["best_trial"]["metric"] >= 0.9
+    for name, value in runs["env"].items():
+        monkeypatch.setenv(name, value)
+    files.forget_filesystems()
+    run = f"{runs['root']}/runs/{summary['run_id']}"
+    assert files.exists(f"{run}/tune_results.json") and files.exists(f"{run}/tune_report.html")
+    assert files.list_files(f"{runs['root']}/tune/wine-bucket-sweep-{summary['run_id'][:8]}"), "Tune's state"
+    assert main(["tune", "results", str(runs["jobs"]["sweep"]), "--json"]) == 0, capsys.readouterr().err
+    assert len(json.loads(capsys.readouterr().out)["trials"]) == 4
+
+
+def test_no_credential_reaches_the_catalog_mlflow_or_the_output(runs):
+    secret, key_id = runs["env"]["AWS_SECRET_ACCESS_KEY"], runs["env"]["AWS_ACCESS_KEY_ID"]
+    for url in runs["databases"]:
+        dumped = subprocess.run(
+            ["pg_dump", "--data-only", url.replace("postgresql+psycopg2://", "postgresql://")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "raymlp_alembic_version" in dumped or "alembic_version" in dumped  # the dump holds the tables
+        assert secret not in dumped and key_id not in dumped
+    assert secret not in runs["output"] and key_id not in runs["output"]
 
 
 def test_data_verify_passes_against_the_bucket(runs, capsys, monkeypatch):

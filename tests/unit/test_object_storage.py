@@ -276,3 +276,18 @@ def test_store_failures_are_one_clear_line(tmp_path, raymlp_home, s3_server, s3_
     code, err = run(gone, s3_server.env())
     assert code == 2 and "matches no csv objects" in err, err
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("raymlp-")]
+
+
+def test_a_removed_version_leaves_its_number_taken_and_its_objects_gone(tmp_path, raymlp_home, s3_bucket, capsys):
+    source = put(s3_bucket, "in/wine.csv", csv_bytes(wine_like(300)))
+    job = job_file(tmp_path, "wine", f"{s3_bucket}/root", source)
+    first = convert(job, capsys)
+    assert main(["data", "rm", "wine@1", "--job", str(job), "--json"]) == 0, capsys.readouterr().err
+    removed = json.loads(capsys.readouterr().out)
+    assert removed["path"] == f"{s3_bucket}/root/datasets/wine/v1" and "manifest.json" in removed["files"]
+    assert files.list_files(first["path"]) == []
+    assert (
+        files.read_json(f"{s3_bucket}/root/datasets/wine/v1/REMOVED.json")["content_digest"] == first["content_digest"]
+    )
+    again = convert(job, capsys)
+    assert again["version"] == 2 and again["content_digest"] == first["content_digest"]
