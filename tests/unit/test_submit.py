@@ -96,7 +96,12 @@ def test_an_unreachable_cluster_is_one_clear_line(project):
 
 
 def test_cluster_up_refuses_what_it_cannot_start(project):
-    cloud = _raymlp("cluster", "up", "--local", str(REPO / "clusters" / "aws.yaml"), cwd=project)
+    bucket = {
+        "RAYMLP_STORAGE_ROOT": "s3://team-bucket/raymlp",
+        "RAYMLP_CATALOG": "postgresql://raymlp@db/raymlp",
+        "RAYMLP_TRACKING": "postgresql+psycopg2://raymlp@db/mlflow",
+    }
+    cloud = _raymlp("cluster", "up", "--local", str(REPO / "clusters" / "aws.yaml"), cwd=project, **bucket)
     assert cloud.returncode == 2 and "provider.type: --local needs fake_multinode" in cloud.stderr
     local = _raymlp("cluster", "up", str(REPO / "clusters" / "local-autoscaling.yaml"), cwd=project)
     assert local.returncode == 2 and "raymlp cluster up --local" in local.stderr

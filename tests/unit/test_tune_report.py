@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 from raymlp.tune.report import ordered_trials, write_report
@@ -49,7 +50,7 @@ def test_the_report_plots_the_metric_against_each_setting_and_the_best_curves(tm
 
     path = write_report(results, curves, space, tmp_path / "tune_report.html")
 
-    page = path.read_text()
+    page = Path(path).read_text()
     assert page.count("<svg") == 3  # one plot per setting, one of the learning curves
     assert "train.optimizer.lr" in page and "train.model.hidden_layers" in page
     assert "best trial b2: val_accuracy 0.9300" in page
