@@ -31,6 +31,14 @@ class Storage:
         """Whether the root is in a bucket (s3://, gs://)."""
         return files.is_remote(self.root)
 
+    def folder(self, *parts: str) -> Path:
+        """A folder under a local root, created if needed (a root in a bucket has none: ValueError)."""
+        if self.local_root is None:
+            raise ValueError(f"storage root {self.root} is not local")
+        path = self.local_root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def run(self, run_id: str) -> RunFolder:
         """The folder of run `run_id` (runs/RUN/) and where its other state lives."""
         return RunFolder(self, run_id)
