@@ -4,7 +4,7 @@ replica runs on the second node, whose raylet has a RAYMLP_HOME of its own. Jobs
 each prints one JSON line with its summary, the answer its endpoint gave to a real HTTP request for
 the first rows of the predict input, and where it ran.
 
-Arguments: HEAD_HOME NODE_HOME PORT JOB...
+Arguments: HEAD_HOME NODE_HOME PORT JOB[:STAGE,STAGE...]... (a job's stages: all of them by default)
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def main(head_home: str, node_home: str, port: int, jobs: list[str]) -> None:
     ray.init(address=cluster.address, logging_level="WARNING")
     cluster.wait_for_nodes()
     try:
-        for job in jobs:
-            print(json.dumps(_run(job, port)), flush=True)
+        for argument in jobs:
+            job, _, stages = argument.partition(":")
+            print(json.dumps(_run(job, port, stages.split(",") if stages else None)), flush=True)
     finally:
         from ray import serve
 
@@ -35,7 +36,7 @@ def main(head_home: str, node_home: str, port: int, jobs: list[str]) -> None:
         cluster.shutdown()
 
 
-def _run(job_path: str, port: int) -> dict:
+def _run(job_path: str, port: int, stages: list[str] | None) -> dict:
     import requests
 
     from raymlp import load_job, run_job
@@ -43,17 +44,17 @@ def _run(job_path: str, port: int) -> dict:
 
     job = load_job(job_path, [f"serve.port={port}"] if load_job(job_path).config.serve else [])
     try:
-        summary = run_job(job, reporter=Reporter(quiet=True))
+        summary = run_job(job, only=stages, reporter=Reporter(quiet=True))
     except Exception as error:
         return {"job": job_path, "error": f"{type(error).__name__}: {error}", "trace": traceback.format_exc()[-3000:]}
     from raymlp.storage import files
 
     outcome = {"job": job_path, "summary": dict(vars(summary))}
+    if summary.predictions:
+        outcome["predictions"] = files.read_text(summary.predictions)
     if summary.endpoint:  # a real HTTP request for the first rows of what the job predicted
         answer = requests.post(summary.endpoint, json=_first_rows(job.config.predict.input, 5), timeout=60)
-        outcome.update(
-            status=answer.status_code, answer=answer.json(), predictions=files.read_text(summary.predictions)
-        )
+        outcome.update(status=answer.status_code, answer=answer.json())
     return outcome
 
 
