@@ -182,6 +182,26 @@ def _recorded_history(model: Any, alias: str) -> list[dict[str, Any]]:
     return history if isinstance(history, list) else []
 
 
+def with_installed_driver(tracking_uri: str) -> str:
+    """A database tracking URI that names no driver (`postgresql://`, `mysql://`) with one that is
+    installed, as the catalog's URLs get: MLflow hands the URI to SQLAlchemy as written, whose
+    `postgresql://` asks for psycopg 3."""
+    if not tracking_uri.startswith(("postgresql://", "mysql://")):
+        return tracking_uri
+    from sqlalchemy.engine import make_url
+
+    from raymlp.catalog import with_installed_driver as installed
+
+    return installed(make_url(tracking_uri)).render_as_string(hide_password=False)
+
+
+def _shown(uri: str) -> str:
+    """A tracking URI as messages show it: without its password."""
+    from raymlp.catalog import redact_url
+
+    return redact_url(uri)
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -219,9 +239,9 @@ class Tracker:
     def __init__(self, tracking_uri: str, artifact_root: str | Path):
         from mlflow import MlflowClient
 
-        self.uri = tracking_uri
+        self.uri = with_installed_driver(tracking_uri)
         self.artifact_root = str(artifact_root)  # a local folder or a bucket's prefix
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def experiment_id(self, name: str) -> str:
         """The experiment called `name`, created with artifacts under the storage root if new."""
@@ -416,7 +436,7 @@ class Tracker:
         except MlflowException:
             known = [model.name for model in self.client.search_registered_models()]
             raise UsageError(
-                f"model {name} is not in the registry at {self.uri} (registered models: {', '.join(known) or 'none'})"
+                f"model {name} is not in the registry at {_shown(self.uri)} (registered models: {', '.join(known) or 'none'})"
             ) from None
 
     def _alias_state(self, name: str, alias: str) -> tuple[int | None, list[dict[str, Any]]]:
@@ -479,7 +499,7 @@ class Tracker:
             model = self.client.get_registered_model(ref.name)
         except MlflowException:
             known = [model.name for model in self.client.search_registered_models()]
-            return f"model {ref.name} is not in the registry at {self.uri} (registered models: {', '.join(known) or 'none'})"
+            return f"model {ref.name} is not in the registry at {_shown(self.uri)} (registered models: {', '.join(known) or 'none'})"
         versions = sorted(int(item.version) for item in self.client.search_model_versions(f"name = '{ref.name}'"))
         listing = ", ".join(map(str, versions)) or "none"
         if ref.alias:

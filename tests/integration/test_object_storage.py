@@ -71,7 +71,6 @@ def runs(tmp_path_factory, s3_server, databases):
     sklearn_frame("wine").to_csv(wine, index=False)
     s3_server.client().put_object(Bucket=bucket, Key="in/wine.csv", Body=wine.read_bytes())
     catalog, tracking = databases
-    tracking = tracking.replace("postgresql://", "postgresql+psycopg2://")  # MLflow's SQLAlchemy takes the URL as it is
     root = f"s3://{bucket}/team"
     jobs = {
         "bucket": _quickstart(

@@ -16,7 +16,7 @@ CLUSTER_FILES = sorted(CLUSTERS.rglob("*.yaml"))
 SETTINGS = {
     "RAYMLP_STORAGE_ROOT": "s3://team-bucket/raymlp",
     "RAYMLP_CATALOG": "postgresql://raymlp@db:5432/raymlp",
-    "RAYMLP_TRACKING": "postgresql+psycopg2://raymlp@db:5432/mlflow",
+    "RAYMLP_TRACKING": "postgresql://raymlp@db:5432/mlflow",
 }
 
 

@@ -99,7 +99,7 @@ def test_cluster_up_refuses_what_it_cannot_start(project):
     bucket = {
         "RAYMLP_STORAGE_ROOT": "s3://team-bucket/raymlp",
         "RAYMLP_CATALOG": "postgresql://raymlp@db/raymlp",
-        "RAYMLP_TRACKING": "postgresql+psycopg2://raymlp@db/mlflow",
+        "RAYMLP_TRACKING": "postgresql://raymlp@db/mlflow",
     }
     cloud = _raymlp("cluster", "up", "--local", str(REPO / "clusters" / "aws.yaml"), cwd=project, **bucket)
     assert cloud.returncode == 2 and "provider.type: --local needs fake_multinode" in cloud.stderr

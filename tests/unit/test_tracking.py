@@ -166,3 +166,30 @@ def test_the_dataset_version_is_an_input_of_the_run(store, tmp_path):
         ("v", "any", False),
     ]
     assert [(tag.key, tag.value) for tag in logged.tags] == [("mlflow.data.context", "training")]
+
+
+def test_a_postgresql_tracking_uri_without_a_driver_reaches_mlflow_as_the_catalog_does(tmp_path):
+    """`storage.tracking: postgresql://...` works as `storage.catalog` does (MLflow's SQLAlchemy would
+    ask for psycopg 3, which is not a dependency)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from raymlp.catalog import with_installed_driver
+    from tests.conftest import POSTGRES_URL, require_service
+
+    require_service(POSTGRES_URL, "postgresql")
+    admin = sa.create_engine(with_installed_driver(sa.engine.make_url(POSTGRES_URL)), isolation_level="AUTOCOMMIT")
+    name = f"raymlp_tracking_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        tracker = Tracker(f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}", tmp_path)
+        assert tracker.uri.startswith("postgresql+")
+        run = tracker.start_run("job", "job-1", {"raymlp.run_id": "1"})
+        tracker.finish(run)
+        assert tracker.client.get_run(run).info.status == "FINISHED"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
