@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-_CHUNK = 4 * 1024 * 1024
 _ROW_HASH_KEYS = ("raymlp-digest-k1", "raymlp-digest-k2")
 
 
@@ -17,13 +16,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of a file's bytes (local or in a bucket), read without ever opening it for writing."""
     from raymlp.storage import files
 
-    if files.is_remote(path):
-        return files.sha256_of(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return files.sha256_of(path)
 
 
 def files_sha256(paths: list[str] | list[Path]) -> dict[str, str]:

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from raymlp.storage import write_json_atomically
+from raymlp.storage import files as storage_files
 
 from .layout import BUILDER_FILE, DESCRIPTION_FILE, MODEL_DIR, PACKAGE_FORMAT, PREPROCESSOR_FILE
 from .sources import write_package_sources
@@ -51,4 +51,4 @@ def rewrite_description(package_dir: Path, description: dict[str, Any]) -> None:
     path = Path(package_dir) / DESCRIPTION_FILE
     current = json.loads(path.read_text())
     current.update(description)
-    write_json_atomically(path, current)
+    storage_files.write_json(path, current)

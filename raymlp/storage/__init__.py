@@ -163,8 +163,3 @@ def resolve_storage(config: StorageConfig | None = None) -> Storage:
     catalog = _absolute_sqlite(catalog_url) if catalog_url else _sqlite_in(state_folder, "catalog.db")
     tracking = _absolute_sqlite(tracking_uri) if tracking_uri else _sqlite_in(state_folder, "mlflow.db")
     return Storage(root=root, catalog_url=catalog, tracking_uri=tracking)
-
-
-def write_json_atomically(path: str | Path, value: object) -> None:
-    """`path` (local or in a bucket) holds the old JSON or the new, never part of one."""
-    files.write_json(path, value)

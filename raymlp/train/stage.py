@@ -24,7 +24,7 @@ from raymlp.package import (
     write_package,
 )
 from raymlp.package.features import feature_matrix
-from raymlp.storage import RunFolder, write_json_atomically
+from raymlp.storage import RunFolder
 from raymlp.storage import files as storage_files
 
 from .backend import TrainRequest, fit
@@ -267,7 +267,7 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
                 **_sweep_tags(context),
             },
         )
-        write_json_atomically(
+        storage_files.write_json(
             run_files.training_started,
             {"dataset": dataset.name, "version": dataset.version, "mlflow_run_id": mlflow_run},
         )

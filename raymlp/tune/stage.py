@@ -21,7 +21,6 @@ from typing import Any
 from raymlp.context import StageContext
 from raymlp.errors import WorkFailed
 from raymlp.storage import files as storage_files
-from raymlp.storage import write_json_atomically
 
 from .space import decoded, param_space
 from .trial import TRIAL_KEYS, TrainRunner, TrialSpec, run_trial, train_run
@@ -72,7 +71,7 @@ def tune_stage(context: StageContext, summary: Any, runner: TrainRunner) -> dict
         tracker.log_params(parent, context.job.public_dict())
         dataset = _sweep_dataset(context)
         tracker.set_tags(parent, {"raymlp.dataset": f"{dataset.name}@{dataset.version}"})
-        write_json_atomically(
+        storage_files.write_json(
             started_file,
             {
                 "mlflow_run_id": parent,
@@ -180,7 +179,7 @@ def _results(
         "trials": rows,
         "report": None,
     }
-    write_json_atomically(results_file, results)
+    storage_files.write_json(results_file, results)
     if light:
         refit_started = time.perf_counter()
         if best is not None:
@@ -190,7 +189,7 @@ def _results(
             best_refit_seconds=round(time.perf_counter() - refit_started, 3),
         )
     results["report"] = _write_report(context, tracker, results)
-    write_json_atomically(results_file, results)
+    storage_files.write_json(results_file, results)
     return results
 
 
