@@ -35,10 +35,18 @@ SERVE_ERRORS = "raymlp_serve_errors"
 SERVE_LATENCY = "raymlp_serve_latency_ms"
 SERVE_RECORDS = "raymlp_serve_records"
 SERVE_BATCH_RECORDS = "raymlp_serve_batch_records"
+CAPTURE_ROWS = "raymlp_capture_rows"
+CAPTURE_DROPPED = "raymlp_capture_dropped"
+MONITOR_ROWS = "raymlp_monitor_rows"
+MONITOR_DRIFT_SCORE = "raymlp_monitor_drift_score"
+MONITOR_COLUMN_DRIFTED = "raymlp_monitor_column_drifted"
+MONITOR_DRIFT_SHARE = "raymlp_monitor_drift_share"
+MONITOR_PERFORMANCE = "raymlp_monitor_performance"
 
 _STAGE = ("job", "stage")
 _SERVE = ("job", "stage", "app", "route", "version")
 _SERVE_ANSWER = (*_SERVE, "code")
+_MONITOR = ("job", "stage", "model", "version")
 
 #: name -> (kind, description, tag keys, histogram boundaries)
 DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
@@ -79,6 +87,38 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
         "Records per model call (after request batching).",
         _SERVE,
         [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 8192],
+    ),
+    CAPTURE_ROWS: (
+        "counter",
+        "Records written to the capture (serve.capture, predict --capture), after sampling.",
+        (*_SERVE, "source"),
+        None,
+    ),
+    CAPTURE_DROPPED: (
+        "counter",
+        "Sampled records the capture dropped: its buffer was full, or a write failed (`reason`).",
+        (*_SERVE, "source", "reason"),
+        None,
+    ),
+    MONITOR_ROWS: ("gauge", "Captured rows in the window the last `raymlp monitor` analysed.", _MONITOR, None),
+    MONITOR_DRIFT_SCORE: (
+        "gauge",
+        "Per column: the drift test's score in the last analysis (a p-value, or a distance; see `test`).",
+        (*_MONITOR, "column", "test"),
+        None,
+    ),
+    MONITOR_COLUMN_DRIFTED: (
+        "gauge",
+        "Per column: 1 when the last analysis found it drifted, else 0.",
+        (*_MONITOR, "column"),
+        None,
+    ),
+    MONITOR_DRIFT_SHARE: ("gauge", "Share of feature columns that drifted in the last analysis.", _MONITOR, None),
+    MONITOR_PERFORMANCE: (
+        "gauge",
+        "Performance in the last analysed window: `kind` measured (joined labels) or estimated (no labels).",
+        (*_MONITOR, "metric", "kind"),
+        None,
     ),
 }
 
