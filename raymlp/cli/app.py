@@ -295,6 +295,16 @@ def predict(
         bool, typer.Option("--gpu", help="One GPU per model replica, as many replicas as the cluster has GPUs.")
     ] = False,
     job: Annotated[Path | None, typer.Option("--job", help="Take storage locations from this job file.")] = None,
+    capture: Annotated[
+        bool,
+        typer.Option(
+            "--capture", help="Also write the rows and predictions to the capture (storage root), for `raymlp monitor`."
+        ),
+    ] = False,
+    capture_sample: Annotated[
+        float,
+        typer.Option("--capture-sample", metavar="SHARE", min=0.0, max=1.0, help="Share of rows captured (default 1)."),
+    ] = 1.0,
     address: AddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -331,6 +341,7 @@ def predict(
         address=address,
         progress=None if terminal else show,
         on_start=started,
+        capture_sample=capture_sample if capture else None,
     )
     if as_json:
         print_json(

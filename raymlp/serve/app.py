@@ -12,6 +12,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from ray import serve
 from .batcher import Batcher
 from .endpoint_metrics import EndpointMetrics
 from .records import RecordParser, RequestProblem, answers_for
-from .spec import VERSION_HEADER, EndpointSpec, key_digest
+from .spec import REQUEST_ID_HEADER, VERSION_HEADER, EndpointSpec, key_digest
 
 logger = logging.getLogger("ray.serve")
 
@@ -68,6 +69,7 @@ class ModelServer:
         self.metrics = EndpointMetrics(self.app_name, self.spec.job or self.app_name, self.spec.route or "")
         self._install_openapi()
         self.batcher = Batcher(self.metrics, **self.spec.batching) if self.spec.batching else None
+        self.capture = self._start_capture()
         self._stop = threading.Event()
         if self._follows_aliases():
             threading.Thread(target=self._follow_aliases, name="raymlp-follow-aliases", daemon=True).start()
@@ -85,6 +87,31 @@ class ModelServer:
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
+        capture = getattr(self, "capture", None)
+        if capture is not None:  # Serve stops a replica gracefully: what is buffered is written
+            capture.close()
+
+    # --- capture ------------------------------------------------------------------------------
+
+    def _start_capture(self) -> Any:
+        if not self.spec.capture:
+            return None
+        from .capture import CaptureBuffer, CaptureSettings, check_excluded
+
+        settings = CaptureSettings.from_dict(self.spec.capture)
+        for package in self._routing.packages.values():
+            check_excluded(package.features, settings.exclude)
+        self._capture_builders: dict[Any, Any] = {}
+        return CaptureBuffer(settings, self.metrics.base)
+
+    def _capture_builder(self, version: Any, package: Any) -> Any:
+        builder = self._capture_builders.get(version)
+        if builder is None:
+            from .capture import CaptureTableBuilder
+
+            builder = CaptureTableBuilder(package.features, self.capture.settings.exclude, package.classes)
+            self._capture_builders[version] = builder
+        return builder
 
     # --- versions -----------------------------------------------------------------------------
 
@@ -174,17 +201,20 @@ class ModelServer:
                 raise RequestProblem(413, f"the body is over {limit} bytes")
         return bytes(body)
 
-    def _problem(self, problem: RequestProblem, version: Any, started: float) -> JSONResponse:
+    def _problem(self, problem: RequestProblem, version: Any, started: float, request_id: str) -> JSONResponse:
         self.metrics.answered(version, problem.status, started)
         content: dict[str, Any] = {"detail": problem.message}
         if problem.errors:
             content["errors"] = problem.errors
-        headers = {"www-authenticate": "Bearer"} if problem.status == 401 else None
+        headers = {REQUEST_ID_HEADER: request_id}
+        if problem.status == 401:
+            headers["www-authenticate"] = "Bearer"
         return JSONResponse(content, status_code=problem.status, headers=headers)
 
     @api.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         routing = self._routing
         version = routing.pick()
         try:
@@ -200,21 +230,39 @@ class ModelServer:
                 answers = answers_for(package, records)
                 self.metrics.scored(version, len(records))
         except RequestProblem as problem:
-            return self._problem(problem, version, started)
+            return self._problem(problem, version, started, request_id)
         except (ValueError, TypeError, ArithmeticError) as error:
             # Values of the right types that the model cannot take (an overflow, an unseen category).
             logger.warning("raymlp: version %s could not score a request: %s", version, error)
             return self._problem(
-                RequestProblem(422, f"the model could not score these values: {str(error)[:300]}"), version, started
+                RequestProblem(422, f"the model could not score these values: {str(error)[:300]}"),
+                version,
+                started,
+                request_id,
             )
         except Exception:
             logger.exception("raymlp: version %s failed on a request", version)
             self.metrics.answered(version, 500, started)
-            return JSONResponse({"detail": "prediction failed; the replica's log has the details"}, status_code=500)
+            return JSONResponse(
+                {"detail": "prediction failed; the replica's log has the details"},
+                status_code=500,
+                headers={REQUEST_ID_HEADER: request_id},
+            )
         payload: dict[str, Any] = {"model": self.spec.model, "version": version}
         payload.update(answers[0] if single else {"predictions": answers})
         self.metrics.answered(version, 200, started)
-        return JSONResponse(payload, headers={VERSION_HEADER: str(version)})
+        if self.capture is not None:
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            self.capture.offer(
+                request_id,
+                time.time() - latency_ms / 1000.0,
+                latency_ms,
+                version,
+                self._capture_builder(version, package),
+                records,
+                answers,
+            )
+        return JSONResponse(payload, headers={VERSION_HEADER: str(version), REQUEST_ID_HEADER: request_id})
 
     @api.get("/health")
     def health(self) -> dict[str, Any]:

@@ -55,14 +55,15 @@ class _PackagePredictor:
     """One actor of the GPU pool: loads the package once (onto its GPU), then scores block after
     block, in model calls of at most `batch_size` rows."""
 
-    def __init__(self, package_path: str, batch_size: int):
+    def __init__(self, package_path: str, batch_size: int, capture: Any = None):
         from raymlp.package import load_package
 
         self.package = load_package(package_path)
         self.batch_size = batch_size
+        self.capture = capture
 
     def __call__(self, block: Any) -> Any:
-        return _scored(self.package, block, self.batch_size)
+        return _scored(self.package, block, self.batch_size, self.capture)
 
 
 #: Packages loaded in this worker process, by (folder, description file's mtime and size): the
@@ -85,15 +86,16 @@ def _package_in_this_process(package_path: str) -> Any:
     return package
 
 
-def _score_block(block: Any, package_path: str, batch_size: int) -> Any:
+def _score_block(block: Any, package_path: str, batch_size: int, capture: Any = None) -> Any:
     """A Ray Data task on CPUs: score one block with the package this worker holds (loaded on its
     first block)."""
-    return _scored(_package_in_this_process(package_path), block, batch_size)
+    return _scored(_package_in_this_process(package_path), block, batch_size, capture)
 
 
-def _scored(package: Any, block: Any, batch_size: int) -> Any:
+def _scored(package: Any, block: Any, batch_size: int, capture: Any = None) -> Any:
     """`block` (Arrow) with the package's prediction columns appended, scored in Arrow in model
-    calls of at most `batch_size` rows; the input columns go out as they came."""
+    calls of at most `batch_size` rows; the input columns go out as they came. `capture`:
+    (CaptureSettings, version) to also write the block's rows and answers to the capture."""
     import pyarrow as pa
 
     if block.num_rows == 0:  # nothing to score (the models refuse 0 rows); the writer skips it
@@ -105,6 +107,10 @@ def _scored(package: Any, block: Any, batch_size: int) -> Any:
     for name, column in zip(predictions.column_names, predictions.columns):
         block = block.append_column(name, column)
     _count_scored(package, block.num_rows)
+    if capture is not None:
+        from .capture import capture_scored_block
+
+        capture_scored_block(capture[0], package, capture[1], block)
     return block
 
 
@@ -276,6 +282,7 @@ def predict_batch(
     progress: Callable[[int], None] | None = None,
     progress_bars: bool | None = None,
     runtime_env: dict[str, Any] | None = None,
+    capture: Any = None,
 ) -> BatchResult:
     """Score every row of `source` and write input columns plus predictions to `output`.
 
@@ -286,6 +293,8 @@ def predict_batch(
     `progress(rows)` is called as rows reach a single output file; `progress_bars` turns Ray Data's
     own progress bars on or off for this run (None: as the current DataContext says).
     `runtime_env`: the reading and scoring tasks' (the job's `predict.env`), laid by Ray over the job's.
+    `capture`: (CaptureSettings, version): the scoring tasks also write the rows they scored and
+    their predictions to the model's capture (`raymlp monitor`).
     """
     import ray
     import ray.data
@@ -323,7 +332,7 @@ def predict_batch(
         # GPUs; blocks are planned at one call's rows, so that size keeps them whole.
         scored = dataset.map_batches(
             _PackagePredictor,
-            fn_constructor_args=(package_path, batch_size),
+            fn_constructor_args=(package_path, batch_size, capture),
             batch_format="pyarrow",
             batch_size=batch_size,
             zero_copy_batch=True,
@@ -337,7 +346,7 @@ def predict_batch(
         # bundles one by one), that fuse with the read; each worker keeps the package it loaded.
         scored = dataset.map_batches(
             _score_block,
-            fn_args=(package_path, batch_size),
+            fn_args=(package_path, batch_size, capture),
             batch_format="pyarrow",
             batch_size=None,
             zero_copy_batch=True,

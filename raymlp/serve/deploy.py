@@ -72,7 +72,24 @@ def endpoint_spec(
         run_id=run_id,
         job=job,
         route=config.route,
+        capture=capture_settings(config.capture, storage, model) if config.capture is not None else None,
     )
+
+
+def capture_settings(capture: Any, storage: Any, model: str) -> dict[str, Any]:
+    """serve.capture for the replicas: where (the storage root, absolute) and how."""
+    from .capture import CaptureSettings
+
+    if storage is None:
+        raise UsageError("serve.capture needs a storage root to write to")
+    return CaptureSettings(
+        root=str(storage.root),
+        model=model,
+        sample=capture.sample,
+        flush_s=capture.flush_s,
+        max_buffer_rows=capture.max_buffer_rows,
+        exclude=tuple(capture.exclude),
+    ).to_dict()
 
 
 def serve_config_file(spec: EndpointSpec, config: ServeConfig, app_name: str, output: Any) -> Any:

@@ -1,10 +1,12 @@
 """What an endpoint's replicas are told: the model, the traffic split, limits, keys (plain JSON)."""
 
 import hashlib
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 VERSION_HEADER = "x-raymlp-model-version"
+REQUEST_ID_HEADER = "x-request-id"
 
 
 class EndpointSpec(BaseModel):
@@ -27,6 +29,9 @@ class EndpointSpec(BaseModel):
         default=None, description="The raymlp job serving it (metrics' `job` tag; default: the app's name)."
     )
     route: str | None = Field(default=None, description="The app's route prefix (metrics' `route` tag).")
+    capture: dict[str, Any] | None = Field(
+        default=None, description="serve.capture as `serve.capture.CaptureSettings` values (None: capture is off)."
+    )
 
 
 def key_digest(key: str) -> str:

@@ -36,6 +36,7 @@ def predict_package(
     runtime_env: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
     progress_bars: bool = False,
+    capture: Any = None,
 ) -> Any:
     """Score `input` with the package folder into `output` on the Ray this process has (a BatchResult)."""
     from raymlp.serve.batch import predict_batch
@@ -49,6 +50,7 @@ def predict_package(
         runtime_env=runtime_env,
         progress=progress,
         progress_bars=progress_bars,
+        capture=capture,
     )
 
 
@@ -63,11 +65,13 @@ def predict_registered(
     address: str | None,
     progress: Callable[[int], None] | None,
     on_start: Callable[[], None] | None = None,
+    capture_sample: float | None = None,
 ) -> Prediction:
     """`raymlp predict`: what can be refused is refused before the package is fetched and Ray is
     started (no GPU on this machine, a malformed reference, an input that names nothing); then the
     registered model is scored on `address`'s Ray (else an embedded one). `progress(rows)` is
-    called as rows are scored; without it Ray Data draws its own bars. `on_start()` runs once Ray is up."""
+    called as rows are scored; without it Ray Data draws its own bars. `on_start()` runs once Ray is up.
+    `capture_sample`: the share of rows also written to the model's capture (None: no capture)."""
     from raymlp import settings
     from raymlp.runtime import ray_runtime
     from raymlp.serve.batch import NO_GPU, local_gpus
@@ -80,13 +84,28 @@ def predict_registered(
     missing_input = input_problem(input)
     if missing_input:
         raise UsageError(f"--input {missing_input}")  # before Ray starts
-    package, version = fetch_model(storage_for(job), ref)
+    storage = storage_for(job)
+    package, version = fetch_model(storage, ref)
+    capture = None
+    if capture_sample is not None:
+        from raymlp.serve.capture import CaptureSettings
+
+        if capture_sample <= 0:
+            raise UsageError("--capture-sample: a share above 0 and at most 1")
+        capture = (CaptureSettings(root=str(storage.root), model=ref.name, sample=capture_sample), version)
     if progress is not None:  # no "progress bars disabled" notice: the progress lines stand for them
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     with ray_runtime(address):
         if on_start is not None:
             on_start()
         result = predict_package(
-            str(package), input, output, batch_size, use_gpu=gpu, progress=progress, progress_bars=progress is None
+            str(package),
+            input,
+            output,
+            batch_size,
+            use_gpu=gpu,
+            progress=progress,
+            progress_bars=progress is None,
+            capture=capture,
         )
     return Prediction(model=ref.name, version=version, rows=result.rows, output=result.output, seconds=result.seconds)

@@ -326,6 +326,8 @@ def train_stage(context: StageContext, dataset: Any) -> TrainedModel:
             preprocessor=preprocessor,
             lineage={
                 "dataset": {"name": dataset.name, "version": dataset.version, "digest": digest},
+                # How the rows were split, so monitoring can rebuild the training split as its reference.
+                "split": job.data.split.model_dump(),
                 "job": {"name": job.name, "path": str(context.job.path), "sha256": context.job.sha256},
                 "run_id": context.run_id,
                 "mlflow_run_id": mlflow_run,

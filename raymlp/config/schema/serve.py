@@ -55,6 +55,20 @@ class BatchingConfig(Section):
     )
 
 
+class CaptureConfig(Section):
+    sample: float = Field(default=1.0, gt=0, le=1, description="Share of requests captured (1: every one).")
+    flush_s: float = Field(
+        default=10.0, gt=0, le=3600, description="How often a replica writes what it captured (at most this is lost)."
+    )
+    max_buffer_rows: int = Field(
+        default=100_000,
+        ge=1,
+        le=100_000_000,
+        description="Records a replica holds between writes; beyond, requests are answered but not captured (counted).",
+    )
+    exclude: list[str] = Field(default_factory=list, description="Features never written to the capture.")
+
+
 class ServeConfig(Section):
     route: str = Field(
         default="/", description="Route prefix of the endpoint; starts with '/'.", pattern=r"^/[\w\-./]*$"
@@ -99,6 +113,11 @@ class ServeConfig(Section):
         description="Environment variable holding the accepted API keys, comma-separated (HTTP 401 without one).",
     )
     env: EnvRef | None = Field(default=None, description=_STAGE_ENV_HELP + " Used by the endpoint's replicas.")
+    capture: CaptureConfig | None = Field(
+        default=None,
+        description="Capture what the endpoint is sent and answers, as Parquet under storage.root/captures "
+        "(for `raymlp monitor`); off when absent.",
+    )
 
     @model_validator(mode="after")
     def _fixed_or_autoscaled(self) -> ServeConfig:
