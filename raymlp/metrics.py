@@ -2,7 +2,8 @@
 
 The stages publish what they do through `ray.util.metrics`; Ray's metrics agent on each node
 exports it for Prometheus (names get Ray's `ray_` prefix, counters a `_total` suffix:
-`ray_raymlp_rows_collected_total{job="wine-quickstart",stage="collect",...}`), which the
+`ray_raymlp_rows_collected_total{job="wine-quickstart",stage="collect",...}`; once Prometheus scrapes it,
+`job` is `exported_job`, beside Prometheus' own `job`), which the
 dashboard's Metrics view and Grafana read. Every metric carries the tags `job` (the job's name)
 and `stage`.
 

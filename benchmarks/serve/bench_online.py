@@ -223,6 +223,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "about": "raymlp's own endpoint (raymlp.serve.deploy, defaults: HAProxy ingress, no "
         "access log, batching), 2 replicas",
     },
+    "raymlp_capture": {
+        "server": "raymlp",
+        "package": True,
+        "serve": {"num_replicas": 2, "capture": {"sample": 1.0, "flush_s": 10}},
+        "about": "raymlp's own endpoint, 2 replicas, capturing every request (serve.capture, sample 1.0)",
+    },
     "raymlp_1rep": {
         "server": "raymlp",
         "package": True,
@@ -357,7 +363,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "about": "haproxy_tuned_2rep with the plain async __call__ app",
     },
 }
-DEFAULT_VARIANTS = list(VARIANTS)
+DEFAULT_VARIANTS = [name for name in VARIANTS if name != "raymlp_capture"]  # benchmarks/monitor runs it
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,13 +466,18 @@ def run_raymlp_server(package_path: str, variant_name: str, workdir: str, body: 
 
     from raymlp.config.schema import ServeConfig
     from raymlp.serve.deploy import deploy, endpoint_spec
+    from raymlp.storage import resolve_storage
 
     stop = _stop_flag()
     try:
         _start_local_ray(workdir, stop)
         config = ServeConfig(port=PORT_SERVE_HTTP, **variant["serve"])
+        storage = resolve_storage(None) if config.capture else None  # RAYMLP_HOME: the captures go there
         endpoint = deploy(
-            endpoint_spec(config, "wine-serve-bench", package=package_path), config, app_name="default", quiet=True
+            endpoint_spec(config, "wine-serve-bench", package=package_path, storage=storage),
+            config,
+            app_name="default",
+            quiet=True,
         )
         wait_http_ok(endpoint.url, body, 180)
         print(

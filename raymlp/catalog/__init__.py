@@ -9,6 +9,7 @@ from raymlp.catalog.records import (
     ModelVersionRecord,
     ModuleAdded,
     ModuleRecord,
+    MonitorReportRecord,
     RunRecord,
 )
 from raymlp.catalog.redact import redact_url
@@ -25,6 +26,7 @@ __all__ = [
     "ModelVersionRecord",
     "ModuleAdded",
     "ModuleRecord",
+    "MonitorReportRecord",
     "RunRecord",
     "default_url",
     "head_revision",

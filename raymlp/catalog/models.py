@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -190,4 +192,24 @@ class Module(Base):
     source: Mapped[str] = mapped_column(SourceText)
     filename: Mapped[str] = mapped_column(Text)
     functions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MonitorReport(Base):
+    """One `raymlp monitor` analysis: the model, the window, its reference, the verdict, where the report is."""
+
+    __tablename__ = "monitor_reports"
+    __table_args__ = (Index("ix_monitor_reports_model_name_created_at", "model_name", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(255))
+    versions: Mapped[str] = mapped_column(String(255))
+    window_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    window_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    rows: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[str] = mapped_column(Text)
+    drift_share: Mapped[float] = mapped_column(Float)
+    drifted: Mapped[bool] = mapped_column(Boolean)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    report_path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from raymlp.catalog.models import Collection, Dataset, DatasetVersion, ModelVersion, Module, Run
+from raymlp.catalog.models import Collection, Dataset, DatasetVersion, ModelVersion, Module, MonitorReport, Run
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,24 @@ class ModuleAdded:
 
 #: Each table's record, and how a column becomes a record's field where it is not taken as it is
 #: (JSON values become the caller's own copies).
+@dataclass(frozen=True)
+class MonitorReportRecord:
+    """One `raymlp monitor` analysis of a model's capture window."""
+
+    id: int
+    model_name: str
+    versions: str
+    window_since: datetime | None
+    window_until: datetime | None
+    rows: int
+    reference: str
+    drift_share: float
+    drifted: bool
+    summary: dict[str, Any]
+    report_path: str
+    created_at: datetime
+
+
 _RECORDS: dict[type, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     Dataset: (DatasetRecord, {}),
     DatasetVersion: (DatasetVersionRecord, {"manifest": dict, "source": dict}),
@@ -126,6 +144,7 @@ _RECORDS: dict[type, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     Run: (RunRecord, {"config": dict, "stages": list, "summary": lambda value: None if value is None else dict(value)}),
     ModelVersion: (ModelVersionRecord, {"metrics": dict}),
     Module: (ModuleRecord, {"functions": lambda value: [dict(function) for function in value]}),
+    MonitorReport: (MonitorReportRecord, {"summary": dict, "drifted": bool}),
 }
 
 

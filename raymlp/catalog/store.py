@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import URL, delete, func, select
@@ -23,7 +24,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from raymlp.catalog.engine import WRITE_OPTION, create_catalog_engine, default_url
 from raymlp.catalog.errors import CatalogError, DatasetVersionExists, NotInCatalog
-from raymlp.catalog.models import RUN_STATUSES, Collection, Dataset, DatasetVersion, ModelVersion, Module, Run, utcnow
+from raymlp.catalog.models import (
+    RUN_STATUSES,
+    Collection,
+    Dataset,
+    DatasetVersion,
+    ModelVersion,
+    Module,
+    MonitorReport,
+    Run,
+    utcnow,
+)
 from raymlp.catalog.records import (
     CollectionRecord,
     DatasetRecord,
@@ -31,6 +42,7 @@ from raymlp.catalog.records import (
     ModelVersionRecord,
     ModuleAdded,
     ModuleRecord,
+    MonitorReportRecord,
     RunRecord,
     to_record,
 )
@@ -314,6 +326,45 @@ class Catalog:
         query = select(Collection).order_by(Collection.id)
         if target_table is not None:
             query = query.where(Collection.target_table == target_table)
+        return self._records(query)
+
+    # ------------------------------------------------------------------ monitoring
+
+    def record_monitor_report(
+        self,
+        model_name: str,
+        versions: list[str],
+        window_since: datetime | None,
+        window_until: datetime | None,
+        rows: int,
+        reference: str,
+        drift_share: float,
+        drifted: bool,
+        summary: dict[str, Any],
+        report_path: str,
+    ) -> MonitorReportRecord:
+        """Record one monitoring analysis of ``model_name``'s capture and where its report is."""
+        row = MonitorReport(
+            model_name=_name(model_name, "model_name"),
+            versions=",".join(str(version) for version in versions)[:255],
+            window_since=window_since,
+            window_until=window_until,
+            rows=int(rows),
+            reference=str(reference),
+            drift_share=float(drift_share),
+            drifted=bool(drifted),
+            summary=clean_json(dict(summary), "summary", redact_keys=False),
+            report_path=str(report_path),
+            created_at=utcnow(),
+        )
+        with self._session(write=True) as session:
+            return _added(session, row)
+
+    def list_monitor_reports(self, model_name: str | None = None, limit: int = 100) -> list[MonitorReportRecord]:
+        """The latest monitoring analyses (of ``model_name`` only, if given), newest first."""
+        query = select(MonitorReport).order_by(MonitorReport.id.desc()).limit(limit)
+        if model_name is not None:
+            query = query.where(MonitorReport.model_name == model_name)
         return self._records(query)
 
     # ------------------------------------------------------------------ runs

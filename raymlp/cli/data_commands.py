@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from .options import JobArg, JobOpt, JsonOpt, SetOpt, remove_command
-from .output import print_json, print_listing, print_table
+from .options import AddressOpt, JobArg, JobOpt, JsonOpt, SetOpt, remove_command
+from .output import number, print_json, print_listing, print_table
 from .typer_app import App
 
 data_app = App(help="Datasets: collect, convert, list, show, verify; preprocessing modules.", no_args_is_help=True)
@@ -89,23 +89,9 @@ def data_list(as_json: JsonOpt = False, job: JobOpt = None) -> None:
 
 def _dataset_ref(ref: str, what: str = "dataset") -> tuple[str, int | None]:
     """NAME or NAME@VERSION; `wine:1` (a model's form) is refused with the right one."""
-    from raymlp.errors import UsageError
+    from raymlp.services.datasets import parse_dataset_ref
 
-    name, _, version = ref.partition("@")
-    if not version and ":" in name:
-        before, _, after = name.rpartition(":")
-        if after.isdigit():
-            raise UsageError(
-                f"'{ref}': a {what} version is NAME@VERSION; did you mean {before}@{after}? "
-                "(NAME:VERSION is a model's version)"
-            )
-        if what == "module":
-            raise UsageError(
-                f"'{ref}' is a function ref (MODULE:FUNCTION); name the module: {before} or {before}@VERSION"
-            )
-    if version and not version.isdigit():
-        raise UsageError(f"'{ref}' is not NAME or NAME@VERSION (a {what} version is a number)")
-    return name, int(version) if version else None
+    return parse_dataset_ref(ref, what)
 
 
 @data_app.command("show")
@@ -161,6 +147,68 @@ def data_show(ref: DatasetArg, as_json: JsonOpt = False, job: JobOpt = None) -> 
             for c in manifest["schema"]
         ],
     )
+
+
+@data_app.command("profile")
+def data_profile(ref: DatasetArg, as_json: JsonOpt = False, job: JobOpt = None, address: AddressOpt = None) -> None:
+    """Per-column statistics of a dataset version (computed on Ray Data once, then kept under the storage root)."""
+    from raymlp.services.monitoring import profile_dataset
+
+    profile = profile_dataset(ref, job, address)
+    if as_json:
+        print_json(profile)
+        return
+    rows = []
+    for column in profile["columns"]:
+        spread = (
+            f"{number(column['minimum'])} .. {number(column['maximum'])}, median {number(column['median'])}"
+            if "minimum" in column
+            else ", ".join(f"{item['value']} ({item['count']})" for item in column.get("top", [])[:3])
+        )
+        rows.append([column["column"], column["type"], column["missing"], column["distinct"], spread])
+    print_table(
+        f"{profile['dataset']}: {profile['rows']:,} rows", ["column", "type", "missing", "distinct", "values"], rows
+    )
+
+
+@data_app.command("compare")
+def data_compare(
+    reference: Annotated[
+        str, typer.Argument(metavar="NAME@VERSION", help="The reference version.", show_default=False)
+    ],
+    current: Annotated[
+        str, typer.Argument(metavar="NAME@VERSION", help="The version compared with it.", show_default=False)
+    ],
+    as_json: JsonOpt = False,
+    job: JobOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Schema and statistics anomalies of one dataset version against another, and each column's drift."""
+    from raymlp.services.monitoring import compare_datasets
+
+    comparison = compare_datasets(reference, current, job, address)
+    if as_json:
+        print_json(comparison)
+        return
+    print_table(
+        f"{comparison['current']} against {comparison['reference']}",
+        ["column", "kind", "test", "score", "threshold", "drift"],
+        [
+            [
+                d["column"],
+                d["kind"],
+                d["test"],
+                number(d["score"]),
+                number(d["threshold"]),
+                "DRIFT" if d["drifted"] else "-",
+            ]
+            for d in comparison["drift"]
+        ],
+    )
+    for anomaly in comparison["anomalies"]:
+        print(f"anomaly: {anomaly['message']}")
+    if not comparison["anomalies"]:
+        print("no anomalies")
 
 
 @data_app.command("verify")

@@ -34,12 +34,11 @@ def anomalies(reference: Profile, current: Profile, *, columns: list[str] | None
     found: list[Anomaly] = []
     expected = columns if columns is not None else list(reference.columns)
     for name in expected:
-        if name not in current.columns:
+        if name in reference.columns and name not in current.columns:
             found.append(Anomaly(name, "missing_column", f"'{name}' is in the reference but not in this data"))
-    if columns is None:
-        for name in current.columns:
-            if name not in reference.columns:
-                found.append(Anomaly(name, "extra_column", f"'{name}' is in this data but not in the reference"))
+    for name in current.columns if columns is None else expected:
+        if name not in reference.columns and name in current.columns:
+            found.append(Anomaly(name, "extra_column", f"'{name}' is in this data but not in the reference"))
     for name in expected:
         ref, cur = reference.columns.get(name), current.columns.get(name)
         if ref is None or cur is None:

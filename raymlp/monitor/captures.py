@@ -80,6 +80,8 @@ class WindowFiles:
     rows: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
+    first_time: float | None = None  # epoch seconds of the earliest and latest rows, from the footers
+    last_time: float | None = None
 
 
 def _day(name: str) -> datetime.date | None:
@@ -115,16 +117,20 @@ def window_files(root: str, model: str, window: Window, versions: list[str] | No
                 base = files.name_of(name)
                 if base.startswith(".") or not base.endswith(".parquet"):
                     continue
-                rows, problem = _checked(name)
+                rows, problem, times = _checked(name)
                 if problem:
                     found.skipped.append({"path": name, "reason": problem})
-                else:
-                    found.files.append(name)
-                    found.rows += rows
+                    continue
+                found.files.append(name)
+                found.rows += rows
+                if times:
+                    found.first_time = min(times[0], found.first_time or times[0])
+                    found.last_time = max(times[1], found.last_time or times[1])
     return found
 
 
-def _checked(name: str) -> tuple[int, str]:
+def _checked(name: str) -> tuple[int, str, tuple[float, float] | None]:
+    """(rows, the reason it cannot be read or "", (first, last) row time from its statistics)."""
     import pyarrow.parquet as pq
 
     from raymlp.storage import files
@@ -132,13 +138,27 @@ def _checked(name: str) -> tuple[int, str]:
     try:
         with files.open_input(name) as handle:
             metadata = pq.ParquetFile(handle).metadata
-            names = set(metadata.schema.to_arrow_schema().names)
+            names = metadata.schema.to_arrow_schema().names
     except Exception as error:
-        return 0, f"not a readable Parquet file: {str(error).splitlines()[0][:200]}"
+        return 0, f"not a readable Parquet file: {str(error).splitlines()[0][:200]}", None
     missing = [column for column in ("request_id", "time", FEATURES_COLUMN) if column not in names]
     if missing:
-        return 0, f"not a raymlp capture file (no {', '.join(missing)} column)"
-    return metadata.num_rows, ""
+        return 0, f"not a raymlp capture file (no {', '.join(missing)} column)", None
+    times = None
+    position = names.index("time")
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(position).statistics
+        if statistics is None or not statistics.has_min_max:
+            continue
+        low, high = _seconds(statistics.min), _seconds(statistics.max)
+        times = (low, high) if times is None else (min(times[0], low), max(times[1], high))
+    return metadata.num_rows, "", times
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, datetime.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=datetime.UTC)).timestamp()
+    return float(value) / 1_000_000
 
 
 def flattened(table: Any) -> Any:

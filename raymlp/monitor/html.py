@@ -191,10 +191,11 @@ def _drift_row(row: dict[str, Any], *, is_prediction: bool) -> str:
     test = _e(_TESTS.get(str(row.get("test")), row.get("test") or "—"))
     score_kind = "p-value" if row.get("score_kind") == "p_value" else "distance"
     marker = _badge("drifted", "bad") if drifted else _badge("no drift", "ok")
+    note = f"<div class='muted small'>{_e(row['note'])}</div>" if row.get("note") else ""
     classes = " ".join(kind for kind, on in (("drifted", drifted), ("prediction", is_prediction)) if on)
     return (
         f"<tr class='{classes}'><td>{name}</td><td>{_e(row.get('kind') or '—')}</td>"
-        f"<td>{test} <span class='muted'>{score_kind}</span></td>"
+        f"<td>{test} <span class='muted'>{score_kind}</span>{note}</td>"
         f"<td class='num'>{_num(row.get('score'))}</td><td class='num'>{_num(row.get('threshold'))}</td>"
         f"<td class='num'>{_num(row.get('reference_rows'))} / {_num(row.get('current_rows'))}</td>"
         f"<td>{marker}</td></tr>"
@@ -295,7 +296,7 @@ def _performance_section(performance: dict[str, Any] | None) -> str:
             _Series(f"estimated {metric}", _SERIES[1], estimated, dashed=True),
         ]
         series = [line for line in series if any(value is not None for value in line.values)]
-        note = f"{metric} per time bucket: measured where labels arrived, estimated without them. "
+        note = f"Per time bucket: {metric} measured where labels arrived, estimated without them. "
         parts.append(f"<p class='note'>{_e(note + _buckets_span(buckets))}</p>")
         parts.append(_legend(series) + _line_chart(buckets, series, percent=False))
     else:
@@ -627,12 +628,12 @@ def _empty(text: str) -> str:
 
 
 def _drift_order(row: dict[str, Any]) -> tuple[bool, float, str]:
-    score, threshold = _float(row.get("score")), _float(row.get("threshold"))
-    if score is None or threshold is None:
+    score, threshold = row.get("score"), _float(row.get("threshold"))
+    if threshold is None or not isinstance(score, int | float) or math.isnan(score):
         severity = 0.0
     elif row.get("score_kind") == "p_value":
         severity = threshold / max(score, 1e-300)
-    else:
+    else:  # an infinite distance (drift.py's score for an undefined one) is the most drifted
         severity = score / threshold if threshold > 0 else math.inf
     return (not row.get("drifted"), -severity, str(row.get("column")))
 

@@ -436,7 +436,9 @@ def profile_of_dataset(dataset: Any, source: str = "") -> Profile:
     import json
 
     profile = Profile(source=source)
-    partials = dataset.map_batches(_profile_block, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
+    task: Any = _profile_block
+    partials = dataset.map_batches(task, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
+    batch: Any
     for batch in partials.iter_batches(batch_format="pyarrow", batch_size=None):
         for text in batch.column("profile").to_pylist():
             profile.merge(Profile.from_json(json.loads(text)))

@@ -201,12 +201,14 @@ class ModelServer:
                 raise RequestProblem(413, f"the body is over {limit} bytes")
         return bytes(body)
 
-    def _problem(self, problem: RequestProblem, version: Any, started: float, request_id: str) -> JSONResponse:
+    def _problem(
+        self, problem: RequestProblem, version: Any, started: float, id_header: dict[str, str]
+    ) -> JSONResponse:
         self.metrics.answered(version, problem.status, started)
         content: dict[str, Any] = {"detail": problem.message}
         if problem.errors:
             content["errors"] = problem.errors
-        headers = {REQUEST_ID_HEADER: request_id}
+        headers = dict(id_header)
         if problem.status == 401:
             headers["www-authenticate"] = "Bearer"
         return JSONResponse(content, status_code=problem.status, headers=headers)
@@ -214,7 +216,12 @@ class ModelServer:
     @api.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        # Serve's request-id middleware (proxy and direct ingress alike) puts the client's x-request-id,
+        # or one it made, in the request's headers and returns it on the answer; one is made here
+        # (and returned) only where nothing did.
+        given = request.headers.get(REQUEST_ID_HEADER)
+        request_id = given or uuid.uuid4().hex
+        id_header = {} if given else {REQUEST_ID_HEADER: request_id}
         routing = self._routing
         version = routing.pick()
         try:
@@ -230,7 +237,7 @@ class ModelServer:
                 answers = answers_for(package, records)
                 self.metrics.scored(version, len(records))
         except RequestProblem as problem:
-            return self._problem(problem, version, started, request_id)
+            return self._problem(problem, version, started, id_header)
         except (ValueError, TypeError, ArithmeticError) as error:
             # Values of the right types that the model cannot take (an overflow, an unseen category).
             logger.warning("raymlp: version %s could not score a request: %s", version, error)
@@ -238,7 +245,7 @@ class ModelServer:
                 RequestProblem(422, f"the model could not score these values: {str(error)[:300]}"),
                 version,
                 started,
-                request_id,
+                id_header,
             )
         except Exception:
             logger.exception("raymlp: version %s failed on a request", version)
@@ -246,7 +253,7 @@ class ModelServer:
             return JSONResponse(
                 {"detail": "prediction failed; the replica's log has the details"},
                 status_code=500,
-                headers={REQUEST_ID_HEADER: request_id},
+                headers=id_header,
             )
         payload: dict[str, Any] = {"model": self.spec.model, "version": version}
         payload.update(answers[0] if single else {"predictions": answers})
@@ -262,7 +269,7 @@ class ModelServer:
                 records,
                 answers,
             )
-        return JSONResponse(payload, headers={VERSION_HEADER: str(version), REQUEST_ID_HEADER: request_id})
+        return JSONResponse(payload, headers={VERSION_HEADER: str(version), **id_header})
 
     @api.get("/health")
     def health(self) -> dict[str, Any]:

@@ -267,3 +267,22 @@ def module_versions(name: str, number: int | None, job: Path | None) -> list[Any
     with catalog_for(job) as catalog:
         chosen = catalog.get_module(name, number)
         return [chosen] if number else catalog.list_modules(name)
+
+
+def parse_dataset_ref(ref: str, what: str = "dataset") -> tuple[str, int | None]:
+    """NAME or NAME@VERSION; `wine:1` (a model's form) is refused with the right one."""
+    name, _, version = ref.partition("@")
+    if not version and ":" in name:
+        before, _, after = name.rpartition(":")
+        if after.isdigit():
+            raise UsageError(
+                f"'{ref}': a {what} version is NAME@VERSION; did you mean {before}@{after}? "
+                "(NAME:VERSION is a model's version)"
+            )
+        if what == "module":
+            raise UsageError(
+                f"'{ref}' is a function ref (MODULE:FUNCTION); name the module: {before} or {before}@VERSION"
+            )
+    if version and not version.isdigit():
+        raise UsageError(f"'{ref}' is not NAME or NAME@VERSION (a {what} version is a number)")
+    return name, int(version) if version else None

@@ -41,8 +41,8 @@ def _wine_records(count: int, seed: int = 0) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def models(ray_4_cpus, tmp_path_factory):
-    """One registry with wine-sklearn versions 1 (a forest) and 2 (logistic regression), wine-torch
-    and wine-tensorflow (short runs on one worker), breast-cancer (logistic regression; 30 features
+    """One registry with wine-sklearn versions 1 (a forest) and 2 (logistic regression), wine-torch,
+    wine-tensorflow and wine-xgboost (short runs on one worker), breast-cancer (logistic regression; 30 features
     whose names have spaces), and the storage they live in."""
     home = tmp_path_factory.mktemp("serve") / "home"
     runs = [
@@ -53,6 +53,7 @@ def models(ray_4_cpus, tmp_path_factory):
         ),
         ("wine-torch.yaml", ["train.scaling.num_workers=1", "train.epochs=4", "register.require={}"]),
         ("wine-tensorflow.yaml", ["train.scaling.num_workers=1", "train.epochs=3", "register.require={}"]),
+        ("wine-xgboost.yaml", ["train.scaling.num_workers=1", "train.epochs=5", "register.require={}"]),
         (
             "wine-sklearn.yaml",
             [
@@ -76,6 +77,7 @@ def models(ray_4_cpus, tmp_path_factory):
         ("wine-sklearn", 2),
         ("wine-torch", 1),
         ("wine-tensorflow", 1),
+        ("wine-xgboost", 1),
         ("breast-cancer", 1),
     ]
     return {"home": home, "storage": storage, "summaries": summaries}
@@ -404,14 +406,22 @@ class _Load:
         )
 
 
-def test_a_killed_replica_fails_only_its_in_flight_requests(models, serve_port):
+def test_a_killed_replica_fails_only_its_in_flight_requests_and_its_capture_loses_at_most_one_flush(models, serve_port):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     import ray
     from ray.util.state import list_actors
 
+    from raymlp.monitor.captures import Window, flattened, window_files
+
+    flush_s = 1.0
+    root = str(models["storage"].root)
+    capture = {"flush_s": flush_s, "exclude": ["proline"]}
     try:
-        base = _serve(models, serve_port, "wine-sklearn", "serve-kill", num_replicas=2)
+        base = _serve(models, serve_port, "wine-sklearn", "serve-kill", num_replicas=2, capture=capture)
         clients = 4
         with _Load(f"{base}/predict", clients) as load:
+            started = time.monotonic()
             time.sleep(3)
             replicas = [
                 actor
@@ -422,12 +432,30 @@ def test_a_killed_replica_fails_only_its_in_flight_requests(models, serve_port):
             killed_at = time.monotonic()
             ray.kill(ray.get_actor(replicas[0].name, namespace="serve"), no_restart=True)
             time.sleep(8)
+        duration = time.monotonic() - started
         answered_after = [at for at, _ in load.versions if at > killed_at + 1]
         assert len(answered_after) > 50, "the endpoint stopped answering after a replica died"
         assert len(load.failures) <= clients, load.failures
-        assert requests.post(f"{base}/predict", json=load.record, timeout=30).status_code == 200
+        tagged = requests.post(f"{base}/predict", json=load.record, headers={"x-request-id": "tagged-1"}, timeout=30)
+        assert tagged.status_code == 200 and tagged.headers["x-request-id"] == "tagged-1"
+        made = requests.post(f"{base}/predict", json=load.record, timeout=30)
+        assert len(made.headers["x-request-id"]) >= 16  # made when the client sent none
     finally:
-        _delete("serve-kill")
+        _delete("serve-kill")  # a replica stopped by Serve writes what it holds
+    found = window_files(root, "wine-sklearn", Window())
+    assert not found.skipped, found.skipped  # every captured file reads back; no partial file is visible
+    table = flattened(pa.concat_tables([pq.read_table(name) for name in found.files]))
+    answered = len(load.versions) + 2
+    one_flush = answered / duration * flush_s
+    assert answered - one_flush <= table.num_rows <= answered, (table.num_rows, answered, one_flush)
+    assert "proline" not in table.column_names and "alcohol" in table.column_names
+    row = table.filter(pa.compute.equal(table.column("request_id"), "tagged-1")).to_pylist()
+    assert len(row) == 1 and row[0]["prediction"] == tagged.json()["prediction"]
+    assert row[0]["alcohol"] == load.record["alcohol"] and row[0]["latency_ms"] > 0
+    assert (
+        row[0]["probability_" + str(tagged.json()["prediction"])]
+        == tagged.json()["probabilities"][str(tagged.json()["prediction"])]
+    )
 
 
 def test_canary_share_then_switch_and_rollback_by_alias_without_failed_requests(models, serve_port, tmp_path):
@@ -630,3 +658,193 @@ def test_a_hard_killed_serving_ray_leaves_nothing_on_its_port_and_serve_can_star
     finally:
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
+
+
+# --- monitoring: capture, drift, labels, replay, the report -------------------------------------
+
+
+def _training_rows(models, name: str, version: int) -> pd.DataFrame:
+    """The rows a registered version was trained on (its recorded split of its dataset version), with the label."""
+    from raymlp.catalog import Catalog
+    from raymlp.config.schema import SplitConfig
+    from raymlp.data.split import split_frame
+    from raymlp.data.versions import read_version_table
+
+    lineage = _package(models, name, version).description["lineage"]
+    with Catalog(models["storage"].catalog_url) as catalog:
+        record = catalog.get_dataset_version(lineage["dataset"]["name"], lineage["dataset"]["version"])
+    frame = read_version_table(record.path, record.manifest).to_pandas()
+    return split_frame(frame, SplitConfig.model_validate(lineage["split"]), frame["target"])[0]
+
+
+def _post_all(base: str, records: list[dict], ids: list[str], threads: int = 6) -> list[dict]:
+    """POST each record as its own request, with its request id; the answers in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+
+    def post(pair: tuple[dict, str]) -> dict:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        answer = local.session.post(f"{base}/predict", json=pair[0], headers={"x-request-id": pair[1]}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(post, zip(records, ids)))
+
+
+def _monitor_json(*args: str, env: dict) -> dict:
+    done = run_cli("monitor", *args, "--json", cwd=Path(env["RAYMLP_HOME"]).parent, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_capture_window_is_judged_labelled_reported_and_refused_where_it_should_be(
+    models, serve_port, tmp_path, capsys
+):
+    from sklearn.metrics import accuracy_score
+
+    from tests.browser import open_page
+
+    env = {"RAYMLP_HOME": str(models["home"])}
+    train = _training_rows(models, "wine-sklearn", 2)
+    normal = train.sample(300, replace=True, random_state=11)
+    shifted = train.sample(300, replace=True, random_state=12)
+    for column in ("alcohol", "color_intensity"):
+        shifted[column] += 1.5 * train[column].std()
+    started = pd.Timestamp.now(tz="UTC").isoformat()  # other tests' captures of the model stay out
+    try:
+        base = _serve(
+            models, serve_port, "wine-sklearn", "serve-monitor", alias=None, version=2, capture={"flush_s": 0.5}
+        )
+        served = _post_all(base, normal.drop(columns="target").to_dict("records"), [f"n{i}" for i in range(300)])
+        boundary = pd.Timestamp.now(tz="UTC").isoformat()
+        time.sleep(0.05)
+        _post_all(base, shifted.drop(columns="target").to_dict("records"), [f"s{i}" for i in range(300)])
+    finally:
+        _delete("serve-monitor")  # its replicas write what they hold
+
+    # Ground truth arrives later: joined once, however often it is sent.
+    labels = tmp_path / "labels.csv"
+    truth = pd.DataFrame({"request_id": [f"n{i}" for i in range(300)] + ["nowhere"], "target": [*normal["target"], 1]})
+    truth.to_csv(labels, index=False)
+    joined = run_cli(
+        "monitor",
+        "labels",
+        "wine-sklearn:2",
+        "--input",
+        str(labels),
+        "--label",
+        "target",
+        "--json",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert joined.returncode == 0, joined.stderr
+    from raymlp.services.monitoring import MonitorRequest, join_labels, monitor
+
+    with pytest.MonkeyPatch.context() as patch:  # sent again (in this process): the same file, joined once
+        patch.setenv("RAYMLP_HOME", str(models["home"]))
+        again = join_labels("wine-sklearn:2", str(labels), "request_id", "target", None, None)
+    for counts in (json.loads(joined.stdout), again):
+        assert (counts["matched_rows"], counts["labelled_rows"], counts["unmatched_rows"]) == (300, 300, 1)
+    label_files = list(Path(counts["written"]).parent.glob("labels-*.parquet"))
+    assert len(label_files) == 1, "the same labels joined twice make one file"
+
+    before = _monitor_json("wine-sklearn:2", "--since", started, "--until", boundary, env=env)
+    assert before["window"]["rows"] == 300 and before["reference"]["rows"] == len(train)
+    assert sum(column["drifted"] for column in before["drift"]["columns"]) <= 1
+    measured = before["performance"]["measured"]
+    expected = accuracy_score(normal["target"].astype(str), [str(answer["prediction"]) for answer in served])
+    assert measured["rows"] == 300 and measured["metrics"]["accuracy"] == pytest.approx(expected)
+    estimated = before["performance"]["estimated"]["metrics"]["accuracy"]
+    assert abs(estimated - measured["metrics"]["accuracy"]) <= 0.05
+
+    after = _monitor_json("wine-sklearn:2", "--since", boundary, env=env)
+    assert after["window"]["rows"] == 300
+    assert {column["column"] for column in after["drift"]["columns"] if column["drifted"]} == {
+        "alcohol",
+        "color_intensity",
+    }
+    assert any(anomaly["kind"] == "out_of_range" and anomaly["column"] == "alcohol" for anomaly in after["anomalies"])
+
+    # The report, as a person sees it: rendered plots, no console errors, nothing fetched from outside.
+    page = open_page(Path(after["report"]), tmp_path / "report.png")
+    assert not page.console_errors and not page.outside_requests
+    assert page.svg_count >= 13 and "color_intensity" in page.text and "wine-sklearn" in page.text
+
+    # --fail-on-drift exits 3 for cron and CI; a corrupt capture file is skipped and named.
+    folder = next(Path(after["report"]).parents[4].glob("captures/model=wine-sklearn/version=2/date=*"))
+    (folder / "part-corrupt.parquet").write_bytes(b"not parquet at all")
+    failing = run_cli(
+        "monitor",
+        "wine-sklearn:2",
+        "--since",
+        boundary,
+        "--drift-share",
+        "0.1",
+        "--fail-on-drift",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert failing.returncode == 3, failing.stderr
+    assert "DRIFTED" in failing.stdout and "part-corrupt.parquet" in failing.stderr
+
+    # A reference of another schema is reported as anomalies, not a crash.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYMLP_HOME", str(models["home"]))
+        foreign = monitor(MonitorRequest("wine-sklearn:2", since=boundary, reference="breast-cancer@1")).report
+    assert {anomaly["kind"] for anomaly in foreign["anomalies"]} == {"extra_column"}
+    assert foreign["drift"]["columns_tested"] == 0
+
+    from raymlp.cli import main
+
+    with pytest.MonkeyPatch.context() as patch:  # refused before any work: in this process
+        patch.setenv("RAYMLP_HOME", str(models["home"]))
+        for args, message in (
+            (["wine-sklearn:2", "--since", "2030-01-01"], "no captured rows"),
+            (["no-such-model"], "no-such-model"),
+            (["wine-sklearn:99"], "has no version 99"),
+            (["wine-sklearn:2", "--window", "3y"], "--window"),
+        ):
+            capsys.readouterr()
+            assert main(["monitor", *args]) == 2, args
+            refused = capsys.readouterr().err
+            assert message in refused and "Traceback" not in refused, (args, refused)
+
+
+def test_replayed_captures_get_the_answers_the_endpoint_gave_for_every_framework(models, serve_port, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from raymlp.services.monitoring import replay
+
+    names = ["wine-torch", "wine-tensorflow", "wine-xgboost", "wine-sklearn"]
+    records = pd.concat([_wine_features()] * 6).head(1000).to_dict("records")
+    started = pd.Timestamp.now(tz="UTC").isoformat()  # earlier captures of the models (other tests') stay out
+    apps = {name: f"serve-replay-{name.removeprefix('wine-')}" for name in names}
+    try:
+        bases = {
+            name: _serve(models, serve_port, name, app, alias=None, version=1, capture={"flush_s": 0.5})
+            for name, app in apps.items()
+        }
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(lambda name: _post_all(bases[name], records, [f"{name}-{i}" for i in range(1000)], 3), names))
+    finally:
+        _delete(*apps.values())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYMLP_HOME", str(models["home"]))
+        for name in names[:-1]:  # on the test's own Ray connection
+            result = replay(f"{name}:1", None, started, None, None, None)["versions"][0]
+            assert result["rows"] == 1000 and result["mismatches"] == 0, (name, result)
+    env = {"RAYMLP_HOME": str(models["home"])}  # and as a user runs it
+    replayed = run_cli("monitor", "replay", f"{names[-1]}:1", "--since", started, "--json", cwd=tmp_path, env=env)
+    assert replayed.returncode == 0, replayed.stderr + replayed.stdout
+    result = json.loads(replayed.stdout)["versions"][0]
+    assert result["rows"] == 1000 and result["mismatches"] == 0, result
+
+
+def _wine_features() -> pd.DataFrame:
+    from sklearn.datasets import load_wine
+
+    return load_wine(as_frame=True).frame.drop(columns="target")

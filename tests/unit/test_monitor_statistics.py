@@ -255,3 +255,59 @@ def test_windows_by_duration_times_and_rows():
         {"time": pa.array([now - datetime.timedelta(hours=hours) for hours in (1, 30)], pa.timestamp("us", tz="UTC"))}
     )
     assert in_window(table, parse_window("24h", now=now)).num_rows == 1
+
+
+def test_the_confidence_estimate_without_labels_is_within_five_points_under_covariate_shift():
+    """CBPE's setting: P(y | x) kept, the features' distribution moved; calibrated on held-out rows."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    from raymlp.monitor.analysis import confidence_calibration, merge_partials, window_partial
+
+    x, y = make_classification(
+        n_samples=40_000, n_features=6, n_informative=4, n_redundant=0, flip_y=0.05, class_sep=0.8, random_state=0
+    )
+    model = LogisticRegression(max_iter=1000).fit(x[:5000], y[:5000])
+    calibration = confidence_calibration(model.predict_proba(x[5000:7000]), model.predict(x[5000:7000]) == y[5000:7000])
+    pool_x, pool_y = x[7000:], y[7000:]
+    rng = np.random.default_rng(0)
+    weight = 1.0 / (1.0 + np.exp(-2.0 * pool_x[:, 0]))  # rows with a large first feature are favoured
+    chosen = rng.random(len(pool_x)) < weight
+    window_x, window_y = pool_x[chosen], pool_y[chosen]
+    probabilities = model.predict_proba(window_x)
+    predicted = probabilities.argmax(axis=1)
+    features = [{"name": f"x{index}", "type": "float"} for index in range(6)]
+    builder = CaptureTableBuilder(features, (), ["0", "1"])
+    requests = [
+        (
+            f"r{row}",
+            time.time(),
+            1.0,
+            1,
+            "serve",
+            [{f"x{index}": float(window_x[row, index]) for index in range(6)}],
+            [
+                {
+                    "prediction": str(predicted[row]),
+                    "probabilities": {"0": probabilities[row, 0], "1": probabilities[row, 1]},
+                }
+            ],
+        )
+        for row in range(len(window_x))
+    ]
+    block = builder.table(requests)
+    now = int(time.time() * 1_000_000)
+    plan = {
+        "since": None,
+        "until": None,
+        "features": [f"x{index}" for index in range(6)],
+        "classes": ["0", "1"],
+        "edges": [now - 10**9, now + 10**9],
+        "calibration": calibration,
+        "labels": None,
+    }
+    summary = merge_partials([window_partial(block.slice(0, 5000), plan), window_partial(block.slice(5000), plan)])
+    estimated = sum(entry["expected_correct"] for entry in summary.buckets.values()) / summary.rows
+    truth = float((predicted == window_y).mean())
+    assert summary.rows == len(window_x) and abs(estimated - truth) <= 0.05, (estimated, truth)
+    assert 0.6 < truth < 0.95  # a model that errs, so the estimate has something to estimate

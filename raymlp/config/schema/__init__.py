@@ -26,6 +26,7 @@ from .environments import (
     Requirement,
 )
 from .job import JobConfig
+from .monitor import ColumnDriftConfig, MonitorConfig
 from .preprocess import (
     FUNCTION_REF_PATTERN,
     MODULE_NAME_PATTERN,
@@ -43,7 +44,15 @@ from .preprocess import (
     SimpleImputerStep,
     StandardScalerStep,
 )
-from .serve import REQUIREMENT_PATTERN, AutoscalingConfig, BatchingConfig, PredictConfig, RegisterConfig, ServeConfig
+from .serve import (
+    REQUIREMENT_PATTERN,
+    AutoscalingConfig,
+    BatchingConfig,
+    CaptureConfig,
+    PredictConfig,
+    RegisterConfig,
+    ServeConfig,
+)
 from .storage import StorageConfig
 from .train import (
     BUILDER_REF_PATTERN,
@@ -111,6 +120,9 @@ __all__ = [
     "SearchDimension",
     "Section",
     "ServeConfig",
+    "MonitorConfig",
+    "ColumnDriftConfig",
+    "CaptureConfig",
     "SimpleImputerStep",
     "SklearnSource",
     "SourceConfig",

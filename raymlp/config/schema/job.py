@@ -10,6 +10,7 @@ from pydantic import Field
 from .base import Name, Section
 from .data import DataConfig
 from .environments import EnvRef
+from .monitor import MonitorConfig
 from .preprocess import PreprocessStep
 from .serve import PredictConfig, RegisterConfig, ServeConfig
 from .storage import StorageConfig
@@ -41,6 +42,9 @@ class JobConfig(Section):
     register: RegisterConfig | None = Field(default=None, description="Model registry entry and alias gate.")
     predict: PredictConfig | None = Field(default=None, description="Batch predictions with the trained model.")
     serve: ServeConfig | None = Field(default=None, description="Online endpoint on Ray Serve.")
+    monitor: MonitorConfig | None = Field(
+        default=None, description="Defaults of `raymlp monitor` for the job's model (drift tests, window, reference)."
+    )
 
     def stages(self) -> list[str]:
         """The stages this job runs, in order."""
