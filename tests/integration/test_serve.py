@@ -677,6 +677,21 @@ def _training_rows(models, name: str, version: int) -> pd.DataFrame:
     return split_frame(frame, SplitConfig.model_validate(lineage["split"]), frame["target"])[0]
 
 
+def _assert_exported(*fragments: str) -> None:
+    """A line of Ray's Prometheus endpoint holds every fragment (within a minute: Ray exports every 10 s)."""
+    import ray
+
+    ports = {node["MetricsExportPort"] for node in ray.nodes() if node["Alive"]}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for port in ports:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            if any(all(fragment in line for fragment in fragments) for line in text.splitlines()):
+                return
+        time.sleep(2)
+    raise AssertionError(f"no exported metric line holds {fragments}")
+
+
 def _post_all(base: str, records: list[dict], ids: list[str], threads: int = 6) -> list[dict]:
     """POST each record as its own request, with its request id; the answers in order."""
     from concurrent.futures import ThreadPoolExecutor
@@ -797,6 +812,56 @@ def test_a_capture_window_is_judged_labelled_reported_and_refused_where_it_shoul
         foreign = monitor(MonitorRequest("wine-sklearn:2", since=boundary, reference="breast-cancer@1")).report
     assert {anomaly["kind"] for anomaly in foreign["anomalies"]} == {"extra_column"}
     assert foreign["drift"]["columns_tested"] == 0
+
+    # Each analysis is in the catalog and in MLflow (the training job's experiment), and its gauges reach Prometheus.
+    from mlflow import MlflowClient
+
+    from raymlp.catalog import Catalog
+
+    storage = models["storage"]
+    with Catalog(storage.catalog_url) as catalog:
+        recorded = catalog.list_monitor_reports("wine-sklearn")
+    assert len(recorded) >= 4 and recorded[0].reference.startswith("breast-cancer@1")
+    assert any(record.drifted for record in recorded) and Path(recorded[-1].report_path).exists()
+    client = MlflowClient(storage.tracking_uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("wine-sklearn").experiment_id], "tags.`raymlp.kind` = 'monitor'"
+    )
+    assert len(runs) >= 4 and "drift_score.alcohol" in runs[-1].data.metrics
+    _assert_exported("raymlp_monitor_drift_share{", 'model="wine-sklearn"')
+    _assert_exported("raymlp_capture_rows_total{", 'app="serve-monitor"')
+
+    # Windows by rows, dataset profiles and comparisons, batch predict's capture.
+    from raymlp.services.monitoring import compare_datasets, profile_dataset
+    from raymlp.services.predict import predict_registered
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYMLP_HOME", str(models["home"]))
+        last = monitor(MonitorRequest("wine-sklearn:2", since=started, rows=100)).report
+        assert last["window"]["rows"] == 100
+        assert {c["column"] for c in last["drift"]["columns"] if c["drifted"]} == {"alcohol", "color_intensity"}
+        profile = profile_dataset("wine@1", None, None)
+        assert profile["rows"] == 178 and {c["column"] for c in profile["columns"]} >= {"alcohol", "target"}
+        compared = compare_datasets("wine@1", "breast-cancer@1", None, None)
+        kinds = {anomaly["kind"] for anomaly in compared["anomalies"]}
+        assert {"missing_column", "extra_column"} <= kinds
+        assert [column["column"] for column in compared["drift"]] == ["target"]  # the one column both have
+        rows = tmp_path / "rows.csv"
+        shifted.drop(columns="target").head(50).to_csv(rows, index=False)
+        before_predict = pd.Timestamp.now(tz="UTC").isoformat()
+        predict_registered(
+            "wine-sklearn:2",
+            str(rows),
+            str(tmp_path / "out.csv"),
+            None,
+            gpu=False,
+            job=None,
+            address=None,
+            progress=None,
+            capture_sample=1.0,
+        )
+        batch = monitor(MonitorRequest("wine-sklearn:2", since=before_predict)).report
+    assert batch["window"]["rows"] == 50 and batch["window"]["requests"] == 50
 
     from raymlp.cli import main
 

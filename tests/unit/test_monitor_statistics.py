@@ -311,3 +311,103 @@ def test_the_confidence_estimate_without_labels_is_within_five_points_under_cova
     truth = float((predicted == window_y).mean())
     assert summary.rows == len(window_x) and abs(estimated - truth) <= 0.05, (estimated, truth)
     assert 0.6 < truth < 0.95  # a model that errs, so the estimate has something to estimate
+
+
+def test_a_capture_in_a_bucket_is_written_listed_checked_and_labelled_there(s3_bucket):
+    from raymlp.monitor.labels import read_labels
+    from raymlp.serve.capture import labels_folder
+    from raymlp.storage import files
+
+    settings = CaptureSettings(root=f"{s3_bucket}/store", model="houses", flush_s=3600, exclude=("secret",))
+    buffer = CaptureBuffer(settings, {"job": "j", "stage": "serve", "app": "a", "route": "/", "version": ""})
+    builder = _builder(settings.exclude)
+    for index in range(5):
+        buffer.offer(f"r{index}", time.time(), 1.0, 7, builder, [_record(index)], [_answer(index)])
+    buffer.close()
+    found = window_files(settings.root, "houses", Window())
+    assert found.rows == 5 and found.versions == ["7"] and all(name.startswith("s3://") for name in found.files)
+    assert found.first_time is not None and found.first_time <= time.time()
+    with files.open_input(found.files[0]) as handle:
+        table = flattened(pq.read_table(handle))
+    assert "secret" not in table.column_names and table.column("request_id").to_pylist() == [f"r{i}" for i in range(5)]
+    labelled_at = pa.array([datetime.datetime.now(datetime.UTC)] * 2, pa.timestamp("us", tz="UTC"))
+    for label in ("cheap", "dear"):  # two joins of one row: the later wins
+        sink = pa.BufferOutputStream()
+        pq.write_table(
+            pa.table(
+                {
+                    "request_id": ["r1", "r2"],
+                    "record": pa.array([0, 0], pa.int32()),
+                    "label": [label] * 2,
+                    "labelled_at": labelled_at,
+                }
+            ),
+            sink,
+        )
+        files.write_bytes(
+            files.join(labels_folder(settings.root, "houses"), f"labels-{label}.parquet"), sink.getvalue().to_pybytes()
+        )
+        labelled_at = pa.array(
+            [datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)] * 2, pa.timestamp("us", tz="UTC")
+        )
+    assert read_labels(settings.root, "houses").column("label").to_pylist() == ["dear", "dear"]
+
+
+def test_a_regression_window_is_reported_with_measured_errors_and_no_estimate():
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+
+    from raymlp.monitor.analysis import Settings, build_report, merge_partials, reference_of, window_partial
+    from raymlp.monitor.captures import WindowFiles
+    from raymlp.package import ModelPackage
+
+    data = load_diabetes(as_frame=True)
+    names = list(data.data.columns)
+    estimator = LinearRegression().fit(data.data.to_numpy()[:300], data.target.to_numpy()[:300])
+    description = {
+        "framework": "sklearn",
+        "task": "regression",
+        "label": "target",
+        "features": [{"name": name, "type": "float"} for name in names],
+        "model": {"feature_columns": names},
+    }
+    package = ModelPackage(path=None, description=description, preprocessor=None, network=estimator)
+    reference = reference_of(package, pa.Table.from_pandas(data.data.iloc[:300], preserve_index=False), "diabetes")
+    window = data.data.iloc[300:]
+    predicted = package.predict(window)["prediction"].to_numpy()
+    builder = CaptureTableBuilder(package.features, (), None)
+    now = time.time()
+    requests = [
+        (f"q{row}", now, 1.0, 1, "serve", [window.iloc[row].to_dict()], [{"prediction": float(predicted[row])}])
+        for row in range(len(window))
+    ]
+    labels = {"request_id": [f"q{row}" for row in range(len(window))], "record": [0] * len(window)}
+    labels["label"] = [str(value) for value in data.target.iloc[300:]]
+    edges = [int((now - 1) * 1e6), int((now + 1) * 1e6)]
+    plan = {
+        "since": None,
+        "until": None,
+        "features": names,
+        "classes": [],
+        "edges": edges,
+        "calibration": None,
+        "labels": labels,
+    }
+    summary = merge_partials([window_partial(builder.table(requests), plan)])
+    report = build_report(
+        model="diabetes",
+        versions=["1"],
+        package=package,
+        window=Window(),
+        files=WindowFiles(),
+        summary=summary,
+        reference=reference,
+        settings=Settings(),
+        edges=edges,
+    ).report
+    truth = data.target.iloc[300:].to_numpy()
+    rmse = float(np.sqrt(np.mean((predicted - truth) ** 2)))
+    assert report["performance"]["measured"]["metrics"]["rmse"] == pytest.approx(rmse)
+    assert report["performance"]["estimated"] is None and report["performance"]["metric"] == "rmse"
+    assert report["drift"]["prediction"]["kind"] == "numeric" and "mean" in report["predictions_over_time"][0]
+    assert report["drift"]["columns_tested"] == len(names)
