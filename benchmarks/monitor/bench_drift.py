@@ -6,7 +6,8 @@ window of `--rows` (10M) rows x 30 columns: 22 float columns, 3 integer columns 
 columns of 8 categories; the current window has 4 of them moved (2 floats by 0.2 std, an integer's
 and a category's mix). Parquet files of 500k rows.
 
-- raymlp: `profile_of_dataset` over `ray.data.read_parquet` of each side (one task per block: exact
+- raymlp: `profile_of_dataset` over `captures.dataset_of` each side (the reader `raymlp monitor`
+  uses: runs of row groups of at most 131,072 rows; one task per block: exact
   counts, KLL/frequent-items sketches) merged in the driver, then `drift_results` (the tests
   Evidently 0.7 picks for a reference over 1000 rows: Wasserstein / reference std for numeric columns
   with more than 5 distinct values, Jensen-Shannon otherwise). Timed from the read to the verdicts,
@@ -114,6 +115,7 @@ def run_raymlp(reference: list[str], current: list[str]) -> dict:
     import ray.data
 
     from raymlp.monitor.analysis import Settings, drift_results
+    from raymlp.monitor.captures import dataset_of
     from raymlp.monitor.profile import profile_of_dataset
 
     started = time.perf_counter()
@@ -125,8 +127,8 @@ def run_raymlp(reference: list[str], current: list[str]) -> dict:
     try:
         with MemorySampler() as memory:
             clock = time.perf_counter()
-            reference_profile = profile_of_dataset(ray.data.read_parquet(reference))
-            current_profile = profile_of_dataset(ray.data.read_parquet(current))
+            reference_profile = profile_of_dataset(dataset_of(reference, one_operator=True))
+            current_profile = profile_of_dataset(dataset_of(current, one_operator=True))
             columns = list(reference_profile.columns)
             results = drift_results(reference_profile, current_profile, columns, Settings())
             seconds = time.perf_counter() - clock

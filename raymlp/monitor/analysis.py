@@ -237,13 +237,9 @@ def bucket_edges(window: Window, files: WindowFiles, buckets: int) -> list[int]:
 
 def scan_window(files: WindowFiles, plan: dict[str, Any]) -> WindowSummary:
     """The window's partials computed on Ray Data (one task per block) and merged here."""
-    import ray.data
+    from .captures import dataset_of
 
-    from raymlp.storage import files as storage_files
-
-    filesystem, _ = storage_files.arrow_filesystem(files.files[0])
-    paths = [storage_files.arrow_filesystem(name)[1] for name in files.files] if filesystem is not None else files.files
-    dataset = ray.data.read_parquet(paths, filesystem=filesystem)
+    dataset = dataset_of(files.files, one_operator=True)
     task: Any = _partial_block
     partials = dataset.map_batches(task, fn_args=(plan,), batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     found: list[dict[str, Any]] = []

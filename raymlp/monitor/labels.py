@@ -20,6 +20,8 @@ from typing import Any
 from raymlp.errors import UsageError
 from raymlp.serve.capture import FEATURES_COLUMN, labels_folder
 
+from .captures import dataset_of
+
 UNMATCHED_FOLDER = "unmatched"
 
 
@@ -91,9 +93,7 @@ def join_labels(root: str, model: str, input_path: str, key: str, label: str, ca
     )
     if not capture_files:
         raise UsageError(f"model {model}: nothing captured yet to join labels to")
-    captured = ray.data.read_parquet(
-        _arrow_paths(capture_files), filesystem=files.arrow_filesystem(capture_files[0])[0]
-    )
+    captured = dataset_of(capture_files)
     task: Any = _capture_keys
     captured = captured.map_batches(task, fn_args=(key,), batch_format="pyarrow", batch_size=None)
     join_keys: Any = tuple(keys)
@@ -138,12 +138,6 @@ def join_labels(root: str, model: str, input_path: str, key: str, label: str, ca
 
 def _batches(dataset: Any) -> list[Any]:
     return list(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
-
-
-def _arrow_paths(names: list[str]) -> list[str]:
-    from raymlp.storage import files
-
-    return [files.arrow_filesystem(name)[1] for name in names] if files.is_remote(names[0]) else names
 
 
 def _parquet_bytes(table: Any) -> bytes:

@@ -449,12 +449,10 @@ def _dataset_profile(storage: Storage, catalog: Any, ref: str) -> tuple[Any, Any
     )
     if files.exists(stored):
         return record, Profile.from_json(files.read_json(stored))
-    import ray.data
+    from raymlp.monitor.captures import dataset_of
 
     parts = [files.join(record.path, item["path"]) for item in record.manifest["files"]]
-    filesystem, _ = files.arrow_filesystem(parts[0])
-    paths = [files.arrow_filesystem(part)[1] for part in parts] if filesystem is not None else parts
-    profile = profile_of_dataset(ray.data.read_parquet(paths, filesystem=filesystem), f"{record.name}@{record.version}")
+    profile = profile_of_dataset(dataset_of(parts, one_operator=True), f"{record.name}@{record.version}")
     files.write_text(stored, json.dumps(profile.to_json()))
     return record, profile
 
