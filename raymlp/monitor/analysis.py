@@ -307,6 +307,7 @@ def _iso(microseconds: int) -> str:
 class Analysis:
     report: dict[str, Any]
     drifted: bool
+    profile: Profile  # the window's, with its sketches (stored beside the report)
 
 
 def build_report(
@@ -427,9 +428,10 @@ def build_report(
             "estimated": estimated,
             "over_time": performance_over_time,
         },
+        "profile": [column.summary() for name, column in current.columns.items() if name != PREDICTION],
         "skipped_files": files.skipped,
     }
-    return Analysis(report, report["drift"]["drifted"])
+    return Analysis(report, report["drift"]["drifted"], current)
 
 
 def empty_window_problem(model: str, window: Window, files: WindowFiles) -> UsageError:

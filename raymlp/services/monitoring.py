@@ -277,7 +277,8 @@ def _last_rows(found: Any, window: Any) -> Any:
 
 
 def _record(storage: Storage, model: str, package: Any, analysis: Any, window: Any, output: Path | None) -> str:
-    """The report as HTML and JSON under ROOT/reports/monitor/MODEL/, a catalog row, an MLflow run
+    """The report as HTML and JSON, and the window's profile (with its sketches, to merge or compare
+    later), under ROOT/reports/monitor/MODEL/, a catalog row, an MLflow run
     in the training job's experiment, and the Ray metrics; returns the HTML's location."""
     import json
     import uuid
@@ -292,6 +293,7 @@ def _record(storage: Storage, model: str, package: Any, analysis: Any, window: A
     html = render_report(report)
     files.write_text(files.join(folder, "report.html"), html)
     files.write_text(files.join(folder, "report.json"), json.dumps(report, indent=1, default=str))
+    files.write_text(files.join(folder, "profile.json"), json.dumps(analysis.profile.to_json()))
     if output is not None:
         files.write_text(str(output), html)
     drift = report["drift"]

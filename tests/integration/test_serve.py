@@ -783,6 +783,9 @@ def test_a_capture_window_is_judged_labelled_reported_and_refused_where_it_shoul
         "color_intensity",
     }
     assert any(anomaly["kind"] == "out_of_range" and anomaly["column"] == "alcohol" for anomaly in after["anomalies"])
+    statistics = {column["column"]: column for column in after["profile"]}
+    assert statistics["alcohol"]["rows"] == 300 and statistics["alcohol"]["minimum"] > train["alcohol"].min()
+    assert (Path(after["report"]).parent / "profile.json").exists()  # the window's sketches, kept to merge later
 
     # The report, as a person sees it: rendered plots, no console errors, nothing fetched from outside.
     page = open_page(Path(after["report"]), tmp_path / "report.png")
