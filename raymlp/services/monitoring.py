@@ -82,12 +82,16 @@ def _package_and_versions(storage: Storage, text: str, root: str, window: Any) -
         return load_package(path), ref.name, [str(version)], window_files(root, ref.name, window, [str(version)])
     found = window_files(root, ref.name, window)
     if not found.versions:
-        fetch_model(storage, ref, tracker)  # an unknown model says so, with the models there are
-    numbered = sorted((int(version) for version in found.versions if version.isdigit()), reverse=True)
-    if not numbered:
         from raymlp.monitor.analysis import empty_window_problem
 
+        fetch_model(storage, ref, tracker)  # an unknown model says so, with the models there are
         raise empty_window_problem(ref.name, window, found)
+    numbered = sorted((int(version) for version in found.versions if version.isdigit()), reverse=True)
+    if not numbered:
+        raise UsageError(
+            f"model {ref.name}: its capture holds only {', '.join(sorted(found.versions))}, the endpoint of a run "
+            "whose model was not registered; monitoring judges registered versions (give the job a register: section)"
+        )
     path, _ = fetch_model(storage, ref_for(ref.name, str(numbered[0])), tracker)
     return load_package(path), ref.name, [str(version) for version in sorted(numbered)], found
 
