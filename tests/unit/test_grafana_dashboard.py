@@ -13,11 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
-
-import pytest
 
 from raymlp.metrics import DEFINITIONS
 
@@ -140,15 +136,13 @@ def test_the_dashboard_is_a_grafana_dashboard_model_like_rays() -> None:
 
 def test_the_dashboard_has_the_keys_of_the_installed_rays_own_dashboards() -> None:
     spec = importlib.util.find_spec("ray")  # finds Ray without importing it
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("Ray is not installed")
+    assert spec is not None and spec.submodule_search_locations
     bases = sorted(
         Path(spec.submodule_search_locations[0]).glob(
             "dashboard/modules/metrics/dashboards/*_grafana_dashboard_base.json"
         )
     )
-    if not bases:
-        pytest.skip("this Ray ships no Grafana dashboard templates")
+    assert bases, "Ray 2.60 ships its Grafana dashboards' base JSON; where did it go?"
     keys = _dashboard().keys()
     for base in bases:
         assert json.loads(base.read_text()).keys() - {"rayMeta"} <= keys, base.name
@@ -263,18 +257,17 @@ def test_the_drift_share_panel_has_a_threshold_line_at_one_half() -> None:
     assert 0.5 in [step["value"] for step in defaults["thresholds"]["steps"]]
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="Prometheus's promtool is not installed")
-def test_every_query_is_valid_promql(tmp_path: Path) -> None:
+def test_every_query_is_valid_promql() -> None:
+    import promql_parser  # Prometheus's PromQL grammar (GreptimeTeam's port), from the test extra
+
     values = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
-    rules = []
-    for index, (_where, expr, _legend) in enumerate(_queries(_dashboard())):
+    for where, expr, _legend in _queries(_dashboard()):
         if expr.startswith("label_values("):
             expr = re.fullmatch(r"label_values\((.+),\s*\w+\)", expr).group(1)
         for name, value in values.items():
             expr = expr.replace(name, value)
         expr = re.sub(r"\$\{?([A-Za-z_]\w*)\}?", ".*", expr)
-        rules.append({"record": f"raymlp:dashboard_query_{index}", "expr": expr})
-    path = tmp_path / "rules.json"  # promtool reads YAML, of which JSON is a part
-    path.write_text(json.dumps({"groups": [{"name": "raymlp-dashboard", "rules": rules}]}))
-    checked = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+        try:
+            promql_parser.parse(expr)
+        except ValueError as error:
+            raise AssertionError(f"{where}: not PromQL ({error}): {expr}") from None
