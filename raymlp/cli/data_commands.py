@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .options import AddressOpt, JobArg, JobOpt, JsonOpt, SetOpt, remove_command
-from .output import number, print_json, print_listing, print_table
+from .output import number, print_drift_table, print_json, print_listing, print_table
 from .typer_app import App
 
 data_app = App(help="Datasets: collect, convert, list, show, verify; preprocessing modules.", no_args_is_help=True)
@@ -190,21 +190,7 @@ def data_compare(
     if as_json:
         print_json(comparison)
         return
-    print_table(
-        f"{comparison['current']} against {comparison['reference']}",
-        ["column", "kind", "test", "score", "threshold", "drift"],
-        [
-            [
-                d["column"],
-                d["kind"],
-                d["test"],
-                number(d["score"]),
-                number(d["threshold"]),
-                "DRIFT" if d["drifted"] else "-",
-            ]
-            for d in comparison["drift"]
-        ],
-    )
+    print_drift_table(f"{comparison['current']} against {comparison['reference']}", comparison["drift"])
     for anomaly in comparison["anomalies"]:
         print(f"anomaly: {anomaly['message']}")
     if not comparison["anomalies"]:

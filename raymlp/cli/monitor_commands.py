@@ -11,7 +11,7 @@ import typer
 
 from .app import app
 from .options import AddressOpt, JobOpt, JsonOpt
-from .output import number, print_json, print_table
+from .output import number, print_drift_table, print_json
 from .typer_app import App, job_group
 
 ModelArg = Annotated[
@@ -115,31 +115,7 @@ def _print_summary(report: dict[str, Any], html: str) -> None:
         f"{report['model']} versions {', '.join(report['versions'])}: {window['rows']:,} rows "
         f"({window['description']}) against {report['reference']['description']}"
     )
-    rows = [
-        [
-            column["column"],
-            column["kind"],
-            column["test"],
-            number(column["score"]),
-            number(column["threshold"]),
-            "DRIFT" if column["drifted"] else "-",
-        ]
-        for column in drift["columns"]
-    ]
-    if drift["prediction"]:
-        column = drift["prediction"]
-        rows.insert(
-            0,
-            [
-                "(prediction)",
-                column["kind"],
-                column["test"],
-                number(column["score"]),
-                number(column["threshold"]),
-                "DRIFT" if column["drifted"] else "-",
-            ],
-        )
-    print_table("drift per column", ["column", "kind", "test", "score", "threshold", "drift"], rows)
+    print_drift_table("drift per column", drift["columns"], drift["prediction"])
     verdict = "DRIFTED" if drift["drifted"] else "no data drift"
     print(
         f"{verdict}: {drift['columns_drifted']} of {drift['columns_tested']} columns drifted "

@@ -112,3 +112,23 @@ def print_summary(summary: Any) -> None:
         rows.append([f"time: {stage}", f"{seconds:.1f}s"])
     rows.append(["time: total", f"{summary.total_seconds:.1f}s"])
     print_table(f"raymlp run {summary.job}", ["what", "made"], rows)
+
+
+def print_drift_table(title: str, columns: list[dict[str, Any]], prediction: dict[str, Any] | None = None) -> None:
+    """Drift test results (`raymlp monitor`, `data compare`), one row a column; the prediction's first."""
+    tested = ([{**prediction, "column": "(prediction)"}] if prediction else []) + columns
+    print_table(
+        title,
+        ["column", "kind", "test", "score", "threshold", "drift"],
+        [
+            [
+                c["column"],
+                c["kind"],
+                c["test"],
+                number(c["score"]),
+                number(c["threshold"]),
+                "DRIFT" if c["drifted"] else "-",
+            ]
+            for c in tested
+        ],
+    )

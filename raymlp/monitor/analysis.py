@@ -17,7 +17,7 @@ from raymlp.errors import UsageError
 from .anomalies import anomalies
 from .captures import Window, WindowFiles
 from .drift import ColumnResult, column_drift, corrected, distribution
-from .profile import ColumnProfile, Profile
+from .profile import Profile
 
 REPORT_FORMAT = "raymlp.monitor-report/1"
 PREDICTION = "prediction"
@@ -352,6 +352,13 @@ def build_report(
         result.column: distribution(reference.profile.columns[result.column], current.columns[result.column])
         for result in order
     }
+    measured = measured_performance(task, classes, summary.labelled)
+    measured_by_bucket: dict[int, float] = {}  # accuracy of the labelled rows of each time bucket
+    if measured and task == "classification" and summary.labelled["label"] and classes:
+        times = np.asarray(summary.labelled["time"], dtype=np.int64)
+        right = np.array([str(a) == str(b) for a, b in zip(summary.labelled["label"], summary.labelled["prediction"])])
+        spots = np.clip(np.searchsorted(np.asarray(edges), times, side="right") - 1, 0, len(edges) - 2)
+        measured_by_bucket = {int(index): float(right[spots == index].mean()) for index in np.unique(spots)}
     over_time, performance_over_time = [], []
     estimated_total, estimated_rows = 0.0, 0
     for index in range(len(edges) - 1):
@@ -372,21 +379,10 @@ def build_report(
                 "start": point["start"],
                 "end": point["end"],
                 "rows": entry["rows"],
-                "measured": None,
+                "measured": measured_by_bucket.get(index),
                 "estimated": entry["expected_correct"] / entry["rows"] if "expected_correct" in entry else None,
             }
         )
-    measured = measured_performance(task, classes, summary.labelled)
-    if measured and task == "classification" and summary.labelled["label"] and classes:
-        times = np.asarray(summary.labelled["time"], dtype=np.int64)
-        right = np.array([str(a) == str(b) for a, b in zip(summary.labelled["label"], summary.labelled["prediction"])])
-        spots = np.clip(np.searchsorted(np.asarray(edges), times, side="right") - 1, 0, len(edges) - 2)
-        for point in performance_over_time:
-            start = int(datetime.datetime.fromisoformat(point["start"]).timestamp() * 1_000_000)
-            index = int(np.clip(np.searchsorted(np.asarray(edges), start, side="right") - 1, 0, len(edges) - 2))
-            mask = spots == index
-            if mask.any():
-                point["measured"] = float(right[mask].mean())
     estimated = None
     if task == "classification" and estimated_rows:
         note = CBPE_ASSUMPTION
@@ -441,7 +437,3 @@ def empty_window_problem(model: str, window: Window, files: WindowFiles) -> Usag
         + (f", {len(files.skipped)} unreadable file(s)" if files.skipped else "")
         + ". Widen --window, or check that serve.capture (or predict --capture) is on"
     )
-
-
-def column_profile_entry(column: ColumnProfile) -> dict[str, Any]:
-    return column.summary()

@@ -199,6 +199,33 @@ def feature_columns(table: Any) -> list[str]:
     return [name for name in table.column_names if name not in skip and not name.startswith("probability_")]
 
 
+def read_window(names: list[str], window: Window, columns: list[str] | None = None) -> Any:
+    """The rows of `window` in the capture files `names` (at least one), read here in one table;
+    for what a driver holds (a replay, a reference window), not for the window's analysis."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raymlp.storage import files
+
+    tables = []
+    for name in names:
+        with files.open_input(name) as handle:
+            tables.append(in_window(pq.read_table(handle, columns=columns), window))
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def last_rows(names: list[str], window: Window) -> Window:
+    """`window` narrowed to its last `window.rows` arrivals (their times read first: 8 bytes a row)."""
+    import numpy as np
+
+    times = read_window(names, window, ["time"]).column("time")
+    if window.rows is None or len(times) <= window.rows:
+        return window
+    micros = np.sort(times.cast("int64").to_numpy())[-window.rows]
+    since = datetime.datetime.fromtimestamp(micros / 1_000_000, datetime.UTC)
+    return Window(since, window.until, window.rows, window.description)
+
+
 #: Rows a read task of `dataset_of` takes at most: small blocks keep each worker's memory low.
 ROWS_PER_READ = 131_072
 

@@ -67,7 +67,7 @@ def _distinct_together(reference: ColumnProfile, current: ColumnProfile) -> int:
     return max(reference.distinct(), current.distinct())
 
 
-def column_kind(reference: ColumnProfile, current: ColumnProfile) -> str:
+def kind_as_tested(reference: ColumnProfile, current: ColumnProfile) -> str:
     """numeric, categorical or binary, as the tests see the column."""
     if reference.kind in ("numeric", "datetime"):
         return "numeric"
@@ -230,7 +230,7 @@ def column_drift(
     reference: ColumnProfile, current: ColumnProfile, test: str | None = None, threshold: float | None = None
 ) -> ColumnResult | None:
     """The drift test of one column (`test` and `threshold` override the defaults); None when a side has no values."""
-    kind = column_kind(reference, current)
+    kind = kind_as_tested(reference, current)
     if not reference.present or not current.present:
         return None
     chosen = test or default_test(reference, current)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from raymlp.data.preprocess import column_kind
+
 KLL_K = 400
 EXACT_VALUES = 50_000
 EXACT_CATEGORIES = 1_000
@@ -41,24 +43,6 @@ def _kind_of(arrow_type: Any) -> str:
     if pa.types.is_temporal(arrow_type):
         return "datetime"
     return "other"
-
-
-def _type_name(arrow_type: Any) -> str:
-    import pyarrow as pa
-
-    if pa.types.is_integer(arrow_type):
-        return "int"
-    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
-        return "float"
-    if pa.types.is_boolean(arrow_type):
-        return "bool"
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_dictionary(arrow_type):
-        return "string"
-    if pa.types.is_date(arrow_type):
-        return "date"
-    if pa.types.is_timestamp(arrow_type):
-        return "datetime"
-    return str(arrow_type)
 
 
 def _pack(array: np.ndarray) -> str:
@@ -375,7 +359,7 @@ class Profile:
             profile = self.columns.get(arrow_field.name)
             if profile is None:
                 profile = self.columns[arrow_field.name] = ColumnProfile(
-                    arrow_field.name, _kind_of(arrow_field.type), _type_name(arrow_field.type)
+                    arrow_field.name, _kind_of(arrow_field.type), column_kind(arrow_field.type)
                 )
                 profile.rows = self.rows  # a column first seen now was missing from earlier pieces
                 profile.missing = self.rows

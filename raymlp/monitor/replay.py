@@ -30,14 +30,10 @@ def replay_version(package_path: Any, version: str, found: Any, window: Any, scr
     from raymlp.serve.batch import predict_batch
     from raymlp.storage import files
 
-    from .captures import flattened, in_window
+    from .captures import flattened, read_window
 
     package = load_package(package_path)
-    tables = []
-    for name in found.files:
-        with files.open_input(name) as handle:
-            tables.append(in_window(pq.read_table(handle), window))
-    captured = flattened(pa.concat_tables(tables, promote_options="permissive"))
+    captured = flattened(read_window(found.files, window))
     missing = [name for name in package.feature_names if name not in captured.column_names]
     if missing:
         raise UsageError(

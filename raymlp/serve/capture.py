@@ -63,12 +63,6 @@ class CaptureSettings:
         }
 
 
-def captures_folder(root: str) -> str:
-    from raymlp.storage import files
-
-    return files.join(root, CAPTURE_FOLDER)
-
-
 def model_folder(root: str, model: str) -> str:
     from raymlp.storage import files
 
@@ -137,6 +131,45 @@ class CaptureTableBuilder:
             pending.add(*request[:7])
         return pending.table()
 
+    def assemble(
+        self,
+        request_ids: Any,
+        records: Any,
+        times_us: Any,
+        latencies_ms: Any,
+        version: Any,
+        sources: Any,
+        features: list[Any],
+        predictions: Any,
+        probabilities: list[Any],
+    ) -> Any:
+        """A capture file's table (the one place its columns are spelled) from a column's values
+        each: lists or Arrow arrays; `features` in `self.names`' order, `probabilities` in the classes'."""
+        import pyarrow as pa
+
+        rows = len(request_ids)
+        columns: dict[str, Any] = {
+            "request_id": pa.array(request_ids, pa.string()),
+            "record": pa.array(records, pa.int32()),
+            "time": pa.array(times_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "latency_ms": pa.array(latencies_ms, pa.float64()),
+            "model_version": pa.array([str(version)] * rows, pa.string()),
+            "source": pa.array(sources, pa.string()),
+        }
+        typed = [
+            pa.array(values, type=self.feature_type.field(index).type)
+            if not isinstance(values, pa.Array)
+            else values.cast(self.feature_type.field(index).type, safe=False)
+            for index, values in enumerate(features)
+        ]
+        columns[FEATURES_COLUMN] = pa.StructArray.from_arrays(typed, fields=list(self.feature_type))
+        columns[PREDICTION_COLUMN] = predictions if isinstance(predictions, pa.Array) else pa.array(predictions)
+        if self.classes is not None:
+            columns[PROBABILITIES_COLUMN] = pa.StructArray.from_arrays(
+                [pa.array(values, pa.float64()) for values in probabilities], names=self.class_names
+            )
+        return pa.table(columns)
+
 
 class CapturedColumns:
     """The columns of a version's captured requests since the last write."""
@@ -190,28 +223,17 @@ class CapturedColumns:
         self.version = self.version or other.version
 
     def table(self) -> Any:
-        import pyarrow as pa
-
-        builder = self.builder
-        rows = len(self.ids)
-        columns: dict[str, Any] = {
-            "request_id": pa.array(self.ids, pa.string()),
-            "record": pa.array(self.indexes, pa.int32()),
-            "time": pa.array(self.times, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-            "latency_ms": pa.array(self.latencies, pa.float64()),
-            "model_version": pa.array([self.version] * rows, pa.string()),
-            "source": pa.array(self.sources, pa.string()),
-        }
-        fields = [
-            pa.array(values, type=builder.feature_type.field(index).type) for index, values in enumerate(self.features)
-        ]
-        columns[FEATURES_COLUMN] = pa.StructArray.from_arrays(fields, fields=list(builder.feature_type))
-        columns[PREDICTION_COLUMN] = pa.array(self.predictions)
-        if builder.classes is not None:
-            columns[PROBABILITIES_COLUMN] = pa.StructArray.from_arrays(
-                [pa.array(values, pa.float64()) for values in self.probabilities], names=builder.class_names
-            )
-        return pa.table(columns)
+        return self.builder.assemble(
+            self.ids,
+            self.indexes,
+            self.times,
+            self.latencies,
+            self.version,
+            self.sources,
+            self.features,
+            self.predictions,
+            self.probabilities,
+        )
 
 
 def write_capture_file(root: str, model: str, version: Any, table: Any, writer: str, sequence: int) -> list[str]:
@@ -361,25 +383,16 @@ def capture_scored_block(settings: CaptureSettings, package: Any, version: Any, 
         scored = scored.take(pa.array(keep))
         rows = scored.num_rows
     builder = CaptureTableBuilder(package.features, settings.exclude, package.classes)
-    now = time.time()
     block_id = uuid.uuid4().hex[:12]
-    columns: dict[str, Any] = {
-        "request_id": pa.array([f"{block_id}-{index}" for index in range(rows)], pa.string()),
-        "record": pa.array(np.zeros(rows, dtype=np.int32)),
-        "time": pa.array(np.full(rows, int(now * 1_000_000), dtype=np.int64)).cast(pa.timestamp("us", tz="UTC")),
-        "latency_ms": pa.nulls(rows, pa.float64()),
-        "model_version": pa.array([str(version)] * rows, pa.string()),
-        "source": pa.array(["predict"] * rows, pa.string()),
-    }
-    fields = []
-    for field_type in builder.feature_type:
-        column = scored.column(field_type.name)
-        fields.append(column.combine_chunks().cast(field_type.type, safe=False))
-    columns[FEATURES_COLUMN] = pa.StructArray.from_arrays(fields, fields=list(builder.feature_type))
-    columns[PREDICTION_COLUMN] = scored.column(PREDICTION_COLUMN).combine_chunks()
-    if package.classes is not None:
-        names = [str(name) for name in package.classes]
-        columns[PROBABILITIES_COLUMN] = pa.StructArray.from_arrays(
-            [scored.column(f"probability_{name}").combine_chunks().cast(pa.float64()) for name in names], names=names
-        )
-    write_capture_file(settings.root, settings.model, version, pa.table(columns), f"p{block_id}", 0)
+    table = builder.assemble(
+        [f"{block_id}-{index}" for index in range(rows)],
+        np.zeros(rows, dtype=np.int32),
+        np.full(rows, int(time.time() * 1_000_000), dtype=np.int64),
+        pa.nulls(rows, pa.float64()),
+        version,
+        ["predict"] * rows,
+        [scored.column(name).combine_chunks() for name in builder.names],
+        scored.column(PREDICTION_COLUMN).combine_chunks(),
+        [scored.column(f"probability_{name}").combine_chunks() for name in builder.class_names],
+    )
+    write_capture_file(settings.root, settings.model, version, table, f"p{block_id}", 0)

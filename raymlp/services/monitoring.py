@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlp.errors import UsageError
-from raymlp.storage import Storage
+from raymlp.storage import Storage, resolve_storage
 
 from .jobs import load, storage_for
 from .models import fetch_model, parse_model_ref, ref_for, tracker_for
@@ -45,14 +45,12 @@ class MonitorOutcome:
     fail_on_drift: bool
 
 
-def _settings(request: MonitorRequest) -> tuple[Any, Any]:
-    """(the job's monitor section or the defaults, the analysis settings)."""
+def _settings(request: MonitorRequest, job: Any) -> tuple[Any, Any]:
+    """(the job's monitor section or the defaults, the analysis settings); `job`: the loaded job file or None."""
     from raymlp.config.schema import MonitorConfig
     from raymlp.monitor.analysis import Settings
 
-    config = MonitorConfig()
-    if request.job is not None:
-        config = load(request.job).config.monitor or config
+    config = (job.config.monitor if job is not None else None) or MonitorConfig()
     settings = Settings(
         drift_share=request.drift_share if request.drift_share is not None else config.drift_share,
         correction=request.correction or config.correction,
@@ -98,16 +96,15 @@ def _package_and_versions(storage: Storage, text: str, root: str, window: Any) -
 
 def _reference(storage: Storage, package: Any, spec: str | None, root: str, model: str) -> Any:
     """The reference the window is judged against: the training split (default), a dataset version,
-    or a capture window (`capture:SINCE..UNTIL`)."""
-    import pyarrow as pa
-
+    or a capture window (`capture:SINCE..UNTIL`). Features keep their stored types (an int stays an
+    int, as in the capture); scoring casts them as the endpoint does."""
     from raymlp.catalog import Catalog
     from raymlp.data.versions import read_version_table
     from raymlp.monitor.analysis import reference_of
 
     features = package.feature_names
     if spec and spec.startswith("capture:"):
-        from raymlp.monitor.captures import Window, flattened, in_window, parse_time, window_files
+        from raymlp.monitor.captures import Window, flattened, parse_time, read_window, window_files
 
         since, _, until = spec.removeprefix("capture:").partition("..")
         window = Window(
@@ -117,15 +114,7 @@ def _reference(storage: Storage, package: Any, spec: str | None, root: str, mode
         found = window_files(root, model, window)
         if not found.files:
             raise UsageError(f"--reference {spec}: no captured rows of {model} in that window")
-        import pyarrow.parquet as pq
-
-        from raymlp.storage import files
-
-        tables = []
-        for name in found.files:
-            with files.open_input(name) as handle:
-                tables.append(in_window(pq.read_table(handle), window))
-        table = flattened(pa.concat_tables(tables, promote_options="permissive"))
+        table = flattened(read_window(found.files, window))
         present = [name for name in features if name in table.column_names]
         return reference_of(package, table.select(present), f"{model} capture {spec.removeprefix('capture:')}")
     lineage = package.description.get("lineage") or {}
@@ -141,24 +130,13 @@ def _reference(storage: Storage, package: Any, spec: str | None, root: str, mode
             described = f"{record.name}@{record.version}"
             if missing:
                 described += f" (without {', '.join(missing)})"
-            return reference_of(package, _typed(table.select(present), package), described)
+            return reference_of(package, table.select(present), described)
         dataset = lineage.get("dataset") or {}
         if not dataset.get("name"):
             raise UsageError(f"model {model}: its package names no training dataset; give --reference DATASET@VERSION")
         record = catalog.get_dataset_version(dataset["name"], dataset["version"])
         table = read_version_table(record.path, record.manifest)
     return _training_split(package, table, lineage, f"{record.name}@{record.version}")
-
-
-def _typed(table: Any, package: Any) -> Any:
-    """Int and float features as float64, as a package scores them (`numeric_features_as_float`)."""
-    import pyarrow as pa
-
-    for index, name in enumerate(table.column_names):
-        kind = next((f["type"] for f in package.features if f["name"] == name), None)
-        if kind in ("int", "float") and table.column(index).type != pa.float64():
-            table = table.set_column(index, name, table.column(index).cast(pa.float64()))
-    return table
 
 
 def _training_split(package: Any, table: Any, lineage: dict[str, Any], described: str) -> Any:
@@ -178,12 +156,12 @@ def _training_split(package: Any, table: Any, lineage: dict[str, Any], described
     split = lineage.get("split")
     if split is None or label not in frame.columns:
         whole = pa.Table.from_pandas(frame[features], preserve_index=False)
-        return reference_of(package, _typed(whole, package), f"{described} (every row: the package records no split)")
+        return reference_of(package, whole, f"{described} (every row: the package records no split)")
     classification = package.description["task"] == "classification"
     train, validation, _ = split_frame(
         frame, SplitConfig.model_validate(split), frame[label] if classification else None
     )
-    as_table = lambda part: _typed(pa.Table.from_pandas(part[features], preserve_index=False), package)  # noqa: E731
+    as_table = lambda part: pa.Table.from_pandas(part[features], preserve_index=False)  # noqa: E731
     return reference_of(
         package,
         as_table(train),
@@ -213,9 +191,10 @@ def monitor(request: MonitorRequest) -> MonitorOutcome:
     from raymlp.runtime import ray_runtime
 
     parse_model_ref(request.model)  # a malformed reference is refused before anything is opened
-    config, settings = _settings(request)
+    job = load(request.job) if request.job is not None else None  # read once: its monitor: and storage:
+    config, settings = _settings(request, job)
     window = _window(request, config)
-    storage = storage_for(request.job)
+    storage = resolve_storage(job.config.storage if job is not None else None)
     root = str(storage.root)
     package, model, versions, found = _package_and_versions(storage, request.model, root, window)
     if not found.files:
@@ -227,7 +206,9 @@ def monitor(request: MonitorRequest) -> MonitorOutcome:
             f"(features: {', '.join(package.feature_names)}, or prediction)"
         )
     if window.rows:
-        window = _last_rows(found, window)
+        from raymlp.monitor.captures import last_rows
+
+        window = last_rows(found.files, window)
     reference = _reference(storage, package, request.reference or config.reference, root, model)
     edges = bucket_edges(window, found, settings.buckets)
     plan = {
@@ -256,28 +237,6 @@ def monitor(request: MonitorRequest) -> MonitorOutcome:
         )
         html = _record(storage, model, package, analysis, window, request.output)
     return MonitorOutcome(analysis.report, analysis.drifted, html, config.fail_on_drift)
-
-
-def _last_rows(found: Any, window: Any) -> Any:
-    """The window narrowed to its last `rows` rows (by arrival time)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from raymlp.monitor.captures import Window, in_window
-    from raymlp.storage import files
-
-    times = []
-    for name in found.files:
-        with files.open_input(name) as handle:
-            times.append(in_window(pq.read_table(handle, columns=["time"]), window).column("time"))
-    import pyarrow as pa
-
-    every = pa.chunked_array([chunk for column in times for chunk in column.chunks], pa.timestamp("us", tz="UTC"))
-    if len(every) <= window.rows:
-        return window
-    ordered = pc.sort_indices(pa.table({"time": every}), sort_keys=[("time", "descending")])
-    since = every.take(pa.array([ordered[window.rows - 1].as_py()]))[0].as_py()
-    return Window(since, window.until, window.rows, window.description)
 
 
 def _record(storage: Storage, model: str, package: Any, analysis: Any, window: Any, output: Path | None) -> str:

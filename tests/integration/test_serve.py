@@ -716,13 +716,14 @@ def _monitor_json(*args: str, env: dict) -> dict:
 
 
 def test_a_capture_window_is_judged_labelled_reported_and_refused_where_it_should_be(
-    models, serve_port, tmp_path, capsys
+    models, serve_port, tmp_path, capsys, monkeypatch
 ):
     from sklearn.metrics import accuracy_score
 
     from tests.browser import open_page
 
     env = {"RAYMLP_HOME": str(models["home"])}
+    monkeypatch.setenv("RAYMLP_HOME", env["RAYMLP_HOME"])  # the calls made in this process too
     train = _training_rows(models, "wine-sklearn", 2)
     normal = train.sample(300, replace=True, random_state=11)
     shifted = train.sample(300, replace=True, random_state=12)
@@ -759,9 +760,7 @@ def test_a_capture_window_is_judged_labelled_reported_and_refused_where_it_shoul
     assert joined.returncode == 0, joined.stderr
     from raymlp.services.monitoring import MonitorRequest, join_labels, monitor
 
-    with pytest.MonkeyPatch.context() as patch:  # sent again (in this process): the same file, joined once
-        patch.setenv("RAYMLP_HOME", str(models["home"]))
-        again = join_labels("wine-sklearn:2", str(labels), "request_id", "target", None, None)
+    again = join_labels("wine-sklearn:2", str(labels), "request_id", "target", None, None)  # sent again, joined once
     for counts in (json.loads(joined.stdout), again):
         assert (counts["matched_rows"], counts["labelled_rows"], counts["unmatched_rows"]) == (300, 300, 1)
     label_files = list(Path(counts["written"]).parent.glob("labels-*.parquet"))
@@ -810,9 +809,7 @@ def test_a_capture_window_is_judged_labelled_reported_and_refused_where_it_shoul
     assert "DRIFTED" in failing.stdout and "part-corrupt.parquet" in failing.stderr
 
     # A reference of another schema is reported as anomalies, not a crash.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAYMLP_HOME", str(models["home"]))
-        foreign = monitor(MonitorRequest("wine-sklearn:2", since=boundary, reference="breast-cancer@1")).report
+    foreign = monitor(MonitorRequest("wine-sklearn:2", since=boundary, reference="breast-cancer@1")).report
     assert {anomaly["kind"] for anomaly in foreign["anomalies"]} == {"extra_column"}
     assert foreign["drift"]["columns_tested"] == 0
 
@@ -838,54 +835,54 @@ def test_a_capture_window_is_judged_labelled_reported_and_refused_where_it_shoul
     from raymlp.services.monitoring import compare_datasets, profile_dataset
     from raymlp.services.predict import predict_registered
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAYMLP_HOME", str(models["home"]))
-        last = monitor(MonitorRequest("wine-sklearn:2", since=started, rows=100)).report
-        assert last["window"]["rows"] == 100
-        assert {c["column"] for c in last["drift"]["columns"] if c["drifted"]} == {"alcohol", "color_intensity"}
-        profile = profile_dataset("wine@1", None, None)
-        assert profile["rows"] == 178 and {c["column"] for c in profile["columns"]} >= {"alcohol", "target"}
-        compared = compare_datasets("wine@1", "breast-cancer@1", None, None)
-        kinds = {anomaly["kind"] for anomaly in compared["anomalies"]}
-        assert {"missing_column", "extra_column"} <= kinds
-        assert [column["column"] for column in compared["drift"]] == ["target"]  # the one column both have
-        rows = tmp_path / "rows.csv"
-        shifted.drop(columns="target").head(50).to_csv(rows, index=False)
-        before_predict = pd.Timestamp.now(tz="UTC").isoformat()
-        predict_registered(
-            "wine-sklearn:2",
-            str(rows),
-            str(tmp_path / "out.csv"),
-            None,
-            gpu=False,
-            job=None,
-            address=None,
-            progress=None,
-            capture_sample=1.0,
-        )
-        batch = monitor(MonitorRequest("wine-sklearn:2", since=before_predict)).report
+    last = monitor(MonitorRequest("wine-sklearn:2", since=started, rows=100)).report
+    assert last["window"]["rows"] == 100
+    assert {c["column"] for c in last["drift"]["columns"] if c["drifted"]} == {"alcohol", "color_intensity"}
+    profile = profile_dataset("wine@1", None, None)
+    assert profile["rows"] == 178 and {c["column"] for c in profile["columns"]} >= {"alcohol", "target"}
+    compared = compare_datasets("wine@1", "breast-cancer@1", None, None)
+    kinds = {anomaly["kind"] for anomaly in compared["anomalies"]}
+    assert {"missing_column", "extra_column"} <= kinds
+    assert [column["column"] for column in compared["drift"]] == ["target"]  # the one column both have
+    rows = tmp_path / "rows.csv"
+    shifted.drop(columns="target").head(50).to_csv(rows, index=False)
+    before_predict = pd.Timestamp.now(tz="UTC").isoformat()
+    predict_registered(
+        "wine-sklearn:2",
+        str(rows),
+        str(tmp_path / "out.csv"),
+        None,
+        gpu=False,
+        job=None,
+        address=None,
+        progress=None,
+        capture_sample=1.0,
+    )
+    batch = monitor(MonitorRequest("wine-sklearn:2", since=before_predict)).report
     assert batch["window"]["rows"] == 50 and batch["window"]["requests"] == 50
 
     from raymlp.cli import main
 
-    with pytest.MonkeyPatch.context() as patch:  # refused before any work: in this process
-        patch.setenv("RAYMLP_HOME", str(models["home"]))
-        for args, message in (
-            (["wine-sklearn:2", "--since", "2030-01-01"], "no captured rows"),
-            (["no-such-model"], "no-such-model"),
-            (["wine-sklearn:99"], "has no version 99"),
-            (["wine-sklearn:2", "--window", "3y"], "--window"),
-        ):
-            capsys.readouterr()
-            assert main(["monitor", *args]) == 2, args
-            refused = capsys.readouterr().err
-            assert message in refused and "Traceback" not in refused, (args, refused)
+    for args, message in (  # refused before any work: in this process
+        (["wine-sklearn:2", "--since", "2030-01-01"], "no captured rows"),
+        (["no-such-model"], "no-such-model"),
+        (["wine-sklearn:99"], "has no version 99"),
+        (["wine-sklearn:2", "--window", "3y"], "--window"),
+    ):
+        capsys.readouterr()
+        assert main(["monitor", *args]) == 2, args
+        refused = capsys.readouterr().err
+        assert message in refused and "Traceback" not in refused, (args, refused)
 
 
-def test_replayed_captures_get_the_answers_the_endpoint_gave_for_every_framework(models, serve_port, tmp_path):
+def test_replayed_captures_get_the_answers_the_endpoint_gave_for_every_framework(
+    models, serve_port, tmp_path, monkeypatch
+):
     from concurrent.futures import ThreadPoolExecutor
 
     from raymlp.services.monitoring import replay
+
+    monkeypatch.setenv("RAYMLP_HOME", str(models["home"]))
 
     names = ["wine-torch", "wine-tensorflow", "wine-xgboost", "wine-sklearn"]
     records = pd.concat([_wine_features()] * 6).head(1000).to_dict("records")
@@ -900,11 +897,9 @@ def test_replayed_captures_get_the_answers_the_endpoint_gave_for_every_framework
             list(pool.map(lambda name: _post_all(bases[name], records, [f"{name}-{i}" for i in range(1000)], 3), names))
     finally:
         _delete(*apps.values())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAYMLP_HOME", str(models["home"]))
-        for name in names[:-1]:  # on the test's own Ray connection
-            result = replay(f"{name}:1", None, started, None, None, None)["versions"][0]
-            assert result["rows"] == 1000 and result["mismatches"] == 0, (name, result)
+    for name in names[:-1]:  # on the test's own Ray connection
+        result = replay(f"{name}:1", None, started, None, None, None)["versions"][0]
+        assert result["rows"] == 1000 and result["mismatches"] == 0, (name, result)
     env = {"RAYMLP_HOME": str(models["home"])}  # and as a user runs it
     replayed = run_cli("monitor", "replay", f"{names[-1]}:1", "--since", started, "--json", cwd=tmp_path, env=env)
     assert replayed.returncode == 0, replayed.stderr + replayed.stdout
