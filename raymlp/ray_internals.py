@@ -146,6 +146,17 @@ def serve_controller() -> tuple[str, str]:
     return SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
 
+def connected_dashboard_url() -> str | None:
+    """The dashboard URL of the cluster this process is connected to (http://HOST:PORT), as the dashboard
+    registers it in the GCS (`ray._private.services.get_webui_url_from_internal_kv`); None when it has none."""
+    from ray._private.services import get_webui_url_from_internal_kv
+
+    url = get_webui_url_from_internal_kv()
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
 # --- accelerators (ray._private.accelerators) ------------------------------------------------------------
 
 

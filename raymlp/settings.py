@@ -42,6 +42,16 @@ TRAIN_POLL_INTERVAL_ENV = "RAYMLP_TRAIN_POLL_INTERVAL_S"
 DEFAULT_TRAIN_POLL_INTERVAL_S = 0.2
 
 
+#: How often a scheduler looks at the catalog (seconds); cron triggers may be due every second.
+SCHEDULER_TICK_ENV = "RAYMLP_SCHEDULER_TICK_S"
+DEFAULT_SCHEDULER_TICK_S = 1.0
+
+
+def scheduler_tick_s() -> float:
+    """Seconds between a scheduler's looks at the catalog."""
+    return float(os.environ.get(SCHEDULER_TICK_ENV) or DEFAULT_SCHEDULER_TICK_S)
+
+
 def home() -> Path:
     """The RAYMLP_HOME folder (not created here)."""
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME)

@@ -6,11 +6,15 @@ from raymlp.catalog.records import (
     CollectionRecord,
     DatasetRecord,
     DatasetVersionRecord,
+    FiringRecord,
+    LockRecord,
     ModelVersionRecord,
     ModuleAdded,
     ModuleRecord,
     MonitorReportRecord,
+    PipelineRecord,
     RunRecord,
+    TriggerRecord,
 )
 from raymlp.catalog.redact import redact_url
 from raymlp.catalog.revisions import head_revision, migrate
@@ -23,6 +27,10 @@ __all__ = [
     "DatasetRecord",
     "DatasetVersionExists",
     "DatasetVersionRecord",
+    "FiringRecord",
+    "LockRecord",
+    "PipelineRecord",
+    "TriggerRecord",
     "ModelVersionRecord",
     "ModuleAdded",
     "ModuleRecord",

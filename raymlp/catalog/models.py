@@ -213,3 +213,76 @@ class MonitorReport(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     report_path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+#: Firing states: `pending` (recorded, waiting for the job's lock: a queued firing stays so), `running` (its Ray
+#: job submitted), then one of the others (`skipped`: the policy or a missed time dropped it; `replaced`: a later
+#: firing's `replace` policy stopped it; `stopped`: stopped from outside).
+FIRING_STATES = ("pending", "running", "succeeded", "failed", "skipped", "replaced", "stopped")
+
+
+class Pipeline(Base):
+    """A job the scheduler runs by itself: where its project snapshot is, its policy and its triggers."""
+
+    __tablename__ = "pipelines"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    job_file: Mapped[str] = mapped_column(Text)
+    project: Mapped[str] = mapped_column(Text)
+    project_sha256: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PipelineTrigger(Base):
+    """One trigger of a pipeline: its definition, since when it counts, the last time it fired for."""
+
+    __tablename__ = "pipeline_triggers"
+
+    pipeline: Mapped[str] = mapped_column(
+        String(100), ForeignKey("pipelines.name", name="fk_pipeline_triggers_pipeline_pipelines"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    anchor: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_due: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Firing(Base):
+    """One firing of a pipeline: which trigger, for what time, why, who fired it, what became of it."""
+
+    __tablename__ = "pipeline_firings"
+    __table_args__ = (
+        UniqueConstraint("pipeline", "trigger", "due_at", name="uq_pipeline_firings_pipeline_trigger_due_at"),
+        Index("ix_pipeline_firings_pipeline_id", "pipeline", "id"),
+        Index("ix_pipeline_firings_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str] = mapped_column(String(100))
+    trigger: Mapped[str] = mapped_column(String(100))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    fired_by: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class PipelineLock(Base):
+    """Held by the one firing of a pipeline that runs: a row per running pipeline, so a job never runs twice."""
+
+    __tablename__ = "pipeline_locks"
+
+    pipeline: Mapped[str] = mapped_column(String(100), primary_key=True)
+    firing_id: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

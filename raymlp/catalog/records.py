@@ -7,7 +7,19 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from raymlp.catalog.models import Collection, Dataset, DatasetVersion, ModelVersion, Module, MonitorReport, Run
+from raymlp.catalog.models import (
+    Collection,
+    Dataset,
+    DatasetVersion,
+    Firing,
+    ModelVersion,
+    Module,
+    MonitorReport,
+    Pipeline,
+    PipelineLock,
+    PipelineTrigger,
+    Run,
+)
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,62 @@ class ModuleAdded:
     same_as: int | None = None
 
 
+@dataclass(frozen=True)
+class PipelineRecord:
+    """A job the scheduler runs by itself."""
+
+    name: str
+    job_file: str
+    project: str
+    project_sha256: str
+    settings: dict[str, Any]
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class TriggerRecord:
+    """One trigger of a pipeline and the last time it fired for."""
+
+    pipeline: str
+    name: str
+    kind: str
+    definition: dict[str, Any]
+    anchor: datetime
+    last_due: datetime | None
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FiringRecord:
+    """One firing of a pipeline and what became of it."""
+
+    id: int
+    pipeline: str
+    trigger: str
+    due_at: datetime | None
+    reason: str
+    fired_by: str
+    state: str
+    submission_id: str | None
+    details: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """The lock a pipeline's running firing holds."""
+
+    pipeline: str
+    firing_id: int
+    holder: str
+    acquired_at: datetime
+
+
 #: Each table's record, and how a column becomes a record's field where it is not taken as it is
 #: (JSON values become the caller's own copies).
 @dataclass(frozen=True)
@@ -145,6 +213,10 @@ _RECORDS: dict[type, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     ModelVersion: (ModelVersionRecord, {"metrics": dict}),
     Module: (ModuleRecord, {"functions": lambda value: [dict(function) for function in value]}),
     MonitorReport: (MonitorReportRecord, {"summary": dict, "drifted": bool}),
+    Pipeline: (PipelineRecord, {"settings": dict, "paused": bool}),
+    PipelineTrigger: (TriggerRecord, {"definition": dict, "state": dict}),
+    Firing: (FiringRecord, {"details": dict}),
+    PipelineLock: (LockRecord, {}),
 }
 
 

@@ -25,13 +25,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from raymlp.catalog.engine import WRITE_OPTION, create_catalog_engine, default_url
 from raymlp.catalog.errors import CatalogError, DatasetVersionExists, NotInCatalog
 from raymlp.catalog.models import (
+    FIRING_STATES,
     RUN_STATUSES,
     Collection,
     Dataset,
     DatasetVersion,
+    Firing,
     ModelVersion,
     Module,
     MonitorReport,
+    Pipeline,
+    PipelineLock,
+    PipelineTrigger,
     Run,
     utcnow,
 )
@@ -39,11 +44,15 @@ from raymlp.catalog.records import (
     CollectionRecord,
     DatasetRecord,
     DatasetVersionRecord,
+    FiringRecord,
+    LockRecord,
     ModelVersionRecord,
     ModuleAdded,
     ModuleRecord,
     MonitorReportRecord,
+    PipelineRecord,
     RunRecord,
+    TriggerRecord,
     to_record,
 )
 from raymlp.catalog.redact import clean_json, redact_text, redact_url
@@ -589,3 +598,219 @@ class Catalog:
         if name is not None:
             query = query.where(Module.name == name)
         return self._records(query)
+
+    # ------------------------------------------------------------------ pipelines
+
+    def put_pipeline(
+        self,
+        name: str,
+        job_file: str,
+        project: str,
+        project_sha256: str,
+        settings: dict[str, Any],
+        triggers: list[dict[str, Any]],
+    ) -> PipelineRecord:
+        """Add or update a pipeline. A trigger whose definition is unchanged keeps its last firing time; a new or
+        changed one counts from now; one no longer named is removed. Pausing is kept as it was."""
+        now = utcnow()
+        settings = clean_json(dict(settings), "settings")
+        with self._session(write=True) as session:
+            row = session.get(Pipeline, _name(name, "name"), with_for_update=True)
+            if row is None:
+                row = Pipeline(name=name, paused=False, created_at=now)
+                session.add(row)
+            row.job_file, row.project, row.project_sha256 = str(job_file), str(project), project_sha256
+            row.settings, row.updated_at = settings, now
+            session.flush()
+            existing = {
+                trigger.name: trigger
+                for trigger in session.scalars(select(PipelineTrigger).where(PipelineTrigger.pipeline == name))
+            }
+            for definition in triggers:
+                definition = clean_json(dict(definition), "trigger", redact_keys=False)
+                trigger = existing.pop(definition["name"], None)
+                if trigger is not None and trigger.definition == definition:
+                    continue
+                if trigger is None:
+                    trigger = PipelineTrigger(pipeline=name, name=definition["name"])
+                    session.add(trigger)
+                trigger.kind, trigger.definition = str(definition["kind"]), definition
+                trigger.anchor, trigger.last_due, trigger.state = now.replace(microsecond=0), None, {}
+            for gone in existing.values():
+                session.delete(gone)
+            session.flush()
+            return to_record(row)
+
+    def get_pipeline(self, name: str) -> PipelineRecord:
+        """The pipeline ``name``; NotInCatalog naming the pipelines there are when it is not one."""
+        with self._session(write=False) as session:
+            row = session.get(Pipeline, name)
+            if row is None:
+                names = session.scalars(select(Pipeline.name).order_by(Pipeline.name)).all()
+                raise NotInCatalog(
+                    f"no scheduled job named {name!r} (scheduled: {_listing(names)}); add it with: "
+                    "raymlp schedule add JOB.yaml"
+                )
+            return to_record(row)
+
+    def list_pipelines(self) -> list[PipelineRecord]:
+        """Every pipeline, by name."""
+        return self._records(select(Pipeline).order_by(Pipeline.name))
+
+    def set_pipeline_paused(self, name: str, paused: bool) -> PipelineRecord:
+        """Pause (no trigger fires; a running firing goes on) or resume the pipeline ``name``; a resumed pipeline's
+        clock triggers count from now (times passed while paused are not made up)."""
+        self.get_pipeline(name)
+        now = utcnow().replace(microsecond=0)
+        with self._session(write=True) as session:
+            row = session.get(Pipeline, name, with_for_update=True)
+            if row is None:  # removed meanwhile
+                raise NotInCatalog(f"no scheduled job named {name!r}")
+            if row.paused and not paused:
+                for trigger in session.scalars(select(PipelineTrigger).where(PipelineTrigger.pipeline == name)):
+                    trigger.last_due = max(now, trigger.last_due) if trigger.last_due else now
+            row.paused, row.updated_at = bool(paused), utcnow()
+            session.flush()
+            return to_record(row)
+
+    def remove_pipeline(self, name: str) -> PipelineRecord:
+        """Remove the pipeline ``name`` and its triggers; its history stays, and a running firing goes on."""
+        record = self.get_pipeline(name)
+        with self._session(write=True) as session:
+            session.execute(delete(PipelineTrigger).where(PipelineTrigger.pipeline == name))
+            session.execute(delete(Pipeline).where(Pipeline.name == name))
+        return record
+
+    def list_triggers(self, pipeline: str | None = None) -> list[TriggerRecord]:
+        """The triggers (of ``pipeline`` only, if given), by pipeline and name."""
+        query = select(PipelineTrigger).order_by(PipelineTrigger.pipeline, PipelineTrigger.name)
+        if pipeline is not None:
+            query = query.where(PipelineTrigger.pipeline == pipeline)
+        return self._records(query)
+
+    def claim_due(
+        self,
+        pipeline: str,
+        trigger: str,
+        previous_due: datetime | None,
+        due: datetime,
+        reason: str,
+        fired_by: str,
+        state: str = "pending",
+        details: dict[str, Any] | None = None,
+    ) -> FiringRecord | None:
+        """Record the firing of ``trigger`` for the time ``due`` if its last firing time is still
+        ``previous_due`` (so of two schedulers only one records it); None when another got there first."""
+        if state not in FIRING_STATES:
+            raise CatalogError(f"a firing's state is one of {', '.join(FIRING_STATES)}, not {state!r}")
+        try:
+            with self._session(write=True) as session:
+                row = session.get(PipelineTrigger, (pipeline, trigger), with_for_update=True)
+                if row is None or row.last_due != previous_due:
+                    return None
+                row.last_due = due
+                return _added(session, self._firing(pipeline, trigger, due, reason, fired_by, state, details))
+        except IntegrityError:
+            return None
+
+    def add_firing(
+        self,
+        pipeline: str,
+        trigger: str,
+        reason: str,
+        fired_by: str,
+        state: str = "pending",
+        details: dict[str, Any] | None = None,
+    ) -> FiringRecord:
+        """Record a firing that no time names (a request, new data, a monitor check)."""
+        self.get_pipeline(pipeline)
+        with self._session(write=True) as session:
+            return _added(session, self._firing(pipeline, trigger, None, reason, fired_by, state, details))
+
+    @staticmethod
+    def _firing(
+        pipeline: str,
+        trigger: str,
+        due: datetime | None,
+        reason: str,
+        fired_by: str,
+        state: str,
+        details: dict[str, Any] | None,
+    ) -> Firing:
+        now = utcnow()
+        return Firing(
+            pipeline=pipeline,
+            trigger=trigger,
+            due_at=due,
+            reason=redact_text(str(reason)),
+            fired_by=str(fired_by)[:255],
+            state=state,
+            details=clean_json(dict(details or {}), "details", redact_keys=False),
+            created_at=now,
+            finished_at=now if state == "skipped" else None,
+        )
+
+    def list_firings(
+        self, pipeline: str | None = None, states: Iterable[str] | None = None, limit: int = 100
+    ) -> list[FiringRecord]:
+        """The ``limit`` newest firings (of ``pipeline``, in ``states``, if given), newest first."""
+        _positive_int(limit, "limit")
+        query = select(Firing).order_by(Firing.id.desc()).limit(limit)
+        if pipeline is not None:
+            query = query.where(Firing.pipeline == pipeline)
+        if states is not None:
+            query = query.where(Firing.state.in_(list(states)))
+        return self._records(query)
+
+    def get_firing(self, firing_id: int) -> FiringRecord:
+        with self._session(write=False) as session:
+            row = session.get(Firing, firing_id)
+            if row is None:
+                raise NotInCatalog(f"no firing with id {firing_id}")
+            return to_record(row)
+
+    def update_firing(self, firing_id: int, expected_states: Iterable[str], **changes: Any) -> FiringRecord | None:
+        """Change a firing that is in one of ``expected_states`` (None when it is not: another scheduler moved
+        it first). A firing that leaves `pending`/`running` gets its finishing time."""
+        unknown = set(changes) - {"state", "submission_id", "error", "details", "started_at"}
+        if unknown:
+            raise CatalogError(f"a firing's {', '.join(sorted(unknown))} cannot be changed")
+        if changes.get("state", "pending") not in FIRING_STATES:
+            raise CatalogError(f"a firing's state is one of {', '.join(FIRING_STATES)}, not {changes['state']!r}")
+        with self._session(write=True) as session:
+            row = session.get(Firing, firing_id, with_for_update=True)
+            if row is None or row.state not in set(expected_states):
+                return None
+            for key, value in changes.items():
+                if key == "error" and value is not None:
+                    value = redact_text(str(value))
+                if key == "details":
+                    value = clean_json({**row.details, **value}, "details", redact_keys=False)
+                setattr(row, key, value)
+            if row.state not in ("pending", "running") and row.finished_at is None:
+                row.finished_at = utcnow()
+            session.flush()
+            return to_record(row)
+
+    def acquire_lock(self, pipeline: str, firing_id: int, holder: str) -> bool:
+        """Take the pipeline's run lock for ``firing_id``; False when another firing holds it."""
+        try:
+            with self._session(write=True) as session:
+                session.add(
+                    PipelineLock(pipeline=pipeline, firing_id=firing_id, holder=holder[:255], acquired_at=utcnow())
+                )
+            return True
+        except IntegrityError:
+            return False
+
+    def release_lock(self, pipeline: str, firing_id: int) -> bool:
+        """Give up the pipeline's lock if ``firing_id`` holds it."""
+        with self._session(write=True) as session:
+            result = session.execute(
+                delete(PipelineLock).where(PipelineLock.pipeline == pipeline, PipelineLock.firing_id == firing_id)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def list_locks(self) -> list[LockRecord]:
+        """Every held pipeline lock."""
+        return self._records(select(PipelineLock).order_by(PipelineLock.pipeline))

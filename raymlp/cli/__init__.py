@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import env_commands, launch_commands, monitor_commands  # noqa: F401  (they add their commands to app)
+from . import env_commands, launch_commands, monitor_commands, schedule_commands  # noqa: F401  (they add their commands to app)
 from .app import app
 
 

@@ -236,6 +236,55 @@ def _predict_and_serve_need_a_model(job: JobConfig) -> Iterator[Finding]:
             )
 
 
+@check
+def _triggers_fit_the_job(job: JobConfig) -> Iterator[Finding]:
+    if job.schedule is None:
+        return
+    source = job.data.source
+    columns = list(job.data.schema_.columns) if job.data.schema_ else None
+    for index, trigger in enumerate(job.schedule.triggers):
+        where = ("schedule", "triggers", index)
+        if trigger.new_files is not None:
+            if trigger.new_files.path is None and source.path is None:
+                yield (
+                    (*where, "new_files", "path"),
+                    f"data.source is '{source.format}', which has no files to watch; name them here",
+                )
+            if job.data.collect is None or job.data.collect.mode != "append":
+                yield (
+                    (*where, "new_files"),
+                    "new files are collected by appending to a table: the job needs data.collect with mode: append",
+                )
+        if trigger.new_rows is not None:
+            if source.sql is None or source.sql.table is None:
+                yield (
+                    (*where, "new_rows"),
+                    "new rows are read past a watermark of a table: the job needs data.source.sql.table",
+                )
+            elif columns is not None and trigger.new_rows.column not in columns:
+                yield (
+                    (*where, "new_rows", "column"),
+                    f"'{trigger.new_rows.column}' is not a column of data.schema (columns: {', '.join(columns)})",
+                )
+        if trigger.monitor is not None:
+            watched = (trigger.monitor.model or "").split("@")[0]
+            retrained = job.register.model if job.register else None
+            if retrained is None:
+                yield (
+                    (*where, "monitor"),
+                    "a monitor trigger retrains the model this job registers; add a register section",
+                )
+            elif watched and watched != retrained:
+                yield (
+                    (*where, "monitor", "model"),
+                    f"'{watched}' is not the model this job trains and registers ('{retrained}'); "
+                    "a monitor trigger watches the model its job retrains",
+                )
+    for index, override in enumerate(job.schedule.overrides):
+        if "=" not in override or not override.split("=", 1)[0].strip():
+            yield ("schedule", "overrides", index), f"'{override}' is not KEY=VALUE (as `raymlp run --set` takes)"
+
+
 def _unknown_metric(name: str, metrics: set[str]) -> str:
     return f"'{name}' is not a metric the trainer reports; reported: {', '.join(sorted(metrics))}"
 

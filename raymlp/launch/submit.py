@@ -55,38 +55,19 @@ def submit(request: SubmitRequest, *, root: Path | None = None) -> tuple[Submiss
     when a check fails."""
     import tempfile
 
-    from raymlp.config import load_job
-
-    from .reads import check_reads
-    from .workdir import check_fits, plan_working_dir, write_package
+    from .workdir import write_package
 
     root = (root or Path.cwd()).resolve()
-    job_file = request.job_file.resolve()
-    try:
-        relative_job = job_file.relative_to(root)
-    except ValueError:
-        raise UsageError(
-            f"{request.job_file}: the job file must be inside the project folder {root}, which is "
-            "uploaded as the job's working_dir; run raymlp submit from the project root"
-        ) from None
-    loaded = load_job(job_file, list(request.overrides))
-    folder = plan_working_dir(root, request.excludes, request.includes)
-    if not folder.uploads(str(relative_job)):
-        raise UsageError(
-            f"{relative_job}: excluded from the upload (.gitignore, .rayignore or --exclude); the "
-            "cluster would not find it"
-        )
-    warnings = check_reads(loaded, folder, request.excludes)
-    check_fits(folder)
-    for warning in warnings:
-        print(warning, file=sys.stderr)
+    loaded, relative_job, folder = plan_project(
+        request.job_file, root, request.overrides, request.excludes, request.includes
+    )
 
     with tempfile.TemporaryDirectory(prefix="raymlp-submit-") as scratch:
         package = write_package(folder, Path(scratch)) if folder.carried else None
-        runtime_env = {**_job_env(loaded, request.env, root), **folder.runtime_env(package)}
+        runtime_env = {**job_runtime_env(loaded, request.env, root), **folder.runtime_env(package)}
         if request.env_vars:
             runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **request.env_vars}
-        _warn_if_state_stays_in_the_upload(loaded, runtime_env)
+        warn_if_state_stays_in_the_upload(loaded, runtime_env)
         entrypoint = shlex.join(
             [
                 "raymlp",
@@ -128,7 +109,39 @@ def submit(request: SubmitRequest, *, root: Path | None = None) -> tuple[Submiss
     ), cluster
 
 
-def _warn_if_state_stays_in_the_upload(loaded, runtime_env: dict[str, Any]) -> None:
+def plan_project(
+    job_file: Path, root: Path, overrides: list[str], excludes: list[str], includes: list[str]
+) -> tuple[Any, Path, Any]:
+    """The job (loaded with `overrides`), its path inside the project folder `root`, and the folder as Ray will
+    package it, after every check a submission makes (the job file is uploaded, what it reads is there, the
+    folder fits); warnings go to stderr."""
+    from raymlp.config import load_job
+
+    from .reads import check_reads
+    from .workdir import check_fits, plan_working_dir
+
+    try:
+        relative_job = job_file.resolve().relative_to(root)
+    except ValueError:
+        raise UsageError(
+            f"{job_file}: the job file must be inside the project folder {root}, which is "
+            "uploaded as the job's working_dir; run raymlp from the project root"
+        ) from None
+    loaded = load_job(job_file.resolve(), list(overrides))
+    folder = plan_working_dir(root, excludes, includes)
+    if not folder.uploads(str(relative_job)):
+        raise UsageError(
+            f"{relative_job}: excluded from the upload (.gitignore, .rayignore or --exclude); the "
+            "cluster would not find it"
+        )
+    warnings = check_reads(loaded, folder, excludes)
+    check_fits(folder)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    return loaded, relative_job, folder
+
+
+def warn_if_state_stays_in_the_upload(loaded, runtime_env: dict[str, Any]) -> None:
     """A job whose catalog, MLflow store or artifacts resolve inside its working_dir keeps them in the
     cluster's unpacked copy of the upload, which Ray removes with its cache."""
     storage = loaded.config.storage
@@ -168,7 +181,7 @@ def _submit_job(
         ) from None
 
 
-def _job_env(loaded, env_name: str | None, root: Path) -> dict[str, Any]:
+def job_runtime_env(loaded, env_name: str | None, root: Path) -> dict[str, Any]:
     """The runtime environment the submission carries: --env NAME, else the job file's `env`."""
     chosen = env_name if env_name is not None else loaded.config.env
     if chosen == "default":

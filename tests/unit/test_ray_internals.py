@@ -124,6 +124,10 @@ def test_node_params_default():
     assert parameter.RayParams is original
 
 
+def test_connected_dashboard_url():
+    needs("ray._private.services", "get_webui_url_from_internal_kv", "connected_dashboard_url")
+
+
 def test_serve_controller():
     needs("ray.serve._private.constants", "SERVE_CONTROLLER_NAME", "serve_controller")
     needs("ray.serve._private.constants", "SERVE_NAMESPACE", "serve_controller")

@@ -44,6 +44,18 @@ from .preprocess import (
     SimpleImputerStep,
     StandardScalerStep,
 )
+from .schedule import (
+    DURATION_PATTERN,
+    TRIGGER_KINDS,
+    MonitorTriggerConfig,
+    NewFilesConfig,
+    NewRowsConfig,
+    ScheduleConfig,
+    TriggerConfig,
+    check_cron,
+    check_time_zone,
+    duration_seconds,
+)
 from .serve import (
     REQUIREMENT_PATTERN,
     AutoscalingConfig,
@@ -133,4 +145,14 @@ __all__ = [
     "TrainConfig",
     "TuneConfig",
     "XGBoostModel",
+    "DURATION_PATTERN",
+    "TRIGGER_KINDS",
+    "MonitorTriggerConfig",
+    "NewFilesConfig",
+    "NewRowsConfig",
+    "ScheduleConfig",
+    "TriggerConfig",
+    "check_cron",
+    "check_time_zone",
+    "duration_seconds",
 ]

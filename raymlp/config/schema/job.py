@@ -12,6 +12,7 @@ from .data import DataConfig
 from .environments import EnvRef
 from .monitor import MonitorConfig
 from .preprocess import PreprocessStep
+from .schedule import ScheduleConfig
 from .serve import PredictConfig, RegisterConfig, ServeConfig
 from .storage import StorageConfig
 from .train import TrainConfig
@@ -44,6 +45,11 @@ class JobConfig(Section):
     serve: ServeConfig | None = Field(default=None, description="Online endpoint on Ray Serve.")
     monitor: MonitorConfig | None = Field(
         default=None, description="Defaults of `raymlp monitor` for the job's model (drift tests, window, reference)."
+    )
+    schedule: ScheduleConfig | None = Field(
+        default=None,
+        description="When raymlp's scheduler runs the job by itself: cron, intervals, new data, drift "
+        "(`raymlp schedule add JOB.yaml`).",
     )
 
     def stages(self) -> list[str]:
