@@ -28,6 +28,7 @@ def failure_summary(state: str, message: str | None) -> str:
     the log's last line), then Ray's message with the log's tail."""
     text = (message or "").strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not re.fullmatch(r"\d+ problems? in the job file", line)]
     said = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "")
     code = re.search(r"exit code (\d+)", text)
     first = (

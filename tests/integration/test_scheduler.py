@@ -1,0 +1,146 @@
+"""The scheduler on the session's Ray: detached actors started from the CLI, cron firings at second resolution as
+real Ray jobs, two schedulers on one catalog, one SIGKILLed and restarted by Ray, both stopped over due times
+and one started again, a failing run kept in the history and in `raymlp pipelines`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from raymlp.catalog import Catalog
+
+from .conftest import json_output, run_cli
+
+pytestmark = [pytest.mark.integration]
+
+JOB = """version: 1
+name: {name}
+data:
+  source: {{format: csv, path: data/tiny.csv}}
+  dataset: {{name: {name}}}
+  label: label
+schedule:
+  concurrency: skip
+  overrides: {overrides}
+  triggers: {triggers}
+"""
+
+
+def _project(root: Path) -> Path:
+    (root / "jobs").mkdir(parents=True)
+    (root / "data").mkdir()
+    rows = "".join(f"{i},{i * 2},{i % 2}\n" for i in range(40))
+    (root / "data" / "tiny.csv").write_text("a,b,label\n" + rows)
+    (root / "jobs" / "tiny.yaml").write_text(
+        JOB.format(name="tiny", overrides="[]", triggers="[{name: often, cron: '*/4 * * * * *'}]")
+    )
+    # schedule add checks the job as it is; each run gets the overrides, and this one cannot run
+    (root / "jobs" / "broken.yaml").write_text(JOB.format(name="broken", overrides="[data.label=nope]", triggers="[]"))
+    return root
+
+
+def _until(what: str, check, timeout: float = 120.0, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_scheduled_jobs_run_by_themselves_on_the_cluster(tmp_path, ray_4_cpus):
+    from ray.job_submission import JobSubmissionClient
+
+    from raymlp import ray_internals
+    from raymlp.scheduler.actor import running_names, stop_actor
+
+    project = _project(tmp_path / "project")
+    home = tmp_path / ".raymlp"
+    env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus, "RAYMLP_SCHEDULER_TICK_S": "0.5"}
+    catalog = Catalog(f"sqlite:///{home / 'catalog.db'}")
+
+    def cli(*args: str):
+        result = run_cli(*args, cwd=project, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    def tiny(state: str | None = None):
+        return [f for f in catalog.list_firings("tiny", limit=1000) if state in (None, f.state)]
+
+    try:
+        cli("schedule", "add", "jobs/tiny.yaml")
+        cli("schedule", "add", "jobs/broken.yaml")
+        for name in ("a", "b"):  # two schedulers on one catalog
+            started = json_output(cli("scheduler", "start", "--name", name, "--json"))
+            assert started["name"] == name and started["already_running"] is False
+        again = json_output(cli("scheduler", "start", "--name", "a", "--json"))
+        assert again["already_running"] is True
+
+        _until("two runs of tiny", lambda: len(tiny("succeeded")) >= 2)
+
+        requested = json_output(cli("trigger", "broken", "--reason", "checking the failure path", "--json"))
+        assert (requested["trigger"], requested["reason"], requested["state"]) == (
+            "request",
+            "checking the failure path",
+            "pending",
+        )
+        failed = _until(
+            "the broken run to fail",
+            lambda: [f for f in catalog.list_firings("broken") if f.state == "failed"],
+        )[0]
+        assert failed.error.splitlines()[0] == (
+            "the run failed (exit code 2): --set data.label=nope: data.label: 'nope' is not a column of "
+            "data/tiny.csv (columns: a, b, label)"
+        )
+        shown = {view["name"]: view for view in json_output(cli("pipelines", "--json"))}
+        assert shown["broken"]["last"]["state"] == "failed" and "'nope'" in shown["broken"]["last_error"]
+        assert shown["tiny"]["next_trigger"] == "often" and shown["tiny"]["state"] in ("scheduled", "running")
+
+        # SIGKILL one scheduler: Ray starts it again, and it carries on from the catalog
+        statuses = {s["name"]: s for s in json_output(cli("scheduler", "status", "--json"))}
+        os.kill(statuses["b"]["pid"], signal.SIGKILL)
+        _until(
+            "scheduler b restarted",
+            lambda: any(
+                s["name"] == "b" and s.get("pid") not in (None, statuses["b"]["pid"])
+                for s in json_output(run_cli("scheduler", "status", "--json", cwd=project, env=env))
+            ),
+            every=2,
+        )
+
+        # no scheduler over two due times: the missed ones run once when one is back
+        _until("tiny idle", lambda: not tiny("running") and not tiny("pending"), every=0.2)
+        cli("scheduler", "stop", "--name", "a")
+        cli("scheduler", "stop", "--name", "b")
+        stopped_at = len(tiny())
+        time.sleep(9)
+        assert len(tiny()) == stopped_at  # nothing fires without a scheduler
+        cli("scheduler", "start", "--name", "a")
+        caught_up = _until("the catch-up run", lambda: [f for f in tiny() if f.details.get("missed")])
+        assert len(caught_up) == 1 and caught_up[0].details["missed"] >= 1
+        assert "run once (catch_up: once)" in caught_up[0].reason
+        _until("the catch-up run to succeed", lambda: catalog.get_firing(caught_up[0].id).state == "succeeded")
+    finally:
+        for name in running_names():
+            stop_actor(name)
+
+    history = tiny()
+    due_times = [f.due_at for f in history]
+    assert len(due_times) == len(set(due_times))  # none doubled, though two schedulers ran
+    started = [f for f in history if f.submission_id]
+    assert {f.state for f in history} <= {"succeeded", "skipped", "running"}
+    assert all("still running (concurrency: skip)" in (f.error or "") for f in history if f.state == "skipped")
+    client = JobSubmissionClient(ray_internals.connected_dashboard_url())
+    ray_jobs = {
+        job.submission_id: job for job in client.list_jobs() if (job.metadata or {}).get("raymlp.job") == "tiny"
+    }
+    assert set(ray_jobs) == {f.submission_id for f in started}  # one Ray job per started firing
+    one = ray_jobs[caught_up[0].submission_id]
+    assert one.metadata["raymlp.trigger"] == "often" and one.metadata["raymlp.reason"] == caught_up[0].reason
+    assert one.metadata["raymlp.fired_by"].startswith("a@")
+    catalog.close()
