@@ -12,7 +12,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -712,6 +712,28 @@ class Catalog:
                 return _added(session, self._firing(pipeline, trigger, due, reason, fired_by, state, details))
         except IntegrityError:
             return None
+
+    def claim_check(self, pipeline: str, trigger: str, previous: datetime | None, now: datetime) -> bool:
+        """Take the next look of a data trigger (its `last_due` is the last look's time) if no other scheduler took
+        it since `previous`."""
+        with self._session(write=True) as session:
+            row = session.get(PipelineTrigger, (pipeline, trigger), with_for_update=True)
+            if row is None or row.last_due != previous:
+                return False
+            row.last_due = now
+            return True
+
+    def update_trigger_state(
+        self, pipeline: str, trigger: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> TriggerRecord | None:
+        """Replace a trigger's state by `change(state)`, in one transaction (None: the trigger is gone)."""
+        with self._session(write=True) as session:
+            row = session.get(PipelineTrigger, (pipeline, trigger), with_for_update=True)
+            if row is None:
+                return None
+            row.state = clean_json(dict(change(dict(row.state))), "state", redact_keys=False)
+            session.flush()
+            return to_record(row)
 
     def add_firing(
         self,

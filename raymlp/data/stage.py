@@ -161,6 +161,7 @@ def convert_stage(context: StageContext) -> PublishedVersion:
             "url": redact_url(data.collect.url),
             "table": data.collect.table,
             **_rejects_info(data.collect.table, malformed),
+            **_parent_info(context),
             "rows": table.num_rows + (0 if malformed is None else malformed.num_rows),
         }
         if data.collect.shard_key is not None:
@@ -347,6 +348,7 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
                     "url": redact_url(data.collect.url),
                     "table": data.collect.table,
                     **_rejects_info(data.collect.table, rejects),
+                    **_parent_info(context),
                 },
                 rejects,
             )
@@ -354,6 +356,28 @@ def _convert_postgres_stream(context: StageContext) -> PublishedVersion | None:
         context, version, version.manifest["validation"], version.manifest["validation"]["rows_in"], read.bytes, started
     )
     return version
+
+
+def _parent_info(context: StageContext) -> dict[str, Any]:
+    """For a version converted from a table that collects append to: the version before it from the same table
+    (its parent) and the collects appended since, so lineage says what is new."""
+    data = context.config.data
+    if data.collect is None or data.collect.mode != "append":
+        return {}
+    from raymlp.catalog.errors import CatalogError
+
+    try:
+        previous = context.catalog.get_dataset_version(data.dataset.name)
+    except CatalogError:  # the first version
+        return {}
+    if previous.source.get("table") != data.collect.table:
+        return {}
+    appended = [
+        {"source": item.source_uri, "sha256": item.source_sha256, "rows": item.row_count}
+        for item in context.catalog.list_collections(data.collect.table)
+        if item.created_at > previous.created_at and item.mode == "append"
+    ]
+    return {"parent": f"{previous.name}@{previous.version}", "appended": appended}
 
 
 def _no_rows(dataset: str, records: int) -> str:

@@ -22,6 +22,9 @@ from .times import due_between, next_due
 #: A due time later than this is "missed" (the scheduler was down); within it, it is merely late.
 LATE_GRACE_S = 30.0
 
+#: The longest pause before new data whose runs keep failing is looked for again.
+MOST_BACKOFF_S = 3600.0
+
 #: A lock taken for a firing that never started (its scheduler died between the two) is taken over after this.
 ABANDONED_START_S = 60.0
 
@@ -83,7 +86,10 @@ class Scheduler:
         for pipeline in pipelines.values():
             if not pipeline.paused:
                 for trigger in triggers.get(pipeline.name, []):
-                    self._guarded(pipeline.name, partial(self._fire_if_due, pipeline, trigger))
+                    if trigger.kind in ("cron", "every"):
+                        self._guarded(pipeline.name, partial(self._fire_if_due, pipeline, trigger))
+                    elif trigger.kind in ("new_files", "new_rows"):
+                        self._guarded(f"{pipeline.name} {trigger.name}", partial(self._look, pipeline, trigger))
         self._guarded("running firings", self._follow_running)
         self._guarded("locks", partial(self._recover_locks, pipelines))
         pending = sorted(self.catalog.list_firings(states=["pending"], limit=10_000), key=lambda firing: firing.id)
@@ -129,6 +135,55 @@ class Scheduler:
         self.catalog.claim_due(
             pipeline.name, trigger.name, trigger.last_due, due.latest, reason, self.name, state, details
         )
+
+    def _look(self, pipeline: PipelineRecord, trigger: TriggerRecord) -> None:
+        """Look for new data when the trigger's interval has passed and none of its firings is still under way
+        (what they collect is not collected yet); one scheduler takes each look."""
+        from raymlp.config.schema import duration_seconds
+
+        from .watch import look_for_files, look_for_rows
+
+        now = self.clock().replace(microsecond=0)
+        every = duration_seconds(trigger.definition[trigger.kind].get("every", "1m"))
+        failures = int(trigger.state.get("failures", 0))
+        wait = every if not failures else min(max(every, 1.0) * 2 ** min(failures, 12), MOST_BACKOFF_S)
+        if trigger.last_due is not None and (now - trigger.last_due).total_seconds() < wait:
+            return
+        under_way = self.catalog.list_firings(pipeline.name, states=["pending", "running"], limit=10_000)
+        if any(firing.trigger == trigger.name for firing in under_way):
+            return
+        if not self.catalog.claim_check(pipeline.name, trigger.name, trigger.last_due, now):
+            return
+        look = look_for_files if trigger.kind == "new_files" else look_for_rows
+        found = look(trigger.definition, trigger.state)
+        if found.reason:
+            self.catalog.add_firing(pipeline.name, trigger.name, found.reason, self.name, details=found.details)
+        if found.state:
+            self.catalog.update_trigger_state(
+                pipeline.name,
+                trigger.name,
+                lambda state: {**state, **found.state, "collected": _union(state, found.state)},
+            )
+
+    def _settle(self, firing: FiringRecord, succeeded: bool) -> None:
+        """A succeeded firing's new data is collected now: its files' hashes, its watermark. A failed one's is
+        looked for again after a pause that doubles with each failure in a row."""
+        files = [item["sha256"] for item in firing.details.get("files", [])]
+        watermark = firing.details.get("watermark_to")
+        if not files and watermark is None:
+            return
+
+        def change(state: dict) -> dict:
+            state["failures"] = 0 if succeeded else int(state.get("failures", 0)) + 1
+            if not succeeded:
+                return state
+            if files:
+                state["collected"] = sorted(set(state.get("collected", [])) | set(files))
+            if watermark is not None:
+                state["watermark"] = watermark
+            return state
+
+        self.catalog.update_trigger_state(firing.pipeline, firing.trigger, change)
 
     # ------------------------------------------------------------------ starting
 
@@ -203,6 +258,7 @@ class Scheduler:
             else:
                 continue
             error = None if finished == "succeeded" else (message or f"the Ray job {state.lower()}")
+            self._settle(firing, finished == "succeeded")  # before it ends: a look then starts from what it collected
             if self.catalog.update_firing(firing.id, ["running"], state=finished, error=error) is not None:
                 self.catalog.release_lock(firing.pipeline, firing.id)
 
@@ -221,6 +277,11 @@ class Scheduler:
                     self.catalog.release_lock(lock.pipeline, lock.firing_id)
                 else:
                     self._launch(pipeline, firing)
+
+
+def _union(stored: dict, looked: dict) -> list[str]:
+    """Hashes collected by either the stored state (a run that succeeded meanwhile) or the look's (its baseline)."""
+    return sorted(set(stored.get("collected", [])) | set(looked.get("collected", [])))
 
 
 def next_firing(pipeline: PipelineRecord, trigger: TriggerRecord, now: datetime.datetime) -> datetime.datetime | None:

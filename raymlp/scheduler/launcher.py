@@ -14,11 +14,12 @@ from raymlp.catalog import FiringRecord, PipelineRecord
 from raymlp.storage import files
 
 
-def entrypoint(pipeline: PipelineRecord) -> str:
+def entrypoint(pipeline: PipelineRecord, firing: FiringRecord | None = None) -> str:
     """The command each run of the pipeline is: `raymlp run JOB` as `raymlp submit` sends it, or, where no
     `raymlp` is on this node's PATH (a cluster started from a shell without the virtualenv's bin/), this
     Python's `-m raymlp`: the scheduler runs in the cluster's own Python, which has raymlp."""
-    overrides = [part for override in pipeline.settings.get("overrides", []) for part in ("--set", override)]
+    settings = [*pipeline.settings.get("overrides", []), *((firing.details.get("overrides") or []) if firing else [])]
+    overrides = [part for override in settings for part in ("--set", override)]
     command = ["raymlp"] if shutil.which("raymlp") else [sys.executable, "-m", "raymlp"]
     return shlex.join([*command, "run", pipeline.job_file, *overrides])
 
@@ -87,7 +88,7 @@ class RayJobLauncher:
     def submit(self, pipeline: PipelineRecord, firing: FiringRecord, submission_id: str) -> None:
         try:
             self._cluster.client.submit_job(
-                entrypoint=entrypoint(pipeline),
+                entrypoint=entrypoint(pipeline, firing),
                 runtime_env=runtime_env(pipeline, self._local_snapshot(pipeline)),
                 submission_id=submission_id,
                 metadata=metadata(pipeline, firing),

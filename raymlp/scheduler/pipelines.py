@@ -92,10 +92,7 @@ def add(
         if not files.exists(location):
             files.write_bytes(location, package.read_bytes())
         size = package.stat().st_size
-    triggers = [
-        {"kind": trigger.kind, **trigger.model_dump(mode="json", exclude_none=True)}
-        for trigger in (schedule.triggers if schedule else [])
-    ]
+    triggers = [_trigger_definition(trigger, loaded, root) for trigger in (schedule.triggers if schedule else [])]
     job_settings = {
         "concurrency": schedule.concurrency if schedule else "skip",
         "catch_up": schedule.catch_up if schedule else "once",
@@ -109,6 +106,28 @@ def add(
     with Catalog(storage.catalog_url) as catalog:
         pipeline = catalog.put_pipeline(job.name, relative_job.as_posix(), location, digest, job_settings, triggers)
         return Added(pipeline, catalog.list_triggers(job.name), catalog.url, size)
+
+
+def _trigger_definition(trigger: Any, loaded: Any, root: Path) -> dict[str, Any]:
+    """A trigger as the catalog keeps it: its settings, and what a scheduler on the cluster needs to look for new
+    data: the watched files as absolute paths or URIs (the snapshot has none of them), the table, its column, and
+    the database URL as the job file writes it (a `${ENV}` reference stays one, expanded where the scheduler runs)."""
+    import os
+
+    job = loaded.config
+    definition = {"kind": trigger.kind, **trigger.model_dump(mode="json", exclude_none=True)}
+    if trigger.new_files is not None:
+        paths = trigger.new_files.path or job.data.source.path
+        patterns = [paths] if isinstance(paths, str) else list(paths)
+        definition["watch"] = [
+            pattern if files.is_remote(pattern) or os.path.isabs(os.path.expanduser(pattern)) else str(root / pattern)
+            for pattern in patterns
+        ]
+        definition["format"] = job.data.source.format
+    if trigger.new_rows is not None:
+        sql = loaded.public_dict()["data"]["source"]["sql"]
+        definition.update(url=sql["url"], table=sql["table"], column=trigger.new_rows.column)
+    return definition
 
 
 def request(catalog: Catalog, name: str, reason: str | None = None) -> FiringRecord:

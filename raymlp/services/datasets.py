@@ -103,6 +103,13 @@ def _lineage(record: Any, models: Any) -> list[str]:
         if record.source.get("kind") != "files"
         else "files " + ", ".join(item["path"] for item in record.source["files"])
     ]
+    if record.source.get("parent"):
+        appended = record.source.get("appended") or []
+        rows = sum(item.get("rows") or 0 for item in appended)
+        sources = ", ".join(item["source"] for item in appended[:3]) + (" ..." if len(appended) > 3 else "")
+        steps.append(
+            f"parent {record.source['parent']} + {rows} rows appended" + (f" from {sources}" if sources else "")
+        )
     steps.append(f"dataset {record.name}@{record.version} ({record.row_count} rows)")
     steps += [f"model {m.model_name} version {m.model_version} (run {m.run_id})" for m in models]
     return steps

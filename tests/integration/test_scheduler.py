@@ -144,3 +144,92 @@ def test_scheduled_jobs_run_by_themselves_on_the_cluster(tmp_path, ray_4_cpus):
     assert one.metadata["raymlp.trigger"] == "often" and one.metadata["raymlp.reason"] == caught_up[0].reason
     assert one.metadata["raymlp.fired_by"].startswith("a@")
     catalog.close()
+
+
+def test_new_files_and_new_rows_each_become_one_incremental_version(tmp_path, ray_4_cpus):
+    import shutil
+
+    import sqlalchemy as sa
+
+    from raymlp.catalog import with_installed_driver
+    from raymlp.scheduler.actor import running_names, stop_actor
+
+    from ..conftest import POSTGRES_URL, require_service
+
+    require_service(POSTGRES_URL, "postgresql")
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    landing = project / "data" / "landing"
+    landing.mkdir(parents=True)
+    (landing / "first.csv").write_text("a,b,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(10)))
+    warehouse = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    common = "  label: label\nschedule:\n  triggers: [{name: %s}]\n"
+    (project / "jobs" / "landing.yaml").write_text(
+        "version: 1\nname: landing\ndata:\n  source: {format: csv, path: data/landing/*.csv}\n"
+        f"  collect: {{url: '{warehouse}', table: landing, mode: append}}\n  dataset: {{name: landing}}\n"
+        + common
+        % "files, new_files: {every: 1s}"
+    )
+    table = f"raymlp_scheduled_events_{os.getpid()}"
+    engine = sa.create_engine(with_installed_driver(sa.engine.make_url(POSTGRES_URL)))
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        connection.execute(sa.text(f"CREATE TABLE {table} (id INTEGER, a DOUBLE PRECISION, label INTEGER)"))
+        connection.execute(sa.text(f"INSERT INTO {table} SELECT g, g * 0.5, g % 2 FROM generate_series(1, 20) g"))
+    (project / "jobs" / "events.yaml").write_text(
+        f"version: 1\nname: events\ndata:\n  source: {{format: sql, sql: {{url: '{POSTGRES_URL}', table: {table}}}}}\n"
+        f"  collect: {{url: '{warehouse}', table: events, mode: append}}\n  dataset: {{name: events}}\n"
+        + common
+        % "rows, new_rows: {column: id, every: 1s}"
+    )
+    home = tmp_path / ".raymlp"
+    env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus, "RAYMLP_SCHEDULER_TICK_S": "0.5"}
+    catalog = Catalog(f"sqlite:///{home / 'catalog.db'}")
+
+    def cli(*args: str):
+        result = run_cli(*args, cwd=project, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    def versions(name: str):
+        return [item for item in catalog.list_dataset_versions() if item.name == name]
+
+    try:
+        for job in ("landing", "events"):
+            cli("run", f"jobs/{job}.yaml")
+            cli("schedule", "add", f"jobs/{job}.yaml")
+        cli("scheduler", "start", "--name", "data")
+        try:
+            _until("the first looks", lambda: all(t.state.get("started") for t in catalog.list_triggers()), 60)
+        except AssertionError:
+            raise AssertionError(run_cli("scheduler", "status", "--json", cwd=project, env=env).stdout) from None
+
+        shutil.copy(landing / "first.csv", landing / "first-again.csv")  # the same bytes: nothing
+        (landing / "second.csv").write_text("a,b,label\n100,1,1\n101,2,0\n102,3,1\n")
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"INSERT INTO {table} SELECT g, g * 0.5, g % 2 FROM generate_series(21, 25) g"))
+        second = _until("landing@2", lambda: versions("landing")[1:], timeout=180)[0]
+        events = _until("events@2", lambda: versions("events")[1:], timeout=180)[0]
+        assert (second.row_count, second.source["parent"]) == (13, "landing@1")
+        assert [(item["rows"], item["source"].endswith("second.csv")) for item in second.source["appended"]] == [
+            (3, True)
+        ]
+        assert (events.row_count, events.source["parent"]) == (25, "events@1")
+        assert [item["rows"] for item in events.source["appended"]] == [5]
+        shown = json_output(cli("data", "show", "landing@2", "--json"))
+        assert any(step.startswith("parent landing@1 + 3 rows appended from ") for step in shown["lineage"])
+
+        (landing / "second-copy.csv").write_bytes((landing / "second.csv").read_bytes())
+        time.sleep(4)  # several looks: the copy's content was collected
+        assert len(versions("landing")) == 2
+        fired = {(f.pipeline, f.trigger, f.state) for f in catalog.list_firings(limit=100)}
+        assert fired == {("landing", "files", "succeeded"), ("events", "rows", "succeeded")}
+        assert len(catalog.list_firings(limit=100)) == 2
+        assert catalog.list_firings("events")[0].reason == f"5 new row(s) in {table} past id = 20 (up to 25)"
+    finally:
+        for name in running_names():
+            stop_actor(name)
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
+        catalog.close()

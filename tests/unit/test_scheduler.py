@@ -479,3 +479,111 @@ def test_the_airflow_export_parses_and_names_the_job(tmp_path, monkeypatch):
     assert ast.literal_eval(job.value)["entrypoint"] == "raymlp run jobs/wine.yaml --set train.epochs=3"
     assert "Europe/Berlin" in source and "http://head:8265" in source
     compile(source, "raymlp_wine.py", "exec")
+
+
+# --------------------------------------------------------------------------- new data
+
+
+def _data_pipeline(catalog: Catalog, clock: Clock, trigger: dict) -> None:
+    import raymlp.catalog.store as store
+
+    saved, store.utcnow = store.utcnow, clock
+    try:
+        catalog.put_pipeline("job", "jobs/job.yaml", "/p.zip", "0" * 64, {"concurrency": "skip"}, [trigger])
+    finally:
+        store.utcnow = saved
+
+
+def test_new_files_are_collected_once_per_content(catalog, tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "first.csv").write_text("a,label\n1,0\n")
+    clock, launcher = Clock(T0), RecordingLauncher()
+    _data_pipeline(
+        catalog,
+        clock,
+        {
+            "kind": "new_files",
+            "name": "files",
+            "new_files": {"every": "10s"},
+            "watch": [str(landing / "*.csv")],
+            "format": "csv",
+        },
+    )
+    scheduler = Scheduler(catalog, launcher, "a", clock)
+    scheduler.tick()  # the first look: what is there is the baseline
+    assert firings(catalog) == []
+    (landing / "second.csv").write_text("a,label\n2,1\n3,0\n")
+    scheduler.tick()  # within the interval: no look
+    assert firings(catalog) == []
+    clock.advance(10)
+    scheduler.tick()
+    firing = catalog.list_firings()[0]
+    assert (firing.trigger, firing.state, firing.reason) == ("files", "running", "1 new file(s): second.csv")
+    assert firing.details["overrides"] == [f'data.source.path=["{landing / "second.csv"}"]', "schedule=null"]
+    (landing / "copy-of-second.csv").write_bytes((landing / "second.csv").read_bytes())
+    clock.advance(10)
+    scheduler.tick()  # a run is collecting: no look until it ends
+    assert len(catalog.list_firings()) == 1
+    launcher.finish()
+    scheduler.tick()
+    clock.advance(10)
+    scheduler.tick()  # the same bytes under another name: nothing
+    assert [f.state for f in catalog.list_firings()] == ["succeeded"]
+    (landing / "third.csv").write_text("a,label\n4,1\n")
+    clock.advance(10)
+    scheduler.tick()
+    assert catalog.list_firings()[0].reason == "1 new file(s): third.csv"
+    launcher.finish("FAILED", "the run failed")
+    scheduler.tick()
+    clock.advance(10)
+    scheduler.tick()  # a failure doubles the pause before the next look
+    assert len(catalog.list_firings()) == 2
+    clock.advance(10)
+    scheduler.tick()  # not collected: found again
+    again = catalog.list_firings()[0]
+    assert (again.reason, again.state, again.id) == ("1 new file(s): third.csv", "running", 3)
+    assert scheduler.errors == []
+
+
+def test_new_rows_past_the_watermark_are_collected_once(catalog, tmp_path):
+    import sqlite3
+
+    database = tmp_path / "events.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE events (id INTEGER, x REAL)")
+        connection.executemany("INSERT INTO events VALUES (?, ?)", [(1, 0.1), (2, 0.2), (3, 0.3)])
+    clock, launcher = Clock(T0), RecordingLauncher()
+    _data_pipeline(
+        catalog,
+        clock,
+        {
+            "kind": "new_rows",
+            "name": "rows",
+            "new_rows": {"column": "id", "every": "5s"},
+            "url": f"sqlite:///{database}",
+            "table": "events",
+            "column": "id",
+        },
+    )
+    scheduler = Scheduler(catalog, launcher, "a", clock)
+    scheduler.tick()
+    assert firings(catalog) == [] and catalog.list_triggers()[0].state["watermark"] == 3
+    with sqlite3.connect(database) as connection:
+        connection.executemany("INSERT INTO events VALUES (?, ?)", [(4, 0.4), (5, 0.5)])
+    clock.advance(5)
+    scheduler.tick()
+    firing = catalog.list_firings()[0]
+    assert firing.reason == "2 new row(s) in events past id = 3 (up to 5)"
+    assert firing.details["overrides"] == [
+        "data.source.sql.table=null",
+        'data.source.sql.query="SELECT * FROM events WHERE events.id > 3 AND events.id <= 5"',
+        "schedule=null",
+    ]
+    launcher.finish()
+    scheduler.tick()
+    assert catalog.list_triggers()[0].state["watermark"] == 5
+    clock.advance(5)
+    scheduler.tick()
+    assert len(catalog.list_firings()) == 1  # nothing new
+    assert scheduler.errors == []
