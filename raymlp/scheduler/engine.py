@@ -44,6 +44,9 @@ class Launcher(Protocol):
     def stop(self, submission_id: str) -> None:
         """Stop the Ray job (a finished or missing one is no error)."""
 
+    def submit_check(self, pipeline: PipelineRecord, arguments: list[str], submission_id: str) -> None:
+        """Run `raymlp ARGUMENTS` on the cluster as `submission_id` (a monitor trigger's check)."""
+
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
@@ -90,6 +93,8 @@ class Scheduler:
                         self._guarded(pipeline.name, partial(self._fire_if_due, pipeline, trigger))
                     elif trigger.kind in ("new_files", "new_rows"):
                         self._guarded(f"{pipeline.name} {trigger.name}", partial(self._look, pipeline, trigger))
+                    elif trigger.kind == "monitor":
+                        self._guarded(f"{pipeline.name} {trigger.name}", partial(self._check_model, pipeline, trigger))
         self._guarded("running firings", self._follow_running)
         self._guarded("locks", partial(self._recover_locks, pipelines))
         pending = sorted(self.catalog.list_firings(states=["pending"], limit=10_000), key=lambda firing: firing.id)
@@ -164,6 +169,55 @@ class Scheduler:
                 trigger.name,
                 lambda state: {**state, **found.state, "collected": _union(state, found.state)},
             )
+
+    def _check_model(self, pipeline: PipelineRecord, trigger: TriggerRecord) -> None:
+        """A monitor trigger: every `every`, `raymlp monitor MODEL --job JOB` runs on the cluster as a Ray job (the
+        analysis is Ray Data work, not the scheduler's); when it ends, its report in the catalog decides."""
+        from raymlp.config.schema import duration_seconds
+
+        from .watch import monitor_verdict
+
+        check = trigger.state.get("check")
+        if check:
+            state, message = self.launcher.status(check["submission_id"])
+            if state not in FINISHED_STATES and state != "MISSING":
+                return
+            since = datetime.datetime.fromisoformat(check["since"])
+            model = trigger.definition["model"].split("@")[0].split(":")[0]
+            reports = [item for item in self.catalog.list_monitor_reports(model, limit=20) if item.created_at >= since]
+            outcome: dict[str, object] = {"check": None, "last_check": check["submission_id"]}
+            if reports:
+                report = reports[0]
+                outcome.update(last_report=report.id, last_check_error=None)
+                reason = monitor_verdict(trigger.definition, report.drifted, report.drift_share, report.summary)
+                under_way = self.catalog.list_firings(pipeline.name, states=["pending", "running"], limit=10_000)
+                if reason and not any(firing.trigger == trigger.name for firing in under_way):
+                    self.catalog.add_firing(
+                        pipeline.name,
+                        trigger.name,
+                        reason,
+                        self.name,
+                        details={"monitor_report": report.id, "report": report.report_path},
+                    )
+            else:
+                outcome["last_check_error"] = (message or f"the check {state.lower()} without a report")[:2000]
+            self.catalog.update_trigger_state(pipeline.name, trigger.name, lambda stored: {**stored, **outcome})
+            return
+        now = self.clock().replace(microsecond=0)
+        every = duration_seconds(trigger.definition["monitor"].get("every", "1h"))
+        if trigger.last_due is not None and (now - trigger.last_due).total_seconds() < every:
+            return
+        if not self.catalog.claim_check(pipeline.name, trigger.name, trigger.last_due, now):
+            return
+        catalog_tag = hashlib.sha256(self.catalog.url.encode()).hexdigest()[:6]
+        name = f"raymlp-{pipeline.name}-check-{trigger.name}-{now:%Y%m%d%H%M%S}-{catalog_tag}"
+        arguments = ["monitor", trigger.definition["model"], "--job", trigger.definition["job_file"]]
+        self.launcher.submit_check(pipeline, arguments, name)
+        self.catalog.update_trigger_state(
+            pipeline.name,
+            trigger.name,
+            lambda stored: {**stored, "check": {"submission_id": name, "since": now.isoformat()}},
+        )
 
     def _settle(self, firing: FiringRecord, succeeded: bool) -> None:
         """A succeeded firing's new data is collected now: its files' hashes, its watermark. A failed one's is

@@ -86,12 +86,25 @@ class RayJobLauncher:
         return str(local)
 
     def submit(self, pipeline: PipelineRecord, firing: FiringRecord, submission_id: str) -> None:
+        self._submit(pipeline, entrypoint(pipeline, firing), submission_id, metadata(pipeline, firing))
+
+    def submit_check(self, pipeline: PipelineRecord, arguments: list[str], submission_id: str) -> None:
+        """A check a trigger runs on the cluster (`raymlp monitor ...`) in the job's project and environment."""
+        command = ["raymlp"] if shutil.which("raymlp") else [sys.executable, "-m", "raymlp"]
+        self._submit(
+            pipeline,
+            shlex.join([*command, *arguments]),
+            submission_id,
+            {"raymlp.job": pipeline.name, "raymlp.check": "monitor"},
+        )
+
+    def _submit(self, pipeline: PipelineRecord, command: str, submission_id: str, labels: dict[str, str]) -> None:
         try:
             self._cluster.client.submit_job(
-                entrypoint=entrypoint(pipeline, firing),
+                entrypoint=command,
                 runtime_env=runtime_env(pipeline, self._local_snapshot(pipeline)),
                 submission_id=submission_id,
-                metadata=metadata(pipeline, firing),
+                metadata=labels,
                 **(pipeline.settings.get("resources") or {}),
             )
         except RuntimeError as error:

@@ -124,6 +124,12 @@ def _trigger_definition(trigger: Any, loaded: Any, root: Path) -> dict[str, Any]
             for pattern in patterns
         ]
         definition["format"] = job.data.source.format
+    if trigger.monitor is not None:
+        registered = job.register.model if job.register else job.name
+        definition["model"] = (
+            trigger.monitor.model or f"{registered}@{(job.register.alias if job.register else None) or 'champion'}"
+        )
+        definition["job_file"] = loaded.path.resolve().relative_to(root).as_posix()
     if trigger.new_rows is not None:
         sql = loaded.public_dict()["data"]["source"]["sql"]
         definition.update(url=sql["url"], table=sql["table"], column=trigger.new_rows.column)

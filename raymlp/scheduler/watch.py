@@ -154,3 +154,33 @@ def _typed(low: Any, like: Any) -> Any:
 
 def _above(high: Any, low: Any) -> bool:
     return bool(high > _typed(low, high))
+
+
+def monitor_verdict(definition: dict[str, Any], drifted: bool, share: float, summary: dict[str, Any]) -> str | None:
+    """Why a monitor report should retrain the model (None: it should not): the data drifts (when the trigger
+    watches drift), or a measured (else estimated) metric breaks its bar."""
+    from raymlp.config.schema.serve import REQUIREMENT_PATTERN
+
+    settings = definition.get("monitor", {})
+    reasons = []
+    if settings.get("drift", True) and drifted:
+        columns = ", ".join(summary.get("columns_drifted") or []) or "prediction"
+        reasons.append(f"the data drifts ({share:.0%} of columns: {columns})")
+    for metric, rule in (settings.get("performance") or {}).items():
+        match = REQUIREMENT_PATTERN.match(rule)
+        if match is None:
+            continue
+        for kind in ("measured", "estimated"):
+            value = (summary.get(kind) or {}).get(metric)
+            if value is None:
+                continue
+            if not _holds(float(value), match.group(1), float(match.group(2))):
+                reasons.append(f"{kind} {metric} {value:.4g} breaks '{rule.strip()}'")
+            break
+    if not reasons:
+        return None
+    return f"monitor {definition['model']}: " + "; ".join(reasons)
+
+
+def _holds(value: float, operator: str, bar: float) -> bool:
+    return {">=": value >= bar, "<=": value <= bar, ">": value > bar, "<": value < bar, "==": value == bar}[operator]

@@ -47,6 +47,7 @@ class RecordingLauncher:
         self.submitted: list[str] = []
         self.states: dict[str, tuple[str, str | None]] = {}
         self.stopped: list[str] = []
+        self.checks: list[tuple[list[str], str]] = []
         self.refuse: str | None = None
         self.lock = threading.Lock()
 
@@ -57,6 +58,10 @@ class RecordingLauncher:
             assert submission_id not in self.submitted, f"{submission_id} submitted twice"
             self.submitted.append(submission_id)
             self.states[submission_id] = ("RUNNING", None)
+
+    def submit_check(self, pipeline, arguments, submission_id) -> None:
+        self.checks.append((arguments, submission_id))
+        self.states[submission_id] = ("RUNNING", None)
 
     def status(self, submission_id):
         return self.states.get(submission_id, ("MISSING", None))
@@ -586,4 +591,62 @@ def test_new_rows_past_the_watermark_are_collected_once(catalog, tmp_path):
     clock.advance(5)
     scheduler.tick()
     assert len(catalog.list_firings()) == 1  # nothing new
+    assert scheduler.errors == []
+
+
+def test_a_monitor_check_that_finds_drift_or_a_breach_fires_a_retrain(catalog):
+    clock, launcher = Clock(T0), RecordingLauncher()
+    _data_pipeline(
+        catalog,
+        clock,
+        {
+            "kind": "monitor",
+            "name": "drift",
+            "monitor": {"every": "1h", "drift": True, "performance": {"accuracy": ">= 0.85"}},
+            "model": "wine-classifier@champion",
+            "job_file": "jobs/wine.yaml",
+        },
+    )
+    scheduler = Scheduler(catalog, launcher, "a", clock)
+    scheduler.tick()
+    ((arguments, check),) = launcher.checks
+    assert arguments == ["monitor", "wine-classifier@champion", "--job", "jobs/wine.yaml"]
+    scheduler.tick()  # the check runs: nothing to decide yet
+    assert firings(catalog) == [] and len(launcher.checks) == 1
+
+    def report(drifted: bool, measured: float | None, estimated: float) -> None:
+        clock.advance(1)
+        catalog.record_monitor_report(
+            "wine-classifier",
+            ["1"],
+            None,
+            None,
+            500,
+            "wine@1 (train split)",
+            0.6 if drifted else 0.0,
+            drifted,
+            {
+                "columns_drifted": ["alcohol", "ash"] if drifted else [],
+                "measured": None if measured is None else {"accuracy": measured},
+                "estimated": {"accuracy": estimated},
+            },
+            "/reports/report.html",
+        )
+
+    report(drifted=False, measured=None, estimated=0.95)
+    launcher.finish()
+    scheduler.tick()
+    assert firings(catalog) == [] and catalog.list_triggers()[0].state["check"] is None
+    clock.advance(3600)
+    scheduler.tick()  # the next check, an hour later
+    assert len(launcher.checks) == 2
+    report(drifted=True, measured=0.7, estimated=0.95)
+    launcher.finish()
+    scheduler.tick()
+    firing = catalog.list_firings()[0]
+    assert firing.reason == (
+        "monitor wine-classifier@champion: the data drifts (60% of columns: alcohol, ash); "
+        "measured accuracy 0.7 breaks '>= 0.85'"
+    )
+    assert firing.details["report"] == "/reports/report.html" and firing.state == "running"
     assert scheduler.errors == []
