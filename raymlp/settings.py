@@ -42,6 +42,11 @@ TRAIN_POLL_INTERVAL_ENV = "RAYMLP_TRAIN_POLL_INTERVAL_S"
 DEFAULT_TRAIN_POLL_INTERVAL_S = 0.2
 
 
+#: A scheduled run's firing: its id, trigger and reason (set by the scheduler in the run's environment).
+FIRING_ENV = "RAYMLP_FIRING"
+FIRING_TRIGGER_ENV = "RAYMLP_FIRING_TRIGGER"
+FIRING_REASON_ENV = "RAYMLP_FIRING_REASON"
+
 #: How often a scheduler looks at the catalog (seconds); cron triggers may be due every second.
 SCHEDULER_TICK_ENV = "RAYMLP_SCHEDULER_TICK_S"
 DEFAULT_SCHEDULER_TICK_S = 1.0

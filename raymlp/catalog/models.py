@@ -286,3 +286,19 @@ class PipelineLock(Base):
     firing_id: Mapped[int] = mapped_column(Integer)
     holder: Mapped[str] = mapped_column(String(255))
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ModelStep(Base):
+    """One step on a model version's way to an alias: its trigger, a gate, shadow, canary, the promotion."""
+
+    __tablename__ = "model_steps"
+    __table_args__ = (Index("ix_model_steps_model_name_model_version", "model_name", "model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(255))
+    model_version: Mapped[str] = mapped_column(String(64))
+    step: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

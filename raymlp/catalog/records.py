@@ -12,6 +12,7 @@ from raymlp.catalog.models import (
     Dataset,
     DatasetVersion,
     Firing,
+    ModelStep,
     ModelVersion,
     Module,
     MonitorReport,
@@ -185,6 +186,20 @@ class LockRecord:
     acquired_at: datetime
 
 
+@dataclass(frozen=True)
+class ModelStepRecord:
+    """One step on a model version's way to an alias."""
+
+    id: int
+    model_name: str
+    model_version: str
+    step: str
+    outcome: str
+    summary: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
 #: Each table's record, and how a column becomes a record's field where it is not taken as it is
 #: (JSON values become the caller's own copies).
 @dataclass(frozen=True)
@@ -217,6 +232,7 @@ _RECORDS: dict[type, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     PipelineTrigger: (TriggerRecord, {"definition": dict, "state": dict}),
     Firing: (FiringRecord, {"details": dict}),
     PipelineLock: (LockRecord, {}),
+    ModelStep: (ModelStepRecord, {"details": dict}),
 }
 
 

@@ -31,6 +31,7 @@ from raymlp.catalog.models import (
     Dataset,
     DatasetVersion,
     Firing,
+    ModelStep,
     ModelVersion,
     Module,
     MonitorReport,
@@ -46,6 +47,7 @@ from raymlp.catalog.records import (
     DatasetVersionRecord,
     FiringRecord,
     LockRecord,
+    ModelStepRecord,
     ModelVersionRecord,
     ModuleAdded,
     ModuleRecord,
@@ -836,3 +838,35 @@ class Catalog:
     def list_locks(self) -> list[LockRecord]:
         """Every held pipeline lock."""
         return self._records(select(PipelineLock).order_by(PipelineLock.pipeline))
+
+    # ------------------------------------------------------------------ model steps
+
+    def record_model_step(
+        self,
+        model_name: str,
+        model_version: int | str,
+        step: str,
+        outcome: str,
+        summary: str,
+        details: dict[str, Any] | None = None,
+    ) -> ModelStepRecord:
+        """Record one step of a model version's way to an alias (`models why` prints them in order)."""
+        row = ModelStep(
+            model_name=_name(model_name, "model_name"),
+            model_version=str(model_version),
+            step=_name(step, "step")[:32],
+            outcome=_name(outcome, "outcome")[:16],
+            summary=redact_text(str(summary)),
+            details=clean_json(dict(details or {}), "details", redact_keys=False),
+            created_at=utcnow(),
+        )
+        with self._session(write=True) as session:
+            return _added(session, row)
+
+    def list_model_steps(self, model_name: str, model_version: int | str) -> list[ModelStepRecord]:
+        """The steps of one model version, oldest first."""
+        return self._records(
+            select(ModelStep)
+            .where(ModelStep.model_name == model_name, ModelStep.model_version == str(model_version))
+            .order_by(ModelStep.id)
+        )

@@ -45,6 +45,21 @@ def models_show(model: ModelArg, as_json: JsonOpt = False, job: JobOpt = None) -
     _print_model(shown, aliases)
 
 
+@models_app.command("why")
+def models_why(model: ModelArg, as_json: JsonOpt = False, job: JobOpt = None) -> None:
+    """How a version came to be and how far it got: trigger, data versions, run, gates, promotion."""
+    from raymlp.services.models import why
+
+    shown = why(model, job)
+    if as_json:
+        print_json(shown)
+        return
+    typer.echo(f"{shown['model']} version {shown['version']}")
+    for item in shown["chain"]:
+        outcome = "" if item["outcome"] == "info" else f"{item['outcome']}: "
+        typer.echo(f"  {item['step']:<10} {outcome}{item['summary']}")
+
+
 def _print_model(shown: dict, aliases: list[str]) -> None:
     """`models show` for people: a summary, then metrics, features, preprocessing and lineage."""
     from .output import cell, number, print_lines, timestamp

@@ -262,7 +262,9 @@ def schedule_history(
                 timestamp(f.finished_at),
                 f.fired_by,
                 f.submission_id,
-                f.reason + (f" | {f.error.splitlines()[0]}" if f.error else ""),
+                f.reason
+                + (f" | {f.error.splitlines()[0]}" if f.error else "")
+                + (f" | {f.details['outcome']}" if f.details.get("outcome") else ""),
             ]
             for f in firings
         ],

@@ -60,6 +60,17 @@ def metadata(pipeline: PipelineRecord, firing: FiringRecord) -> dict[str, str]:
     }
 
 
+def firing_env(firing: FiringRecord) -> dict[str, str]:
+    """What tells a run which firing started it (`models why` shows it)."""
+    from raymlp import settings
+
+    return {
+        settings.FIRING_ENV: str(firing.id),
+        settings.FIRING_TRIGGER_ENV: firing.trigger,
+        settings.FIRING_REASON_ENV: firing.reason[:1000],
+    }
+
+
 class RayJobLauncher:
     """Submits firings to the cluster's Jobs API (the one at `address`, else the one this process is in)."""
 
@@ -86,7 +97,9 @@ class RayJobLauncher:
         return str(local)
 
     def submit(self, pipeline: PipelineRecord, firing: FiringRecord, submission_id: str) -> None:
-        self._submit(pipeline, entrypoint(pipeline, firing), submission_id, metadata(pipeline, firing))
+        self._submit(
+            pipeline, entrypoint(pipeline, firing), submission_id, metadata(pipeline, firing), firing_env(firing)
+        )
 
     def submit_check(self, pipeline: PipelineRecord, arguments: list[str], submission_id: str) -> None:
         """A check a trigger runs on the cluster (`raymlp monitor ...`) in the job's project and environment."""
@@ -98,11 +111,21 @@ class RayJobLauncher:
             {"raymlp.job": pipeline.name, "raymlp.check": "monitor"},
         )
 
-    def _submit(self, pipeline: PipelineRecord, command: str, submission_id: str, labels: dict[str, str]) -> None:
+    def _submit(
+        self,
+        pipeline: PipelineRecord,
+        command: str,
+        submission_id: str,
+        labels: dict[str, str],
+        env_vars: dict[str, str] | None = None,
+    ) -> None:
+        environment = runtime_env(pipeline, self._local_snapshot(pipeline))
+        if env_vars:
+            environment["env_vars"] = {**environment.get("env_vars", {}), **env_vars}
         try:
             self._cluster.client.submit_job(
                 entrypoint=command,
-                runtime_env=runtime_env(pipeline, self._local_snapshot(pipeline)),
+                runtime_env=environment,
                 submission_id=submission_id,
                 metadata=labels,
                 **(pipeline.settings.get("resources") or {}),

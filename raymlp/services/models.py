@@ -29,6 +29,7 @@ __all__ = [
     "remove_model_version",
     "rollback",
     "tracker_for",
+    "why",
 ]
 
 
@@ -147,3 +148,61 @@ def rollback(text: str, alias: str, job: Path | None) -> dict[str, Any]:
         raise UsageError(f"rollback takes the model NAME and --alias ALIAS, got '{text}'")
     before, after = tracker_for(storage_for(job)).rollback_alias(ref.name, alias)
     return {"model": ref.name, "alias": alias, "version": after, "previous_version": before}
+
+
+def why(text: str, job: Path | None) -> dict[str, Any]:
+    """`models why`: how a model version came to be and how far it got: trigger -> data versions -> run -> gates ->
+    shadow -> canary -> promotion, from the catalog's records."""
+    from raymlp.catalog import Catalog, CatalogError
+
+    ref = parse_model_ref(text)
+    storage = storage_for(job)
+    tracker = tracker_for(storage)
+    version = ref.version
+    if version is None:
+        version = (
+            tracker.alias_version(ref.name, ref.alias)
+            if ref.alias
+            else max(
+                (int(item.version) for item in tracker.client.search_model_versions(f"name='{ref.name}'")), default=None
+            )
+        )
+        if version is None:
+            raise UsageError(f"model {ref.name} has no version {'at ' + ref.alias if ref.alias else 'registered'}")
+    with Catalog(storage.catalog_url) as catalog:
+        recorded = [item for item in catalog.list_model_versions(ref.name) if str(item.model_version) == str(version)]
+        if not recorded:
+            raise UsageError(f"model {ref.name} has no version {version} in the catalog at {catalog.url}")
+        record = recorded[-1]
+        steps = catalog.list_model_steps(ref.name, version)
+        dataset = None
+        if record.dataset_name and record.dataset_version:
+            try:
+                dataset = catalog.get_dataset_version(record.dataset_name, record.dataset_version)
+            except CatalogError:  # removed since
+                dataset = None
+        firing = None
+        trigger_step = next((item for item in steps if item.step == "trigger"), None)
+        if trigger_step is not None and trigger_step.details.get("firing"):
+            try:
+                firing = catalog.get_firing(int(trigger_step.details["firing"]))
+            except CatalogError:
+                firing = None
+    chain: list[dict[str, Any]] = []
+    if trigger_step is not None:
+        ray_job = f" [Ray job {firing.submission_id}]" if firing is not None and firing.submission_id else ""
+        chain.append({"step": "trigger", "outcome": "info", "summary": trigger_step.summary + ray_job})
+    data = f"{record.dataset_name}@{record.dataset_version}"
+    if dataset is not None and dataset.source.get("parent"):
+        appended = dataset.source.get("appended") or []
+        data += (
+            f" (parent {dataset.source['parent']} + {sum(item.get('rows') or 0 for item in appended)} rows appended)"
+        )
+    chain.append({"step": "data", "outcome": "info", "summary": data})
+    chain.append(
+        {"step": "run", "outcome": "info", "summary": f"run {record.run_id} (MLflow run {record.mlflow_run_id})"}
+    )
+    for item in steps:
+        if item.step != "trigger":
+            chain.append({"step": item.step, "outcome": item.outcome, "summary": item.summary, "details": item.details})
+    return {"model": ref.name, "version": int(version), "chain": chain}

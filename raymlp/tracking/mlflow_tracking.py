@@ -382,6 +382,11 @@ class Tracker:
             history.append({"version": int(version), "by": by, "at": _now()})
         self._write_alias_history(name, alias, history)
 
+    def alias_version(self, name: str, alias: str) -> int | None:
+        """The version `alias` points at now (None: it points nowhere)."""
+        found = (self._registered_model(name).aliases or {}).get(alias)
+        return int(found) if found is not None else None
+
     def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
         """Every recorded move of NAME@ALIAS, oldest first: {version, by, at} (rollbacks also `from`)."""
         return _recorded_history(self._registered_model(name), alias)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -463,17 +464,87 @@ class Registered:
     gate_failures: list[str]
 
 
+def _rules(require: dict[str, str]) -> str:
+    return ", ".join(f"{metric} {rule.strip()}" for metric, rule in require.items())
+
+
+def _trigger_of_this_run() -> tuple[str, dict[str, Any]]:
+    """What started this run: the scheduler's firing (its environment says which), else a person."""
+    import getpass
+    import os
+
+    from raymlp import settings
+
+    firing = os.environ.get(settings.FIRING_ENV)
+    if firing:
+        trigger = os.environ.get(settings.FIRING_TRIGGER_ENV, "")
+        reason = os.environ.get(settings.FIRING_REASON_ENV, "")
+        return f"firing {firing} ({trigger}): {reason}", {"firing": int(firing), "trigger": trigger, "reason": reason}
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in this environment
+        user = "unknown"
+    return f"run by hand ({user})", {"user": user}
+
+
+def _tell_the_firing(context: StageContext, outcome: str) -> None:
+    """A scheduled run writes what became of its model into its firing, so the schedule's history shows it."""
+    import os
+
+    from raymlp import settings
+
+    firing = os.environ.get(settings.FIRING_ENV)
+    if firing and firing.isdigit():
+        try:
+            context.catalog.update_firing(int(firing), ["pending", "running"], details={"outcome": outcome})
+        except Exception:  # the schedule's catalog is another one: the model's own steps still say it
+            pass
+
+
+def _against_champion(context: StageContext, tracker: Any, trained: TrainedModel, version: int) -> Any:
+    """The candidate and the alias's holder scored on this run's test split (`train.champion`)."""
+    from raymlp.data.split import split_frame
+    from raymlp.data.versions import read_version_table
+    from raymlp.errors import UsageError
+    from raymlp.package import load_package
+    from raymlp.tracking import ModelRef
+
+    from .champion import ChampionComparison, compare_with_champion
+
+    register = context.config.register
+    gate = register.beat_champion
+    try:
+        champion_dir, champion_version = tracker.package_for(
+            ModelRef(register.model, alias=register.alias), context.storage.model_cache()
+        )
+    except UsageError:
+        return ChampionComparison(True, f"no version holds '{register.alias}' yet", {"champion": None})
+    if int(champion_version) == int(version):
+        return ChampionComparison(True, "the candidate already holds the alias", {"champion_version": version})
+    name, _, number = trained.dataset_ref.partition("@")
+    record = context.catalog.get_dataset_version(name, int(number))
+    frame = read_version_table(record.path, record.manifest).to_pandas()
+    candidate = load_package(trained.package_dir)
+    label = candidate.description["label"]
+    frame = frame[frame[label].notna()]
+    classification = candidate.description["task"] == "classification"
+    _, _, test = split_frame(frame, context.config.data.split, frame[label] if classification else None)
+    if not len(test):
+        return ChampionComparison(False, "the job's split holds no test rows to compare on", {"rows": 0})
+    return compare_with_champion(
+        candidate, load_package(champion_dir), test, gate.metric, gate.max_drop, int(champion_version)
+    )
+
+
 def register_stage(context: StageContext, trained: TrainedModel) -> Registered:
-    """Register the model version; move the alias only when `register.require` holds."""
+    """Register the model version; move the alias only when `register.require` holds and, with
+    `register.beat_champion`, the candidate is not worse than the alias's holder on the same test rows. Each step
+    is recorded for `raymlp models why`."""
     from raymlp.tracking import Tracker, check_requirements
 
     register = context.config.register
     tracker = Tracker(context.storage.tracking_uri, context.storage.root)
     version = tracker.register(trained.model_uri, register.model, trained.mlflow_run_id)
-    failures = check_requirements(register.require, trained.metrics)
-    moved = bool(register.alias) and not failures
-    if moved:
-        tracker.set_alias(register.model, register.alias, version, by="register")
     name, _, number = trained.dataset_ref.partition("@")
     context.catalog.record_model_version(
         model_name=register.model,
@@ -487,11 +558,40 @@ def register_stage(context: StageContext, trained: TrainedModel) -> Registered:
         framework=trained.framework,
         metrics=trained.metrics,
     )
+    step = partial(context.catalog.record_model_step, register.model, version)
+    step("trigger", "info", *_trigger_of_this_run())
+    failures = check_requirements(register.require, trained.metrics)
+    if register.require:
+        step(
+            "gate",
+            "failed" if failures else "passed",
+            ("require: " + "; ".join(failures)) if failures else f"require: {_rules(register.require)} hold",
+            {"require": register.require, "metrics": trained.metrics},
+        )
+    if register.alias and not failures and register.beat_champion is not None:
+        comparison = _against_champion(context, tracker, trained, version)
+        step("gate", "passed" if comparison.passed else "failed", f"champion: {comparison.summary}", comparison.details)
+        if not comparison.passed:
+            failures = [f"champion: {comparison.summary}"]
+    moved = bool(register.alias) and not failures
+    if moved:
+        previous = tracker.alias_version(register.model, register.alias)
+        tracker.set_alias(register.model, register.alias, version, by="register")
+        held = f" (from version {previous})" if previous is not None else ""
+        step("promotion", "promoted", f"alias '{register.alias}' -> version {version}{held}", {"previous": previous})
+    elif register.alias:
+        step(
+            "promotion",
+            "stopped",
+            f"alias '{register.alias}' not moved: " + "; ".join(failures),
+            {"previous": tracker.alias_version(register.model, register.alias)},
+        )
     if register.alias and failures:
         note = f"alias '{register.alias}' not moved: " + "; ".join(failures)
     elif moved:
         note = f"alias '{register.alias}' -> version {version}"
     else:
         note = "no alias"
+    _tell_the_firing(context, f"{register.model}:{version}: {note}")
     context.reporter.stage("register", f"{register.model} version {version}; {note}")
     return Registered(register.model, version, register.alias, moved, failures)

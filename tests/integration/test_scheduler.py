@@ -233,3 +233,103 @@ def test_new_files_and_new_rows_each_become_one_incremental_version(tmp_path, ra
             connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         engine.dispose()
         catalog.close()
+
+
+def test_bad_candidates_stop_at_the_gates_and_say_why(tmp_path, ray_4_cpus):
+    """Three scheduled runs: the first is promoted; the second, a model too weak to learn, is worse than the
+    champion on the same test rows; the third, trained on shuffled labels, misses the absolute bar. The alias
+    stays on the first, and `models why` and the history say why."""
+    import csv
+    import random
+
+    from raymlp.scheduler.actor import running_names, stop_actor
+
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "data").mkdir()
+    home = tmp_path / ".raymlp"
+    env = {"RAYMLP_HOME": str(home), "RAY_ADDRESS": ray_4_cpus, "RAYMLP_SCHEDULER_TICK_S": "0.5"}
+    assert run_cli("data", "sample", "wine", "-o", "data/wine.csv", cwd=project, env=env).returncode == 0
+
+    def job(strength: float, bar: float) -> None:
+        (project / "jobs" / "wine.yaml").write_text(
+            "version: 1\nname: wine-gated\ndata:\n  source: {format: csv, path: data/wine.csv}\n"
+            "  dataset: {name: wine-gated}\n  label: target\n  split: {validation: 0.2, test: 0.2, seed: 7}\n"
+            "preprocess:\n  - {type: standard_scaler, columns: [alcohol, malic_acid, ash, flavanoids, proline]}\n"
+            "train:\n  framework: sklearn\n  model: {type: sklearn.linear_model.LogisticRegression, "
+            f"params: {{max_iter: 500, C: {strength:.6f}}}}}\n"
+            f"register:\n  model: wine-gated\n  alias: champion\n  require: {{test_accuracy: '>= {bar}'}}\n"
+            "  beat_champion: {metric: accuracy, max_drop: 0.02}\n"
+        )
+
+    catalog = Catalog(f"sqlite:///{home / 'catalog.db'}")
+
+    def cli(*args: str):
+        result = run_cli(*args, cwd=project, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    def run_once(reason: str):
+        cli("schedule", "add", "jobs/wine.yaml")  # a new snapshot of the project as it is now
+        firing = json_output(cli("trigger", "wine-gated", "--reason", reason, "--json"))
+        return _until(
+            f"firing {firing['id']}",
+            lambda: (
+                catalog.get_firing(firing["id"]).state in ("succeeded", "failed") and catalog.get_firing(firing["id"])
+            ),
+            timeout=240,
+        )
+
+    try:
+        cli("scheduler", "start", "--name", "gate")
+        job(strength=1.0, bar=0.3)
+        first = run_once("first model")
+        assert first.state == "succeeded" and first.details["outcome"] == "wine-gated:1: alias 'champion' -> version 1"
+        job(strength=0.00001, bar=0.3)  # all but blind: it learns the majority class
+        weak = run_once("a weak model")
+        job(strength=1.0, bar=0.8)
+        rows = list(csv.reader((project / "data" / "wine.csv").open()))
+        label = rows[0].index("target")
+        shuffled = [row[label] for row in rows[1:]]
+        random.Random(3).shuffle(shuffled)
+        for row, value in zip(rows[1:], shuffled, strict=True):
+            row[label] = value
+        with (project / "data" / "wine.csv").open("w", newline="") as out:
+            csv.writer(out).writerows(rows)
+        noise = run_once("shuffled labels")
+    finally:
+        for name in running_names():
+            stop_actor(name)
+    assert weak.state == noise.state == "succeeded"  # the runs worked; the gates stopped the models
+    assert weak.details["outcome"].startswith("wine-gated:2: alias 'champion' not moved: champion: accuracy ")
+    assert noise.details["outcome"].startswith("wine-gated:3: alias 'champion' not moved: test_accuracy is ")
+    models = {m["version"]: m["aliases"] for m in json_output(cli("models", "list", "--json"))}
+    assert models == {1: ["champion"], 2: [], 3: []}
+
+    why = json_output(cli("models", "why", "wine-gated:2", "--json"))
+    assert [(item["step"], item["outcome"]) for item in why["chain"]] == [
+        ("trigger", "info"),
+        ("data", "info"),
+        ("run", "info"),
+        ("gate", "passed"),
+        ("gate", "failed"),
+        ("promotion", "stopped"),
+    ]
+    assert why["chain"][0]["summary"].startswith(
+        f"firing {weak.id} (request): a weak model [Ray job raymlp-wine-gated-"
+    )
+    gate = why["chain"][4]
+    assert gate["details"]["champion_version"] == 1 and gate["details"]["drop"] > 0.02
+    assert gate["summary"].startswith("champion: accuracy ") and "beyond max_drop 0.02" in gate["summary"]
+
+    why = json_output(cli("models", "why", "wine-gated:3", "--json"))
+    assert [(item["step"], item["outcome"]) for item in why["chain"]][3:] == [
+        ("gate", "failed"),
+        ("promotion", "stopped"),
+    ]
+    assert why["chain"][1]["summary"] == "wine-gated@2"  # the weak model reused version 1: same rows
+    text = cli("models", "why", "wine-gated:3").stdout
+    assert "promotion  stopped: alias 'champion' not moved: test_accuracy is " in text
+    history = cli("schedule", "history", "wine-gated").stdout
+    assert "shuffled labels" in history and "not moved" in history
+    catalog.close()

@@ -13,6 +13,20 @@ from .environments import _STAGE_ENV_HELP, EnvRef
 REQUIREMENT_PATTERN = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?\d+(\.\d+)?([eE][-+]?\d+)?)\s*$")
 
 
+class ChampionGateConfig(Section):
+    metric: str = Field(
+        description="The metric both models are scored by on this run's test split, by the same code "
+        "(accuracy, f1, roc_auc, loss for classifiers; rmse, mae, r2 for regressors).",
+        pattern=r"^(test_)?(accuracy|f1|roc_auc|loss|rmse|mae|r2)$",
+    )
+    max_drop: float = Field(
+        default=0.0,
+        ge=0,
+        le=1e12,
+        description="How much worse than the champion the candidate may be and still take the alias.",
+    )
+
+
 class RegisterConfig(Section):
     model: Name = Field(description="Registered model name in MLflow.")
     alias: str | None = Field(
@@ -22,6 +36,11 @@ class RegisterConfig(Section):
     )
     require: dict[str, str] = Field(
         default_factory=dict, description='Gate: metric -> comparison, e.g. {test_accuracy: ">= 0.9"}.'
+    )
+    beat_champion: ChampionGateConfig | None = Field(
+        default=None,
+        description="Gate: the candidate, scored with the alias's current holder on the same held-out test "
+        "split, may be worse by at most max_drop (TFX's change threshold; `require` is the value threshold).",
     )
 
     @field_validator("require")

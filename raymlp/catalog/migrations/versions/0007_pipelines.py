@@ -1,4 +1,5 @@
-"""Pipelines: jobs the scheduler runs by itself, their triggers, every firing, and the lock a running job holds.
+"""Pipelines: jobs the scheduler runs by itself, their triggers, every firing, and the lock a running job holds;
+model steps: what happened on a model version's way to an alias (trigger, gates, promotion).
 
 Revision ID: 0007
 Revises: 0006
@@ -72,10 +73,25 @@ def upgrade() -> None:
         sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("pipeline", name=op.f("pk_pipeline_locks")),
     )
+    op.create_table(
+        "model_steps",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("model_name", sa.String(255), nullable=False),
+        sa.Column("model_version", sa.String(64), nullable=False),
+        sa.Column("step", sa.String(32), nullable=False),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("summary", sa.Text(), nullable=False),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_model_steps")),
+    )
+    op.create_index("ix_model_steps_model_name_model_version", "model_steps", ["model_name", "model_version"])
 
 
 def downgrade() -> None:
-    """Drop the four pipeline tables."""
+    """Drop the pipeline tables and model_steps."""
+    op.drop_index("ix_model_steps_model_name_model_version", table_name="model_steps")
+    op.drop_table("model_steps")
     op.drop_table("pipeline_locks")
     op.drop_index("ix_pipeline_firings_state", table_name="pipeline_firings")
     op.drop_index("ix_pipeline_firings_pipeline_id", table_name="pipeline_firings")
