@@ -223,13 +223,19 @@ def schedule_list(job: JobOpt = None, as_json: JsonOpt = False) -> None:
                 row["trigger"],
                 row["when"],
                 "paused" if row["paused"] else "active",
-                row["last_due"],
-                row["next"],
+                _when(row["last_due"]),
+                _when(row["next"]),
                 row["concurrency"],
             ]
             for row in rows
         ],
     )
+
+
+def _when(iso: str | None) -> str | None:
+    from datetime import datetime
+
+    return timestamp(datetime.fromisoformat(iso)) if iso else None
 
 
 @schedule_app.command("history")
