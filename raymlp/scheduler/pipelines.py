@@ -93,6 +93,7 @@ def add(
             files.write_bytes(location, package.read_bytes())
         size = package.stat().st_size
     triggers = [_trigger_definition(trigger, loaded, root) for trigger in (schedule.triggers if schedule else [])]
+    _check_watermarks(loaded, triggers)
     job_settings = {
         "concurrency": schedule.concurrency if schedule else "skip",
         "catch_up": schedule.catch_up if schedule else "once",
@@ -134,6 +135,35 @@ def _trigger_definition(trigger: Any, loaded: Any, root: Path) -> dict[str, Any]
         sql = loaded.public_dict()["data"]["source"]["sql"]
         definition.update(url=sql["url"], table=sql["table"], column=trigger.new_rows.column)
     return definition
+
+
+def _check_watermarks(loaded: Any, triggers: list[dict[str, Any]]) -> None:
+    """A `new_rows` column must be a column of its table (`validate` can check it only against data.schema)."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from raymlp.catalog import with_installed_driver
+
+    problems = []
+    for index, definition in enumerate(triggers):
+        if definition["kind"] != "new_rows":
+            continue
+        engine = sa.create_engine(with_installed_driver(make_url(loaded.config.data.source.sql.url)))
+        try:
+            columns = [column["name"] for column in sa.inspect(engine).get_columns(definition["table"])]
+        except Exception as error:  # unreachable, or no such table: the same place says so
+            columns, reason = None, f"cannot read the columns of {definition['table']}: {str(error).splitlines()[0]}"
+        finally:
+            engine.dispose()
+        if columns is not None and definition["column"] not in columns:
+            reason = (
+                f"'{definition['column']}' is not a column of {definition['table']} (columns: {', '.join(columns)})"
+            )
+        elif columns is not None:
+            continue
+        problems.append((("schedule", "triggers", index, "new_rows", "column"), reason))
+    if problems:
+        raise loaded.config_error(problems)
 
 
 def request(catalog: Catalog, name: str, reason: str | None = None) -> FiringRecord:

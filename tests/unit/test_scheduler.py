@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import datetime
 import gzip
+import os
 import subprocess
 import sys
 import threading
@@ -650,3 +651,42 @@ def test_a_monitor_check_that_finds_drift_or_a_breach_fires_a_retrain(catalog):
     )
     assert firing.details["report"] == "/reports/report.html" and firing.state == "running"
     assert scheduler.errors == []
+
+
+def test_schedule_add_checks_the_watermark_column_against_the_table(tmp_path):
+    import sqlite3
+
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    with sqlite3.connect(tmp_path / "events.db") as connection:
+        connection.execute("CREATE TABLE events (id INTEGER, a REAL, label INTEGER)")
+    job = project / "jobs" / "events.yaml"
+    job.write_text(
+        "version: 1\nname: events\ndata:\n"
+        f"  source: {{format: sql, sql: {{url: 'sqlite:///{tmp_path / 'events.db'}', table: events}}}}\n"
+        f"  collect: {{url: 'sqlite:///{tmp_path / 'warehouse.db'}', table: events, mode: append}}\n"
+        "  dataset: {name: events}\n  label: label\nschedule:\n  triggers:\n"
+        "    - {name: rows, new_rows: {column: updated_at}}\n"
+    )
+    env = {**os.environ, "RAYMLP_HOME": str(tmp_path / "home")}
+    added = subprocess.run(
+        [sys.executable, "-m", "raymlp", "schedule", "add", "jobs/events.yaml"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert added.returncode == 2
+    assert added.stderr.splitlines()[0] == (
+        f"{job}:11: schedule.triggers.0.new_rows.column: 'updated_at' is not a column of events (columns: id, a, label)"
+    )
+    job.write_text(job.read_text().replace("column: updated_at", "column: id"))
+    added = subprocess.run(
+        [sys.executable, "-m", "raymlp", "schedule", "add", "jobs/events.yaml", "--json"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert added.returncode == 0, added.stderr
+    assert '"column": "id"' in added.stdout and '"table": "events"' in added.stdout
