@@ -677,7 +677,7 @@ def test_schedule_add_checks_the_watermark_column_against_the_table(tmp_path):
         text=True,
     )
     assert added.returncode == 2
-    problem = f"{job}:11: schedule.triggers.0.new_rows.column: 'updated_at' is not a column of events"
+    problem = f"{job}:10: schedule.triggers.0.new_rows.column: 'updated_at' is not a column of events"
     assert f"{problem} (columns: id, a, label)" in added.stderr.splitlines()
     job.write_text(job.read_text().replace("column: updated_at", "column: id"))
     added = subprocess.run(
