@@ -64,6 +64,17 @@ def due_between(
     while moment is not None and moment <= now and count < MOST_COUNTED:
         count, latest = count + 1, moment
         moment = next_due(definition, anchor, moment, timezone)
+    if count == MOST_COUNTED and definition.get("cron"):  # the latest due time, without walking to it
+        from croniter import croniter
+
+        expression = definition["cron"]
+        zone = zoneinfo.ZoneInfo(definition.get("timezone") or timezone)
+        previous = croniter(
+            expression,
+            now.astimezone(zone) + datetime.timedelta(seconds=1),
+            second_at_beginning=len(expression.split()) == 6,
+        ).get_prev(datetime.datetime)
+        latest = _whole_seconds(previous.astimezone(datetime.UTC))
     if count == MOST_COUNTED and definition.get("every"):  # the rest, counted without walking
         step = max(1.0, duration_seconds(definition["every"]))
         start = _whole_seconds(anchor)

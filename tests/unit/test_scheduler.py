@@ -135,6 +135,8 @@ def test_intervals_count_from_when_the_trigger_was_added():
     )
     years = due_between({"every": "1s"}, anchor, None, T0 + datetime.timedelta(days=400))
     assert years.count == 400 * 86400 and years.latest == T0 + datetime.timedelta(days=400)
+    down = due_between({"cron": "*/2 * * * * *"}, T0, None, T0 + datetime.timedelta(days=2, seconds=7))
+    assert down.count >= 10_000 and down.latest == T0 + datetime.timedelta(days=2, seconds=6)  # counted up to a cap
 
 
 # --------------------------------------------------------------------------- firing
