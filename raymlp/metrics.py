@@ -38,6 +38,7 @@ SERVE_RECORDS = "raymlp_serve_records"
 SERVE_BATCH_RECORDS = "raymlp_serve_batch_records"
 CAPTURE_ROWS = "raymlp_capture_rows"
 CAPTURE_DROPPED = "raymlp_capture_dropped"
+SHADOW_RECORDS = "raymlp_shadow_records"
 MONITOR_ROWS = "raymlp_monitor_rows"
 MONITOR_DRIFT_SCORE = "raymlp_monitor_drift_score"
 MONITOR_COLUMN_DRIFTED = "raymlp_monitor_column_drifted"
@@ -99,6 +100,13 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
         "counter",
         "Sampled records the capture dropped: its buffer was full, or a write failed (`reason`).",
         (*_SERVE, "source", "reason"),
+        None,
+    ),
+    SHADOW_RECORDS: (
+        "counter",
+        "Records a shadow version scored after the answer (`outcome`: agreed or disagreed with the answer sent, "
+        "dropped while its queue was full, failed).",
+        (*_SERVE, "shadow", "outcome"),
         None,
     ),
     MONITOR_ROWS: ("gauge", "Captured rows in the window the last `raymlp monitor` analysed.", _MONITOR, None),

@@ -70,23 +70,36 @@ class ModelServer:
         self._install_openapi()
         self.batcher = Batcher(self.metrics, **self.spec.batching) if self.spec.batching else None
         self.capture = self._start_capture()
+        self.shadow = self._start_shadow(self.spec.shadow)
         self._stop = threading.Event()
         if self._follows_aliases():
             threading.Thread(target=self._follow_aliases, name="raymlp-follow-aliases", daemon=True).start()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """A new traffic split (`serve.traffic`), applied in place by Serve: no replica restarts."""
+        """A new traffic split (`serve.traffic`) or shadow (`serve.shadow`), applied in place by Serve: no replica
+        restarts."""
         traffic = user_config.get("traffic")
         if traffic and traffic != self.spec.traffic:
             routing = self._resolve(traffic, self._routing.packages)
             with self._lock:
                 self.spec = self.spec.model_copy(update={"traffic": traffic})
                 self._routing = routing
+        shadow = user_config.get("shadow")
+        if shadow != self.spec.shadow:
+            started = self._start_shadow(shadow)
+            with self._lock:
+                self.spec = self.spec.model_copy(update={"shadow": shadow})
+                stopped, self.shadow = self.shadow, started
+            if stopped is not None:
+                stopped.close()
 
     def __del__(self) -> None:
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
+        shadow = getattr(self, "shadow", None)
+        if shadow is not None:  # its last copies go to the capture before the capture's last write
+            shadow.close()
         capture = getattr(self, "capture", None)
         if capture is not None:  # Serve stops a replica gracefully: what is buffered is written
             capture.close()
@@ -112,6 +125,20 @@ class ModelServer:
             builder = CaptureTableBuilder(package.features, self.capture.settings.exclude, package.classes)
             self._capture_builders[version] = builder
         return builder
+
+    def _start_shadow(self, ref: str | None) -> Any:
+        """The shadow version's scorer (None: no shadow)."""
+        if not ref:
+            return None
+        from raymlp.package import load_package
+
+        from .shadow import Shadow
+
+        version, path = self._locate(ref)
+        loaded = self._routing.packages.get(version)
+        package = loaded if loaded is not None else load_package(path)
+        builder = self._capture_builder(version, package) if self.capture is not None else None
+        return Shadow(version, package, self.capture, builder, self.metrics.base)
 
     # --- versions -----------------------------------------------------------------------------
 
@@ -258,17 +285,16 @@ class ModelServer:
         payload: dict[str, Any] = {"model": self.spec.model, "version": version}
         payload.update(answers[0] if single else {"predictions": answers})
         self.metrics.answered(version, 200, started)
+        captured = False
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        arrived = time.time() - latency_ms / 1000.0
         if self.capture is not None:
-            latency_ms = (time.perf_counter() - started) * 1000.0
-            self.capture.offer(
-                request_id,
-                time.time() - latency_ms / 1000.0,
-                latency_ms,
-                version,
-                self._capture_builder(version, package),
-                records,
-                answers,
+            captured = self.capture.offer(
+                request_id, arrived, latency_ms, version, self._capture_builder(version, package), records, answers
             )
+        shadow = self.shadow
+        if shadow is not None and shadow.version != version:
+            shadow.offer(request_id, arrived, records, answers, captured)
         return JSONResponse(payload, headers={VERSION_HEADER: str(version), **id_header})
 
     @api.get("/health")
@@ -306,6 +332,9 @@ class ModelServer:
                 "features": self.features,
                 "classes": first.classes,
                 "run_id": self.spec.run_id,
+                "shadow": None
+                if self.shadow is None
+                else {"version": self.shadow.version, "records": dict(self.shadow.counts)},  # this replica's counts
             }
         )
 
@@ -386,6 +415,8 @@ def deployment_options(serve_config: Any, spec: EndpointSpec, *, quiet: bool = F
         options["autoscaling_config"] = serve_config.autoscaling.model_dump()
     else:
         options["num_replicas"] = serve_config.num_replicas or 1
+    if spec.shadow:
+        options["user_config"]["shadow"] = spec.shadow
     return options
 
 

@@ -287,11 +287,15 @@ class CaptureBuffer:
         builder: CaptureTableBuilder,
         records: list[dict[str, Any]],
         answers: list[dict[str, Any]],
-    ) -> None:
-        """Keep one answered request (`builder`: its version's columns) unless sampled out or the buffer is full."""
+        source: str | None = None,
+        sampled: bool = False,
+    ) -> bool:
+        """Keep one answered request (`builder`: its version's columns) unless sampled out or the buffer is full;
+        whether it was sampled in. `sampled`: the decision was made already (a shadow's copy of a kept request);
+        `source`: other than the buffer's (`shadow`)."""
         sample = self.settings.sample
-        if sample < 1.0 and random.random() >= sample:
-            return
+        if not sampled and sample < 1.0 and random.random() >= sample:
+            return False
         count = len(records)
         with self._lock:
             full = self._rows + count > self.settings.max_buffer_rows
@@ -301,10 +305,11 @@ class CaptureBuffer:
                 pending = self._pending.get(version)
                 if pending is None:
                     pending = self._pending[version] = builder.columns()
-                pending.add(request_id, arrived, latency_ms, version, self.source, records, answers)
+                pending.add(request_id, arrived, latency_ms, version, source or self.source, records, answers)
                 self._rows += count
         if full:
             self._count_dropped(count, "buffer_full")
+        return True
 
     def flush(self) -> int:
         """Write what is buffered now; returns the rows written."""

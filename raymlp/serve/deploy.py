@@ -55,7 +55,9 @@ def endpoint_spec(
                 "(comma-separated API keys)"
             )
         digests = [key_digest(key) for key in keys]
-    registry = storage is not None and any(ref not in packages for ref in traffic)
+    registry = storage is not None and any(
+        ref not in packages for ref in [*traffic, *([config.shadow] if config.shadow else [])]
+    )
     return EndpointSpec(
         model=model,
         traffic=traffic,
@@ -72,6 +74,7 @@ def endpoint_spec(
         run_id=run_id,
         job=job,
         route=config.route,
+        shadow=config.shadow,
         capture=capture_settings(config.capture, storage, model) if config.capture is not None else None,
     )
 

@@ -29,6 +29,10 @@ class EndpointSpec(BaseModel):
         default=None, description="The raymlp job serving it (metrics' `job` tag; default: the app's name)."
     )
     route: str | None = Field(default=None, description="The app's route prefix (metrics' `route` tag).")
+    shadow: str | None = Field(
+        default=None,
+        description="A version or alias scored on a copy of every request after the answer (serve.shadow).",
+    )
     capture: dict[str, Any] | None = Field(
         default=None, description="serve.capture as `serve.capture.CaptureSettings` values (None: capture is off)."
     )

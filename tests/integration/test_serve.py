@@ -911,3 +911,68 @@ def _wine_features() -> pd.DataFrame:
     from sklearn.datasets import load_wine
 
     return load_wine(as_frame=True).frame.drop(columns="target")
+
+
+def test_a_shadow_scores_a_copy_of_every_request_and_changes_no_answer(models, serve_port):
+    """Version 2 shadows version 1: bodies and version headers as without a shadow, one client's p50 within 1.2x,
+    and the shadow's answers captured under the same request ids (source shadow) and counted."""
+    import statistics
+
+    import pyarrow.dataset as pads
+
+    records = _wine_records(150, seed=7)
+    started = pd.Timestamp.now(tz="UTC")
+    try:
+        plain = _serve(
+            models,
+            serve_port,
+            "wine-sklearn",
+            "serve-unshadowed",
+            alias=None,
+            version=1,
+            capture={"flush_s": 0.5},
+            num_replicas=1,
+        )
+        shadowed = _serve(
+            models,
+            serve_port,
+            "wine-sklearn",
+            "serve-shadowed",
+            alias=None,
+            version=1,
+            capture={"flush_s": 0.5},
+            shadow="2",
+            num_replicas=1,
+        )
+        session = requests.Session()
+        timings: dict[str, list[float]] = {"plain": [], "shadowed": []}
+        answers: dict[str, list[tuple]] = {"plain": [], "shadowed": []}
+        for index, record in enumerate(records * 2):  # alternated, one client
+            for kind, base in (("plain", plain), ("shadowed", shadowed)):
+                request_id = f"{kind}-{index % len(records)}-{index // len(records)}"
+                begin = time.perf_counter()
+                reply = session.post(f"{base}/predict", json=record, headers={"x-request-id": request_id}, timeout=30)
+                timings[kind].append(time.perf_counter() - begin)
+                assert reply.status_code == 200 and reply.headers["x-request-id"] == request_id
+                answers[kind].append((reply.json(), reply.headers["x-raymlp-model-version"]))
+        assert answers["shadowed"] == answers["plain"]  # bodies and version headers unchanged
+        ratio = statistics.median(timings["shadowed"]) / statistics.median(timings["plain"])
+        assert ratio <= 1.2, (ratio, statistics.median(timings["plain"]))
+        shadow = session.get(f"{shadowed}/metadata", timeout=10).json()["shadow"]
+        assert shadow["version"] == 2
+        counts = shadow["records"]
+        assert counts["agreed"] + counts["disagreed"] + counts["dropped"] == 300 and counts["failed"] == 0
+        assert counts["disagreed"] >= 1  # a forest and a logistic regression differ somewhere in 150 records
+        assert session.get(f"{plain}/metadata", timeout=10).json()["shadow"] is None
+    finally:
+        _delete("serve-unshadowed", "serve-shadowed")  # a graceful stop writes what is buffered
+    folder = Path(models["storage"].root) / "captures" / "model=wine-sklearn"
+    parts = [str(path) for path in folder.glob("version=*/date=*/*.parquet")]
+    table = pads.dataset(parts, format="parquet").to_table(columns=["request_id", "source", "model_version", "time"])
+    table = table.to_pandas()
+    table = table[table["time"] >= started]
+    mine = table[table["request_id"].str.startswith("shadowed-")]
+    served, copied = mine[mine["source"] == "serve"], mine[mine["source"] == "shadow"]
+    assert set(served["model_version"].astype(str)) == {"1"} and set(copied["model_version"].astype(str)) == {"2"}
+    assert set(copied["request_id"]) == set(served["request_id"]) and len(served) == 300
+    assert not table[table["request_id"].str.startswith("plain-")]["source"].eq("shadow").any()

@@ -131,6 +131,7 @@ def test_the_dashboard_is_a_grafana_dashboard_model_like_rays() -> None:
         "Capture",
         "Data and training",
         "Monitoring",
+        "Shadow versions",
     ]
 
 

@@ -110,6 +110,13 @@ class ServeConfig(Section):
         description="Share of requests per alias or version of the registered model, e.g. {champion: 90, challenger: 10} "
         "(default: the register alias takes all). Replicas follow alias moves.",
     )
+    shadow: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$",
+        description="A version or alias of the model that gets a copy of every request, scored after the answer "
+        "is sent (fire-and-forget): answers and their latency are unchanged; its answers are captured under the "
+        "same request ids (source: shadow) when capture is on, and counted as agreeing or not.",
+    )
     follow_aliases_s: float = Field(
         default=5.0, gt=0, le=3600, description="How often replicas look up where the aliases point."
     )
